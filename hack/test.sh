@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and behaviour tests against a real control plane
+# (etcd, kube-apiserver, kube-controller-manager built by hack/control-plane.sh) and the
+# simulators over HTTP. This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/control-plane.sh up
+trap 'hack/control-plane.sh down' EXIT
+eval "$(hack/control-plane.sh env)"
+export REPORT_OPERATOR_KUBECONFIG="$KUBECONFIG"
+
+cargo build --locked --all-targets
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,101 @@
+//! Types shared by the three kinds.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to an object of a known kind in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalObjectReference {
+    /// Name of the object, in the same namespace as the referring object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretKeySelector {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Labels and annotations to put on each Secret the operator writes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretTemplate {
+    /// Labels added to the Secret (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// How a report is triggered; mirrors RDE's `eventType`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    /// A single report for the period given by `parameters.startDate` and `endDate`.
+    Onetime,
+    /// One report for each calendar day, week or month (`parameters.period`).
+    Periodic,
+    /// One report each time the platform issues an invoice (RDE, CMP).
+    OnInvoice,
+}
+
+/// File format of a report; each backend supports a subset.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReportFormat {
+    Json,
+    Xml,
+    Csv,
+    Xlsx,
+}
+
+impl ReportFormat {
+    /// Lower-case name, as most APIs and file extensions spell it.
+    pub fn lower(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "json",
+            ReportFormat::Xml => "xml",
+            ReportFormat::Csv => "csv",
+            ReportFormat::Xlsx => "xlsx",
+        }
+    }
+
+    /// Upper-case name, as the CRDs and RDE spell it.
+    pub fn upper(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "JSON",
+            ReportFormat::Xml => "XML",
+            ReportFormat::Csv => "CSV",
+            ReportFormat::Xlsx => "XLSX",
+        }
+    }
+}
+
+/// Length of a periodic report's window, as an ISO 8601 duration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Period {
+    // A calendar day.
+    P1D,
+    // An ISO week, Monday to Sunday.
+    P1W,
+    // A calendar month.
+    P1M,
+}
+
+/// Condition type every kind reports.
+pub const CONDITION_READY: &str = "Ready";
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}

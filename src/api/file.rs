@@ -1,0 +1,137 @@
+//! ReportFile: one generated report; mirrors RDE's report file.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{EventType, LocalObjectReference, ReportFormat, SecretTemplate};
+use super::generator::ReportParameters;
+
+/// One report: the request as sent to the backend (immutable) and its progress.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "reporting.report-operator.io",
+    version = "v1alpha1",
+    kind = "ReportFile",
+    plural = "reportfiles",
+    shortname = "rf",
+    category = "reports",
+    namespaced,
+    doc = "One generated report that mirrors an RDE report file; when READY it owns a Secret holding the download URL.",
+    status = "ReportFileStatus",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.status"}"#,
+    printcolumn = r#"{"name":"Generator","type":"string","jsonPath":".spec.generatorRef.name"}"#,
+    printcolumn = r#"{"name":"Start","type":"string","jsonPath":".spec.parameters.startDate"}"#,
+    printcolumn = r#"{"name":"End","type":"string","jsonPath":".spec.parameters.endDate"}"#,
+    printcolumn = r#"{"name":"Generated","type":"date","jsonPath":".status.generateDate"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("ReportFile spec is immutable: delete the ReportFile and create a new one"))]
+pub struct ReportFileSpec {
+    /// The ReportGenerator this report belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_ref: Option<LocalObjectReference>,
+    /// The ReportBackend that generates the report.
+    pub backend_ref: LocalObjectReference,
+    /// Report name (the generator's commonName).
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// How the report was triggered.
+    pub event_type: EventType,
+    /// File format.
+    pub format: ReportFormat,
+    /// Ask the platform to e-mail the report (RDE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_by_email: Option<bool>,
+    /// The period and backend-specific parameters of this one report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<ReportParameters>,
+    /// SUPPLIER: the organization this report is generated for (default: the backend's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Id of a report the backend already made (RDE report files, CMP on-invoice reports):
+    /// the operator follows it instead of asking for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// RDE: APS id of the report template this file belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Labels and annotations for this report's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+    /// Seconds the report may stay IN_PROGRESS before it fails with DeadlineExceeded.
+    /// Default 21600 (6 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+/// Where a report is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FileState {
+    InProgress,
+    Ready,
+    Failed,
+}
+
+impl FileState {
+    /// READY and FAILED are final.
+    pub fn is_finished(self) -> bool {
+        matches!(self, FileState::Ready | FileState::Failed)
+    }
+}
+
+/// Observed state of a ReportFile.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportFileStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// IN_PROGRESS, READY or FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<FileState>,
+    /// `Ready`, with reasons Pending, InProgress, Ready, Failed, UrlExpired.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The backend's id of this report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Set just before the backend is asked to generate the report and cleared once its id is
+    /// recorded: if it is found set, the request may have reached the backend, so the report
+    /// is looked up there before anything is generated again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_pending_since: Option<DateTime<Utc>>,
+    /// When the backend accepted the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_time: Option<DateTime<Utc>>,
+    /// When the backend generated the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_date: Option<DateTime<Utc>>,
+    /// When the report became READY or FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<DateTime<Utc>>,
+    /// The report's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// The Secret holding the download URL (or content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_secret_ref: Option<LocalObjectReference>,
+    /// When the URL in the Secret stops working, if it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_expires_at: Option<DateTime<Utc>>,
+    /// The last `refresh-url` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_url_refresh: Option<String>,
+    /// The backend's reason for a FAILED report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_reason: Option<String>,
+    /// Requests made to the backend to generate this report (normally 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+}

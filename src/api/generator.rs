@@ -1,0 +1,263 @@
+//! ReportGenerator: a report definition; mirrors CloudBlue RDE's `RDEReportTemplate`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{EventType, LocalObjectReference, Period, ReportFormat, SecretTemplate};
+
+/// A report definition: what to report on, in which format, from which backend, and when.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "reporting.report-operator.io",
+    version = "v1alpha1",
+    kind = "ReportGenerator",
+    plural = "reportgenerators",
+    shortname = "rg",
+    category = "reports",
+    namespaced,
+    doc = "A report definition that mirrors CloudBlue RDE RDEReportTemplate: one-time, periodic or on-invoice reports from a ReportBackend.",
+    status = "ReportGeneratorStatus",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.eventType"}"#,
+    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".spec.backendRef.name"}"#,
+    printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#,
+    printcolumn = r#"{"name":"Next Report","type":"date","jsonPath":".status.nextReportDate"}"#,
+    printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessfulTime"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.eventType != 'ONETIME' || (has(self.parameters) && has(self.parameters.startDate) && has(self.parameters.endDate))").message("eventType ONETIME needs parameters.startDate and parameters.endDate"))]
+#[x_kube(validation = Rule::new("self.eventType != 'PERIODIC' || (has(self.parameters) && has(self.parameters.period))").message("eventType PERIODIC needs parameters.period (P1D, P1W or P1M)"))]
+pub struct ReportGeneratorSpec {
+    /// The ReportBackend, in the same namespace, that generates the reports.
+    pub backend_ref: LocalObjectReference,
+    /// Report name. RDE: the template's commonName; CMP: a report name preconfigured on the
+    /// platform; CONNECT, FUSION, SUPPLIER: a label for the generated reports.
+    #[schemars(length(min = 1, max = 256))]
+    pub common_name: String,
+    /// ONETIME (one report for startDate..endDate), PERIODIC (one per period window) or
+    /// ON_INVOICE (one per platform invoice; RDE and CMP only).
+    pub event_type: EventType,
+    /// File format; the backend's own list of formats is checked at reconcile time.
+    pub format: ReportFormat,
+    /// Ask the platform to e-mail the report (RDE). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_by_email: Option<bool>,
+    /// What to report on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<ReportParameters>,
+    /// When PERIODIC reports run: CronJob-style knobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Labels and annotations for each report's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+    /// Seconds a report may stay IN_PROGRESS before it fails with reason DeadlineExceeded.
+    /// Default 21600 (6 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+/// What a report covers. Which fields apply depends on the backend type.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.startDate) || !has(self.endDate) || timestamp(self.endDate) > timestamp(self.startDate)").message("parameters.endDate must be after parameters.startDate"))]
+pub struct ReportParameters {
+    /// ONETIME: first instant covered (RFC 3339). PERIODIC: optional backfill start; every
+    /// window from this date on gets a report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<DateTime<Utc>>,
+    /// ONETIME: last instant covered (RFC 3339), e.g. `2018-10-10T23:59:59Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<DateTime<Utc>>,
+    /// PERIODIC: window length, P1D (calendar day), P1W (ISO week) or P1M (calendar month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
+    /// CMP: customization name sent with the report request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customization_name: Option<String>,
+    /// CONNECT: report template id (`RT-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// CONNECT: template parameters, passed through as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub values: Option<BTreeMap<String, serde_json::Value>>,
+    /// SUPPLIER: report type, e.g. REPORT_TYPE_TRIP_ACTIVITY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_type: Option<String>,
+    /// SUPPLIER: extra filters; the date range filter is added by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<SupplierFilter>>,
+    /// SUPPLIER: child organization ids; one report per organization and window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizations: Option<Vec<String>>,
+    /// FUSION: which group, distributor, reseller, tenant or subscription the report is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<FusionScope>,
+    /// FUSION: licenses (a license download), phoneUsage or productUsage (SDRs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<FusionDataset>,
+}
+
+/// A SUPPLIER report filter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SupplierFilter {
+    /// Field to filter on.
+    pub field: String,
+    /// Operator, e.g. OPERATOR_IN or OPERATOR_IN_RANGE.
+    pub operator: String,
+    /// Values the operator applies to.
+    #[serde(default)]
+    pub value: Vec<String>,
+}
+
+/// The FUSION object a report is about.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.level != 'subscription' || has(self.subscriptionId)").message("scope.level subscription needs scope.subscriptionId"))]
+pub struct FusionScope {
+    /// group, distributor, reseller, tenant or subscription (of a tenant).
+    pub level: FusionLevel,
+    /// UUID of the group, distributor, reseller or tenant.
+    #[schemars(length(min = 1))]
+    pub uuid: String,
+    /// Subscription index within the tenant, for level subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<i64>,
+}
+
+/// Level of a FUSION scope.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum FusionLevel {
+    Group,
+    Distributor,
+    Reseller,
+    Tenant,
+    Subscription,
+}
+
+/// FUSION report data set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum FusionDataset {
+    Licenses,
+    PhoneUsage,
+    ProductUsage,
+}
+
+/// CronJob-style schedule for PERIODIC generators.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    /// Run times as a 5-field cron expression or a macro such as `@daily`. Each run reports on
+    /// the latest complete window. Default: at each window boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA time zone in which windows and cron times are computed. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Stop creating new reports; reports already running continue. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// A window whose run time is older than this many seconds is recorded as missed instead
+    /// of run. Default: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Allow (windows may run at once) or Forbid (one at a time, the rest queued; none is
+    /// skipped). Default Allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    /// For windows missed while the operator was down: All (default, oldest first), Latest
+    /// (only the newest) or None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_policy: Option<CatchUpPolicy>,
+    /// READY ReportFiles to keep; older ones are deleted with their Secrets. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub successful_reports_history_limit: Option<i32>,
+    /// FAILED ReportFiles to keep. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub failed_reports_history_limit: Option<i32>,
+}
+
+/// Whether report windows may run at the same time.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ConcurrencyPolicy {
+    #[default]
+    Allow,
+    Forbid,
+}
+
+/// Which windows missed while the operator was down are caught up.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CatchUpPolicy {
+    #[default]
+    All,
+    Latest,
+    None,
+}
+
+/// Counts of a generator's ReportFiles by status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportCounts {
+    /// ReportFiles still IN_PROGRESS.
+    pub in_progress: i32,
+    /// ReportFiles READY.
+    pub ready: i32,
+    /// ReportFiles FAILED.
+    pub failed: i32,
+}
+
+/// Observed state of a ReportGenerator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportGeneratorStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: whether the generator is valid and producing reports.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// RDE: APS id of the RDEReportTemplate created on the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// When the next report is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_report_date: Option<DateTime<Utc>>,
+    /// When a report was last created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<DateTime<Utc>>,
+    /// When a report last became READY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<DateTime<Utc>>,
+    /// When a report last FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<DateTime<Utc>>,
+    /// When a window was last missed or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missed_time: Option<DateTime<Utc>>,
+    /// End of the newest window that has a ReportFile: windows up to here are never created
+    /// again, even after their ReportFiles are pruned by the history limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_window_end: Option<DateTime<Utc>>,
+    /// The last `run-now` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_now: Option<String>,
+    /// ReportFiles still IN_PROGRESS.
+    #[serde(default)]
+    pub active: Vec<LocalObjectReference>,
+    /// ReportFiles by status.
+    #[serde(default)]
+    pub reports: ReportCounts,
+}

@@ -1,0 +1,4 @@
+//! report-operator: a Kubernetes operator that has reporting APIs generate billing and
+//! usage reports and publishes each report's download URL in a Secret.
+
+pub mod api;

@@ -1,0 +1,211 @@
+//! The CRDs on a real API server: installation, admission-time validation, the examples,
+//! and what `kubectl` shows a person.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{TestNamespace, control_plane, stderr, stdout};
+use report_operator::api;
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            out.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn committed_crds_match_the_code() {
+    let committed = std::fs::read_to_string(common::repo_root().join("crds/report-operator.yaml"))
+        .expect("crds/report-operator.yaml");
+    let generated = api::crds_yaml().expect("render CRDs");
+    assert!(
+        committed == generated,
+        "crds/report-operator.yaml is stale: run `hack/update-crds.sh` and commit the result"
+    );
+}
+
+#[tokio::test]
+async fn crds_are_established_and_listed_under_reports() {
+    let cp = control_plane().await;
+    let out = cp.kubectl(&["get", "crd", "-o", "name"]);
+    let names = stdout(&out);
+    for crd in api::crds() {
+        let name = crd.metadata.name.expect("name");
+        assert!(names.contains(&name), "{name} not installed: {names}");
+        let established = cp.kubectl(&[
+            "get",
+            "crd",
+            &name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ]);
+        assert_eq!(stdout(&established), "True", "{name} is not Established");
+    }
+    let out = cp.kubectl(&["api-resources", "--categories", "reports", "-o", "name"]);
+    let mut listed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            "reportbackends.reporting.report-operator.io",
+            "reportfiles.reporting.report-operator.io",
+            "reportgenerators.reporting.report-operator.io"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_reports_lists_all_three_kinds() {
+    let ns = TestNamespace::new("crd-get").await;
+    let file = r#"
+apiVersion: reporting.report-operator.io/v1alpha1
+kind: ReportFile
+metadata: {name: one-file}
+spec:
+  backendRef: {name: commerce-cmp}
+  name: Daily report
+  eventType: ONETIME
+  format: JSON
+  parameters: {startDate: "2026-11-01T00:00:00Z", endDate: "2026-11-01T23:59:59Z"}
+"#;
+    let out = ns.kubectl(&["apply", "-f", "examples/cmp/backend.yaml", "-f", "examples/cmp/onetime.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ns.kubectl_stdin(&["apply", "-f", "-"], file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ns.kubectl(&["get", "reports"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "reportbackend.reporting.report-operator.io/commerce-cmp",
+        "reportgenerator.reporting.report-operator.io/daily-report-november",
+        "reportfile.reporting.report-operator.io/one-file",
+    ] {
+        assert!(text.contains(needle), "`kubectl get reports` lacks {needle}:\n{text}");
+    }
+    // The printer columns a person wants.
+    let out = ns.kubectl(&["get", "rg"]);
+    let header = stdout(&out).lines().next().unwrap_or_default().to_string();
+    for column in ["TYPE", "BACKEND", "FORMAT", "NEXT REPORT", "LAST SUCCESS", "READY"] {
+        assert!(header.contains(column), "rg lacks column {column}: {header}");
+    }
+    let out = ns.kubectl(&["get", "rf"]);
+    let header = stdout(&out).lines().next().unwrap_or_default().to_string();
+    for column in ["STATUS", "GENERATOR", "START", "END", "GENERATED", "READY"] {
+        assert!(header.contains(column), "rf lacks column {column}: {header}");
+    }
+}
+
+#[tokio::test]
+async fn every_example_passes_server_side_dry_run() {
+    let ns = TestNamespace::new("crd-examples").await;
+    let files = yaml_files(&common::repo_root().join("examples"));
+    assert!(files.len() >= 15, "expected an example per backend and event type, found {}", files.len());
+    for file in files {
+        let path = file.to_string_lossy();
+        let out = ns.kubectl(&["apply", "--dry-run=server", "-f", &path]);
+        assert!(out.status.success(), "{path} was rejected: {}", stderr(&out));
+    }
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_with_a_message_that_says_what_to_fix() {
+    let ns = TestNamespace::new("crd-invalid").await;
+    let files = yaml_files(&common::repo_root().join("tests/invalid"));
+    assert!(files.len() >= 15, "expected at least 15 invalid manifests, found {}", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read manifest");
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks an `# expect:` first line", file.display()));
+        let out = ns.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &text);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{} was accepted", file.display());
+        assert!(
+            err.contains(expected),
+            "{} was rejected, but not with {expected:?}:\n{err}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn report_file_spec_is_immutable() {
+    let ns = TestNamespace::new("crd-immutable").await;
+    let file = r#"
+apiVersion: reporting.report-operator.io/v1alpha1
+kind: ReportFile
+metadata: {name: frozen}
+spec:
+  backendRef: {name: commerce-cmp}
+  name: Daily report
+  eventType: ONETIME
+  format: JSON
+"#;
+    let out = ns.kubectl_stdin(&["create", "-f", "-"], file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ns.kubectl(&["patch", "reportfile", "frozen", "--type=merge", "-p", r#"{"spec":{"format":"CSV"}}"#]);
+    assert!(!out.status.success(), "a spec change was accepted");
+    assert!(
+        stderr(&out).contains("ReportFile spec is immutable: delete the ReportFile and create a new one"),
+        "{}",
+        stderr(&out)
+    );
+    // Metadata stays editable: labels and the refresh annotation are how users talk to it.
+    let out = ns.kubectl(&["annotate", "reportfile", "frozen", "reporting.report-operator.io/refresh-url=1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn kubectl_explain_teaches_the_fields() {
+    let cp = control_plane().await;
+    for (field, needle) in [
+        ("reportgenerator.spec.schedule", "When PERIODIC reports run: CronJob-style knobs"),
+        ("reportgenerator.spec.schedule.catchUpPolicy", "missed while the operator was down"),
+        ("reportgenerator.spec.parameters.period", "P1D (calendar day)"),
+        ("reportbackend.spec.credentialsSecretRef", "Secret in the same namespace holding the credentials"),
+        ("reportfile.status.status", "IN_PROGRESS, READY or FAILED"),
+    ] {
+        let out = cp.kubectl(&["explain", field]);
+        assert!(out.status.success(), "explain {field}: {}", stderr(&out));
+        assert!(stdout(&out).contains(needle), "explain {field} lacks {needle:?}:\n{}", stdout(&out));
+    }
+}
+
+#[test]
+fn every_schema_field_has_a_description() {
+    fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                let p = format!("{path}.{name}");
+                // metadata, apiVersion and kind are described by Kubernetes itself.
+                let builtin = path.is_empty() && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
+                if !builtin && sub.get("description").is_none() {
+                    missing.push(p.clone());
+                }
+                walk(&p, sub, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(&format!("{path}[]"), items, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    for crd in api::crds() {
+        let value = serde_json::to_value(&crd).expect("crd json");
+        let schema = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        walk(&crd.spec.names.kind, schema, &mut missing);
+    }
+    // Condition's own fields come described from Kubernetes; only our fields are checked.
+    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+}
