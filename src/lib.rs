@@ -2,3 +2,5 @@
 //! usage reports and publishes each report's download URL in a Secret.
 
 pub mod api;
+pub mod backend;
+pub mod controller;

@@ -99,3 +99,34 @@ pub const CONDITION_READY: &str = "Ready";
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
+
+/// A label value for an object name: names may be 253 characters, label values only 63, so a
+/// long name is cut and given a hash of the whole name to stay unique.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let mut cut = 54;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = name[..cut].trim_end_matches(['-', '.', '_']);
+    format!("{head}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_fit_and_stay_unique() {
+        assert_eq!(label_value("nw-finance"), "nw-finance");
+        let a = label_value(&"a".repeat(100));
+        let b = label_value(&format!("{}b", "a".repeat(99)));
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+    }
+}

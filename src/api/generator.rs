@@ -232,6 +232,10 @@ pub struct ReportGeneratorStatus {
     /// RDE: APS id of the RDEReportTemplate created on the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// RDE: set just before the template is created on the platform and cleared once its id
+    /// is recorded; if found set, the template is looked up before it is created again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_pending_since: Option<DateTime<Utc>>,
     /// When the next report is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_report_date: Option<DateTime<Utc>>,

@@ -1,0 +1,269 @@
+//! CONNECT: CloudBlue Connect Reports (seed 002), `Authorization: ApiKey SU-…:…`.
+//!
+//! A report is made from a template (`parameters.template`, `RT-…`) with the template's
+//! parameters (`parameters.values`); the operator adds the window as a `date` range parameter
+//! (`{"after", "before"}`, Connect's date-range form) unless the values name one already. The
+//! public create body is not documented: it is built in [`create_body`] only. The report name
+//! carries the request key, which is how `find` recognizes it after an ambiguous create.
+//!
+//! The download answers with a redirect to the file in storage; it is not followed, and its
+//! `Location` is the report's URL. A backend that answers with the ZIP itself gets it inline.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{AUTHORIZATION, CONTENT_DISPOSITION, LOCATION};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Credentials, StaticHeaders, rfc3986};
+use super::http::{Call, HttpClient, secret_header};
+use super::{
+    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    create_in_slot, de_time, seg, settle_find, track,
+};
+use crate::api::{BackendType, EventType, Period, ReportFormat};
+
+const CAPABILITIES: Capabilities = Capabilities {
+    formats: &[ReportFormat::Json, ReportFormat::Csv, ReportFormat::Xlsx],
+    event_types: &[EventType::Onetime, EventType::Periodic],
+    periods: &[Period::P1D, Period::P1W, Period::P1M],
+    platform_scheduled: false,
+    url_lifetime: None,
+};
+
+/// The in-flight cap (if `spec.limits.maxInFlight` sets one) counts the whole account.
+const ORG: &str = "";
+/// Page size of report listings.
+const PAGE: usize = 100;
+/// Pages read at most by one listing.
+const MAX_PAGES: usize = 20;
+
+pub struct ConnectBackend {
+    http: HttpClient,
+    auth: StaticHeaders,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConnectReport {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    stats: Option<Stats>,
+    /// Not documented; read if Connect says why a report failed.
+    #[serde(default, alias = "error", alias = "failedReason")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Stats {
+    #[serde(default, deserialize_with = "de_time")]
+    terminated: Option<DateTime<Utc>>,
+}
+
+/// The request key in the report name, so that `find` can recognize the report.
+fn report_name(req: &ReportRequest) -> String {
+    format!("{} [{}]", req.name, req.key)
+}
+
+/// The create body: the one place that knows its shape.
+fn create_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
+    let template = req
+        .parameters
+        .template
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| BackendError::unsupported("a CONNECT report without parameters.template"))?;
+    let mut values = serde_json::Map::new();
+    if let Some(v) = &req.parameters.values {
+        values.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if let (Some(start), Some(end)) = (req.parameters.start_date, req.parameters.end_date) {
+        values.entry("date").or_insert_with(|| {
+            json!({
+                "after": start.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "before": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+            })
+        });
+    }
+    Ok(json!({
+        "template": {"id": template},
+        "renderer": req.format.lower(),
+        "parameters": values,
+        "name": report_name(req),
+    }))
+}
+
+/// `Content-Range: items 0-99/250` → (first, last, total).
+pub(crate) fn parse_content_range(value: &str) -> Option<(usize, usize, usize)> {
+    let rest = value.trim().strip_prefix("items")?.trim();
+    let (range, total) = rest.split_once('/')?;
+    let total = total.trim().parse().ok()?;
+    if range.trim() == "*" {
+        return Some((0, 0, total));
+    }
+    let (first, last) = range.split_once('-')?;
+    Some((first.trim().parse().ok()?, last.trim().parse().ok()?, total))
+}
+
+impl ConnectReport {
+    fn into_remote(self) -> RemoteReport {
+        let state = match self.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("ready" | "succeeded") => ReportState::Ready,
+            Some("failed") => {
+                ReportState::Failed { reason: self.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "failed".into()) }
+            }
+            // pending, deploying, processing
+            _ => ReportState::InProgress,
+        };
+        let date = self.parameters.as_ref().and_then(|p| p.get("date"));
+        let time_of = |key: &str| date.and_then(|d| d.get(key)).and_then(|v| v.as_str()).and_then(super::parse_time);
+        RemoteReport {
+            start_date: time_of("after"),
+            end_date: time_of("before"),
+            generate_date: self.stats.and_then(|s| s.terminated),
+            name: self.name,
+            ..RemoteReport::new(self.id, state)
+        }
+    }
+}
+
+impl ConnectBackend {
+    pub(crate) fn new(http: HttpClient, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+        let key = creds.required("apiKey")?;
+        let auth = StaticHeaders(vec![(AUTHORIZATION, secret_header(&format!("ApiKey {}", key.expose()))?)]);
+        Ok(ConnectBackend { http, auth })
+    }
+
+    fn report_url(&self, id: &str, tail: &str) -> url::Url {
+        self.http.url(&format!("/reporting/reports/{}{tail}", seg(id)))
+    }
+
+    /// `GET /reporting/reports?<rql>`, every page.
+    async fn reports(&self, rql: Option<&str>, op: &'static str) -> Result<Vec<ConnectReport>, BackendError> {
+        let mut all = Vec::new();
+        for page in 0..MAX_PAGES {
+            let offset = page * PAGE;
+            let mut url = self.http.url("/reporting/reports");
+            let paging = format!("limit={PAGE}&offset={offset}");
+            url.set_query(Some(&match rql {
+                Some(rql) => format!("{rql}&{paging}"),
+                None => paging,
+            }));
+            let response = self.http.send(&Call::get(url, op), &self.auth).await?;
+            let items: Vec<ConnectReport> = response.json("report list")?;
+            let count = items.len();
+            all.extend(items);
+            let total = response.header("content-range").and_then(parse_content_range).map(|(_, _, t)| t);
+            let more = match total {
+                Some(total) => offset + count < total,
+                None => count == PAGE,
+            };
+            if !more || count == 0 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+#[async_trait::async_trait]
+impl ReportingBackend for ConnectBackend {
+    fn backend_type(&self) -> BackendType {
+        BackendType::Connect
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        let mut url = self.http.url("/reporting/reports");
+        url.set_query(Some("limit=1"));
+        self.http.send(&Call::get(url, "probe"), &self.auth).await.map(drop)
+    }
+
+    async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        CAPABILITIES.check(BackendType::Connect, req)?;
+        let call = Call::create(self.http.url("/reporting/reports"), "create", create_body(req)?);
+        create_in_slot(self.http.limiter(), ORG, &req.key, async {
+            let report: ConnectReport = self.http.send(&call, &self.auth).await?.json("created report")?;
+            Ok(report.into_remote())
+        })
+        .await
+    }
+
+    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+        let name = report_name(req);
+        let reports = self.reports(Some(&format!("eq(name,{})", rfc3986(&name))), "find").await?;
+        let found = reports.into_iter().find(|r| r.name.as_deref() == Some(name.as_str())).map(ConnectReport::into_remote);
+        settle_find(self.http.limiter(), ORG, &req.key, &found);
+        Ok(found)
+    }
+
+    async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        let report: ConnectReport =
+            self.http.send(&Call::get(self.report_url(id, ""), "get"), &self.auth).await?.json("report")?;
+        let report = report.into_remote();
+        track(self.http.limiter(), ORG, &report);
+        Ok(report)
+    }
+
+    async fn download(&self, report: &RemoteReport, _req: &ReportRequest) -> Result<Download, BackendError> {
+        let url = self.report_url(&report.id, "/download");
+        let response = self.http.send(&Call::get(url.clone(), "download"), &self.auth).await?;
+        if response.status.is_redirection() {
+            let location = response
+                .header(LOCATION.as_str())
+                .ok_or_else(|| BackendError::protocol("the download redirect has no Location"))?;
+            let target = url.join(location).map_err(|_| BackendError::protocol("the download redirect's Location is not a URL"))?;
+            return Ok(Download::Url { url: target.to_string(), expires_at: None });
+        }
+        let file_name = response
+            .header(CONTENT_DISPOSITION.as_str())
+            .and_then(|d| d.split("filename=").nth(1))
+            .map(|n| n.trim_matches(|c| c == '"' || c == ';' || c == ' ').to_string())
+            .filter(|n| !n.is_empty() && !n.contains(['/', '\\']))
+            .unwrap_or_else(|| format!("{}.zip", report.id));
+        Ok(Download::Inline { file_name, content: response.body })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
+        let rql = query.name.as_deref().map(|n| format!("eq(name,{})", rfc3986(n)));
+        let reports = self.reports(rql.as_deref(), "list").await?;
+        Ok(reports
+            .into_iter()
+            .filter(|r| query.name.as_deref().is_none_or(|n| r.name.as_deref() == Some(n)))
+            .map(ConnectReport::into_remote)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("items 0-99/250"), Some((0, 99, 250)));
+        assert_eq!(parse_content_range("items 200-249/250"), Some((200, 249, 250)));
+        assert_eq!(parse_content_range(" items */0 "), Some((0, 0, 0)));
+        assert_eq!(parse_content_range("bytes 0-99/250"), None);
+        assert_eq!(parse_content_range("items 0-x/1"), None);
+    }
+
+    #[test]
+    fn statuses_map_to_states() {
+        let r = |status: &str| {
+            serde_json::from_value::<ConnectReport>(json!({"id": "RP-1", "status": status})).expect("report").into_remote().state
+        };
+        assert_eq!(r("pending"), ReportState::InProgress);
+        assert_eq!(r("deploying"), ReportState::InProgress);
+        assert_eq!(r("succeeded"), ReportState::Ready);
+        assert_eq!(r("ready"), ReportState::Ready);
+        assert_eq!(r("failed"), ReportState::Failed { reason: "failed".into() });
+    }
+}

@@ -1,0 +1,307 @@
+//! FUSION: Netaxis Fusion reporting (seed 003).
+//!
+//! Reports are synchronous: the answer is the file itself, so `submit` returns a READY report
+//! with the file inline. License downloads (`POST …/downloads/report`) come as base64 with
+//! their file name; phone and product usage SDRs come as JSON arrays, which are written as the
+//! JSON the API gave or as CSV (columns in order of first appearance). All of these calls only
+//! read, so they are retried like reads, `find` has nothing to find (submitting again is
+//! harmless) and `get` asks again. The data is a snapshot: Fusion takes no date range.
+//!
+//! Login gives an access and a refresh token; a 401 renews the access token with the refresh
+//! token, and a refused refresh logs in again. A login that answers with a `2fa_payload` makes
+//! the backend not Ready (TwoFactorRequired).
+
+use base64::Engine as _;
+use chrono::Utc;
+use reqwest::header::AUTHORIZATION;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
+use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
+use super::{
+    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    known_download, seg,
+};
+use crate::api::{BackendType, EventType, FusionDataset, FusionLevel, Period, ReportBackendSpec, ReportFormat};
+
+const CAPABILITIES: Capabilities = Capabilities {
+    formats: &[ReportFormat::Json, ReportFormat::Csv],
+    event_types: &[EventType::Onetime, EventType::Periodic],
+    periods: &[Period::P1D, Period::P1W, Period::P1M],
+    platform_scheduled: false,
+    url_lifetime: None,
+};
+
+pub struct FusionBackend {
+    http: HttpClient,
+    auth: BearerAuth<FusionLogin>,
+    draas_instance: String,
+}
+
+/// Login with username and password, refresh with the refresh token.
+struct FusionLogin {
+    login: Option<(Secret, Secret)>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    data: Option<TokenData>,
+    #[serde(default, rename = "2fa_payload")]
+    two_factor: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default, rename = "2fa_payload")]
+    two_factor: Option<serde_json::Value>,
+}
+
+impl TokenAnswer {
+    fn into_tokens(self, previous_refresh: Option<&Secret>) -> Result<Tokens, BackendError> {
+        let data = self.data.unwrap_or(TokenData { access_token: None, refresh_token: None, two_factor: None });
+        if self.two_factor.or(data.two_factor).is_some_and(|p| !p.is_null()) {
+            return Err(BackendError::TwoFactorRequired);
+        }
+        let access = data.access_token.ok_or_else(|| BackendError::protocol("the login answer has no access_token"))?;
+        let refresh = data.refresh_token.map(Secret::new).or_else(|| previous_refresh.cloned());
+        // Fusion does not say how long its tokens last: they are renewed when refused.
+        Ok(Tokens::expiring(Secret::new(access), None, refresh))
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for FusionLogin {
+    async fn fetch(&self, http: &HttpClient, previous: Option<&Tokens>) -> Result<Tokens, BackendError> {
+        if let Some(refresh) = previous.and_then(|p| p.refresh.as_ref()) {
+            let call = Call::get(http.url("/api/v01/auth/access_token"), "refresh")
+                .header(AUTHORIZATION, secret_header(&format!("Bearer {}", refresh.expose()))?);
+            match http.send(&call, &NoAuth).await.map_err(token_refused) {
+                Ok(answer) => return answer.json::<TokenAnswer>("token refresh")?.into_tokens(Some(refresh)),
+                // A refused refresh token means: log in again, if we can.
+                Err(BackendError::Unauthorized { message }) if self.login.is_none() => {
+                    return Err(BackendError::Unauthorized { message });
+                }
+                Err(BackendError::Unauthorized { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((username, password)) = &self.login else {
+            return Err(BackendError::Unauthorized { message: "no refresh token and no password to log in with".into() });
+        };
+        let body = json!({"username": username.expose(), "password": password.expose()});
+        let call = Call::post_idempotent(http.url("/api/v01/auth/login"), "login", Body::Json(body));
+        http.send(&call, &NoAuth).await.map_err(token_refused)?.json::<TokenAnswer>("login")?.into_tokens(None)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LicenseFile {
+    file_body: String,
+    file_name: String,
+}
+
+/// A CSV field, quoted when it must be.
+fn csv_field(v: &serde_json::Value) -> String {
+    let text = match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// Columns of the phone usage SDR, in the seed's order.
+const PHONE_USAGE_COLUMNS: &[&str] =
+    &["distributor", "reseller", "tenant", "subscription", "group", "username", "phoneNumber"];
+/// Columns of the product usage SDR, in the seed's order.
+const PRODUCT_USAGE_COLUMNS: &[&str] =
+    &["distributor", "reseller", "tenant", "subscription", "group", "sku", "quantity", "used"];
+
+/// An array of flat objects as CSV: the documented `columns` first, then any others the rows
+/// have (in name order).
+pub(crate) fn to_csv(rows: &[serde_json::Value], columns: &[&str]) -> String {
+    let mut columns: Vec<&str> = columns.to_vec();
+    for row in rows {
+        if let Some(obj) = row.as_object() {
+            for k in obj.keys() {
+                if !columns.contains(&k.as_str()) {
+                    columns.push(k);
+                }
+            }
+        }
+    }
+    let mut out = columns.iter().map(|c| csv_field(&json!(c))).collect::<Vec<_>>().join(",");
+    out.push_str("\r\n");
+    for row in rows {
+        let line: Vec<String> =
+            columns.iter().map(|c| csv_field(row.get(*c).unwrap_or(&serde_json::Value::Null))).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+impl FusionBackend {
+    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+        let login = match creds.optional("username")? {
+            Some(user) => Some((user, creds.required("password")?)),
+            None => None,
+        };
+        let initial = match creds.optional("accessToken")? {
+            Some(access) => Some(Tokens::expiring(access, None, Some(creds.required("refreshToken")?))),
+            None if login.is_none() => return Err(BackendError::CredentialsMissing { key: "username".into() }),
+            None => None,
+        };
+        let draas_instance = spec
+            .fusion
+            .as_ref()
+            .and_then(|f| f.draas_instance.clone())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "draas_v1".into());
+        Ok(FusionBackend { http, auth: BearerAuth::new(FusionLogin { login }, initial, Vec::new()), draas_instance })
+    }
+
+    /// Asks for the report and returns it READY with its file.
+    async fn generate(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        CAPABILITIES.check(BackendType::Fusion, req)?;
+        let scope = req
+            .parameters
+            .scope
+            .as_ref()
+            .ok_or_else(|| BackendError::unsupported("a FUSION report without parameters.scope"))?;
+        let root = format!("/api/v01/draas/{}", seg(&self.draas_instance));
+        let dataset = req.parameters.dataset.unwrap_or(FusionDataset::Licenses);
+        let (file_name, content) = match dataset {
+            FusionDataset::Licenses => {
+                let owner = match (scope.level, scope.subscription_id) {
+                    (FusionLevel::Group, _) => format!("groups/{}", seg(&scope.uuid)),
+                    (FusionLevel::Distributor, _) => format!("distributors/{}", seg(&scope.uuid)),
+                    (FusionLevel::Reseller, _) => format!("resellers/{}", seg(&scope.uuid)),
+                    (FusionLevel::Tenant, _) => format!("tenants/{}", seg(&scope.uuid)),
+                    (FusionLevel::Subscription, Some(id)) => format!("tenants/{}/subscriptions/{id}", seg(&scope.uuid)),
+                    (FusionLevel::Subscription, None) => {
+                        return Err(BackendError::unsupported("scope level subscription without subscriptionId"));
+                    }
+                };
+                let url = self.http.url(&format!("{root}/{owner}/downloads/report"));
+                let body = Body::Json(json!({"format": req.format.lower()}));
+                let file: LicenseFile =
+                    self.http.send(&Call::post_idempotent(url, "license", body), &self.auth).await?.json("license file")?;
+                let content = base64::engine::general_purpose::STANDARD
+                    .decode(file.file_body.trim())
+                    .map_err(|_| BackendError::protocol("fileBody is not base64"))?;
+                (file.file_name, content)
+            }
+            FusionDataset::PhoneUsage | FusionDataset::ProductUsage => {
+                if scope.level != FusionLevel::Group {
+                    return Err(BackendError::unsupported("usage SDRs exist for groups only (scope.level group)"));
+                }
+                let (path, field, columns) = match dataset {
+                    FusionDataset::PhoneUsage => ("phone_usage", "phoneUsages", PHONE_USAGE_COLUMNS),
+                    _ => ("product_usage", "productUsages", PRODUCT_USAGE_COLUMNS),
+                };
+                let url = self.http.url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)));
+                let response = self.http.send(&Call::get(url, "sdr"), &self.auth).await?;
+                let stamp = Utc::now().format("%Y%m%d%H%M%S");
+                let file_name = format!("{path}_group_{}_{stamp}.{}", scope.uuid, req.format.lower());
+                let content = match req.format {
+                    ReportFormat::Csv => {
+                        let doc: serde_json::Value = response.json("usage SDRs")?;
+                        let rows = doc
+                            .get(field)
+                            .and_then(|v| v.as_array())
+                            .ok_or_else(|| BackendError::protocol(format!("the answer has no {field} array")))?;
+                        to_csv(rows, columns).into_bytes()
+                    }
+                    _ => response.body,
+                };
+                (file_name, content)
+            }
+        };
+        Ok(RemoteReport {
+            name: Some(req.name.clone()),
+            event_type: Some(req.event_type),
+            start_date: req.parameters.start_date,
+            end_date: req.parameters.end_date,
+            generate_date: Some(Utc::now()),
+            file_name: Some(file_name.clone()),
+            download: Some(Download::Inline { file_name: file_name.clone(), content }),
+            ..RemoteReport::new(file_name, ReportState::Ready)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ReportingBackend for FusionBackend {
+    fn backend_type(&self) -> BackendType {
+        BackendType::Fusion
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    /// A login (or refresh) that works; a cached token counts.
+    async fn probe(&self) -> Result<(), BackendError> {
+        self.auth.token(&self.http).await.map(drop)
+    }
+
+    async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        self.generate(req).await
+    }
+
+    /// A request that may or may not have reached Fusion left nothing behind: submit again.
+    async fn find(&self, _req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+        Ok(None)
+    }
+
+    async fn get(&self, _id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        self.generate(req).await
+    }
+
+    async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError> {
+        known_download(self, report, req).await
+    }
+
+    async fn list(&self, _query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
+        Err(BackendError::unsupported("FUSION keeps no reports to list"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_rows_as_csv() {
+        let rows = vec![
+            json!({"group": "Netaxis", "sku": "Fusion Seats", "quantity": 29, "used": 5, "zone": "eu"}),
+            json!({"group": "Net, \"axis\"", "sku": "SIP", "quantity": 14}),
+        ];
+        assert_eq!(
+            to_csv(&rows, &["group", "sku", "quantity", "used"]),
+            "group,sku,quantity,used,zone\r\nNetaxis,Fusion Seats,29,5,eu\r\n\"Net, \"\"axis\"\"\",SIP,14,,\r\n"
+        );
+    }
+
+    #[test]
+    fn two_factor_answers() {
+        let a: TokenAnswer = serde_json::from_value(json!({"2fa_payload": "abc"})).expect("answer");
+        assert!(matches!(a.into_tokens(None), Err(BackendError::TwoFactorRequired)));
+        let a: TokenAnswer =
+            serde_json::from_value(json!({"data": {"access_token": "a", "refresh_token": "r"}})).expect("answer");
+        let t = a.into_tokens(None).expect("tokens");
+        assert_eq!(t.refresh.map(|r| r.expose().to_string()), Some("r".into()));
+    }
+}

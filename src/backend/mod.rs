@@ -1,0 +1,356 @@
+//! Clients of the five reporting APIs behind one trait, [`ReportingBackend`].
+//!
+//! [`connect`] builds the client of a ReportBackend from its spec, the data of its credentials
+//! Secret, an optional CA bundle and the backend's [`Limiter`] (which the controller keeps
+//! across client rebuilds, so that budgets and in-flight counts survive a credentials change).
+//!
+//! What each backend does for each operation is in `shared/BACKENDS.md`; the per-type notes are
+//! in the module docs of [`rde`], [`cmp`], [`connect`](mod@connect), [`fusion`] and [`supplier`].
+//! Every error is a [`BackendError`]; [`BackendError::action`] says what the controller does
+//! about it. No message or log line holds a credential, a token or a signed URL's query.
+
+mod auth;
+pub mod cmp;
+pub mod connect;
+mod error;
+pub mod fusion;
+mod http;
+pub mod ratelimit;
+pub mod rde;
+pub mod supplier;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{self, BackendType, EventType, Period, ReportFormat};
+
+pub use error::{BackendError, ErrorAction, redact_url};
+pub use http::{ClientOptions, RetryPolicy};
+pub use ratelimit::{Budget, Limiter, LimiterConfig};
+
+/// What the controller asks a backend for: one report, or (RDE) one report template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRequest {
+    /// Stable id of our request: `<namespace>/<ReportFile name>`. CONNECT puts it into the
+    /// report name so that `find` can match it.
+    pub key: String,
+    /// The commonName.
+    pub name: String,
+    pub event_type: EventType,
+    pub format: ReportFormat,
+    pub notify_by_email: bool,
+    /// startDate/endDate/period and the backend-specific fields.
+    pub parameters: api::ReportParameters,
+    /// SUPPLIER: the organization to generate for (default: the backend's organizationId).
+    pub organization: Option<String>,
+}
+
+impl ReportRequest {
+    /// The request a ReportFile stands for.
+    pub fn for_report_file(namespace: &str, name: &str, spec: &api::ReportFileSpec) -> Self {
+        ReportRequest {
+            key: format!("{namespace}/{name}"),
+            name: spec.name.clone(),
+            event_type: spec.event_type,
+            format: spec.format,
+            notify_by_email: spec.notify_by_email.unwrap_or(false),
+            parameters: spec.parameters.clone().unwrap_or_default(),
+            organization: spec.organization.clone(),
+        }
+    }
+
+    /// The report's window, which ONETIME and PERIODIC reports must have.
+    pub(crate) fn window(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), BackendError> {
+        match (self.parameters.start_date, self.parameters.end_date) {
+            (Some(start), Some(end)) => Ok((start, end)),
+            _ => Err(BackendError::unsupported("a report without parameters.startDate and parameters.endDate")),
+        }
+    }
+}
+
+/// Where a report is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportState {
+    InProgress,
+    Ready,
+    /// Terminal, with the backend's reason.
+    Failed { reason: String },
+}
+
+impl ReportState {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, ReportState::InProgress)
+    }
+}
+
+/// A report (RDE `submit`/`find`: a report template) as the backend describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteReport {
+    pub id: String,
+    pub state: ReportState,
+    pub name: Option<String>,
+    pub event_type: Option<EventType>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub generate_date: Option<DateTime<Utc>>,
+    pub file_name: Option<String>,
+    /// Set when READY and the API gave it already (CMP downloadUrl, RDE filePath, FUSION file).
+    pub download: Option<Download>,
+}
+
+impl RemoteReport {
+    pub(crate) fn new(id: impl Into<String>, state: ReportState) -> Self {
+        RemoteReport {
+            id: id.into(),
+            state,
+            name: None,
+            event_type: None,
+            start_date: None,
+            end_date: None,
+            generate_date: None,
+            file_name: None,
+            download: None,
+        }
+    }
+}
+
+/// Where the report's file is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Download {
+    /// A URL, possibly signed (its query is the signature: never log it).
+    Url { url: String, expires_at: Option<DateTime<Utc>> },
+    /// The file itself (FUSION).
+    Inline { file_name: String, content: Vec<u8> },
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Download::Url { url, expires_at } => {
+                f.debug_struct("Url").field("url", &redact_url(url)).field("expires_at", expires_at).finish()
+            }
+            Download::Inline { file_name, content } => {
+                f.debug_struct("Inline").field("file_name", file_name).field("bytes", &content.len()).finish()
+            }
+        }
+    }
+}
+
+/// What a backend type can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub formats: &'static [ReportFormat],
+    pub event_types: &'static [EventType],
+    /// Periods of PERIODIC reports (RDE knows only P1D and P1M).
+    pub periods: &'static [Period],
+    /// RDE: the platform schedules PERIODIC and ON_INVOICE reports itself.
+    pub platform_scheduled: bool,
+    /// How long a download URL works (SUPPLIER 60 s); `None`: long enough not to matter or
+    /// given per report in [`Download::Url::expires_at`].
+    pub url_lifetime: Option<Duration>,
+}
+
+impl Capabilities {
+    pub fn supports(&self, format: ReportFormat, event_type: EventType) -> bool {
+        self.formats.contains(&format) && self.event_types.contains(&event_type)
+    }
+
+    /// `Unsupported` unless this backend can make `req`.
+    pub(crate) fn check(&self, backend: BackendType, req: &ReportRequest) -> Result<(), BackendError> {
+        if !self.formats.contains(&req.format) {
+            return Err(BackendError::unsupported(format!("format {} on {}", req.format.upper(), backend.as_str())));
+        }
+        if !self.event_types.contains(&req.event_type) {
+            return Err(BackendError::unsupported(format!("eventType {:?} on {}", req.event_type, backend.as_str())));
+        }
+        if let Some(period) = req.parameters.period
+            && req.event_type == EventType::Periodic
+            && !self.periods.contains(&period)
+        {
+            return Err(BackendError::unsupported(format!("period {period:?} on {}", backend.as_str())));
+        }
+        Ok(())
+    }
+}
+
+/// Which reports `list` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// RDE: the template whose reportFiles to list (required).
+    pub template_id: Option<String>,
+    /// CMP, CONNECT: the report name.
+    pub name: Option<String>,
+    /// CMP: the report type (ON_INVOICE for invoice reports).
+    pub event_type: Option<EventType>,
+    /// CMP (required): the first and last day of the period asked about.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// SUPPLIER: the organization (default: the backend's).
+    pub organization: Option<String>,
+}
+
+/// One client of one reporting API.
+#[async_trait::async_trait]
+pub trait ReportingBackend: Send + Sync {
+    fn backend_type(&self) -> BackendType;
+    fn capabilities(&self) -> Capabilities;
+    /// Checks the credentials (and that the API answers) for the ReportBackend's Ready.
+    async fn probe(&self) -> Result<(), BackendError>;
+    /// Asks for one report (RDE: creates the RDEReportTemplate and returns its id as the
+    /// report id). On [`BackendError::Ambiguous`] call `find` before submitting again.
+    async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError>;
+    /// Looks the request up after an ambiguous create (RDE: the template by commonName and
+    /// parameters).
+    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError>;
+    /// The state of one report (RDE: a report file by its APS id). A finished report no longer
+    /// counts against its organization's in-flight cap.
+    async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError>;
+    /// The report's file: a URL (minted afresh where the API can: SUPPLIER) or the file itself.
+    async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError>;
+    /// RDE: a template's reportFiles; CMP: reports by name/type/from/to (ON_INVOICE mirroring);
+    /// CONNECT: reports by name; SUPPLIER: an organization's reports.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError>;
+    /// RDE: deletes a report template (already gone is success); others: Unsupported.
+    async fn delete_template(&self, _id: &str) -> Result<(), BackendError> {
+        Err(BackendError::unsupported(format!("{} has no report templates", self.backend_type().as_str())))
+    }
+}
+
+/// The download the report came with, or the one a fresh `get` gives (RDE filePath, CMP
+/// downloadUrl, FUSION file).
+pub(crate) async fn known_download(
+    backend: &dyn ReportingBackend,
+    report: &RemoteReport,
+    req: &ReportRequest,
+) -> Result<Download, BackendError> {
+    if let Some(d) = &report.download {
+        return Ok(d.clone());
+    }
+    let fresh = backend.get(&report.id, req).await?;
+    match (fresh.state, fresh.download) {
+        (_, Some(d)) => Ok(d),
+        (ReportState::Ready, None) => Err(BackendError::protocol("the report is READY but has no download location")),
+        (state, None) => Err(BackendError::protocol(format!("the report is not READY but {state:?}"))),
+    }
+}
+
+/// Builds the client of a ReportBackend with default timeouts and retries.
+pub fn connect(
+    spec: &api::ReportBackendSpec,
+    credentials: &BTreeMap<String, Vec<u8>>,
+    ca_pem: Option<&[u8]>,
+    limiter: Arc<Limiter>,
+) -> Result<Arc<dyn ReportingBackend>, BackendError> {
+    connect_with_options(spec, credentials, ca_pem, limiter, &ClientOptions::default())
+}
+
+/// [`connect`] with explicit timeouts and retries.
+pub fn connect_with_options(
+    spec: &api::ReportBackendSpec,
+    credentials: &BTreeMap<String, Vec<u8>>,
+    ca_pem: Option<&[u8]>,
+    limiter: Arc<Limiter>,
+    options: &ClientOptions,
+) -> Result<Arc<dyn ReportingBackend>, BackendError> {
+    let creds = auth::Credentials(credentials);
+    let base = http::parse_base_url(&spec.url, "spec.url")?;
+    let insecure = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
+    let client = http::build_client(ca_pem, insecure, options)?;
+    let http = http::HttpClient::new(client, base, limiter, options.retry.clone(), spec.type_, creds.all_values());
+    Ok(match spec.type_ {
+        BackendType::Rde => Arc::new(rde::RdeBackend::new(http, spec, &creds)?),
+        BackendType::Cmp => Arc::new(cmp::CmpBackend::new(http, spec, &creds)?),
+        BackendType::Connect => Arc::new(connect::ConnectBackend::new(http, &creds)?),
+        BackendType::Fusion => Arc::new(fusion::FusionBackend::new(http, spec, &creds)?),
+        BackendType::Supplier => Arc::new(supplier::SupplierBackend::new(http, spec, &creds)?),
+    })
+}
+
+/// Runs a create under an in-flight slot of `organization`: the slot goes to the new report
+/// while it runs, stays reserved when the create is ambiguous (until `find` settles it), and
+/// is given back on any other failure.
+pub(crate) async fn create_in_slot<F>(
+    limiter: &Limiter,
+    organization: &str,
+    key: &str,
+    create: F,
+) -> Result<RemoteReport, BackendError>
+where
+    F: Future<Output = Result<RemoteReport, BackendError>>,
+{
+    let reservation = limiter.reserve(organization, key)?;
+    match create.await {
+        Ok(report) => {
+            reservation.commit(&report.id, !report.state.is_finished());
+            Ok(report)
+        }
+        Err(e @ BackendError::Ambiguous { .. }) => {
+            reservation.keep_pending();
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps the in-flight count in step with what `get` or `find` saw.
+pub(crate) fn track(limiter: &Limiter, organization: &str, report: &RemoteReport) {
+    if report.state.is_finished() {
+        limiter.release(&report.id);
+    } else if limiter.config().max_in_flight.is_some() {
+        limiter.note_in_flight(organization, &report.id);
+    }
+}
+
+/// After `find`: a found running report takes over the ambiguous create's slot.
+pub(crate) fn settle_find(limiter: &Limiter, organization: &str, key: &str, found: &Option<RemoteReport>) {
+    let running = found.as_ref().filter(|r| !r.state.is_finished()).map(|r| r.id.as_str());
+    limiter.adopt(organization, key, running);
+}
+
+/// One path segment, percent-encoded (ids come from the backend).
+pub(crate) fn seg(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Parses the timestamps the APIs write (RFC 3339, with or without fraction or zone).
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+}
+
+/// Serde helper: an optional timestamp in whatever form the API writes it.
+pub(crate) fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let raw: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(raw.as_deref().filter(|s| !s.is_empty()).and_then(parse_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_debug_hides_the_signature() {
+        let d = Download::Url { url: "https://s/f.csv?sig=SECRET".into(), expires_at: None };
+        let text = format!("{d:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        let d = Download::Inline { file_name: "f.json".into(), content: b"{\"secret\":1}".to_vec() };
+        assert!(!format!("{d:?}").contains("secret\""));
+    }
+
+    #[test]
+    fn times_in_api_forms() {
+        let want = DateTime::parse_from_rfc3339("2019-11-07T17:02:59Z").expect("time").with_timezone(&Utc);
+        assert_eq!(parse_time("2019-11-07T17:02:59.000Z"), Some(want));
+        assert_eq!(parse_time("2019-11-07T17:02:59Z"), Some(want));
+        assert_eq!(parse_time("2019-11-07T18:02:59+01:00"), Some(want));
+        assert_eq!(parse_time("2019-11-07T17:02:59"), Some(want));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

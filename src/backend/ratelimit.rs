@@ -1,0 +1,442 @@
+//! Client-side limits for one ReportBackend: a request budget per endpoint and a cap on the
+//! reports in progress per organization.
+//!
+//! The budget is an exact sliding window (a log of the last N send times), not a token bucket:
+//! a token bucket lets through up to twice its rate in one window after an idle period, and
+//! the backends count requests in plain windows, so a bucket would earn 429s. Each budget keeps
+//! a small safety margin on top of the window for network delay between our clock and theirs.
+//!
+//! The in-flight cap is kept as the set of report ids we believe are running, so that the
+//! controller can rebuild it after a restart ([`Limiter::note_in_flight`]) and a lost `get`
+//! never leaks a slot for longer than it takes to see the report again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::BackendError;
+use crate::api::{BackendType, ReportBackendSpec};
+
+/// One budget: at most `requests` sends in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+impl Budget {
+    pub const fn new(requests: u32, window: Duration) -> Self {
+        Budget { requests, window }
+    }
+
+    /// The window plus a margin for clock and network skew between us and the backend.
+    fn guarded_window(&self) -> Duration {
+        self.window + (self.window / 20).min(Duration::from_secs(2))
+    }
+}
+
+/// The limits of one backend, from `spec.limits` or the type's documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterConfig {
+    /// Budgets every endpoint shares or (with `per_endpoint`) each endpoint has on its own.
+    pub budgets: Vec<Budget>,
+    /// SUPPLIER counts each endpoint separately; CMP counts all calls of a subscription together.
+    pub per_endpoint: bool,
+    /// Budgets of named endpoints that differ from `budgets` (SUPPLIER's token endpoint).
+    pub endpoint_budgets: Vec<(&'static str, Vec<Budget>)>,
+    /// Reports in progress at once per organization (SUPPLIER 6); `None`: no cap.
+    pub max_in_flight: Option<u32>,
+    /// The longest a call waits for its budget; beyond that it fails with
+    /// [`BackendError::RateLimited`] so that no reconcile is held for long.
+    pub max_wait: Duration,
+    /// The retry hint of [`BackendError::InFlightLimit`].
+    pub in_flight_retry: Duration,
+    /// How long a slot reserved by a create whose answer was lost counts before it lapses,
+    /// unless `find` turns it into a known report first.
+    pub pending_ttl: Duration,
+}
+
+/// The token endpoint of SUPPLIER's OAuth2 server allows about 100 requests an hour.
+pub const SUPPLIER_TOKEN_BUDGET: Budget = Budget::new(100, Duration::from_secs(3600));
+/// Endpoint name under which token requests are counted.
+pub const TOKEN_ENDPOINT: &str = "token";
+
+impl LimiterConfig {
+    /// The limits for a backend: `spec.limits` where set, else the type's documented defaults
+    /// (SUPPLIER 600 requests per 10 minutes on each endpoint, tokens 100 an hour, 6 reports in
+    /// progress per organization; CMP 60 calls a minute and 5,000 a day; the others unlimited).
+    pub fn for_backend(spec: &ReportBackendSpec) -> Self {
+        let limits = spec.limits.clone().unwrap_or_default();
+        // The schema says at least 1; anything else is treated as unset.
+        let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+        let (max_in_flight, requests_per_window, window_seconds) =
+            (positive(limits.max_in_flight), positive(limits.requests_per_window), positive(limits.window_seconds));
+        let (default_primary, secondary, per_endpoint, default_in_flight) = match spec.type_ {
+            BackendType::Supplier => (Some(Budget::new(600, Duration::from_secs(600))), None, true, Some(6)),
+            BackendType::Cmp => (
+                Some(Budget::new(60, Duration::from_secs(60))),
+                Some(Budget::new(5000, Duration::from_secs(86_400))),
+                false,
+                None,
+            ),
+            BackendType::Rde | BackendType::Connect | BackendType::Fusion => (None, None, false, None),
+        };
+        let primary = match (requests_per_window, window_seconds) {
+            (None, None) => default_primary,
+            (requests, window) => Some(Budget::new(
+                requests.or(default_primary.map(|b| b.requests)).unwrap_or(60),
+                window
+                    .map(|s| Duration::from_secs(u64::from(s)))
+                    .or(default_primary.map(|b| b.window))
+                    .unwrap_or(Duration::from_secs(60)),
+            )),
+        };
+        let endpoint_budgets = if spec.type_ == BackendType::Supplier {
+            vec![(TOKEN_ENDPOINT, vec![SUPPLIER_TOKEN_BUDGET])]
+        } else {
+            Vec::new()
+        };
+        LimiterConfig {
+            budgets: primary.into_iter().chain(secondary).collect(),
+            per_endpoint,
+            endpoint_budgets,
+            max_in_flight: max_in_flight.or(default_in_flight),
+            ..LimiterConfig::unlimited()
+        }
+    }
+
+    /// No budget and no in-flight cap.
+    pub fn unlimited() -> Self {
+        LimiterConfig {
+            budgets: Vec::new(),
+            per_endpoint: false,
+            endpoint_budgets: Vec::new(),
+            max_in_flight: None,
+            max_wait: Duration::from_secs(30),
+            in_flight_retry: Duration::from_secs(15),
+            pending_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The limits of one backend, shared by every client built for it (the controller keeps it
+/// across client rebuilds so that a credentials change does not reset the counts).
+#[derive(Debug)]
+pub struct Limiter {
+    config: LimiterConfig,
+    logs: Mutex<HashMap<&'static str, SendLog>>,
+    in_flight: Mutex<InFlight>,
+}
+
+/// Send times of the most recent requests of one budget key, oldest first. Times may lie in
+/// the future: a waiting caller books its slot before it sleeps, so callers queue in order.
+#[derive(Debug, Default)]
+struct SendLog {
+    times: VecDeque<Instant>,
+    /// Nothing is sent before this (set from a 429's Retry-After).
+    blocked_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// organization → report id (or pending key) → when a pending reservation lapses.
+    by_org: HashMap<String, HashMap<String, Option<Instant>>>,
+    /// report id → organization.
+    org_of: HashMap<String, String>,
+}
+
+impl InFlight {
+    fn count(&mut self, org: &str, now: Instant) -> usize {
+        let Some(slots) = self.by_org.get_mut(org) else { return 0 };
+        let lapsed: Vec<String> =
+            slots.iter().filter(|(_, exp)| exp.is_some_and(|e| e <= now)).map(|(k, _)| k.clone()).collect();
+        for id in lapsed {
+            slots.remove(&id);
+            self.org_of.remove(&id);
+        }
+        slots.len()
+    }
+
+    fn insert(&mut self, org: &str, id: &str, lapse: Option<Instant>) {
+        if let Some(previous) = self.org_of.insert(id.to_string(), org.to_string())
+            && previous != org
+            && let Some(slots) = self.by_org.get_mut(&previous)
+        {
+            slots.remove(id);
+        }
+        self.by_org.entry(org.to_string()).or_default().insert(id.to_string(), lapse);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(org) = self.org_of.remove(id)
+            && let Some(slots) = self.by_org.get_mut(&org)
+        {
+            slots.remove(id);
+            if slots.is_empty() {
+                self.by_org.remove(&org);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data here: every update is one step.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const SHARED_KEY: &str = "*";
+
+impl Limiter {
+    pub fn new(config: LimiterConfig) -> Self {
+        Limiter { config, logs: Mutex::default(), in_flight: Mutex::default() }
+    }
+
+    /// The limiter for a backend, with [`LimiterConfig::for_backend`].
+    pub fn for_backend(spec: &ReportBackendSpec) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Limiter::new(LimiterConfig::for_backend(spec)))
+    }
+
+    /// The limits in force; compare with [`LimiterConfig::for_backend`] of a changed spec to
+    /// decide whether a new limiter is needed.
+    pub fn config(&self) -> &LimiterConfig {
+        &self.config
+    }
+
+    fn budgets_of(&self, endpoint: &'static str) -> (&'static str, &[Budget]) {
+        if let Some((name, budgets)) = self.config.endpoint_budgets.iter().find(|(name, _)| *name == endpoint) {
+            return (name, budgets);
+        }
+        let key = if self.config.per_endpoint { endpoint } else { SHARED_KEY };
+        (key, &self.config.budgets)
+    }
+
+    /// Books a send slot on `endpoint`'s budget and waits for it. Fails with
+    /// [`BackendError::RateLimited`] (booking nothing) when the slot is further away than
+    /// `max_wait`.
+    pub async fn acquire(&self, endpoint: &'static str) -> Result<(), BackendError> {
+        let (key, budgets) = self.budgets_of(endpoint);
+        let at = {
+            let mut logs = lock(&self.logs);
+            let log = logs.entry(key).or_default();
+            let now = Instant::now();
+            let mut at = now;
+            if let Some(b) = log.blocked_until {
+                at = at.max(b);
+            }
+            if let Some(&last) = log.times.back() {
+                // Keep the log sorted: a later caller never goes before an earlier booking.
+                at = at.max(last);
+            }
+            for budget in budgets {
+                let n = budget.requests as usize;
+                if n > 0 && log.times.len() >= n {
+                    at = at.max(log.times[log.times.len() - n] + budget.guarded_window());
+                }
+            }
+            if at.saturating_duration_since(now) > self.config.max_wait {
+                return Err(BackendError::RateLimited { retry_after: Some(at.saturating_duration_since(now)) });
+            }
+            log.times.push_back(at);
+            let keep = budgets.iter().map(|b| b.requests as usize).max().unwrap_or(1);
+            while log.times.len() > keep {
+                log.times.pop_front();
+            }
+            at
+        };
+        if at > Instant::now() {
+            tracing::debug!(endpoint, wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "waiting for request budget");
+            tokio::time::sleep_until(at).await;
+        }
+        Ok(())
+    }
+
+    /// The backend answered 429: send nothing more on this endpoint's budget until `after`
+    /// has passed.
+    pub fn back_off(&self, endpoint: &'static str, after: Duration) {
+        let (key, _) = self.budgets_of(endpoint);
+        let until = Instant::now() + after;
+        let mut logs = lock(&self.logs);
+        let log = logs.entry(key).or_default();
+        log.blocked_until = Some(log.blocked_until.map_or(until, |b| b.max(until)));
+    }
+
+    /// Tells the limiter that `report_id` of `organization` is in progress on the backend (the
+    /// controller calls this for every IN_PROGRESS report it knows of, e.g. after a restart).
+    /// It counts until [`Limiter::release`] or until a `get` sees the report finished.
+    pub fn note_in_flight(&self, organization: &str, report_id: &str) {
+        lock(&self.in_flight).insert(organization, report_id, None);
+    }
+
+    /// The report is finished (or abandoned): it no longer counts against its organization.
+    pub fn release(&self, report_id: &str) {
+        lock(&self.in_flight).remove(report_id);
+    }
+
+    /// Reports counted as in progress for `organization`.
+    pub fn in_flight(&self, organization: &str) -> usize {
+        lock(&self.in_flight).count(organization, Instant::now())
+    }
+
+    /// Takes an in-flight slot for a create of request `key`, or fails with
+    /// [`BackendError::InFlightLimit`] when the organization is at its cap. The slot is given
+    /// back when the reservation is dropped, unless it was committed to a report id.
+    pub(crate) fn reserve(&self, organization: &str, key: &str) -> Result<Reservation<'_>, BackendError> {
+        let slot = pending_slot(key);
+        if let Some(max) = self.config.max_in_flight {
+            let mut in_flight = lock(&self.in_flight);
+            let now = Instant::now();
+            // A retried create of the same request reuses its own pending slot.
+            in_flight.remove(&slot);
+            if in_flight.count(organization, now) >= max as usize {
+                return Err(BackendError::InFlightLimit {
+                    organization: organization.to_string(),
+                    max,
+                    retry_after: self.config.in_flight_retry,
+                });
+            }
+            in_flight.insert(organization, &slot, Some(now + self.config.pending_ttl));
+        }
+        Ok(Reservation { limiter: self, organization: organization.to_string(), slot, done: false })
+    }
+
+    /// A report found by `find` after an ambiguous create: it takes over the create's
+    /// pending slot (if any) and counts while it runs.
+    pub(crate) fn adopt(&self, organization: &str, key: &str, report_id: Option<&str>) {
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.remove(&pending_slot(key));
+        if let Some(id) = report_id.filter(|_| self.config.max_in_flight.is_some()) {
+            in_flight.insert(organization, id, None);
+        }
+    }
+}
+
+fn pending_slot(key: &str) -> String {
+    format!("pending:{key}")
+}
+
+/// An in-flight slot taken for one create.
+pub(crate) struct Reservation<'a> {
+    limiter: &'a Limiter,
+    organization: String,
+    slot: String,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    /// The create succeeded: the slot now belongs to `report_id` (only while it runs).
+    pub(crate) fn commit(mut self, report_id: &str, running: bool) {
+        self.done = true;
+        let mut in_flight = lock(&self.limiter.in_flight);
+        in_flight.remove(&self.slot);
+        if running && self.limiter.config.max_in_flight.is_some() {
+            in_flight.insert(&self.organization, report_id, None);
+        }
+    }
+
+    /// The create may have happened: keep the slot until `find` settles it or it lapses.
+    pub(crate) fn keep_pending(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.limiter.in_flight).remove(&self.slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(budgets: Vec<Budget>) -> LimiterConfig {
+        LimiterConfig { budgets, per_endpoint: true, ..LimiterConfig::unlimited() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_the_budget_in_any_window() {
+        let limiter = Limiter::new(config(vec![Budget::new(5, Duration::from_secs(10))]));
+        let start = Instant::now();
+        let mut sends = Vec::new();
+        for _ in 0..12 {
+            limiter.acquire("get").await.expect("within max_wait");
+            sends.push(Instant::now() - start);
+        }
+        for (i, t) in sends.iter().enumerate().skip(5) {
+            assert!(*t >= sends[i - 5] + Duration::from_secs(10), "send {i} at {t:?}: {sends:?}");
+        }
+        // Another endpoint has its own budget.
+        let before = Instant::now();
+        limiter.acquire("list").await.expect("free budget");
+        assert_eq!(Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_long_a_wait_is_rate_limited() {
+        let mut cfg = config(vec![Budget::new(1, Duration::from_secs(600))]);
+        cfg.max_wait = Duration::from_secs(5);
+        let limiter = Limiter::new(cfg);
+        limiter.acquire("generate").await.expect("first is free");
+        let err = limiter.acquire("generate").await.expect_err("budget spent");
+        assert!(matches!(err, BackendError::RateLimited { retry_after: Some(d) } if d > Duration::from_secs(590)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_off_blocks_the_endpoint() {
+        let limiter = Limiter::new(config(vec![Budget::new(100, Duration::from_secs(60))]));
+        limiter.back_off("get", Duration::from_secs(3));
+        let before = Instant::now();
+        limiter.acquire("get").await.expect("within max_wait");
+        assert!(Instant::now() - before >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn in_flight_slots_follow_reports() {
+        let mut cfg = LimiterConfig::unlimited();
+        cfg.max_in_flight = Some(2);
+        let limiter = Limiter::new(cfg);
+        limiter.note_in_flight("org", "r1");
+        let r = limiter.reserve("org", "ns/a").expect("one slot left");
+        assert!(matches!(limiter.reserve("org", "ns/b"), Err(BackendError::InFlightLimit { max: 2, .. })));
+        assert_eq!(limiter.reserve("other", "ns/c").map(|_| ()), Ok(()));
+        r.commit("r2", true);
+        assert_eq!(limiter.in_flight("org"), 2);
+        limiter.release("r1");
+        assert_eq!(limiter.in_flight("org"), 1);
+        // A dropped reservation gives its slot back; a pending one keeps it until adopted.
+        drop(limiter.reserve("org", "ns/d").expect("slot"));
+        assert_eq!(limiter.in_flight("org"), 1);
+        limiter.reserve("org", "ns/e").expect("slot").keep_pending();
+        assert_eq!(limiter.in_flight("org"), 2);
+        limiter.adopt("org", "ns/e", Some("r3"));
+        assert_eq!(limiter.in_flight("org"), 2);
+        limiter.adopt("org", "ns/f", None);
+        limiter.release("r3");
+        limiter.release("r2");
+        assert_eq!(limiter.in_flight("org"), 0);
+    }
+
+    #[test]
+    fn defaults_per_type() {
+        let spec: ReportBackendSpec = serde_json::from_value(serde_json::json!({
+            "type": "SUPPLIER", "url": "http://x", "credentialsSecretRef": {"name": "c"}
+        }))
+        .expect("spec");
+        let cfg = LimiterConfig::for_backend(&spec);
+        assert_eq!(cfg.budgets, vec![Budget::new(600, Duration::from_secs(600))]);
+        assert_eq!(cfg.max_in_flight, Some(6));
+        assert!(cfg.per_endpoint);
+        let spec: ReportBackendSpec = serde_json::from_value(serde_json::json!({
+            "type": "CMP", "url": "http://x", "credentialsSecretRef": {"name": "c"},
+            "limits": {"requestsPerWindow": 10}
+        }))
+        .expect("spec");
+        let cfg = LimiterConfig::for_backend(&spec);
+        assert_eq!(cfg.budgets[0], Budget::new(10, Duration::from_secs(60)));
+        assert_eq!(cfg.max_in_flight, None);
+    }
+}

@@ -1,0 +1,269 @@
+//! RDE: CloudBlue Commerce Reporting and Data Export over APS REST (seed 000).
+//!
+//! A generator is an `RDEReportTemplate` resource that the platform schedules itself; its
+//! `reportFiles` collection holds the reports. `submit` creates the template and returns its
+//! APS id, `find` looks it up with RQL by commonName and parameters (APS has no idempotency key),
+//! `list` reads a template's reportFiles and `get` reads one report file by its APS id. Every
+//! call is signed with two-legged OAuth 1.0a (HMAC-SHA1).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Credentials, OAuth1, rfc3986};
+use super::http::{Call, HttpClient};
+use super::{
+    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    de_time, known_download, seg,
+};
+use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
+
+/// The template type of the seed's platform release (21.0 uses `/1.5`).
+pub const DEFAULT_TEMPLATE_TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
+
+const CAPABILITIES: Capabilities = Capabilities {
+    formats: &[ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx],
+    event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
+    periods: &[Period::P1D, Period::P1M],
+    platform_scheduled: true,
+    url_lifetime: None,
+};
+
+pub struct RdeBackend {
+    http: HttpClient,
+    auth: OAuth1,
+    template_type: String,
+}
+
+/// The `aps` header of every APS resource.
+#[derive(Debug, Deserialize)]
+struct ApsMeta {
+    id: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// An RDEReportTemplate or one of its report files: they share most fields.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApsResource {
+    aps: ApsMeta,
+    #[serde(default)]
+    common_name: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    parameters: Option<RdeParameters>,
+    #[serde(default, deserialize_with = "de_time")]
+    generate_date: Option<DateTime<Utc>>,
+    /// Report files only: PENDING, IN_PROGRESS, READY, FAILED.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    file_path: Option<String>,
+    /// Not documented; read if the platform says why a report failed.
+    #[serde(default)]
+    failed_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RdeParameters {
+    #[serde(default, deserialize_with = "de_time")]
+    start_date: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "de_time")]
+    end_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    period: Option<String>,
+}
+
+fn event_type(s: &str) -> Option<EventType> {
+    match s {
+        "ONETIME" => Some(EventType::Onetime),
+        // 21.0 adds DAILY and MONTHLY: periodic reports by another name.
+        "PERIODIC" | "DAILY" | "MONTHLY" => Some(EventType::Periodic),
+        "ON_INVOICE" => Some(EventType::OnInvoice),
+        _ => None,
+    }
+}
+
+fn event_type_name(e: EventType) -> &'static str {
+    match e {
+        EventType::Onetime => "ONETIME",
+        EventType::Periodic => "PERIODIC",
+        EventType::OnInvoice => "ON_INVOICE",
+    }
+}
+
+fn period_name(p: Period) -> &'static str {
+    match p {
+        Period::P1D => "P1D",
+        Period::P1W => "P1W",
+        Period::P1M => "P1M",
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl RdeBackend {
+    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+        let auth = OAuth1::new(creds.required("consumerKey")?, creds.required("consumerSecret")?);
+        let template_type = spec
+            .rde
+            .as_ref()
+            .and_then(|r| r.template_type.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| DEFAULT_TEMPLATE_TYPE.to_string());
+        Ok(RdeBackend { http, auth, template_type })
+    }
+
+    /// `GET /aps/2/resources?<rql>`.
+    fn rql_url(&self, rql: &str) -> url::Url {
+        let mut url = self.http.url("/aps/2/resources");
+        url.set_query(Some(rql));
+        url
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: url::Url, op: &'static str) -> Result<T, BackendError> {
+        self.http.send(&Call::get(url, op), &self.auth).await?.json(op)
+    }
+
+    /// The template parameters we send, and compare against in `find`.
+    fn parameters(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
+        let p = &req.parameters;
+        Ok(match req.event_type {
+            EventType::Onetime => {
+                let (start, end) = req.window()?;
+                json!({"startDate": rfc3339(start), "endDate": rfc3339(end)})
+            }
+            EventType::Periodic => {
+                let period = p.period.ok_or_else(|| BackendError::unsupported("PERIODIC without parameters.period"))?;
+                json!({"period": period_name(period)})
+            }
+            EventType::OnInvoice => json!({}),
+        })
+    }
+
+    fn matches(template: &ApsResource, req: &ReportRequest) -> bool {
+        let params = template.parameters.as_ref();
+        let same_window = match req.event_type {
+            EventType::Onetime => {
+                params.and_then(|p| p.start_date) == req.parameters.start_date
+                    && params.and_then(|p| p.end_date) == req.parameters.end_date
+            }
+            EventType::Periodic => {
+                params.and_then(|p| p.period.as_deref()) == req.parameters.period.map(period_name)
+            }
+            EventType::OnInvoice => true,
+        };
+        template.common_name.as_deref() == Some(req.name.as_str())
+            && template.event_type.as_deref().and_then(event_type) == Some(req.event_type)
+            && template.format.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(req.format.upper()))
+            && same_window
+    }
+
+    fn remote(&self, r: ApsResource) -> RemoteReport {
+        // Report files have a status; templates only their APS provisioning state.
+        let state = match (r.status.as_deref(), r.aps.status.as_deref()) {
+            (Some("READY"), _) => ReportState::Ready,
+            (Some("FAILED"), _) => ReportState::Failed { reason: r.failed_reason.clone().unwrap_or_else(|| "FAILED".into()) },
+            (Some(_), _) => ReportState::InProgress,
+            (None, Some("aps:ready")) => ReportState::Ready,
+            (None, _) => ReportState::InProgress,
+        };
+        let download = match (&state, r.file_path.as_deref()) {
+            (ReportState::Ready, Some(path)) if !path.is_empty() => {
+                // A path without a host is on the platform itself.
+                let url = url::Url::parse(path).or_else(|_| self.http.url("/").join(path));
+                url.ok().map(|u| Download::Url { url: u.to_string(), expires_at: None })
+            }
+            _ => None,
+        };
+        let params = r.parameters.unwrap_or_default();
+        RemoteReport {
+            id: r.aps.id,
+            state,
+            name: r.name.or(r.common_name),
+            event_type: r.event_type.as_deref().and_then(event_type),
+            start_date: params.start_date,
+            end_date: params.end_date,
+            generate_date: r.generate_date,
+            file_name: r.file_path.as_deref().and_then(|p| p.rsplit('/').next()).filter(|n| !n.is_empty()).map(|n| {
+                n.split('?').next().unwrap_or(n).to_string()
+            }),
+            download,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReportingBackend for RdeBackend {
+    fn backend_type(&self) -> BackendType {
+        BackendType::Rde
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        let url = self.rql_url(&format!("implementing({}),limit(0,1)", self.template_type));
+        let _: serde_json::Value = self.get_json(url, "probe").await?;
+        Ok(())
+    }
+
+    async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        CAPABILITIES.check(BackendType::Rde, req)?;
+        let body = json!({
+            "aps": {"type": self.template_type},
+            "commonName": req.name,
+            "eventType": event_type_name(req.event_type),
+            "format": req.format.upper(),
+            "notifyByEmail": req.notify_by_email,
+            "parameters": Self::parameters(req)?,
+        });
+        let response = self.http.send(&Call::create(self.http.url("/aps/2/resources"), "create", body), &self.auth).await?;
+        let template: ApsResource = response.json("created template")?;
+        Ok(self.remote(template))
+    }
+
+    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+        let rql = format!("implementing({}),eq(commonName,{})", self.template_type, rfc3986(&req.name));
+        let templates: Vec<ApsResource> = self.get_json(self.rql_url(&rql), "find").await?;
+        Ok(templates.into_iter().find(|t| Self::matches(t, req)).map(|t| self.remote(t)))
+    }
+
+    async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        let file: ApsResource = self.get_json(self.http.url(&format!("/aps/2/resources/{}", seg(id))), "get").await?;
+        Ok(self.remote(file))
+    }
+
+    async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError> {
+        known_download(self, report, req).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
+        let template = query
+            .template_id
+            .as_deref()
+            .ok_or_else(|| BackendError::unsupported("listing RDE reports without a template id"))?;
+        let url = self.http.url(&format!("/aps/2/resources/{}/reportFiles", seg(template)));
+        let files: Vec<ApsResource> = self.get_json(url, "list").await?;
+        Ok(files.into_iter().map(|f| self.remote(f)).collect())
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<(), BackendError> {
+        let url = self.http.url(&format!("/aps/2/resources/{}", seg(id)));
+        match self.http.send(&Call::delete(url, "delete"), &self.auth).await {
+            // 204 done, 202 the platform finishes on its own; gone already is just as good.
+            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

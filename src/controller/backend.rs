@@ -1,0 +1,98 @@
+//! ReportBackend: read the credentials, probe the API, report Ready with a reason a person
+//! can act on. Re-probes when the spec or a referenced Secret changes, and periodically.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use tracing::info;
+
+use super::conditions::{Cond, apply_status, set_condition};
+use super::context::Context;
+use super::registry::NotReady;
+use super::{Error, error_policy};
+use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_READY};
+
+/// How often a Ready backend is probed again, so that revoked credentials show up.
+const REPROBE_READY: Duration = Duration::from_secs(300);
+/// How soon a backend that is not Ready is probed again.
+const REPROBE_NOT_READY: Duration = Duration::from_secs(30);
+
+pub async fn controller(
+    ctl: Controller<ReportBackend>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let store = ctl.store();
+    ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A Secret change wakes the backends that read it (credentials or CA).
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|rb| rb.namespace().as_deref() == Some(ns.as_str()) && references(rb, &name))
+                .map(|rb| ObjectRef::from_obj(&*rb))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn references(rb: &ReportBackend, secret: &str) -> bool {
+    rb.spec.credentials_secret_ref.name == secret
+        || rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|s| s.name == secret)
+}
+
+async fn reconcile(rb: Arc<ReportBackend>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile_inner(&rb, &ctx).await;
+    ctx.metrics.reconciled("ReportBackend", result.is_ok(), start.elapsed());
+    result
+}
+
+async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Error> {
+    let namespace = rb.namespace().ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
+    let name = rb.name_any();
+    let type_ = rb.spec.type_.as_str();
+    let outcome: Result<(), NotReady> = match ctx.registry.client(ctx, rb).await {
+        Ok(client) => {
+            let r = client.probe().await;
+            ctx.metrics.backend_call(type_, "probe", if r.is_ok() { "ok" } else { r.as_ref().err().map_or("error", |e| e.ready_reason()) });
+            r.map_err(NotReady::from)
+        }
+        Err(not_ready) => Err(not_ready),
+    };
+    let cond = match &outcome {
+        Ok(()) => Cond::ready(true, "Authenticated", format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url))),
+        Err(n) => Cond::ready(false, n.reason, n.message.clone()),
+    };
+    let old = rb.status.clone().unwrap_or_default();
+    let was = find_condition(&old.conditions, CONDITION_READY).map(|c| (c.status.clone(), c.reason.clone()));
+    let mut status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
+    set_condition(&mut status.conditions, cond.clone(), rb.metadata.generation, Utc::now());
+    if status != old {
+        let api: Api<ReportBackend> = Api::namespaced(ctx.client.clone(), &namespace);
+        apply_status(&api, &name, &status).await?;
+    }
+    let now = (if cond.status { "True" } else { "False" }.to_string(), cond.reason.to_string());
+    if was.as_ref() != Some(&now) {
+        info!(backend = %name, namespace = %namespace, ready = cond.status, reason = cond.reason, "backend checked");
+        let (type_, reason) = if cond.status { (EventType::Normal, "Ready") } else { (EventType::Warning, cond.reason) };
+        ctx.event(rb, type_, reason, cond.message.clone()).await;
+    }
+    Ok(Action::requeue(if outcome.is_ok() { REPROBE_READY } else { REPROBE_NOT_READY }))
+}

@@ -1,0 +1,104 @@
+//! Conditions, status writes and the one place where chrono meets k8s-openapi's `Time`.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The one field manager of everything the operator writes (status, Secrets, ReportFiles).
+pub const FIELD_MANAGER: &str = "report-operator";
+
+/// chrono → k8s `Time`.
+pub fn to_k8s_time(t: DateTime<Utc>) -> Time {
+    // Out of jiff's range only for dates beyond year 9999, which no report has.
+    Time(Timestamp::from_nanosecond(t.timestamp_nanos_opt().unwrap_or_default().into()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// k8s `Time` → chrono.
+pub fn from_k8s_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+}
+
+/// A condition as a reconcile computes it; [`set_condition`] adds the bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond<'a> {
+    pub type_: &'a str,
+    pub status: bool,
+    pub reason: &'a str,
+    pub message: String,
+}
+
+impl<'a> Cond<'a> {
+    pub fn ready(status: bool, reason: &'a str, message: impl Into<String>) -> Self {
+        Cond { type_: crate::api::CONDITION_READY, status, reason, message: message.into() }
+    }
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status did not change (so that
+/// "Ready since" means what it says) and recording the generation it describes.
+pub fn set_condition(conditions: &mut Vec<Condition>, cond: Cond<'_>, generation: Option<i64>, now: DateTime<Utc>) {
+    let status = if cond.status { "True" } else { "False" }.to_string();
+    let last_transition_time = match conditions.iter().find(|c| c.type_ == cond.type_) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => to_k8s_time(now),
+    };
+    let new = Condition {
+        type_: cond.type_.to_string(),
+        status,
+        reason: cond.reason.to_string(),
+        message: cond.message,
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(slot) => *slot = new,
+        None => conditions.push(new),
+    }
+}
+
+/// Writes a whole status by server-side apply with [`FIELD_MANAGER`]. The status is always
+/// sent complete, so a field left out is a field removed.
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn time_round_trips_through_k8s_time() {
+        let now = t("2026-11-23T10:11:12.123456789Z");
+        assert_eq!(from_k8s_time(&to_k8s_time(now)), now);
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_is_unchanged() {
+        let mut conds = Vec::new();
+        set_condition(&mut conds, Cond::ready(false, "InProgress", "submitted"), Some(1), t("2026-01-01T00:00:00Z"));
+        set_condition(&mut conds, Cond::ready(false, "InProgress", "still running"), Some(2), t("2026-01-01T00:05:00Z"));
+        assert_eq!(conds.len(), 1);
+        assert_eq!(from_k8s_time(&conds[0].last_transition_time), t("2026-01-01T00:00:00Z"));
+        assert_eq!(conds[0].message, "still running");
+        assert_eq!(conds[0].observed_generation, Some(2));
+        set_condition(&mut conds, Cond::ready(true, "Ready", "done"), Some(2), t("2026-01-01T00:09:00Z"));
+        assert_eq!(from_k8s_time(&conds[0].last_transition_time), t("2026-01-01T00:09:00Z"));
+        assert_eq!(conds[0].status, "True");
+    }
+}

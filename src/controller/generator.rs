@@ -1,0 +1,506 @@
+//! ReportGenerator: validate what the CRD schema cannot, create the ReportFiles (ONETIME: one;
+//! RDE: one per report file the platform makes), and roll their states up into status.
+//!
+//! For RDE the generator is an RDEReportTemplate on the platform: it is created once (with the
+//! same create-pending mark as ReportFiles, so a lost answer never makes a second template),
+//! its report files are mirrored, and a finalizer deletes it when the generator goes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::conditions::{Cond, apply_status, set_condition};
+use super::context::Context;
+use super::registry::NotReady;
+use super::{Error, error_policy};
+use crate::api::{
+    EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
+    ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
+};
+use crate::backend::{BackendError, Capabilities, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
+
+/// Finalizer that deletes the RDEReportTemplate on the platform.
+pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
+/// How often the report files of an RDE template are listed for new entries.
+const RDE_MIRROR_INTERVAL: Duration = Duration::from_secs(30);
+
+pub async fn controller(
+    ctl: Controller<ReportGenerator>,
+    files: Api<ReportFile>,
+    backends: Api<ReportBackend>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let store = ctl.store();
+    ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns(files, watcher::Config::default())
+        .watches(backends, watcher::Config::default(), move |rb| {
+            let ns = rb.namespace();
+            let name = rb.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|g| g.namespace() == ns && g.spec.backend_ref.name == name)
+                .map(|g| ObjectRef::from_obj(&*g))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(g: Arc<ReportGenerator>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile_inner(&g, &ctx).await;
+    ctx.metrics.reconciled("ReportGenerator", result.is_ok(), start.elapsed());
+    result
+}
+
+/// Why the generator cannot make reports as written; a condition reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Invalid { reason, message: message.into() }
+    }
+}
+
+/// What CEL cannot check: the backend's formats, event types and periods, and the
+/// parameters each backend type needs.
+pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) -> Result<(), Invalid> {
+    use crate::api::BackendType::*;
+    let spec = &g.spec;
+    let type_ = rb.spec.type_;
+    if !caps.event_types.contains(&spec.event_type) {
+        return Err(Invalid::new(
+            "UnsupportedEventType",
+            format!("{} backends do not support eventType {}", type_.as_str(), event_type_name(spec.event_type)),
+        ));
+    }
+    if !caps.formats.contains(&spec.format) {
+        let supported: Vec<&str> = caps.formats.iter().map(|f| f.upper()).collect();
+        return Err(Invalid::new(
+            "UnsupportedFormat",
+            format!("{} backends support format {}, not {}", type_.as_str(), supported.join(", "), spec.format.upper()),
+        ));
+    }
+    let params = spec.parameters.clone().unwrap_or_default();
+    if spec.event_type == ReportEventType::Periodic
+        && let Some(period) = params.period
+        && !caps.periods.contains(&period)
+    {
+        return Err(Invalid::new(
+            "UnsupportedPeriod",
+            format!("{} backends do not support period {period:?}", type_.as_str()),
+        ));
+    }
+    let missing = match type_ {
+        Connect if params.template.as_deref().unwrap_or_default().is_empty() => Some("parameters.template (the RT-… id)"),
+        Supplier if params.report_type.as_deref().unwrap_or_default().is_empty() => {
+            Some("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)")
+        }
+        Fusion if params.scope.is_none() => Some("parameters.scope (level and uuid)"),
+        _ => None,
+    };
+    if let Some(field) = missing {
+        return Err(Invalid::new("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
+    }
+    Ok(())
+}
+
+fn event_type_name(e: ReportEventType) -> &'static str {
+    match e {
+        ReportEventType::Onetime => "ONETIME",
+        ReportEventType::Periodic => "PERIODIC",
+        ReportEventType::OnInvoice => "ON_INVOICE",
+    }
+}
+
+/// The name of the one ReportFile of a ONETIME generator: the generator and its period, so
+/// that a retry or restart finds the same object and a changed period makes a new one.
+pub fn onetime_file_name(generator: &str, params: &ReportParameters) -> String {
+    let day = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y%m%d").to_string()).unwrap_or_else(|| "x".into());
+    format!("{generator}-{}-{}", day(params.start_date), day(params.end_date))
+}
+
+/// The name of a ReportFile mirrored from a report the backend made: the generator and the
+/// backend's id.
+pub fn mirrored_file_name(generator: &str, external_id: &str) -> String {
+    let id: String = external_id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .collect();
+    format!("{generator}-{}", id.trim_matches('-'))
+}
+
+/// The ReportFile a generator owns for one report: a snapshot of the request, which is
+/// immutable from then on.
+pub fn build_file(g: &ReportGenerator, name: String, parameters: ReportParameters, external_id: Option<String>) -> ReportFile {
+    let spec = &g.spec;
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert(LABEL_GENERATOR.to_string(), label_value(&g.name_any()));
+    ReportFile {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: g.namespace(),
+            labels: Some(labels),
+            owner_references: g.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: ReportFileSpec {
+            generator_ref: Some(LocalObjectReference { name: g.name_any() }),
+            backend_ref: spec.backend_ref.clone(),
+            name: spec.common_name.clone(),
+            event_type: spec.event_type,
+            format: spec.format,
+            notify_by_email: spec.notify_by_email,
+            parameters: Some(parameters),
+            organization: None,
+            external_id,
+            template_id: g.status.as_ref().and_then(|s| s.external_id.clone()),
+            secret_template: spec.secret_template.clone(),
+            active_deadline_seconds: spec.active_deadline_seconds,
+        },
+        status: None,
+    }
+}
+
+/// Counts and times of a generator's ReportFiles.
+pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) {
+    let mut counts = ReportCounts::default();
+    let mut active = Vec::new();
+    for rf in files {
+        let st = rf.status.as_ref();
+        match st.and_then(|s| s.status) {
+            Some(FileState::Ready) => {
+                counts.ready += 1;
+                let t = st.and_then(|s| s.completion_time);
+                status.last_successful_time = status.last_successful_time.max(t);
+            }
+            Some(FileState::Failed) => {
+                counts.failed += 1;
+                let t = st.and_then(|s| s.completion_time);
+                status.last_failure_time = status.last_failure_time.max(t);
+            }
+            Some(FileState::InProgress) | None => {
+                counts.in_progress += 1;
+                active.push(LocalObjectReference { name: rf.name_any() });
+            }
+        }
+    }
+    active.sort_by(|a, b| a.name.cmp(&b.name));
+    status.reports = counts;
+    status.active = active;
+}
+
+async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, Error> {
+    let namespace = g.namespace().ok_or_else(|| Error::Invalid("ReportGenerator without namespace".into()))?;
+    let name = g.name_any();
+    let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Utc::now();
+    let old = g.status.clone().unwrap_or_default();
+    let mut status = ReportGeneratorStatus { observed_generation: g.metadata.generation, ..old.clone() };
+
+    if g.metadata.deletion_timestamp.is_some() {
+        return finalize(g, ctx, &api).await;
+    }
+
+    let owned = owned_files(ctx, g);
+    roll_up(&owned, &mut status);
+
+    let outcome = match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
+        Err(not_ready) => Outcome::NotReady(not_ready),
+        Ok((rb, backend)) => {
+            let caps = backend.capabilities();
+            match validate(g, &rb, &caps) {
+                Err(invalid) => Outcome::Invalid(invalid),
+                Ok(()) if caps.platform_scheduled => {
+                    rde(g, ctx, &api, &rb, backend.as_ref(), &mut status, &owned).await?
+                }
+                Ok(()) => match g.spec.event_type {
+                    ReportEventType::Onetime => {
+                        let params = g.spec.parameters.clone().unwrap_or_default();
+                        ensure_file(ctx, g, &namespace, onetime_file_name(&name, &params), params, None, &mut status, now).await?;
+                        Outcome::Ok(None)
+                    }
+                    ReportEventType::Periodic | ReportEventType::OnInvoice => Outcome::Invalid(Invalid::new(
+                        "NotImplemented",
+                        format!("{} generators on {} backends are not built yet", event_type_name(g.spec.event_type), rb.spec.type_.as_str()),
+                    )),
+                },
+            }
+        }
+    };
+
+    // Files created in this pass are in the store only after the watch sees them.
+    roll_up(&owned_files(ctx, g), &mut status);
+    let (cond, requeue) = match &outcome {
+        Outcome::NotReady(n) => (Cond::ready(false, n.reason, n.message.clone()), Some(Duration::from_secs(30))),
+        Outcome::Invalid(i) => (Cond::ready(false, i.reason, i.message.clone()), None),
+        Outcome::Retry(msg, after) => (Cond::ready(false, "BackendError", msg.clone()), Some(*after)),
+        Outcome::Ok(requeue) => (ready_condition(g, &status), *requeue),
+    };
+    let changed_reason = g
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::find_condition(&s.conditions, crate::api::CONDITION_READY))
+        .map(|c| c.reason.clone());
+    set_condition(&mut status.conditions, cond.clone(), g.metadata.generation, now);
+    if status != old {
+        apply_status(&api, &name, &status).await?;
+    }
+    if changed_reason.as_deref() != Some(cond.reason) && matches!(outcome, Outcome::Invalid(_) | Outcome::NotReady(_)) {
+        ctx.event(g, EventType::Warning, cond.reason, cond.message.clone()).await;
+    }
+    Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+enum Outcome {
+    /// Valid and working; requeue after the given time, if any.
+    Ok(Option<Duration>),
+    NotReady(NotReady),
+    Invalid(Invalid),
+    /// A transient backend problem.
+    Retry(String, Duration),
+}
+
+/// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
+/// that it is scheduling reports.
+fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus) -> Cond<'static> {
+    let r = &status.reports;
+    match g.spec.event_type {
+        ReportEventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
+        ReportEventType::Onetime if r.failed > 0 => Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile"),
+        ReportEventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
+        _ => Cond::ready(true, "Scheduled", format!("{} READY, {} in progress, {} FAILED", r.ready, r.in_progress, r.failed)),
+    }
+}
+
+fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
+    let uid = g.uid();
+    ctx.files
+        .state()
+        .into_iter()
+        .filter(|rf| rf.namespace() == g.namespace() && rf.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .collect()
+}
+
+/// Creates a ReportFile unless it exists; AlreadyExists means a previous pass made it.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_file(
+    ctx: &Context,
+    g: &ReportGenerator,
+    namespace: &str,
+    name: String,
+    params: ReportParameters,
+    external_id: Option<String>,
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if ctx.files.get(&ObjectRef::new(&name).within(namespace)).is_some() {
+        return Ok(());
+    }
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), namespace);
+    let file = build_file(g, name.clone(), params, external_id);
+    match api.create(&PostParams { field_manager: Some(super::conditions::FIELD_MANAGER.into()), ..Default::default() }, &file).await {
+        Ok(_) => {
+            status.last_schedule_time = Some(now);
+            info!(generator = %g.name_any(), file = %name, "created ReportFile");
+            ctx.event(g, EventType::Normal, "Created", format!("created ReportFile {name:?}")).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// RDE: the platform schedules; make sure the template exists and mirror its report files.
+async fn rde(
+    g: &ReportGenerator,
+    ctx: &Context,
+    api: &Api<ReportGenerator>,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    status: &mut ReportGeneratorStatus,
+    owned: &[Arc<ReportFile>],
+) -> Result<Outcome, Error> {
+    let namespace = g.namespace().unwrap_or_default();
+    let name = g.name_any();
+    ensure_finalizer(g, api).await?;
+    let req = template_request(g);
+    let type_ = rb.spec.type_.as_str();
+    let template_id = match status.external_id.clone() {
+        Some(id) => id,
+        None => {
+            let found = if status.create_pending_since.is_some() {
+                match backend.find(&req).await {
+                    Ok(found) => found,
+                    Err(e) => return Ok(retry(ctx, type_, "find", e)),
+                }
+            } else {
+                None
+            };
+            let template = match found {
+                Some(t) => t,
+                None => {
+                    // The mark goes to the API server before the platform hears of the template.
+                    status.create_pending_since = Some(Utc::now());
+                    apply_status(api, &name, &*status).await?;
+                    match backend.submit(&req).await {
+                        Ok(t) => t,
+                        Err(e) => return Ok(retry(ctx, type_, "submit", e)),
+                    }
+                }
+            };
+            ctx.metrics.backend_call(type_, "submit", "ok");
+            status.external_id = Some(template.id.clone());
+            status.create_pending_since = None;
+            apply_status(api, &name, &*status).await?;
+            ctx.event(g, EventType::Normal, "Submitted", format!("created RDEReportTemplate {}", template.id)).await;
+            template.id
+        }
+    };
+    let files = match backend.list(&ListQuery { template_id: Some(template_id.clone()), ..Default::default() }).await {
+        Ok(files) => files,
+        Err(e) => return Ok(retry(ctx, type_, "list", e)),
+    };
+    ctx.metrics.backend_call(type_, "list", "ok");
+    for remote in &files {
+        let file_name = mirrored_file_name(&name, &remote.id);
+        if owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(remote.id.as_str())) {
+            continue;
+        }
+        ensure_file(ctx, g, &namespace, file_name, mirrored_parameters(g, remote), Some(remote.id.clone()), status, Utc::now()).await?;
+    }
+    // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+    let done = g.spec.event_type == ReportEventType::Onetime && !files.is_empty();
+    Ok(Outcome::Ok((!done).then_some(if files.is_empty() { Duration::from_secs(2) } else { RDE_MIRROR_INTERVAL })))
+}
+
+/// The parameters of a mirrored report: the backend's period where it says, else the
+/// generator's.
+fn mirrored_parameters(g: &ReportGenerator, remote: &RemoteReport) -> ReportParameters {
+    let mut params = g.spec.parameters.clone().unwrap_or_default();
+    if remote.start_date.is_some() {
+        params.start_date = remote.start_date;
+    }
+    if remote.end_date.is_some() {
+        params.end_date = remote.end_date;
+    }
+    params
+}
+
+fn template_request(g: &ReportGenerator) -> ReportRequest {
+    ReportRequest {
+        key: format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any()),
+        name: g.spec.common_name.clone(),
+        event_type: g.spec.event_type,
+        format: g.spec.format,
+        notify_by_email: g.spec.notify_by_email.unwrap_or(false),
+        parameters: g.spec.parameters.clone().unwrap_or_default(),
+        organization: None,
+    }
+}
+
+fn retry(ctx: &Context, type_: &'static str, operation: &'static str, e: BackendError) -> Outcome {
+    ctx.metrics.backend_call(type_, operation, "error");
+    match e.action() {
+        crate::backend::ErrorAction::Retry { after } => {
+            Outcome::Retry(format!("{operation} on {type_}: {e}"), after.unwrap_or(Duration::from_secs(5)))
+        }
+        crate::backend::ErrorAction::BackendNotReady { reason, message } => Outcome::NotReady(NotReady::new(reason, message)),
+        crate::backend::ErrorAction::FailReport { reason } => {
+            Outcome::Invalid(Invalid::new("Rejected", format!("{type_} refused the report template: {reason}")))
+        }
+    }
+}
+
+async fn ensure_finalizer(g: &ReportGenerator, api: &Api<ReportGenerator>) -> Result<(), Error> {
+    if g.finalizers().iter().any(|f| f == RDE_FINALIZER) {
+        return Ok(());
+    }
+    let patch = if g.finalizers().is_empty() {
+        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": [RDE_FINALIZER]}])
+    } else {
+        serde_json::json!([{"op": "add", "path": "/metadata/finalizers/-", "value": RDE_FINALIZER}])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Invalid(e.to_string()))?;
+    api.patch(&g.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+    Ok(())
+}
+
+/// Deletes the RDE template, then lets the generator go. A backend that no longer exists
+/// cannot be cleaned up: the finalizer is removed with a Warning rather than blocking forever.
+async fn finalize(g: &ReportGenerator, ctx: &Context, api: &Api<ReportGenerator>) -> Result<Action, Error> {
+    let Some(index) = g.finalizers().iter().position(|f| f == RDE_FINALIZER) else {
+        return Ok(Action::await_change());
+    };
+    let namespace = g.namespace().unwrap_or_default();
+    if let Some(template_id) = g.status.as_ref().and_then(|s| s.external_id.clone()) {
+        match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
+            Ok((rb, backend)) => match backend.delete_template(&template_id).await {
+                Ok(()) => {
+                    ctx.metrics.backend_call(rb.spec.type_.as_str(), "delete", "ok");
+                    ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await;
+                }
+                Err(e) => {
+                    ctx.metrics.backend_call(rb.spec.type_.as_str(), "delete", "error");
+                    ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
+                    return Ok(Action::requeue(Duration::from_secs(10)));
+                }
+            },
+            Err(n) if n.reason == "BackendNotFound" => {
+                ctx.event(g, EventType::Warning, "TemplateLeft", format!("RDEReportTemplate {template_id} was not deleted: {}", n.message)).await;
+            }
+            Err(n) => {
+                ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {template_id} yet: {}", n.message)).await;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        }
+    }
+    let patch = serde_json::json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": RDE_FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Invalid(e.to_string()))?;
+    api.patch(&g.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn file_names_are_deterministic() {
+        let params = ReportParameters {
+            start_date: Some(t("2018-10-09T00:00:00Z")),
+            end_date: Some(t("2018-10-10T23:59:59Z")),
+            ..Default::default()
+        };
+        assert_eq!(onetime_file_name("nw-finance", &params), "nw-finance-20181009-20181010");
+        assert_eq!(
+            mirrored_file_name("nw-finance", "A7F79686-f6a6-4319-bb8b-4a40ed2ecbb3"),
+            "nw-finance-a7f79686-f6a6-4319-bb8b-4a40ed2ecbb3"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Prometheus metrics (`report_operator_*`) and the `/metrics`, `/healthz`, `/readyz` server.
+//!
+//! Labels never carry object names, URLs or anything a credential could hide in: only kinds,
+//! backend types, operations, outcomes and statuses, so cardinality stays bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::context::Context;
+use crate::api::FileState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    #[prometheus(flatten)]
+    pub backend: BackendLabels,
+    pub operation: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+/// Builds a histogram with fixed buckets for a [`Family`].
+#[derive(Clone)]
+pub struct Buckets(fn() -> Histogram);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        (self.0)()
+    }
+}
+
+/// All metrics of the operator.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram, Buckets>,
+    pub backend_calls: Family<CallLabels, Counter>,
+    pub reports: Family<StatusLabels, Gauge>,
+    pub time_to_ready: Family<BackendLabels, Histogram, Buckets>,
+    pub rate_limit_waits: Family<BackendLabels, Counter>,
+    pub missed_windows: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("report_operator");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_duration =
+            Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))));
+        let backend_calls = Family::<CallLabels, Counter>::default();
+        let reports = Family::<StatusLabels, Gauge>::default();
+        let time_to_ready = Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))));
+        let rate_limit_waits = Family::<BackendLabels, Counter>::default();
+        let missed_windows = Counter::default();
+        registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Time a reconcile took", reconcile_duration.clone());
+        registry.register(
+            "backend_calls",
+            "Calls to reporting APIs by backend type, operation and outcome code",
+            backend_calls.clone(),
+        );
+        registry.register("reports", "ReportFiles by status", reports.clone());
+        registry.register(
+            "time_to_ready_seconds",
+            "Time from a ReportFile's creation to READY",
+            time_to_ready.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Times a call was held back or refused by a backend's rate limit",
+            rate_limit_waits.clone(),
+        );
+        registry.register("missed_windows", "Report windows recorded as missed", missed_windows.clone());
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            backend_calls,
+            reports,
+            time_to_ready,
+            rate_limit_waits,
+            missed_windows,
+        }
+    }
+
+    /// Counts one reconcile.
+    pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
+        self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+    }
+
+    /// Counts one backend call by its outcome.
+    pub fn backend_call(&self, type_: &'static str, operation: &'static str, code: &'static str) {
+        self.backend_calls
+            .get_or_create(&CallLabels { backend: BackendLabels { r#type: type_ }, operation, code })
+            .inc();
+    }
+
+    fn render(&self, ctx: &Context) -> Result<String, std::fmt::Error> {
+        let (mut in_progress, mut ready, mut failed) = (0, 0, 0);
+        for rf in ctx.files.state() {
+            match rf.status.as_ref().and_then(|s| s.status) {
+                Some(FileState::Ready) => ready += 1,
+                Some(FileState::Failed) => failed += 1,
+                _ => in_progress += 1,
+            }
+        }
+        self.reports.get_or_create(&StatusLabels { status: "IN_PROGRESS" }).set(in_progress);
+        self.reports.get_or_create(&StatusLabels { status: "READY" }).set(ready);
+        self.reports.get_or_create(&StatusLabels { status: "FAILED" }).set(failed);
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (caches synced).
+pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(ctx);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+async fn metrics_handler(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    match ctx.metrics.render(&ctx) {
+        Ok(body) => (
+            StatusCode::OK,
+            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    if ctx.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+}

@@ -1,0 +1,175 @@
+//! The controller: one kube-runtime Controller per kind, sharing one client, one set of
+//! backend clients and one rate budget per ReportBackend.
+//!
+//! Each reconcile is a pipeline (read, validate, build, apply, update status): the pure steps
+//! are plain functions with unit tests; the Kubernetes and backend calls sit at the edges.
+
+mod backend;
+pub mod conditions;
+mod context;
+mod file;
+mod generator;
+mod metrics;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Controller};
+use futures::StreamExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::api::{ReportBackend, ReportFile, ReportGenerator};
+pub use context::Context;
+pub use metrics::Metrics;
+
+/// Flags of `report-operator run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch only this namespace (the chart's namespaced mode); default: all namespaces.
+    #[arg(long, env = "REPORT_OPERATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the metrics (/metrics) and health (/healthz, /readyz) server.
+    #[arg(long, env = "REPORT_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "REPORT_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Reconciles of each kind that may run at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why a reconcile did not finish. Backend problems that are part of a report's life
+/// (failures, rate limits) are not errors: they end up in status and Events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed; retrying can help.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object cannot be processed as it is; only a change to it can help.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Whether the same reconcile may succeed later without a change to the object.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Kube(_))
+    }
+}
+
+/// Requeue policy on errors: Kubernetes API errors are retried soon; invalid objects wait for
+/// a change.
+fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
+    if err.is_retryable() {
+        warn!(error = %err, "reconcile failed; retrying");
+        Action::requeue(Duration::from_secs(5))
+    } else {
+        Action::await_change()
+    }
+}
+
+/// Installs the tracing subscriber for `run` and `sim`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs) -> Result<(), kube::Error> {
+    let client = Client::try_default().await?;
+    let scope = match &args.namespace {
+        Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
+        None => Scope::All(client.clone()),
+    };
+    let backends: Api<ReportBackend> = scope.api();
+    let generators: Api<ReportGenerator> = scope.api();
+    let files: Api<ReportFile> = scope.api();
+    let secrets: Api<PartialObjectMeta<Secret>> = scope.api();
+
+    // Secrets are watched as metadata only, so their data stays out of memory: the store
+    // gives the resourceVersion of each credentials Secret (a change rebuilds that backend's
+    // client), and the controllers watch for changed credentials and deleted report Secrets.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_reflector = reflector(secret_writer, watcher(secrets.clone(), watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| async {});
+
+    let backend_controller = Controller::new(backends.clone(), watcher::Config::default());
+    let generator_controller = Controller::new(generators, watcher::Config::default());
+    let file_controller = Controller::new(files.clone(), watcher::Config::default());
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        backend_controller.store(),
+        generator_controller.store(),
+        file_controller.store(),
+        secret_store.clone(),
+    ));
+    info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
+
+    let readiness = {
+        let ctx = ctx.clone();
+        async move {
+            let synced = futures::future::join4(
+                ctx.backends.wait_until_ready(),
+                ctx.generators.wait_until_ready(),
+                ctx.files.wait_until_ready(),
+                secret_store.wait_until_ready(),
+            )
+            .await;
+            if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
+                ctx.set_ready();
+                info!("caches synced");
+            }
+            futures::future::pending::<()>().await
+        }
+    };
+
+    let concurrency = args.concurrency;
+    tokio::select! {
+        _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
+        _ = generator::controller(generator_controller, files.clone(), backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
+        _ = file::controller(file_controller, backends, secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
+        r = metrics::serve(args.metrics_addr, ctx.clone()) => if let Err(e) = r { warn!(error = %e, "metrics server failed") },
+        _ = readiness => {}
+        _ = secret_reflector => warn!("Secret watch ended"),
+    }
+    Ok(())
+}
+
+/// Where the operator looks: one namespace or all of them.
+enum Scope {
+    Namespace(Client, String),
+    All(Client),
+}
+
+impl Scope {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match self {
+            Scope::Namespace(c, ns) => Api::namespaced(c.clone(), ns),
+            Scope::All(c) => Api::all(c.clone()),
+        }
+    }
+}

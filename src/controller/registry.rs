@@ -1,0 +1,125 @@
+//! Backend clients, one per ReportBackend, rebuilt when its spec or its Secrets change, with
+//! one rate limiter per ReportBackend that outlives those rebuilds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+
+use super::context::Context;
+use crate::api::ReportBackend;
+use crate::backend::{self, BackendError, Limiter, LimiterConfig, ReportingBackend};
+
+/// Why a backend cannot be used, as a condition reason and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl NotReady {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        NotReady { reason, message: message.into() }
+    }
+}
+
+impl From<BackendError> for NotReady {
+    fn from(e: BackendError) -> Self {
+        NotReady::new(e.ready_reason(), e.to_string())
+    }
+}
+
+struct Entry {
+    /// What the client was built from: generation and the Secrets' resourceVersions.
+    fingerprint: String,
+    client: Arc<dyn ReportingBackend>,
+    limiter: Arc<Limiter>,
+}
+
+/// The backend clients of all ReportBackends.
+#[derive(Default)]
+pub struct BackendRegistry {
+    entries: Mutex<HashMap<ObjectRef<ReportBackend>, Entry>>,
+}
+
+impl BackendRegistry {
+    /// The client of `rb`, built afresh if its spec or Secrets changed since the last call.
+    pub async fn client(&self, ctx: &Context, rb: &ReportBackend) -> Result<Arc<dyn ReportingBackend>, NotReady> {
+        let key = ObjectRef::from_obj(rb);
+        let namespace = rb.namespace().unwrap_or_default();
+        let fingerprint = fingerprint(ctx, rb, &namespace);
+        let old_limiter = {
+            let entries = lock(&self.entries);
+            match entries.get(&key) {
+                Some(e) if e.fingerprint == fingerprint => return Ok(e.client.clone()),
+                Some(e) => Some(e.limiter.clone()),
+                None => None,
+            }
+        };
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let cred_name = &rb.spec.credentials_secret_ref.name;
+        let credentials = read_secret(&secrets, cred_name).await?;
+        let ca = match rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            Some(sel) => {
+                let data = read_secret(&secrets, &sel.name).await?;
+                let pem = data.get(&sel.key).cloned().ok_or_else(|| {
+                    NotReady::new("InvalidSpec", format!("CA Secret {:?} has no key {:?}", sel.name, sel.key))
+                })?;
+                Some(pem)
+            }
+            None => None,
+        };
+        // Budgets and in-flight counts survive a rebuild unless the limits themselves changed.
+        let limiter = match old_limiter {
+            Some(l) if *l.config() == LimiterConfig::for_backend(&rb.spec) => l,
+            _ => Limiter::for_backend(&rb.spec),
+        };
+        let client = backend::connect(&rb.spec, &credentials, ca.as_deref(), limiter.clone())?;
+        lock(&self.entries).insert(key, Entry { fingerprint, client: client.clone(), limiter });
+        Ok(client)
+    }
+
+    /// The limiter of a backend whose client was built, for scheduling decisions.
+    pub fn limiter(&self, rb: &ReportBackend) -> Option<Arc<Limiter>> {
+        lock(&self.entries).get(&ObjectRef::from_obj(rb)).map(|e| e.limiter.clone())
+    }
+
+    /// Forgets a deleted ReportBackend.
+    pub fn remove(&self, key: &ObjectRef<ReportBackend>) {
+        lock(&self.entries).remove(key);
+    }
+}
+
+fn fingerprint(ctx: &Context, rb: &ReportBackend, namespace: &str) -> String {
+    let rv = |name: &str| {
+        ctx.secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|s| s.metadata.resource_version.clone())
+            .unwrap_or_default()
+    };
+    let ca = rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).map(|s| rv(&s.name)).unwrap_or_default();
+    format!("{}/{}/{}", rb.metadata.generation.unwrap_or_default(), rv(&rb.spec.credentials_secret_ref.name), ca)
+}
+
+async fn read_secret(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => {
+            let mut data: BTreeMap<String, Vec<u8>> =
+                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            // stringData is write-only in the API, but a client may still send it.
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            Ok(data)
+        }
+        Ok(None) => Err(NotReady::new("CredentialsMissing", format!("Secret {name:?} does not exist"))),
+        Err(e) => Err(NotReady::new("Unreachable", format!("reading Secret {name:?}: {e}"))),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
