@@ -4,3 +4,4 @@
 pub mod api;
 pub mod backend;
 pub mod controller;
+pub mod schedule;

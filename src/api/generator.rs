@@ -255,6 +255,14 @@ pub struct ReportGeneratorStatus {
     /// again, even after their ReportFiles are pruned by the history limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_window_end: Option<DateTime<Utc>>,
+    /// When the schedule was last evaluated while the operator ran: windows whose run time
+    /// fell after it, while the operator was down, are caught up per `catchUpPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_check_time: Option<DateTime<Utc>>,
+    /// RDE and CMP ON_INVOICE: generation time of the newest backend report mirrored; older
+    /// ones are not mirrored again after the history limits delete their ReportFiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mirrored_time: Option<DateTime<Utc>>,
     /// The last `run-now` annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_now: Option<String>,

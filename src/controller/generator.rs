@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -18,20 +18,29 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::conditions::{Cond, apply_status, set_condition};
+use super::conditions::{Cond, apply_status, from_k8s_time, set_condition};
+use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
 use super::{Error, error_policy};
 use crate::api::{
-    EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
+    ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
     ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
 };
 use crate::backend::{BackendError, Capabilities, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
+use crate::schedule::ReportSchedule;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
 pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
-/// How often the report files of an RDE template are listed for new entries.
-const RDE_MIRROR_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the backend is asked for new reports to mirror (RDE report files, CMP invoice
+/// reports).
+const MIRROR_INTERVAL: Duration = Duration::from_secs(30);
+/// Windows created at most per pass; a longer backlog continues in the next pass, so that an
+/// outage or a long backfill cannot flood the backend at once.
+const MAX_WINDOWS_PER_PASS: usize = 10;
+/// The history limits' defaults, as CronJob's.
+const DEFAULT_SUCCESSFUL_HISTORY: i32 = 3;
+const DEFAULT_FAILED_HISTORY: i32 = 1;
 
 pub async fn controller(
     ctl: Controller<ReportGenerator>,
@@ -150,7 +159,8 @@ pub fn mirrored_file_name(generator: &str, external_id: &str) -> String {
 
 /// The ReportFile a generator owns for one report: a snapshot of the request, which is
 /// immutable from then on.
-pub fn build_file(g: &ReportGenerator, name: String, parameters: ReportParameters, external_id: Option<String>) -> ReportFile {
+pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
+    let PlannedFile { name, parameters, organization, external_id } = planned;
     let spec = &g.spec;
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(LABEL_GENERATOR.to_string(), label_value(&g.name_any()));
@@ -170,7 +180,7 @@ pub fn build_file(g: &ReportGenerator, name: String, parameters: ReportParameter
             format: spec.format,
             notify_by_email: spec.notify_by_email,
             parameters: Some(parameters),
-            organization: None,
+            organization,
             external_id,
             template_id: g.status.as_ref().and_then(|s| s.external_id.clone()),
             secret_template: spec.secret_template.clone(),
@@ -235,13 +245,26 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
                 Ok(()) => match g.spec.event_type {
                     ReportEventType::Onetime => {
                         let params = g.spec.parameters.clone().unwrap_or_default();
-                        ensure_file(ctx, g, &namespace, onetime_file_name(&name, &params), params, None, &mut status, now).await?;
+                        for file in fan_out(g, onetime_file_name(&name, &params), params) {
+                            ensure_file(ctx, g, file, &mut status, now).await?;
+                        }
                         Outcome::Ok(None)
                     }
-                    ReportEventType::Periodic | ReportEventType::OnInvoice => Outcome::Invalid(Invalid::new(
-                        "NotImplemented",
-                        format!("{} generators on {} backends are not built yet", event_type_name(g.spec.event_type), rb.spec.type_.as_str()),
-                    )),
+                    ReportEventType::Periodic => periodic(g, ctx, &owned, &mut status, now).await?,
+                    // CMP makes invoice reports itself; validate() refused the other backends.
+                    ReportEventType::OnInvoice => {
+                        let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
+                        let query = ListQuery {
+                            name: Some(g.spec.common_name.clone()),
+                            event_type: Some(ReportEventType::OnInvoice),
+                            from: Some(status.last_mirrored_time.unwrap_or(created)),
+                            to: Some(now),
+                            ..Default::default()
+                        };
+                        let outcome = mirror(g, ctx, rb.spec.type_.as_str(), backend.as_ref(), &query, &owned, &mut status).await?;
+                        prune_history(ctx, g, &owned).await?;
+                        outcome.or_requeue(MIRROR_INTERVAL)
+                    }
                 },
             }
         }
@@ -268,6 +291,16 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
         ctx.event(g, EventType::Warning, cond.reason, cond.message.clone()).await;
     }
     Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+impl Outcome {
+    /// A working generator is looked at again after `interval` at the latest.
+    fn or_requeue(self, interval: Duration) -> Outcome {
+        match self {
+            Outcome::Ok(None) => Outcome::Ok(Some(interval)),
+            other => other,
+        }
+    }
 }
 
 enum Outcome {
@@ -300,23 +333,46 @@ fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
         .collect()
 }
 
+/// A ReportFile the generator is about to create.
+pub struct PlannedFile {
+    pub name: String,
+    pub parameters: ReportParameters,
+    pub organization: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// The ReportFiles of one report: one, or (SUPPLIER `parameters.organizations`) one per
+/// organization, each named after it.
+pub fn fan_out(g: &ReportGenerator, base: String, parameters: ReportParameters) -> Vec<PlannedFile> {
+    let orgs = g.spec.parameters.as_ref().and_then(|p| p.organizations.clone()).unwrap_or_default();
+    if orgs.is_empty() {
+        return vec![PlannedFile { name: base, parameters, organization: None, external_id: None }];
+    }
+    orgs.into_iter()
+        .map(|org| PlannedFile {
+            name: mirrored_file_name(&base, &org),
+            parameters: ReportParameters { organizations: None, ..parameters.clone() },
+            organization: Some(org),
+            external_id: None,
+        })
+        .collect()
+}
+
 /// Creates a ReportFile unless it exists; AlreadyExists means a previous pass made it.
-#[allow(clippy::too_many_arguments)]
 async fn ensure_file(
     ctx: &Context,
     g: &ReportGenerator,
-    namespace: &str,
-    name: String,
-    params: ReportParameters,
-    external_id: Option<String>,
+    file: PlannedFile,
     status: &mut ReportGeneratorStatus,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    if ctx.files.get(&ObjectRef::new(&name).within(namespace)).is_some() {
+    let namespace = g.namespace().unwrap_or_default();
+    let name = file.name.clone();
+    if ctx.files.get(&ObjectRef::new(&name).within(&namespace)).is_some() {
         return Ok(());
     }
-    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), namespace);
-    let file = build_file(g, name.clone(), params, external_id);
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &namespace);
+    let file = build_file(g, file);
     match api.create(&PostParams { field_manager: Some(super::conditions::FIELD_MANAGER.into()), ..Default::default() }, &file).await {
         Ok(_) => {
             status.last_schedule_time = Some(now);
@@ -329,6 +385,175 @@ async fn ensure_file(
     }
 }
 
+/// PERIODIC on a backend the operator schedules: create the ReportFiles of the windows that
+/// are due, record the missed ones, and come back at the next run time.
+async fn periodic(
+    g: &ReportGenerator,
+    ctx: &Context,
+    owned: &[Arc<ReportFile>],
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    let params = g.spec.parameters.clone().unwrap_or_default();
+    let sched = g.spec.schedule.clone().unwrap_or_default();
+    let Some(period) = params.period else {
+        return Ok(Outcome::Invalid(Invalid::new("InvalidParameters", "PERIODIC reports need parameters.period")));
+    };
+    let schedule = match ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Outcome::Invalid(Invalid::new("InvalidSchedule", e.to_string()))),
+    };
+    let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
+    // Under Forbid the API server, not the cache, says whether a report is running: a file
+    // created a moment ago may not be in the cache yet.
+    let active = if forbid { running_files(ctx, g).await? } else { 0 };
+    let run_now_value = g.annotations().get(ANNOTATION_RUN_NOW).cloned();
+    let run_now = run_now_value.is_some() && run_now_value != status.last_run_now;
+    let input = PlanInput {
+        schedule: &schedule,
+        now,
+        created: g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now),
+        backfill_from: params.start_date,
+        last_window_end: status.last_window_end,
+        last_check: status.last_schedule_check_time,
+        suspended: sched.suspend.unwrap_or(false),
+        starting_deadline: sched.starting_deadline_seconds.map(chrono::Duration::seconds),
+        catch_up: sched.catch_up_policy.unwrap_or_default(),
+        forbid,
+        active,
+        max_per_pass: MAX_WINDOWS_PER_PASS,
+        run_now,
+    };
+    let plan = periodic::plan(&input);
+    for window in &plan.create {
+        let window_params = ReportParameters {
+            start_date: Some(window.start),
+            end_date: Some(window.end),
+            ..params.clone()
+        };
+        let base = format!("{}-{}", g.name_any(), schedule.window_suffix(window));
+        for file in fan_out(g, base, window_params) {
+            ensure_file(ctx, g, file, status, now).await?;
+        }
+    }
+    for (window, why) in &plan.missed {
+        ctx.metrics.missed_windows.inc();
+        status.last_missed_time = Some(now);
+        let why = match why {
+            Missed::Suspended => "the generator was suspended",
+            Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
+            Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
+        };
+        let msg = format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339());
+        ctx.event(g, EventType::Warning, "Missed", msg).await;
+    }
+    status.last_window_end = plan.last_window_end;
+    status.next_report_date = plan.next_run;
+    if run_now {
+        status.last_run_now = run_now_value;
+    }
+    // The check time is only a marker of the operator running: refreshing it at most once a
+    // minute keeps the generator's own status writes from waking it again and again.
+    if status.last_schedule_check_time.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) || !plan.create.is_empty() {
+        status.last_schedule_check_time = Some(now);
+    }
+    prune_history(ctx, g, owned).await?;
+    let requeue = if plan.more_pending && !(forbid && active > 0) {
+        Some(Duration::from_secs(1))
+    } else {
+        plan.next_run.map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100))
+    };
+    Ok(Outcome::Ok(requeue))
+}
+
+/// Reports of this generator in progress, read from the API server.
+async fn running_files(ctx: &Context, g: &ReportGenerator) -> Result<usize, Error> {
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let selector = format!("{LABEL_GENERATOR}={}", label_value(&g.name_any()));
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|rf| rf.owner_references().iter().any(|o| Some(&o.uid) == g.uid().as_ref()))
+        .filter(|rf| !rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
+        .count())
+}
+
+/// Deletes the oldest finished ReportFiles beyond the history limits; their Secrets go with
+/// them (owner references).
+async fn prune_history(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>]) -> Result<(), Error> {
+    let sched = g.spec.schedule.clone().unwrap_or_default();
+    let keep_ready = sched.successful_reports_history_limit.unwrap_or(DEFAULT_SUCCESSFUL_HISTORY).max(0) as usize;
+    let keep_failed = sched.failed_reports_history_limit.unwrap_or(DEFAULT_FAILED_HISTORY).max(0) as usize;
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    for name in beyond_history(owned, keep_ready, keep_failed) {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => info!(generator = %g.name_any(), file = %name, "deleted ReportFile beyond the history limit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Names of finished ReportFiles beyond the limits: the oldest by window end (then
+/// completion), keeping the newest `keep_ready` READY and `keep_failed` FAILED.
+pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for (state, keep) in [(FileState::Ready, keep_ready), (FileState::Failed, keep_failed)] {
+        let mut of_state: Vec<&Arc<ReportFile>> =
+            files.iter().filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(state)).collect();
+        let key = |rf: &Arc<ReportFile>| {
+            let end = rf.spec.parameters.as_ref().and_then(|p| p.end_date);
+            let done = rf.status.as_ref().and_then(|s| s.completion_time);
+            (end, done, rf.name_any())
+        };
+        of_state.sort_by_key(|rf| std::cmp::Reverse(key(rf)));
+        out.extend(of_state.into_iter().skip(keep).map(|rf| rf.name_any()));
+    }
+    out
+}
+
+/// Mirrors each report the backend made (RDE report files, CMP invoice reports) into a
+/// ReportFile named after its id, exactly once.
+async fn mirror(
+    g: &ReportGenerator,
+    ctx: &Context,
+    type_: &'static str,
+    backend: &dyn ReportingBackend,
+    query: &ListQuery,
+    owned: &[Arc<ReportFile>],
+    status: &mut ReportGeneratorStatus,
+) -> Result<Outcome, Error> {
+    let remote = match backend.list(query).await {
+        Ok(r) => r,
+        Err(e) => return Ok(retry(ctx, type_, "list", e)),
+    };
+    ctx.metrics.backend_call(type_, "list", "ok");
+    for report in &remote {
+        if owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())) {
+            continue;
+        }
+        // Older than the newest mirrored one: mirrored before and since pruned.
+        if let (Some(t), Some(mark)) = (report.generate_date, status.last_mirrored_time)
+            && t < mark
+        {
+            continue;
+        }
+        let file = PlannedFile {
+            name: mirrored_file_name(&g.name_any(), &report.id),
+            parameters: mirrored_parameters(g, report),
+            organization: None,
+            external_id: Some(report.id.clone()),
+        };
+        ensure_file(ctx, g, file, status, Utc::now()).await?;
+        if let Some(t) = report.generate_date {
+            status.last_mirrored_time = Some(status.last_mirrored_time.map_or(t, |m| m.max(t)));
+        }
+    }
+    Ok(Outcome::Ok(if remote.is_empty() { Some(Duration::from_secs(2)) } else { None }))
+}
+
 /// RDE: the platform schedules; make sure the template exists and mirror its report files.
 async fn rde(
     g: &ReportGenerator,
@@ -339,7 +564,6 @@ async fn rde(
     status: &mut ReportGeneratorStatus,
     owned: &[Arc<ReportFile>],
 ) -> Result<Outcome, Error> {
-    let namespace = g.namespace().unwrap_or_default();
     let name = g.name_any();
     ensure_finalizer(g, api).await?;
     let req = template_request(g);
@@ -375,21 +599,15 @@ async fn rde(
             template.id
         }
     };
-    let files = match backend.list(&ListQuery { template_id: Some(template_id.clone()), ..Default::default() }).await {
-        Ok(files) => files,
-        Err(e) => return Ok(retry(ctx, type_, "list", e)),
-    };
-    ctx.metrics.backend_call(type_, "list", "ok");
-    for remote in &files {
-        let file_name = mirrored_file_name(&name, &remote.id);
-        if owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(remote.id.as_str())) {
-            continue;
-        }
-        ensure_file(ctx, g, &namespace, file_name, mirrored_parameters(g, remote), Some(remote.id.clone()), status, Utc::now()).await?;
+    let query = ListQuery { template_id: Some(template_id), ..Default::default() };
+    let outcome = mirror(g, ctx, type_, backend, &query, owned, status).await?;
+    if g.spec.event_type == ReportEventType::Onetime {
+        // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+        let mirrored = !owned.is_empty() || matches!(outcome, Outcome::Ok(None));
+        return Ok(if mirrored { Outcome::Ok(None) } else { outcome });
     }
-    // A ONETIME template has one report file; once it is mirrored there is nothing to list.
-    let done = g.spec.event_type == ReportEventType::Onetime && !files.is_empty();
-    Ok(Outcome::Ok((!done).then_some(if files.is_empty() { Duration::from_secs(2) } else { RDE_MIRROR_INTERVAL })))
+    prune_history(ctx, g, owned).await?;
+    Ok(outcome.or_requeue(MIRROR_INTERVAL))
 }
 
 /// The parameters of a mirrored report: the backend's period where it says, else the

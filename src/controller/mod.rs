@@ -10,6 +10,7 @@ mod context;
 mod file;
 mod generator;
 mod metrics;
+mod periodic;
 mod registry;
 
 use std::net::SocketAddr;

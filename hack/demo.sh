@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The demo: a real control plane, the simulators of the five reporting APIs, the operator,
+# and one-time reports from every backend, ending with READY ReportFiles and their Secrets.
+#
+#   hack/demo.sh         run it (everything keeps running afterwards, to explore)
+#   hack/demo.sh stop    stop the operator, the simulators and the control plane
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NS="${DEMO_NAMESPACE:-reports-demo}"
+STATE="target/demo"
+SIM_ADDR="127.0.0.1:18080"
+METRICS_ADDR="127.0.0.1:18081"
+
+stop() {
+  for p in operator sim; do
+    if [[ -f "$STATE/$p.pid" ]]; then
+      kill "$(cat "$STATE/$p.pid")" 2>/dev/null || true
+      rm -f "$STATE/$p.pid"
+    fi
+  done
+  hack/control-plane.sh down
+}
+
+if [[ "${1:-}" == "stop" ]]; then
+  stop
+  exit 0
+fi
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Control plane (etcd, kube-apiserver, kube-controller-manager; the first run builds them)"
+hack/control-plane.sh up
+eval "$(hack/control-plane.sh env)"
+
+say "Building report-operator"
+cargo build --locked --quiet
+BIN=target/debug/report-operator
+mkdir -p "$STATE"
+
+say "Simulators of the five reporting APIs on http://$SIM_ADDR"
+[[ -f "$STATE/sim.pid" ]] && kill "$(cat "$STATE/sim.pid")" 2>/dev/null || true
+"$BIN" sim --listen "$SIM_ADDR" >"$STATE/sim.log" 2>&1 &
+echo $! >"$STATE/sim.pid"
+for _ in $(seq 1 100); do curl -fsS "http://$SIM_ADDR/_sim/stats" >/dev/null 2>&1 && break; sleep 0.1; done
+
+say "CRDs"
+kubectl apply --server-side -f crds/
+kubectl wait --for=condition=Established --timeout=60s \
+  crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
+  crd/reportfiles.reporting.report-operator.io >/dev/null
+
+say "Operator (logs in $STATE/operator.log, metrics on http://$METRICS_ADDR/metrics)"
+[[ -f "$STATE/operator.pid" ]] && kill "$(cat "$STATE/operator.pid")" 2>/dev/null || true
+"$BIN" run --metrics-addr "$METRICS_ADDR" >"$STATE/operator.log" 2>&1 &
+echo $! >"$STATE/operator.pid"
+
+say "Backends and one-time reports in namespace $NS"
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
+for b in rde cmp connect fusion supplier; do
+  kubectl apply -n "$NS" -f "examples/$b/backend.yaml" -f "examples/$b/onetime.yaml"
+done
+
+say "Waiting for the backends to be Ready and the reports to be READY"
+kubectl wait -n "$NS" --for=condition=Ready rb --all --timeout=120s
+deadline=$(($(date +%s) + 180))
+until [[ "$(kubectl get rf -n "$NS" -o name | wc -l)" -ge 5 ]]; do
+  (($(date +%s) < deadline)) || { echo "ReportFiles were not created; see $STATE/operator.log" >&2; exit 1; }
+  sleep 1
+done
+kubectl wait -n "$NS" --for=jsonpath='{.status.status}'=READY rf --all --timeout=180s
+
+say "kubectl get reports -n $NS"
+kubectl get reports -n "$NS"
+
+secret=$(kubectl get rf -n "$NS" -l reporting.report-operator.io/generator=daily-report-november -o jsonpath='{.items[0].status.downloadSecretRef.name}')
+say "Secret $secret (decoded)"
+kubectl get secret -n "$NS" "$secret" -o go-template='{{range $k, $v := .data}}{{printf "%-13s %s\n" $k (base64decode $v)}}{{end}}'
+url=$(kubectl get secret -n "$NS" "$secret" -o jsonpath='{.data.url}' | base64 -d)
+say "The first lines of the report behind that URL"
+curl -fsS "$url" | head -c 600
+echo
+say "Done. Explore with kubectl (KUBECONFIG=$KUBECONFIG); stop everything with: hack/demo.sh stop"
