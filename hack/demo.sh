@@ -45,7 +45,7 @@ echo $! >"$STATE/sim.pid"
 for _ in $(seq 1 100); do curl -fsS "http://$SIM_ADDR/_sim/stats" >/dev/null 2>&1 && break; sleep 0.1; done
 
 say "CRDs"
-kubectl apply --server-side -f crds/
+kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established --timeout=60s \
   crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
   crd/reportfiles.reporting.report-operator.io >/dev/null

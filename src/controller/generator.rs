@@ -287,7 +287,11 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     if status != old {
         apply_status(&api, &name, &status).await?;
     }
-    if changed_reason.as_deref() != Some(cond.reason) && matches!(outcome, Outcome::Invalid(_) | Outcome::NotReady(_)) {
+    // A backend that is not Ready publishes its own Event; a generator only adds its own
+    // problems (and a missing backend, which has no one else to tell).
+    let own_problem = matches!(&outcome, Outcome::Invalid(_))
+        || matches!(&outcome, Outcome::NotReady(n) if n.reason == "BackendNotFound");
+    if changed_reason.as_deref() != Some(cond.reason) && own_problem {
         ctx.event(g, EventType::Warning, cond.reason, cond.message.clone()).await;
     }
     Ok(requeue.map(Action::requeue).unwrap_or_else(Action::await_change))

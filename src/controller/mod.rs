@@ -44,6 +44,31 @@ pub struct RunArgs {
     /// Reconciles of each kind that may run at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+    /// Run only while holding a Lease, so that of several replicas exactly one reconciles.
+    #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "report-operator")]
+    pub leader_election_lease_name: String,
+    /// Seconds a leader's Lease is valid without renewal: how long a new leader may wait
+    /// after the old one died.
+    #[arg(long, default_value_t = 15)]
+    pub leader_election_lease_seconds: u64,
+}
+
+/// Why `report-operator run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    /// Another replica took over; this one exits so that it never reconciles as a follower.
+    #[error("lost the leader-election Lease")]
+    LostLeadership,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +118,9 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C.
-pub async fn run(args: RunArgs) -> Result<(), kube::Error> {
+/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
+/// `--leader-elect`, only while this process holds the Lease.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = Client::try_default().await?;
     let scope = match &args.namespace {
         Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
@@ -144,17 +170,64 @@ pub async fn run(args: RunArgs) -> Result<(), kube::Error> {
             futures::future::pending::<()>().await
         }
     };
-
     let concurrency = args.concurrency;
+    let controllers = async {
+        tokio::select! {
+            _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
+            _ = generator::controller(generator_controller, files.clone(), backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
+            _ = file::controller(file_controller, backends, secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
+            _ = readiness => {}
+            _ = secret_reflector => warn!("Secret watch ended"),
+        }
+    };
+    let work = async {
+        if !args.leader_elect {
+            controllers.await;
+            return Ok(());
+        }
+        // A standby replica is healthy and ready; it only does not reconcile.
+        ctx.set_ready();
+        let mut leader = acquire_leadership(&client, &args).await?;
+        tokio::select! {
+            _ = controllers => Ok(()),
+            _ = async {
+                while *leader.borrow_and_update() {
+                    if leader.changed().await.is_err() {
+                        break;
+                    }
+                }
+            } => Err(RunError::LostLeadership),
+        }
+    };
     tokio::select! {
-        _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
-        _ = generator::controller(generator_controller, files.clone(), backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
-        _ = file::controller(file_controller, backends, secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
-        r = metrics::serve(args.metrics_addr, ctx.clone()) => if let Err(e) = r { warn!(error = %e, "metrics server failed") },
-        _ = readiness => {}
-        _ = secret_reflector => warn!("Secret watch ended"),
+        r = work => r,
+        r = metrics::serve(args.metrics_addr, ctx.clone()) => {
+            if let Err(e) = r {
+                warn!(error = %e, "metrics server failed");
+            }
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// Waits until this process holds the leader-election Lease; the receiver turns false when
+/// the Lease is lost.
+async fn acquire_leadership(client: &Client, args: &RunArgs) -> Result<tokio::sync::watch::Receiver<bool>, RunError> {
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease_name)
+        .with_namespace(&args.leader_election_namespace)
+        .with_identity(&identity)
+        .with_duration(args.leader_election_lease_seconds)
+        .with_grace(args.leader_election_lease_seconds.div_ceil(3).max(1))
+        .build()
+        .await?;
+    let (mut leader, _task) = manager.watch().await;
+    info!(identity = %identity, lease = %args.leader_election_lease_name, "waiting for the leader-election Lease");
+    while !*leader.borrow_and_update() {
+        leader.changed().await.map_err(|_| RunError::LostLeadership)?;
+    }
+    info!(identity = %identity, "acquired the leader-election Lease");
+    Ok(leader)
 }
 
 /// Where the operator looks: one namespace or all of them.

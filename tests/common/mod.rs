@@ -15,6 +15,8 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
+pub mod e2e;
+pub mod fixtures;
 pub mod operator;
 
 /// Everything a test needs to reach the control plane.

@@ -1,0 +1,87 @@
+//! One behaviour test's world: a namespace, a simulator and an operator process scoped to
+//! that namespace.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator, find_condition};
+use report_operator::sim::{SimConfig, SimServer};
+
+use super::operator::Operator;
+use super::{TestNamespace, stderr, wait_for};
+
+pub struct World {
+    pub ns: TestNamespace,
+    pub sim: SimServer,
+    pub operator: Operator,
+    pub client: kube::Client,
+}
+
+impl World {
+    pub async fn start(prefix: &str, config: SimConfig) -> World {
+        let ns = TestNamespace::new(prefix).await;
+        let sim = SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("start simulator");
+        let operator = Operator::start(ns.cp(), &ns.name);
+        let client = ns.cp().client().await;
+        World { ns, sim, operator, client }
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let out = self.ns.kubectl_stdin(&["apply", "-f", "-"], yaml);
+        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", stderr(&out));
+    }
+
+    pub fn files(&self) -> Api<ReportFile> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub fn generators(&self) -> Api<ReportGenerator> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub fn backends(&self) -> Api<ReportBackend> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// The ReportFiles of a generator, by label.
+    pub async fn files_of(&self, generator: &str) -> Vec<ReportFile> {
+        let lp = ListParams::default().labels(&format!("reporting.report-operator.io/generator={generator}"));
+        self.files().list(&lp).await.expect("list ReportFiles").items
+    }
+
+    /// Waits until `generator` has `n` ReportFiles, all finished, and returns them.
+    pub async fn wait_finished(&self, generator: &str, n: usize, deadline: Duration) -> Vec<ReportFile> {
+        let what = format!("{n} finished ReportFiles of {generator} (operator log: {})", self.operator.log.display());
+        wait_for(&what, deadline, || async {
+            let files = self.files_of(generator).await;
+            let done = files
+                .iter()
+                .filter(|f| f.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
+                .count();
+            (files.len() == n && done == n).then_some(files)
+        })
+        .await
+    }
+
+    /// Waits for the backend's Ready condition to have `status` ("True"/"False") and returns
+    /// its reason and message.
+    pub async fn wait_backend(&self, name: &str, status: &str) -> (String, String) {
+        wait_for(&format!("ReportBackend {name} Ready={status}"), Duration::from_secs(60), || async {
+            let rb = self.backends().get(name).await.ok()?;
+            let c = find_condition(&rb.status?.conditions, "Ready")?.clone();
+            (c.status == status && c.observed_generation == rb.metadata.generation).then(|| (c.reason, c.message))
+        })
+        .await
+    }
+
+    /// A Secret's data as strings.
+    pub async fn secret_data(&self, name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let s = self.secrets().get(name).await.expect("get Secret");
+        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+    }
+}

@@ -1,0 +1,168 @@
+//! ONETIME reports end to end: the real control plane, the operator as its own process, and
+//! the simulators over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::e2e::World;
+use common::fixtures::{self, ALL_TYPES, lower};
+use common::wait_for;
+use report_operator::api::{BackendType, FileState};
+use report_operator::sim::SimConfig;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Downloads what a READY report's Secret points at (or holds).
+async fn report_content(world: &World, secret: &str) -> Vec<u8> {
+    let data = world.secret_data(secret).await;
+    if let Some(content) = data.get("content") {
+        return content.clone();
+    }
+    let url = String::from_utf8(data.get("url").expect("url key").clone()).expect("utf8 url");
+    let resp = reqwest::get(&url).await.expect("download");
+    assert!(resp.status().is_success(), "download answered {}", resp.status());
+    resp.bytes().await.expect("body").to_vec()
+}
+
+async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
+    let world = World::start(&format!("e2e-{}", lower(t)), SimConfig::default()).await;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
+    let files = world.wait_finished("once", 1, DEADLINE).await;
+    let rf = &files[0];
+    let status = rf.status.clone().expect("status");
+    assert_eq!(status.status, Some(FileState::Ready), "{status:?}");
+    assert!(status.external_id.is_some(), "no externalId: {status:?}");
+    let secret = status.download_secret_ref.expect("downloadSecretRef").name;
+    let data = world.secret_data(&secret).await;
+    for key in ["fileName", "format", "generateDate"] {
+        assert!(data.contains_key(key), "Secret lacks {key}: {:?}", data.keys().collect::<Vec<_>>());
+    }
+    let content = report_content(&world, &secret).await;
+    assert!(!content.is_empty(), "empty report");
+    if t != BackendType::Fusion {
+        // The simulators write the period into each report (Fusion's license files have none).
+        let text = String::from_utf8_lossy(&content).to_string();
+        let zipped = text.starts_with("PK") || content.starts_with(&[0x1f, 0x8b]);
+        assert!(zipped || text.contains("2026-10-01"), "report does not cover the period:\n{text:.400}");
+    }
+    let generator = world.generators().get("once").await.expect("generator");
+    let gstatus = generator.status.expect("generator status");
+    assert_eq!(gstatus.reports.ready, 1);
+    assert!(gstatus.last_successful_time.is_some());
+    // Exactly one generation reached the backend.
+    assert_eq!(world.sim.stats().total_generations(t), 1, "stats: {:?}", world.sim.stats());
+}
+
+#[tokio::test]
+async fn rde_onetime_report_is_ready_and_downloadable() {
+    onetime_report_is_ready_and_downloadable(BackendType::Rde).await;
+}
+
+#[tokio::test]
+async fn cmp_onetime_report_is_ready_and_downloadable() {
+    onetime_report_is_ready_and_downloadable(BackendType::Cmp).await;
+}
+
+#[tokio::test]
+async fn connect_onetime_report_is_ready_and_downloadable() {
+    onetime_report_is_ready_and_downloadable(BackendType::Connect).await;
+}
+
+#[tokio::test]
+async fn fusion_onetime_report_is_ready_with_the_file_in_the_secret() {
+    onetime_report_is_ready_and_downloadable(BackendType::Fusion).await;
+}
+
+#[tokio::test]
+async fn supplier_onetime_report_is_ready_and_downloadable() {
+    onetime_report_is_ready_and_downloadable(BackendType::Supplier).await;
+}
+
+#[tokio::test]
+async fn backend_failures_fail_the_report_with_the_backend_reason() {
+    let world = World::start("e2e-fail", SimConfig::default()).await;
+    // Fusion is synchronous and has no failed state: a 4xx is its failure, covered by its
+    // own test below.
+    let types = [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Supplier];
+    for t in types {
+        let b = lower(t);
+        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&fixtures::onetime(t, &format!("{b}-fails"), &b, "FAIL on purpose"));
+    }
+    for t in types {
+        let files = world.wait_finished(&format!("{}-fails", lower(t)), 1, DEADLINE).await;
+        let status = files[0].status.clone().expect("status");
+        assert_eq!(status.status, Some(FileState::Failed), "{t:?}: {status:?}");
+        let reason = status.failed_reason.unwrap_or_default();
+        assert!(!reason.is_empty(), "{t:?}: no failedReason");
+        let cond = report_operator::api::find_condition(&status.conditions, "Ready").expect("Ready").clone();
+        assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("False", "Failed"), "{t:?}");
+        assert!(cond.message.contains(&reason), "{t:?}: message {:?} lacks reason {reason:?}", cond.message);
+    }
+}
+
+#[tokio::test]
+async fn fusion_unknown_scope_fails_the_report_with_the_http_reason() {
+    let world = World::start("e2e-fusion404", SimConfig::default()).await;
+    let t = BackendType::Fusion;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = fixtures::onetime(t, "gone", "b", "Licenses").replace("53fd92c7-fbef-44fd-af76-d92334432ac9", "00000000-0000-4000-8000-000000000000");
+    world.apply(&g);
+    let files = world.wait_finished("gone", 1, DEADLINE).await;
+    let status = files[0].status.clone().expect("status");
+    assert_eq!(status.status, Some(FileState::Failed));
+    assert!(status.failed_reason.unwrap_or_default().contains("404"));
+}
+
+#[tokio::test]
+async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted() {
+    let world = World::start("e2e-badcreds", SimConfig::default()).await;
+    for t in ALL_TYPES {
+        let b = lower(t);
+        let bad: Vec<(&str, &str)> =
+            fixtures::good_credentials(t).into_iter().map(|(k, v)| (k, if v.contains("key") || k.contains("ecret") || k == "password" { "wrong" } else { v })).collect();
+        world.apply(&fixtures::backend(&world.sim, t, &b, &bad, ""));
+        world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
+    }
+    for t in ALL_TYPES {
+        let (reason, message) = world.wait_backend(&lower(t), "False").await;
+        assert_eq!(reason, "Unauthorized", "{t:?}: {message}");
+    }
+    // A missing key is named.
+    world.apply(&fixtures::backend(&world.sim, BackendType::Cmp, "nokey", &[("username", "u"), ("password", "p")], ""));
+    let (reason, message) = world.wait_backend("nokey", "False").await;
+    assert_eq!(reason, "CredentialsMissing");
+    assert!(message.contains("subscriptionKey"), "{message}");
+    // The reports wait, and the backends saw no generation.
+    for t in ALL_TYPES {
+        let files = world.files_of(&format!("{}-once", lower(t))).await;
+        for rf in files {
+            let cond = report_operator::api::find_condition(&rf.status.unwrap_or_default().conditions, "Ready").cloned();
+            assert!(cond.is_none_or(|c| c.reason == "Pending"), "{t:?}: {cond:?}");
+        }
+        assert_eq!(world.sim.stats().total_generations(t), 0, "{t:?} generated with bad credentials");
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_rde_generator_deletes_the_platform_template() {
+    let world = World::start("e2e-rdedelete", SimConfig::default()).await;
+    let t = BackendType::Rde;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", "b", "NW Finance"));
+    world.wait_finished("once", 1, DEADLINE).await;
+    let template_id = world.generators().get("once").await.expect("generator").status.and_then(|s| s.external_id).expect("externalId");
+    assert!(world.sim.rde_template_exists(&template_id));
+    let out = world.ns.kubectl(&["delete", "reportgenerator", "once", "--wait=true", "--timeout=60s"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(!world.sim.rde_template_exists(&template_id), "template {template_id} still on the platform");
+    // The ReportFile and its Secret go with the generator (garbage collection).
+    wait_for("ReportFiles and Secrets garbage-collected", Duration::from_secs(60), || async {
+        let files = world.files().list(&Default::default()).await.ok()?;
+        let secrets = world.secrets().list(&kube::api::ListParams::default().labels("reporting.report-operator.io/generator=once")).await.ok()?;
+        (files.items.is_empty() && secrets.items.is_empty()).then_some(())
+    })
+    .await;
+}
