@@ -5,3 +5,4 @@ pub mod api;
 pub mod backend;
 pub mod controller;
 pub mod schedule;
+pub mod sim;

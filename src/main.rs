@@ -18,6 +18,8 @@ enum Command {
     Run(report_operator::controller::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Serve simulators of the five reporting APIs, for tests, demos and benchmarks.
+    Sim(report_operator::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,21 +37,31 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => {
             report_operator::controller::init_logging(args.log_format);
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(report_operator::controller::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "report-operator failed");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(report_operator::controller::run(args))
+        }
+        Command::Sim(args) => {
+            report_operator::controller::init_logging(report_operator::controller::LogFormat::Text);
+            block_on(report_operator::sim::run_cli(args))
+        }
+    }
+}
+
+/// Runs a command's future on a multi-threaded runtime and turns its error into an exit code.
+fn block_on<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "report-operator failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -140,7 +140,7 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
         let files = world.files_of(&format!("{}-once", lower(t))).await;
         for rf in files {
             let cond = report_operator::api::find_condition(&rf.status.unwrap_or_default().conditions, "Ready").cloned();
-            assert!(cond.is_none_or(|c| c.reason == "Pending"), "{t:?}: {cond:?}");
+            assert!(cond.as_ref().is_none_or(|c| c.reason == "Pending"), "{t:?}: {cond:?}");
         }
         assert_eq!(world.sim.stats().total_generations(t), 0, "{t:?} generated with bad credentials");
     }

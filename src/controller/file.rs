@@ -18,14 +18,13 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info};
 
 use super::conditions::{Cond, FIELD_MANAGER, apply_status, from_k8s_time, set_condition};
 use super::context::Context;
-use super::{Error, error_policy};
+use super::{Error, error_policy, users_of_backend};
 use crate::api::{
     ANNOTATION_REFRESH_URL, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
     ReportFile, ReportFileStatus, label_value,
@@ -55,14 +54,7 @@ pub async fn controller(
         .owns(secrets, watcher::Config::default().labels(LABEL_REPORT_FILE))
         // A backend that becomes Ready wakes the reports waiting for it.
         .watches(backends, watcher::Config::default(), move |rb| {
-            let ns = rb.namespace();
-            let name = rb.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|rf| rf.namespace() == ns && rf.spec.backend_ref.name == name && !is_finished(rf))
-                .map(|rf| ObjectRef::from_obj(&*rf))
-                .collect::<Vec<_>>()
+            users_of_backend(&store, &rb, |rf: &ReportFile| (&rf.spec.backend_ref.name, !is_finished(rf)))
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

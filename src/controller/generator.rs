@@ -22,7 +22,7 @@ use super::conditions::{Cond, apply_status, from_k8s_time, set_condition};
 use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
-use super::{Error, error_policy};
+use super::{Error, error_policy, users_of_backend};
 use crate::api::{
     ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
     ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
@@ -53,14 +53,7 @@ pub async fn controller(
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(files, watcher::Config::default())
         .watches(backends, watcher::Config::default(), move |rb| {
-            let ns = rb.namespace();
-            let name = rb.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|g| g.namespace() == ns && g.spec.backend_ref.name == name)
-                .map(|g| ObjectRef::from_obj(&*g))
-                .collect::<Vec<_>>()
+            users_of_backend(&store, &rb, |g: &ReportGenerator| (&g.spec.backend_ref.name, true))
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -231,7 +224,6 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     }
 
     let owned = owned_files(ctx, g);
-    roll_up(&owned, &mut status);
 
     let outcome = match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
         Err(not_ready) => Outcome::NotReady(not_ready),

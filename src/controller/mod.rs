@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use futures::StreamExt;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -105,6 +106,25 @@ fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
     } else {
         Action::await_change()
     }
+}
+
+/// The objects in `store` that use ReportBackend `rb`, to wake when it changes (for example
+/// when it becomes Ready). `uses` gives an object's backend name and whether it still cares.
+fn users_of_backend<K>(store: &Store<K>, rb: &ReportBackend, uses: impl Fn(&K) -> (&String, bool)) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = rb.metadata.namespace.as_deref();
+    let name = rb.metadata.name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|obj| {
+            let (backend, cares) = uses(obj);
+            obj.meta().namespace.as_deref() == ns && backend == name && cares
+        })
+        .map(|obj| ObjectRef::from_obj(&*obj))
+        .collect()
 }
 
 /// Installs the tracing subscriber for `run` and `sim`.

@@ -1,0 +1,141 @@
+//! PERIODIC generators end to end: backfill, cron runs, Forbid, history limits and the
+//! supplier fan-out within the backend's limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::e2e::World;
+use common::fixtures;
+use common::wait_for;
+use report_operator::api::{BackendType, FileState};
+use report_operator::sim::SimConfig;
+
+/// A PERIODIC daily generator starting `days` days before today (UTC midnight).
+fn periodic(t: BackendType, name: &str, backend: &str, days: i64, schedule: &str) -> String {
+    let start = (chrono::Utc::now() - chrono::Duration::days(days)).format("%Y-%m-%dT00:00:00Z");
+    format!(
+        "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: {name}\nspec:\n  backendRef:\n    name: {backend}\n  commonName: Daily usage\n  eventType: PERIODIC\n  format: {}\n  parameters:\n    period: P1D\n    startDate: \"{start}\"\n{}  schedule:\n{schedule}",
+        fixtures::format_for(t),
+        fixtures::required_parameters(t),
+    )
+}
+
+fn ready(files: &[report_operator::api::ReportFile]) -> usize {
+    files.iter().filter(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready)).count()
+}
+
+#[tokio::test]
+async fn backfill_from_start_date_makes_one_ready_report_per_day() {
+    let world = World::start("e2e-backfill", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&periodic(t, "daily", "b", 14, "    successfulReportsHistoryLimit: 30\n"));
+    let files = world.wait_finished("daily", 14, Duration::from_secs(240)).await;
+    assert_eq!(ready(&files), 14);
+    let mut starts: Vec<String> = Vec::new();
+    for rf in &files {
+        let params = rf.spec.parameters.clone().expect("parameters");
+        let (start, end) = (params.start_date.expect("start"), params.end_date.expect("end"));
+        assert_eq!(end - start, chrono::Duration::seconds(86_399), "{}: not one whole day", rf.metadata.name.clone().unwrap_or_default());
+        // Each Secret downloads that day's report.
+        let secret = rf.status.clone().and_then(|s| s.download_secret_ref).expect("secret").name;
+        let url = String::from_utf8(world.secret_data(&secret).await["url"].clone()).expect("url");
+        let body = reqwest::get(&url).await.expect("download").text().await.expect("body");
+        let day = start.format("%Y-%m-%d").to_string();
+        assert!(body.contains(&day), "report of {day} does not mention it:\n{body:.300}");
+        starts.push(day);
+    }
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), 14, "a day is missing or doubled");
+    let stats = world.sim.stats();
+    assert_eq!(stats.total_generations(t), 14, "{stats:?}");
+    assert_eq!(stats.max_duplicates(t), 1);
+}
+
+#[tokio::test]
+async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() {
+    let world = World::start("e2e-cron", SimConfig::default()).await;
+    let t = BackendType::Connect;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = periodic(t, "minutely", "b", 0, "    cron: \"* * * * *\"\n").replace("    startDate: ", "    #startDate: ");
+    world.apply(&g);
+    let files = world.wait_finished("minutely", 1, Duration::from_secs(120)).await;
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let start = files[0].spec.parameters.clone().and_then(|p| p.start_date).expect("start");
+    assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
+    // Two more runs pass: still one report.
+    let first_next = world.generators().get("minutely").await.expect("g").status.and_then(|s| s.next_report_date);
+    wait_for("two more cron runs", Duration::from_secs(150), || async {
+        let next = world.generators().get("minutely").await.ok()?.status?.next_report_date?;
+        (first_next.is_some_and(|f| next >= f + chrono::Duration::minutes(2))).then_some(())
+    })
+    .await;
+    assert_eq!(world.files_of("minutely").await.len(), 1);
+    assert_eq!(world.sim.stats().total_generations(t), 1);
+}
+
+#[tokio::test]
+async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
+    let config = SimConfig::default().for_all(|b| b.generation_ms = 2000);
+    let world = World::start("e2e-forbid", config).await;
+    let t = BackendType::Supplier;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&periodic(t, "queued", "b", 4, "    concurrencyPolicy: Forbid\n    successfulReportsHistoryLimit: 10\n"));
+    let files = world.wait_finished("queued", 4, Duration::from_secs(180)).await;
+    assert_eq!(ready(&files), 4);
+    let stats = world.sim.stats();
+    assert_eq!(stats.peak_in_progress(t, "6f1c2d3e-0000-4000-8000-000000000001"), 1, "{stats:?}");
+    assert_eq!(stats.total_generations(t), 4);
+}
+
+#[tokio::test]
+async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
+    let world = World::start("e2e-history", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&periodic(t, "pruned", "b", 5, "    successfulReportsHistoryLimit: 2\n"));
+    let kept = wait_for("5 reports made and all but the newest 2 deleted", Duration::from_secs(180), || async {
+        let files = world.files_of("pruned").await;
+        (world.sim.stats().total_generations(t) == 5 && files.len() == 2 && ready(&files) == 2).then_some(files)
+    })
+    .await;
+    let newest = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let day_before = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d").to_string();
+    let mut days: Vec<String> = kept
+        .iter()
+        .map(|f| f.spec.parameters.clone().and_then(|p| p.start_date).expect("start").format("%Y-%m-%d").to_string())
+        .collect();
+    days.sort();
+    assert_eq!(days, vec![day_before, newest]);
+    wait_for("Secrets of deleted reports garbage-collected", Duration::from_secs(60), || async {
+        let secrets = world
+            .secrets()
+            .list(&kube::api::ListParams::default().labels("reporting.report-operator.io/generator=pruned"))
+            .await
+            .ok()?;
+        (secrets.items.len() == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
+    let config = SimConfig::default().for_all(|b| b.generation_ms = 3000);
+    let mut world = World::start("e2e-restart", config).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&periodic(t, "daily", "b", 6, "    concurrencyPolicy: Forbid\n    successfulReportsHistoryLimit: 10\n"));
+    wait_for("two windows done", Duration::from_secs(120), || async {
+        (ready(&world.files_of("daily").await) >= 2).then_some(())
+    })
+    .await;
+    world.operator.kill();
+    world.operator.restart();
+    let files = world.wait_finished("daily", 6, Duration::from_secs(180)).await;
+    assert_eq!(ready(&files), 6);
+    let stats = world.sim.stats();
+    assert_eq!(stats.total_generations(t), 6, "{stats:?}");
+    assert_eq!(stats.max_duplicates(t), 1, "{stats:?}");
+}

@@ -1,0 +1,96 @@
+//! Nothing lost, nothing doubled: the operator killed while reports run, lost backend
+//! answers, and short-lived URLs re-minted on request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::e2e::World;
+use common::fixtures::{self, ALL_TYPES, lower};
+use common::wait_for;
+use report_operator::api::{BackendType, FileState};
+use report_operator::sim::{Fault, FaultKind, SimConfig};
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[tokio::test]
+async fn operator_killed_while_reports_run_resumes_them_without_generating_twice() {
+    let config = SimConfig::default().for_all(|b| b.generation_ms = 8000);
+    let mut world = World::start("e2e-kill", config).await;
+    for t in ALL_TYPES {
+        let b = lower(t);
+        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
+    }
+    // Wait until every asynchronous backend has accepted its report, then kill the operator.
+    let asynchronous: Vec<BackendType> = ALL_TYPES.into_iter().filter(|t| *t != BackendType::Fusion).collect();
+    wait_for("reports submitted and in progress", Duration::from_secs(60), || async {
+        for t in &asynchronous {
+            let files = world.files_of(&format!("{}-once", lower(*t))).await;
+            let running = files.iter().any(|f| {
+                let s = f.status.clone().unwrap_or_default();
+                s.status == Some(FileState::InProgress) && s.external_id.is_some()
+            });
+            if !running {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    world.operator.kill();
+    world.operator.restart();
+    for t in ALL_TYPES {
+        let files = world.wait_finished(&format!("{}-once", lower(t)), 1, DEADLINE).await;
+        let status = files[0].status.clone().expect("status");
+        assert_eq!(status.status, Some(FileState::Ready), "{t:?}: {status:?}");
+        assert_eq!(status.attempts, if t == BackendType::Rde { None } else { Some(1) }, "{t:?} asked twice");
+    }
+    let stats = world.sim.stats();
+    for t in asynchronous {
+        assert_eq!(stats.total_generations(t), 1, "{t:?} generated more than once: {stats:?}");
+        assert_eq!(stats.max_duplicates(t), 1, "{t:?}: {stats:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_resolved_by_looking_the_report_up() {
+    let world = World::start("e2e-lost", SimConfig::default()).await;
+    for t in [BackendType::Cmp, BackendType::Connect, BackendType::Supplier] {
+        let b = lower(t);
+        world.sim.inject(Fault::new(t, "create", FaultKind::LostResponse, 1));
+        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
+    }
+    for t in [BackendType::Cmp, BackendType::Connect, BackendType::Supplier] {
+        let files = world.wait_finished(&format!("{}-once", lower(t)), 1, DEADLINE).await;
+        let status = files[0].status.clone().expect("status");
+        assert_eq!(status.status, Some(FileState::Ready), "{t:?}: {status:?}");
+        assert_eq!(world.sim.stats().total_generations(t), 1, "{t:?} generated twice: {:?}", world.sim.stats());
+    }
+}
+
+#[tokio::test]
+async fn refresh_annotation_remints_a_supplier_url() {
+    let world = World::start("e2e-refresh", SimConfig::default()).await;
+    let t = BackendType::Supplier;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "trips", "b", "Trips"));
+    let files = world.wait_finished("trips", 1, DEADLINE).await;
+    let name = files[0].metadata.name.clone().expect("name");
+    let before = world.secret_data(&name).await;
+    let first_url = before["url"].clone();
+    assert!(before.contains_key("expiresAt"), "a 60 s URL must say when it expires");
+    let out = world.ns.kubectl(&["annotate", "reportfile", &name, "reporting.report-operator.io/refresh-url=2026-11-23T12:00:00Z"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let new_url = wait_for("a new URL in the Secret", Duration::from_secs(60), || async {
+        let data = world.secret_data(&name).await;
+        (data["url"] != first_url).then(|| data["url"].clone())
+    })
+    .await;
+    let rf = world.files().get(&name).await.expect("ReportFile");
+    assert_eq!(rf.status.expect("status").last_url_refresh.as_deref(), Some("2026-11-23T12:00:00Z"));
+    let url = String::from_utf8(new_url).expect("utf8");
+    let resp = reqwest::get(&url).await.expect("download");
+    assert!(resp.status().is_success(), "fresh URL answered {}", resp.status());
+}
