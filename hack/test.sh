@@ -10,5 +10,9 @@ trap 'hack/control-plane.sh down' EXIT
 eval "$(hack/control-plane.sh env)"
 export REPORT_OPERATOR_KUBECONFIG="$KUBECONFIG"
 
+export REPORT_OPERATOR_HELM="$(hack/helm.sh)"
+# Incremental compilation only pays off while editing; a test run builds from scratch or
+# nearly so, and skips the incremental caches.
+export CARGO_INCREMENTAL=0
 cargo build --locked --all-targets
 cargo test --locked --all-targets "$@"

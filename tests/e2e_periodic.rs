@@ -25,7 +25,7 @@ fn ready(files: &[report_operator::api::ReportFile]) -> usize {
     files.iter().filter(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready)).count()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     let world = World::start("e2e-backfill", SimConfig::default()).await;
     let t = BackendType::Cmp;
@@ -54,7 +54,7 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     assert_eq!(stats.max_duplicates(t), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() {
     let world = World::start("e2e-cron", SimConfig::default()).await;
     let t = BackendType::Connect;
@@ -76,7 +76,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
     assert_eq!(world.sim.stats().total_generations(t), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
     let config = SimConfig::default().for_all(|b| b.generation_ms = 2000);
     let world = World::start("e2e-forbid", config).await;
@@ -90,7 +90,7 @@ async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
     assert_eq!(stats.total_generations(t), 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
     let world = World::start("e2e-history", SimConfig::default()).await;
     let t = BackendType::Cmp;
@@ -120,7 +120,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
     let config = SimConfig::default().for_all(|b| b.generation_ms = 3000);
     let mut world = World::start("e2e-restart", config).await;

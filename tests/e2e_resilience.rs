@@ -13,7 +13,7 @@ use report_operator::sim::{Fault, FaultKind, SimConfig};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_killed_while_reports_run_resumes_them_without_generating_twice() {
     let config = SimConfig::default().for_all(|b| b.generation_ms = 8000);
     let mut world = World::start("e2e-kill", config).await;
@@ -53,7 +53,7 @@ async fn operator_killed_while_reports_run_resumes_them_without_generating_twice
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_create_answer_is_resolved_by_looking_the_report_up() {
     let world = World::start("e2e-lost", SimConfig::default()).await;
     for t in [BackendType::Cmp, BackendType::Connect, BackendType::Supplier] {
@@ -70,7 +70,7 @@ async fn a_lost_create_answer_is_resolved_by_looking_the_report_up() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_annotation_remints_a_supplier_url() {
     let world = World::start("e2e-refresh", SimConfig::default()).await;
     let t = BackendType::Supplier;

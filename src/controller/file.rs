@@ -143,6 +143,10 @@ impl<'a> Reconciler<'a> {
         };
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
+        // A report the backend made itself has its id in the spec; status says it too.
+        if self.status.external_id.is_none() {
+            self.status.external_id = self.rf.spec.external_id.clone();
+        }
         let report = match self.known_id() {
             Some(id) => step!(self.call(type_, "get", backend.get(&id, &req)).await?),
             None => step!(self.find_or_submit(&rb, backend.as_ref(), &req).await?),
@@ -249,7 +253,7 @@ impl<'a> Reconciler<'a> {
         let generate_date = report.generate_date.unwrap_or(self.now);
         let file_name = report.file_name.clone().or_else(|| match &download {
             Download::Inline { file_name, .. } => Some(file_name.clone()),
-            Download::Url { .. } => None,
+            Download::Url { url, .. } => file_name_of(url),
         });
         let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
             Ok(s) => s,
@@ -484,6 +488,13 @@ fn error_code(e: &BackendError) -> &'static str {
     }
 }
 
+/// The last path segment of a download URL, when the API names the file only there.
+fn file_name_of(url: &str) -> Option<String> {
+    let path = url::Url::parse(url).ok()?.path_segments()?.next_back()?.to_string();
+    let decoded = percent_encoding::percent_decode_str(&path).decode_utf8().ok()?.into_owned();
+    (!decoded.is_empty()).then_some(decoded)
+}
+
 fn url_expiry(download: &Download) -> Option<DateTime<Utc>> {
     match download {
         Download::Url { expires_at, .. } => *expires_at,
@@ -631,6 +642,12 @@ mod tests {
         let big = Download::Inline { file_name: "l.csv".into(), content: vec![b'x'; MAX_INLINE_BYTES + 1] };
         let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None).expect_err("too large");
         assert!(err.contains("not truncated"), "{err}");
+    }
+
+    #[test]
+    fn file_names_come_from_the_url_path_without_the_signature() {
+        assert_eq!(file_name_of("https://s/c/report%201.zip?sig=x").as_deref(), Some("report 1.zip"));
+        assert_eq!(file_name_of("https://s/"), None);
     }
 
     #[test]
