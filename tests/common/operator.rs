@@ -12,6 +12,7 @@ pub struct Operator {
     pub metrics_addr: String,
     namespace: String,
     kubeconfig: PathBuf,
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -22,12 +23,18 @@ impl Operator {
     /// Starts `report-operator run --namespace <namespace>`; its log goes to
     /// `target/test-logs/<namespace>-operator-<n>.log`.
     pub fn start(cp: &ControlPlane, namespace: &str) -> Operator {
+        Operator::start_with(cp, namespace, &[])
+    }
+
+    /// [`Operator::start`] with more flags for `run`.
+    pub fn start_with(cp: &ControlPlane, namespace: &str, extra_args: &[&str]) -> Operator {
         let mut op = Operator {
             child: None,
             log: PathBuf::new(),
             metrics_addr: String::new(),
             namespace: namespace.to_string(),
             kubeconfig: cp.kubeconfig.clone(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         op.restart();
         op
@@ -37,12 +44,12 @@ impl Operator {
     pub fn restart(&mut self) {
         let dir = super::repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
-        let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-        self.log = dir.join(format!("{}-operator-{n}.log", self.namespace));
+        self.log = dir.join(format!("{}-operator-{:08x}.log", self.namespace, rand::random::<u32>()));
         self.metrics_addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_report-operator"))
             .args(["run", "--namespace", &self.namespace, "--metrics-addr", &self.metrics_addr])
+            .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,report_operator=debug,kube=warn")
             .stdout(Stdio::from(log.try_clone().expect("log file")))

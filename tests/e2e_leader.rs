@@ -1,0 +1,70 @@
+//! Leader election: of two operator processes only the one holding the Lease reconciles, and
+//! when it dies the other takes over within the Lease duration without doubling a report.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::e2e::World;
+use common::fixtures::{self, lower};
+use common::operator::Operator;
+use common::wait_for;
+use report_operator::api::{BackendType, FileState};
+use report_operator::sim::SimConfig;
+
+const LEASE_SECONDS: u64 = 6;
+
+fn leader_flags(ns: &str) -> Vec<String> {
+    vec![
+        "--leader-elect".into(),
+        "--leader-election-namespace".into(),
+        ns.into(),
+        "--leader-election-lease-seconds".into(),
+        LEASE_SECONDS.to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
+    let config = SimConfig::default().for_all(|b| b.generation_ms = 6000);
+    let mut world = World::start("e2e-leader", config).await;
+    // The World's own operator runs without leader election: stop it, run two electing ones.
+    world.operator.kill();
+    let flags = leader_flags(&world.ns.name);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut first = Operator::start_with(world.ns.cp(), &world.ns.name, &flags);
+    wait_for("the first operator to lead", Duration::from_secs(30), || async {
+        first.logs().contains("acquired the leader-election Lease").then_some(())
+    })
+    .await;
+    let mut second = Operator::start_with(world.ns.cp(), &world.ns.name, &flags);
+    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
+        second.logs().contains("waiting for the leader-election Lease").then_some(())
+    })
+    .await;
+
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
+    wait_for("the report submitted", Duration::from_secs(60), || async {
+        let files = world.files_of("once").await;
+        files.first()?.status.as_ref()?.external_id.as_ref().map(|_| ())
+    })
+    .await;
+    assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
+    assert!(!second.logs().contains("backend checked"), "the standby reconciled:\n{}", second.logs());
+
+    let killed = Instant::now();
+    first.kill();
+    // The Lease expires LEASE_SECONDS after the last renewal; the deadline allows for the
+    // standby's retry interval on top.
+    wait_for("the standby to take over", Duration::from_secs(LEASE_SECONDS * 3), || async {
+        second.logs().contains("acquired the leader-election Lease").then_some(())
+    })
+    .await;
+    eprintln!("takeover after {:?}", killed.elapsed());
+    let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
+    assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
+    assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
+    second.kill();
+}
