@@ -151,9 +151,15 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    /// An access token valid for `lifetime` from now, renewed a little before that.
+    /// An access token valid for `lifetime` from now, renewed a little before that: a tenth of
+    /// the lifetime, at least a second (servers count expiry in whole seconds, rounded down)
+    /// and at most a minute; half of a lifetime too short for that.
     pub fn expiring(access: Secret, lifetime: Option<Duration>, refresh: Option<Secret>) -> Self {
-        let expires_at = lifetime.map(|l| Instant::now() + l.saturating_sub((l / 10).min(Duration::from_secs(60))));
+        let margin = |l: Duration| {
+            let m = (l / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            if m >= l { l / 2 } else { m }
+        };
+        let expires_at = lifetime.map(|l| Instant::now() + l.saturating_sub(margin(l)));
         Tokens { access: Some(access), expires_at, refresh }
     }
 

@@ -20,7 +20,7 @@ use super::auth::{BearerAuth, Credentials, Secret, StaticHeaders, TokenSource, T
 use super::http::{Auth, Body, Call, HttpClient, secret_header};
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, de_time, known_download, parse_time, seg, settle_find, track,
+    create_in_slot, de_time, known_download, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
@@ -107,15 +107,6 @@ fn report_type(e: EventType) -> &'static str {
     }
 }
 
-/// The expiry a storage SAS URL carries in its `se` parameter.
-fn sas_expiry(url: &str) -> Option<DateTime<Utc>> {
-    let parsed = url::Url::parse(url).ok()?;
-    let se = parsed.query_pairs().find(|(k, _)| k == "se")?.1;
-    parse_time(&se).or_else(|| {
-        chrono::NaiveDate::parse_from_str(&se, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
-    })
-}
-
 impl CmpReport {
     fn into_remote(self) -> RemoteReport {
         let state = match self.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -130,7 +121,7 @@ impl CmpReport {
         };
         let id = self.id.clone().unwrap_or_else(|| self.synthetic_id());
         let download = match (&state, self.download_url) {
-            (ReportState::Ready, Some(url)) if !url.is_empty() => Some(Download::Url { expires_at: sas_expiry(&url), url }),
+            (ReportState::Ready, Some(url)) if !url.is_empty() => Some(Download::Url { expires_at: url_expiry(&url), url }),
             _ => None,
         };
         let file_name = match &download {
@@ -334,7 +325,7 @@ mod tests {
         assert_eq!(remote.file_name.as_deref(), Some("Customer1.json"));
         match remote.download {
             Some(Download::Url { expires_at, .. }) => {
-                assert_eq!(expires_at, parse_time("2020-02-19T12:52:20Z"))
+                assert_eq!(expires_at, crate::backend::parse_time("2020-02-19T12:52:20Z"))
             }
             other => panic!("expected a URL, got {other:?}"),
         }

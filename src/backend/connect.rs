@@ -18,7 +18,7 @@ use super::auth::{Credentials, StaticHeaders, rfc3986};
 use super::http::{Call, HttpClient, secret_header};
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, de_time, seg, settle_find, track,
+    create_in_slot, de_time, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportFormat};
 
@@ -220,7 +220,7 @@ impl ReportingBackend for ConnectBackend {
                 .header(LOCATION.as_str())
                 .ok_or_else(|| BackendError::protocol("the download redirect has no Location"))?;
             let target = url.join(location).map_err(|_| BackendError::protocol("the download redirect's Location is not a URL"))?;
-            return Ok(Download::Url { url: target.to_string(), expires_at: None });
+            return Ok(Download::Url { expires_at: url_expiry(target.as_str()), url: target.to_string() });
         }
         let file_name = response
             .header(CONTENT_DISPOSITION.as_str())

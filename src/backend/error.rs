@@ -80,7 +80,8 @@ impl BackendError {
                 ErrorAction::BackendNotReady { reason: self.ready_reason(), message: self.to_string() }
             }
             Rejected { status, reason } => ErrorAction::FailReport { reason: format!("HTTP {status}: {reason}") },
-            NotFound { .. } | Unsupported { .. } => ErrorAction::FailReport { reason: self.to_string() },
+            NotFound { what } => ErrorAction::FailReport { reason: format!("HTTP 404: {what}") },
+            Unsupported { .. } => ErrorAction::FailReport { reason: self.to_string() },
         }
     }
 

@@ -4,7 +4,7 @@
 //! answers to [`BackendError`].
 //!
 //! A create (a non-idempotent call) is retried only when the backend cannot have acted on it
-//! (no connection, 429, 401). After any other failure it returns [`BackendError::Ambiguous`],
+//! (no connection, 429, 401, 503). After any other failure it returns [`BackendError::Ambiguous`],
 //! because repeating it could make a second report.
 
 use std::sync::{Arc, Once};
@@ -317,13 +317,19 @@ impl HttpClient {
         let mut renewed = false;
         loop {
             attempt += 1;
-            if let Err(e) = self.limiter.acquire(call.endpoint).await {
-                self.log_failure(call, attempt, &e, false);
-                return Err(e);
-            }
+            // The credential first: a token request may count against the same budget.
             let credential = auth.authorize(self, &call.method, &call.url).await?;
+            let permit = match self.limiter.acquire(call.endpoint).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.log_failure(call, attempt, &e, false);
+                    return Err(e);
+                }
+            };
             let started = Instant::now();
-            let (error, not_acted_on) = match self.once(call, &credential).await {
+            let outcome = self.once(call, &credential).await;
+            drop(permit);
+            let (error, not_acted_on) = match outcome {
                 Ok(response) => {
                     let correlation = response.header("x-correlation-id").map(str::to_string);
                     tracing::debug!(
@@ -347,8 +353,14 @@ impl HttpClient {
                     }
                     let status = response.status;
                     let error = self.status_error(call, &response, correlation.as_deref());
-                    // 429 and 401 mean the backend did nothing; anything else may have been acted on.
-                    (error, matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::UNAUTHORIZED))
+                    // 429, 401 and 503 (unavailable: refused before any work, as gateways and
+                    // the APIs use it) mean the backend did nothing; any other answer may come
+                    // after the work was done (500, or a gateway's 502/504).
+                    let refused = matches!(
+                        status,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                    );
+                    (error, refused)
                 }
                 Err(failure) => (failure.error, !failure.maybe_sent),
             };
@@ -559,6 +571,15 @@ mod tests {
         assert_eq!(http.url("/aps/2/resources").as_str(), "https://host/api/aps/2/resources");
         let root = HttpClient { base: parse_base_url("https://host", "url").expect("valid"), ..http };
         assert_eq!(root.url("/api/v01/auth/login").as_str(), "https://host/api/v01/auth/login");
+    }
+
+    #[test]
+    fn bad_ca_bundles_are_invalid_specs() {
+        for pem in [&b"not a certificate"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
+            let err = build_client(Some(pem), false, &ClientOptions::default()).expect_err("no usable CA");
+            assert!(matches!(err, BackendError::InvalidSpec { .. }), "{err:?}");
+        }
+        build_client(None, true, &ClientOptions::default()).expect("insecureSkipVerify builds");
     }
 
     #[test]

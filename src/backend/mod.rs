@@ -314,7 +314,7 @@ pub(crate) fn settle_find(limiter: &Limiter, organization: &str, key: &str, foun
 
 /// One path segment, percent-encoded (ids come from the backend).
 pub(crate) fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    auth::rfc3986(s)
 }
 
 /// Parses the timestamps the APIs write (RFC 3339, with or without fraction or zone).
@@ -323,6 +323,19 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+}
+
+/// The expiry a signed storage URL carries in its query: `se` (Azure SAS, as CMP's and
+/// RDE's storage) or `expires` / `Expires` (epoch seconds).
+pub(crate) fn url_expiry(url: &str) -> Option<DateTime<Utc>> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed.query_pairs().find_map(|(k, v)| match k.as_ref() {
+        "se" => parse_time(&v).or_else(|| {
+            chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+        }),
+        "expires" | "Expires" => v.parse::<i64>().ok().and_then(|s| DateTime::from_timestamp(s, 0)),
+        _ => None,
+    })
 }
 
 /// Serde helper: an optional timestamp in whatever form the API writes it.
@@ -352,5 +365,13 @@ mod tests {
         assert_eq!(parse_time("2019-11-07T18:02:59+01:00"), Some(want));
         assert_eq!(parse_time("2019-11-07T17:02:59"), Some(want));
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn signed_urls_say_when_they_expire() {
+        let want = parse_time("2020-02-19T12:52:20Z");
+        assert_eq!(url_expiry("https://s/c/f.json?sig=x&se=2020-02-19T12%3A52%3A20Z&sp=r"), want);
+        assert_eq!(url_expiry("https://s/c/f.json?Expires=1582116740&Signature=x"), want);
+        assert_eq!(url_expiry("https://s/c/f.json?sig=x"), None);
     }
 }

@@ -1,19 +1,24 @@
 //! Client-side limits for one ReportBackend: a request budget per endpoint and a cap on the
 //! reports in progress per organization.
 //!
-//! The budget is an exact sliding window (a log of the last N send times), not a token bucket:
-//! a token bucket lets through up to twice its rate in one window after an idle period, and
-//! the backends count requests in plain windows, so a bucket would earn 429s. Each budget keeps
-//! a small safety margin on top of the window for network delay between our clock and theirs.
+//! The budget is an exact sliding window, not a token bucket: a token bucket lets through up to
+//! twice its rate in one window after an idle period, and the backends count requests in
+//! sliding windows, so a bucket would earn 429s. What is logged is not when a request was sent
+//! but when its answer came: the backend counted the request at some instant before that, so
+//! "no more than N requests whose answers came within W before this send" holds on the
+//! backend's clock too, however late a request left or slowly it travelled. A request still
+//! waiting for its answer counts as if the backend saw it just now. A small margin on top of
+//! the window covers clock-rate differences.
 //!
 //! The in-flight cap is kept as the set of report ids we believe are running, so that the
 //! controller can rebuild it after a restart ([`Limiter::note_in_flight`]) and a lost `get`
 //! never leaks a slot for longer than it takes to see the report again.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::BackendError;
@@ -130,13 +135,40 @@ pub struct Limiter {
     in_flight: Mutex<InFlight>,
 }
 
-/// Send times of the most recent requests of one budget key, oldest first. Times may lie in
-/// the future: a waiting caller books its slot before it sleeps, so callers queue in order.
+/// The requests of one budget key.
 #[derive(Debug, Default)]
 struct SendLog {
-    times: VecDeque<Instant>,
+    /// When the answers of the most recent finished requests came, oldest first.
+    answered: VecDeque<Instant>,
+    /// Requests sent whose answer has not come yet.
+    open: usize,
     /// Nothing is sent before this (set from a 429's Retry-After).
     blocked_until: Option<Instant>,
+    /// Woken when a request finishes.
+    finished: Arc<Notify>,
+}
+
+impl SendLog {
+    /// `None` if a request may go now; else when it may at the earliest (`None` inside: when
+    /// an open request finishes).
+    fn next_slot(&self, budgets: &[Budget], now: Instant) -> Option<Option<Instant>> {
+        let mut at = self.blocked_until.filter(|b| *b > now);
+        for budget in budgets {
+            let n = budget.requests as usize;
+            if self.open >= n {
+                return Some(at);
+            }
+            // Fewer than n in the window: the (n - open)-th latest answer must have left it.
+            let need = n - self.open;
+            if self.answered.len() >= need {
+                let leaves = self.answered[self.answered.len() - need] + budget.guarded_window();
+                if leaves > now {
+                    at = Some(at.map_or(leaves, |a| a.max(leaves)));
+                }
+            }
+        }
+        at.map(Some)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -212,44 +244,56 @@ impl Limiter {
         (key, &self.config.budgets)
     }
 
-    /// Books a send slot on `endpoint`'s budget and waits for it. Fails with
-    /// [`BackendError::RateLimited`] (booking nothing) when the slot is further away than
-    /// `max_wait`.
-    pub async fn acquire(&self, endpoint: &'static str) -> Result<(), BackendError> {
+    /// Waits until a request on `endpoint` fits its budget, and counts it until the returned
+    /// permit is dropped (when the answer has come). Fails with [`BackendError::RateLimited`]
+    /// when that would take longer than `max_wait`.
+    pub async fn acquire(&self, endpoint: &'static str) -> Result<Permit<'_>, BackendError> {
         let (key, budgets) = self.budgets_of(endpoint);
-        let at = {
-            let mut logs = lock(&self.logs);
-            let log = logs.entry(key).or_default();
-            let now = Instant::now();
-            let mut at = now;
-            if let Some(b) = log.blocked_until {
-                at = at.max(b);
-            }
-            if let Some(&last) = log.times.back() {
-                // Keep the log sorted: a later caller never goes before an earlier booking.
-                at = at.max(last);
-            }
-            for budget in budgets {
-                let n = budget.requests as usize;
-                if n > 0 && log.times.len() >= n {
-                    at = at.max(log.times[log.times.len() - n] + budget.guarded_window());
+        let deadline = Instant::now() + self.config.max_wait;
+        loop {
+            let finished = lock(&self.logs).entry(key).or_default().finished.clone();
+            let notified = finished.notified();
+            tokio::pin!(notified);
+            // Enabled before the check, so a request finishing after it wakes us.
+            notified.as_mut().enable();
+            let wait = {
+                let mut logs = lock(&self.logs);
+                let log = logs.entry(key).or_default();
+                let now = Instant::now();
+                match log.next_slot(budgets, now) {
+                    None => {
+                        log.open += 1;
+                        return Ok(Permit { limiter: self, key });
+                    }
+                    Some(Some(at)) if at > deadline => {
+                        return Err(BackendError::RateLimited { retry_after: Some(at - now) });
+                    }
+                    Some(at) if now >= deadline => {
+                        let window = budgets.iter().map(|b| b.window).max().unwrap_or_default();
+                        return Err(BackendError::RateLimited { retry_after: Some(at.map_or(window, |a| a - now)) });
+                    }
+                    Some(at) => at.unwrap_or(deadline),
                 }
+            };
+            tracing::debug!(endpoint, wait_ms = wait.saturating_duration_since(Instant::now()).as_millis() as u64, "waiting for request budget");
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wait) => {}
             }
-            if at.saturating_duration_since(now) > self.config.max_wait {
-                return Err(BackendError::RateLimited { retry_after: Some(at.saturating_duration_since(now)) });
-            }
-            log.times.push_back(at);
-            let keep = budgets.iter().map(|b| b.requests as usize).max().unwrap_or(1);
-            while log.times.len() > keep {
-                log.times.pop_front();
-            }
-            at
-        };
-        if at > Instant::now() {
-            tracing::debug!(endpoint, wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "waiting for request budget");
-            tokio::time::sleep_until(at).await;
         }
-        Ok(())
+    }
+
+    fn finished(&self, key: &'static str) {
+        let mut logs = lock(&self.logs);
+        let Some(log) = logs.get_mut(key) else { return };
+        log.open = log.open.saturating_sub(1);
+        log.answered.push_back(Instant::now());
+        let (_, budgets) = self.budgets_of(key);
+        let keep = budgets.iter().map(|b| b.requests as usize).max().unwrap_or(0);
+        while log.answered.len() > keep {
+            log.answered.pop_front();
+        }
+        log.finished.notify_waiters();
     }
 
     /// The backend answered 429: send nothing more on this endpoint's budget until `after`
@@ -312,6 +356,20 @@ impl Limiter {
     }
 }
 
+/// One request's place in its budget, held while it is on its way; dropping it records when
+/// its answer came.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+    key: &'static str,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.limiter.finished(self.key);
+    }
+}
+
 fn pending_slot(key: &str) -> String {
     format!("pending:{key}")
 }
@@ -363,7 +421,7 @@ mod tests {
         let start = Instant::now();
         let mut sends = Vec::new();
         for _ in 0..12 {
-            limiter.acquire("get").await.expect("within max_wait");
+            drop(limiter.acquire("get").await.expect("within max_wait"));
             sends.push(Instant::now() - start);
         }
         for (i, t) in sends.iter().enumerate().skip(5) {
@@ -371,8 +429,28 @@ mod tests {
         }
         // Another endpoint has its own budget.
         let before = Instant::now();
-        limiter.acquire("list").await.expect("free budget");
+        drop(limiter.acquire("list").await.expect("free budget"));
         assert_eq!(Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_starts_when_the_answer_comes() {
+        let mut cfg = config(vec![Budget::new(1, Duration::from_secs(10))]);
+        cfg.max_wait = Duration::from_secs(60);
+        let limiter = Arc::new(Limiter::new(cfg));
+        let start = Instant::now();
+        let slow = limiter.acquire("get").await.expect("first");
+        let l = limiter.clone();
+        let second = tokio::spawn(async move {
+            drop(l.acquire("get").await.expect("second"));
+            Instant::now() - start
+        });
+        // The first request's answer takes 3 s; until then the budget is full.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(slow);
+        // The second goes a window (and the margin) after that answer, not after the send.
+        let went = second.await.expect("task");
+        assert_eq!(went, Duration::from_millis(13_500));
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,9 +458,14 @@ mod tests {
         let mut cfg = config(vec![Budget::new(1, Duration::from_secs(600))]);
         cfg.max_wait = Duration::from_secs(5);
         let limiter = Limiter::new(cfg);
-        limiter.acquire("generate").await.expect("first is free");
+        drop(limiter.acquire("generate").await.expect("first is free"));
         let err = limiter.acquire("generate").await.expect_err("budget spent");
         assert!(matches!(err, BackendError::RateLimited { retry_after: Some(d) } if d > Duration::from_secs(590)));
+        // A request still open fills the budget until its answer comes.
+        let held = limiter.acquire("other").await.expect("free");
+        let err = limiter.acquire("other").await.expect_err("open request");
+        assert!(matches!(err, BackendError::RateLimited { .. }));
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]
@@ -390,7 +473,7 @@ mod tests {
         let limiter = Limiter::new(config(vec![Budget::new(100, Duration::from_secs(60))]));
         limiter.back_off("get", Duration::from_secs(3));
         let before = Instant::now();
-        limiter.acquire("get").await.expect("within max_wait");
+        drop(limiter.acquire("get").await.expect("within max_wait"));
         assert!(Instant::now() - before >= Duration::from_secs(3));
     }
 

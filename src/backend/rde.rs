@@ -14,7 +14,7 @@ use super::auth::{Credentials, OAuth1, rfc3986};
 use super::http::{Call, HttpClient};
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    de_time, known_download, seg,
+    de_time, known_download, seg, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
@@ -181,7 +181,7 @@ impl RdeBackend {
             (ReportState::Ready, Some(path)) if !path.is_empty() => {
                 // A path without a host is on the platform itself.
                 let url = url::Url::parse(path).or_else(|_| self.http.url("/").join(path));
-                url.ok().map(|u| Download::Url { url: u.to_string(), expires_at: None })
+                url.ok().map(|u| Download::Url { expires_at: url_expiry(u.as_str()), url: u.to_string() })
             }
             _ => None,
         };
