@@ -1,0 +1,17 @@
+# The report-operator image: the release binary on distroless (glibc, CA certificates, no
+# shell), running as the non-root user 65532. The Helm chart's default image is built from
+# this file: docker build -t ghcr.io/report-operator/report-operator:0.1.0 .
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin report-operator \
+ && cp target/release/report-operator /report-operator
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /report-operator /report-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/report-operator"]
+CMD ["run"]
