@@ -74,7 +74,11 @@ impl Signer {
             aud: aud.to_string(),
             sub: sub.to_string(),
             iat: now.timestamp(),
-            exp: now.timestamp().saturating_add(i64::try_from(lifetime_secs).unwrap_or(i64::MAX)),
+            // Rounded up to whole seconds, so a token works for at least its lifetime.
+            exp: now
+                .timestamp()
+                .saturating_add(i64::try_from(lifetime_secs).unwrap_or(i64::MAX / 2))
+                .saturating_add(i64::from(now.timestamp_subsec_nanos() > 0)),
             jti: uuid::Uuid::new_v4().simple().to_string(),
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -111,12 +115,16 @@ mod tests {
     #[test]
     fn tokens_check_kind_signature_and_expiry() {
         let signer = Signer::new(b"k").expect("key");
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(1_000, 0).expect("time");
         let token = signer.mint("cmp", "sub", 10, now);
         assert_eq!(token.split('.').count(), 3, "JWT-shaped: {token}");
         assert_eq!(signer.check("cmp", &token, now).map(|c| c.sub), Ok("sub".to_string()));
         assert_eq!(signer.check("fusion-access", &token, now), Err(TokenError::Invalid));
         assert_eq!(signer.check("cmp", &token, now + chrono::Duration::seconds(10)), Err(TokenError::Expired));
+        // A lifetime is rounded up to whole seconds, never down.
+        let late = DateTime::from_timestamp(1_000, 900_000_000).expect("time");
+        let short = signer.mint("cmp", "sub", 1, late);
+        assert!(signer.check("cmp", &short, late + chrono::Duration::milliseconds(999)).is_ok());
         let tampered = format!("{}x", token);
         assert_eq!(signer.check("cmp", &tampered, now), Err(TokenError::Invalid));
         assert_eq!(Signer::new(b"other").expect("key").check("cmp", &token, now), Err(TokenError::Invalid));

@@ -1,0 +1,194 @@
+//! Fault injection and control: injected 5xx, 429, lost answers and timeouts over HTTP and
+//! from Rust, random faults by rate, latency, `/_sim/stats`, and the config file and CLI flags.
+
+mod sim_support;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use report_operator::api::BackendType;
+use report_operator::sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
+use serde_json::json;
+use sim_support::{Rde, body_json, client, cmp_token, quick, start, supplier_token};
+
+const TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
+
+fn template(name: &str) -> serde_json::Value {
+    json!({
+        "aps": {"type": TYPE}, "commonName": name, "eventType": "ONETIME", "format": "JSON",
+        "parameters": {"startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T23:59:59Z"},
+    })
+}
+
+async fn templates_named(rde: &Rde, name: &str) -> usize {
+    let path = format!("/aps/2/resources?implementing({TYPE}),eq(commonName,{})", name.replace(' ', "%20"));
+    body_json(rde.get(&path).await).await.as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn an_injected_5xx_does_nothing_and_strikes_count_times() {
+    let sim = start(quick(0)).await;
+    let rde = Rde::new(&sim);
+    sim.inject(Fault::new(BackendType::Rde, "create", FaultKind::ServerError, 2));
+    for _ in 0..2 {
+        let refused = rde.create(template("NW Finance")).await;
+        assert_eq!(refused.status(), 503);
+        assert_eq!(body_json(refused).await["code"], 503, "in the APS error shape");
+    }
+    assert_eq!(templates_named(&rde, "NW Finance").await, 0, "a 5xx created nothing");
+    assert_eq!(rde.create(template("NW Finance")).await.status(), 202);
+    let stats = sim.stats();
+    assert_eq!(stats.requests_with_status("RDE", "create", 503), 2);
+    assert_eq!(stats.total_generations(BackendType::Rde), 1);
+}
+
+#[tokio::test]
+async fn a_lost_response_creates_but_the_client_gets_no_answer() {
+    let sim = start(quick(0)).await;
+    let rde = Rde::new(&sim);
+    sim.inject(Fault::new(BackendType::Rde, "create", FaultKind::LostResponse, 1));
+    let lost = rde.request(reqwest::Method::POST, "/aps/2/resources").json(&template("NW Finance")).send().await;
+    assert!(lost.is_err(), "the connection should close without an answer: {lost:?}");
+    // The template exists: a client must look it up before it creates again.
+    assert_eq!(templates_named(&rde, "NW Finance").await, 1);
+    let stats = sim.stats();
+    assert_eq!(stats.total_generations(BackendType::Rde), 1);
+    assert_eq!(stats.max_duplicates(BackendType::Rde), 1);
+    assert_eq!(stats.requests_with_status("RDE", "create", 0), 1, "{stats:?}");
+
+    // With a status, the answer is that status instead (a gateway's 504 after the work).
+    let token = cmp_token(&sim).await;
+    sim.inject(Fault::new(BackendType::Cmp, "create", FaultKind::LostResponse, 1).with_status(504));
+    let body = json!({"name": "Daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
+    let answer = client()
+        .post(format!("{}/reports", sim.backend_url(BackendType::Cmp)))
+        .bearer_auth(&token)
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), 504);
+    assert_eq!(sim.stats().total_generations(BackendType::Cmp), 1);
+}
+
+#[tokio::test]
+async fn a_timeout_holds_the_answer_after_carrying_the_call_out() {
+    let config = SimConfig { hang_ms: 2_000, ..quick(0) };
+    let sim = start(config).await;
+    let token = supplier_token(&sim).await;
+    sim.inject(Fault::new(BackendType::Supplier, "generate", FaultKind::Timeout, 1));
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
+    let url = format!("{}/v1/vehicle-suppliers/suppliers/org-1/reports", sim.backend_url(BackendType::Supplier));
+    let started = Instant::now();
+    let answer = impatient.post(&url).bearer_auth(&token).json(&body).send().await;
+    assert!(answer.as_ref().is_err_and(reqwest::Error::is_timeout), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(sim.stats().total_generations(BackendType::Supplier), 1);
+}
+
+#[tokio::test]
+async fn faults_are_injected_listed_and_cleared_over_http() {
+    let sim = start(quick(0)).await;
+    let http = client();
+    let faults = format!("{}/_sim/faults", sim.base_url());
+    let injected = http
+        .post(&faults)
+        .json(&json!({"backend": "SUPPLIER", "endpoint": "generate", "kind": "429", "count": 2, "retryAfterSecs": 7}))
+        .send()
+        .await
+        .expect("inject");
+    assert_eq!(injected.status(), 201);
+    assert_eq!(http.post(&faults).json(&json!({"backend": "NOPE", "kind": "5xx"})).send().await.expect("inject").status(), 400);
+    let pending = body_json(http.get(&faults).send().await.expect("list")).await;
+    assert_eq!(pending[0]["count"], 2);
+
+    let token = supplier_token(&sim).await;
+    let url = format!("{}/v1/vehicle-suppliers/suppliers/org-1/reports", sim.backend_url(BackendType::Supplier));
+    let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
+    let refused = http.post(&url).bearer_auth(&token).json(&body).send().await.expect("generate");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "7");
+    assert_eq!(body_json(refused).await, json!({"message": "Exceeded rate limit", "code": "rate_limited"}));
+    assert_eq!(body_json(http.get(&faults).send().await.expect("list")).await[0]["count"], 1);
+    assert_eq!(http.delete(&faults).send().await.expect("clear").status(), 200);
+    assert_eq!(http.post(&url).bearer_auth(&token).json(&body).send().await.expect("generate").status(), 200);
+
+    // A wildcard endpoint hits every endpoint of its API.
+    sim.inject(Fault::new(BackendType::Supplier, "*", FaultKind::ServerError, 1).with_status(502));
+    assert_eq!(http.get(&url).bearer_auth(&token).send().await.expect("list").status(), 502);
+
+    let over_http: SimStats = serde_json::from_value(body_json(http.get(format!("{}/_sim/stats", sim.base_url())).send().await.expect("stats")).await).expect("stats");
+    assert_eq!(over_http, sim.stats());
+    assert_eq!(over_http.rate_limited(BackendType::Supplier), 1);
+    assert_eq!(over_http.requests_with_status("SUPPLIER", "list", 502), 1);
+}
+
+#[tokio::test]
+async fn rates_and_latency_come_from_the_config() {
+    let mut config = quick(0);
+    config.cmp.behaviour.error_rate = 1.0;
+    config.connect.behaviour.latency_ms = 250;
+    let sim = start(config).await;
+    let http = client();
+    let token = http
+        .post(format!("{}/token", sim.backend_url(BackendType::Cmp)))
+        .basic_auth("cmp-user", Some("cmp-password"))
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&json!({"marketplace": "us"}))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(token.status(), 503);
+    assert!(token.headers().contains_key("x-correlation-id"));
+    let started = Instant::now();
+    let list = http
+        .get(format!("{}/reporting/reports", sim.backend_url(BackendType::Connect)))
+        .header("authorization", "ApiKey SU-000-000-000:connect-secret-key")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(list.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn random_lost_answers_still_create() {
+    let mut config = quick(0);
+    config.supplier.behaviour.lost_response_rate = 1.0;
+    config.seed = Some(42);
+    let sim = start(config).await;
+    let token_call = client()
+        .post(sim.supplier_token_url())
+        .form(&[("grant_type", "client_credentials"), ("client_id", "supplier-client"), ("client_secret", "supplier-secret")])
+        .send()
+        .await;
+    assert!(token_call.is_err(), "every answer is lost");
+    assert_eq!(sim.stats().requests_with_status("SUPPLIER", "token", 0), 1);
+    assert_eq!(sim.stats().token_requests(BackendType::Supplier), 1);
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+#[test]
+fn the_config_file_and_flags_set_the_knobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.yaml");
+    std::fs::write(&path, "supplier:\n  urlLifetimeSecs: 5\n  maxInProgress: 2\ncmp:\n  username: alice\n").expect("write");
+    let cli = Cli::parse_from(["sim", "--listen", "127.0.0.1:0", "--config", path.to_str().expect("path"), "--generation-ms", "7", "--error-rate", "0.5"]);
+    let config = cli.sim.to_config().expect("config");
+    assert_eq!(config.supplier.url_lifetime_secs, 5);
+    assert_eq!(config.supplier.max_in_progress, 2);
+    assert_eq!(config.cmp.username, "alice");
+    assert_eq!(config.cmp.password, "cmp-password");
+    assert!(report_operator::sim::ALL_BACKENDS.iter().all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5));
+    let bad = Cli::parse_from(["sim", "--error-rate", "2"]);
+    assert!(bad.sim.to_config().is_err());
+    std::fs::write(&path, "supplier: [not, a, map]\n").expect("write");
+    assert!(SimConfig::from_file(&path).is_err());
+}
