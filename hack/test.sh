@@ -15,4 +15,4 @@ export REPORT_OPERATOR_HELM="$(hack/helm.sh)"
 # nearly so, and skips the incremental caches.
 export CARGO_INCREMENTAL=0
 cargo build --locked --all-targets
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --no-fail-fast "$@"

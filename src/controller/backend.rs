@@ -68,6 +68,13 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let namespace = rb.namespace().ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
+    let old = rb.status.clone().unwrap_or_default();
+    let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
+    if let Some(c) = checked
+        && ctx.registry.probed_recently(ctx, rb)
+    {
+        return Ok(Action::requeue(if c.status == "True" { REPROBE_READY } else { REPROBE_NOT_READY }));
+    }
     let outcome: Result<(), NotReady> = match ctx.registry.client(ctx, rb).await {
         Ok(client) => {
             let r = client.probe().await;
@@ -80,7 +87,7 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
         Ok(()) => Cond::ready(true, "Authenticated", format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url))),
         Err(n) => Cond::ready(false, n.reason, n.message.clone()),
     };
-    let old = rb.status.clone().unwrap_or_default();
+    ctx.registry.probed(ctx, rb);
     let was = find_condition(&old.conditions, CONDITION_READY).map(|c| (c.status.clone(), c.reason.clone()));
     let mut status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
     set_condition(&mut status.conditions, cond.clone(), rb.metadata.generation, Utc::now());

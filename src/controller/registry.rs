@@ -43,7 +43,13 @@ struct Entry {
 #[derive(Default)]
 pub struct BackendRegistry {
     entries: Mutex<HashMap<ObjectRef<ReportBackend>, Entry>>,
+    /// When each backend was last probed, and for which fingerprint.
+    probes: Mutex<HashMap<ObjectRef<ReportBackend>, (String, std::time::Instant)>>,
 }
+
+/// A probe younger than this, for the same spec and Secrets, is not repeated: the backend's
+/// own status write comes back through the watch and would otherwise probe it twice.
+const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl BackendRegistry {
     /// The client of `rb`, built afresh if its spec or Secrets changed since the last call.
@@ -80,6 +86,20 @@ impl BackendRegistry {
         let client = backend::connect(&rb.spec, &credentials, ca.as_deref(), limiter.clone())?;
         lock(&self.entries).insert(key, Entry { fingerprint, client: client.clone(), limiter });
         Ok(client)
+    }
+
+    /// Whether `rb` was probed within [`PROBE_FRESH`] with its current spec and Secrets.
+    pub fn probed_recently(&self, ctx: &Context, rb: &ReportBackend) -> bool {
+        let fp = fingerprint(ctx, rb, &rb.namespace().unwrap_or_default());
+        lock(&self.probes)
+            .get(&ObjectRef::from_obj(rb))
+            .is_some_and(|(f, at)| *f == fp && at.elapsed() < PROBE_FRESH)
+    }
+
+    /// Records a probe of `rb` with its current spec and Secrets.
+    pub fn probed(&self, ctx: &Context, rb: &ReportBackend) {
+        let fp = fingerprint(ctx, rb, &rb.namespace().unwrap_or_default());
+        lock(&self.probes).insert(ObjectRef::from_obj(rb), (fp, std::time::Instant::now()));
     }
 
     /// The limiter of a backend whose client was built, for scheduling decisions.

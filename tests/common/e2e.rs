@@ -12,9 +12,10 @@ use super::operator::Operator;
 use super::{TestNamespace, stderr, wait_for};
 
 pub struct World {
-    pub ns: TestNamespace,
-    pub sim: SimServer,
+    // Dropped in this order: the operator stops before its simulator's port is given back.
     pub operator: Operator,
+    pub sim: SimServer,
+    pub ns: TestNamespace,
     pub client: kube::Client,
 }
 
@@ -24,7 +25,7 @@ impl World {
         let sim = SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("start simulator");
         let operator = Operator::start(ns.cp(), &ns.name);
         let client = ns.cp().client().await;
-        World { ns, sim, operator, client }
+        World { operator, sim, ns, client }
     }
 
     pub fn apply(&self, yaml: &str) {
