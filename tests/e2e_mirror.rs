@@ -38,6 +38,11 @@ async fn rde_periodic_and_invoice_report_files_are_mirrored_once_each() {
     world.apply(&generator("invoices", "b", "ON_INVOICE", ""));
     let daily = template_id(&world, "daily").await;
     template_id(&world, "invoices").await;
+    // The platform's schedule shows as the generator's next report date.
+    wait_for("nextReportDate mirrored from the template", Duration::from_secs(60), || async {
+        world.generators().get("daily").await.ok()?.status?.next_report_date.map(|_| ())
+    })
+    .await;
 
     // The platform's periodic task runs on two days: one report file each.
     let first = world.sim.rde_run_template(&daily, Some(day("2026-11-10T06:00:00Z"))).expect("run");

@@ -146,6 +146,7 @@ impl CmpReport {
             generate_date: self.creation_date,
             file_name,
             download,
+            next_report_date: None,
         }
     }
 

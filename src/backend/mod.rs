@@ -101,6 +101,8 @@ pub struct RemoteReport {
     pub file_name: Option<String>,
     /// Set when READY and the API gave it already (CMP downloadUrl, RDE filePath, FUSION file).
     pub download: Option<Download>,
+    /// RDE templates: when the platform makes the next report.
+    pub next_report_date: Option<DateTime<Utc>>,
 }
 
 impl RemoteReport {
@@ -115,6 +117,7 @@ impl RemoteReport {
             generate_date: None,
             file_name: None,
             download: None,
+            next_report_date: None,
         }
     }
 }

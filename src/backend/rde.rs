@@ -68,6 +68,9 @@ struct ApsResource {
     /// Not documented; read if the platform says why a report failed.
     #[serde(default)]
     failed_reason: Option<String>,
+    /// Templates only (PERIODIC): when the platform makes the next report.
+    #[serde(default, deserialize_with = "de_time")]
+    next_report_date: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -198,6 +201,7 @@ impl RdeBackend {
                 n.split('?').next().unwrap_or(n).to_string()
             }),
             download,
+            next_report_date: r.next_report_date,
         }
     }
 }

@@ -595,6 +595,16 @@ async fn rde(
             template.id
         }
     };
+    if g.spec.event_type == ReportEventType::Periodic {
+        // The platform schedules: its next report date is the generator's.
+        match backend.get(&template_id, &req).await {
+            Ok(template) => {
+                ctx.metrics.backend_call(type_, "get", "ok");
+                status.next_report_date = template.next_report_date;
+            }
+            Err(e) => return Ok(retry(ctx, type_, "get", e)),
+        }
+    }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
     let outcome = mirror(g, ctx, type_, backend, &query, owned, status).await?;
     if g.spec.event_type == ReportEventType::Onetime {
