@@ -228,7 +228,7 @@ fn add_report(
     let id = uuid::Uuid::new_v4().to_string();
     let (start, end) = window;
     let content =
-        ReportContent { backend: CMP, name: name.to_string(), organization: subscription.to_string(), format, start: Some(start), end: Some(end) };
+        ReportContent { backend: CMP, name: name.to_string(), organization: subscription_label(subscription), format, start: Some(start), end: Some(end) };
     let stem = format!("{name}.{id}.{}", job.created.format("%Y-%m-%d.%H-%M-%S%.3f+0000"));
     let path = sim.storage.put("rdecontainer", &stem, StoredObject { content, packaging: Packaging::Plain });
     let now = job.created;
@@ -246,8 +246,9 @@ fn add_report(
         subscription: subscription.to_string(),
     });
     let running = state.reports.iter().filter(|r| r.subscription == subscription && r.job.is_active(now)).count();
-    let key = format!("{subscription}|{name}|{customization_name}|{}|{}..{}", format.lower(), millis(start), millis(end));
-    sim.stats.generation(CMP, key, subscription, running);
+    let label = subscription_label(subscription);
+    let key = format!("{label}|{name}|{customization_name}|{}|{}..{}", format.lower(), millis(start), millis(end));
+    sim.stats.generation(CMP, key, &label, running);
     id
 }
 
@@ -366,6 +367,13 @@ fn previous_month(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let previous = (this_month - Duration::days(1)).with_day(1).unwrap_or(this_month);
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
     (midnight(previous), midnight(this_month) - Duration::seconds(1))
+}
+
+/// A name for a subscription in files and statistics: the key itself is a credential.
+fn subscription_label(key: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(key.as_bytes());
+    format!("subscription-{}", hash.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// An invoice report the platform made by itself: completed at once, `type: on_invoice`.
