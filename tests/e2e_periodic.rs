@@ -139,3 +139,128 @@ async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
     assert_eq!(stats.total_generations(t), 6, "{stats:?}");
     assert_eq!(stats.max_duplicates(t), 1, "{stats:?}");
 }
+
+/// Stops the operator, sets the generator's schedule memory back as if the operator had last
+/// run at `last_check` with windows up to `last_window_end` done, and starts it again: the
+/// same state a real outage across those window boundaries leaves behind.
+async fn outage(world: &mut World, generator: &str, days_down: i64) {
+    world.operator.kill();
+    let today = chrono::Utc::now().date_naive();
+    let last_window_end = (today - chrono::Duration::days(days_down + 1)).format("%Y-%m-%dT23:59:59Z").to_string();
+    let last_check = (today - chrono::Duration::days(days_down)).format("%Y-%m-%dT00:00:05Z").to_string();
+    let patch = format!(r#"{{"status":{{"lastWindowEnd":"{last_window_end}","lastScheduleCheckTime":"{last_check}"}}}}"#);
+    let out = world.ns.kubectl(&["patch", "reportgenerator", generator, "--subresource=status", "--type=merge", "-p", &patch]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    world.operator.restart();
+}
+
+async fn wait_checked(world: &World, generator: &str) {
+    wait_for("the schedule evaluated", Duration::from_secs(60), || async {
+        world.generators().get(generator).await.ok()?.status?.last_schedule_check_time.map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
+    let mut world = World::start("e2e-catchup", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = periodic(t, "daily", "b", 0, "    successfulReportsHistoryLimit: 10\n").replace("    startDate: ", "    #startDate: ");
+    world.apply(&g);
+    wait_checked(&world, "daily").await;
+    // Down for three day boundaries: the runs of the last three days were missed.
+    outage(&mut world, "daily", 3).await;
+    let files = world.wait_finished("daily", 3, Duration::from_secs(120)).await;
+    assert_eq!(ready(&files), 3);
+    let mut days: Vec<String> = files
+        .iter()
+        .map(|f| f.spec.parameters.clone().and_then(|p| p.start_date).expect("start").format("%Y-%m-%d").to_string())
+        .collect();
+    days.sort();
+    let want: Vec<String> =
+        (1..=3).rev().map(|d| (chrono::Utc::now() - chrono::Duration::days(d)).format("%Y-%m-%d").to_string()).collect();
+    assert_eq!(days, want, "a day is missing or doubled");
+    let stats = world.sim.stats();
+    assert_eq!(stats.total_generations(t), 3, "{stats:?}");
+    assert_eq!(stats.max_duplicates(t), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_the_rest() {
+    let mut world = World::start("e2e-latest", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = periodic(t, "daily", "b", 0, "    catchUpPolicy: Latest\n").replace("    startDate: ", "    #startDate: ");
+    world.apply(&g);
+    wait_checked(&world, "daily").await;
+    outage(&mut world, "daily", 3).await;
+    let files = world.wait_finished("daily", 1, Duration::from_secs(120)).await;
+    let start = files[0].spec.parameters.clone().and_then(|p| p.start_date).expect("start");
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
+    let status = wait_for("missed windows recorded", Duration::from_secs(30), || async {
+        let s = world.generators().get("daily").await.ok()?.status?;
+        s.last_missed_time.map(|_| s)
+    })
+    .await;
+    assert!(status.last_window_end.is_some());
+    // Events with the same reason about one object are one Event with a series count.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
+    let missed: i32 = events
+        .list(&kube::api::ListParams::default().fields("reason=Missed"))
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    assert_eq!(missed, 2, "one Missed event per skipped window");
+    assert_eq!(world.sim.stats().total_generations(t), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
+    let world = World::start("e2e-runnow", SimConfig::default()).await;
+    let t = BackendType::Connect;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = periodic(t, "paused", "b", 0, "    suspend: true\n").replace("    startDate: ", "    #startDate: ");
+    world.apply(&g);
+    wait_checked(&world, "paused").await;
+    assert!(world.files_of("paused").await.is_empty(), "a suspended generator made a report");
+    for value in ["1", "1", "2"] {
+        let out = world.ns.kubectl(&["annotate", "--overwrite", "reportgenerator", "paused", &format!("reporting.report-operator.io/run-now={value}")]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    }
+    let files = world.wait_finished("paused", 1, Duration::from_secs(60)).await;
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    let start = files[0].spec.parameters.clone().and_then(|p| p.start_date).expect("start");
+    assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
+    wait_for("run-now value recorded", Duration::from_secs(30), || async {
+        let s = world.generators().get("paused").await.ok()?.status?;
+        (s.last_run_now.as_deref() == Some("2")).then_some(())
+    })
+    .await;
+    // A second request for the same window makes nothing new.
+    assert_eq!(world.files_of("paused").await.len(), 1);
+    assert_eq!(world.sim.stats().total_generations(t), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_invoice_on_a_backend_without_invoice_reports_is_refused_with_a_reason() {
+    let world = World::start("e2e-noinvoice", SimConfig::default()).await;
+    let t = BackendType::Connect;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    let g = "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: invoices\nspec:\n  backendRef:\n    name: b\n  commonName: Invoices\n  eventType: ON_INVOICE\n  format: JSON\n  parameters:\n    template: RT-0000-0001\n";
+    world.apply(g);
+    let (reason, message) = wait_for("the generator refused", Duration::from_secs(60), || async {
+        let s = world.generators().get("invoices").await.ok()?.status?;
+        let c = report_operator::api::find_condition(&s.conditions, "Ready")?.clone();
+        (c.status == "False" && c.reason != "BackendNotReady").then_some((c.reason, c.message))
+    })
+    .await;
+    assert_eq!(reason, "UnsupportedEventType", "{message}");
+    assert!(message.contains("ON_INVOICE"), "{message}");
+    let events = world.ns.kubectl(&["get", "events", "--field-selector", "reason=UnsupportedEventType", "-o", "name"]);
+    assert!(!common::stdout(&events).trim().is_empty(), "no Event for the refusal");
+}

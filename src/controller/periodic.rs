@@ -92,7 +92,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             candidates.push((w, w.next_start(), Class::Backfill));
         }
     }
-    let after = mark.map_or(input.created, |m| m.max(input.created));
+    // Runs after the newest window dealt with (or, before any, after creation) are due.
+    let after = mark.unwrap_or(input.created);
     // Runs that fell after the last pass and well before now were missed while the operator
     // was down; runs before the last pass were due while it ran (queued, not missed).
     let running_since = input.last_check.unwrap_or(input.created);
