@@ -186,12 +186,12 @@ impl<'a> Reconciler<'a> {
         req: &ReportRequest,
     ) -> Result<Step<RemoteReport>, Error> {
         let type_ = rb.spec.type_.as_str();
-        if self.status.create_pending_since.is_some() {
-            if let Some(found) = step!(self.call(type_, "find", backend.find(req)).await?) {
-                info!(report = %self.name, id = %found.id, "found the report an earlier request created");
-                self.record_submitted(&found).await?;
-                return Ok(Step::Done(found));
-            }
+        if self.status.create_pending_since.is_some()
+            && let Some(found) = step!(self.call(type_, "find", backend.find(req)).await?)
+        {
+            info!(report = %self.name, id = %found.id, "found the report an earlier request created");
+            self.record_submitted(&found).await?;
+            return Ok(Step::Done(found));
         }
         self.seed_in_flight(rb);
         // The mark goes to the API server before the backend hears of the request.

@@ -75,7 +75,7 @@ impl World {
         wait_for(&format!("ReportBackend {name} Ready={status}"), Duration::from_secs(60), || async {
             let rb = self.backends().get(name).await.ok()?;
             let c = find_condition(&rb.status?.conditions, "Ready")?.clone();
-            (c.status == status && c.observed_generation == rb.metadata.generation).then(|| (c.reason, c.message))
+            (c.status == status && c.observed_generation == rb.metadata.generation).then_some((c.reason, c.message))
         })
         .await
     }
