@@ -94,3 +94,25 @@ async fn refresh_annotation_remints_a_supplier_url() {
     let resp = reqwest::get(&url).await.expect("download");
     assert!(resp.status().is_success(), "fresh URL answered {}", resp.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_report_secret_is_written_again() {
+    let world = World::start("e2e-secret", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
+    let files = world.wait_finished("once", 1, DEADLINE).await;
+    let name = files[0].metadata.name.clone().expect("name");
+    let before = world.secret_data(&name).await;
+    let out = world.ns.kubectl(&["delete", "secret", &name]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let after = wait_for("the Secret written again", Duration::from_secs(60), || async {
+        let s = world.secrets().get_opt(&name).await.ok()??;
+        Some(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect::<std::collections::BTreeMap<_, _>>())
+    })
+    .await;
+    assert_eq!(after.get("url").is_some(), before.get("url").is_some());
+    assert_eq!(after["fileName"], before["fileName"]);
+    // The report was not generated again for it.
+    assert_eq!(world.sim.stats().total_generations(t), 1);
+}
