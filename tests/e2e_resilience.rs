@@ -116,3 +116,30 @@ async fn a_deleted_report_secret_is_written_again() {
     // The report was not generated again for it.
     assert_eq!(world.sim.stats().total_generations(t), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_urls_are_renewed_before_they_expire() {
+    let mut config = SimConfig::default();
+    config.supplier.url_lifetime_secs = 15;
+    let world = World::start("e2e-renew", config).await;
+    let t = BackendType::Supplier;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "trips", "b", "Trips"));
+    let files = world.wait_finished("trips", 1, DEADLINE).await;
+    let name = files[0].metadata.name.clone().expect("name");
+    let first = world.secret_data(&name).await;
+    let first_expiry = String::from_utf8(first["expiresAt"].clone()).expect("utf8");
+    // Nobody asks: the operator re-mints the URL shortly before it expires.
+    let renewed = wait_for("a renewed URL", Duration::from_secs(60), || async {
+        let data = world.secret_data(&name).await;
+        (data["expiresAt"] != first["expiresAt"]).then_some(data)
+    })
+    .await;
+    let second_expiry = String::from_utf8(renewed["expiresAt"].clone()).expect("utf8");
+    assert!(second_expiry > first_expiry, "{second_expiry} is not later than {first_expiry}");
+    let url = String::from_utf8(renewed["url"].clone()).expect("utf8");
+    assert!(reqwest::get(&url).await.expect("download").status().is_success());
+    let rf = world.files().get(&name).await.expect("ReportFile");
+    let cond = report_operator::api::find_condition(&rf.status.expect("status").conditions, "Ready").cloned().expect("Ready");
+    assert_eq!(cond.status, "True", "{cond:?}");
+}

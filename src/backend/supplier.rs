@@ -20,7 +20,7 @@ use super::http::{Body, Call, HttpClient, NoAuth, parse_base_url};
 use super::ratelimit::TOKEN_ENDPOINT;
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, parse_time, seg, settle_find, track,
+    create_in_slot, parse_time, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
@@ -301,7 +301,10 @@ impl ReportingBackend for SupplierBackend {
         let link: LinkAnswer =
             self.http.send(&Call::post_idempotent(url, "link", Body::Empty), &self.auth).await?.json("report link")?;
         let lifetime = chrono::Duration::from_std(URL_LIFETIME).unwrap_or_else(|_| chrono::Duration::seconds(60));
-        Ok(Download::Url { url: link.data.signed_url.value, expires_at: Some(asked + lifetime) })
+        // The documented 60 seconds, or sooner if the signed URL itself says so.
+        let documented = asked + lifetime;
+        let expires_at = url_expiry(&link.data.signed_url.value).map_or(documented, |e| e.min(documented));
+        Ok(Download::Url { url: link.data.signed_url.value, expires_at: Some(expires_at) })
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
