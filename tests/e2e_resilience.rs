@@ -111,7 +111,7 @@ async fn a_deleted_report_secret_is_written_again() {
         Some(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect::<std::collections::BTreeMap<_, _>>())
     })
     .await;
-    assert_eq!(after.get("url").is_some(), before.get("url").is_some());
+    assert_eq!(after.contains_key("url"), before.contains_key("url"));
     assert_eq!(after["fileName"], before["fileName"]);
     // The report was not generated again for it.
     assert_eq!(world.sim.stats().total_generations(t), 1);

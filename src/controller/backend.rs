@@ -68,6 +68,7 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let namespace = rb.namespace().ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
+    ctx.registry.forget_deleted(&ctx.backends);
     let old = rb.status.clone().unwrap_or_default();
     let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
     if let Some(c) = checked

@@ -107,9 +107,10 @@ impl BackendRegistry {
         lock(&self.entries).get(&ObjectRef::from_obj(rb)).map(|e| e.limiter.clone())
     }
 
-    /// Forgets a deleted ReportBackend.
-    pub fn remove(&self, key: &ObjectRef<ReportBackend>) {
-        lock(&self.entries).remove(key);
+    /// Forgets the clients and probes of ReportBackends that no longer exist.
+    pub fn forget_deleted(&self, backends: &kube::runtime::reflector::Store<ReportBackend>) {
+        lock(&self.entries).retain(|key, _| backends.get(key).is_some());
+        lock(&self.probes).retain(|key, _| backends.get(key).is_some());
     }
 }
 
