@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use chrono::{DateTime, Utc};
 use kube::{Client, Resource};
 use tracing::warn;
 
@@ -27,6 +28,9 @@ pub struct Context {
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
+    /// The `lastWindowEnd` this process last wrote for each generator: until the watch
+    /// brings the write back, the cached status is older than it.
+    pub window_marks: WindowMarks,
     recorder: Recorder,
     ready: AtomicBool,
 }
@@ -47,6 +51,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             registry: BackendRegistry::default(),
+            window_marks: WindowMarks::default(),
             client,
             metrics,
             backends,
@@ -110,6 +115,25 @@ impl Context {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Per generator (by uid), the newest `lastWindowEnd` this process wrote.
+#[derive(Default)]
+pub struct WindowMarks(std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>);
+
+impl WindowMarks {
+    pub fn get(&self, g: &ReportGenerator) -> Option<DateTime<Utc>> {
+        let uid = g.metadata.uid.as_deref()?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(uid).copied()
+    }
+
+    pub fn set(&self, g: &ReportGenerator, mark: Option<DateTime<Utc>>) {
+        if let (Some(uid), Some(mark)) = (g.metadata.uid.clone(), mark) {
+            let mut marks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = marks.entry(uid).or_insert(mark);
+            *slot = (*slot).max(mark);
+        }
     }
 }
 

@@ -222,6 +222,11 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     if g.metadata.deletion_timestamp.is_some() {
         return finalize(g, ctx, &api).await;
     }
+    // The cache can lag behind this operator's own last status write; acting on the older
+    // status would plan its windows again (and write older fields back). Wait for the watch.
+    if ctx.window_marks.get(g) > old.last_window_end {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
 
     let owned = owned_files(ctx, g);
 
@@ -278,6 +283,7 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     set_condition(&mut status.conditions, cond.clone(), g.metadata.generation, now);
     if status != old {
         apply_status(&api, &name, &status).await?;
+        ctx.window_marks.set(g, status.last_window_end);
     }
     // A backend that is not Ready publishes its own Event; a generator only adds its own
     // problems (and a missing backend, which has no one else to tell).
