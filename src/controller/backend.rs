@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::conditions::{Cond, apply_status, set_condition};
+use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
 use super::{Error, error_policy};
@@ -69,6 +69,9 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
     ctx.registry.forget_deleted(&ctx.backends);
+    if ctx.own_writes.cache_is_behind(rb) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let old = rb.status.clone().unwrap_or_default();
     let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
     if let Some(c) = checked
@@ -94,7 +97,7 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     set_condition(&mut status.conditions, cond.clone(), rb.metadata.generation, Utc::now());
     if status != old {
         let api: Api<ReportBackend> = Api::namespaced(ctx.client.clone(), &namespace);
-        apply_status(&api, &name, &status).await?;
+        ctx.apply_status(&api, rb, &status).await?;
     }
     let now = (if cond.status { "True" } else { "False" }.to_string(), cond.reason.to_string());
     if was.as_ref() != Some(&now) {

@@ -8,10 +8,12 @@ use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use chrono::{DateTime, Utc};
-use kube::{Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::conditions::apply_status;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, find_condition, CONDITION_READY};
@@ -28,9 +30,8 @@ pub struct Context {
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
-    /// The `lastWindowEnd` this process last wrote for each generator: until the watch
-    /// brings the write back, the cached status is older than it.
-    pub window_marks: WindowMarks,
+    /// The resourceVersion of this process's last status write to each object.
+    pub own_writes: OwnWrites,
     recorder: Recorder,
     ready: AtomicBool,
 }
@@ -51,7 +52,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             registry: BackendRegistry::default(),
-            window_marks: WindowMarks::default(),
+            own_writes: OwnWrites::default(),
             client,
             metrics,
             backends,
@@ -108,6 +109,18 @@ impl Context {
         Ok((rb, client))
     }
 
+    /// Writes the status of `obj` by server-side apply and remembers the version written, so
+    /// that the next reconcile does not act on an older cached copy (see [`OwnWrites`]).
+    pub async fn apply_status<K, S>(&self, api: &Api<K>, obj: &K, status: &S) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        S: Serialize,
+    {
+        let written = apply_status(api, &obj.name_any(), status).await?;
+        self.own_writes.record(&written);
+        Ok(())
+    }
+
     /// Marks the operator ready (caches synced) for `/readyz`.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
@@ -118,23 +131,46 @@ impl Context {
     }
 }
 
-/// Per generator (by uid), the newest `lastWindowEnd` this process wrote.
+/// Per object (by uid), the resourceVersion of the newest status this process wrote.
+///
+/// The informer cache can lag behind a write: the watch event of the first of two status
+/// writes in one reconcile may wake the next reconcile before the second one arrives. Acting on
+/// that older status repeats work: a FUSION report generated twice, a window planned twice.
+/// Resource versions of one resource are comparable integers since Kubernetes 1.35
+/// (KEP-5504); a version that does not parse is never called stale.
 #[derive(Default)]
-pub struct WindowMarks(std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>);
+pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 
-impl WindowMarks {
-    pub fn get(&self, g: &ReportGenerator) -> Option<DateTime<Utc>> {
-        let uid = g.metadata.uid.as_deref()?;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(uid).copied()
-    }
-
-    pub fn set(&self, g: &ReportGenerator, mark: Option<DateTime<Utc>>) {
-        if let (Some(uid), Some(mark)) = (g.metadata.uid.clone(), mark) {
-            let mut marks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = marks.entry(uid).or_insert(mark);
-            *slot = (*slot).max(mark);
+impl OwnWrites {
+    /// Remembers the version `written` (the object the API server returned).
+    pub fn record<K: Resource>(&self, written: &K) {
+        let meta = written.meta();
+        if let (Some(uid), Some(version)) = (meta.uid.clone(), resource_version(meta)) {
+            let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = writes.entry(uid).or_insert(version);
+            *slot = (*slot).max(version);
         }
     }
+
+    /// Whether `cached` is older than this process's last write to it. Once the cache has
+    /// caught up the entry is dropped, so the map holds only writes still in flight.
+    pub fn cache_is_behind<K: Resource>(&self, cached: &K) -> bool {
+        let meta = cached.meta();
+        let (Some(uid), Some(version)) = (meta.uid.as_deref(), resource_version(meta)) else { return false };
+        let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match writes.get(uid) {
+            Some(&written) if written > version => true,
+            Some(_) => {
+                writes.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn resource_version(meta: &kube::api::ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -146,4 +182,36 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(uid: &str, version: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+        let mut object = k8s_openapi::api::core::v1::ConfigMap::default();
+        object.metadata.uid = Some(uid.into());
+        object.metadata.resource_version = Some(version.into());
+        object
+    }
+
+    #[test]
+    fn a_cache_older_than_our_write_is_behind_until_it_catches_up() {
+        let writes = OwnWrites::default();
+        writes.record(&object("a", "120"));
+        writes.record(&object("a", "110"));
+        assert!(writes.cache_is_behind(&object("a", "100")));
+        assert!(writes.cache_is_behind(&object("a", "119")));
+        assert!(!writes.cache_is_behind(&object("b", "1")), "another object");
+        assert!(!writes.cache_is_behind(&object("a", "120")));
+        assert!(writes.0.lock().expect("lock").is_empty(), "caught up: forgotten");
+        assert!(!writes.cache_is_behind(&object("a", "100")), "nothing recorded any more");
+    }
+
+    #[test]
+    fn versions_that_are_not_integers_are_never_behind() {
+        let writes = OwnWrites::default();
+        writes.record(&object("a", "x7"));
+        assert!(!writes.cache_is_behind(&object("a", "1")));
+    }
 }

@@ -22,7 +22,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info};
 
-use super::conditions::{Cond, FIELD_MANAGER, apply_status, from_k8s_time, set_condition};
+use super::conditions::{Cond, FIELD_MANAGER, from_k8s_time, set_condition};
 use super::context::Context;
 use super::{Error, error_policy, users_of_backend};
 use crate::api::{
@@ -67,6 +67,11 @@ fn is_finished(rf: &ReportFile) -> bool {
 }
 
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // An older copy than our own last write would repeat what that write recorded (a FUSION
+    // report, which `get` generates again). The watch brings the write soon.
+    if ctx.own_writes.cache_is_behind(rf.as_ref()) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let start = Instant::now();
     let result = Reconciler::new(&rf, &ctx)?.run().await;
     ctx.metrics.reconciled("ReportFile", result.is_ok(), start.elapsed());
@@ -458,7 +463,7 @@ impl<'a> Reconciler<'a> {
 
     async fn save(&mut self) -> Result<(), Error> {
         if self.rf.status.as_ref() != Some(&self.status) {
-            apply_status(&self.api, &self.name, &self.status).await?;
+            self.ctx.apply_status(&self.api, self.rf, &self.status).await?;
         }
         Ok(())
     }

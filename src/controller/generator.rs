@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::conditions::{Cond, apply_status, from_k8s_time, set_condition};
+use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
@@ -222,9 +222,9 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     if g.metadata.deletion_timestamp.is_some() {
         return finalize(g, ctx, &api).await;
     }
-    // The cache can lag behind this operator's own last status write; acting on the older
-    // status would plan its windows again (and write older fields back). Wait for the watch.
-    if ctx.window_marks.get(g) > old.last_window_end {
+    // Acting on a status older than our own last write would plan its windows again (and
+    // write older fields back). The watch brings the write soon.
+    if ctx.own_writes.cache_is_behind(g) {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
 
@@ -282,8 +282,7 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
         .map(|c| c.reason.clone());
     set_condition(&mut status.conditions, cond.clone(), g.metadata.generation, now);
     if status != old {
-        apply_status(&api, &name, &status).await?;
-        ctx.window_marks.set(g, status.last_window_end);
+        ctx.apply_status(&api, g, &status).await?;
     }
     // A backend that is not Ready publishes its own Event; a generator only adds its own
     // problems (and a missing backend, which has no one else to tell).
@@ -566,7 +565,6 @@ async fn rde(
     status: &mut ReportGeneratorStatus,
     owned: &[Arc<ReportFile>],
 ) -> Result<Outcome, Error> {
-    let name = g.name_any();
     ensure_finalizer(g, api).await?;
     let req = template_request(g);
     let type_ = rb.spec.type_.as_str();
@@ -586,7 +584,7 @@ async fn rde(
                 None => {
                     // The mark goes to the API server before the platform hears of the template.
                     status.create_pending_since = Some(Utc::now());
-                    apply_status(api, &name, &*status).await?;
+                    ctx.apply_status(api, g, &*status).await?;
                     match backend.submit(&req).await {
                         Ok(t) => t,
                         Err(e) => return Ok(retry(ctx, type_, "submit", e)),
@@ -596,7 +594,7 @@ async fn rde(
             ctx.metrics.backend_call(type_, "submit", "ok");
             status.external_id = Some(template.id.clone());
             status.create_pending_since = None;
-            apply_status(api, &name, &*status).await?;
+            ctx.apply_status(api, g, &*status).await?;
             ctx.event(g, EventType::Normal, "Submitted", format!("created RDEReportTemplate {}", template.id)).await;
             template.id
         }
