@@ -101,6 +101,7 @@ async fn cmp_on_invoice_reports_are_mirrored_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
+    common::clear_of_midnight().await;
     // The seed's worked example, with the 10-minute window scaled down to one minute on both
     // sides so that the test runs in minutes.
     let mut config = SimConfig::default().for_all(|b| b.generation_ms = 5000);

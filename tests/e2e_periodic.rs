@@ -27,6 +27,7 @@ fn ready(files: &[report_operator::api::ReportFile]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_from_start_date_makes_one_ready_report_per_day() {
+    common::clear_of_midnight().await;
     let world = World::start("e2e-backfill", SimConfig::default()).await;
     let t = BackendType::Cmp;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
@@ -56,6 +57,7 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() {
+    common::clear_of_midnight().await;
     let world = World::start("e2e-cron", SimConfig::default()).await;
     let t = BackendType::Connect;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
@@ -78,6 +80,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
+    common::clear_of_midnight().await;
     let config = SimConfig::default().for_all(|b| b.generation_ms = 2000);
     let world = World::start("e2e-forbid", config).await;
     let t = BackendType::Supplier;
@@ -92,6 +95,7 @@ async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
+    common::clear_of_midnight().await;
     let world = World::start("e2e-history", SimConfig::default()).await;
     let t = BackendType::Cmp;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
@@ -122,6 +126,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
+    common::clear_of_midnight().await;
     let config = SimConfig::default().for_all(|b| b.generation_ms = 3000);
     let mut world = World::start("e2e-restart", config).await;
     let t = BackendType::Cmp;
@@ -163,6 +168,7 @@ async fn wait_checked(world: &World, generator: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
+    common::clear_of_midnight().await;
     let mut world = World::start("e2e-catchup", SimConfig::default()).await;
     let t = BackendType::Cmp;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
@@ -188,6 +194,7 @@ async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_the_rest() {
+    common::clear_of_midnight().await;
     let mut world = World::start("e2e-latest", SimConfig::default()).await;
     let t = BackendType::Cmp;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
@@ -221,6 +228,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
+    common::clear_of_midnight().await;
     let world = World::start("e2e-runnow", SimConfig::default()).await;
     let t = BackendType::Connect;
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));

@@ -181,6 +181,25 @@ where
     }
 }
 
+/// How long a test that counts days from "now" may run without a UTC day boundary changing
+/// which days it expects.
+pub const DATED_TEST_SPAN: Duration = Duration::from_secs(6 * 60);
+
+/// For tests whose expected report days are computed from today's date: when UTC midnight is
+/// less than [`DATED_TEST_SPAN`] away, waits until it has passed, so that "yesterday" means
+/// the same day to the test and to the operator from start to end.
+pub async fn clear_of_midnight() {
+    let now = chrono::Utc::now();
+    let since_midnight = now.signed_duration_since(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+    let until_midnight = chrono::Duration::days(1) - since_midnight;
+    let span = chrono::Duration::from_std(DATED_TEST_SPAN).unwrap_or(chrono::Duration::MAX);
+    if until_midnight < span {
+        let wait = (until_midnight + chrono::Duration::seconds(5)).to_std().unwrap_or_default();
+        eprintln!("UTC midnight is {}s away: waiting until it has passed", until_midnight.num_seconds());
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Deletes an object and ignores NotFound.
 pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str)
 where
