@@ -6,6 +6,7 @@
 
 mod backend_support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -269,6 +270,7 @@ async fn a_lost_create_is_found_not_repeated() {
     config.hang_ms = 3000;
     let sim = start(config).await;
     for t in [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Supplier] {
+        let mut held = HashSet::new();
         for (kind, name) in [(FaultKind::LostResponse, "Lost"), (FaultKind::Timeout, "Slow")] {
             let backend = client(&sim, t);
             let (create, _) = endpoints(t);
@@ -277,7 +279,10 @@ async fn a_lost_create_is_found_not_repeated() {
             let err = backend.submit(&req).await.expect_err("the answer is lost");
             assert!(matches!(err, BackendError::Ambiguous { .. }), "{t:?} {kind:?}: {err:?}");
             assert!(matches!(err.action(), ErrorAction::Retry { .. }));
-            let found = backend.find(&req).await.expect("find").unwrap_or_else(|| panic!("{t:?} {kind:?}: not found"));
+            let found = backend.find(&req, &held).await.expect("find").unwrap_or_else(|| panic!("{t:?} {kind:?}: not found"));
+            // Once held (by this request, or by a twin of it), a report is never adopted again.
+            held.insert(found.id.clone());
+            assert_eq!(backend.find(&req, &held).await.expect("find"), None, "{t:?} {kind:?}: adopted a held id");
             let report = finish(backend.as_ref(), &req, found).await;
             assert_eq!(report.state, ReportState::Ready, "{t:?}");
             let stats = sim.stats();
@@ -285,7 +290,7 @@ async fn a_lost_create_is_found_not_repeated() {
         }
         // Nothing made, nothing found.
         let backend = client(&sim, t);
-        assert_eq!(backend.find(&request(t, "Never")).await.expect("find"), None, "{t:?}");
+        assert_eq!(backend.find(&request(t, "Never"), &HashSet::new()).await.expect("find"), None, "{t:?}");
     }
     // FUSION's calls only read: a lost answer is simply asked again.
     let fusion = client(&sim, BackendType::Fusion);

@@ -67,7 +67,7 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
             let req = request(t, "Logged lost");
             sim.inject(Fault::new(t, create, FaultKind::LostResponse, 1));
             backend.submit(&req).await.expect_err("lost");
-            backend.find(&req).await.expect("find").expect("found");
+            backend.find(&req, &Default::default()).await.expect("find").expect("found");
         }
         let wrong = client_with(&spec(&sim, t, None), &wrong_credentials(t));
         wrong.probe().await.expect_err("refused");

@@ -143,3 +143,25 @@ async fn short_lived_urls_are_renewed_before_they_expire() {
     let cond = report_operator::api::find_condition(&rf.status.expect("status").conditions, "Ready").cloned().expect("Ready");
     assert_eq!(cond.status, "True", "{cond:?}");
 }
+
+async fn template_of(world: &World, generator: &str) -> String {
+    world.generators().get(generator).await.expect("generator").status.and_then(|s| s.external_id).expect("template id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_never_adopts_the_template_of_an_identical_generator() {
+    let world = World::start("e2e-twins", SimConfig::default()).await;
+    let t = BackendType::Rde;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "first", "b", "Monthly usage"));
+    world.wait_finished("first", 1, DEADLINE).await;
+    let first = template_of(&world, "first").await;
+    // The twin's create reaches the platform but its answer is lost: looking it up finds two
+    // templates that match, and only one is free.
+    world.sim.inject(Fault::new(t, "create", FaultKind::LostResponse, 1));
+    world.apply(&fixtures::onetime(t, "second", "b", "Monthly usage"));
+    world.wait_finished("second", 1, DEADLINE).await;
+    let second = template_of(&world, "second").await;
+    assert_ne!(first, second, "the second generator adopted the first one's template");
+    assert!(world.sim.rde_template_exists(&first) && world.sim.rde_template_exists(&second));
+}

@@ -7,6 +7,7 @@
 //! (`type=on_invoice`). There is no idempotency key: `find` lists the reports named like the
 //! request around its window and matches startDate/endDate.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -270,7 +271,7 @@ impl ReportingBackend for CmpBackend {
         create_in_slot(limiter, ORG, &req.key, self.report(call)).await
     }
 
-    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         let (start, end) = req.window()?;
         // `from`/`to` may filter on the window or on the creation day: cover both.
         let now = Utc::now();
@@ -279,7 +280,7 @@ impl ReportingBackend for CmpBackend {
         let reports = self.reports(from, to, Some(&req.name), None, "find").await?;
         let found = reports
             .into_iter()
-            .filter(|r| r.matches(req))
+            .filter(|r| r.matches(req) && !r.id.as_ref().is_some_and(|id| taken.contains(id)))
             .max_by_key(|r| r.creation_date)
             .map(CmpReport::into_remote);
         settle_find(self.http.limiter(), ORG, &req.key, &found);

@@ -9,6 +9,7 @@
 //! The download answers with a redirect to the file in storage; it is not followed, and its
 //! `Location` is the report's URL. A backend that answers with the ZIP itself gets it inline.
 
+use std::collections::HashSet;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{AUTHORIZATION, CONTENT_DISPOSITION, LOCATION};
 use serde::Deserialize;
@@ -196,10 +197,11 @@ impl ReportingBackend for ConnectBackend {
         .await
     }
 
-    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         let name = report_name(req);
         let reports = self.reports(Some(&format!("eq(name,{})", rfc3986(&name))), "find").await?;
-        let found = reports.into_iter().find(|r| r.name.as_deref() == Some(name.as_str())).map(ConnectReport::into_remote);
+        let found = reports.into_iter().find(|r| r.name.as_deref() == Some(name.as_str()) && !taken.contains(&r.id))
+            .map(ConnectReport::into_remote);
         settle_find(self.http.limiter(), ORG, &req.key, &found);
         Ok(found)
     }

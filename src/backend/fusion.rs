@@ -11,6 +11,7 @@
 //! token, and a refused refresh logs in again. A login that answers with a `2fa_payload` makes
 //! the backend not Ready (TwoFactorRequired).
 
+use std::collections::HashSet;
 use base64::Engine as _;
 use chrono::Utc;
 use reqwest::header::AUTHORIZATION;
@@ -262,7 +263,7 @@ impl ReportingBackend for FusionBackend {
     }
 
     /// A request that may or may not have reached Fusion left nothing behind: submit again.
-    async fn find(&self, _req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(&self, _req: &ReportRequest, _taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         Ok(None)
     }
 

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod rde;
 pub mod supplier;
 
+use std::collections::HashSet;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -208,8 +209,9 @@ pub trait ReportingBackend: Send + Sync {
     /// report id). On [`BackendError::Ambiguous`] call `find` before submitting again.
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError>;
     /// Looks the request up after an ambiguous create (RDE: the template by commonName and
-    /// parameters).
-    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError>;
+    /// parameters). Reports whose id is in `taken` belong to other requests of this operator
+    /// that look the same: they are never returned, so that twins cannot adopt each other's.
+    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError>;
     /// The state of one report (RDE: a report file by its APS id). A finished report no longer
     /// counts against its organization's in-flight cap.
     async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError>;

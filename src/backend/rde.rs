@@ -6,6 +6,7 @@
 //! `list` reads a template's reportFiles and `get` reads one report file by its APS id. Every
 //! call is signed with two-legged OAuth 1.0a (HMAC-SHA1).
 
+use std::collections::HashSet;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -237,10 +238,10 @@ impl ReportingBackend for RdeBackend {
         Ok(self.remote(template))
     }
 
-    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         let rql = format!("implementing({}),eq(commonName,{})", self.template_type, rfc3986(&req.name));
         let templates: Vec<ApsResource> = self.get_json(self.rql_url(&rql), "find").await?;
-        Ok(templates.into_iter().find(|t| Self::matches(t, req)).map(|t| self.remote(t)))
+        Ok(templates.into_iter().find(|t| Self::matches(t, req) && !taken.contains(&t.aps.id)).map(|t| self.remote(t)))
     }
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {

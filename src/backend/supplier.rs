@@ -9,6 +9,7 @@
 //! [`BackendError::InFlightLimit`] when there is none. With no idempotency key, `find` lists the
 //! organization's reports (newest first) and matches reportType and range.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -264,7 +265,7 @@ impl ReportingBackend for SupplierBackend {
         .await
     }
 
-    async fn find(&self, req: &ReportRequest) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         let (start, end) = req.window()?;
         let wanted_type = report_type(req)?;
         let org = self.org(req.organization.as_deref());
@@ -275,6 +276,7 @@ impl ReportingBackend for SupplierBackend {
             .into_iter()
             .find(|r| {
                 r.report_type.as_deref() == Some(wanted_type)
+                    && !taken.contains(&r.id)
                     && ms(r.start_time) == Some(start.timestamp_millis())
                     && ms(r.end_time) == Some(end.timestamp_millis())
             })

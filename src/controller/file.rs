@@ -6,7 +6,7 @@
 //! without an id (a crash, or a lost answer) looks the report up on the backend before it asks
 //! again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use tracing::{debug, info};
 
 use super::conditions::{Cond, FIELD_MANAGER, from_k8s_time, set_condition};
 use super::context::Context;
-use super::{Error, error_policy, users_of_backend};
+use super::{Error, error_policy, ids_taken, users_of_backend};
 use crate::api::{
     ANNOTATION_REFRESH_URL, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
     ReportFile, ReportFileStatus, label_value,
@@ -192,7 +192,7 @@ impl<'a> Reconciler<'a> {
     ) -> Result<Step<RemoteReport>, Error> {
         let type_ = rb.spec.type_.as_str();
         if self.status.create_pending_since.is_some()
-            && let Some(found) = step!(self.call(type_, "find", backend.find(req)).await?)
+            && let Some(found) = step!(self.call(type_, "find", backend.find(req, &self.ids_taken(rb))).await?)
         {
             info!(report = %self.name, id = %found.id, "found the report an earlier request created");
             self.record_submitted(&found).await?;
@@ -221,6 +221,14 @@ impl<'a> Reconciler<'a> {
         self.status.status = Some(FileState::InProgress);
         self.set_ready(false, "InProgress", "the backend is generating the report".to_string());
         self.save().await
+    }
+
+    /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.
+    fn ids_taken(&self, rb: &ReportBackend) -> HashSet<String> {
+        ids_taken(self.ctx, &self.ctx.files, self.rf, rb, |rf| {
+            let id = rf.status.as_ref().and_then(|s| s.external_id.as_deref()).or(rf.spec.external_id.as_deref());
+            (&rf.spec.backend_ref.name, id)
+        })
     }
 
     /// After a restart the limiter does not know which reports are running: tell it, from

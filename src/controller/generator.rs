@@ -22,7 +22,7 @@ use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
-use super::{Error, error_policy, users_of_backend};
+use super::{Error, error_policy, ids_taken, users_of_backend};
 use crate::api::{
     ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
     ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
@@ -572,7 +572,10 @@ async fn rde(
         Some(id) => id,
         None => {
             let found = if status.create_pending_since.is_some() {
-                match backend.find(&req).await {
+                let taken = ids_taken(ctx, &ctx.generators, g, rb, |other: &ReportGenerator| {
+                    (&other.spec.backend_ref.name, other.status.as_ref().and_then(|s| s.external_id.as_deref()))
+                });
+                match backend.find(&req, &taken).await {
                     Ok(found) => found,
                     Err(e) => return Ok(retry(ctx, type_, "find", e)),
                 }
