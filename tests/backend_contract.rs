@@ -140,6 +140,9 @@ async fn wrong_credentials_make_the_backend_not_ready() {
             "{t:?}: {:?}",
             err.action()
         );
+        // The same refusal reads the same each time (CMP's per-request correlation id stays
+        // out of it), so the Ready condition does not change on every probe.
+        assert_eq!(backend.probe().await.expect_err("refused again").to_string(), err.to_string(), "{t:?}");
         let err = backend.submit(&request(t, "Refused")).await.expect_err("no report with wrong credentials");
         assert_eq!(err.ready_reason(), "Unauthorized", "{t:?}: {err:?}");
         assert!(!err.to_string().contains("0xdeadbeef"), "{err}");

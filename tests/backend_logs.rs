@@ -82,6 +82,10 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
     let logs = String::from_utf8(buffer.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("utf8");
     assert!(logs.matches("backend call").count() > 50, "the capture works:\n{logs}");
     assert!(logs.contains("backend call failed"), "errors were logged");
+    assert!(
+        logs.lines().any(|l| l.contains("backend call failed") && l.contains("correlation_id")),
+        "CMP's correlation ids of failed calls are logged for support"
+    );
     let mut forbidden: Vec<String> = ALL_BACKENDS
         .iter()
         .flat_map(|t| credentials(*t).into_values().chain(wrong_credentials(*t).into_values()))

@@ -322,16 +322,17 @@ impl HttpClient {
             let permit = match self.limiter.acquire(call.endpoint).await {
                 Ok(p) => p,
                 Err(e) => {
-                    self.log_failure(call, attempt, &e, false);
+                    self.log_failure(call, attempt, &e, None, false);
                     return Err(e);
                 }
             };
             let started = Instant::now();
             let outcome = self.once(call, &credential).await;
             drop(permit);
+            let mut correlation = None;
             let (error, not_acted_on) = match outcome {
                 Ok(response) => {
-                    let correlation = response.header("x-correlation-id").map(str::to_string);
+                    correlation = response.header("x-correlation-id").map(|id| redact_text(id, &self.secrets, 80));
                     tracing::debug!(
                         backend = self.backend.as_str(),
                         op = call.endpoint,
@@ -352,7 +353,7 @@ impl HttpClient {
                         continue;
                     }
                     let status = response.status;
-                    let error = self.status_error(call, &response, correlation.as_deref());
+                    let error = self.status_error(call, &response);
                     // 429, 401 and 503 (unavailable: refused before any work, as gateways and
                     // the APIs use it) mean the backend did nothing; any other answer may come
                     // after the work was done (500, or a gateway's 502/504).
@@ -377,17 +378,19 @@ impl HttpClient {
             if error.is_retryable() && may_repeat && attempt < self.retry.max_attempts {
                 let delay = error.retry_after().unwrap_or_else(|| self.retry.backoff(attempt));
                 if delay <= self.retry.max_retry_after {
-                    self.log_failure(call, attempt, &error, true);
+                    self.log_failure(call, attempt, &error, correlation.as_deref(), true);
                     tokio::time::sleep(delay).await;
                     continue;
                 }
             }
-            self.log_failure(call, attempt, &error, false);
+            self.log_failure(call, attempt, &error, correlation.as_deref(), false);
             return Err(error);
         }
     }
 
-    fn log_failure(&self, call: &Call, attempt: u32, error: &BackendError, retrying: bool) {
+    /// The correlation id (CMP) goes to the log, for support; it stays out of the error, whose
+    /// message becomes condition messages that would otherwise change on every retry.
+    fn log_failure(&self, call: &Call, attempt: u32, error: &BackendError, correlation: Option<&str>, retrying: bool) {
         tracing::warn!(
             backend = self.backend.as_str(),
             op = call.endpoint,
@@ -395,6 +398,7 @@ impl HttpClient {
             url = %redact_url(call.url.as_str()),
             attempt,
             retrying,
+            correlation_id = correlation,
             error = %error,
             "backend call failed"
         );
@@ -432,14 +436,11 @@ impl HttpClient {
         TransportFailure { error: BackendError::Transient { message, retry_after: None }, maybe_sent }
     }
 
-    fn status_error(&self, call: &Call, response: &Response, correlation: Option<&str>) -> BackendError {
+    fn status_error(&self, call: &Call, response: &Response) -> BackendError {
         let status = response.status.as_u16();
         let mut reason = error_excerpt(&response.body, &self.secrets);
         if reason.is_empty() {
             reason = response.status.canonical_reason().unwrap_or("no reason given").to_string();
-        }
-        if let Some(id) = correlation {
-            reason = format!("{reason} (correlation id {})", redact_text(id, &self.secrets, 80));
         }
         let retry_after = response.header("retry-after").and_then(parse_retry_after);
         let target = format!("{} {}", call.method, redact_url(call.url.as_str()));
