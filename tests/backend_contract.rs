@@ -385,3 +385,23 @@ async fn supplier_in_flight_cap_is_kept_by_the_client() {
     backend.submit(&seventh).await.expect("a slot is free");
     assert_eq!(sim.stats().rate_limited(BackendType::Supplier), 0);
 }
+
+#[tokio::test]
+async fn supplier_polls_of_one_organization_share_one_listing() {
+    let sim = start(fast()).await;
+    let backend = client(&sim, BackendType::Supplier);
+    let mut running = Vec::new();
+    for n in 0..6 {
+        let mut req = request(BackendType::Supplier, &format!("poll_{n}"));
+        req.organization = Some("org-poll".into());
+        running.push((backend.submit(&req).await.expect("submitted").id, req));
+    }
+    let before = sim.stats();
+    let polls = futures::future::join_all(running.iter().map(|(id, req)| backend.get(id, req))).await;
+    for (poll, (id, _)) in polls.iter().zip(&running) {
+        assert_eq!(poll.as_ref().expect("polled").id, *id);
+    }
+    let after = sim.stats();
+    let delta = |endpoint| after.requests("SUPPLIER", endpoint) - before.requests("SUPPLIER", endpoint);
+    assert_eq!((delta("list"), delta("get")), (1, 0), "six polls of one organization cost one listing");
+}

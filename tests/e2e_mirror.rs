@@ -130,5 +130,9 @@ async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
         assert!(stats.peak_in_progress(t, &org) <= 6, "{org} had more than 6 in progress");
     }
     // The bound the backend's rules allow: generation time × ceil(6 reports per org / 6).
-    eprintln!("fan-out of 120 reports took {elapsed:?} (backend-bound: 5s generation × 1 round)");
+    let calls: Vec<String> = ["token", "generate", "list", "get", "link"]
+        .iter()
+        .map(|e| format!("{e} {}", stats.requests("SUPPLIER", e)))
+        .collect();
+    eprintln!("fan-out of 120 reports took {elapsed:?} (backend-bound: 5s generation × 1 round); calls: {}", calls.join(", "));
 }

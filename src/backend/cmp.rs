@@ -32,6 +32,7 @@ const CAPABILITIES: Capabilities = Capabilities {
     platform_scheduled: false,
     // Storage SAS URLs last about 90 days; each carries its own expiry (`se`).
     url_lifetime: Some(Duration::from_secs(90 * 86_400)),
+    polls_by_organization: false,
 };
 
 const SUBSCRIPTION_KEY: HeaderName = HeaderName::from_static("x-subscription-key");

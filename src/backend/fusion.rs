@@ -32,6 +32,7 @@ const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
     url_lifetime: None,
+    polls_by_organization: false,
 };
 
 pub struct FusionBackend {

@@ -157,6 +157,9 @@ pub struct Capabilities {
     /// How long a download URL works (SUPPLIER 60 s); `None`: long enough not to matter or
     /// given per report in [`Download::Url::expires_at`].
     pub url_lifetime: Option<Duration>,
+    /// SUPPLIER: `get` answers the polls of one organization's reports from one shared
+    /// listing, so a round of polls costs a request per organization, not per report.
+    pub polls_by_organization: bool,
 }
 
 impl Capabilities {

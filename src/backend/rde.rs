@@ -28,6 +28,7 @@ const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1M],
     platform_scheduled: true,
     url_lifetime: None,
+    polls_by_organization: false,
 };
 
 pub struct RdeBackend {

@@ -29,7 +29,7 @@ use crate::api::{
     ANNOTATION_REFRESH_URL, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
     ReportFile, ReportFileStatus, label_value,
 };
-use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportRequest, ReportState, ReportingBackend};
+use crate::backend::{BackendError, Capabilities, Download, ErrorAction, RemoteReport, ReportRequest, ReportState, ReportingBackend};
 
 /// Default `activeDeadlineSeconds`: 6 hours.
 const DEFAULT_ACTIVE_DEADLINE: i64 = 6 * 3600;
@@ -166,7 +166,7 @@ impl<'a> Reconciler<'a> {
                 if first {
                     debug!(report = %self.name, "report in progress");
                 }
-                Ok(Action::requeue(self.poll_interval(&rb)))
+                Ok(Action::requeue(self.poll_interval(&rb, &backend.capabilities())))
             }
             ReportState::Ready => self.complete(&rb, backend.as_ref(), &req, report).await,
             ReportState::Failed { reason } => {
@@ -379,22 +379,28 @@ impl<'a> Reconciler<'a> {
     }
 
     /// How long until the next poll: quick at first, slower as the report takes longer, and
-    /// never faster than the backend's budget allows for all its running reports together.
-    fn poll_interval(&self, rb: &ReportBackend) -> Duration {
+    /// never faster than the backend's budget allows for all its running reports together
+    /// (one request each, or one per organization where the backend polls by organization).
+    fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
         let elapsed = self.status.submit_time.map(|t| (self.now - t).to_std().unwrap_or_default()).unwrap_or_default();
-        let running = self
+        let running: Vec<Arc<ReportFile>> = self
             .ctx
             .files
             .state()
-            .iter()
+            .into_iter()
             .filter(|rf| {
                 rf.namespace() == rb.namespace()
                     && rf.spec.backend_ref.name == rb.name_any()
                     && rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)
             })
-            .count();
+            .collect();
+        let polls_per_round = if caps.polls_by_organization {
+            running.iter().map(|rf| rf.spec.organization.as_deref()).collect::<HashSet<_>>().len()
+        } else {
+            running.len()
+        };
         let budget = self.ctx.registry.limiter(rb).and_then(|l| l.config().budgets.first().copied());
-        poll_interval(elapsed, running, budget.map(|b| (b.requests, b.window)))
+        poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
     }
 
     /// Runs one backend call, counting it, and turns its error into the report's next step.
@@ -515,10 +521,11 @@ fn url_expiry(download: &Download) -> Option<DateTime<Utc>> {
     }
 }
 
-/// Poll interval for a report running for `elapsed`, with `running` reports sharing a budget
-/// of `requests` per `window`: 1 s at first, backing off to 60 s, and spread so that polling
-/// all running reports uses at most 80% of the budget (the rest is for creates and downloads).
-pub fn poll_interval(elapsed: Duration, running: usize, budget: Option<(u32, Duration)>) -> Duration {
+/// Poll interval for a report running for `elapsed`, when a round of polls of all running
+/// reports costs `polls_per_round` requests of a budget of `requests` per `window`: 1 s at
+/// first, backing off to 30 s, and spread so that polling uses at most 80% of the budget (the
+/// rest is for creates and downloads).
+pub fn poll_interval(elapsed: Duration, polls_per_round: usize, budget: Option<(u32, Duration)>) -> Duration {
     let base = match elapsed.as_secs() {
         0..10 => Duration::from_secs(1),
         10..60 => Duration::from_secs(3),
@@ -526,7 +533,7 @@ pub fn poll_interval(elapsed: Duration, running: usize, budget: Option<(u32, Dur
         _ => Duration::from_secs(30),
     };
     let budget_floor = match budget {
-        Some((requests, window)) if requests > 0 => window.mul_f64(1.25 * running.max(1) as f64 / f64::from(requests)),
+        Some((requests, window)) if requests > 0 => window.mul_f64(1.25 * polls_per_round.max(1) as f64 / f64::from(requests)),
         _ => Duration::ZERO,
     };
     base.max(budget_floor).min(Duration::from_secs(600))
