@@ -191,7 +191,7 @@ pub fn endpoints(t: BackendType) -> (&'static str, &'static str) {
         BackendType::Cmp => ("create", "get"),
         BackendType::Connect => ("create", "get"),
         BackendType::Fusion => ("license", "license"),
-        BackendType::Supplier => ("generate", "get"),
+        BackendType::Supplier => ("generate", "list"),
     }
 }
 
