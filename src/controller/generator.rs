@@ -44,14 +44,14 @@ const DEFAULT_FAILED_HISTORY: i32 = 1;
 
 pub async fn controller(
     ctl: Controller<ReportGenerator>,
-    files: Api<ReportFile>,
+    files: impl futures::Stream<Item = Arc<ReportFile>> + Send + 'static,
     backends: Api<ReportBackend>,
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
     let store = ctl.store();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(files, watcher::Config::default())
+        .owns_shared_stream(files)
         .watches(backends, watcher::Config::default(), move |rb| {
             users_of_backend(&store, &rb, |g: &ReportGenerator| (&g.spec.backend_ref.name, true))
         })

@@ -173,6 +173,9 @@ pub fn init_logging(format: LogFormat) {
 
 /// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease.
+/// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
+const FILE_EVENT_BUFFER: usize = 1024;
+
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = Client::try_default().await?;
     let scope = match &args.namespace {
@@ -192,9 +195,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .default_backoff()
         .for_each(|_| async {});
 
+    // One watch of ReportFiles fills `ctx.files`, drives their controller and wakes their
+    // generators. Subscribers hear of a change only once the store holds it, so a generator
+    // woken by its report turning READY sees it READY when it rolls its reports up (a watch
+    // of its own could run ahead of the store and leave the counts behind).
+    let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
+    let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
+    let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
+    let file_reflector = watcher(files, watcher::Config::default())
+        .default_backoff()
+        .reflect_shared(file_writer)
+        .for_each(|_| async {});
+
     let backend_controller = Controller::new(backends.clone(), watcher::Config::default());
     let generator_controller = Controller::new(generators, watcher::Config::default());
-    let file_controller = Controller::new(files.clone(), watcher::Config::default());
+    let file_controller = Controller::for_shared_stream(file_events, file_store);
 
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -227,10 +242,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let controllers = async {
         tokio::select! {
             _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
-            _ = generator::controller(generator_controller, files.clone(), backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
+            _ = generator::controller(generator_controller, owned_file_events, backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
             _ = file::controller(file_controller, backends, secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
             _ = readiness => {}
             _ = secret_reflector => warn!("Secret watch ended"),
+            _ = file_reflector => warn!("ReportFile watch ended"),
         }
     };
     let work = async {
