@@ -344,8 +344,9 @@ async fn supplier_120_reports_for_20_organizations_without_a_429() {
     assert_eq!(stats.token_requests(BackendType::Supplier), 1, "one token for all");
     assert!((0..20).all(|o| limiter.in_flight(&format!("org-{o:02}")) == 0), "every slot given back");
     eprintln!(
-        "120 SUPPLIER reports in {elapsed:?}: generate {}, get {}, link {}, token {}",
+        "120 SUPPLIER reports in {elapsed:?}: generate {}, list {}, get {}, link {}, token {}",
         stats.requests("SUPPLIER", "generate"),
+        stats.requests("SUPPLIER", "list"),
         stats.requests("SUPPLIER", "get"),
         stats.requests("SUPPLIER", "link"),
         stats.token_requests(BackendType::Supplier),
