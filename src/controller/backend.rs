@@ -69,8 +69,8 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
     ctx.registry.forget_deleted(&ctx.backends);
-    if ctx.own_writes.cache_is_behind(rb) {
-        return Ok(Action::requeue(Duration::from_millis(500)));
+    if let Some(wait) = ctx.wait_for_own_write(rb) {
+        return Ok(wait);
     }
     let old = rb.status.clone().unwrap_or_default();
     let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);

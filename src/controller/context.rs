@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -31,7 +32,7 @@ pub struct Context {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
     /// The resourceVersion of this process's last status write to each object.
-    pub own_writes: OwnWrites,
+    own_writes: OwnWrites,
     recorder: Recorder,
     ready: AtomicBool,
 }
@@ -121,6 +122,13 @@ impl Context {
         Ok(())
     }
 
+    /// A short requeue when the cached `obj` is older than this process's own last status
+    /// write to it: acting on it would repeat what that write recorded. The watch brings the
+    /// write soon (and wakes the object then).
+    pub fn wait_for_own_write<K: Resource>(&self, obj: &K) -> Option<Action> {
+        self.own_writes.cache_is_behind(obj).then(|| Action::requeue(CACHE_CATCH_UP))
+    }
+
     /// Marks the operator ready (caches synced) for `/readyz`.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
@@ -131,6 +139,9 @@ impl Context {
     }
 }
 
+/// How long a reconcile waits for the cache to bring back this process's own write.
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Per object (by uid), the resourceVersion of the newest status this process wrote.
 ///
 /// The informer cache can lag behind a write: the watch event of the first of two status
@@ -139,11 +150,11 @@ impl Context {
 /// Resource versions of one resource are comparable integers since Kubernetes 1.35
 /// (KEP-5504); a version that does not parse is never called stale.
 #[derive(Default)]
-pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 
 impl OwnWrites {
     /// Remembers the version `written` (the object the API server returned).
-    pub fn record<K: Resource>(&self, written: &K) {
+    fn record<K: Resource>(&self, written: &K) {
         let meta = written.meta();
         if let (Some(uid), Some(version)) = (meta.uid.clone(), resource_version(meta)) {
             let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,7 +165,7 @@ impl OwnWrites {
 
     /// Whether `cached` is older than this process's last write to it. Once the cache has
     /// caught up the entry is dropped, so the map holds only writes still in flight.
-    pub fn cache_is_behind<K: Resource>(&self, cached: &K) -> bool {
+    fn cache_is_behind<K: Resource>(&self, cached: &K) -> bool {
         let meta = cached.meta();
         let (Some(uid), Some(version)) = (meta.uid.as_deref(), resource_version(meta)) else { return false };
         let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());

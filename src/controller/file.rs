@@ -67,10 +67,10 @@ fn is_finished(rf: &ReportFile) -> bool {
 }
 
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // An older copy than our own last write would repeat what that write recorded (a FUSION
-    // report, which `get` generates again). The watch brings the write soon.
-    if ctx.own_writes.cache_is_behind(rf.as_ref()) {
-        return Ok(Action::requeue(Duration::from_millis(500)));
+    // An older copy would repeat what our last write recorded (a FUSION report, which `get`
+    // generates again).
+    if let Some(wait) = ctx.wait_for_own_write(rf.as_ref()) {
+        return Ok(wait);
     }
     let start = Instant::now();
     let result = Reconciler::new(&rf, &ctx)?.run().await;

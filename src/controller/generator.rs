@@ -222,10 +222,9 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     if g.metadata.deletion_timestamp.is_some() {
         return finalize(g, ctx, &api).await;
     }
-    // Acting on a status older than our own last write would plan its windows again (and
-    // write older fields back). The watch brings the write soon.
-    if ctx.own_writes.cache_is_behind(g) {
-        return Ok(Action::requeue(Duration::from_millis(500)));
+    // An older status would plan its windows again (and write older fields back).
+    if let Some(wait) = ctx.wait_for_own_write(g) {
+        return Ok(wait);
     }
 
     let owned = owned_files(ctx, g);

@@ -171,11 +171,11 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
-/// `--leader-elect`, only while this process holds the Lease.
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
 const FILE_EVENT_BUFFER: usize = 1024;
 
+/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
+/// `--leader-elect`, only while this process holds the Lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = Client::try_default().await?;
     let scope = match &args.namespace {
