@@ -54,6 +54,13 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
     assert!(!second.logs().contains("backend checked"), "the standby reconciled:\n{}", second.logs());
 
+    // The standby, once it leads, must take up the running report at once: not call its
+    // backend missing because its own ReportBackend cache has not listed yet.
+    let reasons = world.record_file_reasons();
+    wait_for("the watch to see the running report", Duration::from_secs(30), || async {
+        (!reasons.seen().is_empty()).then_some(())
+    })
+    .await;
     let killed = Instant::now();
     first.kill();
     // The Lease expires LEASE_SECONDS after the last renewal; the deadline allows for the
@@ -66,5 +73,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
     assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
     assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
+    let seen = reasons.seen();
+    assert!(seen.iter().all(|(_, reason)| reason != "Pending"), "the report waited for its backend after the takeover: {seen:?}");
     second.kill();
 }

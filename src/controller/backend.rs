@@ -68,10 +68,10 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let namespace = rb.namespace().ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
-    ctx.registry.forget_deleted(&ctx.backends);
-    if let Some(wait) = ctx.wait_for_own_write(rb) {
+    if let Some(wait) = ctx.hold_back(rb).await {
         return Ok(wait);
     }
+    ctx.registry.forget_deleted(&ctx.backends);
     let old = rb.status.clone().unwrap_or_default();
     let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
     if let Some(c) = checked

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -35,6 +36,8 @@ pub struct Context {
     own_writes: OwnWrites,
     recorder: Recorder,
     ready: AtomicBool,
+    /// Turns true once every cache has listed once (see [`Context::fill_caches`]).
+    caches_synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ impl Context {
             files,
             secrets,
             ready: AtomicBool::new(false),
+            caches_synced: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -122,11 +126,34 @@ impl Context {
         Ok(())
     }
 
-    /// A short requeue when the cached `obj` is older than this process's own last status
+    /// Whether a reconcile of `obj` must hold back before it reads the caches.
+    ///
+    /// It first waits until every cache has listed once. Each controller runs its own watch,
+    /// so right after a start or a leader takeover a ReportFile can be reconciled while the
+    /// ReportBackend cache is still empty: the report would wait 30 s for a backend it calls
+    /// missing, and a generator would count as free the report ids that others hold.
+    ///
+    /// Then a short requeue when the cached `obj` is older than this process's own last status
     /// write to it: acting on it would repeat what that write recorded. The watch brings the
     /// write soon (and wakes the object then).
-    pub fn wait_for_own_write<K: Resource>(&self, obj: &K) -> Option<Action> {
+    pub async fn hold_back<K: Resource>(&self, obj: &K) -> Option<Action> {
+        // The sender lives in `self`, so waiting ends only with `true`.
+        let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
         self.own_writes.cache_is_behind(obj).then(|| Action::requeue(CACHE_CATCH_UP))
+    }
+
+    /// Waits until every cache has listed once and then lets [`Context::hold_back`] go on.
+    /// Exactly one task may call this: a store's `wait_until_ready` wakes only its latest
+    /// waiter. Fails only when a watch was dropped (the process is shutting down).
+    pub async fn fill_caches(&self) -> Result<(), WriterDropped> {
+        futures::try_join!(
+            self.backends.wait_until_ready(),
+            self.generators.wait_until_ready(),
+            self.files.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        )?;
+        self.caches_synced.send_replace(true);
+        Ok(())
     }
 
     /// Marks the operator ready (caches synced) for `/readyz`.

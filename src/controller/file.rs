@@ -67,9 +67,9 @@ fn is_finished(rf: &ReportFile) -> bool {
 }
 
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // An older copy would repeat what our last write recorded (a FUSION report, which `get`
-    // generates again).
-    if let Some(wait) = ctx.wait_for_own_write(rf.as_ref()) {
+    // Not before the caches are filled; and an older copy would repeat what our last write
+    // recorded (a FUSION report, which `get` generates again).
+    if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
         return Ok(wait);
     }
     let start = Instant::now();

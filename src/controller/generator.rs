@@ -219,12 +219,13 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     let old = g.status.clone().unwrap_or_default();
     let mut status = ReportGeneratorStatus { observed_generation: g.metadata.generation, ..old.clone() };
 
+    // Not before the caches are filled; and an older status would plan its windows again (and
+    // write older fields back).
+    if let Some(wait) = ctx.hold_back(g).await {
+        return Ok(wait);
+    }
     if g.metadata.deletion_timestamp.is_some() {
         return finalize(g, ctx, &api).await;
-    }
-    // An older status would plan its windows again (and write older fields back).
-    if let Some(wait) = ctx.wait_for_own_write(g) {
-        return Ok(wait);
     }
 
     let owned = owned_files(ctx, g);

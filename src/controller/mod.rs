@@ -217,21 +217,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         backend_controller.store(),
         generator_controller.store(),
         file_controller.store(),
-        secret_store.clone(),
+        secret_store,
     ));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {
         let ctx = ctx.clone();
         async move {
-            let synced = futures::future::join4(
-                ctx.backends.wait_until_ready(),
-                ctx.generators.wait_until_ready(),
-                ctx.files.wait_until_ready(),
-                secret_store.wait_until_ready(),
-            )
-            .await;
-            if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
+            if ctx.fill_caches().await.is_ok() {
                 ctx.set_ready();
                 info!("caches synced");
             }

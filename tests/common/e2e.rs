@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
+use kube::runtime::WatchStreamExt;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator, find_condition};
@@ -80,9 +83,48 @@ impl World {
         .await
     }
 
+    /// Records, from now on, every reason the Ready condition of a ReportFile in this
+    /// namespace takes, as (file, reason) in the order written: a watch sees each status
+    /// write, also those a later read would miss.
+    pub fn record_file_reasons(&self) -> ReasonLog {
+        let log = ReasonLog::default();
+        let out = log.clone();
+        let api = self.files();
+        let task = tokio::spawn(async move {
+            let mut objects = std::pin::pin!(kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).applied_objects());
+            while let Ok(Some(rf)) = objects.try_next().await {
+                if let Some(c) = rf.status.as_ref().and_then(|s| find_condition(&s.conditions, "Ready")) {
+                    out.seen.lock().expect("reason log").push((rf.metadata.name.clone().unwrap_or_default(), c.reason.clone()));
+                }
+            }
+        });
+        ReasonLog { task: Some(std::sync::Arc::new(AbortOnDrop(task))), ..log }
+    }
+
     /// A Secret's data as strings.
     pub async fn secret_data(&self, name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
         let s = self.secrets().get(name).await.expect("get Secret");
         s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+    }
+}
+
+/// What [`World::record_file_reasons`] saw; the watch stops when the last copy is dropped.
+#[derive(Clone, Default)]
+pub struct ReasonLog {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    task: Option<std::sync::Arc<AbortOnDrop>>,
+}
+
+impl ReasonLog {
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().expect("reason log").clone()
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
