@@ -159,7 +159,7 @@ async fn deleting_an_rde_generator_deletes_the_platform_template() {
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
     world.apply(&fixtures::onetime(t, "once", "b", "NW Finance"));
     world.wait_finished("once", 1, DEADLINE).await;
-    let template_id = world.generators().get("once").await.expect("generator").status.and_then(|s| s.external_id).expect("externalId");
+    let template_id = world.generator_external_id("once").await;
     assert!(world.sim.rde_template_exists(&template_id));
     let out = world.ns.kubectl(&["delete", "reportgenerator", "once", "--wait=true", "--timeout=60s"]);
     assert!(out.status.success(), "{}", common::stderr(&out));

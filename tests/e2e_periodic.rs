@@ -213,15 +213,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     .await;
     assert!(status.last_window_end.is_some());
     // Events with the same reason about one object are one Event with a series count.
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
-    let missed: i32 = events
-        .list(&kube::api::ListParams::default().fields("reason=Missed"))
-        .await
-        .expect("events")
-        .items
-        .iter()
-        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
-        .sum();
+    let missed: i32 = world.events("Missed").await.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
     assert_eq!(missed, 2, "one Missed event per skipped window");
     assert_eq!(world.sim.stats().total_generations(t), 1);
 }

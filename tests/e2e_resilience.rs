@@ -87,13 +87,11 @@ async fn refresh_annotation_remints_a_supplier_url() {
     // re-mint is the link call and the Event naming the annotation (the renewal before the
     // 60 s URL expires would also call link, but says so). The Secret is written before the
     // status records the refresh.
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
     wait_for("a re-mint on the annotation, recorded in the status", Duration::from_secs(40), || async {
         let rf = world.files().get(&name).await.ok()?;
         let recorded = rf.status?.last_url_refresh;
         let links = world.sim.stats().requests("SUPPLIER", "link");
-        let refreshed = events.list(&kube::api::ListParams::default().fields("reason=UrlRefreshed")).await.ok()?;
-        let on_annotation = refreshed.items.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("refresh-url annotation")));
+        let on_annotation = world.events("UrlRefreshed").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("refresh-url annotation")));
         (recorded.as_deref() == Some("2026-11-23T12:00:00Z") && links > links_before && on_annotation).then_some(())
     })
     .await;
@@ -154,10 +152,6 @@ async fn short_lived_urls_are_renewed_before_they_expire() {
     assert_eq!(cond.status, "True", "{cond:?}");
 }
 
-async fn template_of(world: &World, generator: &str) -> String {
-    world.generators().get(generator).await.expect("generator").status.and_then(|s| s.external_id).expect("template id")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_create_never_adopts_the_template_of_an_identical_generator() {
     let world = World::start("e2e-twins", SimConfig::default()).await;
@@ -165,13 +159,13 @@ async fn a_lost_create_never_adopts_the_template_of_an_identical_generator() {
     world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
     world.apply(&fixtures::onetime(t, "first", "b", "Monthly usage"));
     world.wait_finished("first", 1, DEADLINE).await;
-    let first = template_of(&world, "first").await;
+    let first = world.generator_external_id("first").await;
     // The twin's create reaches the platform but its answer is lost: looking it up finds two
     // templates that match, and only one is free.
     world.sim.inject(Fault::new(t, "create", FaultKind::LostResponse, 1));
     world.apply(&fixtures::onetime(t, "second", "b", "Monthly usage"));
     world.wait_finished("second", 1, DEADLINE).await;
-    let second = template_of(&world, "second").await;
+    let second = world.generator_external_id("second").await;
     assert_ne!(first, second, "the second generator adopted the first one's template");
     assert!(world.sim.rde_template_exists(&first) && world.sim.rde_template_exists(&second));
 }

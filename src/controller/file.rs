@@ -383,21 +383,15 @@ impl<'a> Reconciler<'a> {
     /// (one request each, or one per organization where the backend polls by organization).
     fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
         let elapsed = self.status.submit_time.map(|t| (self.now - t).to_std().unwrap_or_default()).unwrap_or_default();
-        let running: Vec<Arc<ReportFile>> = self
-            .ctx
-            .files
-            .state()
-            .into_iter()
-            .filter(|rf| {
-                rf.namespace() == rb.namespace()
-                    && rf.spec.backend_ref.name == rb.name_any()
-                    && rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)
-            })
-            .collect();
+        let running = self.ctx.files.state().into_iter().filter(|rf| {
+            rf.namespace() == rb.namespace()
+                && rf.spec.backend_ref.name == rb.name_any()
+                && rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)
+        });
         let polls_per_round = if caps.polls_by_organization {
-            running.iter().map(|rf| rf.spec.organization.as_deref()).collect::<HashSet<_>>().len()
+            running.map(|rf| rf.spec.organization.clone()).collect::<HashSet<_>>().len()
         } else {
-            running.len()
+            running.count()
         };
         let budget = self.ctx.registry.limiter(rb).and_then(|l| l.config().budgets.first().copied());
         poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))

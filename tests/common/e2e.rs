@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use kube::runtime::WatchStreamExt;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator, find_condition};
 use report_operator::sim::{SimConfig, SimServer};
@@ -87,18 +88,30 @@ impl World {
     /// namespace takes, as (file, reason) in the order written: a watch sees each status
     /// write, also those a later read would miss.
     pub fn record_file_reasons(&self) -> ReasonLog {
-        let log = ReasonLog::default();
-        let out = log.clone();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = seen.clone();
         let api = self.files();
         let task = tokio::spawn(async move {
             let mut objects = std::pin::pin!(kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).applied_objects());
             while let Ok(Some(rf)) = objects.try_next().await {
                 if let Some(c) = rf.status.as_ref().and_then(|s| find_condition(&s.conditions, "Ready")) {
-                    out.seen.lock().expect("reason log").push((rf.metadata.name.clone().unwrap_or_default(), c.reason.clone()));
+                    out.lock().expect("reason log").push((rf.metadata.name.clone().unwrap_or_default(), c.reason.clone()));
                 }
             }
         });
-        ReasonLog { task: Some(std::sync::Arc::new(AbortOnDrop(task))), ..log }
+        ReasonLog { seen, _watch: AbortOnDrop(task) }
+    }
+
+    /// The `externalId` a generator's status holds (RDE: its template), which must be there.
+    pub async fn generator_external_id(&self, generator: &str) -> String {
+        let g = self.generators().get(generator).await.expect("generator");
+        g.status.and_then(|s| s.external_id).expect("externalId in the generator's status")
+    }
+
+    /// The Events of this namespace with `reason`.
+    pub async fn events(&self, reason: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        api.list(&ListParams::default().fields(&format!("reason={reason}"))).await.expect("list Events").items
     }
 
     /// A Secret's data as strings.
@@ -108,11 +121,10 @@ impl World {
     }
 }
 
-/// What [`World::record_file_reasons`] saw; the watch stops when the last copy is dropped.
-#[derive(Clone, Default)]
+/// What [`World::record_file_reasons`] saw; the watch stops when this is dropped.
 pub struct ReasonLog {
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    task: Option<std::sync::Arc<AbortOnDrop>>,
+    _watch: AbortOnDrop,
 }
 
 impl ReasonLog {
