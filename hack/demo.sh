@@ -52,7 +52,10 @@ kubectl wait --for=condition=Established --timeout=60s \
 
 say "Operator (logs in $STATE/operator.log, metrics on http://$METRICS_ADDR/metrics)"
 [[ -f "$STATE/operator.pid" ]] && kill "$(cat "$STATE/operator.pid")" 2>/dev/null || true
-"$BIN" run --metrics-addr "$METRICS_ADDR" >"$STATE/operator.log" 2>&1 &
+# The simulators listen on loopback over plain HTTP: the outbound policy denies both unless
+# the operator is started to allow them, as here (never in a real cluster).
+"$BIN" run --metrics-addr "$METRICS_ADDR" --outbound-allow-cidr 127.0.0.1/32 --outbound-allow-http \
+  >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
 
 say "Backends and one-time reports in namespace $NS"

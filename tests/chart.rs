@@ -520,7 +520,12 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     let watched = TestNamespace::new("chart-rbac-billing").await;
     let cp = release.cp().clone();
     let manifests =
-        render(&release.name, &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true"], &[]);
+        render(
+        &release.name,
+        // The simulators listen on loopback over plain HTTP.
+        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true"],
+        &[],
+    );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and
     // the operator runs as a local process instead of its pod.
     let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifests));

@@ -2,7 +2,7 @@
 //! can act on. Re-probes when the spec or a referenced Secret changes, and periodically.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -19,7 +19,8 @@ use tracing::info;
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
-use super::{Error, error_policy};
+use super::Error;
+use super::guard::{self, error_policy};
 use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_READY};
 
 /// How often a Ready backend is probed again, so that revoked credentials show up.
@@ -58,10 +59,7 @@ fn references(rb: &ReportBackend, secret: &str) -> bool {
 }
 
 async fn reconcile(rb: Arc<ReportBackend>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = reconcile_inner(&rb, &ctx).await;
-    ctx.metrics.reconciled("ReportBackend", result.is_ok(), start.elapsed());
-    result
+    guard::reconcile(rb.as_ref(), &ctx, reconcile_inner(&rb, &ctx)).await
 }
 
 async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Error> {

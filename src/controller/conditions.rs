@@ -49,7 +49,7 @@ pub fn set_condition(conditions: &mut Vec<Condition>, cond: Cond<'_>, generation
         type_: cond.type_.to_string(),
         status,
         reason: cond.reason.to_string(),
-        message: cond.message,
+        message: capped(cond.message),
         observed_generation: generation,
         last_transition_time,
     };
@@ -57,6 +57,23 @@ pub fn set_condition(conditions: &mut Vec<Condition>, cond: Cond<'_>, generation
         Some(slot) => *slot = new,
         None => conditions.push(new),
     }
+}
+
+/// The longest condition message kept: messages quote backends and other objects, and the API
+/// server refuses a status whose message is over 32768 bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, marked as cut.
+fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
 }
 
 /// Writes a whole status by server-side apply with [`FIELD_MANAGER`]. The status is always
@@ -100,5 +117,16 @@ mod tests {
         set_condition(&mut conds, Cond::ready(true, "Ready", "done"), Some(2), t("2026-01-01T00:09:00Z"));
         assert_eq!(from_k8s_time(&conds[0].last_transition_time), t("2026-01-01T00:09:00Z"));
         assert_eq!(conds[0].status, "True");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let mut conds = Vec::new();
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        set_condition(&mut conds, Cond::ready(false, "Failed", long), None, t("2026-01-01T00:00:00Z"));
+        assert!(conds[0].message.len() <= MAX_MESSAGE_BYTES);
+        assert!(conds[0].message.ends_with('…'));
+        set_condition(&mut conds, Cond::ready(false, "Failed", "short"), None, t("2026-01-01T00:00:00Z"));
+        assert_eq!(conds[0].message, "short");
     }
 }

@@ -32,6 +32,8 @@ pub struct Context {
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
+    /// Failures in a row per object, for the retry delay of a failing reconcile.
+    pub backoff: super::guard::Backoff,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     recorder: Recorder,
@@ -56,6 +58,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             registry: BackendRegistry::default(),
+            backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
             metrics,

@@ -24,7 +24,8 @@ use tracing::{debug, info};
 
 use super::conditions::{Cond, FIELD_MANAGER, from_k8s_time, set_condition};
 use super::context::Context;
-use super::{Error, error_policy, ids_taken, users_of_backend};
+use super::guard::{self, error_policy};
+use super::{Error, ids_taken, users_of_backend};
 use crate::api::{
     ANNOTATION_REFRESH_URL, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
     ReportFile, ReportFileStatus, label_value,
@@ -67,15 +68,15 @@ fn is_finished(rf: &ReportFile) -> bool {
 }
 
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // Not before the caches are filled; and an older copy would repeat what our last write
-    // recorded (a FUSION report, which `get` generates again).
-    if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
-        return Ok(wait);
-    }
-    let start = Instant::now();
-    let result = Reconciler::new(&rf, &ctx)?.run().await;
-    ctx.metrics.reconciled("ReportFile", result.is_ok(), start.elapsed());
-    result
+    guard::reconcile(rf.as_ref(), &ctx, async {
+        // Not before the caches are filled; and an older copy would repeat what our last write
+        // recorded (a FUSION report, which `get` generates again).
+        if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
+            return Ok(wait);
+        }
+        Reconciler::new(&rf, &ctx)?.run().await
+    })
+    .await
 }
 
 /// One reconcile of one ReportFile; `status` is the status being built, written with

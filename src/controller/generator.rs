@@ -6,7 +6,7 @@
 //! its report files are mirrored, and a finalizer deletes it when the generator goes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -22,7 +22,8 @@ use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
-use super::{Error, error_policy, ids_taken, users_of_backend};
+use super::guard::{self, error_policy};
+use super::{Error, ids_taken, users_of_backend};
 use crate::api::{
     ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
     ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
@@ -62,10 +63,7 @@ pub async fn controller(
 }
 
 async fn reconcile(g: Arc<ReportGenerator>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = reconcile_inner(&g, &ctx).await;
-    ctx.metrics.reconciled("ReportGenerator", result.is_ok(), start.elapsed());
-    result
+    guard::reconcile(g.as_ref(), &ctx, reconcile_inner(&g, &ctx)).await
 }
 
 /// Why the generator cannot make reports as written; a condition reason and message.

@@ -9,6 +9,7 @@ pub mod conditions;
 mod context;
 mod file;
 mod generator;
+mod guard;
 mod metrics;
 mod periodic;
 mod registry;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
 use futures::StreamExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -59,6 +60,21 @@ pub struct RunArgs {
     /// after the old one died.
     #[arg(long, default_value_t = 15)]
     pub leader_election_lease_seconds: u64,
+    /// Address ranges backend calls may reach although the outbound policy denies them by
+    /// default (loopback, link-local and cloud metadata addresses), e.g. 127.0.0.1/32 for
+    /// simulators on the same host. The Kubernetes API server stays denied.
+    #[arg(long = "outbound-allow-cidr", env = "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS", value_delimiter = ',')]
+    pub outbound_allow_cidrs: Vec<ipnet::IpNet>,
+    /// More address ranges backend calls may not reach (e.g. the cluster's pod and service
+    /// ranges), on top of the defaults.
+    #[arg(long = "outbound-deny-cidr", env = "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS", value_delimiter = ',')]
+    pub outbound_deny_cidrs: Vec<ipnet::IpNet>,
+    /// Allow backend URLs with http:// (credentials in clear text); default: https only.
+    #[arg(long, env = "REPORT_OPERATOR_OUTBOUND_ALLOW_HTTP")]
+    pub outbound_allow_http: bool,
+    /// Allow ReportBackends to set `tls.insecureSkipVerify`; default: refused.
+    #[arg(long, env = "REPORT_OPERATOR_OUTBOUND_ALLOW_INSECURE_TLS")]
+    pub outbound_allow_insecure_tls: bool,
 }
 
 /// Why `report-operator run` stopped.
@@ -80,32 +96,47 @@ pub enum LogFormat {
 }
 
 /// Why a reconcile did not finish. Backend problems that are part of a report's life
-/// (failures, rate limits) are not errors: they end up in status and Events.
+/// (failures, rate limits) are not errors: they end up in status and Events. Every error is
+/// retried with a backoff per object ([`guard::error_policy`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The Kubernetes API failed; retrying can help.
+    /// The Kubernetes API failed; retrying can help unless [`Error::condition`] says otherwise.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// The object cannot be processed as it is; only a change to it can help.
     #[error("{0}")]
     Invalid(String),
+    /// The reconcile panicked: a bug, confined to the object that caused it.
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// The reconcile took longer than it may and was stopped (a backend answering slowly).
+    #[error("took longer than {0:?} and was stopped")]
+    TimedOut(std::time::Duration),
 }
 
 impl Error {
-    /// Whether the same reconcile may succeed later without a change to the object.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Kube(_))
-    }
-}
-
-/// Requeue policy on errors: Kubernetes API errors are retried soon; invalid objects wait for
-/// a change.
-fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
-    if err.is_retryable() {
-        warn!(error = %err, "reconcile failed; retrying");
-        Action::requeue(Duration::from_secs(5))
-    } else {
-        Action::await_change()
+    /// The Ready reason and message for an error that retrying alone will not fix, so that the
+    /// object's owner hears of it; `None` for a transient one (an outage, a conflict).
+    pub fn condition(&self) -> Option<(&'static str, String)> {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 413 | 422) => {
+                let hint = if e.code == 403 { "; the operator's RBAC does not allow it" } else { "" };
+                Some((
+                    "KubernetesApiError",
+                    format!("the Kubernetes API refused a request for this object: {} {}: {}{hint}; retried with backoff", e.code, e.reason, e.message),
+                ))
+            }
+            Error::Kube(_) => None,
+            Error::Invalid(message) => Some(("Invalid", message.clone())),
+            Error::TimedOut(limit) => Some((
+                "ReconcileTimeout",
+                format!("handling this object took longer than {} s and was stopped (is a backend answering slowly?); retried with backoff", limit.as_secs()),
+            )),
+            Error::Panicked(message) => Some((
+                "InternalError",
+                format!("the operator failed on this object (a bug; please report it): {message}; retried with backoff"),
+            )),
+        }
     }
 }
 

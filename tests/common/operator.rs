@@ -15,6 +15,9 @@ pub struct Operator {
     extra_args: Vec<String>,
 }
 
+/// The outbound-policy flags that let the operator reach simulators on 127.0.0.1 over HTTP.
+pub const LOOPBACK_SIMULATORS: &[&str] = &["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"];
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -49,6 +52,9 @@ impl Operator {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_report-operator"))
             .args(["run", "--namespace", &self.namespace, "--metrics-addr", &self.metrics_addr])
+            // The simulators listen on loopback over plain HTTP, which the outbound policy
+            // denies unless told otherwise.
+            .args(LOOPBACK_SIMULATORS)
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,report_operator=debug,kube=warn")

@@ -1,0 +1,257 @@
+//! What every reconcile goes through, whatever its kind: a panic stays inside the one object
+//! that caused it, a failing object backs off on its own, and a Kubernetes API error that
+//! retrying cannot fix is written into the object's Ready condition and an Event.
+//!
+//! One operator serves every namespace: without this, one object that trips a bug would end
+//! the process (and every namespace's reports) at each restart, and one object the API server
+//! refuses would be retried every few seconds for ever without a word to its owner.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{error, warn};
+
+use super::Error;
+use super::conditions::{Cond, set_condition};
+use super::context::Context;
+use crate::api::{ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus};
+
+/// A kind whose status carries a Ready condition.
+pub trait HasReady: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+    type Status: Serialize + Clone + Default + PartialEq + Send;
+    /// The kind's name in logs and metrics.
+    const KIND: &'static str;
+    fn status(&self) -> Option<&Self::Status>;
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
+}
+
+impl HasReady for ReportBackend {
+    type Status = ReportBackendStatus;
+    const KIND: &'static str = "ReportBackend";
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+}
+
+impl HasReady for ReportGenerator {
+    type Status = ReportGeneratorStatus;
+    const KIND: &'static str = "ReportGenerator";
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+}
+
+impl HasReady for ReportFile {
+    type Status = ReportFileStatus;
+    const KIND: &'static str = "ReportFile";
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+}
+
+/// Runs one reconcile of `obj`: times and counts it, turns a panic into [`Error::Panicked`],
+/// forgets the object's backoff when it succeeds and reports a permanent failure on the
+/// object itself.
+pub async fn reconcile<K, Fut>(obj: &K, ctx: &Context, fut: Fut) -> Result<Action, Error>
+where
+    K: HasReady,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    let start = Instant::now();
+    let result = catch(fut, RECONCILE_TIMEOUT).await;
+    ctx.metrics.reconciled(K::KIND, result.is_ok(), start.elapsed());
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(obj),
+        Err(e) => {
+            if let Error::Panicked(message) = e {
+                error!(kind = K::KIND, namespace = ?obj.namespace(), name = %obj.name_any(), panic = %message, "reconcile panicked");
+            }
+            if let Some((reason, message)) = e.condition() {
+                report(obj, ctx, reason, message).await;
+            }
+        }
+    }
+    result
+}
+
+/// The longest one reconcile may take. Reconciles of a kind share a fixed number of slots, so
+/// an object whose backend drips its answers must not hold one for long; stopping a reconcile
+/// half-way is as safe as a crash there (the create-once marks are made for that).
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The reconcile's result, with a panic turned into [`Error::Panicked`] and an overrun of
+/// `limit` into [`Error::TimedOut`].
+async fn catch<Fut: Future<Output = Result<Action, Error>>>(fut: Fut, limit: Duration) -> Result<Action, Error> {
+    match tokio::time::timeout(limit, AssertUnwindSafe(fut).catch_unwind()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(payload)) => Err(Error::Panicked(panic_message(payload.as_ref()))),
+        Err(_) => Err(Error::TimedOut(limit)),
+    }
+}
+
+/// Writes Ready=False with `reason` into `obj`'s status and publishes a Warning Event, once
+/// per change of reason or message. Best effort: the failure may be the API server refusing
+/// status writes too, and the error is logged and retried with backoff anyway.
+async fn report<K: HasReady>(obj: &K, ctx: &Context, reason: &'static str, message: String) {
+    let old = obj.status().cloned().unwrap_or_default();
+    let mut status = old.clone();
+    let now = Utc::now();
+    set_condition(K::conditions(&mut status), Cond::ready(false, reason, message.clone()), obj.meta().generation, now);
+    if status == old {
+        return;
+    }
+    let Some(namespace) = obj.namespace() else { return };
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Err(e) = ctx.apply_status(&api, obj, &status).await {
+        warn!(kind = K::KIND, namespace = %namespace, name = %obj.name_any(), error = %e, "could not record the failure in status");
+    }
+    ctx.event(obj, EventType::Warning, reason, message).await;
+}
+
+/// The text of a panic, for a condition message: panics carry a `&str` or a `String`.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    text.chars().take(300).collect()
+}
+
+/// The requeue of a failed reconcile: exponential per object, so that one object the API
+/// server keeps refusing costs a request every few minutes, not every few seconds.
+pub fn error_policy<K: HasReady>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(obj.as_ref());
+    warn!(
+        kind = K::KIND,
+        namespace = ?obj.namespace(),
+        name = %obj.name_any(),
+        error = %err,
+        retry_in_s = delay.as_secs_f64(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// First retry after a failed reconcile; doubled for each further failure in a row.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between two tries of a failing object.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// A failure streak older than this is forgotten: the object has stopped failing (or is gone)
+/// without a success being seen, for example because it was deleted.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// Failures in a row per object (by uid), for [`error_policy`].
+#[derive(Default)]
+pub struct Backoff(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Backoff {
+    /// Records one more failure of `obj` and returns how long to wait before the next try.
+    fn failed<K: Resource>(&self, obj: &K) -> Duration {
+        let key = key(obj);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, (_, at)| now.duration_since(*at) < FORGET_AFTER);
+        let entry = map.entry(key).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        retry_delay(entry.0, rand::random_range(0.8..=1.2))
+    }
+
+    fn succeeded<K: Resource>(&self, obj: &K) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.is_empty() {
+            map.remove(&key(obj));
+        }
+    }
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    meta.uid.clone().unwrap_or_else(|| format!("{:?}/{:?}", meta.namespace, meta.name))
+}
+
+/// The wait after the `failures`-th failure in a row, times `jitter` (so that many objects
+/// failing together do not retry together), within [`FIRST_RETRY`]..=[`MAX_RETRY`].
+fn retry_delay(failures: u32, jitter: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY).mul_f64(jitter).clamp(FIRST_RETRY, MAX_RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_per_failure_and_stay_capped() {
+        let table = [(1, FIRST_RETRY), (2, Duration::from_secs(4)), (3, Duration::from_secs(8)), (8, Duration::from_secs(256)), (9, MAX_RETRY), (u32::MAX, MAX_RETRY)];
+        for (failures, want) in table {
+            assert_eq!(retry_delay(failures, 1.0), want, "after {failures} failures");
+        }
+        assert!(retry_delay(3, 0.8) < retry_delay(3, 1.2), "jitter spreads retries");
+        assert_eq!(retry_delay(u32::MAX, 1.2), MAX_RETRY);
+    }
+
+    fn config_map(uid: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+        let mut object = k8s_openapi::api::core::v1::ConfigMap::default();
+        object.metadata.uid = Some(uid.into());
+        object
+    }
+
+    #[test]
+    fn backoff_is_per_object_and_a_success_resets_it() {
+        let backoff = Backoff::default();
+        let (a, b) = (config_map("a"), config_map("b"));
+        let first = backoff.failed(&a);
+        let second = backoff.failed(&a);
+        assert!(second > first, "{first:?} then {second:?}");
+        assert!(backoff.failed(&b) <= FIRST_RETRY.mul_f64(1.2), "another object starts afresh");
+        backoff.succeeded(&a);
+        assert!(backoff.failed(&a) <= FIRST_RETRY.mul_f64(1.2), "a success forgets the streak");
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_an_error_of_the_object_not_the_end_of_the_process() {
+        let deadline: i64 = std::hint::black_box(i64::MAX);
+        let result = catch(
+            async move {
+                let _ = chrono::Duration::seconds(deadline);
+                Ok(Action::await_change())
+            },
+            RECONCILE_TIMEOUT,
+        )
+        .await;
+        match result {
+            Err(Error::Panicked(message)) => assert!(message.contains("out of bounds"), "{message}"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        let fine = catch(async { Ok(Action::await_change()) }, RECONCILE_TIMEOUT).await;
+        assert_eq!(fine.ok(), Some(Action::await_change()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_that_hangs_is_stopped() {
+        let hung = catch(futures::future::pending(), Duration::from_secs(120)).await;
+        assert!(matches!(hung, Err(Error::TimedOut(_))), "{hung:?}");
+    }
+}
