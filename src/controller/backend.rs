@@ -25,8 +25,20 @@ use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_R
 
 /// How often a Ready backend is probed again, so that revoked credentials show up.
 const REPROBE_READY: Duration = Duration::from_secs(300);
-/// How soon a backend that is not Ready is probed again.
+/// How soon a backend that is not Ready is probed again at first; the wait grows with the
+/// time it has been not Ready, up to [`REPROBE_NOT_READY_MAX`], so that a backend left broken
+/// costs little.
 const REPROBE_NOT_READY: Duration = Duration::from_secs(30);
+const REPROBE_NOT_READY_MAX: Duration = Duration::from_secs(300);
+/// The longest a probe may take, retries included: probes of all namespaces share the
+/// controller's reconcile slots, and a backend that drips its answer must not hold one.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wait before probing a backend that has not been Ready for `not_ready_for`: a quarter
+/// of that time, within [`REPROBE_NOT_READY`]..=[`REPROBE_NOT_READY_MAX`].
+fn reprobe_not_ready(not_ready_for: Duration) -> Duration {
+    (not_ready_for / 4).clamp(REPROBE_NOT_READY, REPROBE_NOT_READY_MAX)
+}
 
 pub async fn controller(
     ctl: Controller<ReportBackend>,
@@ -75,11 +87,17 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     if let Some(c) = checked
         && ctx.registry.probed_recently(ctx, rb)
     {
-        return Ok(Action::requeue(if c.status == "True" { REPROBE_READY } else { REPROBE_NOT_READY }));
+        return Ok(Action::requeue(if c.status == "True" { REPROBE_READY } else { reprobe_not_ready(not_ready_for(c)) }));
     }
     let outcome: Result<(), NotReady> = match ctx.registry.client(ctx, rb).await {
         Ok(client) => {
-            let r = client.probe().await;
+            let r = match tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await {
+                Ok(r) => r,
+                Err(_) => Err(crate::backend::BackendError::Transient {
+                    message: format!("the API did not answer the check within {} s", PROBE_TIMEOUT.as_secs()),
+                    retry_after: None,
+                }),
+            };
             ctx.metrics.backend_call(type_, "probe", if r.is_ok() { "ok" } else { r.as_ref().err().map_or("error", |e| e.ready_reason()) });
             r.map_err(NotReady::from)
         }
@@ -103,5 +121,24 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
         let (type_, reason) = if cond.status { (EventType::Normal, "Ready") } else { (EventType::Warning, cond.reason) };
         ctx.event(rb, type_, reason, cond.message.clone()).await;
     }
-    Ok(Action::requeue(if outcome.is_ok() { REPROBE_READY } else { REPROBE_NOT_READY }))
+    let not_ready = find_condition(&status.conditions, CONDITION_READY).map(not_ready_for).unwrap_or_default();
+    Ok(Action::requeue(if outcome.is_ok() { REPROBE_READY } else { reprobe_not_ready(not_ready) }))
+}
+
+/// How long the Ready condition `c` has had its status.
+fn not_ready_for(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> Duration {
+    (Utc::now() - super::conditions::from_k8s_time(&c.last_transition_time)).to_std().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_left_broken_is_probed_less_and_less_often() {
+        let table = [(0, 30), (60, 30), (200, 50), (1200, 300), (86_400, 300)];
+        for (broken_s, want_s) in table {
+            assert_eq!(reprobe_not_ready(Duration::from_secs(broken_s)), Duration::from_secs(want_s), "broken {broken_s} s");
+        }
+    }
 }
