@@ -28,7 +28,7 @@ use super::context::Context;
 use crate::api::{ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus};
 
 /// A kind whose status carries a Ready condition.
-pub trait HasReady: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+pub trait HasReady: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
     type Status: Serialize + Clone + Default + PartialEq + Send;
     /// The kind's name in logs and metrics.
     const KIND: &'static str;
