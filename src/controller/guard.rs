@@ -113,16 +113,25 @@ async fn catch<Fut: Future<Output = Result<Action, Error>>>(fut: Fut, limit: Dur
 /// per change of reason or message. Best effort: the failure may be the API server refusing
 /// status writes too, and the error is logged and retried with backoff anyway.
 async fn report<K: HasReady>(obj: &K, ctx: &Context, reason: &'static str, message: String) {
-    let old = obj.status().cloned().unwrap_or_default();
+    let Some(namespace) = obj.namespace() else { return };
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The status as the API server has it now, not as the reconcile started from: the
+    // reconcile may have recorded a backend id before it failed, and writing the older status
+    // back would make the next one ask the backend again.
+    let current = match api.get_status(&obj.name_any()).await {
+        Ok(current) => current,
+        Err(e) => {
+            warn!(kind = K::KIND, namespace = %namespace, name = %obj.name_any(), error = %e, "could not read the status to record a failure");
+            return;
+        }
+    };
+    let old = current.status().cloned().unwrap_or_default();
     let mut status = old.clone();
-    let now = Utc::now();
-    set_condition(K::conditions(&mut status), Cond::ready(false, reason, message.clone()), obj.meta().generation, now);
+    set_condition(K::conditions(&mut status), Cond::ready(false, reason, message.clone()), current.meta().generation, Utc::now());
     if status == old {
         return;
     }
-    let Some(namespace) = obj.namespace() else { return };
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Err(e) = ctx.apply_status(&api, obj, &status).await {
+    if let Err(e) = ctx.apply_status(&api, &current, &status).await {
         warn!(kind = K::KIND, namespace = %namespace, name = %obj.name_any(), error = %e, "could not record the failure in status");
     }
     ctx.event(obj, EventType::Warning, reason, message).await;
