@@ -17,96 +17,70 @@ pub const MAX_INLINE_BYTES: usize = 1_000_000;
 /// is the encoded size of [`MAX_INLINE_BYTES`] plus room for the envelope.
 pub(crate) const MAX_INLINE_BASE64_ANSWER_BYTES: usize = MAX_INLINE_BYTES.div_ceil(3) * 4 + 64 * 1024;
 
-/// A body read up to a cap.
+/// A body read up to a cap: chunks are pushed until it says stop or the body ends.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Capped {
     /// At most the cap's bytes.
     pub bytes: Vec<u8>,
     /// The body had more than the cap; the rest was not read.
     pub cut: bool,
+    limit: usize,
 }
 
-/// Reads chunks from `next` (`None`: the end) until the end or until more than `limit`
-/// bytes came; never keeps more than `limit`.
-pub(crate) async fn read_capped<C, E>(
-    mut next: impl AsyncFnMut() -> Result<Option<C>, E>,
-    limit: usize,
-) -> Result<Capped, E>
-where
-    C: AsRef<[u8]>,
-{
-    let mut bytes = Vec::new();
-    while let Some(chunk) = next().await? {
-        let chunk = chunk.as_ref();
-        let room = limit.saturating_sub(bytes.len());
-        if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
-            return Ok(Capped { bytes, cut: true });
-        }
-        bytes.extend_from_slice(chunk);
+impl Capped {
+    pub fn new(limit: usize) -> Self {
+        Capped { bytes: Vec::new(), cut: false, limit }
     }
-    Ok(Capped { bytes, cut: false })
+
+    /// Keeps what fits of `chunk`; false once more than the cap came (stop reading then).
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if chunk.len() > room {
+            self.bytes.extend_from_slice(&chunk[..room]);
+            self.cut = true;
+            return false;
+        }
+        self.bytes.extend_from_slice(chunk);
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn read(chunks: &[&[u8]], limit: usize) -> (Capped, usize) {
-        let mut served = 0;
-        let mut it = chunks.iter();
-        let capped = read_capped(
-            async || {
-                let next = it.next().map(|c| c.to_vec());
-                served += next.is_some() as usize;
-                Ok::<_, ()>(next)
-            },
-            limit,
-        )
-        .await
-        .expect("no error");
-        (capped, served)
+    /// Pushes `chunks` until told to stop; returns the result and how many were pushed.
+    fn read(chunks: &[&[u8]], limit: usize) -> (Vec<u8>, bool, usize) {
+        let mut body = Capped::new(limit);
+        let mut pushed = 0;
+        for chunk in chunks {
+            pushed += 1;
+            if !body.push(chunk) {
+                break;
+            }
+        }
+        (body.bytes, body.cut, pushed)
     }
 
-    #[tokio::test]
-    async fn reads_up_to_the_cap_and_stops() {
-        assert_eq!(read(&[b"ab", b"cd"], 4).await.0, Capped { bytes: b"abcd".to_vec(), cut: false });
-        assert_eq!(read(&[], 4).await.0, Capped { bytes: Vec::new(), cut: false });
-        // One byte over: cut, and no further chunk is asked for.
-        let (capped, served) = read(&[b"ab", b"cde", b"fg"], 4).await;
-        assert_eq!(capped, Capped { bytes: b"abcd".to_vec(), cut: true });
-        assert_eq!(served, 2);
-        assert_eq!(read(&[b"abcdef"], 0).await.0, Capped { bytes: Vec::new(), cut: true });
+    #[test]
+    fn reads_up_to_the_cap_and_stops() {
+        assert_eq!(read(&[b"ab", b"cd"], 4), (b"abcd".to_vec(), false, 2));
+        assert_eq!(read(&[], 4), (Vec::new(), false, 0));
+        // One byte over: cut, and no further chunk is read.
+        assert_eq!(read(&[b"ab", b"cde", b"fg"], 4), (b"abcd".to_vec(), true, 2));
+        assert_eq!(read(&[b"abcdef"], 0), (Vec::new(), true, 1));
     }
 
-    #[tokio::test]
-    async fn an_endless_body_stays_within_the_cap() {
+    #[test]
+    fn an_endless_body_stays_within_the_cap() {
         let chunk = vec![b'x'; 8192];
-        let mut served = 0usize;
-        let capped = read_capped(
-            async || {
-                served += 1;
-                Ok::<_, ()>(Some(chunk.as_slice()))
-            },
-            MAX_JSON_BYTES,
-        )
-        .await
-        .expect("no error");
-        assert!(capped.cut);
-        assert_eq!(capped.bytes.len(), MAX_JSON_BYTES);
-        assert_eq!(served, MAX_JSON_BYTES / 8192 + 1);
-    }
-
-    #[tokio::test]
-    async fn errors_pass_through() {
-        let mut first = true;
-        let r = read_capped(
-            async || {
-                if std::mem::take(&mut first) { Ok(Some(b"ab".as_slice())) } else { Err("reset") }
-            },
-            10,
-        )
-        .await;
-        assert_eq!(r, Err("reset"));
+        let mut body = Capped::new(MAX_JSON_BYTES);
+        let mut pushed = 0usize;
+        while body.push(&chunk) {
+            pushed += 1;
+            assert!(pushed <= MAX_JSON_BYTES / 8192, "pushing went on past the cap");
+        }
+        assert!(body.cut);
+        assert_eq!(body.bytes.len(), MAX_JSON_BYTES);
     }
 }

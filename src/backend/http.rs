@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
-use super::body::{Capped, MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES, read_capped};
+use super::body::{Capped, MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES};
 use super::error::{BackendError, redact_text, redact_url};
 use super::policy::{Guard, OutboundPolicy, ResolveDenied, http_denied};
 use super::ratelimit::Limiter;
@@ -490,13 +490,16 @@ impl HttpClient {
             return Err(too_large());
         }
         // Dropping `response` at the cap drops the connection: the rest is never read.
-        let Capped { bytes, cut } = read_capped(async || response.chunk().await, limit)
-            .await
-            .map_err(|e| self.transport_failure(call, e))?;
-        if wanted && cut {
+        let mut body = Capped::new(limit);
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_failure(call, e))? {
+            if !body.push(&chunk) {
+                break;
+            }
+        }
+        if wanted && body.cut {
             return Err(too_large());
         }
-        Ok(Response { status, headers, body: bytes })
+        Ok(Response { status, headers, body: body.bytes })
     }
 
     fn transport_failure(&self, call: &Call, e: reqwest::Error) -> TransportFailure {
