@@ -62,6 +62,7 @@ async fn serve(stream: TcpStream, addr: SocketAddr) {
         "errorjson" => error_page(&mut out, br#"{"message": "#, b'x').await,
         "errorhtml" => error_page(&mut out, b"<html><body>", b'x').await,
         "errortext" => error_page(&mut out, b"failure ", b'y').await,
+        "errorendless" => chunked_forever(&mut out, "400 Bad Request", b'z').await,
         "redirect" => {
             let head = format!(
                 "HTTP/1.1 302 Found\r\nLocation: http://{addr}/target/reporting/reports/RP-1\r\nContent-Length: 0\r\n\r\n"
@@ -263,7 +264,8 @@ async fn malformed_json_is_a_protocol_error_naming_the_place() {
 async fn huge_error_pages_give_a_short_excerpt() {
     let server = hostile_server().await;
     let before = peak_rss_kib();
-    for scenario in ["errorjson", "errorhtml", "errortext"] {
+    // Endless too: only the excerpt's share is read, so it fails at once, not at the timeout.
+    for scenario in ["errorjson", "errorhtml", "errortext", "errorendless"] {
         let err = get(client(server, scenario).as_ref()).await.expect_err(scenario);
         let BackendError::Rejected { status: 400, reason } = &err else { panic!("{scenario}: {err:?}") };
         assert!(reason.chars().count() <= 301, "{scenario}: {} characters", reason.chars().count());
