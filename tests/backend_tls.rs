@@ -1,5 +1,6 @@
 //! TLS to a backend: a certificate from a private CA is trusted with the CA bundle that
-//! `spec.tls.caSecretRef` names, refused without it, and accepted with `insecureSkipVerify`.
+//! `spec.tls.caSecretRef` names, refused without it, and accepted with `insecureSkipVerify`
+//! where the outbound policy allows it.
 //! The simulator speaks plain HTTP, so a TLS-terminating proxy on loopback stands in front.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use report_operator::api::{BackendType, LocalObjectReference, ReportBackendSpec, TlsSettings};
-use report_operator::backend::{self, Limiter};
+use report_operator::backend::{BackendError, ClientOptions, Limiter, OutboundPolicy, ReportingBackend, connect_with_options};
 use report_operator::sim::{SimConfig, SimServer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -53,6 +54,17 @@ async fn tls_proxy(config: ServerConfig, upstream: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// The proxy is on 127.0.0.1: a policy that allows it (over https only).
+fn options(allow_insecure_tls: bool) -> ClientOptions {
+    let loopback = vec!["127.0.0.1/32".parse().expect("cidr")];
+    ClientOptions { policy: Arc::new(OutboundPolicy::new(loopback, Vec::new(), Vec::new(), false, allow_insecure_tls)), ..Default::default() }
+}
+
+fn connect(spec: &ReportBackendSpec, credentials: &BTreeMap<String, Vec<u8>>, ca: Option<&[u8]>, insecure: bool)
+    -> Result<Arc<dyn ReportingBackend>, BackendError> {
+    connect_with_options(spec, credentials, ca, Limiter::for_backend(spec), &options(insecure))
+}
+
 fn spec(url: String, tls: Option<TlsSettings>) -> ReportBackendSpec {
     ReportBackendSpec {
         type_: BackendType::Connect,
@@ -77,16 +89,18 @@ async fn a_private_ca_is_trusted_only_when_given() {
         [("apiKey".to_string(), b"SU-000-000-000:connect-secret-key".to_vec())].into();
 
     let untrusted = spec(url.clone(), None);
-    let client = backend::connect(&untrusted, &credentials, None, Limiter::for_backend(&untrusted)).expect("client");
+    let client = connect(&untrusted, &credentials, None, false).expect("client");
     let err = client.probe().await.expect_err("an unknown CA must be refused");
     assert_eq!(err.ready_reason(), "Unreachable", "{err}");
 
     let trusted = spec(url.clone(), None);
-    let client = backend::connect(&trusted, &credentials, Some(ca_pem.as_bytes()), Limiter::for_backend(&trusted))
-        .expect("client");
+    let client = connect(&trusted, &credentials, Some(ca_pem.as_bytes()), false).expect("client");
     client.probe().await.expect("the private CA is trusted");
 
     let skip = spec(url, Some(TlsSettings { ca_secret_ref: None, insecure_skip_verify: Some(true) }));
-    let client = backend::connect(&skip, &credentials, None, Limiter::for_backend(&skip)).expect("client");
+    let err = connect(&skip, &credentials, None, false).err().expect("the policy refuses insecureSkipVerify");
+    assert_eq!(err.ready_reason(), "DestinationDenied", "{err}");
+    assert!(err.to_string().contains("--outbound-allow-insecure-tls"), "{err}");
+    let client = connect(&skip, &credentials, None, true).expect("client");
     client.probe().await.expect("insecureSkipVerify skips verification");
 }

@@ -289,7 +289,7 @@ impl ReportingBackend for CmpBackend {
     }
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
-        let report = self.report(Call::get(self.http.url(&format!("/reports/{}", seg(id))), "get")).await?;
+        let report = self.report(Call::get(self.http.url(&format!("/reports/{}", seg(id)?)), "get")).await?;
         track(self.http.limiter(), ORG, &report);
         Ok(report)
     }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Credentials, StaticHeaders, rfc3986};
+use super::body::MAX_INLINE_BYTES;
 use super::http::{Call, HttpClient, secret_header};
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
@@ -140,8 +141,8 @@ impl ConnectBackend {
         Ok(ConnectBackend { http, auth })
     }
 
-    fn report_url(&self, id: &str, tail: &str) -> url::Url {
-        self.http.url(&format!("/reporting/reports/{}{tail}", seg(id)))
+    fn report_url(&self, id: &str, tail: &str) -> Result<url::Url, BackendError> {
+        Ok(self.http.url(&format!("/reporting/reports/{}{tail}", seg(id)?)))
     }
 
     /// `GET /reporting/reports?<rql>`, every page.
@@ -209,15 +210,18 @@ impl ReportingBackend for ConnectBackend {
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         let report: ConnectReport =
-            self.http.send(&Call::get(self.report_url(id, ""), "get"), &self.auth).await?.json("report")?;
+            self.http.send(&Call::get(self.report_url(id, "")?, "get"), &self.auth).await?.json("report")?;
         let report = report.into_remote();
         track(self.http.limiter(), ORG, &report);
         Ok(report)
     }
 
     async fn download(&self, report: &RemoteReport, _req: &ReportRequest) -> Result<Download, BackendError> {
-        let url = self.report_url(&report.id, "/download");
-        let response = self.http.send(&Call::get(url.clone(), "download"), &self.auth).await?;
+        let url = self.report_url(&report.id, "/download")?;
+        // A redirect is the answer (its Location is the file); a ZIP answered directly is
+        // kept inline, so it is read up to what a Secret holds.
+        let call = Call::get(url.clone(), "download").limit(MAX_INLINE_BYTES).redirect_ok();
+        let response = self.http.send(&call, &self.auth).await?;
         if response.status.is_redirection() {
             let location = response
                 .header(LOCATION.as_str())

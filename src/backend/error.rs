@@ -47,6 +47,15 @@ pub enum BackendError {
     /// The backend answered something this client does not understand.
     #[error("unexpected response from the backend: {message}")]
     Protocol { message: String },
+    /// An answer was longer than the operator reads (`limit` bytes); the rest was not read.
+    /// Asking again gets the same answer.
+    #[error("{what} is larger than {limit} bytes; it was not read further")]
+    TooLarge { what: String, limit: usize },
+    /// The operator's outbound policy refuses the call: its destination (a denied address,
+    /// the API server, plain http) or `insecureSkipVerify`. The message names the host and
+    /// the rule, never a URL query.
+    #[error("destination denied: {message}")]
+    DestinationDenied { message: String },
 }
 
 fn fmt_after(after: &Option<Duration>) -> String {
@@ -61,7 +70,8 @@ pub enum ErrorAction {
     /// The report has failed for good, with the backend's reason.
     FailReport { reason: String },
     /// The backend itself is not usable: its Ready condition is False with `reason`
-    /// (CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable or InvalidSpec).
+    /// (CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable, InvalidSpec,
+    /// InvalidResponse or DestinationDenied).
     BackendNotReady { reason: &'static str, message: String },
 }
 
@@ -76,17 +86,25 @@ impl BackendError {
             InFlightLimit { retry_after, .. } => ErrorAction::Retry { after: Some(*retry_after) },
             // The caller looks the request up (`find`) before it submits again.
             Ambiguous { .. } | Protocol { .. } => ErrorAction::Retry { after: None },
-            Unauthorized { .. } | TwoFactorRequired | CredentialsMissing { .. } | InvalidSpec { .. } => {
+            Unauthorized { .. }
+            | TwoFactorRequired
+            | CredentialsMissing { .. }
+            | InvalidSpec { .. }
+            | DestinationDenied { .. } => {
                 ErrorAction::BackendNotReady { reason: self.ready_reason(), message: self.to_string() }
             }
             Rejected { status, reason } => ErrorAction::FailReport { reason: format!("HTTP {status}: {reason}") },
             NotFound { what } => ErrorAction::FailReport { reason: format!("HTTP 404: {what}") },
             Unsupported { .. } => ErrorAction::FailReport { reason: self.to_string() },
+            TooLarge { what, limit } => {
+                ErrorAction::FailReport { reason: format!("TooLarge: {what} is larger than {limit} bytes") }
+            }
         }
     }
 
     /// The Ready reason of a ReportBackend whose `probe` failed with this error: the
-    /// credential and spec problems by name, everything else `Unreachable`.
+    /// credential, spec and policy problems by name, an answer too large to read
+    /// `InvalidResponse`, everything else `Unreachable`.
     pub fn ready_reason(&self) -> &'static str {
         match self {
             BackendError::Unauthorized { .. } => "Unauthorized",
@@ -94,6 +112,8 @@ impl BackendError {
             BackendError::TwoFactorRequired => "TwoFactorRequired",
             BackendError::CredentialsMissing { .. } => "CredentialsMissing",
             BackendError::InvalidSpec { .. } => "InvalidSpec",
+            BackendError::DestinationDenied { .. } => "DestinationDenied",
+            BackendError::TooLarge { .. } => "InvalidResponse",
             _ => "Unreachable",
         }
     }
@@ -233,5 +253,13 @@ mod tests {
         let unreachable = BackendError::Transient { message: "connect".into(), retry_after: None };
         assert_eq!(unreachable.ready_reason(), "Unreachable");
         assert_eq!(BackendError::Rejected { status: 403, reason: String::new() }.ready_reason(), "Unauthorized");
+        let too_large = BackendError::TooLarge { what: "the answer to GET https://h/x".into(), limit: 4 };
+        let ErrorAction::FailReport { reason } = too_large.action() else { panic!("{:?}", too_large.action()) };
+        assert!(reason.starts_with("TooLarge") && reason.contains(" 4 bytes"), "{reason}");
+        assert_eq!(too_large.ready_reason(), "InvalidResponse");
+        let denied = BackendError::DestinationDenied { message: "169.254.169.254 is link-local".into() };
+        assert!(matches!(denied.action(), ErrorAction::BackendNotReady { reason: "DestinationDenied", .. }));
+        assert_eq!(denied.ready_reason(), "DestinationDenied");
+        assert!(!denied.is_retryable() && !too_large.is_retryable());
     }
 }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
+use super::body::{MAX_INLINE_BASE64_ANSWER_BYTES, MAX_INLINE_BYTES};
 use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
 use super::{
     BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
@@ -182,27 +183,30 @@ impl FusionBackend {
             .scope
             .as_ref()
             .ok_or_else(|| BackendError::unsupported("a FUSION report without parameters.scope"))?;
-        let root = format!("/api/v01/draas/{}", seg(&self.draas_instance));
+        let root = format!("/api/v01/draas/{}", seg(&self.draas_instance)?);
         let dataset = req.parameters.dataset.unwrap_or(FusionDataset::Licenses);
         let (file_name, content) = match dataset {
             FusionDataset::Licenses => {
                 let owner = match (scope.level, scope.subscription_id) {
-                    (FusionLevel::Group, _) => format!("groups/{}", seg(&scope.uuid)),
-                    (FusionLevel::Distributor, _) => format!("distributors/{}", seg(&scope.uuid)),
-                    (FusionLevel::Reseller, _) => format!("resellers/{}", seg(&scope.uuid)),
-                    (FusionLevel::Tenant, _) => format!("tenants/{}", seg(&scope.uuid)),
-                    (FusionLevel::Subscription, Some(id)) => format!("tenants/{}/subscriptions/{id}", seg(&scope.uuid)),
+                    (FusionLevel::Group, _) => format!("groups/{}", seg(&scope.uuid)?),
+                    (FusionLevel::Distributor, _) => format!("distributors/{}", seg(&scope.uuid)?),
+                    (FusionLevel::Reseller, _) => format!("resellers/{}", seg(&scope.uuid)?),
+                    (FusionLevel::Tenant, _) => format!("tenants/{}", seg(&scope.uuid)?),
+                    (FusionLevel::Subscription, Some(id)) => format!("tenants/{}/subscriptions/{id}", seg(&scope.uuid)?),
                     (FusionLevel::Subscription, None) => {
                         return Err(BackendError::unsupported("scope level subscription without subscriptionId"));
                     }
                 };
                 let url = self.http.url(&format!("{root}/{owner}/downloads/report"));
                 let body = Body::Json(json!({"format": req.format.lower()}));
-                let file: LicenseFile =
-                    self.http.send(&Call::post_idempotent(url, "license", body), &self.auth).await?.json("license file")?;
+                let call = Call::post_idempotent(url, "license", body).limit(MAX_INLINE_BASE64_ANSWER_BYTES);
+                let file: LicenseFile = self.http.send(&call, &self.auth).await?.json("license file")?;
                 let content = base64::engine::general_purpose::STANDARD
                     .decode(file.file_body.trim())
                     .map_err(|_| BackendError::protocol("fileBody is not base64"))?;
+                if content.len() > MAX_INLINE_BYTES {
+                    return Err(BackendError::TooLarge { what: "the license file".into(), limit: MAX_INLINE_BYTES });
+                }
                 (file.file_name, content)
             }
             FusionDataset::PhoneUsage | FusionDataset::ProductUsage => {
@@ -213,8 +217,9 @@ impl FusionBackend {
                     FusionDataset::PhoneUsage => ("phone_usage", "phoneUsages", PHONE_USAGE_COLUMNS),
                     _ => ("product_usage", "productUsages", PRODUCT_USAGE_COLUMNS),
                 };
-                let url = self.http.url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)));
-                let response = self.http.send(&Call::get(url, "sdr"), &self.auth).await?;
+                let url = self.http.url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)?));
+                // The JSON answer is the file (or becomes it as CSV): what a Secret holds.
+                let response = self.http.send(&Call::get(url, "sdr").limit(MAX_INLINE_BYTES), &self.auth).await?;
                 let stamp = Utc::now().format("%Y%m%d%H%M%S");
                 let file_name = format!("{path}_group_{}_{stamp}.{}", scope.uuid, req.format.lower());
                 let content = match req.format {

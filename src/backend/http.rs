@@ -16,17 +16,21 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
+use super::body::{Capped, MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES};
 use super::error::{BackendError, redact_text, redact_url};
+use super::policy::{Guard, OutboundPolicy, ResolveDenied, http_denied};
 use super::ratelimit::Limiter;
 use crate::api::BackendType;
 
-/// Timeouts and retry behaviour of a client.
+/// Timeouts, retry behaviour and outbound policy of a client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Whole-request timeout.
+    /// Whole-request timeout, the body included: it also ends an answer that drips slowly.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Which destinations the client may reach (default: the strict policy).
+    pub policy: Arc<OutboundPolicy>,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +39,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            policy: Arc::default(),
         }
     }
 }
@@ -81,19 +86,25 @@ fn install_crypto_provider() {
     });
 }
 
-/// Builds the reqwest client of one backend. Redirects are never followed: the CONNECT
-/// download answers with one whose target is the result, and no other call expects one.
+/// Builds the reqwest client of one backend, resolving names through `guard`. Redirects are
+/// never followed: the CONNECT download answers with one whose target is the result, and no
+/// other call expects one.
 pub(crate) fn build_client(
     ca_pem: Option<&[u8]>,
     insecure_skip_verify: bool,
     options: &ClientOptions,
+    guard: &Guard,
 ) -> Result<reqwest::Client, BackendError> {
     install_crypto_provider();
+    if insecure_skip_verify && !options.policy.allows_insecure_tls() {
+        return Err(super::policy::insecure_tls_denied());
+    }
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("report-operator/", env!("CARGO_PKG_VERSION")))
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(guard.clone());
     if let Some(pem) = ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|_| BackendError::InvalidSpec { message: "the CA bundle is not valid PEM".into() })?;
@@ -110,10 +121,14 @@ pub(crate) fn build_client(
         .map_err(|e| BackendError::InvalidSpec { message: format!("building the HTTP client: {}", error_chain(e)) })
 }
 
-/// Parses a base or token URL: http(s), no query string. A trailing slash is dropped so that
-/// documented paths can be appended as written.
-pub(crate) fn parse_base_url(raw: &str, what: &str) -> Result<Url, BackendError> {
+/// Parses a base or token URL: https (http only where `policy` allows it), no query string,
+/// no "." or ".." segments (which would be resolved away: the URL would not say where calls
+/// go). A trailing slash is dropped so that documented paths can be appended as written.
+pub(crate) fn parse_base_url(raw: &str, what: &str, policy: &OutboundPolicy) -> Result<Url, BackendError> {
     let invalid = |why: &str| BackendError::InvalidSpec { message: format!("{what} {}: {why}", redact_url(raw)) };
+    if has_dot_segment(raw.trim()) {
+        return Err(invalid("must not have \".\" or \"..\" path segments"));
+    }
     let mut url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("must start with http:// or https://"));
@@ -124,9 +139,24 @@ pub(crate) fn parse_base_url(raw: &str, what: &str) -> Result<Url, BackendError>
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("must not hold user info; credentials belong in the Secret"));
     }
+    if url.scheme() == "http" && !policy.allows_http() {
+        return Err(http_denied(raw.trim(), what));
+    }
     let trimmed = url.path().trim_end_matches('/').to_string();
     url.set_path(&trimmed);
     Ok(url)
+}
+
+/// Whether the path of the raw URL `raw` has a "." or ".." segment, also percent-encoded
+/// (`%2e`), as the URL standard counts them. Checked before parsing, which removes them.
+fn has_dot_segment(raw: &str) -> bool {
+    let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let end = after_scheme.find(['?', '#']).unwrap_or(after_scheme.len());
+    let Some(start) = after_scheme[..end].find(['/', '\\']) else { return false };
+    after_scheme[start..end].split(['/', '\\']).any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// `reqwest`'s error and its sources, without the URL (which may be signed).
@@ -164,29 +194,49 @@ pub(crate) struct Call {
     pub idempotent: bool,
     pub body: Body,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Most bytes of a 2xx answer read; a longer one is [`BackendError::TooLarge`].
+    pub limit: usize,
+    /// A 3xx answer is the result (the CONNECT download); for any other call it is an error.
+    pub redirect_ok: bool,
 }
 
 impl Call {
+    fn new(method: Method, url: Url, endpoint: &'static str, idempotent: bool, body: Body) -> Self {
+        Call { method, url, endpoint, idempotent, body, headers: Vec::new(), limit: MAX_JSON_BYTES, redirect_ok: false }
+    }
+
     pub fn get(url: Url, endpoint: &'static str) -> Self {
-        Call { method: Method::GET, url, endpoint, idempotent: true, body: Body::Empty, headers: Vec::new() }
+        Call::new(Method::GET, url, endpoint, true, Body::Empty)
     }
 
     /// A POST that creates something: never repeated after an ambiguous failure.
     pub fn create(url: Url, endpoint: &'static str, body: serde_json::Value) -> Self {
-        Call { method: Method::POST, url, endpoint, idempotent: false, body: Body::Json(body), headers: Vec::new() }
+        Call::new(Method::POST, url, endpoint, false, Body::Json(body))
     }
 
     /// A POST that only reads or mints something (FUSION downloads, SUPPLIER links, logins).
     pub fn post_idempotent(url: Url, endpoint: &'static str, body: Body) -> Self {
-        Call { method: Method::POST, url, endpoint, idempotent: true, body, headers: Vec::new() }
+        Call::new(Method::POST, url, endpoint, true, body)
     }
 
     pub fn delete(url: Url, endpoint: &'static str) -> Self {
-        Call { method: Method::DELETE, url, endpoint, idempotent: true, body: Body::Empty, headers: Vec::new() }
+        Call::new(Method::DELETE, url, endpoint, true, Body::Empty)
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    /// Reads at most `limit` bytes of the answer (instead of [`MAX_JSON_BYTES`]).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Returns a 3xx answer as the result.
+    pub fn redirect_ok(mut self) -> Self {
+        self.redirect_ok = true;
         self
     }
 }
@@ -230,7 +280,8 @@ pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, BackendError> {
     Ok(v)
 }
 
-/// An answer with status 2xx or 3xx, its body read in full.
+/// An answer with status 2xx (or 3xx where the call expects one), its body read up to the
+/// call's limit.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: StatusCode,
@@ -280,6 +331,8 @@ pub(crate) struct HttpClient {
     backend: BackendType,
     /// Credential values masked in any response excerpt that makes it into an error.
     secrets: Vec<String>,
+    /// The outbound policy, checked before each call (the client's resolver is its twin).
+    guard: Guard,
 }
 
 /// What went wrong on the wire, and whether the request may have reached the backend.
@@ -296,12 +349,17 @@ impl HttpClient {
         retry: RetryPolicy,
         backend: BackendType,
         secrets: Vec<String>,
+        guard: Guard,
     ) -> Self {
-        HttpClient { client, base, limiter, retry, backend, secrets }
+        HttpClient { client, base, limiter, retry, backend, secrets, guard }
     }
 
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
+    }
+
+    pub fn policy(&self) -> &OutboundPolicy {
+        self.guard.policy()
     }
 
     /// The base URL with `path` (as documented, starting with `/`) appended to its path.
@@ -344,7 +402,7 @@ impl HttpClient {
                         correlation_id = correlation.as_deref(),
                         "backend call"
                     );
-                    if response.status.is_success() || response.status.is_redirection() {
+                    if response.status.is_success() || (response.status.is_redirection() && call.redirect_ok) {
                         return Ok(response);
                     }
                     if response.status == StatusCode::UNAUTHORIZED && !renewed && auth.rejected(&credential).await {
@@ -405,6 +463,7 @@ impl HttpClient {
     }
 
     async fn once(&self, call: &Call, credential: &Credential) -> Result<Response, TransportFailure> {
+        self.guard.check(&call.url).await.map_err(|error| TransportFailure { error, maybe_sent: false })?;
         let mut request = self.client.request(call.method.clone(), call.url.clone());
         for (name, value) in call.headers.iter().chain(&credential.headers) {
             request = request.header(name, value);
@@ -414,14 +473,39 @@ impl HttpClient {
             Body::Json(v) => request.json(v),
             Body::Form(pairs) => request.form(pairs),
         };
-        let response = request.send().await.map_err(|e| self.transport_failure(call, e))?;
+        let mut response = request.send().await.map_err(|e| self.transport_failure(call, e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| self.transport_failure(call, e))?.to_vec();
-        Ok(Response { status, headers, body })
+        let too_large = || TransportFailure {
+            error: BackendError::TooLarge {
+                what: format!("the answer to {} {}", call.method, redact_url(call.url.as_str())),
+                limit: call.limit,
+            },
+            maybe_sent: true,
+        };
+        // Of an error or redirect only an excerpt is kept: read enough for it, never fail.
+        let wanted = status.is_success() || (status.is_redirection() && call.redirect_ok);
+        let limit = if wanted { call.limit } else { call.limit.min(MAX_ERROR_BODY_BYTES) };
+        if wanted && response.content_length().is_some_and(|n| n > call.limit as u64) {
+            return Err(too_large());
+        }
+        // Dropping `response` at the cap drops the connection: the rest is never read.
+        let mut body = Capped::new(limit);
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_failure(call, e))? {
+            if !body.push(&chunk) {
+                break;
+            }
+        }
+        if wanted && body.cut {
+            return Err(too_large());
+        }
+        Ok(Response { status, headers, body: body.bytes })
     }
 
     fn transport_failure(&self, call: &Call, e: reqwest::Error) -> TransportFailure {
+        if let Some(denied) = denied_by_resolver(&e) {
+            return TransportFailure { error: BackendError::DestinationDenied { message: denied }, maybe_sent: false };
+        }
         let what = if e.is_connect() {
             "cannot connect"
         } else if e.is_timeout() {
@@ -455,9 +539,24 @@ impl HttpClient {
                 BackendError::Transient { message: format!("{target}: HTTP {status}: {reason}"), retry_after }
             }
             s if s.is_client_error() => BackendError::Rejected { status, reason },
+            s if s.is_redirection() => {
+                BackendError::protocol(format!("{target}: answered with a redirect (HTTP {status}), which is not followed"))
+            }
             _ => BackendError::protocol(format!("{target}: unexpected HTTP {status}")),
         }
     }
+}
+
+/// The message of the policy resolver's refusal, if that is what made `e`.
+fn denied_by_resolver(e: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(denied) = s.downcast_ref::<ResolveDenied>() {
+            return Some(denied.message.clone());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The useful part of an error body: the usual message fields of a JSON body, or the start
@@ -554,33 +653,73 @@ mod tests {
         assert!(!m.contains("tok-123"), "{m}");
     }
 
+    fn guard() -> Guard {
+        Guard::new(Arc::default())
+    }
+
     #[test]
     fn base_urls_keep_their_prefix() {
-        let base = parse_base_url("https://host/api/", "url").expect("valid");
+        let strict = OutboundPolicy::default();
+        let base = parse_base_url("https://host/api/", "url", &strict).expect("valid");
         assert_eq!(base.as_str(), "https://host/api");
-        assert!(parse_base_url("ftp://host", "url").is_err());
-        assert!(parse_base_url("https://u:p@host", "url").is_err());
-        assert!(parse_base_url("https://host/?x=1", "url").is_err());
+        assert!(parse_base_url("ftp://host", "url", &strict).is_err());
+        assert!(parse_base_url("https://u:p@host", "url", &strict).is_err());
+        assert!(parse_base_url("https://host/?x=1", "url", &strict).is_err());
         let http = HttpClient::new(
-            build_client(None, false, &ClientOptions::default()).expect("client"),
+            build_client(None, false, &ClientOptions::default(), &guard()).expect("client"),
             base,
             Arc::new(Limiter::new(super::super::ratelimit::LimiterConfig::unlimited())),
             RetryPolicy::default(),
             BackendType::Rde,
             Vec::new(),
+            guard(),
         );
         assert_eq!(http.url("/aps/2/resources").as_str(), "https://host/api/aps/2/resources");
-        let root = HttpClient { base: parse_base_url("https://host", "url").expect("valid"), ..http };
+        let root = HttpClient { base: parse_base_url("https://host", "url", &strict).expect("valid"), ..http };
         assert_eq!(root.url("/api/v01/auth/login").as_str(), "https://host/api/v01/auth/login");
     }
 
     #[test]
     fn bad_ca_bundles_are_invalid_specs() {
         for pem in [&b"not a certificate"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
-            let err = build_client(Some(pem), false, &ClientOptions::default()).expect_err("no usable CA");
+            let err = build_client(Some(pem), false, &ClientOptions::default(), &guard()).expect_err("no usable CA");
             assert!(matches!(err, BackendError::InvalidSpec { .. }), "{err:?}");
         }
-        build_client(None, true, &ClientOptions::default()).expect("insecureSkipVerify builds");
+    }
+
+    #[test]
+    fn the_policy_decides_on_http_and_insecure_tls() {
+        let strict = ClientOptions::default();
+        let err = build_client(None, true, &strict, &guard()).expect_err("insecureSkipVerify is refused");
+        assert!(matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-insecure-tls")), "{err:?}");
+        let err = parse_base_url("http://host/api?sig=SECRET", "spec.url", &strict.policy).expect_err("plain http");
+        assert!(matches!(&err, BackendError::InvalidSpec { .. }), "a query is refused first: {err:?}");
+        let err = parse_base_url("http://host/api", "spec.url", &strict.policy).expect_err("plain http");
+        assert!(matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-http")), "{err:?}");
+        let open = OutboundPolicy::new(Vec::new(), Vec::new(), Vec::new(), true, true);
+        let options = ClientOptions { policy: Arc::new(open.clone()), ..ClientOptions::default() };
+        build_client(None, true, &options, &Guard::new(options.policy.clone())).expect("insecureSkipVerify builds");
+        parse_base_url("http://host/api", "spec.url", &open).expect("plain http is allowed");
+    }
+
+    #[test]
+    fn base_urls_without_dot_segments() {
+        let strict = OutboundPolicy::default();
+        for raw in [
+            "https://host/api/../admin",
+            "https://host/api/./x",
+            "https://host/..",
+            "https://host/api/%2e%2e/admin",
+            "https://host/api/%2E/x",
+            "https://host/api/.%2E",
+            "https://host/api\\..\\admin",
+        ] {
+            let err = parse_base_url(raw, "spec.url", &strict).expect_err(raw);
+            assert!(matches!(err, BackendError::InvalidSpec { .. }), "{raw}: {err:?}");
+        }
+        for raw in ["https://host/api/...", "https://host/a.b/v1.0", "https://host/api?x=..", "https://..host/"] {
+            assert!(!has_dot_segment(raw), "{raw}");
+        }
     }
 
     #[test]

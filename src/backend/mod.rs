@@ -8,13 +8,18 @@
 //! in the module docs of [`rde`], [`cmp`], [`connect`](mod@connect), [`fusion`] and [`supplier`].
 //! Every error is a [`BackendError`]; [`BackendError::action`] says what the controller does
 //! about it. No message or log line holds a credential, a token or a signed URL's query.
+//!
+//! Every call goes through the operator's [`OutboundPolicy`] (in [`ClientOptions`]) and reads
+//! at most a capped number of bytes of its answer ([`body`]).
 
 mod auth;
+pub mod body;
 pub mod cmp;
 pub mod connect;
 mod error;
 pub mod fusion;
 mod http;
+pub mod policy;
 pub mod ratelimit;
 pub mod rde;
 pub mod supplier;
@@ -30,8 +35,10 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{self, BackendType, EventType, Period, ReportFormat};
 
+pub use body::{MAX_ERROR_BODY_BYTES, MAX_INLINE_BYTES, MAX_JSON_BYTES};
 pub use error::{BackendError, ErrorAction, redact_url};
 pub use http::{ClientOptions, RetryPolicy};
+pub use policy::{Denial, IpNet, OutboundPolicy};
 pub use ratelimit::{Budget, Limiter, LimiterConfig};
 
 /// What the controller asks a backend for: one report, or (RDE) one report template.
@@ -247,7 +254,8 @@ pub(crate) async fn known_download(
     }
 }
 
-/// Builds the client of a ReportBackend with default timeouts and retries.
+/// Builds the client of a ReportBackend with default timeouts and retries and the strict
+/// default [`OutboundPolicy`]; [`connect_with_options`] takes the operator's policy.
 pub fn connect(
     spec: &api::ReportBackendSpec,
     credentials: &BTreeMap<String, Vec<u8>>,
@@ -257,7 +265,9 @@ pub fn connect(
     connect_with_options(spec, credentials, ca_pem, limiter, &ClientOptions::default())
 }
 
-/// [`connect`] with explicit timeouts and retries.
+/// [`connect`] with explicit timeouts, retries and outbound policy (`options.policy`): the
+/// policy refuses http:// URLs and `spec.tls.insecureSkipVerify` here, unless it allows
+/// them, and denied destinations on every call.
 pub fn connect_with_options(
     spec: &api::ReportBackendSpec,
     credentials: &BTreeMap<String, Vec<u8>>,
@@ -266,10 +276,12 @@ pub fn connect_with_options(
     options: &ClientOptions,
 ) -> Result<Arc<dyn ReportingBackend>, BackendError> {
     let creds = auth::Credentials(credentials);
-    let base = http::parse_base_url(&spec.url, "spec.url")?;
+    let base = http::parse_base_url(&spec.url, "spec.url", &options.policy)?;
     let insecure = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
-    let client = http::build_client(ca_pem, insecure, options)?;
-    let http = http::HttpClient::new(client, base, limiter, options.retry.clone(), spec.type_, creds.all_values());
+    let guard = policy::Guard::new(options.policy.clone());
+    let client = http::build_client(ca_pem, insecure, options, &guard)?;
+    let http =
+        http::HttpClient::new(client, base, limiter, options.retry.clone(), spec.type_, creds.all_values(), guard);
     Ok(match spec.type_ {
         BackendType::Rde => Arc::new(rde::RdeBackend::new(http, spec, &creds)?),
         BackendType::Cmp => Arc::new(cmp::CmpBackend::new(http, spec, &creds)?),
@@ -320,9 +332,15 @@ pub(crate) fn settle_find(limiter: &Limiter, organization: &str, key: &str, foun
     limiter.adopt(organization, key, running);
 }
 
-/// One path segment, percent-encoded (ids come from the backend).
-pub(crate) fn seg(s: &str) -> String {
-    auth::rfc3986(s)
+/// One path segment, percent-encoded (ids come from the backend or a spec). An empty id, "."
+/// or ".." would not name one object: the URL would be resolved to another path, and "%2E"
+/// is no way out (the URL standard reads it as a dot too), so they are refused. A literal
+/// "%2e" is safe: its "%" is encoded.
+pub(crate) fn seg(s: &str) -> Result<String, BackendError> {
+    if matches!(s, "" | "." | "..") {
+        return Err(BackendError::unsupported(format!("the id {s:?} as a URL path segment")));
+    }
+    Ok(auth::rfc3986(s))
 }
 
 /// Parses the timestamps the APIs write (RFC 3339, with or without fraction or zone).
@@ -363,6 +381,21 @@ mod tests {
         assert!(!text.contains("SECRET"), "{text}");
         let d = Download::Inline { file_name: "f.json".into(), content: b"{\"secret\":1}".to_vec() };
         assert!(!format!("{d:?}").contains("secret\""));
+    }
+
+    #[test]
+    fn path_segments_stay_one_segment() {
+        assert_eq!(seg("RP-1").expect("plain"), "RP-1");
+        assert_eq!(seg("a/b?c#d").expect("encoded"), "a%2Fb%3Fc%23d");
+        assert_eq!(seg("...").expect("three dots are a name"), "...");
+        assert_eq!(seg("%2e").expect("a literal percent is encoded"), "%252e");
+        for bad in ["", ".", ".."] {
+            assert!(matches!(seg(bad), Err(BackendError::Unsupported { .. })), "{bad:?}");
+        }
+        // What the refusal prevents: set_path resolves the segment away.
+        let mut url = url::Url::parse("https://h/api").expect("url");
+        url.set_path(&format!("/api/reports/{}/download", auth::rfc3986("..")));
+        assert_eq!(url.path(), "/api/download");
     }
 
     #[test]

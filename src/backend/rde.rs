@@ -246,7 +246,7 @@ impl ReportingBackend for RdeBackend {
     }
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
-        let file: ApsResource = self.get_json(self.http.url(&format!("/aps/2/resources/{}", seg(id))), "get").await?;
+        let file: ApsResource = self.get_json(self.http.url(&format!("/aps/2/resources/{}", seg(id)?)), "get").await?;
         Ok(self.remote(file))
     }
 
@@ -259,13 +259,13 @@ impl ReportingBackend for RdeBackend {
             .template_id
             .as_deref()
             .ok_or_else(|| BackendError::unsupported("listing RDE reports without a template id"))?;
-        let url = self.http.url(&format!("/aps/2/resources/{}/reportFiles", seg(template)));
+        let url = self.http.url(&format!("/aps/2/resources/{}/reportFiles", seg(template)?));
         let files: Vec<ApsResource> = self.get_json(url, "list").await?;
         Ok(files.into_iter().map(|f| self.remote(f)).collect())
     }
 
     async fn delete_template(&self, id: &str) -> Result<(), BackendError> {
-        let url = self.http.url(&format!("/aps/2/resources/{}", seg(id)));
+        let url = self.http.url(&format!("/aps/2/resources/{}", seg(id)?));
         match self.http.send(&Call::delete(url, "delete"), &self.auth).await {
             // 204 done, 202 the platform finishes on its own; gone already is just as good.
             Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),

@@ -208,7 +208,7 @@ impl SupplierBackend {
             .filter(|u| !u.is_empty())
             .ok_or_else(|| BackendError::InvalidSpec { message: "a SUPPLIER backend needs supplier.tokenUrl".into() })?;
         let source = ClientCredentials {
-            token_url: parse_base_url(token_url, "supplier.tokenUrl")?,
+            token_url: parse_base_url(token_url, "supplier.tokenUrl", http.policy())?,
             client_id: creds.required("clientId")?,
             client_secret: creds.required("clientSecret")?,
             scope: settings.scope.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SCOPE.into()),
@@ -244,8 +244,8 @@ impl SupplierBackend {
         Ok(listing.as_ref().and_then(|l| l.reports.iter().find(|r| r.id == id).cloned()))
     }
 
-    fn reports_url(&self, org: &str, tail: &str) -> url::Url {
-        self.http.url(&format!("/v1/vehicle-suppliers/suppliers/{}/reports{tail}", seg(org)))
+    fn reports_url(&self, org: &str, tail: &str) -> Result<url::Url, BackendError> {
+        Ok(self.http.url(&format!("/v1/vehicle-suppliers/suppliers/{}/reports{tail}", seg(org)?)))
     }
 
     /// The organization's reports, newest first, at most `pages` pages of `page_size`.
@@ -253,7 +253,7 @@ impl SupplierBackend {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..pages {
-            let mut url = self.reports_url(org, "");
+            let mut url = self.reports_url(org, "")?;
             {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("page_size", &page_size.to_string());
@@ -299,7 +299,7 @@ impl ReportingBackend for SupplierBackend {
             filters.push(json!({"field": f.field, "operator": f.operator, "value": f.value}));
         }
         let body = json!({"reportType": report_type(req)?, "filters": filters});
-        let call = Call::create(self.reports_url(org, ""), "generate", body);
+        let call = Call::create(self.reports_url(org, "")?, "generate", body);
         create_in_slot(self.http.limiter(), org, &req.key, async {
             let created: OneReport = self.http.send(&call, &self.auth).await?.json("generated report")?;
             Ok(created.report.into_remote())
@@ -334,7 +334,7 @@ impl ReportingBackend for SupplierBackend {
         let report = match self.listed_report(org, id).await? {
             Some(listed) => listed,
             None => {
-                let url = self.reports_url(org, &format!("/{}", seg(id)));
+                let url = self.reports_url(org, &format!("/{}", seg(id)?))?;
                 let one: OneReport = self.http.send(&Call::get(url, "get"), &self.auth).await?.json("report")?;
                 one.report
             }
@@ -347,7 +347,7 @@ impl ReportingBackend for SupplierBackend {
     /// A new signed URL each time (they last 60 seconds).
     async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError> {
         let org = self.org(req.organization.as_deref());
-        let url = self.reports_url(org, &format!("/{}/link", seg(&report.id)));
+        let url = self.reports_url(org, &format!("/{}/link", seg(&report.id)?))?;
         // The URL's clock starts before we ask, so the expiry is never later than the real one.
         let asked = Utc::now();
         let link: LinkAnswer =

@@ -34,8 +34,7 @@ use crate::backend::{BackendError, Capabilities, Download, ErrorAction, RemoteRe
 
 /// Default `activeDeadlineSeconds`: 6 hours.
 const DEFAULT_ACTIVE_DEADLINE: i64 = 6 * 3600;
-/// Largest file kept inline in a Secret; Secrets are limited to 1 MiB in all.
-pub const MAX_INLINE_BYTES: usize = 1_000_000;
+use crate::backend::MAX_INLINE_BYTES;
 /// How long before a short-lived URL expires the operator re-mints it.
 const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// For how long after READY short-lived URLs are kept fresh without being asked; later they
@@ -421,7 +420,8 @@ impl<'a> Reconciler<'a> {
         match e.action() {
             ErrorAction::FailReport { reason } => {
                 self.status.failed_reason = Some(reason.clone());
-                self.fail("Failed", format!("{type_} refused the report: {reason}")).await
+                let cond = if matches!(e, BackendError::TooLarge { .. }) { "TooLarge" } else { "Failed" };
+                self.fail(cond, format!("{type_} refused the report: {reason}")).await
             }
             ErrorAction::BackendNotReady { message, .. } => {
                 self.status.status = Some(FileState::InProgress);
@@ -499,6 +499,8 @@ fn error_code(e: &BackendError) -> &'static str {
         BackendError::Unsupported { .. } => "unsupported",
         BackendError::Ambiguous { .. } => "ambiguous",
         BackendError::Protocol { .. } => "protocol",
+        BackendError::TooLarge { .. } => "too_large",
+        BackendError::DestinationDenied { .. } => "destination_denied",
     }
 }
 

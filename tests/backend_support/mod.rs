@@ -12,8 +12,8 @@ use report_operator::api::{
     ReportParameters,
 };
 use report_operator::backend::{
-    ClientOptions, Download, Limiter, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    RetryPolicy, connect_with_options,
+    ClientOptions, Download, Limiter, ListQuery, OutboundPolicy, RemoteReport, ReportRequest, ReportState,
+    ReportingBackend, RetryPolicy, connect_with_options,
 };
 use report_operator::sim::{SimConfig, SimServer};
 
@@ -69,7 +69,12 @@ pub fn spec(sim: &SimServer, t: BackendType, limits: Option<serde_json::Value>) 
     serde_json::from_value(doc).expect("spec")
 }
 
-/// Short timeouts and backoff so that retries take milliseconds.
+/// The simulators listen on 127.0.0.1 over plain http: a policy that allows that, explicitly.
+pub fn loopback_policy() -> OutboundPolicy {
+    OutboundPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], Vec::new(), Vec::new(), true, false)
+}
+
+/// Short timeouts and backoff so that retries take milliseconds; loopback and http allowed.
 pub fn options() -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(2),
@@ -80,6 +85,7 @@ pub fn options() -> ClientOptions {
             max_delay: Duration::from_millis(300),
             max_retry_after: Duration::from_secs(5),
         },
+        policy: Arc::new(loopback_policy()),
     }
 }
 
