@@ -1,15 +1,16 @@
 //! Leader election on a Lease, and the watchdog that makes a leader cut off from the API
 //! server stop reconciling before a standby may take its place.
 //!
-//! The Lease itself is kept by kube-lease-manager 0.13. Its watch channel is not enough to
-//! stop a leader in time (read in its source, `LeaseManager::watch` and `changed`): the
-//! channel turns false only when a successful read of the Lease names another holder. When a
-//! renewal fails (an API error, a refused connection, a timeout) the crate logs "LeaseManager
-//! watcher error", backs off 1 to 30 s and tries again, and the channel stays true for as long
-//! as the API server cannot be reached: "holder" is the identity read last, and expiry is
-//! never checked against the own identity. A hung connection is worse: kube's default client
-//! has no read timeout, so the renewal PATCH waits forever. Meanwhile a standby that still
-//! reaches the API server takes the Lease once it is `duration` old, and both reconcile.
+//! The Lease itself is kept by kube-lease-manager 0.13. Its watch channel alone does not stop
+//! a leader in time (read in its source, `LeaseManager::watch`, `changed`, `LeaseState::sync`):
+//! the channel turns false only after a successful read of the Lease names another holder.
+//! When a renewal fails (an API error, a refused or reset connection) `watch` logs
+//! "LeaseManager watcher error", backs off 1 to 30 s and tries again, and the channel stays
+//! true for as long as the API server cannot be reached: being the holder is judged from the
+//! last Lease read, never from its expiry. A hung connection is worse: kube's client has no
+//! read timeout by default, so the renewal PATCH waits forever and nothing is even logged.
+//! Meanwhile a standby that still reaches the API server takes the Lease once it is
+//! `duration` old, and both reconcile (the e2e test shows it when the watchdog is disabled).
 //!
 //! So the leader keeps its own deadline: [`watchdog`] reads the Lease every [`poll_interval`]
 //! (each read bounded by [`request_timeout`]) and notes the newest `renewTime` written under
