@@ -1,5 +1,6 @@
 //! Leader election: of two operator processes only the one holding the Lease reconciles, and
-//! when it dies the other takes over within the Lease duration without doubling a report.
+//! when it dies the other takes over within the Lease duration without doubling a report. A
+//! leader cut off from the API server stops before the other may take over.
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::e2e::World;
 use common::fixtures::{self, lower};
 use common::operator::Operator;
-use common::wait_for;
+use common::proxy::{Cut, Proxy, upstream_of};
+use common::{repo_root, wait_for};
 use report_operator::api::{BackendType, FileState};
 use report_operator::sim::SimConfig;
 
@@ -75,5 +77,79 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
     let seen = reasons.seen();
     assert!(seen.iter().all(|(_, reason)| reason != "Pending"), "the report waited for its backend after the takeover: {seen:?}");
+    second.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_connections_are_reset_stops_before_the_standby_takes_over() {
+    leader_cut_off_stops_before_the_standby_takes_over(Cut::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_connections_hang_stops_before_the_standby_takes_over() {
+    leader_cut_off_stops_before_the_standby_takes_over(Cut::Hang).await;
+}
+
+/// The first operator reaches the API server through a proxy that the test cuts while it
+/// leads and a report is running; the second talks to the API server directly.
+async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
+    let config = SimConfig::default().for_all(|b| b.generation_ms = 6000);
+    let mut world = World::start("e2e-leader-cut", config).await;
+    world.operator.kill();
+    let flags = leader_flags(&world.ns.name);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp = world.ns.cp().clone();
+    let proxy = Proxy::start(upstream_of(&cp.kubeconfig)).await;
+    let kubeconfig = proxy.kubeconfig(&cp.kubeconfig, &repo_root().join(format!("target/test-logs/{}-proxy", world.ns.name)));
+    let mut first = Operator::start_with_kubeconfig(&kubeconfig, &world.ns.name, &flags);
+    wait_for("the first operator to lead", Duration::from_secs(30), || async {
+        first.logs().contains("acquired the leader-election Lease").then_some(())
+    })
+    .await;
+    let mut second = Operator::start_with(&cp, &world.ns.name, &flags);
+    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
+        second.logs().contains("waiting for the leader-election Lease").then_some(())
+    })
+    .await;
+
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
+    wait_for("the report submitted", Duration::from_secs(60), || async {
+        let files = world.files_of("once").await;
+        files.first()?.status.as_ref()?.external_id.as_ref().map(|_| ())
+    })
+    .await;
+    assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
+
+    let cut_at = Instant::now();
+    proxy.cut(cut);
+    // Polled in this order, a stop seen here and a standby not yet leading after it means the
+    // stop came first.
+    let (status, stopped_after) = wait_for("the cut-off leader to stop", Duration::from_secs(LEASE_SECONDS * 3), || {
+        let exited = first.exited().map(|status| (status, cut_at.elapsed()));
+        async move { exited }
+    })
+    .await;
+    assert!(
+        !second.logs().contains("acquired the leader-election Lease"),
+        "the standby took over before the cut-off leader stopped ({stopped_after:?} after the cut)"
+    );
+    assert!(!status.success(), "the cut-off leader exited with {status}");
+    assert!(
+        first.logs().contains("lost contact with the API server; stopping reconciles"),
+        "the cut-off leader stopped for another reason:\n{}",
+        first.logs()
+    );
+    assert!(stopped_after < Duration::from_secs(LEASE_SECONDS), "the cut-off leader stopped {stopped_after:?} after the cut");
+    wait_for("the standby to take over", Duration::from_secs(LEASE_SECONDS * 3), || async {
+        second.logs().contains("acquired the leader-election Lease").then_some(())
+    })
+    .await;
+    eprintln!("{cut:?}: the leader stopped {stopped_after:?} after the cut, the standby led {:?} after it", cut_at.elapsed());
+
+    let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
+    assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
+    assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
     second.kill();
 }

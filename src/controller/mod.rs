@@ -10,6 +10,7 @@ mod context;
 mod file;
 mod generator;
 mod guard;
+mod leader;
 mod metrics;
 mod periodic;
 mod registry;
@@ -83,9 +84,13 @@ pub enum RunError {
     Kube(#[from] kube::Error),
     #[error("leader election: {0}")]
     LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
-    /// Another replica took over; this one exits so that it never reconciles as a follower.
+    /// Another replica took over, or the Lease could not be renewed in time; this one exits
+    /// so that it never reconciles as a follower.
     #[error("lost the leader-election Lease")]
     LostLeadership,
+    /// The Lease is too short for a margin between our stop and a standby's takeover.
+    #[error("--leader-election-lease-seconds must be at least {min}")]
+    LeaseTooShort { min: u64 },
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,16 +284,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
         // A standby replica is healthy and ready; it only does not reconcile.
         ctx.set_ready();
-        let mut leader = acquire_leadership(&client, &args).await?;
+        let leadership = leader::acquire(&client, &args).await?;
         tokio::select! {
             _ = controllers => Ok(()),
-            _ = async {
-                while *leader.borrow_and_update() {
-                    if leader.changed().await.is_err() {
-                        break;
-                    }
-                }
-            } => Err(RunError::LostLeadership),
+            lost = leadership.lost() => Err(lost),
         }
     };
     tokio::select! {
@@ -300,26 +299,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             Ok(())
         }
     }
-}
-
-/// Waits until this process holds the leader-election Lease; the receiver turns false when
-/// the Lease is lost.
-async fn acquire_leadership(client: &Client, args: &RunArgs) -> Result<tokio::sync::watch::Receiver<bool>, RunError> {
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease_name)
-        .with_namespace(&args.leader_election_namespace)
-        .with_identity(&identity)
-        .with_duration(args.leader_election_lease_seconds)
-        .with_grace(args.leader_election_lease_seconds.div_ceil(3).max(1))
-        .build()
-        .await?;
-    let (mut leader, _task) = manager.watch().await;
-    info!(identity = %identity, lease = %args.leader_election_lease_name, "waiting for the leader-election Lease");
-    while !*leader.borrow_and_update() {
-        leader.changed().await.map_err(|_| RunError::LostLeadership)?;
-    }
-    info!(identity = %identity, "acquired the leader-election Lease");
-    Ok(leader)
 }
 
 /// Where the operator looks: one namespace or all of them.

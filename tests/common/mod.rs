@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 pub mod e2e;
 pub mod fixtures;
 pub mod operator;
+pub mod proxy;
 
 /// Everything a test needs to reach the control plane.
 #[derive(Clone)]

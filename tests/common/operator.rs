@@ -1,7 +1,7 @@
 //! The operator as a separate process, as it runs in a cluster, scoped to one test namespace
 //! so that tests running at once never share an operator.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::ControlPlane;
@@ -41,6 +41,26 @@ impl Operator {
         };
         op.restart();
         op
+    }
+
+    /// [`Operator::start_with`] talking to the API server as `kubeconfig` says (for example
+    /// through a [`super::proxy::Proxy`]).
+    pub fn start_with_kubeconfig(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Operator {
+        let mut op = Operator {
+            child: None,
+            log: PathBuf::new(),
+            metrics_addr: String::new(),
+            namespace: namespace.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        op.restart();
+        op
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().expect("poll report-operator"))
     }
 
     /// Starts the process again (after [`Operator::kill`]), with a new log file.
