@@ -19,7 +19,7 @@ use super::conditions::apply_status;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, find_condition, CONDITION_READY};
-use crate::backend::ReportingBackend;
+use crate::backend::{OutboundPolicy, ReportingBackend};
 
 /// Shared state of the three controllers.
 pub struct Context {
@@ -32,6 +32,8 @@ pub struct Context {
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
+    /// Where backend calls may go (the `--outbound-*` flags).
+    pub outbound: Arc<OutboundPolicy>,
     /// Failures in a row per object, for the retry delay of a failing reconcile.
     pub backoff: super::guard::Backoff,
     /// The resourceVersion of this process's last status write to each object.
@@ -50,6 +52,7 @@ impl Context {
         generators: Store<ReportGenerator>,
         files: Store<ReportFile>,
         secrets: Store<PartialObjectMeta<Secret>>,
+        outbound: Arc<OutboundPolicy>,
     ) -> Self {
         let reporter = Reporter {
             controller: "report-operator".into(),
@@ -59,6 +62,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             registry: BackendRegistry::default(),
             backoff: Default::default(),
+            outbound,
             own_writes: OwnWrites::default(),
             client,
             metrics,

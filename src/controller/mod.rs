@@ -12,6 +12,7 @@ mod generator;
 mod guard;
 mod leader;
 mod metrics;
+mod outbound;
 mod periodic;
 mod registry;
 
@@ -80,6 +81,9 @@ pub struct RunArgs {
 /// Why `report-operator run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// No kubeconfig or in-cluster configuration to reach the API server with.
+    #[error("Kubernetes client configuration: {0}")]
+    Config(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("leader election: {0}")]
@@ -212,7 +216,9 @@ const FILE_EVENT_BUFFER: usize = 1024;
 /// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+    let policy = Arc::new(outbound::policy(&args, &config).await);
+    let client = Client::try_from(config)?;
     let scope = match &args.namespace {
         Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
         None => Scope::All(client.clone()),
@@ -253,6 +259,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         generator_controller.store(),
         file_controller.store(),
         secret_store,
+        policy,
     ));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 

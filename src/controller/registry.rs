@@ -83,7 +83,8 @@ impl BackendRegistry {
             Some(l) if *l.config() == LimiterConfig::for_backend(&rb.spec) => l,
             _ => Limiter::for_backend(&rb.spec),
         };
-        let client = backend::connect(&rb.spec, &credentials, ca.as_deref(), limiter.clone())?;
+        let options = backend::ClientOptions { policy: ctx.outbound.clone(), ..Default::default() };
+        let client = backend::connect_with_options(&rb.spec, &credentials, ca.as_deref(), limiter.clone(), &options)?;
         lock(&self.entries).insert(key, Entry { fingerprint, client: client.clone(), limiter });
         Ok(client)
     }
