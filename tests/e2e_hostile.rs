@@ -707,6 +707,14 @@ impl Watchdog {
     }
 }
 
+/// The last `n` lines of the operator's log.
+fn log_tail(operator: &Operator, n: usize) -> String {
+    let log = operator.logs();
+    let mut tail: Vec<&str> = log.lines().rev().take(n).collect();
+    tail.reverse();
+    tail.join("\n")
+}
+
 /// Whether the operator binary has the outbound policy, which the metadata case needs.
 fn has_outbound_policy() -> bool {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_report-operator")).args(["run", "--help"]).output();
@@ -747,6 +755,11 @@ async fn hostile_tenants_neither_stop_the_operator_nor_their_neighbours() {
     // effect on memory is measured, which keeps the suite short.
     cases.push(spawn(Box::pin(hostile_backends(suite.clone(), ns("hostile-drip"), Mode::Drip))));
     unrelated_secrets(suite.clone(), ns("hostile-secrets"), pid).await;
+    // An operator that did not get going (such as one without the outbound-policy flags)
+    // makes every case fail; say why once.
+    if let Some(status) = operator.exit_status() {
+        panic!("the operator exited during the first phase ({status}), flags {OPERATOR_FLAGS:?}; log {}, ending:\n{}", operator.log.display(), log_tail(&operator, 20));
+    }
     for mode in Mode::ALL.into_iter().filter(|m| *m != Mode::Drip) {
         cases.push(spawn(Box::pin(hostile_backends(suite.clone(), ns(&format!("hostile-{}", mode.name())), mode))));
     }
@@ -797,9 +810,7 @@ async fn hostile_tenants_neither_stop_the_operator_nor_their_neighbours() {
     s.findings.check("operator", killed == 0, || format!("killed by the watchdog at {} MiB RSS", killed / 1024));
     let exit = operator.exit_status();
     s.findings.check("operator", exit.is_none(), || {
-        let log = operator.logs();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        format!("the operator exited ({exit:?}); log {}, ending:\n{}", operator.log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        format!("the operator exited ({exit:?}); log {}, ending:\n{}", operator.log.display(), log_tail(&operator, 5))
     });
     s.findings.check("operator", operator.pid() == Some(pid), || format!("the operator's PID changed from {pid} to {:?}", operator.pid()));
     s.findings.check("operator", peak < MEMORY_LIMIT_MIB * 1024, || {
