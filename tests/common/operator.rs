@@ -113,3 +113,74 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+/// The command line of `report-operator run` with `args`, its output to `log`.
+fn spawn_run(kubeconfig: &std::path::Path, log: &std::path::Path, args: &[String]) -> Child {
+    let out = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_report-operator"))
+        .arg("run")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,report_operator=debug,kube=warn")
+        .stdout(Stdio::from(out.try_clone().expect("log file")))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("start report-operator")
+}
+
+/// One line of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`), while the process lives.
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+impl Operator {
+    /// Starts `report-operator run` without `--namespace`: it watches every namespace, as the
+    /// chart's cluster-wide mode does. `label` names its log file
+    /// (`target/test-logs/<label>-operator-<n>.log`). Not for [`Operator::restart`], which
+    /// scopes the process to a namespace.
+    pub fn start_all_namespaces(cp: &ControlPlane, label: &str, extra_args: &[&str]) -> Operator {
+        let dir = super::repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{label}-operator-{:08x}.log", rand::random::<u32>()));
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut args = vec!["--metrics-addr".to_string(), metrics_addr.clone()];
+        args.extend(extra_args.iter().cloned());
+        let child = spawn_run(&cp.kubeconfig, &log, &args);
+        Operator {
+            child: Some(child),
+            log,
+            metrics_addr,
+            namespace: label.to_string(),
+            kubeconfig: cp.kubeconfig.clone(),
+            extra_args,
+        }
+    }
+
+    /// The process id, while a process was started and not killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// How the process ended, or `None` while it runs (`Child::try_wait`).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn vm_hwm_kib(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmHWM")
+    }
+
+    /// The process's resident memory now (`VmRSS`), in KiB.
+    pub fn vm_rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmRSS")
+    }
+}
+
+/// `VmHWM` and `VmRSS` of any process, for a watcher that holds only the pid.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    Some((proc_status_kib(pid, "VmHWM")?, proc_status_kib(pid, "VmRSS")?))
+}
