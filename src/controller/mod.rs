@@ -12,6 +12,7 @@ mod generator;
 mod metrics;
 mod periodic;
 mod registry;
+mod secret;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
