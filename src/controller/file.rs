@@ -41,8 +41,8 @@ const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// For how long after READY short-lived URLs are kept fresh without being asked; later they
 /// are re-minted on the refresh annotation only, so old reports cost the backend nothing.
 const URL_KEEP_FRESH: chrono::Duration = chrono::Duration::minutes(15);
-/// Longest requeue: the controller's timer wheel panics beyond about two years, and a URL a
-/// backend says expires in year 9999 is simply looked at again tomorrow.
+/// Longest requeue: a URL a backend says expires in year 9999 (or a Retry-After that far
+/// out) is looked at again tomorrow rather than left alone for years.
 const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
 /// Ready reason of a report whose Secret name is taken by someone else's Secret.
 const SECRET_CONFLICT: &str = "SecretConflict";
