@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
         let now = t("2026-01-01T00:00:00Z");
-        let rows: [(&str, Option<DateTime<Utc>>, Option<Duration>); 7] = [
+        let rows = [
             ("no expiry", None, None),
             ("expired", Some(t("2025-12-31T23:59:00Z")), None),
             ("year 0001", Some(t("0001-01-01T00:00:00Z")), None),
