@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -22,13 +22,14 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info};
 
-use super::conditions::{Cond, FIELD_MANAGER, from_k8s_time, set_condition};
+use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::context::Context;
 use super::guard::{self, error_policy};
+use super::secret::{CONFLICT_RETRY, Observed, ReportSecrets, Written, conflict_message};
 use super::{Error, ids_taken, users_of_backend};
 use crate::api::{
-    ANNOTATION_REFRESH_URL, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
-    ReportFile, ReportFileStatus, label_value,
+    ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
+    ReportFile, ReportFileStatus, find_condition, label_value,
 };
 use crate::backend::{BackendError, Capabilities, Download, ErrorAction, RemoteReport, ReportRequest, ReportState, ReportingBackend};
 
@@ -40,6 +41,11 @@ const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// For how long after READY short-lived URLs are kept fresh without being asked; later they
 /// are re-minted on the refresh annotation only, so old reports cost the backend nothing.
 const URL_KEEP_FRESH: chrono::Duration = chrono::Duration::minutes(15);
+/// Longest requeue: a URL a backend says expires in year 9999 (or a Retry-After that far
+/// out) is looked at again tomorrow rather than left alone for years.
+const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
+/// Ready reason of a report whose Secret name is taken by someone else's Secret.
+const SECRET_CONFLICT: &str = "SecretConflict";
 
 pub async fn controller(
     ctl: Controller<ReportFile>,
@@ -137,6 +143,13 @@ impl<'a> Reconciler<'a> {
         if let Some(msg) = self.deadline_exceeded() {
             return self.fail("DeadlineExceeded", msg).await;
         }
+        // While the Secret name is taken the backend is not asked again (a FUSION `get`
+        // generates the report again).
+        if self.ready_reason() == Some(SECRET_CONFLICT)
+            && let Observed::Foreign { why } = self.report_secrets().observe(&self.name).await?
+        {
+            return self.secret_conflict(&why).await;
+        }
         let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
             Ok(found) => found,
             Err(not_ready) => {
@@ -201,7 +214,7 @@ impl<'a> Reconciler<'a> {
         self.seed_in_flight(rb);
         // The mark goes to the API server before the backend hears of the request.
         self.status.create_pending_since = Some(self.now);
-        self.status.attempts = Some(self.status.attempts.unwrap_or(0) + 1);
+        self.status.attempts = Some(self.status.attempts.unwrap_or(0).saturating_add(1));
         self.status.status = Some(FileState::InProgress);
         self.set_ready(false, "Pending", format!("asking {type_} for the report"));
         self.save().await?;
@@ -259,6 +272,11 @@ impl<'a> Reconciler<'a> {
         report: RemoteReport,
     ) -> Result<Action, Error> {
         let type_ = rb.spec.type_.as_str();
+        let secrets = self.report_secrets();
+        let seen = secrets.observe(&self.name).await?;
+        if let Observed::Foreign { why } = seen {
+            return self.secret_conflict(&why).await;
+        }
         let download = match report.download.clone() {
             Some(d) => d,
             None => step!(self.call(type_, "download", backend.download(&report, req)).await?),
@@ -272,7 +290,9 @@ impl<'a> Reconciler<'a> {
             Ok(s) => s,
             Err(msg) => return self.fail("TooLarge", msg).await,
         };
-        self.write_secret(&secret).await?;
+        if let Written::Foreign { why } = secrets.write(&secret, seen).await? {
+            return self.secret_conflict(&why).await;
+        }
         self.status.status = Some(FileState::Ready);
         self.status.generate_date = Some(generate_date);
         self.status.file_name = file_name;
@@ -287,7 +307,7 @@ impl<'a> Reconciler<'a> {
             .metrics
             .time_to_ready
             .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
-            .observe((self.now - created).num_milliseconds() as f64 / 1000.0);
+            .observe(self.now.signed_duration_since(created).num_milliseconds().max(0) as f64 / 1000.0);
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
         self.ctx
             .event(self.rf, EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name))
@@ -300,13 +320,19 @@ impl<'a> Reconciler<'a> {
     async fn maintain_ready(mut self) -> Result<Action, Error> {
         let refresh = self.rf.annotations().get(ANNOTATION_REFRESH_URL).cloned();
         let wants_refresh = refresh.is_some() && refresh != self.status.last_url_refresh;
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let secret_missing = secrets.get_opt(&self.name).await?.is_none();
+        let secrets = self.report_secrets();
+        let seen = secrets.observe(&self.name).await?;
+        if let Observed::Foreign { why } = seen {
+            return self.secret_conflict(&why).await;
+        }
+        let secret_missing = seen == Observed::Missing;
+        // A Secret that is ours again after a conflict may still hold someone else's data.
+        let after_conflict = self.ready_reason() == Some(SECRET_CONFLICT);
         let renew = self.status.url_expires_at.is_some_and(|e| {
-            let fresh_window = self.status.completion_time.is_some_and(|c| self.now - c < URL_KEEP_FRESH);
-            fresh_window && self.now < e && e - self.now <= URL_RENEW_MARGIN
+            let fresh_window = self.status.completion_time.is_some_and(|c| self.now.signed_duration_since(c) < URL_KEEP_FRESH);
+            fresh_window && self.now < e && e.signed_duration_since(self.now) <= URL_RENEW_MARGIN
         });
-        if wants_refresh || secret_missing || renew {
+        if wants_refresh || secret_missing || after_conflict || renew {
             let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
                 Ok(found) => found,
                 Err(not_ready) => {
@@ -324,9 +350,12 @@ impl<'a> Reconciler<'a> {
             let download = step!(self.call(type_, "download", backend.download(&report, &req)).await?);
             let generate_date = self.status.generate_date.unwrap_or(self.now);
             let file_name = self.status.file_name.clone();
-            match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
-                Ok(secret) => self.write_secret(&secret).await?,
+            let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
+                Ok(secret) => secret,
                 Err(msg) => return self.fail("TooLarge", msg).await,
+            };
+            if let Written::Foreign { why } = secrets.write(&secret, seen).await? {
+                return self.secret_conflict(&why).await;
             }
             self.status.url_expires_at = url_expiry(&download);
             self.status.last_url_refresh = refresh;
@@ -336,6 +365,8 @@ impl<'a> Reconciler<'a> {
                 "on the refresh-url annotation"
             } else if secret_missing {
                 "because the Secret was missing"
+            } else if after_conflict {
+                "after the Secret conflict was resolved"
             } else {
                 "before the URL expired"
             };
@@ -361,20 +392,13 @@ impl<'a> Reconciler<'a> {
     /// A READY report is looked at again shortly before its URL expires (to renew it while
     /// it is kept fresh) and when it expires.
     fn ready_requeue(&self) -> Action {
-        match self.status.url_expires_at {
-            Some(expires) if expires > self.now => {
-                let renew_at = expires - URL_RENEW_MARGIN;
-                let at = if renew_at > self.now { renew_at } else { expires + chrono::Duration::milliseconds(200) };
-                Action::requeue((at - self.now).to_std().unwrap_or(Duration::from_secs(1)))
-            }
-            _ => Action::await_change(),
-        }
+        ready_requeue_after(self.status.url_expires_at, self.now).map_or_else(Action::await_change, Action::requeue)
     }
 
     fn deadline_exceeded(&self) -> Option<String> {
         let created = self.rf.metadata.creation_timestamp.as_ref().map(from_k8s_time)?;
         let deadline = self.rf.spec.active_deadline_seconds.unwrap_or(DEFAULT_ACTIVE_DEADLINE);
-        (self.now - created > chrono::Duration::seconds(deadline))
+        deadline_passed(created, deadline, self.now)
             .then(|| format!("the report was not READY within activeDeadlineSeconds ({deadline} s)"))
     }
 
@@ -430,7 +454,7 @@ impl<'a> Reconciler<'a> {
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
             ErrorAction::Retry { after } => {
-                let after = after.unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(500));
+                let after = after.unwrap_or(Duration::from_secs(5)).clamp(Duration::from_millis(500), MAX_REQUEUE);
                 let (reason, queued) = match &e {
                     BackendError::InFlightLimit { .. } => ("Queued", true),
                     BackendError::RateLimited { .. } => ("RateLimited", false),
@@ -477,10 +501,28 @@ impl<'a> Reconciler<'a> {
         Ok(())
     }
 
-    async fn write_secret(&self, secret: &Secret) -> Result<(), Error> {
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        api.patch(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret)).await?;
-        Ok(())
+    fn ready_reason(&self) -> Option<&str> {
+        find_condition(&self.status.conditions, CONDITION_READY).map(|c| c.reason.as_str())
+    }
+
+    fn report_secrets(&self) -> ReportSecrets<'a> {
+        let uid = self.rf.metadata.uid.as_deref().unwrap_or_default();
+        ReportSecrets { api: Api::namespaced(self.ctx.client.clone(), &self.namespace), uid }
+    }
+
+    /// The report's Secret name is someone else's Secret: say so and look again later. The
+    /// report itself is fine (IN_PROGRESS until the Secret is written; a READY one stays READY).
+    async fn secret_conflict(&mut self, why: &str) -> Result<Action, Error> {
+        let message = conflict_message(&self.name, why);
+        let first = self.ready_reason() != Some(SECRET_CONFLICT);
+        self.status.status.get_or_insert(FileState::InProgress);
+        self.set_ready(false, SECRET_CONFLICT, message.clone());
+        self.save().await?;
+        if first {
+            info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it");
+            self.ctx.event(self.rf, EventType::Warning, SECRET_CONFLICT, message).await;
+        }
+        Ok(Action::requeue(CONFLICT_RETRY))
     }
 }
 
@@ -518,6 +560,25 @@ fn url_expiry(download: &Download) -> Option<DateTime<Utc>> {
     }
 }
 
+/// When a READY report with a URL expiring at `expires` is looked at again: shortly before it
+/// expires (to renew it) and just after; never later than [`MAX_REQUEUE`]. Dates come from
+/// the backend, so nothing here may overflow.
+fn ready_requeue_after(expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration> {
+    let expires = expires.filter(|e| *e > now)?;
+    let at = match expires.checked_sub_signed(URL_RENEW_MARGIN) {
+        Some(renew_at) if renew_at > now => renew_at,
+        _ => expires.checked_add_signed(TimeDelta::milliseconds(200)).unwrap_or(expires),
+    };
+    Some(at.signed_duration_since(now).to_std().unwrap_or(Duration::from_secs(1)).min(MAX_REQUEUE))
+}
+
+/// Whether a report created at `created` has run past `deadline_secs` at `now`. The user
+/// sets the deadline, up to `i64::MAX` seconds: one beyond the last representable date is
+/// never reached.
+fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc>) -> bool {
+    TimeDelta::try_seconds(deadline_secs).and_then(|d| created.checked_add_signed(d)).is_some_and(|end| now > end)
+}
+
 /// Poll interval for a report running for `elapsed`, when a round of polls of all running
 /// reports costs `polls_per_round` requests of a budget of `requests` per `window`: 1 s at
 /// first, backing off to 30 s, and spread so that polling uses at most 80% of the budget (the
@@ -530,7 +591,10 @@ pub fn poll_interval(elapsed: Duration, polls_per_round: usize, budget: Option<(
         _ => Duration::from_secs(30),
     };
     let budget_floor = match budget {
-        Some((requests, window)) if requests > 0 => window.mul_f64(1.25 * polls_per_round.max(1) as f64 / f64::from(requests)),
+        Some((requests, window)) if requests > 0 => {
+            let secs = window.as_secs_f64() * 1.25 * polls_per_round.max(1) as f64 / f64::from(requests);
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        }
         _ => Duration::ZERO,
     };
     base.max(budget_floor).min(Duration::from_secs(600))
@@ -675,5 +739,46 @@ mod tests {
         // 120 reports on 600 requests per 10 minutes: each polled at most every 150 s.
         let spread = poll_interval(Duration::from_secs(0), 120, Some((600, Duration::from_secs(600))));
         assert_eq!(spread, Duration::from_secs(150));
+    }
+
+    #[test]
+    fn deadlines_from_the_user_never_overflow() {
+        let created = t("2026-01-01T00:00:00Z");
+        let rows: [(&str, i64, &str, bool); 7] = [
+            ("within", 3600, "2026-01-01T00:59:59Z", false),
+            ("just past", 3600, "2026-01-01T01:00:01Z", true),
+            ("default", DEFAULT_ACTIVE_DEADLINE, "2026-01-01T06:00:01Z", true),
+            ("i64::MAX seconds: not a date", i64::MAX, "2026-01-01T06:00:01Z", false),
+            ("past the last date", i64::MAX / 1000, "9999-12-31T23:59:59Z", false),
+            ("i64::MIN seconds", i64::MIN, "2026-01-01T00:00:01Z", false),
+            ("before the first date", -(i64::MAX / 1000), "2026-01-01T00:00:01Z", false),
+        ];
+        for (what, deadline, now, passed) in rows {
+            assert_eq!(deadline_passed(created, deadline, t(now)), passed, "{what}");
+        }
+    }
+
+    #[test]
+    fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
+        let now = t("2026-01-01T00:00:00Z");
+        let rows = [
+            ("no expiry", None, None),
+            ("expired", Some(t("2025-12-31T23:59:00Z")), None),
+            ("year 0001", Some(t("0001-01-01T00:00:00Z")), None),
+            ("renew before expiry", Some(t("2026-01-01T00:01:00Z")), Some(Duration::from_secs(50))),
+            ("too close to renew: just after", Some(t("2026-01-01T00:00:05Z")), Some(Duration::from_millis(5200))),
+            ("year 9999: tomorrow", Some(t("9999-12-31T23:59:59Z")), Some(MAX_REQUEUE)),
+            ("the last date", Some(DateTime::<Utc>::MAX_UTC), Some(MAX_REQUEUE)),
+        ];
+        for (what, expires, want) in rows {
+            assert_eq!(ready_requeue_after(expires, now), want, "{what}");
+        }
+        assert_eq!(ready_requeue_after(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC), Some(MAX_REQUEUE));
+    }
+
+    #[test]
+    fn huge_rate_budgets_do_not_overflow_the_poll_interval() {
+        assert_eq!(poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))), Duration::from_secs(600));
+        assert_eq!(poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))), Duration::from_secs(30));
     }
 }

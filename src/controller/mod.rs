@@ -15,6 +15,7 @@ mod metrics;
 mod outbound;
 mod periodic;
 mod registry;
+mod secret;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
