@@ -62,3 +62,31 @@ async fn a_generator_with_a_253_character_name_makes_its_report() {
     assert!(file_name.len() <= 253 && file_name.contains("20261001-20261002"), "{file_name}");
     assert_eq!(file.status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_file_name_taken_by_another_file_is_a_conflict_until_it_goes() {
+    let world = World::start("e2e-file-conflict", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    // A file of the name the generator's report gets, that is not the generator's (as one left
+    // by an earlier generator of the same name would be).
+    world.apply(
+        "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportFile\nmetadata:\n  name: taken-20261001-20261002\nspec:\n  backendRef: {name: b}\n  name: Somebody else's\n  eventType: ONETIME\n  format: JSON\n  parameters: {startDate: \"2026-10-01T00:00:00Z\", endDate: \"2026-10-02T23:59:59Z\"}\n",
+    );
+    world.apply(&fixtures::onetime(t, "taken", "b", "Mine"));
+    let (status, message) = wait_ready_reason(&world, "taken", "FileConflict").await;
+    assert_eq!(status, "False");
+    assert!(message.contains("taken-20261001-20261002"), "{message}");
+    wait_for("a FileConflict Event", Duration::from_secs(30), || async {
+        (!world.events("FileConflict").await.is_empty()).then_some(())
+    })
+    .await;
+    // Once the other file is gone, the generator makes its own.
+    world.files().delete("taken-20261001-20261002", &Default::default()).await.expect("delete the other file");
+    let (status, _) = wait_ready_reason(&world, "taken", "ReportReady").await;
+    assert_eq!(status, "True");
+    let uid = world.generators().get("taken").await.expect("generator").metadata.uid;
+    let file = world.files().get("taken-20261001-20261002").await.expect("the generator's file");
+    let owner = file.metadata.owner_references.unwrap_or_default().into_iter().find(|o| o.controller == Some(true)).map(|o| o.uid);
+    assert_eq!(owner, uid);
+}

@@ -13,8 +13,9 @@ use super::common::{EventType, LocalObjectReference, Period, ReportFormat, Secre
 /// The most `activeDeadlineSeconds` and `startingDeadlineSeconds` may be: 30 days. More is no
 /// use for a report, and an unbounded number overflows time arithmetic.
 pub const MAX_DEADLINE_SECONDS: i64 = 2_592_000;
-/// The most ReportFiles a history limit may keep.
-pub const MAX_HISTORY_LIMIT: i32 = 100;
+/// The most ReportFiles of one state a history limit may keep: room for several windows of a
+/// SUPPLIER fan-out over [`MAX_ORGANIZATIONS`], with a bound on what one generator leaves behind.
+pub const MAX_HISTORY_LIMIT: i32 = 1000;
 /// The most SUPPLIER organizations one generator fans out to: each window makes one report per
 /// organization.
 pub const MAX_ORGANIZATIONS: usize = 100;
@@ -202,11 +203,11 @@ pub struct Schedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_policy: Option<CatchUpPolicy>,
     /// READY ReportFiles to keep; older ones are deleted with their Secrets. Default 3, at
-    /// most 100.
+    /// most 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_HISTORY_LIMIT))]
     pub successful_reports_history_limit: Option<i32>,
-    /// FAILED ReportFiles to keep. Default 1, at most 100.
+    /// FAILED ReportFiles to keep. Default 1, at most 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_HISTORY_LIMIT))]
     pub failed_reports_history_limit: Option<i32>,

@@ -295,7 +295,8 @@ enum Outcome {
     Ok(Option<Duration>),
     NotReady(NotReady),
     Invalid(Invalid),
-    /// Valid, but windows wait because the generator has [`MAX_IN_PROGRESS_PER_GENERATOR`]
+    /// Valid, but windows wait because the generator has
+    /// [`MAX_IN_PROGRESS_PER_GENERATOR`](super::periodic::MAX_IN_PROGRESS_PER_GENERATOR)
     /// reports in progress: Ready stays True (the generator works, only slower) with reason
     /// `Throttled`; a finished report wakes it, else it looks again after the duration.
     Throttled(String, Duration),
