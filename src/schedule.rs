@@ -300,7 +300,8 @@ fn parse_cron(pattern: &str, tz: Tz) -> Result<Cron, ScheduleError> {
 
 /// `t` moved by `secs` seconds, clamped to chrono's range instead of panicking.
 fn add_seconds(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
-    t.checked_add_signed(TimeDelta::seconds(secs))
+    TimeDelta::try_seconds(secs)
+        .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(if secs < 0 {
             DateTime::<Utc>::MIN_UTC
         } else {
@@ -903,6 +904,27 @@ mod tests {
                 name.chars()
                     .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
             );
+        }
+    }
+
+    #[test]
+    fn years_0001_and_9999_in_any_zone_give_windows_without_panicking() {
+        for zone in ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/St_Johns", "Asia/Kolkata"] {
+            for period in [Period::P1D, Period::P1W, Period::P1M] {
+                for cron in [None, Some("* * * * *"), Some("@yearly")] {
+                    let s = schedule(period, Some(zone), cron);
+                    for at in ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+                        let w = s.window_containing(utc(at));
+                        assert!(w.start <= utc(at) && utc(at) <= w.end, "{zone} {period:?} {at}");
+                        let _ = s.latest_complete_window(utc(at));
+                        let _ = s.window_suffix(&w);
+                        let _ = s.next_run_after(utc(at));
+                        assert!(s.due_windows(utc(at), utc(at)).next().is_none());
+                    }
+                    let _ = s.backfill_windows(utc("0001-01-01T00:00:00Z"), utc("0001-03-01T00:00:00Z")).count();
+                    assert_eq!(s.backfill_windows(utc("9999-12-31T23:59:59Z"), utc("2026-01-01T00:00:00Z")).count(), 0);
+                }
+            }
         }
     }
 }

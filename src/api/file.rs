@@ -51,6 +51,7 @@ pub struct ReportFileSpec {
     pub parameters: Option<ReportParameters>,
     /// SUPPLIER: the organization this report is generated for (default: the backend's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub organization: Option<String>,
     /// Id of a report the backend already made (RDE report files, CMP on-invoice reports):
     /// the operator follows it instead of asking for a new one.
@@ -63,9 +64,9 @@ pub struct ReportFileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
     /// Seconds the report may stay IN_PROGRESS before it fails with DeadlineExceeded.
-    /// Default 21600 (6 hours).
+    /// Default 21600 (6 hours); at most 2592000 (30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::generator::MAX_DEADLINE_SECONDS))]
     pub active_deadline_seconds: Option<i64>,
 }
 

@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{EventType, LocalObjectReference, Period, ReportFormat, SecretTemplate};
 
+/// The most `activeDeadlineSeconds` and `startingDeadlineSeconds` may be: 30 days. More is no
+/// use for a report, and an unbounded number overflows time arithmetic.
+pub const MAX_DEADLINE_SECONDS: i64 = 2_592_000;
+/// The most ReportFiles of one state a history limit may keep: room for several windows of a
+/// SUPPLIER fan-out over [`MAX_ORGANIZATIONS`], with a bound on what one generator leaves behind.
+pub const MAX_HISTORY_LIMIT: i32 = 1000;
+/// The most SUPPLIER organizations one generator fans out to: each window makes one report per
+/// organization.
+pub const MAX_ORGANIZATIONS: usize = 100;
+
 /// A report definition: what to report on, in which format, from which backend, and when.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -57,9 +67,9 @@ pub struct ReportGeneratorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
     /// Seconds a report may stay IN_PROGRESS before it fails with reason DeadlineExceeded.
-    /// Default 21600 (6 hours).
+    /// Default 21600 (6 hours); at most 2592000 (30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_DEADLINE_SECONDS))]
     pub active_deadline_seconds: Option<i64>,
 }
 
@@ -67,6 +77,8 @@ pub struct ReportGeneratorSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.startDate) || !has(self.endDate) || timestamp(self.endDate) > timestamp(self.startDate)").message("parameters.endDate must be after parameters.startDate"))]
+#[x_kube(validation = Rule::new("!has(self.startDate) || timestamp(self.startDate) >= timestamp('1970-01-01T00:00:00Z')").message("parameters.startDate must be in 1970 or later"))]
+#[x_kube(validation = Rule::new("!has(self.endDate) || timestamp(self.endDate) >= timestamp('1970-01-01T00:00:00Z')").message("parameters.endDate must be in 1970 or later"))]
 pub struct ReportParameters {
     /// ONETIME: first instant covered (RFC 3339). PERIODIC: optional backfill start; every
     /// window from this date on gets a report.
@@ -80,22 +92,27 @@ pub struct ReportParameters {
     pub period: Option<Period>,
     /// CMP: customization name sent with the report request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub customization_name: Option<String>,
     /// CONNECT: report template id (`RT-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub template: Option<String>,
-    /// CONNECT: template parameters, passed through as given.
+    /// CONNECT: template parameters, passed through as given; at most 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true, "maxProperties" = 100))]
     pub values: Option<BTreeMap<String, serde_json::Value>>,
     /// SUPPLIER: report type, e.g. REPORT_TYPE_TRIP_ACTIVITY.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub report_type: Option<String>,
-    /// SUPPLIER: extra filters; the date range filter is added by the operator.
+    /// SUPPLIER: extra filters; the date range filter is added by the operator. At most 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 50))]
     pub filters: Option<Vec<SupplierFilter>>,
-    /// SUPPLIER: child organization ids; one report per organization and window.
+    /// SUPPLIER: child organization ids; one report per organization and window. At most 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ORGANIZATIONS), inner(length(min = 1, max = 253)))]
     pub organizations: Option<Vec<String>>,
     /// FUSION: which group, distributor, reseller, tenant or subscription the report is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,11 +126,14 @@ pub struct ReportParameters {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SupplierFilter {
     /// Field to filter on.
+    #[schemars(length(max = 256))]
     pub field: String,
     /// Operator, e.g. OPERATOR_IN or OPERATOR_IN_RANGE.
+    #[schemars(length(max = 256))]
     pub operator: String,
-    /// Values the operator applies to.
+    /// Values the operator applies to; at most 100.
     #[serde(default)]
+    #[schemars(length(max = 100), inner(length(max = 1024)))]
     pub value: Vec<String>,
 }
 
@@ -125,10 +145,11 @@ pub struct FusionScope {
     /// group, distributor, reseller, tenant or subscription (of a tenant).
     pub level: FusionLevel,
     /// UUID of the group, distributor, reseller or tenant.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub uuid: String,
     /// Subscription index within the tenant, for level subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub subscription_id: Option<i64>,
 }
 
@@ -159,17 +180,19 @@ pub struct Schedule {
     /// Run times as a 5-field cron expression or a macro such as `@daily`. Each run reports on
     /// the latest complete window. Default: at each window boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
     pub cron: Option<String>,
     /// IANA time zone in which windows and cron times are computed. Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub time_zone: Option<String>,
     /// Stop creating new reports; reports already running continue. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
     /// A window whose run time is older than this many seconds is recorded as missed instead
-    /// of run. Default: no deadline.
+    /// of run. Default: no deadline; at most 2592000 (30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_DEADLINE_SECONDS))]
     pub starting_deadline_seconds: Option<i64>,
     /// Allow (windows may run at once) or Forbid (one at a time, the rest queued; none is
     /// skipped). Default Allow.
@@ -179,13 +202,14 @@ pub struct Schedule {
     /// (only the newest) or None.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_policy: Option<CatchUpPolicy>,
-    /// READY ReportFiles to keep; older ones are deleted with their Secrets. Default 3.
+    /// READY ReportFiles to keep; older ones are deleted with their Secrets. Default 3, at
+    /// most 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_HISTORY_LIMIT))]
     pub successful_reports_history_limit: Option<i32>,
-    /// FAILED ReportFiles to keep. Default 1.
+    /// FAILED ReportFiles to keep. Default 1, at most 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_HISTORY_LIMIT))]
     pub failed_reports_history_limit: Option<i32>,
 }
 

@@ -5,31 +5,34 @@
 //! same create-pending mark as ReportFiles, so a lost answer never makes a second template),
 //! its report files are mirrored, and a finalizer deletes it when the generator goes.
 
+mod files;
+mod names;
+mod pacing;
+mod scheduled;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tracing::info;
 
 use super::conditions::{Cond, from_k8s_time, set_condition};
-use super::periodic::{self, Missed, PlanInput};
 use super::context::Context;
 use super::registry::NotReady;
 use super::guard::{self, error_policy};
 use super::{Error, ids_taken, users_of_backend};
 use crate::api::{
-    ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType as ReportEventType, FileState, LABEL_GENERATOR, LocalObjectReference, ReportBackend, ReportCounts,
-    ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value,
+    BackendType, EventType as ReportEventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
+    ReportGeneratorStatus, ReportParameters,
 };
+use files::{Ensured, FileConflict, PlannedFile, ensure_file, fan_out, mirrored_file_name, onetime_days};
 use crate::backend::{BackendError, Capabilities, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
-use crate::schedule::ReportSchedule;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
 pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
@@ -39,6 +42,12 @@ const MIRROR_INTERVAL: Duration = Duration::from_secs(30);
 /// Windows created at most per pass; a longer backlog continues in the next pass, so that an
 /// outage or a long backfill cannot flood the backend at once.
 const MAX_WINDOWS_PER_PASS: usize = 10;
+/// How soon a generator looks again at a ReportFile name taken by a file that is not its own:
+/// an old generator's file is usually gone within seconds of garbage collection.
+const CONFLICT_RETRY: Duration = Duration::from_secs(5);
+/// The longest a throttled generator waits before it looks again; a finished report wakes it
+/// sooner.
+const THROTTLED_RETRY: Duration = Duration::from_secs(60);
 /// The history limits' defaults, as CronJob's.
 const DEFAULT_SUCCESSFUL_HISTORY: i32 = 3;
 const DEFAULT_FAILED_HISTORY: i32 = 1;
@@ -119,6 +128,16 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if let Some(field) = missing {
         return Err(Invalid::new("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
     }
+    // The schema bounds it, but an object written before it may hold any number, and the
+    // ReportFile's deadline arithmetic must not overflow.
+    if let Some(s) = spec.active_deadline_seconds
+        && (s < 1 || TimeDelta::try_seconds(s).is_none())
+    {
+        return Err(Invalid::new(
+            "InvalidParameters",
+            format!("activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)", crate::api::MAX_DEADLINE_SECONDS),
+        ));
+    }
     Ok(())
 }
 
@@ -127,57 +146,6 @@ fn event_type_name(e: ReportEventType) -> &'static str {
         ReportEventType::Onetime => "ONETIME",
         ReportEventType::Periodic => "PERIODIC",
         ReportEventType::OnInvoice => "ON_INVOICE",
-    }
-}
-
-/// The name of the one ReportFile of a ONETIME generator: the generator and its period, so
-/// that a retry or restart finds the same object and a changed period makes a new one.
-pub fn onetime_file_name(generator: &str, params: &ReportParameters) -> String {
-    let day = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y%m%d").to_string()).unwrap_or_else(|| "x".into());
-    format!("{generator}-{}-{}", day(params.start_date), day(params.end_date))
-}
-
-/// The name of a ReportFile mirrored from a report the backend made: the generator and the
-/// backend's id.
-pub fn mirrored_file_name(generator: &str, external_id: &str) -> String {
-    let id: String = external_id
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
-        .collect();
-    format!("{generator}-{}", id.trim_matches('-'))
-}
-
-/// The ReportFile a generator owns for one report: a snapshot of the request, which is
-/// immutable from then on.
-pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
-    let PlannedFile { name, parameters, organization, external_id } = planned;
-    let spec = &g.spec;
-    let mut labels = std::collections::BTreeMap::new();
-    labels.insert(LABEL_GENERATOR.to_string(), label_value(&g.name_any()));
-    ReportFile {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: g.namespace(),
-            labels: Some(labels),
-            owner_references: g.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        spec: ReportFileSpec {
-            generator_ref: Some(LocalObjectReference { name: g.name_any() }),
-            backend_ref: spec.backend_ref.clone(),
-            name: spec.common_name.clone(),
-            event_type: spec.event_type,
-            format: spec.format,
-            notify_by_email: spec.notify_by_email,
-            parameters: Some(parameters),
-            organization,
-            external_id,
-            template_id: g.status.as_ref().and_then(|s| s.external_id.clone()),
-            secret_template: spec.secret_template.clone(),
-            active_deadline_seconds: spec.active_deadline_seconds,
-        },
-        status: None,
     }
 }
 
@@ -240,12 +208,16 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
                 Ok(()) => match g.spec.event_type {
                     ReportEventType::Onetime => {
                         let params = g.spec.parameters.clone().unwrap_or_default();
-                        for file in fan_out(g, onetime_file_name(&name, &params), params) {
-                            ensure_file(ctx, g, file, &mut status, now).await?;
+                        let [from, to] = onetime_days(&params);
+                        let mut conflict = None;
+                        for file in fan_out(g, &[&name, &from, &to], params) {
+                            if let Ensured::Conflict(c) = ensure_file(ctx, g, file, &mut status, now).await? {
+                                conflict.get_or_insert(c);
+                            }
                         }
-                        Outcome::Ok(None)
+                        conflict.map_or(Outcome::Ok(None), Outcome::Conflict)
                     }
-                    ReportEventType::Periodic => periodic(g, ctx, &owned, &mut status, now).await?,
+                    ReportEventType::Periodic => scheduled::periodic(g, ctx, &owned, &mut status, now).await?,
                     // CMP makes invoice reports itself; validate() refused the other backends.
                     ReportEventType::OnInvoice => {
                         let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
@@ -256,9 +228,9 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
                             to: Some(now),
                             ..Default::default()
                         };
-                        let outcome = mirror(g, ctx, rb.spec.type_.as_str(), backend.as_ref(), &query, &owned, &mut status).await?;
+                        let outcome = mirror(g, ctx, &rb, backend.as_ref(), &query, &owned, &mut status).await?;
                         prune_history(ctx, g, &owned).await?;
-                        outcome.or_requeue(MIRROR_INTERVAL)
+                        outcome.or_requeue(mirror_waits(ctx, g, &rb, &status, now).1)
                     }
                 },
             }
@@ -272,6 +244,19 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
         Outcome::Invalid(i) => (Cond::ready(false, i.reason, i.message.clone()), None),
         Outcome::Retry(msg, after) => (Cond::ready(false, "BackendError", msg.clone()), Some(*after)),
         Outcome::Ok(requeue) => (ready_condition(g, &status), *requeue),
+        Outcome::Throttled(message, requeue) => (Cond::ready(true, "Throttled", message.clone()), Some(*requeue)),
+        Outcome::Conflict(c) if c.deleting => (ready_condition(g, &status), Some(CONFLICT_RETRY)),
+        Outcome::Conflict(c) => (
+            Cond::ready(
+                false,
+                "FileConflict",
+                format!(
+                    "ReportFile {:?} exists but is not this generator's (left by an earlier generator of the same name, or made by someone else): delete it, or rename the generator",
+                    c.name
+                ),
+            ),
+            Some(CONFLICT_RETRY),
+        ),
     };
     let changed_reason = g
         .status
@@ -284,7 +269,8 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
     }
     // A backend that is not Ready publishes its own Event; a generator only adds its own
     // problems (and a missing backend, which has no one else to tell).
-    let own_problem = matches!(&outcome, Outcome::Invalid(_))
+    let own_problem = matches!(&outcome, Outcome::Invalid(_) | Outcome::Throttled(..))
+        || matches!(&outcome, Outcome::Conflict(c) if !c.deleting)
         || matches!(&outcome, Outcome::NotReady(n) if n.reason == "BackendNotFound");
     if changed_reason.as_deref() != Some(cond.reason) && own_problem {
         ctx.event(g, EventType::Warning, cond.reason, cond.message.clone()).await;
@@ -307,6 +293,14 @@ enum Outcome {
     Ok(Option<Duration>),
     NotReady(NotReady),
     Invalid(Invalid),
+    /// Valid, but windows wait because the generator has
+    /// [`MAX_IN_PROGRESS_PER_GENERATOR`](super::periodic::MAX_IN_PROGRESS_PER_GENERATOR)
+    /// reports in progress: Ready stays True (the generator works, only slower) with reason
+    /// `Throttled`; a finished report wakes it, else it looks again after the duration.
+    Throttled(String, Duration),
+    /// A ReportFile name is taken by a file that is not this generator's: its report is not
+    /// counted as made, and the generator looks again after [`CONFLICT_RETRY`].
+    Conflict(FileConflict),
     /// A transient backend problem.
     Retry(String, Duration),
 }
@@ -330,152 +324,6 @@ fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
         .into_iter()
         .filter(|rf| rf.namespace() == g.namespace() && rf.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
         .collect()
-}
-
-/// A ReportFile the generator is about to create.
-pub struct PlannedFile {
-    pub name: String,
-    pub parameters: ReportParameters,
-    pub organization: Option<String>,
-    pub external_id: Option<String>,
-}
-
-/// The ReportFiles of one report: one, or (SUPPLIER `parameters.organizations`) one per
-/// organization, each named after it.
-pub fn fan_out(g: &ReportGenerator, base: String, parameters: ReportParameters) -> Vec<PlannedFile> {
-    let orgs = g.spec.parameters.as_ref().and_then(|p| p.organizations.clone()).unwrap_or_default();
-    if orgs.is_empty() {
-        return vec![PlannedFile { name: base, parameters, organization: None, external_id: None }];
-    }
-    orgs.into_iter()
-        .map(|org| PlannedFile {
-            name: mirrored_file_name(&base, &org),
-            parameters: ReportParameters { organizations: None, ..parameters.clone() },
-            organization: Some(org),
-            external_id: None,
-        })
-        .collect()
-}
-
-/// Creates a ReportFile unless it exists; AlreadyExists means a previous pass made it.
-async fn ensure_file(
-    ctx: &Context,
-    g: &ReportGenerator,
-    file: PlannedFile,
-    status: &mut ReportGeneratorStatus,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    let namespace = g.namespace().unwrap_or_default();
-    let name = file.name.clone();
-    if ctx.files.get(&ObjectRef::new(&name).within(&namespace)).is_some() {
-        return Ok(());
-    }
-    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &namespace);
-    let file = build_file(g, file);
-    match api.create(&PostParams { field_manager: Some(super::conditions::FIELD_MANAGER.into()), ..Default::default() }, &file).await {
-        Ok(_) => {
-            status.last_schedule_time = Some(now);
-            info!(generator = %g.name_any(), file = %name, "created ReportFile");
-            ctx.event(g, EventType::Normal, "Created", format!("created ReportFile {name:?}")).await;
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// PERIODIC on a backend the operator schedules: create the ReportFiles of the windows that
-/// are due, record the missed ones, and come back at the next run time.
-async fn periodic(
-    g: &ReportGenerator,
-    ctx: &Context,
-    owned: &[Arc<ReportFile>],
-    status: &mut ReportGeneratorStatus,
-    now: DateTime<Utc>,
-) -> Result<Outcome, Error> {
-    let params = g.spec.parameters.clone().unwrap_or_default();
-    let sched = g.spec.schedule.clone().unwrap_or_default();
-    let Some(period) = params.period else {
-        return Ok(Outcome::Invalid(Invalid::new("InvalidParameters", "PERIODIC reports need parameters.period")));
-    };
-    let schedule = match ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return Ok(Outcome::Invalid(Invalid::new("InvalidSchedule", e.to_string()))),
-    };
-    let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
-    // Under Forbid the API server, not the cache, says whether a report is running: a file
-    // created a moment ago may not be in the cache yet.
-    let active = if forbid { running_files(ctx, g).await? } else { 0 };
-    let run_now_value = g.annotations().get(ANNOTATION_RUN_NOW).cloned();
-    let run_now = run_now_value.is_some() && run_now_value != status.last_run_now;
-    let input = PlanInput {
-        schedule: &schedule,
-        now,
-        created: g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now),
-        backfill_from: params.start_date,
-        last_window_end: status.last_window_end,
-        last_check: status.last_schedule_check_time,
-        suspended: sched.suspend.unwrap_or(false),
-        starting_deadline: sched.starting_deadline_seconds.map(chrono::Duration::seconds),
-        catch_up: sched.catch_up_policy.unwrap_or_default(),
-        forbid,
-        active,
-        max_per_pass: MAX_WINDOWS_PER_PASS,
-        run_now,
-    };
-    let plan = periodic::plan(&input);
-    for window in &plan.create {
-        let window_params = ReportParameters {
-            start_date: Some(window.start),
-            end_date: Some(window.end),
-            ..params.clone()
-        };
-        let base = format!("{}-{}", g.name_any(), schedule.window_suffix(window));
-        for file in fan_out(g, base, window_params) {
-            ensure_file(ctx, g, file, status, now).await?;
-        }
-    }
-    for (window, why) in &plan.missed {
-        ctx.metrics.missed_windows.inc();
-        status.last_missed_time = Some(now);
-        let why = match why {
-            Missed::Suspended => "the generator was suspended",
-            Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
-            Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
-        };
-        let msg = format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339());
-        ctx.event(g, EventType::Warning, "Missed", msg).await;
-    }
-    status.last_window_end = plan.last_window_end;
-    status.next_report_date = plan.next_run;
-    if run_now {
-        status.last_run_now = run_now_value;
-    }
-    // The check time is only a marker of the operator running: refreshing it at most once a
-    // minute keeps the generator's own status writes from waking it again and again.
-    if status.last_schedule_check_time.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) || !plan.create.is_empty() {
-        status.last_schedule_check_time = Some(now);
-    }
-    prune_history(ctx, g, owned).await?;
-    let requeue = if plan.more_pending && !(forbid && active > 0) {
-        Some(Duration::from_secs(1))
-    } else {
-        plan.next_run.map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100))
-    };
-    Ok(Outcome::Ok(requeue))
-}
-
-/// Reports of this generator in progress, read from the API server.
-async fn running_files(ctx: &Context, g: &ReportGenerator) -> Result<usize, Error> {
-    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    let selector = format!("{LABEL_GENERATOR}={}", label_value(&g.name_any()));
-    let list = api.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|rf| rf.owner_references().iter().any(|o| Some(&o.uid) == g.uid().as_ref()))
-        .filter(|rf| !rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
-        .count())
 }
 
 /// Deletes the oldest finished ReportFiles beyond the history limits; their Secrets go with
@@ -518,17 +366,19 @@ pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed:
 async fn mirror(
     g: &ReportGenerator,
     ctx: &Context,
-    type_: &'static str,
+    rb: &ReportBackend,
     backend: &dyn ReportingBackend,
     query: &ListQuery,
     owned: &[Arc<ReportFile>],
     status: &mut ReportGeneratorStatus,
 ) -> Result<Outcome, Error> {
+    let type_ = rb.spec.type_.as_str();
     let remote = match backend.list(query).await {
         Ok(r) => r,
         Err(e) => return Ok(retry(ctx, type_, "list", e)),
     };
     ctx.metrics.backend_call(type_, "list", "ok");
+    let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
     for report in &remote {
         if owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())) {
             continue;
@@ -545,12 +395,53 @@ async fn mirror(
             organization: None,
             external_id: Some(report.id.clone()),
         };
-        ensure_file(ctx, g, file, status, Utc::now()).await?;
-        if let Some(t) = report.generate_date {
-            status.last_mirrored_time = Some(status.last_mirrored_time.map_or(t, |m| m.max(t)));
+        match ensure_file(ctx, g, file, status, Utc::now()).await? {
+            Ensured::Done => mirrored.extend(report.generate_date),
+            Ensured::Conflict(c) => {
+                blocked.extend(report.generate_date);
+                conflict.get_or_insert(c);
+            }
         }
     }
-    Ok(Outcome::Ok(if remote.is_empty() { Some(Duration::from_secs(2)) } else { None }))
+    status.last_mirrored_time = mirror_mark(status.last_mirrored_time, &mirrored, &blocked);
+    if let Some(c) = conflict {
+        return Ok(Outcome::Conflict(c));
+    }
+    Ok(Outcome::Ok(if remote.is_empty() { Some(mirror_waits(ctx, g, rb, status, Utc::now()).0) } else { None }))
+}
+
+/// The new `status.lastMirroredTime`: the newest generation time of the reports mirrored, but
+/// not at or past one whose file name is taken (`blocked`): that report is not mirrored yet,
+/// and a mark past it would skip it for good.
+fn mirror_mark(old: Option<DateTime<Utc>>, mirrored: &[DateTime<Utc>], blocked: &[DateTime<Utc>]) -> Option<DateTime<Utc>> {
+    let limit = blocked.iter().min();
+    mirrored.iter().filter(|t| limit.is_none_or(|l| *t < l)).copied().chain(old).max()
+}
+
+/// How long a mirroring generator waits before it lists again: while no report comes, from
+/// 2 s doubling up to [`MIRROR_INTERVAL`] (first), else [`MIRROR_INTERVAL`] (second); both at
+/// least this generator's share of the backend's most restrictive budget.
+fn mirror_waits(ctx: &Context, g: &ReportGenerator, rb: &ReportBackend, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> (Duration, Duration) {
+    let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time);
+    let since = status.last_schedule_time.max(created).unwrap_or(now);
+    let waited = (now - since).to_std().unwrap_or_default();
+    let budgets: Vec<(u32, Duration)> = ctx
+        .registry
+        .limiter(rb)
+        .map(|l| l.config().budgets.iter().map(|b| (b.requests, b.window)).collect())
+        .unwrap_or_default();
+    // Generators that list this backend for reports to mirror.
+    let pollers = ctx
+        .generators
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == rb.namespace() && o.spec.backend_ref.name == rb.name_any())
+        .filter(|o| rb.spec.type_ == BackendType::Rde || o.spec.event_type == ReportEventType::OnInvoice)
+        .count();
+    (
+        pacing::mirror_interval(waited, MIRROR_INTERVAL, pollers, &budgets),
+        pacing::mirror_interval(MIRROR_INTERVAL, MIRROR_INTERVAL, pollers, &budgets),
+    )
 }
 
 /// RDE: the platform schedules; make sure the template exists and mirror its report files.
@@ -611,14 +502,14 @@ async fn rde(
         }
     }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
-    let outcome = mirror(g, ctx, type_, backend, &query, owned, status).await?;
+    let outcome = mirror(g, ctx, rb, backend, &query, owned, status).await?;
     if g.spec.event_type == ReportEventType::Onetime {
         // A ONETIME template has one report file; once it is mirrored there is nothing to list.
         let mirrored = !owned.is_empty() || matches!(outcome, Outcome::Ok(None));
         return Ok(if mirrored { Outcome::Ok(None) } else { outcome });
     }
     prune_history(ctx, g, owned).await?;
-    Ok(outcome.or_requeue(MIRROR_INTERVAL))
+    Ok(outcome.or_requeue(mirror_waits(ctx, g, rb, status, Utc::now()).1))
 }
 
 /// The parameters of a mirrored report: the backend's period where it says, else the
@@ -720,16 +611,19 @@ mod tests {
     }
 
     #[test]
-    fn file_names_are_deterministic() {
-        let params = ReportParameters {
-            start_date: Some(t("2018-10-09T00:00:00Z")),
-            end_date: Some(t("2018-10-10T23:59:59Z")),
-            ..Default::default()
-        };
-        assert_eq!(onetime_file_name("nw-finance", &params), "nw-finance-20181009-20181010");
-        assert_eq!(
-            mirrored_file_name("nw-finance", "A7F79686-f6a6-4319-bb8b-4a40ed2ecbb3"),
-            "nw-finance-a7f79686-f6a6-4319-bb8b-4a40ed2ecbb3"
-        );
+    fn the_mirror_mark_never_passes_a_report_whose_file_name_is_taken() {
+        let (d1, d2, d3) = (t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), t("2026-11-03T00:00:00Z"));
+        // (old mark, mirrored, blocked, new mark)
+        let cases = [
+            (None, vec![], vec![], None),
+            (Some(d1), vec![], vec![], Some(d1)),
+            (None, vec![d1, d3, d2], vec![], Some(d3)),
+            (None, vec![d1, d3], vec![d2], Some(d1)),
+            (Some(d1), vec![d3], vec![d2], Some(d1)),
+            (None, vec![d2], vec![d2], None),
+        ];
+        for (old, mirrored, blocked, expected) in cases {
+            assert_eq!(mirror_mark(old, &mirrored, &blocked), expected, "{old:?} {mirrored:?} {blocked:?}");
+        }
     }
 }

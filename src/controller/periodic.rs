@@ -18,6 +18,16 @@ pub const LATE_GRACE: Duration = Duration::minutes(2);
 /// At most this many windows are looked at in one pass; a longer backlog continues at once in
 /// the next pass.
 const MAX_CANDIDATES: usize = 1000;
+/// The longest backfill a generator works through: a PERIODIC `parameters.startDate` more
+/// windows back than this (at P1D, about 2.7 years) is refused with reason `BackfillTooLong`
+/// and nothing is created. `startDate: 0001-01-01` with P1D would otherwise mean about
+/// 740,000 reports, created ten a second, for days.
+pub const MAX_BACKFILL_WINDOWS: usize = 1000;
+/// Reports (ReportFiles, counting each organization of a SUPPLIER fan-out) one generator may
+/// have in progress at once. Beyond it no new window starts (the condition says `Throttled`)
+/// and the queued windows start oldest first as reports finish; none is skipped. It keeps one
+/// generator from filling the cluster and the backend with work.
+pub const MAX_IN_PROGRESS_PER_GENERATOR: usize = 200;
 
 /// What the planner needs to know about a generator.
 #[derive(Debug, Clone)]
@@ -38,7 +48,12 @@ pub struct PlanInput<'a> {
     pub catch_up: CatchUpPolicy,
     /// Forbid: no new window while a report is in progress.
     pub forbid: bool,
+    /// This generator's reports in progress.
     pub active: usize,
+    /// Reports in progress at most ([`MAX_IN_PROGRESS_PER_GENERATOR`]); a window starts only if all its files fit.
+    pub max_in_progress: usize,
+    /// ReportFiles per window: one, or one per SUPPLIER organization.
+    pub files_per_window: usize,
     /// Windows created at most per pass.
     pub max_per_pass: usize,
     /// A new `run-now` annotation value asks for the latest complete window now.
@@ -68,6 +83,9 @@ pub struct Plan {
     /// Windows are still waiting (cap or Forbid): look again soon, or when the active report
     /// finishes.
     pub more_pending: bool,
+    /// Windows are waiting because the generator has `max_in_progress` reports in progress:
+    /// they start when reports finish.
+    pub throttled: bool,
     /// The next run time, for `status.nextReportDate` and the requeue.
     pub next_run: Option<DateTime<Utc>>,
 }
@@ -77,6 +95,42 @@ enum Class {
     Backfill,
     OnTime,
     Late,
+}
+
+impl Plan {
+    /// The high-water mark when the windows from the one starting at `start` on could not be
+    /// created after all (their ReportFile name is taken): the newest window created or missed
+    /// that ends before `start`, or the old mark.
+    pub fn mark_before(&self, start: DateTime<Utc>, old_mark: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        self.create
+            .iter()
+            .chain(self.missed.iter().map(|(w, _)| w))
+            .map(|w| w.end)
+            .filter(|end| *end < start)
+            .chain(old_mark)
+            .max()
+    }
+}
+
+/// The backfill still to do for `parameters.startDate` `from` (the windows after `mark` up to
+/// `until`), if it is more than `max` windows: then the earliest start date that is allowed,
+/// for the message. Counting stops after `max + 1` windows, so a start date in year 1 costs no
+/// more than one within the limit.
+pub fn backfill_too_long(
+    s: &ReportSchedule,
+    from: DateTime<Utc>,
+    mark: Option<DateTime<Utc>>,
+    until: DateTime<Utc>,
+    max: usize,
+) -> Option<DateTime<Utc>> {
+    let from = match mark.and_then(|m| m.checked_add_signed(Duration::seconds(1))) {
+        Some(after_mark) => from.max(after_mark),
+        None => from,
+    };
+    s.backfill_windows(from, until).nth(max)?;
+    let newest = s.latest_complete_window(until);
+    let oldest = (1..max).fold(newest, |w, _| s.window_before(&w));
+    Some(oldest.start)
 }
 
 /// Plans one pass of a PERIODIC generator.
@@ -108,7 +162,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let newest_late = candidates.iter().rev().find(|(_, _, c)| *c == Class::Late).map(|(w, _, _)| *w);
 
     let mut plan = Plan { last_window_end: mark, ..Plan::default() };
-    let mut room = if input.forbid { usize::from(input.active == 0) } else { input.max_per_pass };
+    // Windows whose files all fit under the in-progress cap; with none in progress one window
+    // always fits, so that a fan-out wider than the cap still moves.
+    let mut fits = input.max_in_progress.saturating_sub(input.active) / input.files_per_window.max(1);
+    if input.active == 0 {
+        fits = fits.max(1);
+    }
+    let mut room = if input.forbid { usize::from(input.active == 0) } else { input.max_per_pass.min(fits) };
+    let throttled_room = !input.forbid && fits < input.max_per_pass;
     for (w, run_time, class) in candidates {
         let missed = if class == Class::Backfill {
             None
@@ -135,6 +196,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
             None => {
                 plan.more_pending = true;
+                plan.throttled = throttled_room;
                 break;
             }
         }
@@ -178,6 +240,8 @@ mod tests {
             catch_up: CatchUpPolicy::All,
             forbid: false,
             active: 0,
+            max_in_progress: 200,
+            files_per_window: 1,
             max_per_pass: 10,
             run_now: false,
         }
@@ -313,5 +377,113 @@ mod tests {
         assert_eq!(days(&plan(&i).create), vec!["11-09"]);
         i.last_window_end = Some(t("2026-11-09T23:59:59Z"));
         assert!(plan(&i).create.is_empty());
+    }
+
+    #[test]
+    fn the_in_progress_cap_holds_windows_back_oldest_first_without_skipping() {
+        let s = daily();
+        let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
+        i.backfill_from = Some(t("2026-11-01T00:00:00Z"));
+        i.max_in_progress = 5;
+        // (reports in progress, files per window, windows created, throttled, pending)
+        let cases = [
+            (0, 1, 5, true, true),
+            (3, 1, 2, true, true),
+            (5, 1, 0, true, true),
+            (9, 1, 0, true, true),
+            // Three organizations per window: one window fits in 5 - 1.
+            (1, 3, 1, true, true),
+            // A fan-out wider than the cap still moves one window at a time when idle.
+            (0, 7, 1, true, true),
+            (4, 7, 0, true, true),
+        ];
+        for (active, per_window, created, throttled, pending) in cases {
+            i.active = active;
+            i.files_per_window = per_window;
+            let p = plan(&i);
+            let at = format!("active {active}, {per_window} per window");
+            assert_eq!(p.create.len(), created, "{at}");
+            assert_eq!(p.throttled, throttled, "{at}");
+            assert_eq!(p.more_pending, pending, "{at}");
+            // The mark covers exactly the windows created: the held ones come next.
+            assert_eq!(p.last_window_end, p.create.last().map(|w| w.end), "{at}");
+            if let Some(first) = p.create.first() {
+                assert_eq!(first.start, t("2026-11-01T00:00:00Z"), "{at}");
+            }
+        }
+        // Under the cap only the per-pass cap holds windows back, which is not throttling.
+        i.max_in_progress = 200;
+        i.active = 0;
+        i.files_per_window = 1;
+        let p = plan(&i);
+        assert_eq!((p.create.len(), p.throttled, p.more_pending), (10, false, true));
+    }
+
+    #[test]
+    fn the_mark_stops_before_a_window_that_could_not_be_created() {
+        let s = daily();
+        let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
+        i.backfill_from = Some(t("2026-11-01T00:00:00Z"));
+        let p = plan(&i);
+        let third = p.create[2];
+        assert_eq!(p.mark_before(third.start, None), Some(p.create[1].end));
+        assert_eq!(p.mark_before(p.create[0].start, None), None);
+        assert_eq!(p.mark_before(p.create[0].start, Some(t("2026-10-31T23:59:59Z"))), Some(t("2026-10-31T23:59:59Z")));
+        // Missed windows before it count as dealt with too.
+        let mut missed = Plan::default();
+        missed.missed.push((s.window_containing(t("2026-11-01T12:00:00Z")), Missed::Suspended));
+        missed.create.push(s.window_containing(t("2026-11-02T12:00:00Z")));
+        assert_eq!(missed.mark_before(t("2026-11-02T00:00:00Z"), None), Some(t("2026-11-01T23:59:59Z")));
+    }
+
+    #[test]
+    fn a_backfill_longer_than_the_limit_is_refused_with_the_earliest_start_allowed() {
+        let daily = daily();
+        let until = t("2026-11-15T09:00:00Z");
+        // (start date, mark, too long)
+        let cases = [
+            ("0001-01-01T00:00:00Z", None, true),
+            ("1970-01-01T00:00:00Z", None, true),
+            ("2024-06-01T00:00:00Z", None, false),
+            ("9999-12-31T23:59:59Z", None, false),
+            // Most of it done already (a generator from before the limit): what is left counts.
+            ("1970-01-01T00:00:00Z", Some("2026-01-01T23:59:59Z"), false),
+        ];
+        for (from, mark, too_long) in cases {
+            let got = backfill_too_long(&daily, t(from), mark.map(t), until, MAX_BACKFILL_WINDOWS);
+            assert_eq!(got.is_some(), too_long, "{from} {mark:?}");
+        }
+        // The earliest start allowed makes exactly the limit.
+        let earliest = backfill_too_long(&daily, t("1970-01-01T00:00:00Z"), None, until, MAX_BACKFILL_WINDOWS).expect("too long");
+        assert_eq!(daily.backfill_windows(earliest, until).count(), MAX_BACKFILL_WINDOWS);
+        assert!(backfill_too_long(&daily, earliest, None, until, MAX_BACKFILL_WINDOWS).is_none());
+        let monthly = ReportSchedule::new(Period::P1M, Some("Pacific/Kiritimati"), None).expect("schedule");
+        assert!(backfill_too_long(&monthly, t("1970-01-01T00:00:00Z"), None, until, MAX_BACKFILL_WINDOWS).is_none());
+    }
+
+    #[test]
+    fn extreme_dates_and_deadlines_plan_without_panicking() {
+        for (period, zone, cron) in [
+            (Period::P1D, None, None),
+            (Period::P1W, Some("Pacific/Kiritimati"), Some("* * * * *")),
+            (Period::P1M, Some("Pacific/Pago_Pago"), Some("@yearly")),
+            (Period::P1M, Some("America/St_Johns"), None),
+        ] {
+            let s = ReportSchedule::new(period, zone, cron).expect("schedule");
+            for from in ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+                let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
+                i.backfill_from = Some(t(from));
+                i.last_window_end = Some(t(from));
+                i.last_check = Some(t(from));
+                i.starting_deadline = Some(Duration::MAX);
+                i.run_now = true;
+                let p = plan(&i);
+                assert!(p.create.len() <= 11, "{from}");
+                i.starting_deadline = Some(Duration::MIN);
+                i.now = t("9999-12-31T23:59:59Z");
+                i.created = t("9999-12-30T00:00:00Z");
+                let _ = plan(&i);
+            }
+        }
     }
 }
