@@ -16,7 +16,7 @@ use report_operator::sim::SimConfig;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The report looks at a foreign Secret again every 30 s.
-const AFTER_DELETION: Duration = Duration::from_secs(200);
+const AFTER_DELETION: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_secret_with_the_report_name_is_left_alone_until_it_is_deleted() {
