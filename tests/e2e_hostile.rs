@@ -182,14 +182,27 @@ async fn neighbour(s: Arc<Suite>, ns: String) {
     futures::future::join_all(waits).await;
 }
 
-/// A PERIODIC generator whose daily backfill starts in year 1: refused, no report made.
+/// PERIODIC generators whose daily backfill starts in year 1 (refused at admission, naming
+/// startDate) and in 1970 (admitted, then refused by the operator: far more windows than it
+/// works through): no report made.
 async fn backfill_from_year_one(s: Arc<Suite>, ns: String) {
     let case = "PERIODIC from 0001-01-01";
-    let yaml = format!(
-        "{}\n---\napiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: since-year-one\nspec:\n  backendRef:\n    name: cmp\n  commonName: Since year one\n  eventType: PERIODIC\n  format: JSON\n  parameters:\n    startDate: \"0001-01-01T00:00:00Z\"\n    period: P1D\n",
-        sim_backend(&s, BackendType::Cmp)
-    );
-    if let Err(e) = s.apply(&ns, &yaml).await {
+    let generator = |name: &str, start: &str| {
+        format!(
+            "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: {name}\nspec:\n  backendRef:\n    name: cmp\n  commonName: Since year one\n  eventType: PERIODIC\n  format: JSON\n  parameters:\n    startDate: \"{start}\"\n    period: P1D\n"
+        )
+    };
+    if let Err(e) = s.apply(&ns, &sim_backend(&s, BackendType::Cmp)).await {
+        return s.findings.fail(case, format!("kubectl apply of the backend failed: {e}"));
+    }
+    match s.apply(&ns, &generator("year-one", "0001-01-01T00:00:00Z")).await {
+        Ok(_) => s.findings.fail(case, "a startDate in year 1 was admitted (expected a refusal naming startDate)".to_string()),
+        Err(e) => {
+            note(case, format!("year 1 refused: {}", e.trim()));
+            s.findings.check(case, e.contains("startDate"), || format!("the refusal does not name startDate: {e}"));
+        }
+    }
+    if let Err(e) = s.apply(&ns, &generator("since-year-one", "1970-01-01T00:00:00Z")).await {
         return s.findings.fail(case, format!("kubectl apply failed (expected admission, then Ready=False {REASON_BACKFILL_TOO_LONG}): {e}"));
     }
     let last: Mutex<Option<String>> = Mutex::new(None);

@@ -169,7 +169,9 @@ pub struct ReportBackendStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` says whether the credentials work against the API; reasons
-    /// Authenticated, CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable, InvalidSpec.
+    /// Authenticated, CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable, InvalidSpec,
+    /// InvalidResponse (an answer that is not the API's: malformed, too large, a redirect),
+    /// DestinationDenied (the operator's outbound policy forbids the address).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -96,7 +96,10 @@ pub struct ReportFileStatus {
     /// IN_PROGRESS, READY or FAILED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<FileState>,
-    /// `Ready`, with reasons Pending, InProgress, Ready, Failed, UrlExpired.
+    /// `Ready`, with reasons Pending, InProgress, Ready, Failed, DeadlineExceeded, TooLarge,
+    /// UrlExpired, SecretConflict (a Secret of the report's name that the operator does not own
+    /// is in the way), and KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the
+    /// operator could not handle the object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

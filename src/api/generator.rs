@@ -249,7 +249,12 @@ pub struct ReportGeneratorStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: whether the generator is valid and producing reports.
+    /// `Ready`: whether the generator is valid and producing reports. Reasons: ReportReady,
+    /// ReportInProgress, ReportFailed (ONETIME), Scheduled, Throttled (PERIODIC; Throttled: the
+    /// reports in progress are at the per-generator cap), BackendNotFound, BackendNotReady,
+    /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
+    /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
+    /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

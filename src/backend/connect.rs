@@ -186,7 +186,8 @@ impl ReportingBackend for ConnectBackend {
     async fn probe(&self) -> Result<(), BackendError> {
         let mut url = self.http.url("/reporting/reports");
         url.set_query(Some("limit=1"));
-        self.http.send(&Call::get(url, "probe"), &self.auth).await.map(drop)
+        // An answer is only a yes when it is the API's: a report list.
+        self.http.send(&Call::get(url, "probe"), &self.auth).await?.json::<Vec<serde_json::Value>>("report list").map(drop)
     }
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {

@@ -103,8 +103,8 @@ impl BackendError {
     }
 
     /// The Ready reason of a ReportBackend whose `probe` failed with this error: the
-    /// credential, spec and policy problems by name, an answer too large to read
-    /// `InvalidResponse`, everything else `Unreachable`.
+    /// credential, spec and policy problems by name, an answer too large to read or not the
+    /// API's (malformed, a redirect) `InvalidResponse`, everything else `Unreachable`.
     pub fn ready_reason(&self) -> &'static str {
         match self {
             BackendError::Unauthorized { .. } => "Unauthorized",
@@ -113,7 +113,7 @@ impl BackendError {
             BackendError::CredentialsMissing { .. } => "CredentialsMissing",
             BackendError::InvalidSpec { .. } => "InvalidSpec",
             BackendError::DestinationDenied { .. } => "DestinationDenied",
-            BackendError::TooLarge { .. } => "InvalidResponse",
+            BackendError::TooLarge { .. } | BackendError::Protocol { .. } => "InvalidResponse",
             _ => "Unreachable",
         }
     }
@@ -257,6 +257,7 @@ mod tests {
         let ErrorAction::FailReport { reason } = too_large.action() else { panic!("{:?}", too_large.action()) };
         assert!(reason.starts_with("TooLarge") && reason.contains(" 4 bytes"), "{reason}");
         assert_eq!(too_large.ready_reason(), "InvalidResponse");
+        assert_eq!(BackendError::protocol("login: expected a string").ready_reason(), "InvalidResponse");
         let denied = BackendError::DestinationDenied { message: "169.254.169.254 is link-local".into() };
         assert!(matches!(denied.action(), ErrorAction::BackendNotReady { reason: "DestinationDenied", .. }));
         assert_eq!(denied.ready_reason(), "DestinationDenied");
