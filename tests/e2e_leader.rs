@@ -35,24 +35,11 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let flags = leader_flags(&world.ns.name);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut first = Operator::start_with(world.ns.cp(), &world.ns.name, &flags);
-    wait_for("the first operator to lead", Duration::from_secs(30), || async {
-        first.logs().contains("acquired the leader-election Lease").then_some(())
-    })
-    .await;
+    wait_to_lead(&first).await;
     let mut second = Operator::start_with(world.ns.cp(), &world.ns.name, &flags);
-    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
-        second.logs().contains("waiting for the leader-election Lease").then_some(())
-    })
-    .await;
+    wait_to_stand_by(&second).await;
 
-    let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
-    world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
-    wait_for("the report submitted", Duration::from_secs(60), || async {
-        let files = world.files_of("once").await;
-        files.first()?.status.as_ref()?.external_id.as_ref().map(|_| ())
-    })
-    .await;
+    let t = submit_report(&world).await;
     assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
     assert!(!second.logs().contains("backend checked"), "the standby reconciled:\n{}", second.logs());
 
@@ -102,24 +89,11 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
     let proxy = Proxy::start(upstream_of(&cp.kubeconfig)).await;
     let kubeconfig = proxy.kubeconfig(&cp.kubeconfig, &repo_root().join(format!("target/test-logs/{}-proxy", world.ns.name)));
     let mut first = Operator::start_with_kubeconfig(&kubeconfig, &world.ns.name, &flags);
-    wait_for("the first operator to lead", Duration::from_secs(30), || async {
-        first.logs().contains("acquired the leader-election Lease").then_some(())
-    })
-    .await;
+    wait_to_lead(&first).await;
     let mut second = Operator::start_with(&cp, &world.ns.name, &flags);
-    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
-        second.logs().contains("waiting for the leader-election Lease").then_some(())
-    })
-    .await;
+    wait_to_stand_by(&second).await;
 
-    let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
-    world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
-    wait_for("the report submitted", Duration::from_secs(60), || async {
-        let files = world.files_of("once").await;
-        files.first()?.status.as_ref()?.external_id.as_ref().map(|_| ())
-    })
-    .await;
+    let t = submit_report(&world).await;
     assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
 
     let cut_at = Instant::now();
@@ -152,4 +126,32 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
     assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
     assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
     second.kill();
+}
+
+async fn wait_to_lead(op: &Operator) {
+    wait_for("the first operator to lead", Duration::from_secs(30), || async {
+        op.logs().contains("acquired the leader-election Lease").then_some(())
+    })
+    .await;
+}
+
+async fn wait_to_stand_by(op: &Operator) {
+    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
+        op.logs().contains("waiting for the leader-election Lease").then_some(())
+    })
+    .await;
+}
+
+/// Applies a CMP backend and a ONETIME generator `once`, and waits until its report is
+/// submitted (the simulator takes 6 s to make it, so it is still running then).
+async fn submit_report(world: &World) -> BackendType {
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
+    wait_for("the report submitted", Duration::from_secs(60), || async {
+        let files = world.files_of("once").await;
+        files.first()?.status.as_ref()?.external_id.as_ref().map(|_| ())
+    })
+    .await;
+    t
 }

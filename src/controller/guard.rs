@@ -36,38 +36,23 @@ pub trait HasReady: Resource<DynamicType = (), Scope = kube::core::NamespaceReso
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
 }
 
-impl HasReady for ReportBackend {
-    type Status = ReportBackendStatus;
-    const KIND: &'static str = "ReportBackend";
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
-        &mut status.conditions
-    }
+/// The three kinds keep their conditions in `status.conditions`.
+macro_rules! has_ready {
+    ($($kind:ident => $status:ident),* $(,)?) => {$(
+        impl HasReady for $kind {
+            type Status = $status;
+            const KIND: &'static str = stringify!($kind);
+            fn status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+                &mut status.conditions
+            }
+        }
+    )*};
 }
 
-impl HasReady for ReportGenerator {
-    type Status = ReportGeneratorStatus;
-    const KIND: &'static str = "ReportGenerator";
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
-        &mut status.conditions
-    }
-}
-
-impl HasReady for ReportFile {
-    type Status = ReportFileStatus;
-    const KIND: &'static str = "ReportFile";
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
-        &mut status.conditions
-    }
-}
+has_ready!(ReportBackend => ReportBackendStatus, ReportGenerator => ReportGeneratorStatus, ReportFile => ReportFileStatus);
 
 /// Runs one reconcile of `obj`: times and counts it, turns a panic into [`Error::Panicked`],
 /// forgets the object's backoff when it succeeds and reports a permanent failure on the
