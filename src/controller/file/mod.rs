@@ -6,46 +6,32 @@
 //! without an id (a crash, or a lost answer) looks the report up on the backend before it asks
 //! again.
 
-use std::collections::{BTreeMap, HashSet};
+mod decide;
+mod secret;
+
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tracing::{debug, info};
 
-use super::conditions::{Cond, from_k8s_time, set_condition};
+use self::decide::{Facts, Next};
+use self::secret::{CONFLICT_RETRY, Observed, ReportSecrets, Written, build_secret};
+use super::conditions::from_k8s_time;
 use super::context::Context;
 use super::guard::{self, error_policy};
-use super::secret::{CONFLICT_RETRY, Observed, ReportSecrets, Written, conflict_message};
 use super::{Error, ids_taken, users_of_backend};
-use crate::api::{
-    ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, LABEL_GENERATOR, LABEL_REPORT_FILE, LocalObjectReference, ReportBackend,
-    ReportFile, ReportFileStatus, find_condition, label_value,
-};
-use crate::backend::{BackendError, Capabilities, Download, ErrorAction, RemoteReport, ReportRequest, ReportState, ReportingBackend};
-
-/// Default `activeDeadlineSeconds`: 6 hours.
-const DEFAULT_ACTIVE_DEADLINE: i64 = 6 * 3600;
-use crate::backend::MAX_INLINE_BYTES;
-/// How long before a short-lived URL expires the operator re-mints it.
-const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
-/// For how long after READY short-lived URLs are kept fresh without being asked; later they
-/// are re-minted on the refresh annotation only, so old reports cost the backend nothing.
-const URL_KEEP_FRESH: chrono::Duration = chrono::Duration::minutes(15);
-/// Longest requeue: a URL a backend says expires in year 9999 (or a Retry-After that far
-/// out) is looked at again tomorrow rather than left alone for years.
-const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
-/// Ready reason of a report whose Secret name is taken by someone else's Secret.
-const SECRET_CONFLICT: &str = "SecretConflict";
+use crate::api::{ANNOTATION_REFRESH_URL, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile, ReportFileStatus};
+use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
 
 pub async fn controller(
     ctl: Controller<ReportFile>,
@@ -84,8 +70,8 @@ async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Err
     .await
 }
 
-/// One reconcile of one ReportFile; `status` is the status being built, written with
-/// [`Reconciler::save`].
+/// One reconcile of one ReportFile: reads, asks [`decide`] at each point, performs the step.
+/// `status` is the status being built, written with [`Reconciler::save`].
 struct Reconciler<'a> {
     rf: &'a ReportFile,
     ctx: &'a Context,
@@ -93,6 +79,7 @@ struct Reconciler<'a> {
     namespace: String,
     name: String,
     status: ReportFileStatus,
+    facts: Facts<'a>,
     now: DateTime<Utc>,
 }
 
@@ -118,122 +105,97 @@ macro_rules! step {
     };
 }
 
+/// Look again after `requeue`, or on a change.
+fn requeue(requeue: Option<Duration>) -> Action {
+    requeue.map_or_else(Action::await_change, Action::requeue)
+}
+
 impl<'a> Reconciler<'a> {
     fn new(rf: &'a ReportFile, ctx: &'a Context) -> Result<Self, Error> {
         let namespace = rf.namespace().ok_or_else(|| Error::Invalid("ReportFile without namespace".into()))?;
         let mut status = rf.status.clone().unwrap_or_default();
         status.observed_generation = rf.metadata.generation;
-        Ok(Reconciler {
-            api: Api::namespaced(ctx.client.clone(), &namespace),
-            name: rf.name_any(),
-            namespace,
-            rf,
-            ctx,
-            status,
-            now: Utc::now(),
-        })
+        let now = Utc::now();
+        let facts = Facts {
+            name: rf.metadata.name.as_deref().unwrap_or_default(),
+            generation: rf.metadata.generation,
+            created: rf.metadata.creation_timestamp.as_ref().map(from_k8s_time),
+            active_deadline_seconds: rf.spec.active_deadline_seconds,
+            spec_external_id: rf.spec.external_id.as_deref(),
+            refresh: rf.annotations().get(ANNOTATION_REFRESH_URL).map(String::as_str),
+            now,
+        };
+        Ok(Reconciler { api: Api::namespaced(ctx.client.clone(), &namespace), name: rf.name_any(), namespace, rf, ctx, status, facts, now })
     }
 
     async fn run(mut self) -> Result<Action, Error> {
-        match self.status.status {
-            Some(FileState::Failed) => return Ok(Action::await_change()),
-            Some(FileState::Ready) => return self.maintain_ready().await,
-            Some(FileState::InProgress) | None => {}
+        let mut next = decide::start(&mut self.status, &self.facts);
+        if next == Next::CheckSecret {
+            let seen = self.report_secrets().observe(&self.name).await?;
+            if self.status.status == Some(FileState::Ready) {
+                return self.maintain_ready(seen).await;
+            }
+            next = decide::secret_seen(&mut self.status, &self.facts, &seen, Next::AskBackend);
         }
-        if let Some(msg) = self.deadline_exceeded() {
-            return self.fail("DeadlineExceeded", msg).await;
-        }
-        // While the Secret name is taken the backend is not asked again (a FUSION `get`
-        // generates the report again).
-        if self.ready_reason() == Some(SECRET_CONFLICT)
-            && let Observed::Foreign { why } = self.report_secrets().observe(&self.name).await?
-        {
-            return self.secret_conflict(&why).await;
+        if next != Next::AskBackend {
+            return self.finish(next).await;
         }
         let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
             Ok(found) => found,
             Err(not_ready) => {
-                self.status.status = Some(FileState::InProgress);
-                self.set_ready(false, "Pending", format!("waiting for the backend: {}", not_ready.message));
-                self.save().await?;
-                return Ok(Action::requeue(Duration::from_secs(30)));
+                let next = decide::backend_not_ready(&mut self.status, &self.facts, &not_ready.message);
+                return self.finish(next).await;
             }
         };
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
-        // A report the backend made itself has its id in the spec; status says it too.
-        if self.status.external_id.is_none() {
-            self.status.external_id = self.rf.spec.external_id.clone();
-        }
-        let report = match self.known_id() {
-            Some(id) => step!(self.call(type_, "get", backend.get(&id, &req)).await?),
-            None => step!(self.find_or_submit(&rb, backend.as_ref(), &req).await?),
+        let report = match decide::with_backend(&mut self.status, &self.facts, type_) {
+            Next::Get { id } => step!(self.call(type_, "get", backend.get(&id, &req)).await?),
+            first @ (Next::Find | Next::MarkPendingThenSubmit) => step!(self.find_or_submit(&rb, backend.as_ref(), &req, first).await?),
+            other => return self.finish(other).await,
         };
-        match report.state.clone() {
-            ReportState::InProgress => {
-                let first = self.status.status != Some(FileState::InProgress) || self.status.submit_time.is_none();
-                self.status.status = Some(FileState::InProgress);
-                self.status.submit_time.get_or_insert(self.now);
-                self.set_ready(false, "InProgress", format!("{type_} is generating the report"));
+        match decide::answer(&mut self.status, &self.facts, type_, &report.state) {
+            Next::Poll { first } => {
                 self.save().await?;
                 if first {
                     debug!(report = %self.name, "report in progress");
                 }
                 Ok(Action::requeue(self.poll_interval(&rb, &backend.capabilities())))
             }
-            ReportState::Ready => self.complete(&rb, backend.as_ref(), &req, report).await,
-            ReportState::Failed { reason } => {
-                let msg = format!("{type_} failed the report: {reason}");
-                self.status.failed_reason = Some(reason);
-                self.fail("Failed", msg).await
-            }
+            Next::Download => self.complete(&rb, backend.as_ref(), &req, report).await,
+            other => self.finish(other).await,
         }
     }
 
-    /// The backend's id of this report, if known: recorded by us, or given in the spec for a
-    /// report the backend made itself (RDE report files, CMP invoice reports).
-    fn known_id(&self) -> Option<String> {
-        self.status.external_id.clone().or_else(|| self.rf.spec.external_id.clone())
-    }
-
-    /// Looks the report up if an earlier ask may have reached the backend; asks otherwise.
+    /// Looks the report up if an earlier ask may have reached the backend (`first` is
+    /// [`Next::Find`]); asks otherwise, the create-pending mark written first.
     async fn find_or_submit(
         &mut self,
         rb: &ReportBackend,
         backend: &dyn ReportingBackend,
         req: &ReportRequest,
+        first: Next,
     ) -> Result<Step<RemoteReport>, Error> {
         let type_ = rb.spec.type_.as_str();
-        if self.status.create_pending_since.is_some()
-            && let Some(found) = step!(self.call(type_, "find", backend.find(req, &self.ids_taken(rb))).await?)
-        {
-            info!(report = %self.name, id = %found.id, "found the report an earlier request created");
-            self.record_submitted(&found).await?;
-            return Ok(Step::Done(found));
+        if first == Next::Find {
+            let found = step!(self.call(type_, "find", backend.find(req, &self.ids_taken(rb))).await?);
+            decide::found(&mut self.status, &self.facts, type_, found.as_ref());
+            if let Some(found) = found {
+                info!(report = %self.name, id = %found.id, "found the report an earlier request created");
+                self.save().await?;
+                return Ok(Step::Done(found));
+            }
         }
         self.seed_in_flight(rb);
         // The mark goes to the API server before the backend hears of the request.
-        self.status.create_pending_since = Some(self.now);
-        self.status.attempts = Some(self.status.attempts.unwrap_or(0).saturating_add(1));
-        self.status.status = Some(FileState::InProgress);
-        self.set_ready(false, "Pending", format!("asking {type_} for the report"));
         self.save().await?;
         let report = step!(self.call(type_, "submit", backend.submit(req)).await?);
-        self.record_submitted(&report).await?;
+        decide::record_id(&mut self.status, &self.facts, &report.id);
+        self.save().await?;
         self.ctx
             .event(self.rf, EventType::Normal, "Submitted", format!("{type_} accepted the report request (id {})", report.id))
             .await;
         Ok(Step::Done(report))
-    }
-
-    /// Writes the backend's id before anything else can go wrong.
-    async fn record_submitted(&mut self, report: &RemoteReport) -> Result<(), Error> {
-        self.status.external_id = Some(report.id.clone());
-        self.status.create_pending_since = None;
-        self.status.submit_time.get_or_insert(self.now);
-        self.status.status = Some(FileState::InProgress);
-        self.set_ready(false, "InProgress", "the backend is generating the report".to_string());
-        self.save().await
     }
 
     /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.
@@ -274,35 +236,31 @@ impl<'a> Reconciler<'a> {
         let type_ = rb.spec.type_.as_str();
         let secrets = self.report_secrets();
         let seen = secrets.observe(&self.name).await?;
-        if let Observed::Foreign { why } = seen {
-            return self.secret_conflict(&why).await;
+        let next = decide::secret_seen(&mut self.status, &self.facts, &seen, Next::Download);
+        if next != Next::Download {
+            return self.finish(next).await;
         }
         let download = match report.download.clone() {
             Some(d) => d,
             None => step!(self.call(type_, "download", backend.download(&report, req)).await?),
         };
-        let generate_date = report.generate_date.unwrap_or(self.now);
-        let file_name = report.file_name.clone().or_else(|| match &download {
-            Download::Inline { file_name, .. } => Some(file_name.clone()),
-            Download::Url { url, .. } => file_name_of(url),
-        });
+        let (generate_date, file_name) = decide::delivered(&report, &download, self.now);
         let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
             Ok(s) => s,
-            Err(msg) => return self.fail("TooLarge", msg).await,
+            Err(msg) => {
+                let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
+                return self.finish(next).await;
+            }
         };
         if let Written::Foreign { why } = secrets.write(&secret, seen).await? {
-            return self.secret_conflict(&why).await;
+            let next = decide::secret_conflict(&mut self.status, &self.facts, &why);
+            return self.finish(next).await;
         }
-        self.status.status = Some(FileState::Ready);
-        self.status.generate_date = Some(generate_date);
-        self.status.file_name = file_name;
-        self.status.completion_time = Some(self.now);
-        self.status.download_secret_ref = Some(LocalObjectReference { name: self.name.clone() });
-        self.status.url_expires_at = url_expiry(&download);
-        self.status.last_url_refresh = self.rf.annotations().get(ANNOTATION_REFRESH_URL).cloned();
-        self.set_ready(true, "Ready", format!("the report is ready; Secret {:?} holds its download", self.name));
+        let Next::Done { requeue: after } = decide::completed(&mut self.status, &self.facts, generate_date, file_name, &download) else {
+            return Err(Error::Invalid("completing a ReportFile gave no requeue".into()));
+        };
         self.save().await?;
-        let created = self.rf.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(self.now);
+        let created = self.facts.created.unwrap_or(self.now);
         self.ctx
             .metrics
             .time_to_ready
@@ -312,94 +270,52 @@ impl<'a> Reconciler<'a> {
         self.ctx
             .event(self.rf, EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name))
             .await;
-        Ok(self.ready_requeue())
+        Ok(requeue(after))
     }
 
-    /// A READY report: keep its Secret in place, re-mint its URL on request, and say when it
-    /// expired.
-    async fn maintain_ready(mut self) -> Result<Action, Error> {
-        let refresh = self.rf.annotations().get(ANNOTATION_REFRESH_URL).cloned();
-        let wants_refresh = refresh.is_some() && refresh != self.status.last_url_refresh;
-        let secrets = self.report_secrets();
-        let seen = secrets.observe(&self.name).await?;
-        if let Observed::Foreign { why } = seen {
-            return self.secret_conflict(&why).await;
+    /// A READY report whose Secret was `seen`: keep the Secret in place, re-mint its URL on
+    /// request, and say when it expired.
+    async fn maintain_ready(mut self, seen: Observed) -> Result<Action, Error> {
+        match decide::ready(&mut self.status, &self.facts, &seen) {
+            Next::RenewUrl { why } => self.renew(seen, why).await,
+            other => self.finish(other).await,
         }
-        let secret_missing = seen == Observed::Missing;
-        // A Secret that is ours again after a conflict may still hold someone else's data.
-        let after_conflict = self.ready_reason() == Some(SECRET_CONFLICT);
-        let renew = self.status.url_expires_at.is_some_and(|e| {
-            let fresh_window = self.status.completion_time.is_some_and(|c| self.now.signed_duration_since(c) < URL_KEEP_FRESH);
-            fresh_window && self.now < e && e.signed_duration_since(self.now) <= URL_RENEW_MARGIN
-        });
-        if wants_refresh || secret_missing || after_conflict || renew {
-            let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
-                Ok(found) => found,
-                Err(not_ready) => {
-                    self.set_ready(false, "UrlExpired", format!("cannot re-mint the download URL: {}", not_ready.message));
-                    self.save().await?;
-                    return Ok(Action::requeue(Duration::from_secs(30)));
-                }
-            };
-            let Some(id) = self.known_id() else {
-                return Err(Error::Invalid("READY ReportFile without externalId".into()));
-            };
-            let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
-            let type_ = rb.spec.type_.as_str();
-            let report = step!(self.call(type_, "get", backend.get(&id, &req)).await?);
-            let download = step!(self.call(type_, "download", backend.download(&report, &req)).await?);
-            let generate_date = self.status.generate_date.unwrap_or(self.now);
-            let file_name = self.status.file_name.clone();
-            let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
-                Ok(secret) => secret,
-                Err(msg) => return self.fail("TooLarge", msg).await,
-            };
-            if let Written::Foreign { why } = secrets.write(&secret, seen).await? {
-                return self.secret_conflict(&why).await;
+    }
+
+    /// Gets the report and its download again and writes the Secret.
+    async fn renew(&mut self, seen: Observed, why: &str) -> Result<Action, Error> {
+        let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
+            Ok(found) => found,
+            Err(not_ready) => {
+                let next = decide::renewal_not_ready(&mut self.status, &self.facts, &not_ready.message);
+                return self.finish(next).await;
             }
-            self.status.url_expires_at = url_expiry(&download);
-            self.status.last_url_refresh = refresh;
-            self.set_ready(true, "Ready", format!("the report is ready; Secret {:?} holds a fresh download URL", self.name));
-            self.save().await?;
-            let why = if wants_refresh {
-                "on the refresh-url annotation"
-            } else if secret_missing {
-                "because the Secret was missing"
-            } else if after_conflict {
-                "after the Secret conflict was resolved"
-            } else {
-                "before the URL expired"
-            };
-            self.ctx.event(self.rf, EventType::Normal, "UrlRefreshed", format!("wrote the download again {why}")).await;
-            return Ok(self.ready_requeue());
+        };
+        let Some(id) = decide::known_id(&self.status, &self.facts) else {
+            return Err(Error::Invalid("READY ReportFile without externalId".into()));
+        };
+        let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
+        let type_ = rb.spec.type_.as_str();
+        let report = step!(self.call(type_, "get", backend.get(&id, &req)).await?);
+        let download = step!(self.call(type_, "download", backend.download(&report, &req)).await?);
+        let generate_date = self.status.generate_date.unwrap_or(self.now);
+        let secret = match build_secret(self.rf, &download, generate_date, self.status.file_name.as_deref()) {
+            Ok(secret) => secret,
+            Err(msg) => {
+                let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
+                return self.finish(next).await;
+            }
+        };
+        if let Written::Foreign { why } = self.report_secrets().write(&secret, seen).await? {
+            let next = decide::secret_conflict(&mut self.status, &self.facts, &why);
+            return self.finish(next).await;
         }
-        if let Some(expires) = self.status.url_expires_at
-            && self.now >= expires
-        {
-            self.set_ready(
-                false,
-                "UrlExpired",
-                format!(
-                    "the download URL expired at {}; set the annotation {ANNOTATION_REFRESH_URL} to a new value for a fresh one",
-                    expires.to_rfc3339()
-                ),
-            );
-            self.save().await?;
-        }
-        Ok(self.ready_requeue())
-    }
-
-    /// A READY report is looked at again shortly before its URL expires (to renew it while
-    /// it is kept fresh) and when it expires.
-    fn ready_requeue(&self) -> Action {
-        ready_requeue_after(self.status.url_expires_at, self.now).map_or_else(Action::await_change, Action::requeue)
-    }
-
-    fn deadline_exceeded(&self) -> Option<String> {
-        let created = self.rf.metadata.creation_timestamp.as_ref().map(from_k8s_time)?;
-        let deadline = self.rf.spec.active_deadline_seconds.unwrap_or(DEFAULT_ACTIVE_DEADLINE);
-        deadline_passed(created, deadline, self.now)
-            .then(|| format!("the report was not READY within activeDeadlineSeconds ({deadline} s)"))
+        let Next::Done { requeue: after } = decide::renewed(&mut self.status, &self.facts, &download) else {
+            return Err(Error::Invalid("renewing a URL gave no requeue".into()));
+        };
+        self.save().await?;
+        self.ctx.event(self.rf, EventType::Normal, "UrlRefreshed", format!("wrote the download again {why}")).await;
+        Ok(requeue(after))
     }
 
     /// How long until the next poll: quick at first, slower as the report takes longer, and
@@ -418,7 +334,7 @@ impl<'a> Reconciler<'a> {
             running.count()
         };
         let budget = self.ctx.registry.limiter(rb).and_then(|l| l.config().budgets.first().copied());
-        poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
+        decide::poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
     }
 
     /// Runs one backend call, counting it, and turns its error into the report's next step.
@@ -435,63 +351,46 @@ impl<'a> Reconciler<'a> {
             }
             Err(e) => {
                 self.ctx.metrics.backend_call(type_, operation, error_code(&e));
-                self.on_backend_error(type_, operation, e).await.map(Step::Stop)
+                let next = decide::backend_error(&mut self.status, &self.facts, type_, operation, &e);
+                if let Next::Retry { rate_limited: true, .. } = next {
+                    self.ctx.metrics.rate_limit_waits.get_or_create(&super::metrics::BackendLabels { r#type: type_ }).inc();
+                }
+                self.finish(next).await.map(Step::Stop)
             }
         }
     }
 
-    async fn on_backend_error(&mut self, type_: &'static str, operation: &str, e: BackendError) -> Result<Action, Error> {
-        match e.action() {
-            ErrorAction::FailReport { reason } => {
-                self.status.failed_reason = Some(reason.clone());
-                let cond = if matches!(e, BackendError::TooLarge { .. }) { "TooLarge" } else { "Failed" };
-                self.fail(cond, format!("{type_} refused the report: {reason}")).await
-            }
-            ErrorAction::BackendNotReady { message, .. } => {
-                self.status.status = Some(FileState::InProgress);
-                self.set_ready(false, "Pending", format!("waiting for the backend: {message}"));
+    /// Performs a step that ends the reconcile.
+    async fn finish(&mut self, next: Next) -> Result<Action, Error> {
+        match next {
+            Next::Leave { requeue: after } => Ok(requeue(after)),
+            Next::Done { requeue: after } => {
                 self.save().await?;
-                Ok(Action::requeue(Duration::from_secs(30)))
+                Ok(requeue(after))
             }
-            ErrorAction::Retry { after } => {
-                let after = after.unwrap_or(Duration::from_secs(5)).clamp(Duration::from_millis(500), MAX_REQUEUE);
-                let (reason, queued) = match &e {
-                    BackendError::InFlightLimit { .. } => ("Queued", true),
-                    BackendError::RateLimited { .. } => ("RateLimited", false),
-                    _ => ("BackendError", false),
-                };
-                if matches!(e, BackendError::RateLimited { .. } | BackendError::InFlightLimit { .. }) {
-                    self.ctx.metrics.rate_limit_waits.get_or_create(&super::metrics::BackendLabels { r#type: type_ }).inc();
-                }
-                let message = format!("{operation} on {type_}: {e}; retrying in {}s", after.as_secs_f64().ceil());
-                self.status.status = Some(FileState::InProgress);
-                let cond_reason = if self.known_id().is_some() { "InProgress" } else { "Pending" };
-                self.set_ready(false, cond_reason, message.clone());
+            Next::Fail { reason, message } => {
                 self.save().await?;
-                if !queued {
+                info!(report = %self.name, namespace = %self.namespace, reason, "report failed");
+                self.ctx.event(self.rf, EventType::Warning, "Failed", message).await;
+                Ok(Action::await_change())
+            }
+            Next::Retry { after, event, .. } => {
+                self.save().await?;
+                if let Some((reason, message)) = event {
                     self.ctx.event(self.rf, EventType::Warning, reason, message).await;
                 }
                 Ok(Action::requeue(after))
             }
+            Next::SecretConflict { first, message } => {
+                self.save().await?;
+                if first {
+                    info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it");
+                    self.ctx.event(self.rf, EventType::Warning, decide::SECRET_CONFLICT, message).await;
+                }
+                Ok(Action::requeue(CONFLICT_RETRY))
+            }
+            other => Err(Error::Invalid(format!("the ReportFile step {other:?} does not end a reconcile"))),
         }
-    }
-
-    async fn fail(&mut self, reason: &str, message: String) -> Result<Action, Error> {
-        self.status.status = Some(FileState::Failed);
-        self.status.completion_time = Some(self.now);
-        self.status.create_pending_since = None;
-        if self.status.failed_reason.is_none() {
-            self.status.failed_reason = Some(reason.to_string());
-        }
-        self.set_ready(false, if reason == "DeadlineExceeded" || reason == "TooLarge" { reason } else { "Failed" }, message.clone());
-        self.save().await?;
-        info!(report = %self.name, namespace = %self.namespace, reason, "report failed");
-        self.ctx.event(self.rf, EventType::Warning, "Failed", message).await;
-        Ok(Action::await_change())
-    }
-
-    fn set_ready(&mut self, status: bool, reason: &str, message: String) {
-        set_condition(&mut self.status.conditions, Cond::ready(status, reason, message), self.rf.metadata.generation, self.now);
     }
 
     async fn save(&mut self) -> Result<(), Error> {
@@ -501,28 +400,9 @@ impl<'a> Reconciler<'a> {
         Ok(())
     }
 
-    fn ready_reason(&self) -> Option<&str> {
-        find_condition(&self.status.conditions, CONDITION_READY).map(|c| c.reason.as_str())
-    }
-
     fn report_secrets(&self) -> ReportSecrets<'a> {
         let uid = self.rf.metadata.uid.as_deref().unwrap_or_default();
         ReportSecrets { api: Api::namespaced(self.ctx.client.clone(), &self.namespace), uid }
-    }
-
-    /// The report's Secret name is someone else's Secret: say so and look again later. The
-    /// report itself is fine (IN_PROGRESS until the Secret is written; a READY one stays READY).
-    async fn secret_conflict(&mut self, why: &str) -> Result<Action, Error> {
-        let message = conflict_message(&self.name, why);
-        let first = self.ready_reason() != Some(SECRET_CONFLICT);
-        self.status.status.get_or_insert(FileState::InProgress);
-        self.set_ready(false, SECRET_CONFLICT, message.clone());
-        self.save().await?;
-        if first {
-            info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it");
-            self.ctx.event(self.rf, EventType::Warning, SECRET_CONFLICT, message).await;
-        }
-        Ok(Action::requeue(CONFLICT_RETRY))
     }
 }
 
@@ -543,242 +423,5 @@ fn error_code(e: &BackendError) -> &'static str {
         BackendError::Protocol { .. } => "protocol",
         BackendError::TooLarge { .. } => "too_large",
         BackendError::DestinationDenied { .. } => "destination_denied",
-    }
-}
-
-/// The last path segment of a download URL, when the API names the file only there.
-fn file_name_of(url: &str) -> Option<String> {
-    let path = url::Url::parse(url).ok()?.path_segments()?.next_back()?.to_string();
-    let decoded = percent_encoding::percent_decode_str(&path).decode_utf8().ok()?.into_owned();
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-fn url_expiry(download: &Download) -> Option<DateTime<Utc>> {
-    match download {
-        Download::Url { expires_at, .. } => *expires_at,
-        Download::Inline { .. } => None,
-    }
-}
-
-/// When a READY report with a URL expiring at `expires` is looked at again: shortly before it
-/// expires (to renew it) and just after; never later than [`MAX_REQUEUE`]. Dates come from
-/// the backend, so nothing here may overflow.
-fn ready_requeue_after(expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration> {
-    let expires = expires.filter(|e| *e > now)?;
-    let at = match expires.checked_sub_signed(URL_RENEW_MARGIN) {
-        Some(renew_at) if renew_at > now => renew_at,
-        _ => expires.checked_add_signed(TimeDelta::milliseconds(200)).unwrap_or(expires),
-    };
-    Some(at.signed_duration_since(now).to_std().unwrap_or(Duration::from_secs(1)).min(MAX_REQUEUE))
-}
-
-/// Whether a report created at `created` has run past `deadline_secs` at `now`. The user
-/// sets the deadline, up to `i64::MAX` seconds: one beyond the last representable date is
-/// never reached.
-fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc>) -> bool {
-    TimeDelta::try_seconds(deadline_secs).and_then(|d| created.checked_add_signed(d)).is_some_and(|end| now > end)
-}
-
-/// Poll interval for a report running for `elapsed`, when a round of polls of all running
-/// reports costs `polls_per_round` requests of a budget of `requests` per `window`: 1 s at
-/// first, backing off to 30 s, and spread so that polling uses at most 80% of the budget (the
-/// rest is for creates and downloads).
-pub fn poll_interval(elapsed: Duration, polls_per_round: usize, budget: Option<(u32, Duration)>) -> Duration {
-    let base = match elapsed.as_secs() {
-        0..10 => Duration::from_secs(1),
-        10..60 => Duration::from_secs(3),
-        60..300 => Duration::from_secs(10),
-        _ => Duration::from_secs(30),
-    };
-    let budget_floor = match budget {
-        Some((requests, window)) if requests > 0 => {
-            let secs = window.as_secs_f64() * 1.25 * polls_per_round.max(1) as f64 / f64::from(requests);
-            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
-        }
-        _ => Duration::ZERO,
-    };
-    base.max(budget_floor).min(Duration::from_secs(600))
-}
-
-/// The Secret of a READY report: owned by the ReportFile, labelled for both, with
-/// `secretTemplate`'s labels and annotations, and the keys of API.md.
-pub fn build_secret(
-    rf: &ReportFile,
-    download: &Download,
-    generate_date: DateTime<Utc>,
-    file_name: Option<&str>,
-) -> Result<Secret, String> {
-    let name = rf.name_any();
-    let template = rf.spec.secret_template.clone().unwrap_or_default();
-    let mut labels = template.labels.unwrap_or_default();
-    labels.insert(LABEL_REPORT_FILE.to_string(), label_value(&name));
-    if let Some(generator) = &rf.spec.generator_ref {
-        labels.insert(LABEL_GENERATOR.to_string(), label_value(&generator.name));
-    }
-    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-    let mut put = |k: &str, v: &str| {
-        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
-    };
-    put("format", rf.spec.format.upper());
-    put("generateDate", &generate_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    if let Some(f) = file_name {
-        put("fileName", f);
-    }
-    match download {
-        Download::Url { url, expires_at } => {
-            put("url", url);
-            if let Some(e) = expires_at {
-                put("expiresAt", &e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            }
-        }
-        Download::Inline { file_name, content } => {
-            if content.len() > MAX_INLINE_BYTES {
-                return Err(format!(
-                    "the report file {file_name:?} has {} bytes, more than a Secret can hold ({MAX_INLINE_BYTES}); it was not truncated",
-                    content.len()
-                ));
-            }
-            put("fileName", file_name);
-            data.insert("content".into(), ByteString(content.clone()));
-        }
-    }
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: rf.namespace(),
-            labels: Some(labels),
-            annotations: template.annotations.filter(|a| !a.is_empty()),
-            owner_references: rf.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Default::default()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{EventType as ReportEventType, ReportFileSpec, ReportFormat, SecretTemplate};
-
-    fn report_file() -> ReportFile {
-        let mut rf = ReportFile::new(
-            "nw-finance-20181008",
-            ReportFileSpec {
-                generator_ref: Some(LocalObjectReference { name: "nw-finance".into() }),
-                backend_ref: LocalObjectReference { name: "commerce".into() },
-                name: "NW Finance".into(),
-                event_type: ReportEventType::Periodic,
-                format: ReportFormat::Json,
-                notify_by_email: None,
-                parameters: None,
-                organization: None,
-                external_id: None,
-                template_id: None,
-                secret_template: Some(SecretTemplate {
-                    labels: Some([("team".to_string(), "finance".to_string())].into()),
-                    annotations: Some([("note".to_string(), "x".to_string())].into()),
-                }),
-                active_deadline_seconds: None,
-            },
-        );
-        rf.metadata.namespace = Some("billing".into());
-        rf.metadata.uid = Some("uid-1".into());
-        rf
-    }
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
-    }
-
-    #[test]
-    fn secret_has_the_contract_keys_labels_and_owner() {
-        let d = Download::Url { url: "https://s/f.json?sig=abc".into(), expires_at: Some(t("2026-01-01T00:01:00Z")) };
-        let s = build_secret(&report_file(), &d, t("2026-01-01T00:00:00Z"), Some("f.json")).expect("secret");
-        let data = s.data.expect("data");
-        let get = |k: &str| String::from_utf8(data.get(k).expect(k).0.clone()).expect("utf8");
-        assert_eq!(get("url"), "https://s/f.json?sig=abc");
-        assert_eq!(get("fileName"), "f.json");
-        assert_eq!(get("format"), "JSON");
-        assert_eq!(get("generateDate"), "2026-01-01T00:00:00Z");
-        assert_eq!(get("expiresAt"), "2026-01-01T00:01:00Z");
-        let labels = s.metadata.labels.expect("labels");
-        assert_eq!(labels[LABEL_GENERATOR], "nw-finance");
-        assert_eq!(labels[LABEL_REPORT_FILE], "nw-finance-20181008");
-        assert_eq!(labels["team"], "finance");
-        assert_eq!(s.metadata.annotations.expect("annotations")["note"], "x");
-        let owner = &s.metadata.owner_references.expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("ReportFile", Some(true)));
-    }
-
-    #[test]
-    fn inline_files_go_under_content_and_too_large_ones_are_refused() {
-        let small = Download::Inline { file_name: "l.csv".into(), content: b"a,b\n".to_vec() };
-        let s = build_secret(&report_file(), &small, t("2026-01-01T00:00:00Z"), None).expect("secret");
-        let data = s.data.expect("data");
-        assert_eq!(data["content"].0, b"a,b\n");
-        assert_eq!(data["fileName"].0, b"l.csv");
-        assert!(!data.contains_key("url"));
-        let big = Download::Inline { file_name: "l.csv".into(), content: vec![b'x'; MAX_INLINE_BYTES + 1] };
-        let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None).expect_err("too large");
-        assert!(err.contains("not truncated"), "{err}");
-    }
-
-    #[test]
-    fn file_names_come_from_the_url_path_without_the_signature() {
-        assert_eq!(file_name_of("https://s/c/report%201.zip?sig=x").as_deref(), Some("report 1.zip"));
-        assert_eq!(file_name_of("https://s/"), None);
-    }
-
-    #[test]
-    fn polling_starts_fast_backs_off_and_respects_the_budget() {
-        assert_eq!(poll_interval(Duration::from_secs(0), 1, None), Duration::from_secs(1));
-        assert_eq!(poll_interval(Duration::from_secs(30), 1, None), Duration::from_secs(3));
-        assert_eq!(poll_interval(Duration::from_secs(3600), 1, None), Duration::from_secs(30));
-        // 120 reports on 600 requests per 10 minutes: each polled at most every 150 s.
-        let spread = poll_interval(Duration::from_secs(0), 120, Some((600, Duration::from_secs(600))));
-        assert_eq!(spread, Duration::from_secs(150));
-    }
-
-    #[test]
-    fn deadlines_from_the_user_never_overflow() {
-        let created = t("2026-01-01T00:00:00Z");
-        let rows: [(&str, i64, &str, bool); 7] = [
-            ("within", 3600, "2026-01-01T00:59:59Z", false),
-            ("just past", 3600, "2026-01-01T01:00:01Z", true),
-            ("default", DEFAULT_ACTIVE_DEADLINE, "2026-01-01T06:00:01Z", true),
-            ("i64::MAX seconds: not a date", i64::MAX, "2026-01-01T06:00:01Z", false),
-            ("past the last date", i64::MAX / 1000, "9999-12-31T23:59:59Z", false),
-            ("i64::MIN seconds", i64::MIN, "2026-01-01T00:00:01Z", false),
-            ("before the first date", -(i64::MAX / 1000), "2026-01-01T00:00:01Z", false),
-        ];
-        for (what, deadline, now, passed) in rows {
-            assert_eq!(deadline_passed(created, deadline, t(now)), passed, "{what}");
-        }
-    }
-
-    #[test]
-    fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
-        let now = t("2026-01-01T00:00:00Z");
-        let rows = [
-            ("no expiry", None, None),
-            ("expired", Some(t("2025-12-31T23:59:00Z")), None),
-            ("year 0001", Some(t("0001-01-01T00:00:00Z")), None),
-            ("renew before expiry", Some(t("2026-01-01T00:01:00Z")), Some(Duration::from_secs(50))),
-            ("too close to renew: just after", Some(t("2026-01-01T00:00:05Z")), Some(Duration::from_millis(5200))),
-            ("year 9999: tomorrow", Some(t("9999-12-31T23:59:59Z")), Some(MAX_REQUEUE)),
-            ("the last date", Some(DateTime::<Utc>::MAX_UTC), Some(MAX_REQUEUE)),
-        ];
-        for (what, expires, want) in rows {
-            assert_eq!(ready_requeue_after(expires, now), want, "{what}");
-        }
-        assert_eq!(ready_requeue_after(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC), Some(MAX_REQUEUE));
-    }
-
-    #[test]
-    fn huge_rate_budgets_do_not_overflow_the_poll_interval() {
-        assert_eq!(poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))), Duration::from_secs(600));
-        assert_eq!(poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))), Duration::from_secs(30));
     }
 }
