@@ -245,10 +245,10 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
     assert_eq!(record_id(&mut s, &f, "r-1"), Next::Recorded);
     assert_eq!((s.create_pending_since, s.submit_time, s.external_id.as_deref()), (None, Some(f.now), Some("r-1")));
     // A lost answer: the mark is there without an id, so the next reconcile finds first.
-    let mut lost = ReportFileStatus { create_pending_since: Some(f.now), attempts: Some(u32::MAX), ..Default::default() };
+    let mut lost = ReportFileStatus { create_pending_since: Some(f.now), attempts: Some(i32::MAX), ..Default::default() };
     assert_eq!(with_backend(&mut lost, &f, "COMMERCE"), Next::Find);
     assert_eq!(found(&mut lost, &f, "COMMERCE", None), Next::MarkPendingThenSubmit);
-    assert_eq!(lost.attempts, Some(u32::MAX), "attempts saturate");
+    assert_eq!(lost.attempts, Some(i32::MAX), "attempts saturate");
     // Failing clears the mark, so nothing is looked up again.
     fail(&mut lost, &f, "Failed", "x".into());
     assert_eq!((lost.create_pending_since, lost.failed_reason.as_deref()), (None, Some("Failed")));
