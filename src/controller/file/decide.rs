@@ -52,7 +52,8 @@ pub enum Next {
     Done { requeue: Option<Duration> },
     /// Write status (FAILED), log it with `reason`, and say so in a Warning Event.
     Fail { reason: &'static str, message: String },
-    /// Look at the report Secret (metadata only) before the backend is asked again.
+    /// Look at the report Secret (metadata only): a READY report goes on with [`ready`];
+    /// one that found it taken goes on with [`secret_seen`] before the backend is asked again.
     CheckSecret,
     /// Find the backend (it must be Ready) and go on with [`with_backend`].
     AskBackend,
@@ -96,7 +97,6 @@ pub fn known_id(s: &ReportFileStatus, f: &Facts) -> Option<String> {
 pub fn start(s: &mut ReportFileStatus, f: &Facts) -> Next {
     match s.status {
         Some(FileState::Failed) => return Next::Leave { requeue: None },
-        // The driver looks at the Secret and goes on with [`ready`].
         Some(FileState::Ready) => return Next::CheckSecret,
         Some(FileState::InProgress) | None => {}
     }
