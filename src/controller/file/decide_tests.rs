@@ -114,6 +114,10 @@ fn short(n: &Next) -> String {
 
 type Setup = fn(&mut ReportFileStatus, &mut Facts<'static>);
 
+/// (situation, status before, facts, decision point, next, state after, Ready reason after,
+/// in the message)
+type Row = (&'static str, ReportFileStatus, Setup, At, &'static str, Option<FileState>, &'static str, &'static str);
+
 fn nothing(_: &mut ReportFileStatus, _: &mut Facts<'static>) {}
 
 #[test]
@@ -128,8 +132,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         s
     };
     #[rustfmt::skip]
-    let rows: Vec<(&str, ReportFileStatus, Setup, At, &str, Option<FileState>, &str, &str)> = vec![
-        // (situation, status before, facts, decision point, next, state after, Ready reason after, in the message)
+    let rows: Vec<Row> = vec![
         ("a new report asks for a backend", status(None, None), nothing, At::Start, "AskBackend", None, "", ""),
         ("a failed report is left alone", status(Some(Failed), Some("Failed")), nothing, At::Start, "Leave change", Some(Failed), "Failed", "before"),
         ("a ready report looks at its Secret", status(Some(Ready), Some("Ready")), nothing, At::Start, "CheckSecret", Some(Ready), "Ready", "before"),
