@@ -15,7 +15,6 @@ mod metrics;
 mod outbound;
 mod periodic;
 mod registry;
-mod secret;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

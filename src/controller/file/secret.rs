@@ -9,12 +9,18 @@
 //! Only metadata is read, live (the cache may not have seen a Secret created a moment ago),
 //! so no one else's Secret data ever passes through the operator.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
 
-use super::conditions::FIELD_MANAGER;
+use crate::api::{LABEL_GENERATOR, LABEL_REPORT_FILE, ReportFile, label_value};
+use crate::backend::{Download, MAX_INLINE_BYTES};
+use crate::controller::conditions::FIELD_MANAGER;
 
 /// How often a report waiting for someone else's Secret to go looks again: the foreign
 /// Secret has no reference to the ReportFile, so its deletion wakes nothing.
@@ -116,10 +122,68 @@ impl ReportSecrets<'_> {
     }
 }
 
+/// The Secret of a READY report: owned by the ReportFile, labelled for both, with
+/// `secretTemplate`'s labels and annotations, and the keys of API.md.
+pub fn build_secret(
+    rf: &ReportFile,
+    download: &Download,
+    generate_date: DateTime<Utc>,
+    file_name: Option<&str>,
+) -> Result<Secret, String> {
+    let name = rf.name_any();
+    let template = rf.spec.secret_template.clone().unwrap_or_default();
+    let mut labels = template.labels.unwrap_or_default();
+    labels.insert(LABEL_REPORT_FILE.to_string(), label_value(&name));
+    if let Some(generator) = &rf.spec.generator_ref {
+        labels.insert(LABEL_GENERATOR.to_string(), label_value(&generator.name));
+    }
+    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    };
+    put("format", rf.spec.format.upper());
+    put("generateDate", &generate_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if let Some(f) = file_name {
+        put("fileName", f);
+    }
+    match download {
+        Download::Url { url, expires_at } => {
+            put("url", url);
+            if let Some(e) = expires_at {
+                put("expiresAt", &e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            }
+        }
+        Download::Inline { file_name, content } => {
+            if content.len() > MAX_INLINE_BYTES {
+                return Err(format!(
+                    "the report file {file_name:?} has {} bytes, more than a Secret can hold ({MAX_INLINE_BYTES}); it was not truncated",
+                    content.len()
+                ));
+            }
+            put("fileName", file_name);
+            data.insert("content".into(), ByteString(content.clone()));
+        }
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: rf.namespace(),
+            labels: Some(labels),
+            annotations: template.annotations.filter(|a| !a.is_empty()),
+            owner_references: rf.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use crate::api::{EventType as ReportEventType, LocalObjectReference, ReportFileSpec, ReportFormat, SecretTemplate};
 
     fn owner(kind: &str, name: &str, uid: &str, controller: Option<bool>) -> OwnerReference {
         OwnerReference {
@@ -181,5 +245,68 @@ mod tests {
         let m = conflict_message("victim-20240301-20240301", "it has no controlling owner");
         assert!(m.contains("\"victim-20240301-20240301\""), "{m}");
         assert!(m.contains("Delete or rename"), "{m}");
+    }
+
+    fn report_file() -> ReportFile {
+        let mut rf = ReportFile::new(
+            "nw-finance-20181008",
+            ReportFileSpec {
+                generator_ref: Some(LocalObjectReference { name: "nw-finance".into() }),
+                backend_ref: LocalObjectReference { name: "commerce".into() },
+                name: "NW Finance".into(),
+                event_type: ReportEventType::Periodic,
+                format: ReportFormat::Json,
+                notify_by_email: None,
+                parameters: None,
+                organization: None,
+                external_id: None,
+                template_id: None,
+                secret_template: Some(SecretTemplate {
+                    labels: Some([("team".to_string(), "finance".to_string())].into()),
+                    annotations: Some([("note".to_string(), "x".to_string())].into()),
+                }),
+                active_deadline_seconds: None,
+            },
+        );
+        rf.metadata.namespace = Some("billing".into());
+        rf.metadata.uid = Some("uid-1".into());
+        rf
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn secret_has_the_contract_keys_labels_and_owner() {
+        let d = Download::Url { url: "https://s/f.json?sig=abc".into(), expires_at: Some(t("2026-01-01T00:01:00Z")) };
+        let s = build_secret(&report_file(), &d, t("2026-01-01T00:00:00Z"), Some("f.json")).expect("secret");
+        let data = s.data.expect("data");
+        let get = |k: &str| String::from_utf8(data.get(k).expect(k).0.clone()).expect("utf8");
+        assert_eq!(get("url"), "https://s/f.json?sig=abc");
+        assert_eq!(get("fileName"), "f.json");
+        assert_eq!(get("format"), "JSON");
+        assert_eq!(get("generateDate"), "2026-01-01T00:00:00Z");
+        assert_eq!(get("expiresAt"), "2026-01-01T00:01:00Z");
+        let labels = s.metadata.labels.expect("labels");
+        assert_eq!(labels[LABEL_GENERATOR], "nw-finance");
+        assert_eq!(labels[LABEL_REPORT_FILE], "nw-finance-20181008");
+        assert_eq!(labels["team"], "finance");
+        assert_eq!(s.metadata.annotations.expect("annotations")["note"], "x");
+        let owner = &s.metadata.owner_references.expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("ReportFile", Some(true)));
+    }
+
+    #[test]
+    fn inline_files_go_under_content_and_too_large_ones_are_refused() {
+        let small = Download::Inline { file_name: "l.csv".into(), content: b"a,b\n".to_vec() };
+        let s = build_secret(&report_file(), &small, t("2026-01-01T00:00:00Z"), None).expect("secret");
+        let data = s.data.expect("data");
+        assert_eq!(data["content"].0, b"a,b\n");
+        assert_eq!(data["fileName"].0, b"l.csv");
+        assert!(!data.contains_key("url"));
+        let big = Download::Inline { file_name: "l.csv".into(), content: vec![b'x'; MAX_INLINE_BYTES + 1] };
+        let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None).expect_err("too large");
+        assert!(err.contains("not truncated"), "{err}");
     }
 }
