@@ -481,10 +481,6 @@ async fn service_monitor_and_network_policy_are_accepted() {
 // ---------------------------------------------------------------------------------------
 // The real operator under the chart's RBAC and flags
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A kubeconfig that authenticates with `token` against the test control plane.
 fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
     let admin: Value =
@@ -537,10 +533,9 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     std::fs::write(&kubeconfig, token_kubeconfig(&cp, stdout(&out).trim())).expect("write kubeconfig");
 
     let docs = documents(&manifests);
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let args: Vec<String> = container_args(&docs)
         .into_iter()
-        .map(|a| if a.starts_with("--metrics-addr=") { format!("--metrics-addr={metrics_addr}") } else { a })
+        .map(|a| if a.starts_with("--metrics-addr=") { "--metrics-addr=127.0.0.1:0".to_string() } else { a })
         .collect();
     let pod_name = "report-operator-7d9f8-abcde";
     let log_path = common::repo_root().join(format!("target/test-logs/{}-chart-operator.log", watched.name));
@@ -568,6 +563,12 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
         assert!(stopped.is_none(), "the operator failed:\n{text}");
     };
 
+    // The port it picked (port 0: tests running at once never race for one).
+    let metrics_addr = wait_for("the operator's metrics address in its log", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        text.lines().find(|l| l.contains("metrics server listening")).and_then(common::operator::listening_addr)
+    })
+    .await;
     // The probes the Deployment declares answer.
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];

@@ -3,7 +3,6 @@
 //! Labels never carry object names, URLs or anything a credential could hide in: only kinds,
 //! backend types, operations, outcomes and statuses, so cardinality stays bounded.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,13 +154,14 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (caches synced).
-pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, bound at start so that a port
+/// in use stops the operator at once rather than leaving it running without probes.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(ctx);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
 

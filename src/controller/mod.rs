@@ -81,6 +81,9 @@ pub struct RunArgs {
 /// Why `report-operator run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The metrics and health server cannot listen (a port in use) or stopped.
+    #[error("metrics server on {0}: {1}")]
+    Metrics(SocketAddr, std::io::Error),
     /// No kubeconfig or in-cluster configuration to reach the API server with.
     #[error("Kubernetes client configuration: {0}")]
     Config(String),
@@ -216,6 +219,9 @@ const FILE_EVENT_BUFFER: usize = 1024;
 /// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    // First, so that a port in use is an error before anything else starts.
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await.map_err(|e| RunError::Metrics(args.metrics_addr, e))?;
+    info!(addr = %listener.local_addr().unwrap_or(args.metrics_addr), "metrics server listening");
     let config = kube::Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
     let policy = Arc::new(outbound::policy(&args, &config).await);
     let client = Client::try_from(config)?;
@@ -299,12 +305,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     tokio::select! {
         r = work => r,
-        r = metrics::serve(args.metrics_addr, ctx.clone()) => {
-            if let Err(e) = r {
-                warn!(error = %e, "metrics server failed");
-            }
-            Ok(())
-        }
+        r = metrics::serve(listener, ctx.clone()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
     }
 }
 

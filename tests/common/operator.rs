@@ -9,7 +9,6 @@ use super::ControlPlane;
 pub struct Operator {
     child: Option<Child>,
     pub log: PathBuf,
-    pub metrics_addr: String,
     namespace: String,
     kubeconfig: PathBuf,
     extra_args: Vec<String>,
@@ -17,10 +16,6 @@ pub struct Operator {
 
 /// The outbound-policy flags that let the operator reach simulators on 127.0.0.1 over HTTP.
 pub const LOOPBACK_SIMULATORS: &[&str] = &["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 impl Operator {
     /// Starts `report-operator run --namespace <namespace>`; its log goes to
@@ -34,7 +29,6 @@ impl Operator {
         let mut op = Operator {
             child: None,
             log: PathBuf::new(),
-            metrics_addr: String::new(),
             namespace: namespace.to_string(),
             kubeconfig: cp.kubeconfig.clone(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -49,7 +43,6 @@ impl Operator {
         let mut op = Operator {
             child: None,
             log: PathBuf::new(),
-            metrics_addr: String::new(),
             namespace: namespace.to_string(),
             kubeconfig: kubeconfig.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -68,10 +61,11 @@ impl Operator {
         let dir = super::repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         self.log = dir.join(format!("{}-operator-{:08x}.log", self.namespace, rand::random::<u32>()));
-        self.metrics_addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_report-operator"))
-            .args(["run", "--namespace", &self.namespace, "--metrics-addr", &self.metrics_addr])
+            // Port 0: the operator picks a free port and logs it, so that tests running at once
+            // never race for one ([`Operator::metrics`] reads it from the log).
+            .args(["run", "--namespace", &self.namespace, "--metrics-addr", "127.0.0.1:0"])
             // The simulators listen on loopback over plain HTTP, which the outbound policy
             // denies unless told otherwise.
             .args(LOOPBACK_SIMULATORS)
@@ -100,7 +94,11 @@ impl Operator {
 
     /// The operator's Prometheus metrics.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.metrics_addr);
+        let addr = super::wait_for("the operator's metrics address in its log", std::time::Duration::from_secs(30), || async {
+            self.logs().lines().find(|l| l.contains("metrics server listening")).and_then(listening_addr)
+        })
+        .await;
+        let url = format!("http://{addr}/metrics");
         match reqwest::get(&url).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
@@ -112,6 +110,27 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The address in a `metrics server listening` log line: `addr=…` in the text format (with or
+/// without colours), `"addr":"…"` in JSON.
+pub fn listening_addr(line: &str) -> Option<String> {
+    let plain: String = {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|c| *c == 'm');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    if let Some(json) = plain.split("\"addr\":\"").nth(1) {
+        return Some(json.split('"').next()?.to_string());
+    }
+    Some(plain.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
 }
 
 /// The command line of `report-operator run` with `args`, its output to `log`.
@@ -144,15 +163,13 @@ impl Operator {
         let dir = super::repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{label}-operator-{:08x}.log", rand::random::<u32>()));
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let mut args = vec!["--metrics-addr".to_string(), metrics_addr.clone()];
+        let mut args = vec!["--metrics-addr".to_string(), "127.0.0.1:0".to_string()];
         args.extend(extra_args.iter().cloned());
         let child = spawn_run(&cp.kubeconfig, &log, &args);
         Operator {
             child: Some(child),
             log,
-            metrics_addr,
             namespace: label.to_string(),
             kubeconfig: cp.kubeconfig.clone(),
             extra_args,
