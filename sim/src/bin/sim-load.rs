@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use report_operator::api::BackendType;
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
