@@ -34,7 +34,7 @@ hack/control-plane.sh up
 eval "$(hack/control-plane.sh env)"
 
 say "Building report-operator and report-sim"
-cargo build --locked --quiet --bin report-operator --bin report-sim
+cargo build --locked --quiet -p report-operator -p report-sim --bin report-operator --bin report-sim
 BIN=target/debug/report-operator
 SIM=target/debug/report-sim
 mkdir -p "$STATE"
