@@ -4,8 +4,11 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# The simulators (sim/) are a member of the Cargo workspace, so cargo needs them to load the
+# workspace and check the lockfile; only the operator's binary is built and shipped.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY sim ./sim
 RUN cargo build --release --locked --bin report-operator \
  && cp target/release/report-operator /report-operator
 

@@ -33,14 +33,15 @@ say "Control plane (etcd, kube-apiserver, kube-controller-manager; the first run
 hack/control-plane.sh up
 eval "$(hack/control-plane.sh env)"
 
-say "Building report-operator"
-cargo build --locked --quiet
+say "Building report-operator and report-sim"
+cargo build --locked --quiet -p report-operator -p report-sim --bin report-operator --bin report-sim
 BIN=target/debug/report-operator
+SIM=target/debug/report-sim
 mkdir -p "$STATE"
 
 say "Simulators of the five reporting APIs on http://$SIM_ADDR"
 [[ -f "$STATE/sim.pid" ]] && kill "$(cat "$STATE/sim.pid")" 2>/dev/null || true
-"$BIN" sim --listen "$SIM_ADDR" >"$STATE/sim.log" 2>&1 &
+"$SIM" --listen "$SIM_ADDR" >"$STATE/sim.log" 2>&1 &
 echo $! >"$STATE/sim.pid"
 for _ in $(seq 1 100); do curl -fsS "http://$SIM_ADDR/_sim/stats" >/dev/null 2>&1 && break; sleep 0.1; done
 

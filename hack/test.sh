@@ -14,5 +14,5 @@ export REPORT_OPERATOR_HELM="$(hack/helm.sh)"
 # Incremental compilation only pays off while editing; a test run builds from scratch or
 # nearly so, and skips the incremental caches.
 export CARGO_INCREMENTAL=0
-cargo build --locked --all-targets
-cargo test --locked --all-targets --no-fail-fast "$@"
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace --all-targets --no-fail-fast "$@"

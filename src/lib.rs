@@ -5,4 +5,3 @@ pub mod api;
 pub mod backend;
 pub mod controller;
 pub mod schedule;
-pub mod sim;

@@ -1,5 +1,5 @@
-//! The `report-operator` binary: `run` (the controller), `crd` (print the CRDs) and `sim`
-//! (the simulators of the five reporting APIs).
+//! The `report-operator` binary: `run` (the controller) and `crd` (print the CRDs). The
+//! simulators of the reporting APIs are a separate binary, `report-sim` (`sim/`).
 
 use std::process::ExitCode;
 
@@ -18,8 +18,6 @@ enum Command {
     Run(report_operator::controller::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
-    /// Serve simulators of the five reporting APIs, for tests, demos and benchmarks.
-    Sim(report_operator::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,10 +36,6 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             report_operator::controller::init_logging(args.log_format);
             block_on(report_operator::controller::run(args))
-        }
-        Command::Sim(args) => {
-            report_operator::controller::init_logging(report_operator::controller::LogFormat::Text);
-            block_on(report_operator::sim::run_cli(args))
         }
     }
 }

@@ -14,7 +14,7 @@ use report_operator::api::{BackendType, EventType, FusionLevel, FusionScope, Rep
 use report_operator::backend::{
     BackendError, Download, ErrorAction, Limiter, ListQuery, ReportState, connect_with_options,
 };
-use report_operator::sim::{ALL_BACKENDS, Fault, FaultKind, SimServer};
+use report_sim::{ALL_BACKENDS, Fault, FaultKind, SimServer};
 use serde_json::json;
 use tokio::time::Instant;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use report_operator::api::BackendType;
 use report_operator::backend::Download;
-use report_operator::sim::{ALL_BACKENDS, Fault, FaultKind};
+use report_sim::{ALL_BACKENDS, Fault, FaultKind};
 
 use backend_support::*;
 

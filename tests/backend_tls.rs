@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use report_operator::api::{BackendType, LocalObjectReference, ReportBackendSpec, TlsSettings};
 use report_operator::backend::{BackendError, ClientOptions, Limiter, OutboundPolicy, ReportingBackend, connect_with_options};
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::fixtures;
 use common::{TestNamespace, stderr, stdout, wait_for};
 use report_operator::api::{BackendType, FileState, ReportFile, find_condition};
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 
 const CHART: &str = "charts/report-operator";

@@ -10,7 +10,7 @@ use common::e2e::World;
 use common::fixtures::{self, lower};
 use common::wait_for;
 use report_operator::api::BackendType;
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_the_api_server_refuses_is_a_condition_and_backs_off() {

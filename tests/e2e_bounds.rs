@@ -10,7 +10,7 @@ use common::e2e::World;
 use common::fixtures;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState, find_condition};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 /// Waits for the generator's Ready condition to have `reason`, and returns its status and message.
 async fn wait_ready_reason(world: &World, name: &str, reason: &str) -> (String, String) {

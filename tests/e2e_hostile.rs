@@ -27,7 +27,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use report_operator::api::{BackendType, FileState, find_condition};
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 
 use common::fixtures::{self, ALL_TYPES, lower};
 use common::hostile::{HostileServer, Mode};

@@ -12,7 +12,7 @@ use common::operator::Operator;
 use common::proxy::{Cut, Proxy, upstream_of};
 use common::{repo_root, wait_for};
 use report_operator::api::{BackendType, FileState};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 const LEASE_SECONDS: u64 = 6;
 

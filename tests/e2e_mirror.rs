@@ -10,7 +10,7 @@ use common::e2e::World;
 use common::fixtures;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 fn generator(name: &str, backend: &str, event_type: &str, extra: &str) -> String {
     format!(

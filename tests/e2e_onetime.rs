@@ -9,7 +9,7 @@ use common::e2e::World;
 use common::fixtures::{self, ALL_TYPES, lower};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 

@@ -9,7 +9,7 @@ use common::e2e::World;
 use common::fixtures;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 /// A PERIODIC daily generator starting `days` days before today (UTC midnight).
 fn periodic(t: BackendType, name: &str, backend: &str, days: i64, schedule: &str) -> String {

@@ -9,7 +9,7 @@ use common::e2e::World;
 use common::fixtures::{self, ALL_TYPES, lower};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
-use report_operator::sim::{Fault, FaultKind, SimConfig};
+use report_sim::{Fault, FaultKind, SimConfig};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 

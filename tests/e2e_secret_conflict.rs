@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use report_operator::api::{BackendType, FileState, find_condition};
-use report_operator::sim::SimConfig;
+use report_sim::SimConfig;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The report looks at a foreign Secret again every 30 s.

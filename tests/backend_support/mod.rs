@@ -15,17 +15,19 @@ use report_operator::backend::{
     ClientOptions, Download, Limiter, ListQuery, OutboundPolicy, RemoteReport, ReportRequest, ReportState,
     ReportingBackend, RetryPolicy, connect_with_options,
 };
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 
-#[path = "../sim_support/mod.rs"]
-mod sim_support;
-pub use sim_support::start;
 use serde_json::json;
 use tokio::time::Instant;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 pub const FUSION_GROUP: &str = "aaf9dba1-9469-40fa-be50-22298d68010d";
 pub const DEFAULT_ORG: &str = "5d3c1a8e-0000-4000-8000-000000000001";
+
+/// An in-process simulator on a free port.
+pub async fn start(config: SimConfig) -> SimServer {
+    SimServer::start(config, "127.0.0.1:0".parse().expect("address")).await.expect("start simulator")
+}
 
 pub fn fast() -> SimConfig {
     SimConfig::default().for_all(|b| b.generation_ms = 300)
@@ -137,7 +139,7 @@ pub fn request(t: BackendType, name: &str) -> ReportRequest {
 }
 
 /// Calls `f` every 100 ms until it gives a value, failing the test at the deadline. Not
-/// `sim_support::wait_for` (25 ms): CMP's 60 calls a minute are shared by a whole test.
+/// report-sim's test helper `wait_for` (25 ms): CMP's 60 calls a minute are shared by a whole test.
 pub async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator, find_condition};
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 
 use super::operator::Operator;
 use super::{TestNamespace, stderr, wait_for};

@@ -2,7 +2,7 @@
 //! pointing at an in-process simulator, and generators.
 
 use report_operator::api::BackendType;
-use report_operator::sim::SimServer;
+use report_sim::SimServer;
 
 /// The five backend types, for tests that run once per type.
 pub const ALL_TYPES: [BackendType; 5] =

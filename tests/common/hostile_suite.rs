@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
 use report_operator::api::{BackendType, ReportBackend, ReportFile, ReportGenerator, find_condition};
-use report_operator::sim::SimServer;
+use report_sim::SimServer;
 
 use super::ControlPlane;
 use super::fixtures::{self, lower};

@@ -2,7 +2,7 @@
 //! 127.0.0.1 with bounded concurrency for a few seconds, and prints requests per second and
 //! the start-up time.
 //!
-//! `cargo run --release --bin sim-load -- --seconds 5 --concurrency 32`
+//! `cargo run --release -p report-sim --bin sim-load -- --seconds 5 --concurrency 32`
 //!
 //! The mix rotates over one read per API, each authenticated as its clients are (RDE calls
 //! are OAuth-signed per request, the others carry a token or key fetched once) plus a signed
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use report_operator::api::BackendType;
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 
 #[derive(Parser)]

@@ -19,7 +19,7 @@ use tower_service::Service;
 
 use super::http::DropConnection;
 use super::{Fault, Sim, SimConfig, SimError, SimStats, api_path, cmp, lock, rde, router, supplier};
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 /// The error that makes hyper close a connection instead of answering.
 #[derive(Debug, thiserror::Error)]

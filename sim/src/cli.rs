@@ -1,4 +1,4 @@
-//! `report-operator sim`: the simulators as a process, for demos and load tests.
+//! `report-sim`: the simulators as a process, for demos and load tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::config::ALL_BACKENDS;
 use super::{SimConfig, SimError, SimServer};
 
-/// Flags of `report-operator sim`. Flags override the config file; the timing and fault
+/// Flags of `report-sim`. Flags override the config file; the timing and fault
 /// flags apply to all five APIs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {

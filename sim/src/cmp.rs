@@ -41,7 +41,7 @@ use super::signing::TokenError;
 use super::storage::{StoredObject, expiry_after};
 use super::window::{Limits, retry_after_secs};
 use super::{Sim, lock};
-use crate::api::{BackendType, ReportFormat};
+use report_operator::api::{BackendType, ReportFormat};
 
 pub(crate) const PREFIX: &str = "/cmp/marketplace";
 const CMP: BackendType = BackendType::Cmp;

@@ -37,7 +37,7 @@ use super::content::csv_line;
 use super::http::{bearer_token, endpoint, json, parse_body, same_secret};
 use super::signing::TokenError;
 use super::Sim;
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 pub(crate) const PREFIX: &str = "/fusion";
 const FUSION: BackendType = BackendType::Fusion;

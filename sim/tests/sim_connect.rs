@@ -6,7 +6,7 @@ mod sim_support;
 use std::time::Duration;
 
 use report_operator::api::BackendType;
-use report_operator::sim::SimServer;
+use report_sim::SimServer;
 use serde_json::{Value, json};
 use sim_support::{body_json, client, quick, start, unzip, wait_for};
 

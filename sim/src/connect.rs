@@ -35,7 +35,7 @@ use super::job::{Job, Phase};
 use super::rql;
 use super::storage::{StoredObject, expiry_after};
 use super::{Sim, lock};
-use crate::api::{BackendType, ReportFormat};
+use report_operator::api::{BackendType, ReportFormat};
 
 pub(crate) const PREFIX: &str = "/connect/public/v1";
 const CONNECT: BackendType = BackendType::Connect;

@@ -58,7 +58,7 @@ pub use faults::{Fault, FaultKind};
 pub use server::SimServer;
 pub use stats::{GenerationCount, PeakInProgress, RequestCount, STORAGE, SimStats};
 
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 /// Why the simulator could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]

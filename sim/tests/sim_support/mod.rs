@@ -1,4 +1,4 @@
-//! Helpers of the simulator tests (`tests/sim_*.rs`): an in-process simulator on a free port,
+//! Helpers of the simulator tests (`sim/tests/sim_*.rs`): an in-process simulator on a free port,
 //! a plain-HTTP client, waiting on a condition with a deadline, and OAuth 1.0a signing the way
 //! the RDE client signs.
 #![allow(dead_code)] // each test binary uses a different part
@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use report_operator::api::BackendType;
-use report_operator::sim::{SimConfig, SimServer};
+use report_sim::{SimConfig, SimServer};
 use serde_json::Value;
 
 pub async fn start(config: SimConfig) -> SimServer {

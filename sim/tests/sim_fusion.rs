@@ -5,7 +5,7 @@ mod sim_support;
 
 use base64::Engine as _;
 use report_operator::api::BackendType;
-use report_operator::sim::{Fault, FaultKind, FusionConfig, SimConfig, SimServer};
+use report_sim::{Fault, FaultKind, FusionConfig, SimConfig, SimServer};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, fusion_login, quick, sleep_past, start};
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::lock;
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 /// The label of storage downloads in [`SimStats::requests`] (they belong to no one API).
 pub const STORAGE: &str = "STORAGE";

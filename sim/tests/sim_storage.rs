@@ -5,7 +5,7 @@ mod sim_support;
 use std::time::Duration;
 
 use report_operator::api::BackendType;
-use report_operator::sim::{ConnectConfig, SimConfig, SimServer};
+use report_sim::{ConnectConfig, SimConfig, SimServer};
 use serde_json::json;
 use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, unzip, url_expiry, wait_for};
 

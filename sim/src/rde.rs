@@ -40,7 +40,7 @@ use super::job::{Job, Phase};
 use super::oauth1::{Nonces, OAuthError, SignedRequest, Verifier};
 use super::storage::{StoredObject, expiry_after};
 use super::{Sim, SimError, lock, rql};
-use crate::api::{BackendType, ReportFormat};
+use report_operator::api::{BackendType, ReportFormat};
 
 pub(crate) const PREFIX: &str = "/rde";
 const RESOURCES: &str = "/aps/2/resources";

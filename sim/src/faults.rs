@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Behaviour;
 use super::lock;
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum FaultKind {

@@ -5,7 +5,7 @@ mod sim_support;
 use std::time::Duration;
 
 use report_operator::api::BackendType;
-use report_operator::sim::{CmpConfig, SimConfig};
+use report_sim::{CmpConfig, SimConfig};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, wait_for};
 
@@ -32,11 +32,11 @@ impl CmpAuth for reqwest::RequestBuilder {
     }
 }
 
-async fn create(sim: &report_operator::sim::SimServer, token: &str, body: &Value) -> reqwest::Response {
+async fn create(sim: &report_sim::SimServer, token: &str, body: &Value) -> reqwest::Response {
     client().post(api(sim, "/reports")).cmp_auth(token).json(body).send().await.expect("create")
 }
 
-fn api(sim: &report_operator::sim::SimServer, path: &str) -> String {
+fn api(sim: &report_sim::SimServer, path: &str) -> String {
     format!("{}{path}", sim.backend_url(BackendType::Cmp))
 }
 
@@ -168,7 +168,7 @@ async fn the_per_minute_quota_answers_429_with_retry_after() {
 #[tokio::test]
 async fn the_daily_quota_holds_too() {
     let config = SimConfig {
-        cmp: report_operator::sim::CmpConfig { requests_per_minute: 100, requests_per_day: 2, ..Default::default() },
+        cmp: report_sim::CmpConfig { requests_per_minute: 100, requests_per_day: 2, ..Default::default() },
         ..quick(0)
     };
     let sim = start(config).await;

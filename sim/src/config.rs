@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 const DAY_SECS: u64 = 86_400;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use report_operator::api::BackendType;
-use report_operator::sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
+use report_sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
 use serde_json::json;
 use sim_support::{Rde, body_json, client, cmp_token, quick, start, supplier_token};
 
@@ -186,7 +186,7 @@ fn the_config_file_and_flags_set_the_knobs() {
     assert_eq!(config.supplier.max_in_progress, 2);
     assert_eq!(config.cmp.username, "alice");
     assert_eq!(config.cmp.password, "cmp-password");
-    assert!(report_operator::sim::ALL_BACKENDS.iter().all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5));
+    assert!(report_sim::ALL_BACKENDS.iter().all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5));
     let bad = Cli::parse_from(["sim", "--error-rate", "2"]);
     assert!(bad.sim.to_config().is_err());
     std::fs::write(&path, "supplier: [not, a, map]\n").expect("write");

@@ -48,7 +48,7 @@ use super::signing::TokenError;
 use super::storage::{StoredObject, expiry_after};
 use super::window::{Limits, retry_after_secs};
 use super::{Sim, lock};
-use crate::api::{BackendType, ReportFormat};
+use report_operator::api::{BackendType, ReportFormat};
 
 pub(crate) const PREFIX: &str = "/supplier";
 pub(crate) const TOKEN_PATH: &str = "/supplier-auth/oauth/v2/token";

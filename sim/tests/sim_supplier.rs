@@ -6,7 +6,7 @@ mod sim_support;
 use std::time::Duration;
 
 use report_operator::api::BackendType;
-use report_operator::sim::{SimServer, SupplierConfig};
+use report_sim::{SimServer, SupplierConfig};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, quick, sleep_past, start, supplier_token, url_expiry, wait_for};
 

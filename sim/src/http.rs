@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::faults::{Fault, FaultKind};
 use super::stats::STORAGE;
 use super::{Sim, cmp, connect, fusion, rde, supplier};
-use crate::api::BackendType;
+use report_operator::api::BackendType;
 
 /// Marks an answer that must not be sent: the server closes the connection instead.
 #[derive(Debug, Clone, Copy)]

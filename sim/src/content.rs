@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
-use crate::api::{BackendType, ReportFormat};
+use report_operator::api::{BackendType, ReportFormat};
 
 /// What a report is about.
 #[derive(Debug, Clone, PartialEq)]
