@@ -26,7 +26,8 @@ use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
 use super::guard::{self, error_policy};
-use super::{Error, ids_taken, users_of_backend};
+use super::error::Error;
+use super::queries::{ids_taken, users_of_backend};
 use crate::api::{
     BackendType, EventType as ReportEventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
     ReportGeneratorStatus, ReportParameters,
