@@ -15,7 +15,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// without a success being seen, for example because it was deleted.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// Failures in a row per object (by uid), for [`super::guard::error_policy`].
+/// Failures in a row per object (by uid), for `guard::error_policy`.
 #[derive(Default)]
 pub struct Backoff(Mutex<HashMap<String, (u32, Instant)>>);
 

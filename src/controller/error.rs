@@ -3,7 +3,7 @@
 
 /// Why a reconcile did not finish. Backend problems that are part of a report's life
 /// (failures, rate limits) are not errors: they end up in status and Events. Every error is
-/// retried with a backoff per object ([`super::guard::error_policy`]).
+/// retried with a backoff per object (`guard::error_policy`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Kubernetes API failed; retrying can help unless [`Error::condition`] says otherwise.
