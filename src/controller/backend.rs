@@ -19,7 +19,7 @@ use tracing::info;
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
-use super::Error;
+use super::error::Error;
 use super::guard::{self, error_policy};
 use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_READY};
 
@@ -85,11 +85,11 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let old = rb.status.clone().unwrap_or_default();
     let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
     if let Some(c) = checked
-        && ctx.registry.probed_recently(ctx, rb)
+        && ctx.registry.probed_recently(rb)
     {
         return Ok(Action::requeue(if c.status == "True" { REPROBE_READY } else { reprobe_not_ready(not_ready_for(c)) }));
     }
-    let outcome: Result<(), NotReady> = match ctx.registry.client(ctx, rb).await {
+    let outcome: Result<(), NotReady> = match ctx.registry.client(rb).await {
         Ok(client) => {
             let r = match tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await {
                 Ok(r) => r,
@@ -107,7 +107,7 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
         Ok(()) => Cond::ready(true, "Authenticated", format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url))),
         Err(n) => Cond::ready(false, n.reason, n.message.clone()),
     };
-    ctx.registry.probed(ctx, rb);
+    ctx.registry.probed(rb);
     let was = find_condition(&old.conditions, CONDITION_READY).map(|c| (c.status.clone(), c.reason.clone()));
     let mut status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
     set_condition(&mut status.conditions, cond.clone(), rb.metadata.generation, Utc::now());

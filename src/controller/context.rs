@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::backoff::Backoff;
 use super::conditions::apply_status;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
@@ -32,14 +33,13 @@ pub struct Context {
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub registry: BackendRegistry,
-    /// Where backend calls may go (the `--outbound-*` flags).
-    pub outbound: Arc<OutboundPolicy>,
     /// Failures in a row per object, for the retry delay of a failing reconcile.
-    pub backoff: super::guard::Backoff,
+    pub backoff: Backoff,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     recorder: Recorder,
-    ready: AtomicBool,
+    /// Caches synced (or a standby replica), for `/readyz` (see [`super::metrics::serve`]).
+    ready: Arc<AtomicBool>,
     /// Turns true once every cache has listed once (see [`Context::fill_caches`]).
     caches_synced: tokio::sync::watch::Sender<bool>,
 }
@@ -60,9 +60,8 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            registry: BackendRegistry::default(),
+            registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound),
             backoff: Default::default(),
-            outbound,
             own_writes: OwnWrites::default(),
             client,
             metrics,
@@ -70,7 +69,7 @@ impl Context {
             generators,
             files,
             secrets,
-            ready: AtomicBool::new(false),
+            ready: Arc::default(),
             caches_synced: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -117,7 +116,7 @@ impl Context {
             }
             None => return Err(NotReady::new("BackendNotReady", format!("ReportBackend {name:?} has not been checked yet"))),
         }
-        let client = self.registry.client(self, &rb).await?;
+        let client = self.registry.client(&rb).await?;
         Ok((rb, client))
     }
 
@@ -168,8 +167,9 @@ impl Context {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// The flag [`Context::set_ready`] sets, for the `/readyz` server.
+    pub fn readiness(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
     }
 }
 

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::info;
@@ -26,7 +27,8 @@ use super::conditions::{Cond, from_k8s_time, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
 use super::guard::{self, error_policy};
-use super::{Error, ids_taken, users_of_backend};
+use super::error::Error;
+use super::queries::{ids_taken, users_of_backend};
 use crate::api::{
     BackendType, EventType as ReportEventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
     ReportGeneratorStatus, ReportParameters,
@@ -191,7 +193,7 @@ async fn reconcile_inner(g: &ReportGenerator, ctx: &Context) -> Result<Action, E
         return Ok(wait);
     }
     if g.metadata.deletion_timestamp.is_some() {
-        return finalize(g, ctx, &api).await;
+        return finalize(Arc::new(g.clone()), ctx, &api).await;
     }
 
     let owned = owned_files(ctx, g);
@@ -550,26 +552,51 @@ fn retry(ctx: &Context, type_: &'static str, operation: &'static str, e: Backend
     }
 }
 
+/// Adds the RDE finalizer: only RDE generators get one, since only they leave something
+/// outside the cluster (the template). kube's [`finalizer()`] is called here, in the RDE branch,
+/// and not around the whole reconcile, which would put the finalizer on every generator. Its
+/// `Apply` does nothing: the helper returns right after adding the finalizer, and the RDE step
+/// goes on in the same pass (the template is created without waiting for another reconcile).
 async fn ensure_finalizer(g: &ReportGenerator, api: &Api<ReportGenerator>) -> Result<(), Error> {
     if g.finalizers().iter().any(|f| f == RDE_FINALIZER) {
         return Ok(());
     }
-    let patch = if g.finalizers().is_empty() {
-        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": [RDE_FINALIZER]}])
-    } else {
-        serde_json::json!([{"op": "add", "path": "/metadata/finalizers/-", "value": RDE_FINALIZER}])
-    };
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Invalid(e.to_string()))?;
-    api.patch(&g.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+    let nothing_to_apply = |_: Finalizing<ReportGenerator>| async { Ok::<_, NotYet>(Action::await_change()) };
+    finalizer(api, RDE_FINALIZER, Arc::new(g.clone()), nothing_to_apply).await.or_else(finalizer_outcome)?;
     Ok(())
 }
 
-/// Deletes the RDE template, then lets the generator go. A backend that no longer exists
-/// cannot be cleaned up: the finalizer is removed with a Warning rather than blocking forever.
-async fn finalize(g: &ReportGenerator, ctx: &Context, api: &Api<ReportGenerator>) -> Result<Action, Error> {
-    let Some(index) = g.finalizers().iter().position(|f| f == RDE_FINALIZER) else {
-        return Ok(Action::await_change());
+/// The generator `g` is being deleted: kube's [`finalizer()`] runs [`delete_template`] if `g`
+/// still has the RDE finalizer and removes the finalizer once that succeeded.
+async fn finalize(g: Arc<ReportGenerator>, ctx: &Context, api: &Api<ReportGenerator>) -> Result<Action, Error> {
+    let cleanup = |event| async move {
+        match event {
+            Finalizing::Cleanup(g) => delete_template(&g, ctx).await,
+            // Not reached: `finalize` is only called for a generator being deleted.
+            Finalizing::Apply(_) => Ok(Action::await_change()),
+        }
     };
+    finalizer(api, RDE_FINALIZER, g, cleanup).await.or_else(finalizer_outcome)
+}
+
+/// The template cannot be deleted yet: the finalizer stays and the generator is looked at
+/// again after the duration (not an error: the backend tells its own story in Events).
+#[derive(Debug, thiserror::Error)]
+#[error("the RDE template cannot be deleted yet")]
+struct NotYet(Duration);
+
+/// A [`finalizer()`] failure as a reconcile result: [`NotYet`] is a plain requeue.
+fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
+    match e {
+        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
+        other => Err(Error::Invalid(other.to_string())),
+    }
+}
+
+/// Deletes the RDE template, so that the finalizer can go. A backend that no longer exists
+/// cannot be cleaned up: the finalizer is removed with a Warning rather than blocking forever.
+async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, NotYet> {
     let namespace = g.namespace().unwrap_or_default();
     if let Some(template_id) = g.status.as_ref().and_then(|s| s.external_id.clone()) {
         match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
@@ -581,7 +608,7 @@ async fn finalize(g: &ReportGenerator, ctx: &Context, api: &Api<ReportGenerator>
                 Err(e) => {
                     ctx.metrics.backend_call(rb.spec.type_.as_str(), "delete", "error");
                     ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
-                    return Ok(Action::requeue(Duration::from_secs(10)));
+                    return Err(NotYet(Duration::from_secs(10)));
                 }
             },
             Err(n) if n.reason == "BackendNotFound" => {
@@ -589,16 +616,10 @@ async fn finalize(g: &ReportGenerator, ctx: &Context, api: &Api<ReportGenerator>
             }
             Err(n) => {
                 ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {template_id} yet: {}", n.message)).await;
-                return Ok(Action::requeue(Duration::from_secs(30)));
+                return Err(NotYet(Duration::from_secs(30)));
             }
         }
     }
-    let patch = serde_json::json!([
-        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": RDE_FINALIZER},
-        {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Invalid(e.to_string()))?;
-    api.patch(&g.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
     Ok(Action::await_change())
 }
 

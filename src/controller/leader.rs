@@ -25,7 +25,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{RunArgs, RunError};
+use super::cli::RunArgs;
+use super::error::RunError;
 
 /// Shortest Lease duration we accept: the margin is at least 1 s and the renewal must be seen
 /// well before `duration − margin` (see [`grace`]).

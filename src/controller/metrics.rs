@@ -4,6 +4,7 @@
 //! backend types, operations, outcomes and statuses, so cardinality stays bounded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,10 +18,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use kube::runtime::reflector::Store;
 use prometheus_client::registry::Registry;
 
-use super::context::Context;
-use crate::api::FileState;
+use crate::api::{FileState, ReportFile};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -135,9 +136,9 @@ impl Metrics {
             .inc();
     }
 
-    fn render(&self, ctx: &Context) -> Result<String, std::fmt::Error> {
+    fn render(&self, files: &Store<ReportFile>) -> Result<String, std::fmt::Error> {
         let (mut in_progress, mut ready, mut failed) = (0, 0, 0);
-        for rf in ctx.files.state() {
+        for rf in files.state() {
             match rf.status.as_ref().and_then(|s| s.status) {
                 Some(FileState::Ready) => ready += 1,
                 Some(FileState::Failed) => failed += 1,
@@ -153,20 +154,30 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (caches synced).
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, bound at start so that a port
-/// in use stops the operator at once rather than leaving it running without probes.
-pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>) -> std::io::Result<()> {
+/// What the server reads: the metrics, the ReportFiles (counted by status at each scrape) and
+/// the readiness flag.
+#[derive(Clone)]
+struct Served {
+    metrics: Arc<Metrics>,
+    files: Store<ReportFile>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (`ready` is set: caches
+/// synced).
+/// The listener is bound at start, so that a port in use stops the operator at once rather
+/// than leaving it running without probes.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, files: Store<ReportFile>, ready: Arc<AtomicBool>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ctx);
+        .with_state(Served { metrics, files, ready });
     axum::serve(listener, app).await
 }
 
-async fn metrics_handler(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    match ctx.metrics.render(&ctx) {
+async fn metrics_handler(State(served): State<Served>) -> impl IntoResponse {
+    match served.metrics.render(&served.files) {
         Ok(body) => (
             StatusCode::OK,
             [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -177,6 +188,6 @@ async fn metrics_handler(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     }
 }
 
-async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    if ctx.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+async fn readyz(State(served): State<Served>) -> impl IntoResponse {
+    if served.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::backend::OutboundPolicy;
 
-use super::RunArgs;
+use super::cli::RunArgs;
 
 /// The policy of `report-operator run`: its `--outbound-*` flags, and the API server's
 /// addresses denied always.

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
 
-use super::context::Context;
 use crate::api::ReportBackend;
-use crate::backend::{self, BackendError, Limiter, LimiterConfig, ReportingBackend};
+use crate::backend::{self, BackendError, Limiter, LimiterConfig, OutboundPolicy, ReportingBackend};
 
 /// Why a backend cannot be used, as a condition reason and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,13 @@ struct Entry {
 }
 
 /// The backend clients of all ReportBackends.
-#[derive(Default)]
 pub struct BackendRegistry {
+    /// Reads the credentials and CA Secrets.
+    client: Client,
+    /// Metadata of every Secret in scope: a changed resourceVersion rebuilds the client.
+    secrets: Store<PartialObjectMeta<Secret>>,
+    /// Where backend calls may go (the `--outbound-*` flags).
+    outbound: Arc<OutboundPolicy>,
     entries: Mutex<HashMap<ObjectRef<ReportBackend>, Entry>>,
     /// When each backend was last probed, and for which fingerprint.
     probes: Mutex<HashMap<ObjectRef<ReportBackend>, (String, std::time::Instant)>>,
@@ -52,11 +57,15 @@ pub struct BackendRegistry {
 const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl BackendRegistry {
+    pub fn new(client: Client, secrets: Store<PartialObjectMeta<Secret>>, outbound: Arc<OutboundPolicy>) -> Self {
+        BackendRegistry { client, secrets, outbound, entries: Mutex::default(), probes: Mutex::default() }
+    }
+
     /// The client of `rb`, built afresh if its spec or Secrets changed since the last call.
-    pub async fn client(&self, ctx: &Context, rb: &ReportBackend) -> Result<Arc<dyn ReportingBackend>, NotReady> {
+    pub async fn client(&self, rb: &ReportBackend) -> Result<Arc<dyn ReportingBackend>, NotReady> {
         let key = ObjectRef::from_obj(rb);
         let namespace = rb.namespace().unwrap_or_default();
-        let fingerprint = fingerprint(ctx, rb, &namespace);
+        let fingerprint = self.fingerprint(rb, &namespace);
         let old_limiter = {
             let entries = lock(&self.entries);
             match entries.get(&key) {
@@ -65,7 +74,7 @@ impl BackendRegistry {
                 None => None,
             }
         };
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let cred_name = &rb.spec.credentials_secret_ref.name;
         let credentials = read_secret(&secrets, cred_name).await?;
         let ca = match rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
@@ -83,23 +92,23 @@ impl BackendRegistry {
             Some(l) if *l.config() == LimiterConfig::for_backend(&rb.spec) => l,
             _ => Limiter::for_backend(&rb.spec),
         };
-        let options = backend::ClientOptions { policy: ctx.outbound.clone(), ..Default::default() };
+        let options = backend::ClientOptions { policy: self.outbound.clone(), ..Default::default() };
         let client = backend::connect_with_options(&rb.spec, &credentials, ca.as_deref(), limiter.clone(), &options)?;
         lock(&self.entries).insert(key, Entry { fingerprint, client: client.clone(), limiter });
         Ok(client)
     }
 
     /// Whether `rb` was probed within [`PROBE_FRESH`] with its current spec and Secrets.
-    pub fn probed_recently(&self, ctx: &Context, rb: &ReportBackend) -> bool {
-        let fp = fingerprint(ctx, rb, &rb.namespace().unwrap_or_default());
+    pub fn probed_recently(&self, rb: &ReportBackend) -> bool {
+        let fp = self.fingerprint(rb, &rb.namespace().unwrap_or_default());
         lock(&self.probes)
             .get(&ObjectRef::from_obj(rb))
             .is_some_and(|(f, at)| *f == fp && at.elapsed() < PROBE_FRESH)
     }
 
     /// Records a probe of `rb` with its current spec and Secrets.
-    pub fn probed(&self, ctx: &Context, rb: &ReportBackend) {
-        let fp = fingerprint(ctx, rb, &rb.namespace().unwrap_or_default());
+    pub fn probed(&self, rb: &ReportBackend) {
+        let fp = self.fingerprint(rb, &rb.namespace().unwrap_or_default());
         lock(&self.probes).insert(ObjectRef::from_obj(rb), (fp, std::time::Instant::now()));
     }
 
@@ -109,21 +118,22 @@ impl BackendRegistry {
     }
 
     /// Forgets the clients and probes of ReportBackends that no longer exist.
-    pub fn forget_deleted(&self, backends: &kube::runtime::reflector::Store<ReportBackend>) {
+    pub fn forget_deleted(&self, backends: &Store<ReportBackend>) {
         lock(&self.entries).retain(|key, _| backends.get(key).is_some());
         lock(&self.probes).retain(|key, _| backends.get(key).is_some());
     }
-}
 
-fn fingerprint(ctx: &Context, rb: &ReportBackend, namespace: &str) -> String {
-    let rv = |name: &str| {
-        ctx.secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|s| s.metadata.resource_version.clone())
-            .unwrap_or_default()
-    };
-    let ca = rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).map(|s| rv(&s.name)).unwrap_or_default();
-    format!("{}/{}/{}", rb.metadata.generation.unwrap_or_default(), rv(&rb.spec.credentials_secret_ref.name), ca)
+    /// What `rb`'s client is built from: its generation and its Secrets' resourceVersions.
+    fn fingerprint(&self, rb: &ReportBackend, namespace: &str) -> String {
+        let rv = |name: &str| {
+            self.secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|s| s.metadata.resource_version.clone())
+                .unwrap_or_default()
+        };
+        let ca = rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).map(|s| rv(&s.name)).unwrap_or_default();
+        format!("{}/{}/{}", rb.metadata.generation.unwrap_or_default(), rv(&rb.spec.credentials_secret_ref.name), ca)
+    }
 }
 
 async fn read_secret(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {

@@ -29,7 +29,8 @@ use self::secret::{CONFLICT_RETRY, Observed, ReportSecrets, Written, build_secre
 use super::conditions::from_k8s_time;
 use super::context::Context;
 use super::guard::{self, error_policy};
-use super::{Error, ids_taken, users_of_backend};
+use super::error::Error;
+use super::queries::{ids_taken, users_of_backend};
 use crate::api::{ANNOTATION_REFRESH_URL, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile, ReportFileStatus};
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
 
