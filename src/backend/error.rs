@@ -300,6 +300,7 @@ mod tests {
         for code in BackendError::METRIC_CODES {
             assert!(cases.iter().any(|(_, c)| *c == code), "{code} is never returned");
             assert!(code != "ok" && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+            assert!(include_str!("../../README.md").contains(&format!("`{code}`")), "the README does not list {code}");
         }
     }
 
