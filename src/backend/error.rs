@@ -118,6 +118,48 @@ impl BackendError {
         }
     }
 
+    /// Every code [`BackendError::metric_code`] returns, for the README and its test.
+    pub const METRIC_CODES: [&'static str; 14] = [
+        "transient",
+        "rate_limited",
+        "in_flight_limit",
+        "unauthorized",
+        "two_factor_required",
+        "credentials_missing",
+        "invalid_spec",
+        "rejected",
+        "not_found",
+        "unsupported",
+        "ambiguous",
+        "protocol",
+        "too_large",
+        "destination_denied",
+    ];
+
+    /// The `code` label of `report_operator_backend_calls_total` for this error: a small fixed
+    /// snake_case set (never the message), so that one alert on `code="unauthorized"` sees
+    /// every refused credential, whichever call met it. A 401/403 answer counts as
+    /// `unauthorized`, as it does for the Ready reason.
+    pub fn metric_code(&self) -> &'static str {
+        use BackendError::*;
+        match self {
+            Transient { .. } => "transient",
+            RateLimited { .. } => "rate_limited",
+            InFlightLimit { .. } => "in_flight_limit",
+            Unauthorized { .. } | Rejected { status: 401 | 403, .. } => "unauthorized",
+            TwoFactorRequired => "two_factor_required",
+            CredentialsMissing { .. } => "credentials_missing",
+            InvalidSpec { .. } => "invalid_spec",
+            Rejected { .. } => "rejected",
+            NotFound { .. } => "not_found",
+            Unsupported { .. } => "unsupported",
+            Ambiguous { .. } => "ambiguous",
+            Protocol { .. } => "protocol",
+            TooLarge { .. } => "too_large",
+            DestinationDenied { .. } => "destination_denied",
+        }
+    }
+
     /// Whether repeating the same call may succeed (used by the retry loop).
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, BackendError::Transient { .. } | BackendError::RateLimited { .. })
@@ -227,6 +269,39 @@ mod tests {
         assert!(!out.contains("hunter22"), "{out}");
         assert!(out.contains("https://s.example/f.csv"), "{out}");
         assert_eq!(redact_text("abcdef", &[], 3), "abc…");
+    }
+
+    #[test]
+    fn every_error_has_a_documented_metric_code() {
+        let d = Some(Duration::from_secs(1));
+        let cases = [
+            (BackendError::Transient { message: "m".into(), retry_after: d }, "transient"),
+            (BackendError::RateLimited { retry_after: d }, "rate_limited"),
+            (BackendError::InFlightLimit { organization: "o".into(), max: 6, retry_after: Duration::ZERO }, "in_flight_limit"),
+            (BackendError::Unauthorized { message: "m".into() }, "unauthorized"),
+            (BackendError::TwoFactorRequired, "two_factor_required"),
+            (BackendError::CredentialsMissing { key: "k".into() }, "credentials_missing"),
+            (BackendError::InvalidSpec { message: "m".into() }, "invalid_spec"),
+            (BackendError::Rejected { status: 400, reason: "r".into() }, "rejected"),
+            (BackendError::Rejected { status: 401, reason: "r".into() }, "unauthorized"),
+            (BackendError::Rejected { status: 403, reason: "r".into() }, "unauthorized"),
+            (BackendError::NotFound { what: "w".into() }, "not_found"),
+            (BackendError::Unsupported { what: "w".into() }, "unsupported"),
+            (BackendError::Ambiguous { message: "m".into() }, "ambiguous"),
+            (BackendError::Protocol { message: "m".into() }, "protocol"),
+            (BackendError::TooLarge { what: "w".into(), limit: 1 }, "too_large"),
+            (BackendError::DestinationDenied { message: "m".into() }, "destination_denied"),
+        ];
+        for (e, code) in &cases {
+            assert_eq!(e.metric_code(), *code, "{e:?}");
+            assert!(BackendError::METRIC_CODES.contains(code), "{code} is not in METRIC_CODES");
+        }
+        // Every documented code is reachable, and "ok" is kept for success.
+        for code in BackendError::METRIC_CODES {
+            assert!(cases.iter().any(|(_, c)| *c == code), "{code} is never returned");
+            assert!(code != "ok" && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+            assert!(include_str!("../../README.md").contains(&format!("`{code}`")), "the README does not list {code}");
+        }
     }
 
     #[test]

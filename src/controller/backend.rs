@@ -91,15 +91,15 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     }
     let outcome: Result<(), NotReady> = match ctx.registry.client(rb).await {
         Ok(client) => {
-            let r = match tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await {
-                Ok(r) => r,
-                Err(_) => Err(crate::backend::BackendError::Transient {
-                    message: format!("the API did not answer the check within {} s", PROBE_TIMEOUT.as_secs()),
-                    retry_after: None,
-                }),
+            let probe = async {
+                tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await.unwrap_or_else(|_| {
+                    Err(crate::backend::BackendError::Transient {
+                        message: format!("the API did not answer the check within {} s", PROBE_TIMEOUT.as_secs()),
+                        retry_after: None,
+                    })
+                })
             };
-            ctx.metrics.backend_call(type_, "probe", if r.is_ok() { "ok" } else { r.as_ref().err().map_or("error", |e| e.ready_reason()) });
-            r.map_err(NotReady::from)
+            ctx.metrics.call(type_, "probe", probe).await.map_err(NotReady::from)
         }
         Err(not_ready) => Err(not_ready),
     };

@@ -375,11 +375,10 @@ async fn mirror(
     status: &mut ReportGeneratorStatus,
 ) -> Result<Outcome, Error> {
     let type_ = rb.spec.type_.as_str();
-    let remote = match backend.list(query).await {
+    let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
         Ok(r) => r,
-        Err(e) => return Ok(retry(ctx, type_, "list", e)),
+        Err(e) => return Ok(retry(type_, "list", e)),
     };
-    ctx.metrics.backend_call(type_, "list", "ok");
     let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
     for report in &remote {
         if owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())) {
@@ -466,9 +465,9 @@ async fn rde(
                 let taken = ids_taken(ctx, &ctx.generators, g, rb, |other: &ReportGenerator| {
                     (&other.spec.backend_ref.name, other.status.as_ref().and_then(|s| s.external_id.as_deref()))
                 });
-                match backend.find(&req, &taken).await {
+                match ctx.metrics.call(type_, "find", backend.find(&req, &taken)).await {
                     Ok(found) => found,
-                    Err(e) => return Ok(retry(ctx, type_, "find", e)),
+                    Err(e) => return Ok(retry(type_, "find", e)),
                 }
             } else {
                 None
@@ -479,13 +478,12 @@ async fn rde(
                     // The mark goes to the API server before the platform hears of the template.
                     status.create_pending_since = Some(Utc::now());
                     ctx.apply_status(api, g, &*status).await?;
-                    match backend.submit(&req).await {
+                    match ctx.metrics.call(type_, "submit", backend.submit(&req)).await {
                         Ok(t) => t,
-                        Err(e) => return Ok(retry(ctx, type_, "submit", e)),
+                        Err(e) => return Ok(retry(type_, "submit", e)),
                     }
                 }
             };
-            ctx.metrics.backend_call(type_, "submit", "ok");
             status.external_id = Some(template.id.clone());
             status.create_pending_since = None;
             ctx.apply_status(api, g, &*status).await?;
@@ -495,12 +493,9 @@ async fn rde(
     };
     if g.spec.event_type == ReportEventType::Periodic {
         // The platform schedules: its next report date is the generator's.
-        match backend.get(&template_id, &req).await {
-            Ok(template) => {
-                ctx.metrics.backend_call(type_, "get", "ok");
-                status.next_report_date = template.next_report_date;
-            }
-            Err(e) => return Ok(retry(ctx, type_, "get", e)),
+        match ctx.metrics.call(type_, "get", backend.get(&template_id, &req)).await {
+            Ok(template) => status.next_report_date = template.next_report_date,
+            Err(e) => return Ok(retry(type_, "get", e)),
         }
     }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
@@ -539,8 +534,7 @@ fn template_request(g: &ReportGenerator) -> ReportRequest {
     }
 }
 
-fn retry(ctx: &Context, type_: &'static str, operation: &'static str, e: BackendError) -> Outcome {
-    ctx.metrics.backend_call(type_, operation, "error");
+fn retry(type_: &'static str, operation: &'static str, e: BackendError) -> Outcome {
     match e.action() {
         crate::backend::ErrorAction::Retry { after } => {
             Outcome::Retry(format!("{operation} on {type_}: {e}"), after.unwrap_or(Duration::from_secs(5)))
@@ -600,13 +594,11 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
     let namespace = g.namespace().unwrap_or_default();
     if let Some(template_id) = g.status.as_ref().and_then(|s| s.external_id.clone()) {
         match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
-            Ok((rb, backend)) => match backend.delete_template(&template_id).await {
+            Ok((rb, backend)) => match ctx.metrics.call(rb.spec.type_.as_str(), "delete", backend.delete_template(&template_id)).await {
                 Ok(()) => {
-                    ctx.metrics.backend_call(rb.spec.type_.as_str(), "delete", "ok");
                     ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await;
                 }
                 Err(e) => {
-                    ctx.metrics.backend_call(rb.spec.type_.as_str(), "delete", "error");
                     ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
                     return Err(NotYet(Duration::from_secs(10)));
                 }

@@ -4,8 +4,9 @@
 //! backend types, operations, outcomes and statuses, so cardinality stays bounded.
 
 use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -22,6 +23,7 @@ use kube::runtime::reflector::Store;
 use prometheus_client::registry::Registry;
 
 use crate::api::{FileState, ReportFile};
+use crate::backend::BackendError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -40,6 +42,13 @@ pub struct CallLabels {
     pub backend: BackendLabels,
     pub operation: &'static str,
     pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    #[prometheus(flatten)]
+    pub backend: BackendLabels,
+    pub operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +77,7 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram, Buckets>,
     pub backend_calls: Family<CallLabels, Counter>,
+    pub backend_call_duration: Family<OperationLabels, Histogram, Buckets>,
     pub reports: Family<StatusLabels, Gauge>,
     pub time_to_ready: Family<BackendLabels, Histogram, Buckets>,
     pub rate_limit_waits: Family<BackendLabels, Counter>,
@@ -87,6 +97,8 @@ impl Metrics {
         let reconcile_duration =
             Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))));
         let backend_calls = Family::<CallLabels, Counter>::default();
+        let backend_call_duration =
+            Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))));
         let reports = Family::<StatusLabels, Gauge>::default();
         let time_to_ready = Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))));
         let rate_limit_waits = Family::<BackendLabels, Counter>::default();
@@ -97,6 +109,11 @@ impl Metrics {
             "backend_calls",
             "Calls to reporting APIs by backend type, operation and outcome code",
             backend_calls.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Time a call to a reporting API took, by backend type and operation",
+            backend_call_duration.clone(),
         );
         registry.register("reports", "ReportFiles by status", reports.clone());
         registry.register(
@@ -115,6 +132,7 @@ impl Metrics {
             reconciles,
             reconcile_duration,
             backend_calls,
+            backend_call_duration,
             reports,
             time_to_ready,
             rate_limit_waits,
@@ -129,11 +147,24 @@ impl Metrics {
         self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
     }
 
-    /// Counts one backend call by its outcome.
-    pub fn backend_call(&self, type_: &'static str, operation: &'static str, code: &'static str) {
-        self.backend_calls
-            .get_or_create(&CallLabels { backend: BackendLabels { r#type: type_ }, operation, code })
-            .inc();
+    /// Runs one backend call: the only place calls are timed and counted, so that every
+    /// operation (`probe`, `submit`, `find`, `get`, `download`, `list`, `delete`) has one label
+    /// set and its error codes are [`BackendError::metric_code`]'s.
+    pub async fn call<T>(
+        &self,
+        type_: &'static str,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let start = Instant::now();
+        let result = fut.await;
+        let backend = BackendLabels { r#type: type_ };
+        self.backend_call_duration
+            .get_or_create(&OperationLabels { backend: backend.clone(), operation })
+            .observe(start.elapsed().as_secs_f64());
+        let code = result.as_ref().err().map_or("ok", BackendError::metric_code);
+        self.backend_calls.get_or_create(&CallLabels { backend, operation, code }).inc();
+        result
     }
 
     fn render(&self, files: &Store<ReportFile>) -> Result<String, std::fmt::Error> {
@@ -190,4 +221,28 @@ async fn metrics_handler(State(served): State<Served>) -> impl IntoResponse {
 
 async fn readyz(State(served): State<Served>) -> impl IntoResponse {
     if served.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backend_call_is_timed_once_and_counted_once_with_its_error_code() {
+        let m = Metrics::new();
+        let ok = m.call("RDE", "submit", async { Ok::<_, BackendError>(1) }).await;
+        assert_eq!(ok, Ok(1));
+        let refused = m.call("RDE", "probe", async { Err::<(), _>(BackendError::Unauthorized { message: "no".into() }) }).await;
+        assert!(refused.is_err());
+        let mut out = String::new();
+        encode(&mut out, &m.registry).expect("encode");
+        for line in [
+            r#"report_operator_backend_calls_total{type="RDE",operation="submit",code="ok"} 1"#,
+            r#"report_operator_backend_calls_total{type="RDE",operation="probe",code="unauthorized"} 1"#,
+            r#"report_operator_backend_call_duration_seconds_count{type="RDE",operation="submit"} 1"#,
+            r#"report_operator_backend_call_duration_seconds_count{type="RDE",operation="probe"} 1"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+    }
 }

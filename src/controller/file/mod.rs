@@ -338,20 +338,17 @@ impl<'a> Reconciler<'a> {
         decide::poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
     }
 
-    /// Runs one backend call, counting it, and turns its error into the report's next step.
+    /// Runs one backend call through [`super::metrics::Metrics::call`] and turns its error into
+    /// the report's next step.
     async fn call<T>(
         &mut self,
         type_: &'static str,
         operation: &'static str,
         fut: impl std::future::Future<Output = Result<T, BackendError>>,
     ) -> Result<Step<T>, Error> {
-        match fut.await {
-            Ok(v) => {
-                self.ctx.metrics.backend_call(type_, operation, "ok");
-                Ok(Step::Done(v))
-            }
+        match self.ctx.metrics.call(type_, operation, fut).await {
+            Ok(v) => Ok(Step::Done(v)),
             Err(e) => {
-                self.ctx.metrics.backend_call(type_, operation, error_code(&e));
                 let next = decide::backend_error(&mut self.status, &self.facts, type_, operation, &e);
                 if let Next::Retry { rate_limited: true, .. } = next {
                     self.ctx.metrics.rate_limit_waits.get_or_create(&super::metrics::BackendLabels { r#type: type_ }).inc();
@@ -404,25 +401,5 @@ impl<'a> Reconciler<'a> {
     fn report_secrets(&self) -> ReportSecrets<'a> {
         let uid = self.rf.metadata.uid.as_deref().unwrap_or_default();
         ReportSecrets { api: Api::namespaced(self.ctx.client.clone(), &self.namespace), uid }
-    }
-}
-
-/// A metric label for a backend error: a small fixed set, never the message.
-fn error_code(e: &BackendError) -> &'static str {
-    match e {
-        BackendError::Transient { .. } => "transient",
-        BackendError::RateLimited { .. } => "rate_limited",
-        BackendError::InFlightLimit { .. } => "in_flight_limit",
-        BackendError::Unauthorized { .. } => "unauthorized",
-        BackendError::TwoFactorRequired => "two_factor_required",
-        BackendError::CredentialsMissing { .. } => "credentials_missing",
-        BackendError::InvalidSpec { .. } => "invalid_spec",
-        BackendError::Rejected { .. } => "rejected",
-        BackendError::NotFound { .. } => "not_found",
-        BackendError::Unsupported { .. } => "unsupported",
-        BackendError::Ambiguous { .. } => "ambiguous",
-        BackendError::Protocol { .. } => "protocol",
-        BackendError::TooLarge { .. } => "too_large",
-        BackendError::DestinationDenied { .. } => "destination_denied",
     }
 }

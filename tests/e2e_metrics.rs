@@ -1,0 +1,104 @@
+//! The operator's backend-call metrics on its real `/metrics`: every call counted once with
+//! one label set, so that the README's alerts (`code="unauthorized"`) see what they name.
+
+mod common;
+
+use std::time::Duration;
+
+use common::e2e::World;
+use common::fixtures::{self, ALL_TYPES, lower};
+use common::wait_for;
+use report_operator::api::{BackendType, FileState};
+use report_operator::backend::BackendError;
+use report_sim::SimConfig;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The value of the sample `name{labels}` (labels in the order the operator writes them).
+fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+/// Every `code` label of `report_operator_backend_calls_total` is "ok" or a documented one.
+fn assert_codes_documented(metrics: &str) {
+    for line in metrics.lines().filter(|l| l.starts_with("report_operator_backend_calls_total{")) {
+        let code = line.split("code=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
+        assert!(code == "ok" || BackendError::METRIC_CODES.contains(&code), "undocumented code in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_counted_as_unauthorized_on_the_probe() {
+    let world = World::start("e2e-metrics-auth", SimConfig::default()).await;
+    for t in ALL_TYPES {
+        let bad: Vec<(&str, &str)> = fixtures::good_credentials(t)
+            .into_iter()
+            .map(|(k, v)| (k, if v.contains("key") || k.contains("ecret") || k == "password" { "wrong" } else { v }))
+            .collect();
+        world.apply(&fixtures::backend(&world.sim, t, &lower(t), &bad, ""));
+    }
+    for t in ALL_TYPES {
+        let (reason, message) = world.wait_backend(&lower(t), "False").await;
+        assert_eq!(reason, "Unauthorized", "{t:?}: {message}");
+    }
+    let metrics = world.operator.metrics().await;
+    for t in ALL_TYPES {
+        let labels = format!(r#"type="{}",operation="probe",code="unauthorized""#, t.as_str());
+        let n = sample(&metrics, "report_operator_backend_calls_total", &labels);
+        assert!(n.is_some_and(|n| n >= 1.0), "{t:?}: no {labels} in\n{metrics}");
+        let timed = format!(r#"type="{}",operation="probe""#, t.as_str());
+        let count = sample(&metrics, "report_operator_backend_call_duration_seconds_count", &timed);
+        assert!(count.is_some_and(|c| c >= 1.0), "{t:?}: the probe was not timed:\n{metrics}");
+    }
+    assert_codes_documented(&metrics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
+    let world = World::start("e2e-metrics-ok", SimConfig::default()).await;
+    // CONNECT: the ReportFile controller submits, polls and downloads; RDE: the generator
+    // creates a template and lists its report files, whose state the ReportFile gets.
+    for t in [BackendType::Connect, BackendType::Rde] {
+        let b = lower(t);
+        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
+    }
+    for t in [BackendType::Connect, BackendType::Rde] {
+        let files = world.wait_finished(&format!("{}-once", lower(t)), 1, DEADLINE).await;
+        let status = files[0].status.clone().unwrap_or_default();
+        assert_eq!(status.status, Some(FileState::Ready), "{t:?}: {status:?}");
+    }
+    let connect = BackendType::Connect.as_str();
+    let expected = [
+        (connect, "probe"),
+        (connect, "submit"),
+        (connect, "get"),
+        (connect, "download"),
+        ("RDE", "probe"),
+        ("RDE", "submit"),
+        ("RDE", "list"),
+        ("RDE", "get"),
+    ];
+    let metrics = wait_for("every call counted", DEADLINE, || async {
+        let m = world.operator.metrics().await;
+        expected
+            .iter()
+            .all(|(t, op)| sample(&m, "report_operator_backend_calls_total", &format!(r#"type="{t}",operation="{op}",code="ok""#)).is_some())
+            .then_some(m)
+    })
+    .await;
+    for (t, op) in expected {
+        let labels = format!(r#"type="{t}",operation="{op}""#);
+        let count = sample(&metrics, "report_operator_backend_call_duration_seconds_count", &labels);
+        let ok = sample(&metrics, "report_operator_backend_calls_total", &format!(r#"{labels},code="ok""#));
+        assert!(count.is_some_and(|c| c >= 1.0), "{labels} not timed:\n{metrics}");
+        assert!(ok.is_some_and(|n| n >= 1.0), "{labels} not counted ok:\n{metrics}");
+        let bucket = format!(r#"report_operator_backend_call_duration_seconds_bucket{{le="+Inf",{labels}}}"#);
+        assert!(metrics.lines().any(|l| l.starts_with(&bucket)), "no {bucket}:\n{metrics}");
+    }
+    // One template: the generator submitted once.
+    let submits = sample(&metrics, "report_operator_backend_calls_total", r#"type="RDE",operation="submit",code="ok""#);
+    assert_eq!(submits, Some(1.0), "{metrics}");
+    assert_codes_documented(&metrics);
+}
