@@ -46,7 +46,7 @@ async fn a_secret_the_api_server_refuses_is_a_condition_and_backs_off() {
             .operator
             .logs()
             .lines()
-            .map(without_colours)
+            .map(common::operator::without_colours)
             .filter(|l| l.contains("reconcile failed") && l.contains("ReportFile"))
             .filter_map(|l| l.split("retry_in_s=").nth(1)?.split_whitespace().next()?.parse().ok())
             .collect();
@@ -58,16 +58,3 @@ async fn a_secret_the_api_server_refuses_is_a_condition_and_backs_off() {
     assert_eq!(world.sim.stats().total_generations(t), 1, "{}", lower(t));
 }
 
-/// A log line without its terminal colour codes (`ESC [ … m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}

@@ -112,21 +112,24 @@ impl Drop for Operator {
     }
 }
 
+/// A log line without its terminal colour codes (`ESC [ … m`).
+pub fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The address in a `metrics server listening` log line: `addr=…` in the text format (with or
 /// without colours), `"addr":"…"` in JSON.
 pub fn listening_addr(line: &str) -> Option<String> {
-    let plain: String = {
-        let mut out = String::new();
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|c| *c == 'm');
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
+    let plain = without_colours(line);
     if let Some(json) = plain.split("\"addr\":\"").nth(1) {
         return Some(json.split('"').next()?.to_string());
     }

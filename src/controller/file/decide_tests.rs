@@ -42,18 +42,7 @@ fn foreign() -> Observed {
 }
 
 fn remote(id: &str) -> RemoteReport {
-    RemoteReport {
-        id: id.into(),
-        state: ReportState::InProgress,
-        name: None,
-        event_type: None,
-        start_date: None,
-        end_date: None,
-        generate_date: None,
-        file_name: None,
-        download: None,
-        next_report_date: None,
-    }
+    RemoteReport::new(id, ReportState::InProgress)
 }
 
 /// The decision point a row asks.
