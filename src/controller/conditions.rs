@@ -63,17 +63,23 @@ pub fn set_condition(conditions: &mut Vec<Condition>, cond: Cond<'_>, generation
 /// server refuses a status whose message is over 32768 bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
-/// `message` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, marked as cut.
-fn capped(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES - '…'.len_utf8();
-        while !message.is_char_boundary(cut) {
+/// `message` cut to [`MAX_MESSAGE_BYTES`].
+fn capped(message: String) -> String {
+    cut_to(message, MAX_MESSAGE_BYTES)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked as cut: for condition
+/// messages and Event notes, which quote backends and must stay within the API's limits.
+pub fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        message.truncate(cut);
-        message.push('…');
+        text.truncate(cut);
+        text.push('…');
     }
-    message
+    text
 }
 
 /// Writes a whole status by server-side apply with [`FIELD_MANAGER`]. The status is always

@@ -81,7 +81,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, 1000)),
+            note: Some(super::conditions::cut_to(note, MAX_NOTE_BYTES)),
             action: reason.into(),
             secondary: None,
         };
@@ -218,16 +218,8 @@ fn resource_version(meta: &kube::api::ObjectMeta) -> Option<u64> {
     meta.resource_version.as_deref()?.parse().ok()
 }
 
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
+/// The longest Event note kept (the API allows 1 KiB).
+const MAX_NOTE_BYTES: usize = 1000;
 
 #[cfg(test)]
 mod tests {
