@@ -16,11 +16,11 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::info;
 
-use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::registry::NotReady;
 use super::error::Error;
 use super::guard::{self, error_policy};
+use super::outcome::{Outcome, conclude};
 use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_READY};
 
 /// How often a Ready backend is probed again, so that revoked credentials show up.
@@ -103,26 +103,24 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
         }
         Err(not_ready) => Err(not_ready),
     };
-    let cond = match &outcome {
-        Ok(()) => Cond::ready(true, "Authenticated", format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url))),
-        Err(n) => Cond::ready(false, n.reason, n.message.clone()),
-    };
     ctx.registry.probed(rb);
-    let was = find_condition(&old.conditions, CONDITION_READY).map(|c| (c.status.clone(), c.reason.clone()));
-    let mut status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
-    set_condition(&mut status.conditions, cond.clone(), rb.metadata.generation, Utc::now());
-    if status != old {
-        let api: Api<ReportBackend> = Api::namespaced(ctx.client.clone(), &namespace);
-        ctx.apply_status(&api, rb, &status).await?;
+    let previous = find_condition(&old.conditions, CONDITION_READY);
+    let outcome = match outcome {
+        Ok(()) => {
+            let message = format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url));
+            Outcome::ready("Authenticated", message.clone()).requeue(REPROBE_READY).noting(EventType::Normal, "Ready", message)
+        }
+        Err(n) => {
+            let broken_for = previous.filter(|c| c.status == "False").map(not_ready_for).unwrap_or_default();
+            Outcome::waiting(n.reason, n.message, reprobe_not_ready(broken_for)).warned()
+        }
     }
-    let now = (if cond.status { "True" } else { "False" }.to_string(), cond.reason.to_string());
-    if was.as_ref() != Some(&now) {
+    .once_per_reason(previous.map(|c| c.reason.as_str()));
+    if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
         info!(backend = %name, namespace = %namespace, ready = cond.status, reason = cond.reason, "backend checked");
-        let (type_, reason) = if cond.status { (EventType::Normal, "Ready") } else { (EventType::Warning, cond.reason) };
-        ctx.event(rb, type_, reason, cond.message.clone()).await;
     }
-    let not_ready = find_condition(&status.conditions, CONDITION_READY).map(not_ready_for).unwrap_or_default();
-    Ok(Action::requeue(if outcome.is_ok() { REPROBE_READY } else { reprobe_not_ready(not_ready) }))
+    let status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
+    conclude(ctx, rb, rb.status.as_ref(), status, outcome, Utc::now()).await
 }
 
 /// How long the Ready condition `c` has had its status.

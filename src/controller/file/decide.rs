@@ -11,6 +11,8 @@ use super::secret::{Observed, conflict_message};
 use crate::api::{ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, LocalObjectReference, ReportFileStatus, find_condition};
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
 use crate::controller::conditions::{Cond, set_condition};
+use crate::controller::outcome::Outcome;
+use kube::runtime::events::EventType;
 
 /// Default `activeDeadlineSeconds`: 6 hours.
 pub const DEFAULT_ACTIVE_DEADLINE: i64 = 6 * 3600;
@@ -59,8 +61,9 @@ pub enum Next {
     AskBackend,
     /// Ask the backend for the report with this id.
     Get { id: String },
-    /// An earlier request may have reached the backend: look it up before asking again.
-    Find,
+    /// The backend does not know of the report yet, or an earlier request may have reached
+    /// it: make it with the [create-once protocol](crate::controller::create_once).
+    Create,
     /// Write status (the create-pending mark), then submit.
     MarkPendingThenSubmit,
     /// Write status (the backend's id), then go on with the report's state ([`answer`]).
@@ -77,6 +80,27 @@ pub enum Next {
     SecretConflict { first: bool, message: String },
     /// Get the report again, download and write the Secret; `why` goes into the Event.
     RenewUrl { why: &'static str },
+}
+
+/// How a reconcile that ends with `next` ended; `None` for a step that does not end one.
+/// The Ready condition is in the status already.
+pub fn outcome(next: Next) -> Option<Outcome> {
+    Some(match next {
+        Next::Leave { requeue } | Next::Done { requeue } => Outcome::working(requeue),
+        Next::Fail { message, .. } => Outcome::working(None).noting(EventType::Warning, "Failed", message),
+        Next::Retry { after, event, .. } => {
+            let outcome = Outcome::working(Some(after));
+            match event {
+                Some((reason, message)) => outcome.noting(EventType::Warning, reason, message),
+                None => outcome,
+            }
+        }
+        Next::SecretConflict { first, message } => {
+            let outcome = Outcome::working(Some(super::secret::CONFLICT_RETRY));
+            if first { outcome.noting(EventType::Warning, SECRET_CONFLICT, message) } else { outcome }
+        }
+        _ => return None,
+    })
 }
 
 fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: &str, message: String) {
@@ -127,37 +151,24 @@ pub fn backend_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> 
     Next::Done { requeue: Some(BACKEND_WAIT) }
 }
 
-/// The backend is Ready: follow the report it knows, look up one an earlier request may have
-/// made, or ask for it.
-pub fn with_backend(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
+/// The backend is Ready: follow the report it knows, or make it.
+pub fn with_backend(s: &mut ReportFileStatus, f: &Facts) -> Next {
     if s.external_id.is_none() {
         s.external_id = f.spec_external_id.map(str::to_string);
     }
     match known_id(s, f) {
         Some(id) => Next::Get { id },
-        None if s.create_pending_since.is_some() => Next::Find,
-        None => found(s, f, type_, None),
-    }
-}
-
-/// `find`'s answer: the report an earlier request made (record its id at once), or none
-/// (mark the request pending, then submit).
-pub fn found(s: &mut ReportFileStatus, f: &Facts, type_: &str, found: Option<&RemoteReport>) -> Next {
-    match found {
-        Some(report) => record_id(s, f, &report.id),
-        None => {
-            mark_pending(s, f, type_);
-            Next::MarkPendingThenSubmit
-        }
+        None => Next::Create,
     }
 }
 
 /// The mark that goes to the API server before the backend hears of the request.
-fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) {
+pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
     s.create_pending_since = Some(f.now);
     s.attempts = Some(s.attempts.unwrap_or(0).saturating_add(1));
     s.status = Some(FileState::InProgress);
     set_ready(s, f, false, "Pending", format!("asking {type_} for the report"));
+    Next::MarkPendingThenSubmit
 }
 
 /// The backend's id, written before anything else can go wrong.

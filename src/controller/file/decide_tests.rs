@@ -51,7 +51,8 @@ enum At {
     SecretBeforeAsking(Observed),
     BackendNotReady,
     WithBackend,
-    Found(Option<RemoteReport>),
+    MarkPending,
+    Record(&'static str),
     Answer(ReportState),
     Error(BackendError),
     SecretBeforeWriting(Observed),
@@ -66,8 +67,9 @@ fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> Next {
         At::Start => start(s, f),
         At::SecretBeforeAsking(seen) => secret_seen(s, f, &seen, Next::AskBackend),
         At::BackendNotReady => backend_not_ready(s, f, "ReportBackend \"commerce\" is not Ready"),
-        At::WithBackend => with_backend(s, f, "COMMERCE"),
-        At::Found(report) => found(s, f, "COMMERCE", report.as_ref()),
+        At::WithBackend => with_backend(s, f),
+        At::MarkPending => mark_pending(s, f, "COMMERCE"),
+        At::Record(id) => record_id(s, f, id),
         At::Answer(state) => answer(s, f, "COMMERCE", &state),
         At::Error(e) => backend_error(s, f, "COMMERCE", "get", &e),
         At::SecretBeforeWriting(seen) => secret_seen(s, f, &seen, Next::Download),
@@ -88,7 +90,7 @@ fn short(n: &Next) -> String {
         Next::CheckSecret => "CheckSecret".into(),
         Next::AskBackend => "AskBackend".into(),
         Next::Get { id } => format!("Get {id}"),
-        Next::Find => "Find".into(),
+        Next::Create => "Create".into(),
         Next::MarkPendingThenSubmit => "MarkPendingThenSubmit".into(),
         Next::Recorded => "Recorded".into(),
         Next::Poll { first } => format!("Poll first={first}"),
@@ -142,12 +144,13 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("known id: get", in_progress(), |s, _| s.external_id = Some("r-1".into()), At::WithBackend, "Get r-1", Some(InProgress), "InProgress", ""),
         ("id in the spec: get, and status says it", status(None, None), |_, f| f.spec_external_id = Some("rde-9"), At::WithBackend, "Get rde-9", None, "", ""),
         ("mark without id: find first", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::WithBackend, "Find", Some(InProgress), "Pending", "before"),
-        ("no mark: mark pending, then submit", status(None, None), nothing, At::WithBackend, "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE for the report"),
+            At::WithBackend, "Create", Some(InProgress), "Pending", "before"),
+        ("no id: create once", status(None, None), nothing, At::WithBackend, "Create", None, "", ""),
+        ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE for the report"),
         ("find: adopted, id recorded at once", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::Found(Some(remote("r-2"))), "Recorded", Some(InProgress), "InProgress", "the backend is generating the report"),
+            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "the backend is generating the report"),
         ("find: none, submit again", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::Found(None), "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE"),
+            At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE"),
         ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Poll first=true", Some(InProgress), "InProgress", "COMMERCE is generating the report"),
         ("in progress, again", in_progress(), |s, _| s.submit_time = Some(t("2026-01-01T00:10:00Z")), At::Answer(ReportState::InProgress),
             "Poll first=false", Some(InProgress), "InProgress", "COMMERCE is generating"),
@@ -232,14 +235,15 @@ fn decide_conflicted(mut s: ReportFileStatus, f: &Facts) -> ReportFileStatus {
 fn the_create_once_protocol_marks_before_and_records_at_once() {
     let f = facts();
     let mut s = ReportFileStatus::default();
-    assert_eq!(with_backend(&mut s, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
+    assert_eq!(with_backend(&mut s, &f), Next::Create);
+    assert_eq!(mark_pending(&mut s, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
     assert_eq!((s.create_pending_since, s.attempts, s.external_id.as_deref()), (Some(f.now), Some(1), None));
     assert_eq!(record_id(&mut s, &f, "r-1"), Next::Recorded);
     assert_eq!((s.create_pending_since, s.submit_time, s.external_id.as_deref()), (None, Some(f.now), Some("r-1")));
     // A lost answer: the mark is there without an id, so the next reconcile finds first.
     let mut lost = ReportFileStatus { create_pending_since: Some(f.now), attempts: Some(i32::MAX), ..Default::default() };
-    assert_eq!(with_backend(&mut lost, &f, "COMMERCE"), Next::Find);
-    assert_eq!(found(&mut lost, &f, "COMMERCE", None), Next::MarkPendingThenSubmit);
+    assert_eq!(with_backend(&mut lost, &f), Next::Create);
+    assert_eq!(mark_pending(&mut lost, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
     assert_eq!(lost.attempts, Some(i32::MAX), "attempts saturate");
     // Failing clears the mark, so nothing is looked up again.
     fail(&mut lost, &f, "Failed", "x".into());

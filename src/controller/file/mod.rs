@@ -25,9 +25,11 @@ use kube::ResourceExt;
 use tracing::{debug, info};
 
 use self::decide::{Facts, Next};
-use self::secret::{CONFLICT_RETRY, Observed, ReportSecrets, Written, build_secret};
+use self::secret::{Observed, ReportSecrets, Written, build_secret};
 use super::conditions::from_k8s_time;
 use super::context::Context;
+use super::create_once::{CreateOnce, Created, create_once};
+use super::outcome::{Halt, Outcome, conclude};
 use super::guard::{self, error_policy};
 use super::error::Error;
 use super::queries::{ids_taken, users_of_backend};
@@ -80,35 +82,10 @@ struct Reconciler<'a> {
     namespace: String,
     name: String,
     status: ReportFileStatus,
+    /// The status as last written (or read), so that nothing is written twice.
+    written: Option<ReportFileStatus>,
     facts: Facts<'a>,
     now: DateTime<Utc>,
-}
-
-/// What the backend said about the report, or why we could not ask.
-enum Step<T> {
-    Done(T),
-    Stop(Action),
-}
-
-impl<T> From<Action> for Step<T> {
-    fn from(action: Action) -> Self {
-        Step::Stop(action)
-    }
-}
-
-/// Unwraps a [`Step`], returning its action from the enclosing function when it stops.
-macro_rules! step {
-    ($e:expr) => {
-        match $e {
-            Step::Done(v) => v,
-            Step::Stop(action) => return Ok(action.into()),
-        }
-    };
-}
-
-/// Look again after `requeue`, or on a change.
-fn requeue(requeue: Option<Duration>) -> Action {
-    requeue.map_or_else(Action::await_change, Action::requeue)
 }
 
 impl<'a> Reconciler<'a> {
@@ -126,10 +103,20 @@ impl<'a> Reconciler<'a> {
             refresh: rf.annotations().get(ANNOTATION_REFRESH_URL).map(String::as_str),
             now,
         };
-        Ok(Reconciler { api: Api::namespaced(ctx.client.clone(), &namespace), name: rf.name_any(), namespace, rf, ctx, status, facts, now })
+        let written = rf.status.clone();
+        Ok(Reconciler { api: Api::namespaced(ctx.client.clone(), &namespace), name: rf.name_any(), namespace, rf, ctx, status, written, facts, now })
     }
 
+    /// Runs the reconcile to its [`Outcome`] and writes that down.
     async fn run(mut self) -> Result<Action, Error> {
+        let outcome = match self.steps().await {
+            Ok(outcome) | Err(Halt::Outcome(outcome)) => outcome,
+            Err(Halt::Error(e)) => return Err(e),
+        };
+        conclude(self.ctx, self.rf, self.written.as_ref(), self.status, outcome, self.now).await
+    }
+
+    async fn steps(&mut self) -> Result<Outcome, Halt> {
         let mut next = decide::start(&mut self.status, &self.facts);
         if next == Next::CheckSecret {
             let seen = self.report_secrets().observe(&self.name).await?;
@@ -139,64 +126,45 @@ impl<'a> Reconciler<'a> {
             next = decide::secret_seen(&mut self.status, &self.facts, &seen, Next::AskBackend);
         }
         if next != Next::AskBackend {
-            return self.finish(next).await;
+            return self.end(next);
         }
         let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
             Ok(found) => found,
             Err(not_ready) => {
                 let next = decide::backend_not_ready(&mut self.status, &self.facts, &not_ready.message);
-                return self.finish(next).await;
+                return self.end(next);
             }
         };
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
-        let report = match decide::with_backend(&mut self.status, &self.facts, type_) {
-            Next::Get { id } => step!(self.call(type_, "get", backend.get(&id, &req)).await?),
-            first @ (Next::Find | Next::MarkPendingThenSubmit) => step!(self.find_or_submit(&rb, backend.as_ref(), &req, first).await?),
-            other => return self.finish(other).await,
+        let report = match decide::with_backend(&mut self.status, &self.facts) {
+            Next::Get { id } => self.call(type_, "get", backend.get(&id, &req)).await?,
+            Next::Create => {
+                let mut making = Making { r: self, rb: &rb, backend: backend.as_ref(), req: &req };
+                match create_once(&mut making).await? {
+                    Created::Found(report) => {
+                        info!(report = %self.name, id = %report.id, "found the report an earlier request created");
+                        report
+                    }
+                    Created::Submitted(report) => {
+                        let message = format!("{type_} accepted the report request (id {})", report.id);
+                        self.ctx.event(self.rf, EventType::Normal, "Submitted", message).await;
+                        report
+                    }
+                }
+            }
+            other => return self.end(other),
         };
         match decide::answer(&mut self.status, &self.facts, type_, &report.state) {
             Next::Poll { first } => {
-                self.save().await?;
                 if first {
                     debug!(report = %self.name, "report in progress");
                 }
-                Ok(Action::requeue(self.poll_interval(&rb, &backend.capabilities())))
+                Ok(Outcome::working(Some(self.poll_interval(&rb, &backend.capabilities()))))
             }
             Next::Download => self.complete(&rb, backend.as_ref(), &req, report).await,
-            other => self.finish(other).await,
+            other => self.end(other),
         }
-    }
-
-    /// Looks the report up if an earlier ask may have reached the backend (`first` is
-    /// [`Next::Find`]); asks otherwise, the create-pending mark written first.
-    async fn find_or_submit(
-        &mut self,
-        rb: &ReportBackend,
-        backend: &dyn ReportingBackend,
-        req: &ReportRequest,
-        first: Next,
-    ) -> Result<Step<RemoteReport>, Error> {
-        let type_ = rb.spec.type_.as_str();
-        if first == Next::Find {
-            let found = step!(self.call(type_, "find", backend.find(req, &self.ids_taken(rb))).await?);
-            decide::found(&mut self.status, &self.facts, type_, found.as_ref());
-            if let Some(found) = found {
-                info!(report = %self.name, id = %found.id, "found the report an earlier request created");
-                self.save().await?;
-                return Ok(Step::Done(found));
-            }
-        }
-        self.seed_in_flight(rb);
-        // The mark goes to the API server before the backend hears of the request.
-        self.save().await?;
-        let report = step!(self.call(type_, "submit", backend.submit(req)).await?);
-        decide::record_id(&mut self.status, &self.facts, &report.id);
-        self.save().await?;
-        self.ctx
-            .event(self.rf, EventType::Normal, "Submitted", format!("{type_} accepted the report request (id {})", report.id))
-            .await;
-        Ok(Step::Done(report))
     }
 
     /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.
@@ -233,34 +201,31 @@ impl<'a> Reconciler<'a> {
         backend: &dyn ReportingBackend,
         req: &ReportRequest,
         report: RemoteReport,
-    ) -> Result<Action, Error> {
+    ) -> Result<Outcome, Halt> {
         let type_ = rb.spec.type_.as_str();
         let secrets = self.report_secrets();
         let seen = secrets.observe(&self.name).await?;
         let next = decide::secret_seen(&mut self.status, &self.facts, &seen, Next::Download);
         if next != Next::Download {
-            return self.finish(next).await;
+            return self.end(next);
         }
         let download = match report.download.clone() {
             Some(d) => d,
-            None => step!(self.call(type_, "download", backend.download(&report, req)).await?),
+            None => self.call(type_, "download", backend.download(&report, req)).await?,
         };
         let (generate_date, file_name) = decide::delivered(&report, &download, self.now);
         let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
             Ok(s) => s,
             Err(msg) => {
                 let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
-                return self.finish(next).await;
+                return self.end(next);
             }
         };
         if let Written::Foreign { why } = secrets.write(&secret, seen).await? {
             let next = decide::secret_conflict(&mut self.status, &self.facts, &why);
-            return self.finish(next).await;
+            return self.end(next);
         }
-        let Next::Done { requeue: after } = decide::completed(&mut self.status, &self.facts, generate_date, file_name, &download) else {
-            return Err(Error::Invalid("completing a ReportFile gave no requeue".into()));
-        };
-        self.save().await?;
+        let done = decide::completed(&mut self.status, &self.facts, generate_date, file_name, &download);
         let created = self.facts.created.unwrap_or(self.now);
         self.ctx
             .metrics
@@ -268,55 +233,48 @@ impl<'a> Reconciler<'a> {
             .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
             .observe(self.now.signed_duration_since(created).num_milliseconds().max(0) as f64 / 1000.0);
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
-        self.ctx
-            .event(self.rf, EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name))
-            .await;
-        Ok(requeue(after))
+        self.end(done).map(|o| o.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name)))
     }
 
     /// A READY report whose Secret was `seen`: keep the Secret in place, re-mint its URL on
     /// request, and say when it expired.
-    async fn maintain_ready(mut self, seen: Observed) -> Result<Action, Error> {
+    async fn maintain_ready(&mut self, seen: Observed) -> Result<Outcome, Halt> {
         match decide::ready(&mut self.status, &self.facts, &seen) {
             Next::RenewUrl { why } => self.renew(seen, why).await,
-            other => self.finish(other).await,
+            other => self.end(other),
         }
     }
 
     /// Gets the report and its download again and writes the Secret.
-    async fn renew(&mut self, seen: Observed, why: &str) -> Result<Action, Error> {
+    async fn renew(&mut self, seen: Observed, why: &'static str) -> Result<Outcome, Halt> {
         let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
             Ok(found) => found,
             Err(not_ready) => {
                 let next = decide::renewal_not_ready(&mut self.status, &self.facts, &not_ready.message);
-                return self.finish(next).await;
+                return self.end(next);
             }
         };
         let Some(id) = decide::known_id(&self.status, &self.facts) else {
-            return Err(Error::Invalid("READY ReportFile without externalId".into()));
+            return Err(Error::Invalid("READY ReportFile without externalId".into()).into());
         };
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
-        let report = step!(self.call(type_, "get", backend.get(&id, &req)).await?);
-        let download = step!(self.call(type_, "download", backend.download(&report, &req)).await?);
+        let report = self.call(type_, "get", backend.get(&id, &req)).await?;
+        let download = self.call(type_, "download", backend.download(&report, &req)).await?;
         let generate_date = self.status.generate_date.unwrap_or(self.now);
         let secret = match build_secret(self.rf, &download, generate_date, self.status.file_name.as_deref()) {
             Ok(secret) => secret,
             Err(msg) => {
                 let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
-                return self.finish(next).await;
+                return self.end(next);
             }
         };
         if let Written::Foreign { why } = self.report_secrets().write(&secret, seen).await? {
             let next = decide::secret_conflict(&mut self.status, &self.facts, &why);
-            return self.finish(next).await;
+            return self.end(next);
         }
-        let Next::Done { requeue: after } = decide::renewed(&mut self.status, &self.facts, &download) else {
-            return Err(Error::Invalid("renewing a URL gave no requeue".into()));
-        };
-        self.save().await?;
-        self.ctx.event(self.rf, EventType::Normal, "UrlRefreshed", format!("wrote the download again {why}")).await;
-        Ok(requeue(after))
+        let done = decide::renewed(&mut self.status, &self.facts, &download);
+        self.end(done).map(|o| o.noting(EventType::Normal, "UrlRefreshed", format!("wrote the download again {why}")))
     }
 
     /// How long until the next poll: quick at first, slower as the report takes longer, and
@@ -338,62 +296,42 @@ impl<'a> Reconciler<'a> {
         decide::poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
     }
 
-    /// Runs one backend call through [`super::metrics::Metrics::call`] and turns its error into
-    /// the report's next step.
+    /// Runs one backend call through [`super::metrics::Metrics::call`]; an error ends the
+    /// reconcile with the report's next step.
     async fn call<T>(
         &mut self,
         type_: &'static str,
         operation: &'static str,
         fut: impl std::future::Future<Output = Result<T, BackendError>>,
-    ) -> Result<Step<T>, Error> {
+    ) -> Result<T, Halt> {
         match self.ctx.metrics.call(type_, operation, fut).await {
-            Ok(v) => Ok(Step::Done(v)),
+            Ok(v) => Ok(v),
             Err(e) => {
                 let next = decide::backend_error(&mut self.status, &self.facts, type_, operation, &e);
                 if let Next::Retry { rate_limited: true, .. } = next {
                     self.ctx.metrics.rate_limit_waits.get_or_create(&super::metrics::BackendLabels { r#type: type_ }).inc();
                 }
-                self.finish(next).await.map(Step::Stop)
+                Err(Halt::Outcome(self.end(next)?))
             }
         }
     }
 
-    /// Performs a step that ends the reconcile.
-    async fn finish(&mut self, next: Next) -> Result<Action, Error> {
-        match next {
-            Next::Leave { requeue: after } => Ok(requeue(after)),
-            Next::Done { requeue: after } => {
-                self.save().await?;
-                Ok(requeue(after))
+    /// The outcome of a step that ends the reconcile, logged where it is news.
+    fn end(&self, next: Next) -> Result<Outcome, Halt> {
+        match &next {
+            Next::Fail { reason, .. } => info!(report = %self.name, namespace = %self.namespace, reason, "report failed"),
+            Next::SecretConflict { first: true, .. } => {
+                info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it")
             }
-            Next::Fail { reason, message } => {
-                self.save().await?;
-                info!(report = %self.name, namespace = %self.namespace, reason, "report failed");
-                self.ctx.event(self.rf, EventType::Warning, "Failed", message).await;
-                Ok(Action::await_change())
-            }
-            Next::Retry { after, event, .. } => {
-                self.save().await?;
-                if let Some((reason, message)) = event {
-                    self.ctx.event(self.rf, EventType::Warning, reason, message).await;
-                }
-                Ok(Action::requeue(after))
-            }
-            Next::SecretConflict { first, message } => {
-                self.save().await?;
-                if first {
-                    info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it");
-                    self.ctx.event(self.rf, EventType::Warning, decide::SECRET_CONFLICT, message).await;
-                }
-                Ok(Action::requeue(CONFLICT_RETRY))
-            }
-            other => Err(Error::Invalid(format!("the ReportFile step {other:?} does not end a reconcile"))),
+            _ => {}
         }
+        decide::outcome(next.clone()).ok_or_else(|| Error::Invalid(format!("the ReportFile step {next:?} does not end a reconcile")).into())
     }
 
     async fn save(&mut self) -> Result<(), Error> {
-        if self.rf.status.as_ref() != Some(&self.status) {
+        if self.written.as_ref() != Some(&self.status) {
             self.ctx.apply_status(&self.api, self.rf, &self.status).await?;
+            self.written = Some(self.status.clone());
         }
         Ok(())
     }
@@ -401,5 +339,44 @@ impl<'a> Reconciler<'a> {
     fn report_secrets(&self) -> ReportSecrets<'a> {
         let uid = self.rf.metadata.uid.as_deref().unwrap_or_default();
         ReportSecrets { api: Api::namespaced(self.ctx.client.clone(), &self.namespace), uid }
+    }
+}
+
+/// A report being made with the [create-once protocol](create_once).
+struct Making<'r, 'a> {
+    r: &'r mut Reconciler<'a>,
+    rb: &'r ReportBackend,
+    backend: &'r dyn ReportingBackend,
+    req: &'r ReportRequest,
+}
+
+impl CreateOnce for Making<'_, '_> {
+    type Made = RemoteReport;
+    type Stop = Halt;
+
+    fn pending(&self) -> bool {
+        self.r.status.create_pending_since.is_some()
+    }
+
+    fn mark_pending(&mut self) {
+        decide::mark_pending(&mut self.r.status, &self.r.facts, self.rb.spec.type_.as_str());
+    }
+
+    fn record(&mut self, made: &RemoteReport) {
+        decide::record_id(&mut self.r.status, &self.r.facts, &made.id);
+    }
+
+    async fn save(&mut self) -> Result<(), Halt> {
+        Ok(self.r.save().await?)
+    }
+
+    async fn find(&mut self) -> Result<Option<RemoteReport>, Halt> {
+        let taken = self.r.ids_taken(self.rb);
+        self.r.call(self.rb.spec.type_.as_str(), "find", self.backend.find(self.req, &taken)).await
+    }
+
+    async fn submit(&mut self) -> Result<RemoteReport, Halt> {
+        self.r.seed_in_flight(self.rb);
+        self.r.call(self.rb.spec.type_.as_str(), "submit", self.backend.submit(self.req)).await
     }
 }

@@ -1,8 +1,6 @@
 //! The ReportFiles a generator creates: their names, their contents, and creating each one
 //! exactly once, only counting a file as this generator's when this generator controls it.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::events::EventType;
@@ -30,6 +28,7 @@ pub fn mirrored_file_name(generator: &str, external_id: &str) -> String {
 }
 
 /// A ReportFile the generator is about to create.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlannedFile {
     pub name: String,
     pub parameters: ReportParameters,
@@ -156,11 +155,6 @@ pub async fn ensure_file(
         },
         Err(e) => Err(e.into()),
     }
-}
-
-/// Files of `files` that are not finished.
-pub fn in_progress(files: &[Arc<ReportFile>]) -> usize {
-    files.iter().filter(|rf| !rf.status.as_ref().and_then(|s| s.status).is_some_and(crate::api::FileState::is_finished)).count()
 }
 
 #[cfg(test)]

@@ -1,0 +1,167 @@
+//! The ReportGenerator's calls: create the ReportFiles [`super::decide`] planned, list the
+//! reports a backend made, delete reports beyond the history limits. Each step returns the
+//! [`Outcome`] `decide` gives for what happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, ListParams};
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::info;
+
+use super::decide::{self, MIRROR_INTERVAL, PeriodicPass};
+use super::files::{Ensured, FileConflict, PlannedFile, ensure_file};
+use super::pacing;
+use crate::api::{BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, label_value};
+use crate::backend::{ListQuery, ReportingBackend};
+use crate::controller::conditions::from_k8s_time;
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::outcome::Outcome;
+
+/// Creates `files` (the first conflict, if any, is the outcome).
+pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Option<FileConflict>, Error> {
+    let mut conflict = None;
+    for file in files {
+        if let Ensured::Conflict(c) = ensure_file(ctx, g, file, status, now).await? {
+            conflict.get_or_insert(c);
+        }
+    }
+    Ok(conflict)
+}
+
+/// ONETIME: creates the report's ReportFiles.
+pub async fn onetime(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
+    Ok(create(ctx, g, files, status, now).await?.map_or(Outcome::working(None), decide::file_conflict))
+}
+
+/// PERIODIC on a backend the operator schedules: creates the ReportFiles of the windows that
+/// are due, records the missed ones, and comes back at the next run time.
+pub async fn periodic(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
+    let cached = decide::in_progress(owned);
+    let active = if decide::needs_live_count(g, cached) { running_files(ctx, g).await? } else { cached };
+    let pass = match decide::periodic(g, status, active, now) {
+        Ok(pass) => pass,
+        Err(outcome) => return Ok(outcome),
+    };
+    // The start of the first window whose file name is taken by another's file: it and the
+    // windows after it are not dealt with in this pass.
+    let mut stop = None;
+    for window in &pass.plan.create {
+        if let Some(c) = create(ctx, g, pass.files(g, window), status, now).await? {
+            stop = Some((window.start, c));
+            break;
+        }
+    }
+    record_missed(ctx, g, &pass, stop.as_ref().map(|(s, _)| *s)).await;
+    let outcome = decide::finish_periodic(&pass, stop, status, now);
+    prune(ctx, g, owned).await?;
+    Ok(outcome)
+}
+
+async fn record_missed(ctx: &Context, g: &ReportGenerator, pass: &PeriodicPass, stop: Option<DateTime<Utc>>) {
+    for (window, why) in decide::missed_before(pass, stop) {
+        ctx.metrics.missed_windows.inc();
+        ctx.event(g, EventType::Warning, "Missed", decide::missed_message(&window, why)).await;
+    }
+}
+
+/// Reports of this generator in progress, read from the API server.
+async fn running_files(ctx: &Context, g: &ReportGenerator) -> Result<usize, Error> {
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let selector = format!("{LABEL_GENERATOR}={}", label_value(&g.name_any()));
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let mine: Vec<Arc<ReportFile>> =
+        list.items.into_iter().filter(|rf| rf.owner_references().iter().any(|o| Some(&o.uid) == g.uid().as_ref())).map(Arc::new).collect();
+    Ok(decide::in_progress(&mine))
+}
+
+/// Deletes the oldest finished ReportFiles beyond the history limits; their Secrets go with
+/// them (owner references).
+pub async fn prune(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>]) -> Result<(), Error> {
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    for name in decide::to_prune(g, owned) {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => info!(generator = %g.name_any(), file = %name, "deleted ReportFile beyond the history limit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors each report the backend made (RDE report files, CMP invoice reports) into a
+/// ReportFile named after its id, exactly once.
+pub async fn mirror(
+    ctx: &Context,
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    query: &ListQuery,
+    owned: &[Arc<ReportFile>],
+    status: &mut ReportGeneratorStatus,
+) -> Result<Outcome, Error> {
+    let type_ = rb.spec.type_.as_str();
+    let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
+        Ok(r) => r,
+        Err(e) => return Ok(decide::backend_failed(type_, "list", &e)),
+    };
+    let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
+    for (report, file) in decide::to_mirror(g, &remote, owned, status.last_mirrored_time) {
+        match ensure_file(ctx, g, file, status, Utc::now()).await? {
+            Ensured::Done => mirrored.extend(report.generate_date),
+            Ensured::Conflict(c) => {
+                blocked.extend(report.generate_date);
+                conflict.get_or_insert(c);
+            }
+        }
+    }
+    status.last_mirrored_time = decide::mirror_mark(status.last_mirrored_time, &mirrored, &blocked);
+    if let Some(c) = conflict {
+        return Ok(decide::file_conflict(c));
+    }
+    Ok(Outcome::working(if remote.is_empty() { Some(mirror_waits(ctx, g, rb, status, Utc::now()).0) } else { None }))
+}
+
+/// ON_INVOICE (CMP): mirrors the invoice reports, prunes, and lists again later.
+pub async fn on_invoice(
+    ctx: &Context,
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    query: &ListQuery,
+    owned: &[Arc<ReportFile>],
+    status: &mut ReportGeneratorStatus,
+) -> Result<Outcome, Error> {
+    let outcome = mirror(ctx, g, rb, backend, query, owned, status).await?;
+    prune(ctx, g, owned).await?;
+    Ok(outcome.or_requeue(mirror_waits(ctx, g, rb, status, Utc::now()).1))
+}
+
+/// How long a mirroring generator waits before it lists again: while no report comes, from
+/// 2 s doubling up to [`MIRROR_INTERVAL`] (first), else [`MIRROR_INTERVAL`] (second); both at
+/// least this generator's share of the backend's most restrictive budget.
+pub fn mirror_waits(ctx: &Context, g: &ReportGenerator, rb: &ReportBackend, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> (Duration, Duration) {
+    let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time);
+    let since = status.last_schedule_time.max(created).unwrap_or(now);
+    let waited = (now - since).to_std().unwrap_or_default();
+    let budgets: Vec<(u32, Duration)> = ctx
+        .registry
+        .limiter(rb)
+        .map(|l| l.config().budgets.iter().map(|b| (b.requests, b.window)).collect())
+        .unwrap_or_default();
+    // Generators that list this backend for reports to mirror.
+    let pollers = ctx
+        .generators
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == rb.namespace() && o.spec.backend_ref.name == rb.name_any())
+        .filter(|o| rb.spec.type_ == BackendType::Rde || o.spec.event_type == ReportEventType::OnInvoice)
+        .count();
+    (
+        pacing::mirror_interval(waited, MIRROR_INTERVAL, pollers, &budgets),
+        pacing::mirror_interval(MIRROR_INTERVAL, MIRROR_INTERVAL, pollers, &budgets),
+    )
+}

@@ -1,0 +1,440 @@
+//! The ReportGenerator's decisions, pure: from the generator, its status, its backend's
+//! answer, its reports and `now` to what to do ([`start`], [`periodic`]) and to how the pass
+//! ended ([`finish_periodic`], [`conclude`]). No client, no Context: every situation is a
+//! row of the tables in `decide_tests.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kube::ResourceExt;
+
+use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
+use crate::api::{
+    ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
+    ReportGeneratorStatus, ReportParameters,
+};
+use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
+use crate::controller::conditions::{Cond, from_k8s_time};
+use crate::controller::outcome::Outcome;
+use crate::controller::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
+use crate::schedule::{ReportSchedule, Window};
+
+/// How often the backend is asked for new reports to mirror (RDE report files, CMP invoice
+/// reports).
+pub const MIRROR_INTERVAL: Duration = Duration::from_secs(30);
+/// Windows created at most per pass; a longer backlog continues in the next pass, so that an
+/// outage or a long backfill cannot flood the backend at once.
+pub const MAX_WINDOWS_PER_PASS: usize = 10;
+/// How soon a generator looks again at a ReportFile name taken by a file that is not its own:
+/// an old generator's file is usually gone within seconds of garbage collection.
+pub const CONFLICT_RETRY: Duration = Duration::from_secs(5);
+/// The longest a throttled generator waits before it looks again; a finished report wakes it
+/// sooner.
+pub const THROTTLED_RETRY: Duration = Duration::from_secs(60);
+/// A backend error without Retry-After is retried after this long.
+const BACKEND_RETRY: Duration = Duration::from_secs(5);
+/// The history limits' defaults, as CronJob's.
+const DEFAULT_SUCCESSFUL_HISTORY: i32 = 3;
+const DEFAULT_FAILED_HISTORY: i32 = 1;
+
+/// What a valid generator does in this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// RDE: the platform schedules; make sure its template exists and mirror its files.
+    PlatformScheduled,
+    /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
+    Onetime(Vec<PlannedFile>),
+    /// PERIODIC on a backend the operator schedules: see [`periodic`].
+    Periodic,
+    /// ON_INVOICE (CMP): list the invoice reports the backend made, to mirror.
+    Mirror(ListQuery),
+}
+
+/// The first decision: what the CRD schema cannot check (the backend's formats, event types
+/// and periods, the parameters each type needs), then what to do.
+pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Start, Outcome> {
+    validate(g, rb, caps)?;
+    if caps.platform_scheduled {
+        return Ok(Start::PlatformScheduled);
+    }
+    Ok(match g.spec.event_type {
+        EventType::Onetime => {
+            let params = g.spec.parameters.clone().unwrap_or_default();
+            let [from, to] = onetime_days(&params);
+            Start::Onetime(fan_out(g, &[&g.name_any(), &from, &to], params))
+        }
+        EventType::Periodic => Start::Periodic,
+        // CMP makes invoice reports itself; validate() refused the other backends.
+        EventType::OnInvoice => {
+            let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
+            Start::Mirror(ListQuery {
+                name: Some(g.spec.common_name.clone()),
+                event_type: Some(EventType::OnInvoice),
+                from: Some(status.last_mirrored_time.unwrap_or(created)),
+                to: Some(now),
+                ..Default::default()
+            })
+        }
+    })
+}
+
+/// What CEL cannot check: the backend's formats, event types and periods, and the
+/// parameters each backend type needs.
+pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) -> Result<(), Outcome> {
+    let spec = &g.spec;
+    let type_ = rb.spec.type_;
+    if !caps.event_types.contains(&spec.event_type) {
+        return Err(Outcome::invalid(
+            "UnsupportedEventType",
+            format!("{} backends do not support eventType {}", type_.as_str(), event_type_name(spec.event_type)),
+        ));
+    }
+    if !caps.formats.contains(&spec.format) {
+        let supported: Vec<&str> = caps.formats.iter().map(|f| f.upper()).collect();
+        return Err(Outcome::invalid(
+            "UnsupportedFormat",
+            format!("{} backends support format {}, not {}", type_.as_str(), supported.join(", "), spec.format.upper()),
+        ));
+    }
+    let params = spec.parameters.clone().unwrap_or_default();
+    if spec.event_type == EventType::Periodic
+        && let Some(period) = params.period
+        && !caps.periods.contains(&period)
+    {
+        return Err(Outcome::invalid("UnsupportedPeriod", format!("{} backends do not support period {period:?}", type_.as_str())));
+    }
+    if let Some(field) = missing_parameter(type_, &params) {
+        return Err(Outcome::invalid("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
+    }
+    // The schema bounds it, but an object written before it may hold any number, and the
+    // ReportFile's deadline arithmetic must not overflow.
+    if let Some(s) = spec.active_deadline_seconds
+        && (s < 1 || TimeDelta::try_seconds(s).is_none())
+    {
+        return Err(Outcome::invalid(
+            "InvalidParameters",
+            format!("activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)", crate::api::MAX_DEADLINE_SECONDS),
+        ));
+    }
+    Ok(())
+}
+
+// TEMPORARY until the backend's own lands.
+fn missing_parameter(type_: crate::api::BackendType, params: &ReportParameters) -> Option<&'static str> {
+    use crate::api::BackendType::*;
+    match type_ {
+        Connect if params.template.as_deref().unwrap_or_default().is_empty() => Some("parameters.template (the RT-… id)"),
+        Supplier if params.report_type.as_deref().unwrap_or_default().is_empty() => Some("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)"),
+        Fusion if params.scope.is_none() => Some("parameters.scope (level and uuid)"),
+        _ => None,
+    }
+}
+
+fn event_type_name(e: EventType) -> &'static str {
+    match e {
+        EventType::Onetime => "ONETIME",
+        EventType::Periodic => "PERIODIC",
+        EventType::OnInvoice => "ON_INVOICE",
+    }
+}
+
+/// A PERIODIC pass: the windows to create and to record as missed.
+#[derive(Debug, Clone)]
+pub struct PeriodicPass {
+    pub schedule: ReportSchedule,
+    pub plan: Plan,
+    pub forbid: bool,
+    pub active: usize,
+    /// A new run-now annotation value, to record once its window is made.
+    pub run_now: Option<String>,
+}
+
+impl PeriodicPass {
+    /// The ReportFiles of `window`: one, or one per SUPPLIER organization.
+    pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
+        let params = g.spec.parameters.clone().unwrap_or_default();
+        let window_params = ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params };
+        fan_out(g, &[&g.name_any(), &self.schedule.window_suffix(window)], window_params)
+    }
+}
+
+/// Whether the in-progress count must come from the API server rather than the cache: under
+/// Forbid, or near the cap, a file created a moment ago may not be in the cache yet.
+pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool {
+    let forbid = g.spec.schedule.as_ref().and_then(|s| s.concurrency_policy) == Some(ConcurrencyPolicy::Forbid);
+    let per_pass = MAX_WINDOWS_PER_PASS.saturating_mul(files_per_window(g));
+    forbid || cached_in_progress.saturating_add(per_pass) > MAX_IN_PROGRESS_PER_GENERATOR
+}
+
+/// Plans a PERIODIC pass with `active` reports in progress, or says why the generator cannot
+/// be scheduled as written.
+pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> Result<PeriodicPass, Outcome> {
+    let params = g.spec.parameters.clone().unwrap_or_default();
+    let sched = g.spec.schedule.clone().unwrap_or_default();
+    let Some(period) = params.period else {
+        return Err(Outcome::invalid("InvalidParameters", "PERIODIC reports need parameters.period"));
+    };
+    let schedule = ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref())
+        .map_err(|e| Outcome::invalid("InvalidSchedule", e.to_string()))?;
+    let starting_deadline = starting_deadline(sched.starting_deadline_seconds)?;
+    let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
+    if let Some(from) = params.start_date
+        && let Some(earliest) = periodic::backfill_too_long(&schedule, from, status.last_window_end, created.min(now), MAX_BACKFILL_WINDOWS)
+    {
+        return Err(backfill_too_long(from, period, earliest));
+    }
+    let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
+    let run_now = g.annotations().get(ANNOTATION_RUN_NOW).filter(|v| Some(*v) != status.last_run_now.as_ref()).cloned();
+    let plan = periodic::plan(&PlanInput {
+        schedule: &schedule,
+        now,
+        created,
+        backfill_from: params.start_date,
+        last_window_end: status.last_window_end,
+        last_check: status.last_schedule_check_time,
+        suspended: sched.suspend.unwrap_or(false),
+        starting_deadline,
+        catch_up: sched.catch_up_policy.unwrap_or_default(),
+        forbid,
+        active,
+        max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
+        files_per_window: files_per_window(g),
+        max_per_pass: MAX_WINDOWS_PER_PASS,
+        run_now: run_now.is_some(),
+    });
+    Ok(PeriodicPass { schedule, plan, forbid, active, run_now })
+}
+
+/// `schedule.startingDeadlineSeconds` as a duration; a value no duration can hold (the schema
+/// allows up to 30 days, but objects written before it may hold anything) is refused rather
+/// than crashing the operator.
+pub fn starting_deadline(seconds: Option<i64>) -> Result<Option<TimeDelta>, Outcome> {
+    let Some(s) = seconds else { return Ok(None) };
+    TimeDelta::try_seconds(s).filter(|_| s >= 0).map(Some).ok_or_else(|| {
+        Outcome::invalid(
+            "InvalidSchedule",
+            format!("schedule.startingDeadlineSeconds {s} is out of range: use 0 to {} (30 days)", crate::api::MAX_DEADLINE_SECONDS),
+        )
+    })
+}
+
+/// Why a backfill is refused, and what to change.
+pub fn backfill_too_long(from: DateTime<Utc>, period: crate::api::Period, earliest: DateTime<Utc>) -> Outcome {
+    Outcome::invalid(
+        "BackfillTooLong",
+        format!(
+            "parameters.startDate {} is more than {MAX_BACKFILL_WINDOWS} {period:?} windows back, and a generator backfills at most {MAX_BACKFILL_WINDOWS}: set parameters.startDate to {} or later, or use a longer period; nothing was created",
+            from.to_rfc3339(),
+            earliest.to_rfc3339()
+        ),
+    )
+}
+
+/// The Warning Event message of a missed window.
+pub fn missed_message(window: &Window, why: Missed) -> String {
+    let why = match why {
+        Missed::Suspended => "the generator was suspended",
+        Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
+        Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
+    };
+    format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339())
+}
+
+/// The missed windows to record: those before `stop`, the start of the first window whose
+/// file name was taken (it and the windows after it wait for the next pass).
+pub fn missed_before(pass: &PeriodicPass, stop: Option<DateTime<Utc>>) -> Vec<(Window, Missed)> {
+    pass.plan.missed.iter().filter(|(w, _)| stop.is_none_or(|s| w.end < s)).cloned().collect()
+}
+
+/// After the windows' files were created (up to a conflict at the window starting at
+/// `stop`): records the pass in `status` and says how it ended.
+pub fn finish_periodic(
+    pass: &PeriodicPass,
+    stop: Option<(DateTime<Utc>, FileConflict)>,
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let plan = &pass.plan;
+    if !missed_before(pass, stop.as_ref().map(|(s, _)| *s)).is_empty() {
+        status.last_missed_time = Some(now);
+    }
+    status.last_window_end = match &stop {
+        Some((start, _)) => plan.mark_before(*start, status.last_window_end),
+        None => plan.last_window_end,
+    };
+    status.next_report_date = plan.next_run;
+    if pass.run_now.is_some() && stop.is_none() {
+        status.last_run_now = pass.run_now.clone();
+    }
+    // The check time is only a marker of the operator running: refreshing it at most once a
+    // minute keeps the generator's own status writes from waking it again and again.
+    if status.last_schedule_check_time.is_none_or(|t| now - t >= TimeDelta::minutes(1)) || !plan.create.is_empty() {
+        status.last_schedule_check_time = Some(now);
+    }
+    if let Some((_, c)) = stop {
+        return file_conflict(c);
+    }
+    let until_next_run = plan.next_run.map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100));
+    if plan.throttled {
+        // The same words each time, so that repeated Events fold into one series.
+        let message = format!(
+            "at most {MAX_IN_PROGRESS_PER_GENERATOR} reports of one generator run at once: the next windows start, oldest first, as reports finish"
+        );
+        return Outcome::ready("Throttled", message).requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY))).warned();
+    }
+    let requeue = if plan.more_pending && !(pass.forbid && pass.active > 0) { Some(Duration::from_secs(1)) } else { until_next_run };
+    Outcome::working(requeue)
+}
+
+/// A ReportFile name is taken by a file that is not this generator's: its report is not
+/// counted as made, and the generator looks again after [`CONFLICT_RETRY`]. One being
+/// deleted goes by itself, without a word.
+pub fn file_conflict(c: FileConflict) -> Outcome {
+    if c.deleting {
+        return Outcome::working(Some(CONFLICT_RETRY));
+    }
+    Outcome::invalid(
+        "FileConflict",
+        format!(
+            "ReportFile {:?} exists but is not this generator's (left by an earlier generator of the same name, or made by someone else): delete it, or rename the generator",
+            c.name
+        ),
+    )
+    .requeue(CONFLICT_RETRY)
+}
+
+/// The outcome of a failed backend call on the generator's own behalf (RDE templates,
+/// listing reports to mirror).
+pub fn backend_failed(type_: &str, operation: &str, e: &BackendError) -> Outcome {
+    match e.action() {
+        ErrorAction::Retry { after } => Outcome::waiting("BackendError", format!("{operation} on {type_}: {e}"), after.unwrap_or(BACKEND_RETRY)),
+        ErrorAction::BackendNotReady { reason, message } => crate::controller::registry::NotReady::new(reason, message).into(),
+        ErrorAction::FailReport { reason } => Outcome::invalid("Rejected", format!("{type_} refused the report template: {reason}")),
+    }
+}
+
+/// The last step: a working generator's Ready comes from its reports; a problem is told in
+/// an Event once per change of reason (`previous`).
+pub fn conclude(g: &ReportGenerator, status: &ReportGeneratorStatus, outcome: Outcome, previous: Option<&str>) -> Outcome {
+    let mut outcome = outcome.once_per_reason(previous);
+    if outcome.ready.is_none() {
+        outcome.ready = Some(ready_condition(g, status));
+    }
+    outcome
+}
+
+/// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
+/// that it is scheduling reports.
+pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus) -> Cond<'static> {
+    let r = &status.reports;
+    match g.spec.event_type {
+        EventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
+        EventType::Onetime if r.failed > 0 => Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile"),
+        EventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
+        _ => Cond::ready(true, "Scheduled", format!("{} READY, {} in progress, {} FAILED", r.ready, r.in_progress, r.failed)),
+    }
+}
+
+/// Counts and times of a generator's ReportFiles.
+pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) {
+    let mut counts = ReportCounts::default();
+    let mut active = Vec::new();
+    for rf in files {
+        let st = rf.status.as_ref();
+        match st.and_then(|s| s.status) {
+            Some(FileState::Ready) => {
+                counts.ready += 1;
+                let t = st.and_then(|s| s.completion_time);
+                status.last_successful_time = status.last_successful_time.max(t);
+            }
+            Some(FileState::Failed) => {
+                counts.failed += 1;
+                let t = st.and_then(|s| s.completion_time);
+                status.last_failure_time = status.last_failure_time.max(t);
+            }
+            Some(FileState::InProgress) | None => {
+                counts.in_progress += 1;
+                active.push(LocalObjectReference { name: rf.name_any() });
+            }
+        }
+    }
+    active.sort_by(|a, b| a.name.cmp(&b.name));
+    status.reports = counts;
+    status.active = active;
+}
+
+/// Files of `files` that are not finished.
+pub fn in_progress(files: &[Arc<ReportFile>]) -> usize {
+    files.iter().filter(|rf| !rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished)).count()
+}
+
+/// The finished ReportFiles to delete: beyond the generator's history limits.
+pub fn to_prune(g: &ReportGenerator, owned: &[Arc<ReportFile>]) -> Vec<String> {
+    let sched = g.spec.schedule.clone().unwrap_or_default();
+    let keep_ready = sched.successful_reports_history_limit.unwrap_or(DEFAULT_SUCCESSFUL_HISTORY).max(0) as usize;
+    let keep_failed = sched.failed_reports_history_limit.unwrap_or(DEFAULT_FAILED_HISTORY).max(0) as usize;
+    beyond_history(owned, keep_ready, keep_failed)
+}
+
+/// Names of finished ReportFiles beyond the limits: the oldest by window end (then
+/// completion), keeping the newest `keep_ready` READY and `keep_failed` FAILED.
+pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for (state, keep) in [(FileState::Ready, keep_ready), (FileState::Failed, keep_failed)] {
+        let mut of_state: Vec<&Arc<ReportFile>> =
+            files.iter().filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(state)).collect();
+        let key = |rf: &Arc<ReportFile>| {
+            let end = rf.spec.parameters.as_ref().and_then(|p| p.end_date);
+            let done = rf.status.as_ref().and_then(|s| s.completion_time);
+            (end, done, rf.name_any())
+        };
+        of_state.sort_by_key(|rf| std::cmp::Reverse(key(rf)));
+        out.extend(of_state.into_iter().skip(keep).map(|rf| rf.name_any()));
+    }
+    out
+}
+
+/// The reports the backend made that are not mirrored yet: not held by one of `owned`, and
+/// not older than the newest mirrored one (those were mirrored before and since pruned).
+pub fn to_mirror<'a>(g: &ReportGenerator, remote: &'a [RemoteReport], owned: &[Arc<ReportFile>], mark: Option<DateTime<Utc>>) -> Vec<(&'a RemoteReport, PlannedFile)> {
+    remote
+        .iter()
+        .filter(|report| !owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())))
+        .filter(|report| !matches!((report.generate_date, mark), (Some(t), Some(m)) if t < m))
+        .map(|report| {
+            let file = PlannedFile {
+                name: super::files::mirrored_file_name(&g.name_any(), &report.id),
+                parameters: mirrored_parameters(g, report),
+                organization: None,
+                external_id: Some(report.id.clone()),
+            };
+            (report, file)
+        })
+        .collect()
+}
+
+/// The parameters of a mirrored report: the backend's period where it says, else the
+/// generator's.
+fn mirrored_parameters(g: &ReportGenerator, remote: &RemoteReport) -> ReportParameters {
+    let mut params = g.spec.parameters.clone().unwrap_or_default();
+    if remote.start_date.is_some() {
+        params.start_date = remote.start_date;
+    }
+    if remote.end_date.is_some() {
+        params.end_date = remote.end_date;
+    }
+    params
+}
+
+/// The new `status.lastMirroredTime`: the newest generation time of the reports mirrored, but
+/// not at or past one whose file name is taken (`blocked`): that report is not mirrored yet,
+/// and a mark past it would skip it for good.
+pub fn mirror_mark(old: Option<DateTime<Utc>>, mirrored: &[DateTime<Utc>], blocked: &[DateTime<Utc>]) -> Option<DateTime<Utc>> {
+    let limit = blocked.iter().min();
+    mirrored.iter().filter(|t| limit.is_none_or(|l| *t < l)).copied().chain(old).max()
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,330 @@
+//! Table tests of the ReportGenerator's decisions: every Ready reason, every catch-up and
+//! concurrency case, one row each, no cluster.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::{BackendType, Period, ReportFileStatus, ReportFormat};
+use crate::controller::registry::NotReady;
+use kube::runtime::events::EventType as K8sEvent;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+}
+
+const CREATED: &str = "2026-11-01T00:00:00Z";
+const NOW: &str = "2026-11-05T10:00:00Z";
+
+/// A generator with `spec` merged over a valid ONETIME CONNECT one.
+fn generator(spec: Value) -> ReportGenerator {
+    let mut base = json!({
+        "backendRef": {"name": "b"}, "commonName": "Usage", "eventType": "ONETIME", "format": "CSV",
+        "parameters": {"startDate": "2026-11-01T00:00:00Z", "endDate": "2026-11-01T23:59:59Z", "template": "RT-1",
+                       "reportType": "REPORT_TYPE_TRIP_ACTIVITY", "scope": {"level": "tenant", "uuid": "u"}},
+    });
+    merge(&mut base, spec);
+    let mut g = ReportGenerator::new("g", serde_json::from_value(base).expect("spec"));
+    g.metadata.namespace = Some("ns".into());
+    g.metadata.uid = Some("uid-g".into());
+    g.metadata.generation = Some(1);
+    g.metadata.creation_timestamp = Some(crate::controller::conditions::to_k8s_time(t(CREATED)));
+    g
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => p.into_iter().for_each(|(k, v)| merge(b.entry(k).or_insert(Value::Null), v)),
+        (b, p) => *b = p,
+    }
+}
+
+fn periodic(extra: Value) -> ReportGenerator {
+    let mut spec = json!({"eventType": "PERIODIC", "parameters": {"startDate": null, "endDate": null, "period": "P1D"}});
+    merge(&mut spec, extra);
+    generator(spec)
+}
+
+fn backend(type_: BackendType) -> ReportBackend {
+    let spec = json!({"type": type_.as_str(), "url": "https://api.example", "credentialsSecretRef": {"name": "c"}});
+    ReportBackend::new("b", serde_json::from_value(spec).expect("backend"))
+}
+
+/// What a backend type can do, as far as the decisions look.
+fn caps(type_: BackendType) -> Capabilities {
+    use EventType::*;
+    let rde = type_ == BackendType::Rde;
+    Capabilities {
+        formats: if rde { &[ReportFormat::Csv, ReportFormat::Json] } else { &[ReportFormat::Csv] },
+        event_types: match type_ {
+            BackendType::Rde | BackendType::Cmp => &[Onetime, Periodic, OnInvoice],
+            _ => &[Onetime, Periodic],
+        },
+        periods: if rde { &[Period::P1D, Period::P1M] } else { &[Period::P1D, Period::P1W, Period::P1M] },
+        platform_scheduled: rde,
+        url_lifetime: None,
+        polls_by_organization: false,
+    }
+}
+
+fn file(name: &str, state: Option<FileState>) -> Arc<ReportFile> {
+    let spec = serde_json::from_value(json!({"backendRef": {"name": "b"}, "name": "Usage", "eventType": "ONETIME", "format": "CSV"})).expect("file");
+    let mut rf = ReportFile::new(name, spec);
+    rf.status = Some(ReportFileStatus { status: state, completion_time: Some(t(NOW)), ..Default::default() });
+    Arc::new(rf)
+}
+
+/// What the calls of a pass came to, as a row says.
+#[derive(Clone)]
+enum Acted {
+    /// Every file was created (or was there).
+    Created,
+    /// The file name of the `n`-th window (or the ONETIME report) is someone else's.
+    Conflict { window: usize, deleting: bool },
+    /// A backend call of the generator's own (RDE template, list) failed.
+    Failed(BackendError),
+}
+
+/// One pass of decisions, as the driver makes them, with the calls' results given by `acted`.
+fn pass(
+    g: &ReportGenerator,
+    answer: Result<BackendType, NotReady>,
+    status: &mut ReportGeneratorStatus,
+    active: usize,
+    files: &[Arc<ReportFile>],
+    acted: Acted,
+) -> (Outcome, Option<PeriodicPass>) {
+    let now = t(NOW);
+    let previous = status.conditions.first().map(|c| c.reason.clone());
+    let conflict = |name: &str, deleting| FileConflict { name: name.into(), deleting };
+    let mut planned = None;
+    let outcome = match answer {
+        Err(n) => Outcome::from(n),
+        Ok(type_) => match start(g, &backend(type_), &caps(type_), status, now) {
+            Err(o) => o,
+            Ok(step) => match (step, acted) {
+                (_, Acted::Failed(e)) => backend_failed(type_.as_str(), "submit", &e),
+                (Start::Onetime(files), Acted::Conflict { deleting, .. }) => file_conflict(conflict(&files[0].name, deleting)),
+                (Start::Periodic, acted) => match super::periodic(g, status, active, now) {
+                    Err(o) => o,
+                    Ok(p) => {
+                        let stop = match acted {
+                            Acted::Conflict { window, deleting } => p.plan.create.get(window).map(|w| (w.start, conflict("taken", deleting))),
+                            _ => None,
+                        };
+                        let outcome = finish_periodic(&p, stop, status, now);
+                        planned = Some(p);
+                        outcome
+                    }
+                },
+                _ => Outcome::working(None),
+            },
+        },
+    };
+    roll_up(files, status);
+    (conclude(g, status, outcome, previous.as_deref()), planned)
+}
+
+fn not_found() -> Result<BackendType, NotReady> {
+    Err(NotReady::new("BackendNotFound", "ReportBackend \"b\" does not exist in namespace \"ns\""))
+}
+
+fn not_ready() -> Result<BackendType, NotReady> {
+    Err(NotReady::new("BackendNotReady", "ReportBackend \"b\" is not Ready: Unauthorized"))
+}
+
+/// (situation, generator, backend, reports in progress, files, calls' result,
+///  Ready status and reason, in the message, requeue in ms or "change", Warning Event)
+type Row = (&'static str, ReportGenerator, Result<BackendType, NotReady>, usize, Vec<Arc<ReportFile>>, Acted, (bool, &'static str), &'static str, &'static str, bool);
+
+#[test]
+fn every_ready_reason_of_a_generator_is_reached() {
+    use BackendType::*;
+    use FileState::{Failed, InProgress, Ready};
+    let ok = Acted::Created;
+    let none = Vec::new;
+    let transient = BackendError::Transient { message: "503".into(), retry_after: Some(Duration::from_secs(7)) };
+    let refused = BackendError::Rejected { status: 400, reason: "bad template".into() };
+    let unauthorized = BackendError::Unauthorized { message: "401".into() };
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        ("no backend of that name", generator(json!({})), not_found(), 0, none(), ok.clone(), (false, "BackendNotFound"), "does not exist", "30000", true),
+        ("backend not Ready: waits without a warning of its own", generator(json!({})), not_ready(), 0, none(), ok.clone(), (false, "BackendNotReady"), "Unauthorized", "30000", false),
+        ("ON_INVOICE on CONNECT", generator(json!({"eventType": "ON_INVOICE"})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedEventType"), "eventType ON_INVOICE", "change", true),
+        ("XLSX where only CSV is made", generator(json!({"format": "XLSX"})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedFormat"), "support format CSV, not XLSX", "change", true),
+        ("weekly on RDE", periodic(json!({"parameters": {"period": "P1W"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedPeriod"), "period P1W", "change", true),
+        ("CONNECT without a template", generator(json!({"parameters": {"template": ""}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.template", "change", true),
+        ("SUPPLIER without a report type", generator(json!({"parameters": {"reportType": null}})), Ok(Supplier), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.reportType", "change", true),
+        ("FUSION without a scope", generator(json!({"parameters": {"scope": null}})), Ok(Fusion), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.scope", "change", true),
+        ("a deadline no duration holds", generator(json!({"activeDeadlineSeconds": i64::MAX})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "activeDeadlineSeconds", "change", true),
+        ("PERIODIC without a period", periodic(json!({"parameters": {"period": null}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.period", "change", true),
+        ("a cron that does not parse", periodic(json!({"schedule": {"cron": "61 * * * *"}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidSchedule"), "", "change", true),
+        ("an unknown time zone", periodic(json!({"schedule": {"timeZone": "Mars/Olympus"}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidSchedule"), "Mars/Olympus", "change", true),
+        ("a negative starting deadline", periodic(json!({"schedule": {"startingDeadlineSeconds": -1}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidSchedule"), "startingDeadlineSeconds -1", "change", true),
+        ("a backfill from year 1", periodic(json!({"parameters": {"startDate": "0001-01-01T00:00:00Z"}})), Ok(Connect), 0, none(), ok.clone(), (false, "BackfillTooLong"), "or later", "change", true),
+        ("ONETIME, report made, not READY yet", generator(json!({})), Ok(Connect), 0, vec![file("g-20261101-20261101", Some(InProgress))], ok.clone(), (false, "ReportInProgress"), "being generated", "change", false),
+        ("ONETIME, READY", generator(json!({})), Ok(Connect), 0, vec![file("g-20261101-20261101", Some(Ready))], ok.clone(), (true, "ReportReady"), "READY", "change", false),
+        ("ONETIME, FAILED", generator(json!({})), Ok(Connect), 0, vec![file("g-20261101-20261101", Some(Failed))], ok.clone(), (false, "ReportFailed"), "FAILED", "change", false),
+        ("ONETIME, name taken by another's file", generator(json!({})), Ok(Connect), 0, none(), Acted::Conflict { window: 0, deleting: false }, (false, "FileConflict"), "g-20261101-20261101", "5000", true),
+        ("ONETIME, name held by a file being deleted: waits quietly", generator(json!({})), Ok(Connect), 0, none(), Acted::Conflict { window: 0, deleting: true }, (false, "ReportInProgress"), "", "5000", false),
+        ("PERIODIC, working", periodic(json!({})), Ok(Connect), 0, vec![file("g-20261104", Some(Ready))], ok.clone(), (true, "Scheduled"), "1 READY, 0 in progress, 0 FAILED", "50400100", false),
+        ("PERIODIC, 200 reports in progress", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), Ok(Connect), 200, none(), ok.clone(), (true, "Throttled"), "at most 200 reports", "60000", true),
+        ("PERIODIC, a window's name is taken", periodic(json!({"parameters": {"startDate": "2026-10-30T00:00:00Z"}})), Ok(Connect), 0, none(), Acted::Conflict { window: 1, deleting: false }, (false, "FileConflict"), "taken", "5000", true),
+        ("RDE, the platform answers 503", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(transient), (false, "BackendError"), "submit on RDE", "7000", false),
+        ("RDE, the platform refuses the template", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(refused), (false, "Rejected"), "bad template", "change", true),
+        ("RDE, the credentials stopped working", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(unauthorized), (false, "Unauthorized"), "401", "30000", false),
+    ];
+    for (situation, g, answer, active, files, acted, (ready, reason), needle, requeue, warned) in rows {
+        let (outcome, _) = pass(&g, answer, &mut ReportGeneratorStatus::default(), active, &files, acted);
+        let cond = outcome.ready.clone().expect("a concluded outcome has a Ready condition");
+        assert_eq!((cond.status, cond.reason), (ready, reason), "{situation}");
+        assert!(cond.message.contains(needle), "{situation}: {:?} lacks {needle:?}", cond.message);
+        assert_eq!(outcome.requeue.map_or("change".to_string(), |d| d.as_millis().to_string()), requeue, "{situation}");
+        let event = outcome.event.as_ref().map(|n| (n.type_ == K8sEvent::Warning, n.reason));
+        assert_eq!(event, warned.then_some((true, reason)), "{situation}");
+    }
+}
+
+#[test]
+fn a_problem_is_told_once_per_change_of_reason() {
+    let g = generator(json!({"format": "XLSX"}));
+    let mut status = ReportGeneratorStatus::default();
+    let (first, _) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    assert!(first.event.is_some());
+    let cond = first.ready.clone().expect("ready");
+    crate::controller::conditions::set_condition(&mut status.conditions, cond, Some(1), t(NOW));
+    let (again, _) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    assert_eq!((again.ready.map(|c| c.reason), again.event), (Some("UnsupportedFormat"), None));
+}
+
+/// (situation, generator, status before, reports in progress, calls' result,
+///  windows created (day of month), windows missed, lastWindowEnd after, requeue ms or "change")
+type PeriodicRow = (&'static str, ReportGenerator, ReportGeneratorStatus, usize, Acted, Vec<u32>, usize, Option<&'static str>, &'static str);
+
+#[test]
+fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
+    let status = |last_end: Option<&str>, last_check: Option<&str>| ReportGeneratorStatus {
+        last_window_end: last_end.map(t),
+        last_schedule_check_time: last_check.map(t),
+        ..Default::default()
+    };
+    let fresh = || status(None, None);
+    // Running until a minute ago, the windows up to Nov 3 made: Nov 4 fell due 10 h ago, while it ran.
+    let running = || status(Some("2026-11-03T23:59:59Z"), Some("2026-11-05T09:59:00Z"));
+    // Down since Nov 1, the windows up to Oct 31 made: Nov 1 to 4 fell due while it was down.
+    let down = || status(Some("2026-10-31T23:59:59Z"), Some("2026-11-01T00:30:00Z"));
+    let ok = || Acted::Created;
+    #[rustfmt::skip]
+    let rows: Vec<PeriodicRow> = vec![
+        ("created on Nov 1: each day since is made, the first at the boundary after creation", periodic(json!({})), fresh(), 0, ok(), vec![1, 2, 3, 4], 0, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("running: a due window is made", periodic(json!({})), running(), 0, ok(), vec![4], 0, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("down, catchUpPolicy All: every missed day is made", periodic(json!({})), down(), 0, ok(), vec![1, 2, 3, 4], 0, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("down, catchUpPolicy Latest: the latest is made, the rest recorded", periodic(json!({"schedule": {"catchUpPolicy": "Latest"}})), down(), 0, ok(), vec![4], 3, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("down, catchUpPolicy None: all recorded as missed", periodic(json!({"schedule": {"catchUpPolicy": "None"}})), down(), 0, ok(), vec![], 4, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("startingDeadlineSeconds: runs older than an hour are missed", periodic(json!({"schedule": {"startingDeadlineSeconds": 3600}})), running(), 0, ok(), vec![], 1, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("suspended: nothing made, the window recorded, woken by a change", periodic(json!({"schedule": {"suspend": true}})), running(), 0, ok(), vec![], 1, Some("2026-11-04T23:59:59Z"), "change"),
+        ("Forbid with a report running: the window waits", periodic(json!({"schedule": {"concurrencyPolicy": "Forbid"}})), running(), 1, ok(), vec![], 0, Some("2026-11-03T23:59:59Z"), "50400100"),
+        ("Forbid, idle: one window at a time, the next soon", periodic(json!({"schedule": {"concurrencyPolicy": "Forbid"}})), down(), 0, ok(), vec![1], 0, Some("2026-11-01T23:59:59Z"), "1000"),
+        ("Allow: windows run side by side", periodic(json!({"schedule": {"concurrencyPolicy": "Allow"}})), down(), 3, ok(), vec![1, 2, 3, 4], 0, Some("2026-11-04T23:59:59Z"), "50400100"),
+        ("backfill: ten windows a pass, oldest first, the rest at once", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), fresh(), 0, ok(),
+            (1..=10).collect(), 0, Some("2026-10-10T23:59:59Z"), "1000"),
+        ("backfill near the in-progress cap: what fits", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), fresh(), 197, ok(),
+            vec![1, 2, 3], 0, Some("2026-10-03T23:59:59Z"), "60000"),
+        ("a window's name taken: the mark stops before it", periodic(json!({})), down(), 0, Acted::Conflict { window: 2, deleting: false }, vec![1, 2, 3, 4], 0, Some("2026-11-02T23:59:59Z"), "5000"),
+    ];
+    for (situation, g, mut status, active, acted, created, missed, mark, requeue) in rows {
+        let (outcome, planned) = pass(&g, Ok(BackendType::Connect), &mut status, active, &[], acted);
+        let plan = planned.expect(situation).plan;
+        let days: Vec<u32> = plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
+        assert_eq!(days, created, "{situation}");
+        assert_eq!(plan.missed.len(), missed, "{situation}");
+        assert_eq!(status.last_window_end, mark.map(t), "{situation}");
+        assert_eq!(outcome.requeue.map_or("change".to_string(), |d| d.as_millis().to_string()), requeue, "{situation}");
+        if missed > 0 {
+            assert_eq!(status.last_missed_time, Some(t(NOW)), "{situation}");
+        }
+    }
+}
+
+#[test]
+fn run_now_makes_the_latest_window_once_per_value() {
+    let mut g = periodic(json!({"schedule": {"suspend": true}}));
+    g.metadata.annotations = Some([(ANNOTATION_RUN_NOW.to_string(), "1".to_string())].into());
+    let mut status = ReportGeneratorStatus {
+        last_window_end: Some(t("2026-11-03T23:59:59Z")),
+        last_schedule_check_time: Some(t("2026-11-05T09:59:00Z")),
+        ..Default::default()
+    };
+    let (_, planned) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    assert_eq!(planned.expect("plan").plan.create.len(), 1);
+    assert_eq!(status.last_run_now.as_deref(), Some("1"));
+    let (_, again) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    assert!(again.expect("plan").plan.create.is_empty(), "the same value does not run again");
+}
+
+#[test]
+fn the_mirror_mark_never_passes_a_report_whose_file_name_is_taken() {
+    let (d1, d2, d3) = (t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), t("2026-11-03T00:00:00Z"));
+    // (old mark, mirrored, blocked, new mark)
+    let cases = [
+        (None, vec![], vec![], None),
+        (Some(d1), vec![], vec![], Some(d1)),
+        (None, vec![d1, d3, d2], vec![], Some(d3)),
+        (None, vec![d1, d3], vec![d2], Some(d1)),
+        (Some(d1), vec![d3], vec![d2], Some(d1)),
+        (None, vec![d2], vec![d2], None),
+    ];
+    for (old, mirrored, blocked, expected) in cases {
+        assert_eq!(mirror_mark(old, &mirrored, &blocked), expected, "{old:?} {mirrored:?} {blocked:?}");
+    }
+}
+
+#[test]
+fn mirrored_reports_are_the_new_ones_only() {
+    let g = generator(json!({"eventType": "ON_INVOICE"}));
+    let at = |s: &str, id: &str| RemoteReport { generate_date: Some(t(s)), ..RemoteReport::new(id, crate::backend::ReportState::Ready) };
+    let remote = [at("2026-11-01T00:00:00Z", "old"), at("2026-11-03T00:00:00Z", "held"), at("2026-11-04T00:00:00Z", "new")];
+    let mut held = (*file("g-held", Some(FileState::Ready))).clone();
+    held.spec.external_id = Some("held".into());
+    let picked = to_mirror(&g, &remote, &[Arc::new(held)], Some(t("2026-11-02T00:00:00Z")));
+    let names: Vec<&str> = picked.iter().map(|(_, f)| f.name.as_str()).collect();
+    assert_eq!(names, ["g-new"]);
+    assert_eq!(picked[0].1.external_id.as_deref(), Some("new"));
+}
+
+#[test]
+fn history_keeps_the_newest_of_each_outcome() {
+    let g = periodic(json!({"schedule": {"successfulReportsHistoryLimit": 1, "failedReportsHistoryLimit": 0}}));
+    let dated = |name: &str, state, end: &str| {
+        let mut rf = (*file(name, Some(state))).clone();
+        rf.spec.parameters = Some(ReportParameters { end_date: Some(t(end)), ..Default::default() });
+        Arc::new(rf)
+    };
+    let files = [
+        dated("g-1", FileState::Ready, "2026-11-01T23:59:59Z"),
+        dated("g-2", FileState::Ready, "2026-11-02T23:59:59Z"),
+        dated("g-3", FileState::Failed, "2026-11-03T23:59:59Z"),
+        dated("g-4", FileState::InProgress, "2026-11-04T23:59:59Z"),
+    ];
+    assert_eq!(to_prune(&g, &files), ["g-1", "g-3"]);
+}
+
+#[test]
+fn starting_deadlines_no_duration_holds_are_refused_not_a_panic() {
+    assert_eq!(starting_deadline(None), Ok(None));
+    assert_eq!(starting_deadline(Some(0)), Ok(Some(TimeDelta::zero())));
+    assert_eq!(starting_deadline(Some(2_592_000)), Ok(Some(TimeDelta::days(30))));
+    for bad in [i64::MAX, i64::MIN, -1, i64::MAX / 1000 + 1] {
+        let err = starting_deadline(Some(bad)).unwrap_err().ready.expect("condition");
+        assert_eq!(err.reason, "InvalidSchedule", "{bad}");
+        assert!(err.message.contains(&bad.to_string()), "{}", err.message);
+    }
+}
+
+#[test]
+fn backfill_message_names_the_limit_and_what_to_change() {
+    let i = backfill_too_long(t("0001-01-01T00:00:00Z"), crate::api::Period::P1D, t("2024-03-01T00:00:00Z")).ready.expect("condition");
+    assert_eq!(i.reason, "BackfillTooLong");
+    for needle in ["0001-01-01T00:00:00+00:00", "1000 P1D windows", "2024-03-01T00:00:00+00:00 or later"] {
+        assert!(i.message.contains(needle), "{needle}: {}", i.message);
+    }
+}

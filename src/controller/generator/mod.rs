@@ -1,0 +1,94 @@
+//! ReportGenerator: create the ReportFiles (ONETIME: one; PERIODIC: one per window; RDE and
+//! CMP on-invoice: one per report the backend made) and roll their states up into status.
+//!
+//! A reconcile reads (the generator, its backend, its reports), asks [`decide`] what to do,
+//! does it ([`act`], [`rde`]) and writes the [`Outcome`] down: decisions are in `decide`
+//! alone, with table tests that need no cluster.
+
+mod act;
+mod decide;
+mod files;
+mod names;
+mod pacing;
+mod rde;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+
+use super::context::Context;
+use super::error::Error;
+use super::guard::{self, error_policy};
+use super::outcome::{Outcome, conclude};
+use super::queries::users_of_backend;
+use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, find_condition};
+use decide::Start;
+
+pub async fn controller(
+    ctl: Controller<ReportGenerator>,
+    files: impl futures::Stream<Item = Arc<ReportFile>> + Send + 'static,
+    backends: Api<ReportBackend>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let store = ctl.store();
+    ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_shared_stream(files)
+        .watches(backends, watcher::Config::default(), move |rb| {
+            users_of_backend(&store, &rb, |g: &ReportGenerator| (&g.spec.backend_ref.name, true))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(g: Arc<ReportGenerator>, ctx: Arc<Context>) -> Result<Action, Error> {
+    guard::reconcile(g.as_ref(), &ctx, reconcile_inner(g.clone(), &ctx)).await
+}
+
+async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Action, Error> {
+    // Not before the caches are filled; and an older status would plan its windows again (and
+    // write older fields back).
+    if let Some(wait) = ctx.hold_back(g.as_ref()).await {
+        return Ok(wait);
+    }
+    if g.metadata.deletion_timestamp.is_some() {
+        return rde::finalize(g, ctx).await;
+    }
+    let now = Utc::now();
+    let old = g.status.as_ref();
+    let mut status = ReportGeneratorStatus { observed_generation: g.metadata.generation, ..old.cloned().unwrap_or_default() };
+    let owned = owned_files(ctx, &g);
+
+    let outcome = match ctx.ready_backend(&g.namespace().unwrap_or_default(), &g.spec.backend_ref.name).await {
+        Err(not_ready) => Outcome::from(not_ready),
+        Ok((rb, backend)) => match decide::start(&g, &rb, &backend.capabilities(), &status, now) {
+            Err(outcome) => outcome,
+            Ok(Start::PlatformScheduled) => rde::run(ctx, &g, &rb, backend.as_ref(), &mut status, &owned).await?,
+            Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
+            Ok(Start::Periodic) => act::periodic(ctx, &g, &owned, &mut status, now).await?,
+            Ok(Start::Mirror(query)) => act::on_invoice(ctx, &g, &rb, backend.as_ref(), &query, &owned, &mut status).await?,
+        },
+    };
+
+    // Files created in this pass are in the store only after the watch sees them.
+    decide::roll_up(&owned_files(ctx, &g), &mut status);
+    let previous = old.and_then(|s| find_condition(&s.conditions, CONDITION_READY)).map(|c| c.reason.as_str());
+    let outcome = decide::conclude(&g, &status, outcome, previous);
+    conclude(ctx, g.as_ref(), old, status, outcome, now).await
+}
+
+fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
+    let uid = g.uid();
+    ctx.files
+        .state()
+        .into_iter()
+        .filter(|rf| rf.namespace() == g.namespace() && rf.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .collect()
+}

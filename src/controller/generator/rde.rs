@@ -1,0 +1,208 @@
+//! RDE: the generator is an RDEReportTemplate on the platform, which schedules the reports
+//! itself. The template is made with the [`create_once`] protocol (a lost answer never makes
+//! a second one), its report files are mirrored, and a finalizer deletes it when the
+//! generator goes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
+use kube::ResourceExt;
+
+use super::act;
+use super::decide;
+use crate::api::{EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus};
+use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
+use crate::controller::context::Context;
+use crate::controller::create_once::{CreateOnce, Created, create_once};
+use crate::controller::error::Error;
+use crate::controller::outcome::Outcome;
+use crate::controller::queries::ids_taken;
+
+/// Finalizer that deletes the RDEReportTemplate on the platform.
+pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
+
+/// Makes sure the template exists, follows the platform's schedule and mirrors the report
+/// files it made.
+pub async fn run(
+    ctx: &Context,
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    status: &mut ReportGeneratorStatus,
+    owned: &[Arc<ReportFile>],
+) -> Result<Outcome, Error> {
+    let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    ensure_finalizer(g, &api).await?;
+    let req = template_request(g);
+    let type_ = rb.spec.type_.as_str();
+    let template_id = match status.external_id.clone() {
+        Some(id) => id,
+        None => {
+            let mut template = Template { ctx, g, rb, backend, api: &api, req: &req, status };
+            match create_once(&mut template).await {
+                Ok(Created::Found(t) | Created::Submitted(t)) => {
+                    ctx.event(g, EventType::Normal, "Submitted", format!("created RDEReportTemplate {}", t.id)).await;
+                    t.id
+                }
+                Err(Stop::Backend(operation, e)) => return Ok(decide::backend_failed(type_, operation, &e)),
+                Err(Stop::Kube(e)) => return Err(e),
+            }
+        }
+    };
+    if g.spec.event_type == ReportEventType::Periodic {
+        // The platform schedules: its next report date is the generator's.
+        match ctx.metrics.call(type_, "get", backend.get(&template_id, &req)).await {
+            Ok(template) => status.next_report_date = template.next_report_date,
+            Err(e) => return Ok(decide::backend_failed(type_, "get", &e)),
+        }
+    }
+    let query = ListQuery { template_id: Some(template_id), ..Default::default() };
+    let outcome = act::mirror(ctx, g, rb, backend, &query, owned, status).await?;
+    if g.spec.event_type == ReportEventType::Onetime {
+        // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+        let mirrored = !owned.is_empty() || outcome == Outcome::working(None);
+        return Ok(if mirrored { Outcome::working(None) } else { outcome });
+    }
+    act::prune(ctx, g, owned).await?;
+    Ok(outcome.or_requeue(act::mirror_waits(ctx, g, rb, status, Utc::now()).1))
+}
+
+fn template_request(g: &ReportGenerator) -> ReportRequest {
+    ReportRequest {
+        key: format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any()),
+        name: g.spec.common_name.clone(),
+        event_type: g.spec.event_type,
+        format: g.spec.format,
+        notify_by_email: g.spec.notify_by_email.unwrap_or(false),
+        parameters: g.spec.parameters.clone().unwrap_or_default(),
+        organization: None,
+    }
+}
+
+/// The generator's template, as [`create_once`] makes it.
+struct Template<'a> {
+    ctx: &'a Context,
+    g: &'a ReportGenerator,
+    rb: &'a ReportBackend,
+    backend: &'a dyn ReportingBackend,
+    api: &'a Api<ReportGenerator>,
+    req: &'a ReportRequest,
+    status: &'a mut ReportGeneratorStatus,
+}
+
+/// Why making the template stopped.
+enum Stop {
+    Backend(&'static str, BackendError),
+    Kube(Error),
+}
+
+impl CreateOnce for Template<'_> {
+    type Made = RemoteReport;
+    type Stop = Stop;
+
+    fn pending(&self) -> bool {
+        self.status.create_pending_since.is_some()
+    }
+
+    fn mark_pending(&mut self) {
+        self.status.create_pending_since = Some(Utc::now());
+    }
+
+    fn record(&mut self, made: &RemoteReport) {
+        self.status.external_id = Some(made.id.clone());
+        self.status.create_pending_since = None;
+    }
+
+    async fn save(&mut self) -> Result<(), Stop> {
+        self.ctx.apply_status(self.api, self.g, &*self.status).await.map_err(|e| Stop::Kube(e.into()))
+    }
+
+    async fn find(&mut self) -> Result<Option<RemoteReport>, Stop> {
+        let taken: HashSet<String> = ids_taken(self.ctx, &self.ctx.generators, self.g, self.rb, |other: &ReportGenerator| {
+            (&other.spec.backend_ref.name, other.status.as_ref().and_then(|s| s.external_id.as_deref()))
+        });
+        let type_ = self.rb.spec.type_.as_str();
+        self.ctx.metrics.call(type_, "find", self.backend.find(self.req, &taken)).await.map_err(|e| Stop::Backend("find", e))
+    }
+
+    async fn submit(&mut self) -> Result<RemoteReport, Stop> {
+        let type_ = self.rb.spec.type_.as_str();
+        self.ctx.metrics.call(type_, "submit", self.backend.submit(self.req)).await.map_err(|e| Stop::Backend("submit", e))
+    }
+}
+
+/// Adds the RDE finalizer: only RDE generators get one, since only they leave something
+/// outside the cluster (the template). kube's [`finalizer()`] is called here, in the RDE branch,
+/// and not around the whole reconcile, which would put the finalizer on every generator. Its
+/// `Apply` does nothing: the helper returns right after adding the finalizer, and the RDE step
+/// goes on in the same pass (the template is created without waiting for another reconcile).
+async fn ensure_finalizer(g: &ReportGenerator, api: &Api<ReportGenerator>) -> Result<(), Error> {
+    if g.finalizers().iter().any(|f| f == RDE_FINALIZER) {
+        return Ok(());
+    }
+    let nothing_to_apply = |_: Finalizing<ReportGenerator>| async { Ok::<_, NotYet>(Action::await_change()) };
+    finalizer(api, RDE_FINALIZER, Arc::new(g.clone()), nothing_to_apply).await.or_else(finalizer_outcome)?;
+    Ok(())
+}
+
+/// The generator `g` is being deleted: kube's [`finalizer()`] runs [`delete_template`] if `g`
+/// still has the RDE finalizer and removes the finalizer once that succeeded.
+pub async fn finalize(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let cleanup = |event| async move {
+        match event {
+            Finalizing::Cleanup(g) => delete_template(&g, ctx).await,
+            // Not reached: `finalize` is only called for a generator being deleted.
+            Finalizing::Apply(_) => Ok(Action::await_change()),
+        }
+    };
+    finalizer(&api, RDE_FINALIZER, g, cleanup).await.or_else(finalizer_outcome)
+}
+
+/// The template cannot be deleted yet: the finalizer stays and the generator is looked at
+/// again after the duration (not an error: the backend tells its own story in Events).
+#[derive(Debug, thiserror::Error)]
+#[error("the RDE template cannot be deleted yet")]
+struct NotYet(Duration);
+
+/// A [`finalizer()`] failure as a reconcile result: [`NotYet`] is a plain requeue.
+fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
+    match e {
+        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
+        other => Err(Error::Invalid(other.to_string())),
+    }
+}
+
+/// Deletes the RDE template, so that the finalizer can go. A backend that no longer exists
+/// cannot be cleaned up: the finalizer is removed with a Warning rather than blocking forever.
+async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, NotYet> {
+    let namespace = g.namespace().unwrap_or_default();
+    if let Some(template_id) = g.status.as_ref().and_then(|s| s.external_id.clone()) {
+        match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
+            Ok((rb, backend)) => match ctx.metrics.call(rb.spec.type_.as_str(), "delete", backend.delete_template(&template_id)).await {
+                Ok(()) => {
+                    ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await;
+                }
+                Err(e) => {
+                    ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
+                    return Err(NotYet(Duration::from_secs(10)));
+                }
+            },
+            Err(n) if n.reason == "BackendNotFound" => {
+                ctx.event(g, EventType::Warning, "TemplateLeft", format!("RDEReportTemplate {template_id} was not deleted: {}", n.message)).await;
+            }
+            Err(n) => {
+                ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {template_id} yet: {}", n.message)).await;
+                return Err(NotYet(Duration::from_secs(30)));
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
