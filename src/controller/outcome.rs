@@ -26,8 +26,9 @@ pub struct Outcome {
     pub ready: Option<Cond<'static>>,
     /// Look again after this long; `None`: only when something changes.
     pub requeue: Option<Duration>,
-    /// The Event the owner hears of this.
-    pub event: Option<Note>,
+    /// The Event the owner hears of this (boxed: most outcomes have none, and an outcome is
+    /// passed around in `Result`s).
+    pub event: Option<Box<Note>>,
 }
 
 /// Why a reconcile stopped before its end: with an outcome to write down (a backend said
@@ -103,13 +104,13 @@ impl Outcome {
 
     /// With a Warning Event that says what the condition says.
     pub fn warned(mut self) -> Self {
-        self.event = self.ready.as_ref().map(|c| Note { type_: EventType::Warning, reason: c.reason, message: c.message.clone() });
+        self.event = self.ready.as_ref().map(|c| Box::new(Note { type_: EventType::Warning, reason: c.reason, message: c.message.clone() }));
         self
     }
 
     /// With this Event.
     pub fn noting(mut self, type_: EventType, reason: &'static str, message: impl Into<String>) -> Self {
-        self.event = Some(Note { type_, reason, message: message.into() });
+        self.event = Some(Box::new(Note { type_, reason, message: message.into() }));
         self
     }
 
@@ -172,9 +173,10 @@ mod tests {
     #[test]
     fn each_outcome_maps_to_one_condition_requeue_and_event() {
         let secs = Duration::from_secs;
-        let warning = |reason: &'static str, message: &str| Some(Note { type_: EventType::Warning, reason, message: message.into() });
+        let warning = |reason: &'static str, message: &str| Some(Box::new(Note { type_: EventType::Warning, reason, message: message.into() }));
         // (outcome, Ready, requeue, Event)
-        let cases: Vec<(Outcome, Option<(bool, &str)>, Option<Duration>, Option<Note>)> = vec![
+        type Row = (Outcome, Option<(bool, &'static str)>, Option<Duration>, Option<Box<Note>>);
+        let cases: Vec<Row> = vec![
             (Outcome::working(None), None, None, None),
             (Outcome::working(Some(secs(5))), None, Some(secs(5)), None),
             (Outcome::working(None).or_requeue(secs(30)), None, Some(secs(30)), None),

@@ -92,76 +92,73 @@ pub async fn prune(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>]
     Ok(())
 }
 
-/// Mirrors each report the backend made (RDE report files, CMP invoice reports) into a
-/// ReportFile named after its id, exactly once.
-pub async fn mirror(
-    ctx: &Context,
-    g: &ReportGenerator,
-    rb: &ReportBackend,
-    backend: &dyn ReportingBackend,
-    query: &ListQuery,
-    owned: &[Arc<ReportFile>],
-    status: &mut ReportGeneratorStatus,
-) -> Result<Outcome, Error> {
-    let type_ = rb.spec.type_.as_str();
-    let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
-        Ok(r) => r,
-        Err(e) => return Ok(decide::backend_failed(type_, "list", &e)),
-    };
-    let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
-    for (report, file) in decide::to_mirror(g, &remote, owned, status.last_mirrored_time) {
-        match ensure_file(ctx, g, file, status, Utc::now()).await? {
-            Ensured::Done => mirrored.extend(report.generate_date),
-            Ensured::Conflict(c) => {
-                blocked.extend(report.generate_date);
-                conflict.get_or_insert(c);
+/// A generator that mirrors the reports its backend made (RDE report files, CMP invoice
+/// reports), with what mirroring needs.
+pub struct Mirror<'a> {
+    pub ctx: &'a Context,
+    pub g: &'a ReportGenerator,
+    pub rb: &'a ReportBackend,
+    pub backend: &'a dyn ReportingBackend,
+    pub owned: &'a [Arc<ReportFile>],
+}
+
+impl Mirror<'_> {
+    /// Mirrors each report `query` lists into a ReportFile named after its id, exactly once.
+    pub async fn once(&self, query: &ListQuery, status: &mut ReportGeneratorStatus) -> Result<Outcome, Error> {
+        let Mirror { ctx, g, rb, backend, owned } = *self;
+        let type_ = rb.spec.type_.as_str();
+        let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
+            Ok(r) => r,
+            Err(e) => return Ok(decide::backend_failed(type_, "list", &e)),
+        };
+        let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
+        for (report, file) in decide::to_mirror(g, &remote, owned, status.last_mirrored_time) {
+            match ensure_file(ctx, g, file, status, Utc::now()).await? {
+                Ensured::Done => mirrored.extend(report.generate_date),
+                Ensured::Conflict(c) => {
+                    blocked.extend(report.generate_date);
+                    conflict.get_or_insert(c);
+                }
             }
         }
+        status.last_mirrored_time = decide::mirror_mark(status.last_mirrored_time, &mirrored, &blocked);
+        if let Some(c) = conflict {
+            return Ok(decide::file_conflict(c));
+        }
+        Ok(Outcome::working(if remote.is_empty() { Some(self.waits(status, Utc::now()).0) } else { None }))
     }
-    status.last_mirrored_time = decide::mirror_mark(status.last_mirrored_time, &mirrored, &blocked);
-    if let Some(c) = conflict {
-        return Ok(decide::file_conflict(c));
+
+    /// Mirrors, prunes the history, and lists again after the steady interval at the latest.
+    pub async fn and_prune(&self, query: &ListQuery, status: &mut ReportGeneratorStatus) -> Result<Outcome, Error> {
+        let outcome = self.once(query, status).await?;
+        prune(self.ctx, self.g, self.owned).await?;
+        Ok(outcome.or_requeue(self.waits(status, Utc::now()).1))
     }
-    Ok(Outcome::working(if remote.is_empty() { Some(mirror_waits(ctx, g, rb, status, Utc::now()).0) } else { None }))
-}
 
-/// ON_INVOICE (CMP): mirrors the invoice reports, prunes, and lists again later.
-pub async fn on_invoice(
-    ctx: &Context,
-    g: &ReportGenerator,
-    rb: &ReportBackend,
-    backend: &dyn ReportingBackend,
-    query: &ListQuery,
-    owned: &[Arc<ReportFile>],
-    status: &mut ReportGeneratorStatus,
-) -> Result<Outcome, Error> {
-    let outcome = mirror(ctx, g, rb, backend, query, owned, status).await?;
-    prune(ctx, g, owned).await?;
-    Ok(outcome.or_requeue(mirror_waits(ctx, g, rb, status, Utc::now()).1))
-}
-
-/// How long a mirroring generator waits before it lists again: while no report comes, from
-/// 2 s doubling up to [`MIRROR_INTERVAL`] (first), else [`MIRROR_INTERVAL`] (second); both at
-/// least this generator's share of the backend's most restrictive budget.
-pub fn mirror_waits(ctx: &Context, g: &ReportGenerator, rb: &ReportBackend, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> (Duration, Duration) {
-    let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time);
-    let since = status.last_schedule_time.max(created).unwrap_or(now);
-    let waited = (now - since).to_std().unwrap_or_default();
-    let budgets: Vec<(u32, Duration)> = ctx
-        .registry
-        .limiter(rb)
-        .map(|l| l.config().budgets.iter().map(|b| (b.requests, b.window)).collect())
-        .unwrap_or_default();
-    // Generators that list this backend for reports to mirror.
-    let pollers = ctx
-        .generators
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == rb.namespace() && o.spec.backend_ref.name == rb.name_any())
-        .filter(|o| rb.spec.type_ == BackendType::Rde || o.spec.event_type == ReportEventType::OnInvoice)
-        .count();
-    (
-        pacing::mirror_interval(waited, MIRROR_INTERVAL, pollers, &budgets),
-        pacing::mirror_interval(MIRROR_INTERVAL, MIRROR_INTERVAL, pollers, &budgets),
-    )
+    /// How long to wait before listing again: while no report comes, from 2 s doubling up to
+    /// [`MIRROR_INTERVAL`] (first), else [`MIRROR_INTERVAL`] (second); both at least this
+    /// generator's share of the backend's most restrictive budget.
+    fn waits(&self, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> (Duration, Duration) {
+        let Mirror { ctx, g, rb, .. } = *self;
+        let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time);
+        let since = status.last_schedule_time.max(created).unwrap_or(now);
+        let waited = (now - since).to_std().unwrap_or_default();
+        let budgets: Vec<(u32, Duration)> = ctx
+            .registry
+            .limiter(rb)
+            .map(|l| l.config().budgets.iter().map(|b| (b.requests, b.window)).collect())
+            .unwrap_or_default();
+        // Generators that list this backend for reports to mirror.
+        let pollers = ctx
+            .generators
+            .state()
+            .iter()
+            .filter(|o| o.namespace() == rb.namespace() && o.spec.backend_ref.name == rb.name_any())
+            .filter(|o| rb.spec.type_ == BackendType::Rde || o.spec.event_type == ReportEventType::OnInvoice)
+            .count();
+        (
+            pacing::mirror_interval(waited, MIRROR_INTERVAL, pollers, &budgets),
+            pacing::mirror_interval(MIRROR_INTERVAL, MIRROR_INTERVAL, pollers, &budgets),
+        )
+    }
 }

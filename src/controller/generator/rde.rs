@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::ResourceExt;
 
-use super::act;
+use super::act::Mirror;
 use super::decide;
 use crate::api::{EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus};
 use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
@@ -63,14 +63,14 @@ pub async fn run(
         }
     }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
-    let outcome = act::mirror(ctx, g, rb, backend, &query, owned, status).await?;
-    if g.spec.event_type == ReportEventType::Onetime {
-        // A ONETIME template has one report file; once it is mirrored there is nothing to list.
-        let mirrored = !owned.is_empty() || outcome == Outcome::working(None);
-        return Ok(if mirrored { Outcome::working(None) } else { outcome });
+    let mirror = Mirror { ctx, g, rb, backend, owned };
+    if g.spec.event_type != ReportEventType::Onetime {
+        return mirror.and_prune(&query, status).await;
     }
-    act::prune(ctx, g, owned).await?;
-    Ok(outcome.or_requeue(act::mirror_waits(ctx, g, rb, status, Utc::now()).1))
+    // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+    let outcome = mirror.once(&query, status).await?;
+    let mirrored = !owned.is_empty() || outcome == Outcome::working(None);
+    Ok(if mirrored { Outcome::working(None) } else { outcome })
 }
 
 fn template_request(g: &ReportGenerator) -> ReportRequest {
