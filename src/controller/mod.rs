@@ -32,7 +32,6 @@ mod leader;
 mod metrics;
 mod outcome;
 mod outbound;
-mod periodic;
 mod queries;
 mod registry;
 

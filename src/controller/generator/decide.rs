@@ -17,7 +17,7 @@ use crate::api::{
 use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
 use crate::controller::conditions::{Cond, from_k8s_time};
 use crate::controller::outcome::Outcome;
-use crate::controller::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
+use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
 use crate::schedule::{ReportSchedule, Window};
 
 /// How often the backend is asked for new reports to mirror (RDE report files, CMP invoice

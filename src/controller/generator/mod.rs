@@ -10,6 +10,7 @@ mod decide;
 mod files;
 mod names;
 mod pacing;
+mod periodic;
 mod rde;
 
 use std::sync::Arc;
