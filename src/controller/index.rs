@@ -276,8 +276,8 @@ fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> Option<ObjectRef<K>> {
     })
 }
 
-// A panic while the lock was held left the index as consistent as any single insert or
-// remove does: go on with it.
+// The index is only written under these locks by code that does not panic (bar running out
+// of memory): a poisoned lock holds a usable index.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }

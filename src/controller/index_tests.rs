@@ -220,3 +220,45 @@ fn ids_taken_are_those_held_on_the_same_api_by_others() {
     f.backend(Event::Apply(backend("b", "twin", "SUPPLIER", "http://moved", None)));
     assert_eq!(sorted(f.index.ids_taken_by_files(&rb, Some("uid-me"))), ["s1", "s2"]);
 }
+
+/// Prints what one reconcile's questions cost with the index and with a scan of the store, as
+/// the number of unrelated reports grows (100 related ones throughout). Timing, so not a test that runs by default:
+/// `cargo test --release --lib index::tests::lookups_against_scans -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints timings"]
+fn lookups_against_scans() {
+    for total in [1_000, 10_000, 50_000] {
+        let mut f = Fixture::new();
+        let rb = backend("a", "rb-0", "SUPPLIER", "http://api", None);
+        for b in 0..100 {
+            f.backend(Event::Apply(backend("a", &format!("rb-{b}"), "SUPPLIER", &format!("http://api-{b}"), None)));
+        }
+        f.backend(Event::Apply(rb.clone()));
+        for i in 0..total {
+            let state = if i % 10 == 0 { "IN_PROGRESS" } else { "READY" };
+            let id = format!("r{i}");
+            // The first 100 are the ones asked about; the others are unrelated.
+            let (on, owner) = if i < 100 { (0, 7) } else { (1 + i % 99, 8 + i % 500) };
+            f.file(Event::Apply(rf("a", &format!("f{i}"), &format!("rb-{on}"), Some(&format!("g{owner}")), Some(state), (Some(&id), None))));
+        }
+        let rounds = 200;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(f.index.files_in_flight("a", "rb-0"));
+            std::hint::black_box(f.index.files_of_owner("g7"));
+            std::hint::black_box(f.index.ids_taken_by_files(&rb, Some("uid-f0")));
+        }
+        let indexed = started.elapsed() / rounds;
+        let store = f.files.as_reader();
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            let state = store.state();
+            let on_rb = |rf: &&Arc<ReportFile>| rf.spec.backend_ref.name == "rb-0";
+            std::hint::black_box(state.iter().filter(on_rb).filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)).count());
+            std::hint::black_box(state.iter().filter(|rf| rf.owner_references().iter().any(|o| o.uid == "g7")).count());
+            std::hint::black_box(state.iter().filter(on_rb).filter_map(|rf| rf.status.as_ref()?.external_id.clone()).collect::<HashSet<_>>());
+        }
+        let scanned = started.elapsed() / rounds;
+        println!("{total} reports, 100 related: index {indexed:?}, scans {scanned:?} per reconcile's three questions");
+    }
+}
