@@ -101,4 +101,12 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
     let submits = sample(&metrics, "report_operator_backend_calls_total", r#"type="RDE",operation="submit",code="ok""#);
     assert_eq!(submits, Some(1.0), "{metrics}");
     assert_codes_documented(&metrics);
+    // The reports gauge counts this namespace's two ReportFiles, both READY, once the
+    // operator's watch has brought their last status.
+    let gauge = [("READY", 2.0), ("IN_PROGRESS", 0.0), ("FAILED", 0.0)];
+    wait_for("the reports gauge shows both READY", DEADLINE, || async {
+        let m = world.operator.metrics().await;
+        gauge.iter().all(|(status, n)| sample(&m, "report_operator_reports", &format!(r#"status="{status}""#)) == Some(*n)).then_some(())
+    })
+    .await;
 }

@@ -46,28 +46,17 @@ pub async fn controller(
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
-    let store = ctl.store();
+    let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A Secret change wakes the backends that read it (credentials or CA).
         .watches(secrets, watcher::Config::default(), move |secret| {
-            let ns = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|rb| rb.namespace().as_deref() == Some(ns.as_str()) && references(rb, &name))
-                .map(|rb| ObjectRef::from_obj(&*rb))
-                .collect::<Vec<_>>()
+            let readers = index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
+            readers.iter().map(|rb| ObjectRef::from_obj(&**rb)).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-fn references(rb: &ReportBackend, secret: &str) -> bool {
-    rb.spec.credentials_secret_ref.name == secret
-        || rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).is_some_and(|s| s.name == secret)
 }
 
 async fn reconcile(rb: Arc<ReportBackend>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -17,6 +17,7 @@ use tracing::warn;
 
 use super::backoff::Backoff;
 use super::conditions::apply_status;
+use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, find_condition, CONDITION_READY};
@@ -32,6 +33,8 @@ pub struct Context {
     /// Metadata of every Secret in scope: its resourceVersion tells when a credentials
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Answers the questions across objects of the stores above without scanning them.
+    pub index: Arc<Index>,
     pub registry: BackendRegistry,
     /// Failures in a row per object, for the retry delay of a failing reconcile.
     pub backoff: Backoff,
@@ -48,9 +51,7 @@ impl Context {
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
-        backends: Store<ReportBackend>,
-        generators: Store<ReportGenerator>,
-        files: Store<ReportFile>,
+        index: Arc<Index>,
         secrets: Store<PartialObjectMeta<Secret>>,
         outbound: Arc<OutboundPolicy>,
     ) -> Self {
@@ -65,10 +66,11 @@ impl Context {
             own_writes: OwnWrites::default(),
             client,
             metrics,
-            backends,
-            generators,
-            files,
+            backends: index.backends.clone(),
+            generators: index.generators.clone(),
+            files: index.files.clone(),
             secrets,
+            index,
             ready: Arc::default(),
             caches_synced: tokio::sync::watch::Sender::new(false),
         }

@@ -19,10 +19,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use kube::runtime::reflector::Store;
 use prometheus_client::registry::Registry;
 
-use crate::api::{FileState, ReportFile};
 use crate::backend::BackendError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,30 +165,32 @@ impl Metrics {
         result
     }
 
-    fn render(&self, files: &Store<ReportFile>) -> Result<String, std::fmt::Error> {
-        let (mut in_progress, mut ready, mut failed) = (0, 0, 0);
-        for rf in files.state() {
-            match rf.status.as_ref().and_then(|s| s.status) {
-                Some(FileState::Ready) => ready += 1,
-                Some(FileState::Failed) => failed += 1,
-                _ => in_progress += 1,
-            }
-        }
-        self.reports.get_or_create(&StatusLabels { status: "IN_PROGRESS" }).set(in_progress);
-        self.reports.get_or_create(&StatusLabels { status: "READY" }).set(ready);
-        self.reports.get_or_create(&StatusLabels { status: "FAILED" }).set(failed);
+    fn render(&self, reports: ReportsByStatus) -> Result<String, std::fmt::Error> {
+        self.reports.get_or_create(&StatusLabels { status: "IN_PROGRESS" }).set(reports.in_progress);
+        self.reports.get_or_create(&StatusLabels { status: "READY" }).set(reports.ready);
+        self.reports.get_or_create(&StatusLabels { status: "FAILED" }).set(reports.failed);
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
 }
 
-/// What the server reads: the metrics, the ReportFiles (counted by status at each scrape) and
-/// the readiness flag.
+/// ReportFiles by status (no status yet counts as IN_PROGRESS), for the reports gauge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportsByStatus {
+    pub in_progress: i64,
+    pub ready: i64,
+    pub failed: i64,
+}
+
+/// Counts the ReportFiles by status at each scrape.
+pub type CountReports = Arc<dyn Fn() -> ReportsByStatus + Send + Sync>;
+
+/// What the server reads: the metrics, the report counts and the readiness flag.
 #[derive(Clone)]
 struct Served {
     metrics: Arc<Metrics>,
-    files: Store<ReportFile>,
+    reports: CountReports,
     ready: Arc<AtomicBool>,
 }
 
@@ -198,17 +198,17 @@ struct Served {
 /// synced).
 /// The listener is bound at start, so that a port in use stops the operator at once rather
 /// than leaving it running without probes.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, files: Store<ReportFile>, ready: Arc<AtomicBool>) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, reports: CountReports, ready: Arc<AtomicBool>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Served { metrics, files, ready });
+        .with_state(Served { metrics, reports, ready });
     axum::serve(listener, app).await
 }
 
 async fn metrics_handler(State(served): State<Served>) -> impl IntoResponse {
-    match served.metrics.render(&served.files) {
+    match served.metrics.render((served.reports)()) {
         Ok(body) => (
             StatusCode::OK,
             [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],

@@ -11,6 +11,7 @@
 //! backend, generator, file      (one controller per kind)
 //!   → guard, queries            (what every reconcile goes through; cross-object store queries)
 //!   → context                   (what reconciles share)
+//!   → index                     (which objects belong to which: owner, backend, API, Secret)
 //!   → registry, metrics, backoff, conditions, error
 //! leader, outbound → cli, error (start-up)
 //! ```
@@ -28,6 +29,7 @@ mod error;
 mod file;
 mod generator;
 mod guard;
+mod index;
 mod leader;
 mod metrics;
 mod outcome;
@@ -48,11 +50,14 @@ use tracing::{info, warn};
 use crate::api::{ReportBackend, ReportFile, ReportGenerator};
 pub use cli::{LogFormat, RunArgs, init_logging};
 pub use context::Context;
+use index::Index;
 pub use error::{Error, RunError};
 pub use metrics::Metrics;
 
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
 const FILE_EVENT_BUFFER: usize = 1024;
+/// The same for ReportGenerators and ReportBackends, of which there are fewer.
+const EVENT_BUFFER: usize = 256;
 
 /// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease.
@@ -80,31 +85,28 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .default_backoff()
         .for_each(|_| async {});
 
-    // One watch of ReportFiles fills `ctx.files`, drives their controller and wakes their
-    // generators. Subscribers hear of a change only once the store holds it, so a generator
-    // woken by its report turning READY sees it READY when it rolls its reports up (a watch
-    // of its own could run ahead of the store and leave the counts behind).
+    // One watch per kind fills its store and `ctx.index`, and drives its controller; the
+    // ReportFile watch also wakes their generators. Subscribers hear of a change only once the
+    // store holds it, so a generator woken by its report turning READY sees it READY when it
+    // rolls its reports up (a watch of its own could run ahead of the store and leave the
+    // counts behind).
     let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
+    let (generator_store, generator_writer) = reflector::store_shared(EVENT_BUFFER);
+    let (backend_store, backend_writer) = reflector::store_shared(EVENT_BUFFER);
+    let index = Arc::new(Index::new(file_store.clone(), generator_store.clone(), backend_store.clone()));
     let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
     let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
-    let file_reflector = watcher(files, watcher::Config::default())
-        .default_backoff()
-        .reflect_shared(file_writer)
-        .for_each(|_| async {});
+    let generator_events = generator_writer.subscribe().expect("a shared store takes subscribers");
+    let backend_events = backend_writer.subscribe().expect("a shared store takes subscribers");
+    let file_reflector = indexed_watch(files, file_writer, { let index = index.clone(); move |e| index.apply_file(e) });
+    let generator_reflector = indexed_watch(generators, generator_writer, { let index = index.clone(); move |e| index.apply_generator(e) });
+    let backend_reflector = indexed_watch(backends.clone(), backend_writer, { let index = index.clone(); move |e| index.apply_backend(e) });
 
-    let backend_controller = Controller::new(backends.clone(), watcher::Config::default());
-    let generator_controller = Controller::new(generators, watcher::Config::default());
+    let backend_controller = Controller::for_shared_stream(backend_events, backend_store);
+    let generator_controller = Controller::for_shared_stream(generator_events, generator_store);
     let file_controller = Controller::for_shared_stream(file_events, file_store);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Metrics::new()),
-        backend_controller.store(),
-        generator_controller.store(),
-        file_controller.store(),
-        secret_store,
-        policy,
-    ));
+    let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::new()), index, secret_store, policy));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {
@@ -126,6 +128,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = readiness => {}
             _ = secret_reflector => warn!("Secret watch ended"),
             _ = file_reflector => warn!("ReportFile watch ended"),
+            _ = generator_reflector => warn!("ReportGenerator watch ended"),
+            _ = backend_reflector => warn!("ReportBackend watch ended"),
         }
     };
     let work = async {
@@ -143,8 +147,36 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     tokio::select! {
         r = work => r,
-        r = metrics::serve(listener, ctx.metrics.clone(), ctx.files.clone(), ctx.readiness()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
+        r = metrics::serve(listener, ctx.metrics.clone(), reports_by_status(&ctx), ctx.readiness()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
     }
+}
+
+/// A watch of `api` that feeds each event to `index` and then applies it to the store of
+/// `writer`, which tells its subscribers. The index hears first, so that a reconcile woken by
+/// the store finds what woke it in the index too (see [`index`]).
+fn indexed_watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    index: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index(event);
+            }
+        })
+        .reflect_shared(writer)
+        .for_each(|_| async {})
+}
+
+/// The reports gauge's counts, from the index.
+fn reports_by_status(ctx: &Arc<Context>) -> metrics::CountReports {
+    let index = ctx.index.clone();
+    Arc::new(move || index.reports_by_status())
 }
 
 /// Where the operator looks: one namespace or all of them.

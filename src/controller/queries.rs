@@ -1,5 +1,9 @@
 //! Queries across objects of the informer stores: which objects a ReportBackend wakes, and
 //! which backend ids other objects already hold.
+//!
+//! These scan a whole store; only the ReportGenerator controller still uses them. The
+//! [`Index`](super::index::Index) answers the same questions (`generators_of_backend`,
+//! `ids_taken_by_generators`) without a scan: this module goes once the generator moved over.
 
 use std::collections::HashSet;
 

@@ -20,6 +20,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::{debug, info};
@@ -32,7 +33,6 @@ use super::create_once::{CreateOnce, Created, create_once};
 use super::outcome::{Halt, Outcome, conclude};
 use super::guard::{self, error_policy};
 use super::error::Error;
-use super::queries::{ids_taken, users_of_backend};
 use crate::api::{ANNOTATION_REFRESH_URL, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile, ReportFileStatus};
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
 
@@ -43,13 +43,15 @@ pub async fn controller(
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
-    let store = ctl.store();
+    let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A deleted or edited report Secret is written again.
         .owns(secrets, watcher::Config::default().labels(LABEL_REPORT_FILE))
         // A backend that becomes Ready wakes the reports waiting for it.
         .watches(backends, watcher::Config::default(), move |rb| {
-            users_of_backend(&store, &rb, |rf: &ReportFile| (&rf.spec.backend_ref.name, !is_finished(rf)))
+            let namespace = rb.namespace().unwrap_or_default();
+            let waiting = index.files_of_backend(&namespace, &rb.name_any()).into_iter().filter(|rf| !is_finished(rf));
+            waiting.map(|rf| ObjectRef::from_obj(&*rf)).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -169,10 +171,7 @@ impl<'a> Reconciler<'a> {
 
     /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.
     fn ids_taken(&self, rb: &ReportBackend) -> HashSet<String> {
-        ids_taken(self.ctx, &self.ctx.files, self.rf, rb, |rf| {
-            let id = rf.status.as_ref().and_then(|s| s.external_id.as_deref()).or(rf.spec.external_id.as_deref());
-            (&rf.spec.backend_ref.name, id)
-        })
+        self.ctx.index.ids_taken_by_files(rb, self.rf.metadata.uid.as_deref())
     }
 
     /// After a restart the limiter does not know which reports are running: tell it, from
@@ -183,12 +182,8 @@ impl<'a> Reconciler<'a> {
             return;
         }
         let default_org = rb.spec.supplier.as_ref().and_then(|s| s.organization_id.clone()).unwrap_or_default();
-        for rf in self.ctx.files.state() {
-            let running = rf.status.as_ref().filter(|s| s.status == Some(FileState::InProgress));
-            if let Some(id) = running.and_then(|s| s.external_id.as_deref())
-                && rf.namespace().as_deref() == Some(self.namespace.as_str())
-                && rf.spec.backend_ref.name == rb.name_any()
-            {
+        for rf in self.ctx.index.files_in_flight(&self.namespace, &rb.name_any()) {
+            if let Some(id) = rf.status.as_ref().and_then(|s| s.external_id.as_deref()) {
                 limiter.note_in_flight(rf.spec.organization.as_deref().unwrap_or(&default_org), id);
             }
         }
@@ -282,15 +277,11 @@ impl<'a> Reconciler<'a> {
     /// (one request each, or one per organization where the backend polls by organization).
     fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
         let elapsed = self.status.submit_time.map(|t| (self.now - t).to_std().unwrap_or_default()).unwrap_or_default();
-        let running = self.ctx.files.state().into_iter().filter(|rf| {
-            rf.namespace() == rb.namespace()
-                && rf.spec.backend_ref.name == rb.name_any()
-                && rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)
-        });
+        let running = self.ctx.index.files_in_flight(&rb.namespace().unwrap_or_default(), &rb.name_any());
         let polls_per_round = if caps.polls_by_organization {
-            running.map(|rf| rf.spec.organization.clone()).collect::<HashSet<_>>().len()
+            running.iter().map(|rf| rf.spec.organization.as_deref()).collect::<HashSet<_>>().len()
         } else {
-            running.count()
+            running.len()
         };
         let budget = self.ctx.registry.limiter(rb).and_then(|l| l.config().budgets.first().copied());
         decide::poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
