@@ -1,15 +1,18 @@
 //! The controller: one kube-runtime Controller per kind, sharing one client, one set of
 //! backend clients and one rate budget per ReportBackend.
 //!
-//! Each reconcile is a pipeline (read, validate, build, apply, update status): the pure steps
-//! are plain functions with unit tests; the Kubernetes and backend calls sit at the edges.
+//! Each reconcile is a pipeline: read, a pure decision (`decide` in `file/` and `generator/`,
+//! with table tests that need no cluster), the Kubernetes and backend calls it asks for, and
+//! the [`outcome::Outcome`] written down once (Ready condition, Event, requeue).
 //!
 //! This file only wires the parts together ([`run`]). The modules depend on each other in one
 //! direction (`a → b`: `a` uses `b`), so each can be read and tested from the bottom up:
 //!
 //! ```text
 //! backend, generator, file      (one controller per kind)
-//!   → guard, queries            (what every reconcile goes through; cross-object store queries)
+//!   → create_once               (nothing is made twice on a backend: reports, RDE templates)
+//!   → outcome                   (how a reconcile ended, written down in one place)
+//!   → guard                     (what every reconcile goes through: panics, timeouts, API errors)
 //!   → context                   (what reconciles share)
 //!   → index                     (which objects belong to which: owner, backend, API, Secret)
 //!   → registry, metrics, backoff, conditions, error
@@ -34,7 +37,6 @@ mod leader;
 mod metrics;
 mod outcome;
 mod outbound;
-mod queries;
 mod registry;
 
 use std::sync::Arc;

@@ -150,10 +150,9 @@ impl Mirror<'_> {
             .unwrap_or_default();
         // Generators that list this backend for reports to mirror.
         let pollers = ctx
-            .generators
-            .state()
+            .index
+            .generators_of_backend(&rb.namespace().unwrap_or_default(), &rb.name_any())
             .iter()
-            .filter(|o| o.namespace() == rb.namespace() && o.spec.backend_ref.name == rb.name_any())
             .filter(|o| rb.spec.type_ == BackendType::Rde || o.spec.event_type == ReportEventType::OnInvoice)
             .count();
         (

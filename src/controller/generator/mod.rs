@@ -19,6 +19,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
@@ -26,7 +27,6 @@ use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
-use super::queries::users_of_backend;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, find_condition};
 use decide::Start;
 
@@ -37,11 +37,13 @@ pub async fn controller(
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
-    let store = ctl.store();
+    let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_shared_stream(files)
+        // A backend that changes (becomes Ready, say) wakes its generators.
         .watches(backends, watcher::Config::default(), move |rb| {
-            users_of_backend(&store, &rb, |g: &ReportGenerator| (&g.spec.backend_ref.name, true))
+            let users = index.generators_of_backend(&rb.namespace().unwrap_or_default(), &rb.name_any());
+            users.iter().map(|g| ObjectRef::from_obj(&**g)).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -88,11 +90,7 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
     conclude(ctx, g.as_ref(), old, status, outcome, now).await
 }
 
+/// The ReportFiles this generator controls.
 fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
-    let uid = g.uid();
-    ctx.files
-        .state()
-        .into_iter()
-        .filter(|rf| rf.namespace() == g.namespace() && rf.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-        .collect()
+    g.uid().map(|uid| ctx.index.files_of_owner(&uid)).unwrap_or_default()
 }

@@ -3,7 +3,6 @@
 //! a second one), its report files are mirrored, and a finalizer deletes it when the
 //! generator goes.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ use crate::controller::context::Context;
 use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
 use crate::controller::outcome::Outcome;
-use crate::controller::queries::ids_taken;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
 pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
@@ -124,9 +122,7 @@ impl CreateOnce for Template<'_> {
     }
 
     async fn find(&mut self) -> Result<Option<RemoteReport>, Stop> {
-        let taken: HashSet<String> = ids_taken(self.ctx, &self.ctx.generators, self.g, self.rb, |other: &ReportGenerator| {
-            (&other.spec.backend_ref.name, other.status.as_ref().and_then(|s| s.external_id.as_deref()))
-        });
+        let taken = self.ctx.index.ids_taken_by_generators(self.rb, self.g.metadata.uid.as_deref());
         let type_ = self.rb.spec.type_.as_str();
         self.ctx.metrics.call(type_, "find", self.backend.find(self.req, &taken)).await.map_err(|e| Stop::Backend("find", e))
     }
