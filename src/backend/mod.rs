@@ -276,12 +276,7 @@ pub fn connect_with_options(
     options: &ClientOptions,
 ) -> Result<Arc<dyn ReportingBackend>, BackendError> {
     let creds = auth::Credentials(credentials);
-    let base = http::parse_base_url(&spec.url, "spec.url", &options.policy)?;
-    let insecure = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
-    let guard = policy::Guard::new(options.policy.clone());
-    let client = http::build_client(ca_pem, insecure, options, &guard)?;
-    let http =
-        http::HttpClient::new(client, base, limiter, options.retry.clone(), spec.type_, creds.all_values(), guard);
+    let http = http::HttpClient::for_spec(spec, ca_pem, limiter, options, creds.all_values())?;
     Ok(match spec.type_ {
         BackendType::Rde => Arc::new(rde::RdeBackend::new(http, spec, &creds)?),
         BackendType::Cmp => Arc::new(cmp::CmpBackend::new(http, spec, &creds)?),
