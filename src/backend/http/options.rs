@@ -4,6 +4,7 @@
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use url::Url;
 
 use super::answer::error_chain;
@@ -58,10 +59,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The wait before the retry after `attempt` (1: the first). backon's jitter adds up to
+    /// the delay again, so its delays start from half of ours: each wait falls between half of
+    /// the doubled (and capped) delay and all of it.
     pub(super) fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let capped = exp.min(self.max_delay);
-        capped.mul_f64(rand::random_range(0.5..=1.0))
+        let half_max = self.max_delay / 2;
+        ExponentialBuilder::new()
+            .with_min_delay((self.base_delay / 2).min(half_max))
+            .with_max_delay(half_max)
+            .without_max_times()
+            .with_jitter()
+            .build()
+            .nth(attempt.saturating_sub(1).min(16) as usize)
+            .unwrap_or(self.max_delay)
     }
 }
 
