@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::BackendError;
-use crate::api::{BackendType, ReportBackendSpec};
+use super::Capabilities;
+use crate::api::ReportBackendSpec;
 
 /// One budget: at most `requests` sends in any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,30 +67,36 @@ pub struct LimiterConfig {
     pub pending_ttl: Duration,
 }
 
-/// The token endpoint of SUPPLIER's OAuth2 server allows about 100 requests an hour.
-pub const SUPPLIER_TOKEN_BUDGET: Budget = Budget::new(100, Duration::from_secs(3600));
-/// Endpoint name under which token requests are counted.
-pub const TOKEN_ENDPOINT: &str = "token";
+/// A backend type's documented limits (in its [`Capabilities`]), for what `spec.limits`
+/// leaves unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultLimits {
+    /// The first is the budget `spec.limits` replaces; any others always apply.
+    pub budgets: &'static [Budget],
+    /// See [`LimiterConfig::per_endpoint`].
+    pub per_endpoint: bool,
+    /// See [`LimiterConfig::endpoint_budgets`].
+    pub endpoint_budgets: &'static [(&'static str, &'static [Budget])],
+    pub max_in_flight: Option<u32>,
+}
+
+impl DefaultLimits {
+    /// No budget and no in-flight cap.
+    pub const NONE: DefaultLimits = DefaultLimits { budgets: &[], per_endpoint: false, endpoint_budgets: &[], max_in_flight: None };
+}
 
 impl LimiterConfig {
-    /// The limits for a backend: `spec.limits` where set, else the type's documented defaults
-    /// (SUPPLIER 600 requests per 10 minutes on each endpoint, tokens 100 an hour, 6 reports in
-    /// progress per organization; CMP 60 calls a minute and 5,000 a day; the others unlimited).
+    /// The limits for a backend: `spec.limits` where set, else its type's [`DefaultLimits`].
     pub fn for_backend(spec: &ReportBackendSpec) -> Self {
+        let defaults = Capabilities::of(spec.type_).limits;
         let limits = spec.limits.clone().unwrap_or_default();
         // The schema says at least 1; anything else is treated as unset.
         let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
         let (max_in_flight, requests_per_window, window_seconds) =
             (positive(limits.max_in_flight), positive(limits.requests_per_window), positive(limits.window_seconds));
-        let (default_primary, secondary, per_endpoint, default_in_flight) = match spec.type_ {
-            BackendType::Supplier => (Some(Budget::new(600, Duration::from_secs(600))), None, true, Some(6)),
-            BackendType::Cmp => (
-                Some(Budget::new(60, Duration::from_secs(60))),
-                Some(Budget::new(5000, Duration::from_secs(86_400))),
-                false,
-                None,
-            ),
-            BackendType::Rde | BackendType::Connect | BackendType::Fusion => (None, None, false, None),
+        let (default_primary, secondary) = match defaults.budgets.split_first() {
+            Some((primary, rest)) => (Some(*primary), rest),
+            None => (None, &[][..]),
         };
         let primary = match (requests_per_window, window_seconds) {
             (None, None) => default_primary,
@@ -101,16 +108,11 @@ impl LimiterConfig {
                     .unwrap_or(Duration::from_secs(60)),
             )),
         };
-        let endpoint_budgets = if spec.type_ == BackendType::Supplier {
-            vec![(TOKEN_ENDPOINT, vec![SUPPLIER_TOKEN_BUDGET])]
-        } else {
-            Vec::new()
-        };
         LimiterConfig {
-            budgets: primary.into_iter().chain(secondary).collect(),
-            per_endpoint,
-            endpoint_budgets,
-            max_in_flight: max_in_flight.or(default_in_flight),
+            budgets: primary.into_iter().chain(secondary.iter().copied()).collect(),
+            per_endpoint: defaults.per_endpoint,
+            endpoint_budgets: defaults.endpoint_budgets.iter().map(|(name, budgets)| (*name, budgets.to_vec())).collect(),
+            max_in_flight: max_in_flight.or(defaults.max_in_flight),
             ..LimiterConfig::unlimited()
         }
     }
