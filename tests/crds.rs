@@ -6,8 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{TestNamespace, control_plane, stderr, stdout};
+use common::{TestNamespace, control_plane, stderr, stdout, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use report_operator::api;
 
@@ -261,26 +262,63 @@ async fn kubectl_explain_teaches_the_fields() {
         assert!(out.status.success(), "explain {field}: {}", stderr(&out));
         assert!(stdout(&out).contains(needle), "explain {field} lacks {needle:?}:\n{}", stdout(&out));
     }
-    // Every Ready reason a ReportFile can show (src/controller/file/decide.rs and the
-    // reconcile errors) is explained where a person looks it up.
-    let out = cp.kubectl(&["explain", "reportfile.status.conditions"]);
-    assert!(out.status.success(), "explain reportfile.status.conditions: {}", stderr(&out));
-    let text = stdout(&out).split_whitespace().collect::<Vec<_>>().join(" ");
-    for reason in [
-        "Pending",
-        "InProgress",
-        "Ready",
-        "Failed",
-        "DeadlineExceeded",
-        "TooLarge",
-        "UrlExpired",
-        "SecretConflict",
-        "KubernetesApiError",
-        "InternalError",
-        "ReconcileTimeout",
-        "Invalid",
-    ] {
-        assert!(text.contains(&format!("{reason} (")) || text.contains(&format!("{reason},")), "explain reportfile.status.conditions lacks {reason}:\n{text}");
+    // Every Ready reason a ReportFile can show is explained where a person looks it up. The
+    // API server publishes a changed CRD's OpenAPI a moment after the change (and another
+    // test run may have applied its own version): wait until explain shows this doc.
+    let doc = words(&report_file_conditions_doc());
+    let shown = wait_for("kubectl explain to show this ReportFile status.conditions doc", Duration::from_secs(30), || {
+        let out = cp.kubectl(&["explain", "reportfile.status.conditions"]);
+        assert!(out.status.success(), "explain reportfile.status.conditions: {}", stderr(&out));
+        let text = words(&stdout(&out));
+        std::future::ready(text.contains(&doc).then_some(text))
+    })
+    .await;
+    for reason in FILE_READY_REASONS {
+        assert!(lists(&shown, reason), "explain reportfile.status.conditions lacks {reason}:\n{shown}");
+    }
+}
+
+/// Whitespace-normalized text: `kubectl explain` wraps lines its own way.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a doc explains `reason` (followed by its explanation or by the next reason).
+fn lists(doc: &str, reason: &str) -> bool {
+    doc.contains(&format!("{reason} (")) || doc.contains(&format!("{reason},"))
+}
+
+fn report_file_conditions_doc() -> String {
+    let crd = serde_json::to_value(api::ReportFile::crd()).expect("crd json");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
+        ["description"]
+        .as_str()
+        .expect("status.conditions has a description")
+        .to_string()
+}
+
+const FILE_READY_REASONS: &[&str] = &[
+    "Pending",
+    "InProgress",
+    "Ready",
+    "Failed",
+    "DeadlineExceeded",
+    "TooLarge",
+    "UrlExpired",
+    "SecretConflict",
+    "KubernetesApiError",
+    "InternalError",
+    "ReconcileTimeout",
+    "Invalid",
+];
+
+/// The reasons of src/controller/file/decide.rs and of the reconcile errors, in the doc that
+/// `kubectl explain` shows.
+#[test]
+fn report_file_conditions_doc_lists_every_ready_reason() {
+    let doc = words(&report_file_conditions_doc());
+    for reason in FILE_READY_REASONS {
+        assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
 }
 
