@@ -464,7 +464,8 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
         render(
         &release.name,
         // The simulators listen on loopback over plain HTTP.
-        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true"],
+        // No user-facing ClusterRoles: cluster-wide, they would outlive this test's namespaces.
+        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true", "rbac.aggregateToDefaultRoles=false"],
         &[],
     );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and

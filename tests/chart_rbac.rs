@@ -121,20 +121,23 @@ fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_forbidden())
 }
 
-/// Whether the client's own user may `verb` the `resource` (and `subresource`) in `namespace`.
+/// Whether the client's own user may `verb` the `resource` (and `subresource`) of this API
+/// group in `namespace`.
 async fn may(client: &Client, namespace: &str, verb: &str, resource: &str, subresource: Option<&str>) -> bool {
+    allowed(client, ResourceAttributes {
+        namespace: Some(namespace.to_string()),
+        verb: Some(verb.to_string()),
+        group: Some(GROUP.to_string()),
+        resource: Some(resource.to_string()),
+        subresource: subresource.map(str::to_string),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn allowed(client: &Client, attributes: ResourceAttributes) -> bool {
     let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(namespace.to_string()),
-                verb: Some(verb.to_string()),
-                group: Some(GROUP.to_string()),
-                resource: Some(resource.to_string()),
-                subresource: subresource.map(str::to_string),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        spec: SelfSubjectAccessReviewSpec { resource_attributes: Some(attributes), ..Default::default() },
         ..Default::default()
     };
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
@@ -167,14 +170,40 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
     let as_editor = client_as(&cp, &editor).await;
     let as_viewer = client_as(&cp, &viewer).await;
     let as_admin = client_as(&cp, &admin).await;
+    // A role of the test's own, aggregated into edit, shows when the aggregator has caught up.
+    let probe_role = format!("{}-aggregation-probe", ns.name);
+    let mut names = names;
+    names.push(probe_role.clone());
     let _installed = Installed {
         cp: cp.clone(),
         names,
         probe: (ns.name.clone(), editor.clone()),
         _aggregator: Aggregator::start(&cp, &ns.name),
     };
-    // Before the chart's roles exist, edit and view do not cover the three kinds (and an
-    // earlier run's rules, should a built-in role still hold them, are gone).
+    let probe = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": probe_role, "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [probe_role], "verbs": ["get"]}],
+    });
+    let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], Some(&probe.to_string()));
+    assert!(out.status.success(), "install the probe role: {}", stderr(&out));
+    wait_for("the aggregator to fold a probe role into edit", AGGREGATION, || {
+        let (as_editor, ns, name) = (as_editor.clone(), ns.name.clone(), probe_role.clone());
+        async move {
+            let attributes = ResourceAttributes {
+                namespace: Some(ns),
+                verb: Some("get".into()),
+                resource: Some("configmaps".into()),
+                name: Some(name),
+                ..Default::default()
+            };
+            allowed(&as_editor, attributes).await.then_some(())
+        }
+    })
+    .await;
+    // The aggregator is current: without the chart's roles, edit and view do not cover the
+    // three kinds (no earlier run's or other release's rules linger in them).
     wait_for("edit and view without the chart's roles to grant nothing on ReportGenerators", AGGREGATION, || {
         let (as_editor, as_viewer, ns) = (as_editor.clone(), as_viewer.clone(), ns.name.clone());
         async move {

@@ -67,49 +67,53 @@ async fn crds_are_established_and_listed_under_reporting() {
     );
 }
 
+/// A printer column: name, type, JSONPath.
+type Column = (String, String, String);
+
+fn column(name: &str, type_: &str, path: impl Into<String>) -> Column {
+    (name.to_string(), type_.to_string(), path.into())
+}
+
 /// What `kubectl get` shows, as the API server serves it: the category that lists all three
 /// kinds (`reports` is shadowed by any resource of that name, such as Kyverno's OpenReports),
 /// the short names, and the printer columns.
 #[tokio::test]
 async fn the_api_server_serves_the_category_short_names_and_columns() {
     let ready = r#".status.conditions[?(@.type=="Ready")]"#;
-    let expected: Vec<(&str, &str, Vec<(&str, &str, String)>)> = vec![
+    let expected: Vec<(&str, &str, Vec<Column>)> = vec![
         ("reportbackends.reporting.report-operator.io", "rb", vec![
-            ("Type", "string", ".spec.type".into()),
-            ("URL", "string", ".spec.url".into()),
-            ("Ready", "string", format!("{ready}.status")),
-            ("Reason", "string", format!("{ready}.reason")),
-            ("Age", "date", ".metadata.creationTimestamp".into()),
+            column("Type", "string", ".spec.type"),
+            column("URL", "string", ".spec.url"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
         ]),
         ("reportgenerators.reporting.report-operator.io", "rg", vec![
-            ("Type", "string", ".spec.eventType".into()),
-            ("Backend", "string", ".spec.backendRef.name".into()),
-            ("Format", "string", ".spec.format".into()),
-            ("Suspend", "boolean", ".spec.schedule.suspend".into()),
-            ("Active", "integer", ".status.reports.inProgress".into()),
-            ("Next Report", "date", ".status.nextReportDate".into()),
-            ("Last Success", "date", ".status.lastSuccessfulTime".into()),
-            ("Ready", "string", format!("{ready}.status")),
-            ("Reason", "string", format!("{ready}.reason")),
-            ("Age", "date", ".metadata.creationTimestamp".into()),
+            column("Type", "string", ".spec.eventType"),
+            column("Backend", "string", ".spec.backendRef.name"),
+            column("Format", "string", ".spec.format"),
+            column("Suspend", "boolean", ".spec.schedule.suspend"),
+            column("Active", "integer", ".status.reports.inProgress"),
+            column("Next Report", "date", ".status.nextReportDate"),
+            column("Last Success", "date", ".status.lastSuccessfulTime"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
         ]),
         ("reportfiles.reporting.report-operator.io", "rf", vec![
-            ("Status", "string", ".status.status".into()),
-            ("Generator", "string", ".spec.generatorRef.name".into()),
-            ("Start", "string", ".spec.parameters.startDate".into()),
-            ("End", "string", ".spec.parameters.endDate".into()),
-            ("Generated", "date", ".status.generateDate".into()),
-            ("Ready", "string", format!("{ready}.status")),
-            ("Reason", "string", format!("{ready}.reason")),
-            ("Age", "date", ".metadata.creationTimestamp".into()),
+            column("Status", "string", ".status.status"),
+            column("Generator", "string", ".spec.generatorRef.name"),
+            column("Start", "string", ".spec.parameters.startDate"),
+            column("End", "string", ".spec.parameters.endDate"),
+            column("Generated", "date", ".status.generateDate"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
         ]),
     ];
     let expected: Vec<_> = expected
         .into_iter()
-        .map(|(name, short, cols)| {
-            let cols: Vec<_> = cols.into_iter().map(|(n, t, p)| (n.to_string(), t.to_string(), p)).collect();
-            (name.to_string(), vec!["reporting".to_string()], vec![short.to_string()], cols)
-        })
+        .map(|(name, short, cols)| (name.to_string(), vec!["reporting".to_string()], vec![short.to_string()], cols))
         .collect();
     let cp = control_plane().await;
     let api: Api<CustomResourceDefinition> = Api::all(cp.client().await);
