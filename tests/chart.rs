@@ -85,6 +85,7 @@ fn helm_lint_is_clean_with_default_and_overridden_values() {
         &["watchNamespace=billing"],
         &["replicaCount=2", "podDisruptionBudget.enabled=true"],
         &["metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true"],
+        &["rbac.aggregateToDefaultRoles=false", "logLevel=debug"],
     ];
     for sets in scenarios {
         let mut args = vec!["lint".to_string(), "--strict".to_string(), CHART.to_string()];

@@ -70,7 +70,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// The tracing filter for this level. The Kubernetes client and HTTP stack stay at warn
-    /// unless the level is quieter: at info and below they log every request and watch.
+    /// (or quieter): at info and more verbose they log every request and watch.
     pub fn filter(self) -> &'static str {
         match self {
             LogLevel::Error => "error",
@@ -94,21 +94,26 @@ pub fn init_logging(format: LogFormat) {
     init_logging_at(format, LogLevel::Info);
 }
 
-/// RUST_LOG, when set and valid, wins over `level`; an invalid one is reported, not fatal.
 fn init_logging_at(format: LogFormat, level: LogLevel) {
-    let from_env = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty());
-    let filter = match from_env.map(|v| tracing_subscriber::EnvFilter::try_new(&v).map_err(|e| (v, e))) {
-        Some(Ok(filter)) => filter,
-        Some(Err((v, e))) => {
-            eprintln!("warning: ignoring RUST_LOG={v:?} ({e}); logging at --log-level");
-            tracing_subscriber::EnvFilter::new(level.filter())
-        }
-        None => tracing_subscriber::EnvFilter::new(level.filter()),
-    };
+    let rust_log = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
+    let (filter, ignored) = choose_filter(rust_log.as_deref(), level);
+    if let Some(why) = ignored {
+        eprintln!("warning: ignoring RUST_LOG ({why}); logging at --log-level");
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// RUST_LOG, when set and valid, wins over `level`; an invalid one is reported (the second
+/// value), not fatal: a typo in a filter should not stop the operator.
+fn choose_filter(rust_log: Option<&str>, level: LogLevel) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    match rust_log.filter(|v| !v.trim().is_empty()).map(tracing_subscriber::EnvFilter::try_new) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(e)) => (tracing_subscriber::EnvFilter::new(level.filter()), Some(e.to_string())),
+        None => (tracing_subscriber::EnvFilter::new(level.filter()), None),
     }
 }
 
@@ -169,5 +174,22 @@ mod tests {
         }
         let unknown = RunArgs::augment_args(Command::new("run")).no_binary_name(true).try_get_matches_from(["--log-level", "loud"]);
         assert!(unknown.is_err(), "an unknown level is refused");
+    }
+
+    #[test]
+    fn rust_log_wins_over_the_level_when_set_and_valid() {
+        let table = [
+            (None, LogLevel::Debug, LogLevel::Debug.filter(), false),
+            (Some(""), LogLevel::Warn, "warn", false),
+            (Some("  "), LogLevel::Info, LogLevel::Info.filter(), false),
+            (Some("info,kube=debug"), LogLevel::Error, "info,kube=debug", false),
+            (Some("trace"), LogLevel::Info, "trace", false),
+            (Some("info,kube=loud"), LogLevel::Warn, "warn", true),
+        ];
+        for (rust_log, level, expected, ignored) in table {
+            let (filter, why) = choose_filter(rust_log, level);
+            assert_eq!(filter.to_string(), tracing_subscriber::EnvFilter::new(expected).to_string(), "{rust_log:?} {level:?}");
+            assert_eq!(why.is_some(), ignored, "{rust_log:?}: {why:?}");
+        }
     }
 }
