@@ -73,6 +73,11 @@ pub struct ReportFileSpec {
     pub active_deadline_seconds: Option<i64>,
 }
 
+/// ReportFile condition type: True once the report is READY (as a Job's `Complete`).
+pub const CONDITION_COMPLETE: &str = "Complete";
+/// ReportFile condition type: True once the report FAILED (as a Job's `Failed`).
+pub const CONDITION_FAILED: &str = "Failed";
+
 /// Where a report is in its life.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -99,14 +104,19 @@ pub struct ReportFileStatus {
     /// IN_PROGRESS, READY or FAILED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<FileState>,
-    /// `Ready`, with reasons: Pending (waiting for the backend or for the request to be
-    /// accepted), InProgress (the backend is generating it), Ready (the Secret holds the
-    /// download), Failed (the backend failed or refused the report), DeadlineExceeded (not
-    /// READY within activeDeadlineSeconds), TooLarge (the report or its download is over
-    /// the operator's size limit), UrlExpired (the download URL expired, or cannot be renewed
-    /// now), SecretConflict (a Secret of the report's name that the operator does not own is
-    /// in the way); and KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the
-    /// operator could not handle the object; retried with backoff).
+    /// Three conditions. `Complete` and `Failed` are the outcome, as a Job's: `Complete` is
+    /// True once READY, `Failed` True once FAILED (both False, reason InProgress, before),
+    /// so `kubectl wait --for=condition=Complete` (or `Failed`) waits for it. `Ready` is
+    /// whether the download works now, with reasons: Pending (waiting for the backend or for
+    /// the request to be accepted), InProgress (the backend is generating it), Ready (the
+    /// Secret holds the download), Failed (the backend failed or refused the report),
+    /// DeadlineExceeded (not READY within activeDeadlineSeconds), TooLarge (the report or
+    /// its download is over the operator's size limit), UrlExpired (the download URL
+    /// expired, or cannot be renewed now; the report stays Complete), SecretConflict (a
+    /// Secret of the report's name that the operator does not own is in the way); and
+    /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the operator could not
+    /// handle the object; retried with backoff). A FAILED report's `Failed` and `Complete`
+    /// carry its reason: Failed, DeadlineExceeded or TooLarge.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -256,8 +256,10 @@ pub struct ReportGeneratorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the generator is valid and producing reports. Reasons: ReportReady,
-    /// ReportInProgress, ReportFailed (ONETIME), Scheduled, Throttled (PERIODIC; Throttled: the
-    /// reports in progress are at the per-generator cap), BackendNotFound, BackendNotReady,
+    /// ReportInProgress, ReportFailed (ONETIME), Scheduled, Throttled (PERIODIC;
+    /// Throttled: the reports in progress are at the per-generator cap), LastReportFailed
+    /// (PERIODIC and ON_INVOICE: the newest finished report, by window end then completion
+    /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
     /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
     /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (retried with backoff).

@@ -33,7 +33,11 @@ pub struct Cond<'a> {
 
 impl<'a> Cond<'a> {
     pub fn ready(status: bool, reason: &'a str, message: impl Into<String>) -> Self {
-        Cond { type_: crate::api::CONDITION_READY, status, reason, message: message.into() }
+        Self::new(crate::api::CONDITION_READY, status, reason, message)
+    }
+
+    pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
+        Cond { type_, status, reason, message: message.into() }
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::secret::{Observed, conflict_message};
-use crate::api::{ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, LocalObjectReference, ReportFileStatus, find_condition};
+use crate::api::{
+    ANNOTATION_REFRESH_URL, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState, LocalObjectReference, ReportFileStatus, find_condition,
+};
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
 use crate::controller::conditions::{Cond, set_condition};
 use crate::controller::outcome::Outcome;
@@ -103,8 +105,39 @@ pub fn outcome(next: Next) -> Option<Outcome> {
     })
 }
 
+/// Sets `Ready` (whether the download works now) and, from `s.status`, the outcome
+/// conditions: every step that changes the state goes through here, so they never disagree.
 fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: &str, message: String) {
+    set_outcome(s, f, reason, &message);
     set_condition(&mut s.conditions, Cond::ready(status, reason, message), f.generation, f.now);
+}
+
+/// `Complete` and `Failed`, as a Job has them, so that `kubectl wait` can wait for either
+/// outcome; `Ready` alone cannot say FAILED apart from "not yet", nor READY apart from an
+/// expired URL. A FAILED report's `reason` and `message` are its failure's.
+fn set_outcome(s: &mut ReportFileStatus, f: &Facts, reason: &str, message: &str) {
+    let (complete, failed, reason, message) = match s.status {
+        Some(FileState::Ready) => (true, false, "Ready", "the report is READY"),
+        Some(FileState::Failed) => (false, true, reason, message),
+        Some(FileState::InProgress) | None => (false, false, "InProgress", "the report is not finished yet"),
+    };
+    set_condition(&mut s.conditions, Cond::new(CONDITION_COMPLETE, complete, reason, message), f.generation, f.now);
+    set_condition(&mut s.conditions, Cond::new(CONDITION_FAILED, failed, reason, message), f.generation, f.now);
+}
+
+/// A report finished before the operator set `Complete` and `Failed` gets them from its
+/// state and Ready condition, once.
+fn outcome_missing(s: &mut ReportFileStatus, f: &Facts) -> bool {
+    if find_condition(&s.conditions, CONDITION_COMPLETE).is_some() {
+        return false;
+    }
+    let (reason, message) = match find_condition(&s.conditions, CONDITION_READY) {
+        Some(c) if ["DeadlineExceeded", "TooLarge"].contains(&c.reason.as_str()) => (c.reason.clone(), c.message.clone()),
+        Some(c) => ("Failed".to_string(), c.message.clone()),
+        None => ("Failed".to_string(), "the report FAILED".to_string()),
+    };
+    set_outcome(s, f, &reason, &message);
+    true
 }
 
 fn ready_reason(s: &ReportFileStatus) -> Option<&str> {
@@ -120,7 +153,7 @@ pub fn known_id(s: &ReportFileStatus, f: &Facts) -> Option<String> {
 /// The start of a reconcile.
 pub fn start(s: &mut ReportFileStatus, f: &Facts) -> Next {
     match s.status {
-        Some(FileState::Failed) => return Next::Leave { requeue: None },
+        Some(FileState::Failed) => return if outcome_missing(s, f) { Next::Done { requeue: None } } else { Next::Leave { requeue: None } },
         Some(FileState::Ready) => return Next::CheckSecret,
         Some(FileState::InProgress) | None => {}
     }
@@ -285,7 +318,9 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
         "before the URL expired"
     } else {
         let requeue = ready_requeue_after(s.url_expires_at, f.now);
-        let Some(expires) = s.url_expires_at.filter(|e| f.now >= *e) else { return Next::Leave { requeue } };
+        let Some(expires) = s.url_expires_at.filter(|e| f.now >= *e) else {
+            return if outcome_missing(s, f) { Next::Done { requeue } } else { Next::Leave { requeue } };
+        };
         let message = format!(
             "the download URL expired at {}; set the annotation {ANNOTATION_REFRESH_URL} to a new value for a fresh one",
             expires.to_rfc3339()

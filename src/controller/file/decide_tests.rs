@@ -20,13 +20,37 @@ fn facts() -> Facts<'static> {
     }
 }
 
-/// A status in `state` whose Ready condition has `reason`.
+/// A status in `state` whose Ready condition has `reason`, with the outcome conditions the
+/// operator writes with it.
 fn status(state: Option<FileState>, reason: Option<&str>) -> ReportFileStatus {
     let mut s = ReportFileStatus { status: state, ..Default::default() };
     if let Some(reason) = reason {
-        set_condition(&mut s.conditions, Cond::ready(reason == "Ready", reason, "before"), Some(1), t("2026-01-01T00:00:00Z"));
+        let f = Facts { now: t("2026-01-01T00:00:00Z"), ..facts() };
+        set_ready(&mut s, &f, reason == "Ready", reason, "before".into());
     }
     s
+}
+
+/// The same status as the operator wrote it before it set `Complete` and `Failed`.
+fn without_outcome(mut s: ReportFileStatus) -> ReportFileStatus {
+    s.conditions.retain(|c| c.type_ == CONDITION_READY);
+    s
+}
+
+/// The outcome conditions in a few words: "" none, "-" neither yet, "Complete", or
+/// "Failed <reason>"; both must agree.
+fn outcome_of(s: &ReportFileStatus) -> String {
+    let (Some(complete), Some(failed)) = (find_condition(&s.conditions, CONDITION_COMPLETE), find_condition(&s.conditions, CONDITION_FAILED)) else {
+        assert!(find_condition(&s.conditions, CONDITION_FAILED).is_none(), "Failed without Complete");
+        return String::new();
+    };
+    assert_eq!(complete.reason, failed.reason, "Complete and Failed give one reason");
+    match (complete.status.as_str(), failed.status.as_str()) {
+        ("False", "False") => "-".into(),
+        ("True", "False") => "Complete".into(),
+        ("False", "True") => format!("Failed {}", failed.reason),
+        other => panic!("Complete and Failed both {other:?}"),
+    }
 }
 
 fn url(expires: &str) -> Download {
@@ -106,8 +130,8 @@ fn short(n: &Next) -> String {
 type Setup = fn(&mut ReportFileStatus, &mut Facts<'static>);
 
 /// (situation, status before, facts, decision point, next, state after, Ready reason after,
-/// in the message)
-type Row = (&'static str, ReportFileStatus, Setup, At, &'static str, Option<FileState>, &'static str, &'static str);
+/// outcome conditions after (see [`outcome_of`]), in the Ready message)
+type Row = (&'static str, ReportFileStatus, Setup, At, &'static str, Option<FileState>, &'static str, &'static str, &'static str);
 
 fn nothing(_: &mut ReportFileStatus, _: &mut Facts<'static>) {}
 
@@ -124,91 +148,97 @@ fn every_situation_of_a_report_file_has_one_next_step() {
     };
     #[rustfmt::skip]
     let rows: Vec<Row> = vec![
-        ("a new report asks for a backend", status(None, None), nothing, At::Start, "AskBackend", None, "", ""),
-        ("a failed report is left alone", status(Some(Failed), Some("Failed")), nothing, At::Start, "Leave change", Some(Failed), "Failed", "before"),
-        ("a ready report looks at its Secret", status(Some(Ready), Some("Ready")), nothing, At::Start, "CheckSecret", Some(Ready), "Ready", "before"),
+        ("a new report asks for a backend", status(None, None), nothing, At::Start, "AskBackend", None, "", "", ""),
+        ("a failed report is left alone", status(Some(Failed), Some("Failed")), nothing, At::Start, "Leave change", Some(Failed), "Failed", "Failed Failed", "before"),
+        ("a ready report looks at its Secret", status(Some(Ready), Some("Ready")), nothing, At::Start, "CheckSecret", Some(Ready), "Ready", "Complete", "before"),
         ("deadline: default 6 h passed", in_progress(), |_, f| f.now = t("2026-01-01T06:00:01Z"), At::Start,
-            "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "activeDeadlineSeconds (21600 s)"),
-        ("deadline: not yet", in_progress(), |_, f| f.active_deadline_seconds = Some(3601), At::Start, "AskBackend", Some(InProgress), "InProgress", ""),
+            "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "activeDeadlineSeconds (21600 s)"),
+        ("deadline: not yet", in_progress(), |_, f| f.active_deadline_seconds = Some(3601), At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
         ("deadline: i64::MAX is never reached", in_progress(), |_, f| { f.active_deadline_seconds = Some(i64::MAX); f.now = t("9999-12-31T23:59:59Z") },
-            At::Start, "AskBackend", Some(InProgress), "InProgress", ""),
-        ("deadline: i64::MIN is no date", in_progress(), |_, f| f.active_deadline_seconds = Some(i64::MIN), At::Start, "AskBackend", Some(InProgress), "InProgress", ""),
+            At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
+        ("deadline: i64::MIN is no date", in_progress(), |_, f| f.active_deadline_seconds = Some(i64::MIN), At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
         ("deadline: zero has passed", in_progress(), |_, f| f.active_deadline_seconds = Some(0), At::Start,
-            "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "(0 s)"),
-        ("deadline: no creation time yet", in_progress(), |_, f| { f.created = None; f.active_deadline_seconds = Some(0) }, At::Start, "AskBackend", Some(InProgress), "InProgress", ""),
-        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::Start, "CheckSecret", Some(InProgress), SECRET_CONFLICT, ""),
+            "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "(0 s)"),
+        ("deadline: no creation time yet", in_progress(), |_, f| { f.created = None; f.active_deadline_seconds = Some(0) }, At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
+        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::Start, "CheckSecret", Some(InProgress), SECRET_CONFLICT, "-", ""),
         ("the conflict is still there", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(foreign()),
-            "SecretConflict first=false", Some(InProgress), SECRET_CONFLICT, "Delete or rename"),
-        ("the conflict is gone", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), SECRET_CONFLICT, ""),
-        ("backend not Ready: Pending", status(None, None), nothing, At::BackendNotReady, "Done 30000ms", Some(InProgress), "Pending", "waiting for the backend: ReportBackend"),
-        ("known id: get", in_progress(), |s, _| s.external_id = Some("r-1".into()), At::WithBackend, "Get r-1", Some(InProgress), "InProgress", ""),
-        ("id in the spec: get, and status says it", status(None, None), |_, f| f.spec_external_id = Some("rde-9"), At::WithBackend, "Get rde-9", None, "", ""),
+            "SecretConflict first=false", Some(InProgress), SECRET_CONFLICT, "-", "Delete or rename"),
+        ("the conflict is gone", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), SECRET_CONFLICT, "-", ""),
+        ("backend not Ready: Pending", status(None, None), nothing, At::BackendNotReady, "Done 30000ms", Some(InProgress), "Pending", "-", "waiting for the backend: ReportBackend"),
+        ("known id: get", in_progress(), |s, _| s.external_id = Some("r-1".into()), At::WithBackend, "Get r-1", Some(InProgress), "InProgress", "-", ""),
+        ("id in the spec: get, and status says it", status(None, None), |_, f| f.spec_external_id = Some("rde-9"), At::WithBackend, "Get rde-9", None, "", "", ""),
         ("mark without id: find first", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::WithBackend, "Create", Some(InProgress), "Pending", "before"),
-        ("no id: create once", status(None, None), nothing, At::WithBackend, "Create", None, "", ""),
-        ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE for the report"),
+            At::WithBackend, "Create", Some(InProgress), "Pending", "-", "before"),
+        ("no id: create once", status(None, None), nothing, At::WithBackend, "Create", None, "", "", ""),
+        ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE for the report"),
         ("find: adopted, id recorded at once", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "the backend is generating the report"),
+            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "-", "the backend is generating the report"),
         ("find: none, submit again", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "asking COMMERCE"),
-        ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Poll first=true", Some(InProgress), "InProgress", "COMMERCE is generating the report"),
+            At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE"),
+        ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Poll first=true", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
         ("in progress, again", in_progress(), |s, _| s.submit_time = Some(t("2026-01-01T00:10:00Z")), At::Answer(ReportState::InProgress),
-            "Poll first=false", Some(InProgress), "InProgress", "COMMERCE is generating"),
-        ("ready on the backend: download", in_progress(), nothing, At::Answer(ReportState::Ready), "Download", Some(InProgress), "InProgress", ""),
+            "Poll first=false", Some(InProgress), "InProgress", "-", "COMMERCE is generating"),
+        ("ready on the backend: download", in_progress(), nothing, At::Answer(ReportState::Ready), "Download", Some(InProgress), "InProgress", "-", ""),
         ("failed on the backend", in_progress(), nothing, At::Answer(ReportState::Failed { reason: "NO_DATA".into() }),
-            "Fail Failed", Some(Failed), "Failed", "COMMERCE failed the report: NO_DATA"),
+            "Fail Failed", Some(Failed), "Failed", "Failed Failed", "COMMERCE failed the report: NO_DATA"),
         ("queued behind the in-flight cap: no Event", in_progress(), nothing,
             At::Error(BackendError::InFlightLimit { organization: "o".into(), max: 2, retry_after: Duration::from_secs(20) }),
-            "Retry 20000ms event=none rate_limited=true", Some(InProgress), "Pending", "2 reports already in progress"),
+            "Retry 20000ms event=none rate_limited=true", Some(InProgress), "Pending", "-", "2 reports already in progress"),
         ("rate limited: Retry-After kept", in_progress(), |s, _| s.external_id = Some("r-1".into()),
             At::Error(BackendError::RateLimited { retry_after: Some(Duration::from_secs(7)) }),
-            "Retry 7000ms event=RateLimited rate_limited=true", Some(InProgress), "InProgress", "get on COMMERCE: rate limited, retry after 7s; retrying in 7s"),
+            "Retry 7000ms event=RateLimited rate_limited=true", Some(InProgress), "InProgress", "-", "get on COMMERCE: rate limited, retry after 7s; retrying in 7s"),
         ("rate limited: a year of Retry-After is clamped to a day", in_progress(), nothing,
             At::Error(BackendError::RateLimited { retry_after: Some(Duration::from_secs(365 * 86400)) }),
-            "Retry 86400000ms event=RateLimited rate_limited=true", Some(InProgress), "Pending", "retrying in 86400s"),
+            "Retry 86400000ms event=RateLimited rate_limited=true", Some(InProgress), "Pending", "-", "retrying in 86400s"),
         ("backend error: default 5 s", in_progress(), nothing, At::Error(BackendError::Transient { message: "HTTP 503".into(), retry_after: None }),
-            "Retry 5000ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "transient backend error: HTTP 503"),
+            "Retry 5000ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "-", "transient backend error: HTTP 503"),
         ("backend error: Retry-After 0 is clamped to 0.5 s", in_progress(), nothing,
             At::Error(BackendError::Transient { message: "HTTP 503".into(), retry_after: Some(Duration::ZERO) }),
-            "Retry 500ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "retrying in 1s"),
+            "Retry 500ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "-", "retrying in 1s"),
         ("backend lost its credentials: Pending", in_progress(), nothing, At::Error(BackendError::Unauthorized { message: "bad token".into() }),
-            "Done 30000ms", Some(InProgress), "Pending", "waiting for the backend: unauthorized: bad token"),
+            "Done 30000ms", Some(InProgress), "Pending", "-", "waiting for the backend: unauthorized: bad token"),
         ("refused by the backend", in_progress(), nothing, At::Error(BackendError::Rejected { status: 400, reason: "bad dates".into() }),
-            "Fail Failed", Some(Failed), "Failed", "COMMERCE refused the report: HTTP 400: bad dates"),
+            "Fail Failed", Some(Failed), "Failed", "Failed Failed", "COMMERCE refused the report: HTTP 400: bad dates"),
         ("too large to read", in_progress(), nothing, At::Error(BackendError::TooLarge { what: "the file".into(), limit: 10 }),
-            "Fail TooLarge", Some(Failed), "TooLarge", "TooLarge: the file is larger than 10 bytes"),
+            "Fail TooLarge", Some(Failed), "TooLarge", "Failed TooLarge", "TooLarge: the file is larger than 10 bytes"),
         ("the Secret name is someone else's", in_progress(), nothing, At::SecretBeforeWriting(foreign()),
-            "SecretConflict first=true", Some(InProgress), SECRET_CONFLICT, "it has no controlling owner"),
-        ("the Secret is ours", in_progress(), nothing, At::SecretBeforeWriting(ours()), "Download", Some(InProgress), "InProgress", ""),
+            "SecretConflict first=true", Some(InProgress), SECRET_CONFLICT, "-", "it has no controlling owner"),
+        ("the Secret is ours", in_progress(), nothing, At::SecretBeforeWriting(ours()), "Download", Some(InProgress), "InProgress", "-", ""),
         ("written: READY, looked at before the URL expires", in_progress(), nothing, At::Completed(url("2026-01-01T02:00:00Z")),
-            "Done 3590000ms", Some(Ready), "Ready", "Secret \"nw-finance-20181008\" holds its download"),
+            "Done 3590000ms", Some(Ready), "Ready", "Complete", "Secret \"nw-finance-20181008\" holds its download"),
         ("written inline: READY for good", in_progress(), nothing,
-            At::Completed(Download::Inline { file_name: "l.csv".into(), content: vec![] }), "Done change", Some(Ready), "Ready", "holds its download"),
-        ("ready, nothing to do", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "before"),
+            At::Completed(Download::Inline { file_name: "l.csv".into(), content: vec![] }), "Done change", Some(Ready), "Ready", "Complete", "holds its download"),
+        ("ready, nothing to do", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the Secret taken meanwhile", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(foreign()),
-            "SecretConflict first=true", Some(Ready), SECRET_CONFLICT, "Delete or rename"),
+            "SecretConflict first=true", Some(Ready), SECRET_CONFLICT, "Complete", "Delete or rename"),
         ("ready, the refresh annotation set", ready_url("2026-01-01T02:00:00Z"), |_, f| f.refresh = Some("1"), At::Ready(ours()),
-            "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "before"),
+            "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the refresh annotation already served", ready_url("2026-01-01T02:00:00Z"), |s, f| { f.refresh = Some("1"); s.last_url_refresh = Some("1".into()) },
-            At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "before"),
+            At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the Secret deleted", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(Observed::Missing),
-            "RenewUrl because the Secret was missing", Some(Ready), "Ready", "before"),
+            "RenewUrl because the Secret was missing", Some(Ready), "Ready", "Complete", "before"),
         ("ready, ours again after a conflict", ready_url("2026-01-01T02:00:00Z"), |s, f| { *s = decide_conflicted(s.clone(), f) },
-            At::Ready(ours()), "RenewUrl after the Secret conflict was resolved", Some(Ready), SECRET_CONFLICT, ""),
+            At::Ready(ours()), "RenewUrl after the Secret conflict was resolved", Some(Ready), SECRET_CONFLICT, "Complete", ""),
         ("renewal window: 10 s before expiry, fresh", ready_url("2026-01-01T01:00:10Z"), nothing, At::Ready(ours()),
-            "RenewUrl before the URL expired", Some(Ready), "Ready", "before"),
-        ("renewal window: 11 s before expiry, not yet", ready_url("2026-01-01T01:00:11Z"), nothing, At::Ready(ours()), "Leave 1000ms", Some(Ready), "Ready", "before"),
+            "RenewUrl before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("renewal window: 11 s before expiry, not yet", ready_url("2026-01-01T01:00:11Z"), nothing, At::Ready(ours()), "Leave 1000ms", Some(Ready), "Ready", "Complete", "before"),
         ("renewal window: READY 15 min ago, no longer kept fresh", ready_url("2026-01-01T01:00:05Z"), |s, _| s.completion_time = Some(t("2026-01-01T00:45:00Z")),
-            At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "before"),
+            At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "Complete", "before"),
         ("the URL expired", ready_url("2026-01-01T01:00:00Z"), nothing, At::Ready(ours()),
-            "Done change", Some(Ready), "UrlExpired", "expired at 2026-01-01T01:00:00+00:00; set the annotation"),
+            "Done change", Some(Ready), "UrlExpired", "Complete", "expired at 2026-01-01T01:00:00+00:00; set the annotation"),
         ("renewal while the backend is not Ready", ready_url("2026-01-01T01:00:00Z"), nothing, At::RenewalNotReady,
-            "Done 30000ms", Some(Ready), "UrlExpired", "cannot re-mint the download URL: ReportBackend"),
+            "Done 30000ms", Some(Ready), "UrlExpired", "Complete", "cannot re-mint the download URL: ReportBackend"),
         ("renewed", ready_url("2026-01-01T01:00:05Z"), |_, f| f.refresh = Some("2"), At::Renewed(url("2026-01-01T01:10:00Z")),
-            "Done 590000ms", Some(Ready), "Ready", "holds a fresh download URL"),
+            "Done 590000ms", Some(Ready), "Ready", "Complete", "holds a fresh download URL"),
+        ("FAILED before Complete and Failed existed: they are written once", without_outcome(status(Some(Failed), Some("DeadlineExceeded"))), nothing, At::Start,
+            "Done change", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "before"),
+        ("READY before Complete and Failed existed: they are written once", without_outcome(ready_url("2026-01-01T02:00:00Z")), nothing, At::Ready(ours()),
+            "Done 3590000ms", Some(Ready), "Ready", "Complete", "before"),
+        ("READY with an expired URL, from before: Complete all the same", without_outcome(ready_url("2026-01-01T00:30:00Z")), nothing, At::Ready(ours()),
+            "Done change", Some(Ready), "UrlExpired", "Complete", "expired at"),
     ];
     let count = rows.len();
-    for (what, mut s, setup, at, want, state, reason, message) in rows {
+    for (what, mut s, setup, at, want, state, reason, outcome, message) in rows {
         let mut f = facts();
         setup(&mut s, &mut f);
         let next = ask(&mut s, &f, at);
@@ -218,6 +248,11 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         assert_eq!(cond.map_or("", |c| c.reason.as_str()), reason, "{what}: Ready reason");
         let text = cond.map_or("", |c| c.message.as_str());
         assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
+        assert_eq!(outcome_of(&s), outcome, "{what}: Complete and Failed");
+        if state == Some(Failed) {
+            let failed = find_condition(&s.conditions, CONDITION_FAILED).map(|c| c.message.as_str());
+            assert_eq!(failed, Some(text), "{what}: Failed says why, as Ready does");
+        }
         if let Next::Fail { message: m, .. } | Next::SecretConflict { message: m, .. } = &next {
             assert_eq!(m, text, "{what}: the Event says what the condition says");
         }

@@ -11,8 +11,8 @@ use kube::ResourceExt;
 
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 use crate::api::{
-    ANNOTATION_RUN_NOW, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
-    ReportGeneratorStatus, ReportParameters,
+    ANNOTATION_RUN_NOW, CONDITION_READY, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
+    ReportGeneratorStatus, ReportParameters, find_condition,
 };
 use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
 use crate::controller::conditions::{Cond, from_k8s_time};
@@ -303,30 +303,71 @@ pub fn backend_failed(type_: &str, operation: &str, e: &BackendError) -> Outcome
     }
 }
 
-/// The last step: a working generator's Ready comes from its reports; a problem is told in
-/// an Event once per change of reason (`previous`).
-pub fn conclude(g: &ReportGenerator, status: &ReportGeneratorStatus, outcome: Outcome, previous: Option<&str>) -> Outcome {
+/// The last step: a working generator's Ready comes from its reports (`latest` is the newest
+/// finished one); a problem is told in an Event once per change of reason (`previous`).
+pub fn conclude(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>, outcome: Outcome, previous: Option<&str>) -> Outcome {
     let mut outcome = outcome.once_per_reason(previous);
     if outcome.ready.is_none() {
-        outcome.ready = Some(ready_condition(g, status));
+        outcome.ready = Some(ready_condition(g, status, latest));
     }
     outcome
 }
 
+/// The newest finished ReportFile of a generator (see [`recency`]): its Ready follows it, as
+/// Argo CD's health of a CronJob follows its last Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    pub name: String,
+    pub state: FileState,
+    /// Why it FAILED: the file's Ready message.
+    pub why: Option<String>,
+}
+
 /// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
-/// that it is scheduling reports.
-pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus) -> Cond<'static> {
+/// that it is scheduling reports and that the newest finished report did not FAIL (so that
+/// a generator whose reports fail is not shown healthy).
+pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>) -> Cond<'static> {
     let r = &status.reports;
     match g.spec.event_type {
         EventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
         EventType::Onetime if r.failed > 0 => Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile"),
         EventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
-        _ => Cond::ready(true, "Scheduled", format!("{} READY, {} in progress, {} FAILED", r.ready, r.in_progress, r.failed)),
+        _ => match latest {
+            Some(Latest { name, state: FileState::Failed, why }) => Cond::ready(
+                false,
+                "LastReportFailed",
+                format!(
+                    "the latest report, ReportFile {name:?}, FAILED: {}; Ready again when a newer report is READY ({} READY, {} in progress, {} FAILED)",
+                    why.as_deref().unwrap_or("see the ReportFile"),
+                    r.ready,
+                    r.in_progress,
+                    r.failed
+                ),
+            ),
+            _ => Cond::ready(true, "Scheduled", format!("{} READY, {} in progress, {} FAILED", r.ready, r.in_progress, r.failed)),
+        },
     }
 }
 
-/// Counts and times of a generator's ReportFiles.
-pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) {
+/// Which of two finished reports is the more recent: the later window end, then the later
+/// completion (then the name, so that the order is total).
+fn recency(rf: &ReportFile) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, String) {
+    let end = rf.spec.parameters.as_ref().and_then(|p| p.end_date);
+    let done = rf.status.as_ref().and_then(|s| s.completion_time);
+    (end, done, rf.name_any())
+}
+
+/// Counts and times of a generator's ReportFiles; returns the newest finished one.
+pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) -> Option<Latest> {
+    let latest = files
+        .iter()
+        .filter(|rf| rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
+        .max_by_key(|rf| recency(rf))
+        .and_then(|rf| {
+            let st = rf.status.as_ref()?;
+            let why = find_condition(&st.conditions, CONDITION_READY).map(|c| c.message.clone());
+            Some(Latest { name: rf.name_any(), state: st.status?, why })
+        });
     let mut counts = ReportCounts::default();
     let mut active = Vec::new();
     for rf in files {
@@ -351,6 +392,7 @@ pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) {
     active.sort_by(|a, b| a.name.cmp(&b.name));
     status.reports = counts;
     status.active = active;
+    latest
 }
 
 /// Files of `files` that are not finished.
@@ -373,12 +415,7 @@ pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed:
     for (state, keep) in [(FileState::Ready, keep_ready), (FileState::Failed, keep_failed)] {
         let mut of_state: Vec<&Arc<ReportFile>> =
             files.iter().filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(state)).collect();
-        let key = |rf: &Arc<ReportFile>| {
-            let end = rf.spec.parameters.as_ref().and_then(|p| p.end_date);
-            let done = rf.status.as_ref().and_then(|s| s.completion_time);
-            (end, done, rf.name_any())
-        };
-        of_state.sort_by_key(|rf| std::cmp::Reverse(key(rf)));
+        of_state.sort_by_key(|rf| std::cmp::Reverse(recency(rf)));
         out.extend(of_state.into_iter().skip(keep).map(|rf| rf.name_any()));
     }
     out

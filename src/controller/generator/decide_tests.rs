@@ -61,6 +61,19 @@ fn file(name: &str, state: Option<FileState>) -> Arc<ReportFile> {
     Arc::new(rf)
 }
 
+/// A finished file of the window ending at `end`, completed at `done`.
+fn dated(name: &str, state: FileState, end: &str, done: &str) -> Arc<ReportFile> {
+    let mut rf = (*file(name, Some(state))).clone();
+    rf.spec.parameters = Some(ReportParameters { end_date: Some(t(end)), ..Default::default() });
+    let why = (state == FileState::Failed).then(|| "COMMERCE failed the report: NO_DATA".to_string());
+    let status = rf.status.get_or_insert_default();
+    status.completion_time = Some(t(done));
+    if let Some(why) = why {
+        crate::controller::conditions::set_condition(&mut status.conditions, Cond::ready(false, "Failed", why), Some(1), t(done));
+    }
+    Arc::new(rf)
+}
+
 /// What the calls of a pass came to, as a row says.
 #[derive(Clone)]
 enum Acted {
@@ -108,8 +121,8 @@ fn pass(
             },
         },
     };
-    roll_up(files, status);
-    (conclude(g, status, outcome, previous.as_deref()), planned)
+    let latest = roll_up(files, status);
+    (conclude(g, status, latest.as_ref(), outcome, previous.as_deref()), planned)
 }
 
 fn not_found() -> Result<BackendType, NotReady> {
@@ -155,6 +168,21 @@ fn every_ready_reason_of_a_generator_is_reached() {
         ("ONETIME, name taken by another's file", generator(json!({})), Ok(Connect), 0, none(), Acted::Conflict { window: 0, deleting: false }, (false, "FileConflict"), "g-20261101-20261101", "5000", true),
         ("ONETIME, name held by a file being deleted: waits quietly", generator(json!({})), Ok(Connect), 0, none(), Acted::Conflict { window: 0, deleting: true }, (false, "ReportInProgress"), "", "5000", false),
         ("PERIODIC, working", periodic(json!({})), Ok(Connect), 0, vec![file("g-20261104", Some(Ready))], ok.clone(), (true, "Scheduled"), "1 READY, 0 in progress, 0 FAILED", "50400100", false),
+        ("PERIODIC, the latest report FAILED", periodic(json!({})), Ok(Connect), 0,
+            vec![dated("g-20261103", Ready, "2026-11-03T23:59:59Z", "2026-11-04T00:05:00Z"), dated("g-20261104", Failed, "2026-11-04T23:59:59Z", "2026-11-05T00:05:00Z")],
+            ok.clone(), (false, "LastReportFailed"), "ReportFile \"g-20261104\", FAILED: COMMERCE failed the report: NO_DATA; Ready again", "50400100", false),
+        ("PERIODIC, a newer window READY after a failure", periodic(json!({})), Ok(Connect), 0,
+            vec![dated("g-20261103", Failed, "2026-11-03T23:59:59Z", "2026-11-05T09:00:00Z"), dated("g-20261104", Ready, "2026-11-04T23:59:59Z", "2026-11-05T00:05:00Z")],
+            ok.clone(), (true, "Scheduled"), "1 READY, 0 in progress, 1 FAILED", "50400100", false),
+        ("PERIODIC, one window: the later completion counts", periodic(json!({})), Ok(Connect), 0,
+            vec![dated("g-20261104-a", Ready, "2026-11-04T23:59:59Z", "2026-11-05T00:05:00Z"), dated("g-20261104-b", Failed, "2026-11-04T23:59:59Z", "2026-11-05T00:06:00Z")],
+            ok.clone(), (false, "LastReportFailed"), "g-20261104-b", "50400100", false),
+        ("PERIODIC, a report in progress does not count yet", periodic(json!({})), Ok(Connect), 0,
+            vec![dated("g-20261103", Failed, "2026-11-03T23:59:59Z", "2026-11-04T00:05:00Z"), file("g-20261104", Some(InProgress))],
+            ok.clone(), (false, "LastReportFailed"), "0 READY, 1 in progress, 1 FAILED", "50400100", false),
+        ("ON_INVOICE, the latest invoice report FAILED", generator(json!({"eventType": "ON_INVOICE"})), Ok(Cmp), 0,
+            vec![dated("g-a", Ready, "2026-10-31T23:59:59Z", "2026-11-01T01:00:00Z"), dated("g-b", Failed, "2026-11-30T23:59:59Z", "2026-11-01T00:00:00Z")],
+            ok.clone(), (false, "LastReportFailed"), "\"g-b\"", "change", false),
         ("PERIODIC, 200 reports in progress", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), Ok(Connect), 200, none(), ok.clone(), (true, "Throttled"), "at most 200 reports", "60000", true),
         ("PERIODIC, a window's name is taken", periodic(json!({"parameters": {"startDate": "2026-10-30T00:00:00Z"}})), Ok(Connect), 0, none(), Acted::Conflict { window: 1, deleting: false }, (false, "FileConflict"), "taken", "5000", true),
         ("RDE, the platform answers 503", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(transient), (false, "BackendError"), "submit on RDE", "7000", false),
@@ -282,16 +310,11 @@ fn mirrored_reports_are_the_new_ones_only() {
 #[test]
 fn history_keeps_the_newest_of_each_outcome() {
     let g = periodic(json!({"schedule": {"successfulReportsHistoryLimit": 1, "failedReportsHistoryLimit": 0}}));
-    let dated = |name: &str, state, end: &str| {
-        let mut rf = (*file(name, Some(state))).clone();
-        rf.spec.parameters = Some(ReportParameters { end_date: Some(t(end)), ..Default::default() });
-        Arc::new(rf)
-    };
     let files = [
-        dated("g-1", FileState::Ready, "2026-11-01T23:59:59Z"),
-        dated("g-2", FileState::Ready, "2026-11-02T23:59:59Z"),
-        dated("g-3", FileState::Failed, "2026-11-03T23:59:59Z"),
-        dated("g-4", FileState::InProgress, "2026-11-04T23:59:59Z"),
+        dated("g-1", FileState::Ready, "2026-11-01T23:59:59Z", NOW),
+        dated("g-2", FileState::Ready, "2026-11-02T23:59:59Z", NOW),
+        dated("g-3", FileState::Failed, "2026-11-03T23:59:59Z", NOW),
+        dated("g-4", FileState::InProgress, "2026-11-04T23:59:59Z", NOW),
     ];
     assert_eq!(to_prune(&g, &files), ["g-1", "g-3"]);
 }

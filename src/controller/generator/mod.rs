@@ -84,9 +84,9 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
     };
 
     // Files created in this pass are in the store only after the watch sees them.
-    decide::roll_up(&owned_files(ctx, &g), &mut status);
+    let latest = decide::roll_up(&owned_files(ctx, &g), &mut status);
     let previous = old.and_then(|s| find_condition(&s.conditions, CONDITION_READY)).map(|c| c.reason.as_str());
-    let outcome = decide::conclude(&g, &status, outcome, previous);
+    let outcome = decide::conclude(&g, &status, latest.as_ref(), outcome, previous);
     conclude(ctx, g.as_ref(), old, status, outcome, now).await
 }
 
