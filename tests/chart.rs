@@ -636,7 +636,9 @@ fn argocd_cm_snippet_embeds_each_health_script_verbatim() {
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "argocd-cm");
     let data = cm["data"].as_object().expect("data");
-    assert_eq!(data.len(), 3, "{:?}", data.keys().collect::<Vec<_>>());
+    // The resource actions are checked in tests/argocd_actions.rs.
+    let health = data.keys().filter(|k| k.starts_with("resource.customizations.health.")).count();
+    assert_eq!(health, 3, "{:?}", data.keys().collect::<Vec<_>>());
     for kind in ["ReportBackend", "ReportGenerator", "ReportFile"] {
         let key = format!("resource.customizations.health.reporting.report-operator.io_{kind}");
         let script = std::fs::read_to_string(chart_dir().join(format!("argocd/health-{}.lua", kind.to_lowercase())))
@@ -800,6 +802,21 @@ fn argocd_health_of_report_generators() {
                 rg(1, &onetime, st(ready("False", "ReportFailed", "the report FAILED; see its ReportFile", 1), 1)),
                 "Degraded",
                 "ReportFailed",
+            ),
+            // Its newest report FAILED: Degraded, as Argo CD shows a CronJob whose last Job failed.
+            (
+                rg(
+                    1,
+                    &periodic(false),
+                    st(ready("False", "LastReportFailed", "the latest report, ReportFile \"x-20261104\", FAILED: NO_DATA", 1), 1),
+                ),
+                "Degraded",
+                "LastReportFailed: the latest report, ReportFile \"x-20261104\", FAILED",
+            ),
+            (
+                rg(2, &periodic(true), st(ready("False", "LastReportFailed", "FAILED", 2), 2)),
+                "Degraded",
+                "LastReportFailed",
             ),
             (
                 rg(1, &periodic(false), st(ready("False", "UnsupportedPeriod", "P1W is not offered", 1), 1)),

@@ -1,7 +1,8 @@
 -- Argo CD health of a ReportGenerator (reporting.report-operator.io/v1alpha1).
 -- Ready=True (ReportReady, Scheduled): Healthy. Ready=False with reason ReportInProgress
 -- (a ONETIME report being generated): Progressing. Any other Ready=False (BackendNotFound,
--- BackendNotReady, UnsupportedEventType, ReportFailed, ...): Degraded. spec.schedule.suspend:
+-- BackendNotReady, UnsupportedEventType, ReportFailed, LastReportFailed: the newest report
+-- of a PERIODIC or ON_INVOICE generator FAILED, ...): Degraded. spec.schedule.suspend:
 -- Suspended, unless Degraded. Progressing while the operator has not yet looked at the
 -- current spec.
 local hs = {}
