@@ -293,7 +293,11 @@ fn lists(doc: &str, reason: &str) -> bool {
 }
 
 fn report_file_conditions_doc() -> String {
-    let crd = serde_json::to_value(api::ReportFile::crd()).expect("crd json");
+    conditions_doc(api::ReportFile::crd())
+}
+
+fn conditions_doc(crd: CustomResourceDefinition) -> String {
+    let crd = serde_json::to_value(crd).expect("crd json");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
         ["description"]
         .as_str()
@@ -317,11 +321,55 @@ const FILE_READY_REASONS: &[&str] = &[
 ];
 
 /// The reasons of src/controller/file/decide.rs and of the reconcile errors, in the doc that
-/// `kubectl explain` shows.
+/// `kubectl explain` shows, with the outcome conditions `kubectl wait` waits for.
 #[test]
 fn report_file_conditions_doc_lists_every_ready_reason() {
     let doc = words(&report_file_conditions_doc());
     for reason in FILE_READY_REASONS {
+        assert!(lists(&doc, reason), "lacks {reason}: {doc}");
+    }
+    for condition in [api::CONDITION_COMPLETE, api::CONDITION_FAILED] {
+        assert!(doc.contains(&format!("`{condition}`")), "lacks the {condition} condition: {doc}");
+    }
+}
+
+/// The Ready reasons of src/controller/generator/decide.rs, of the backend it cannot use and
+/// of the reconcile errors, in the ReportGenerator's doc.
+const GENERATOR_READY_REASONS: &[&str] = &[
+    "ReportReady",
+    "ReportInProgress",
+    "ReportFailed",
+    "Scheduled",
+    "Throttled",
+    "LastReportFailed",
+    "BackendNotFound",
+    "BackendNotReady",
+    "BackendError",
+    "UnsupportedEventType",
+    "UnsupportedFormat",
+    "UnsupportedPeriod",
+    "InvalidParameters",
+    "InvalidSchedule",
+    "BackfillTooLong",
+    "FileConflict",
+    "Rejected",
+    "Unauthorized",
+    "TwoFactorRequired",
+    "CredentialsMissing",
+    "InvalidSpec",
+    "DestinationDenied",
+    "Unreachable",
+    "InvalidResponse",
+    "KubernetesApiError",
+    "InternalError",
+    "ReconcileTimeout",
+    "Invalid",
+];
+
+#[test]
+fn report_generator_conditions_doc_lists_every_ready_reason() {
+    let doc = words(&conditions_doc(api::ReportGenerator::crd()));
+    for reason in GENERATOR_READY_REASONS {
         assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
 }

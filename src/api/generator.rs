@@ -262,7 +262,11 @@ pub struct ReportGeneratorStatus {
     /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
     /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
-    /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (retried with backoff).
+    /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
+    /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
+    /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see
+    /// the ReportBackend); and KubernetesApiError, InternalError, ReconcileTimeout, Invalid
+    /// (retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
