@@ -231,4 +231,9 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
         let crd = crd_json(&cp, name).unwrap_or_else(|| panic!("crds.keep: {name} survives helm uninstall"));
         assert!(crd["metadata"]["deletionTimestamp"].is_null(), "{name} is being deleted");
     }
+
+    // The kept CRDs still name the release: installing it again under the same name and
+    // namespace takes them over without any step.
+    let out = helm(&cp, &["install", &release, &current, "--namespace", &ns.name]);
+    assert!(out.status.success(), "reinstall over the kept CRDs: {}", stderr(&out));
 }
