@@ -4,10 +4,13 @@
 //! and each `action.lua` returns the object with exactly the expected change. The argocd-cm
 //! snippet must carry the same scripts verbatim.
 
+mod lua_support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use lua_support::to_lua;
 use serde_json::{Value, json};
 
 const GENERATOR: &str = "reportgenerator";
@@ -23,29 +26,6 @@ fn script(path: &str) -> String {
     std::fs::read_to_string(argocd_dir().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// JSON as Argo CD hands it to a Lua script: objects and arrays become tables, null nil.
-fn to_lua(lua: &mlua::Lua, v: &Value) -> mlua::Result<mlua::Value> {
-    Ok(match v {
-        Value::Null => mlua::Value::Nil,
-        Value::Bool(b) => mlua::Value::Boolean(*b),
-        Value::Number(n) => mlua::Value::Number(n.as_f64().expect("number")),
-        Value::String(s) => mlua::Value::String(lua.create_string(s)?),
-        Value::Array(items) => {
-            let t = lua.create_table()?;
-            for (i, item) in items.iter().enumerate() {
-                t.set(i + 1, to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(t)
-        }
-        Value::Object(map) => {
-            let t = lua.create_table()?;
-            for (k, item) in map {
-                t.set(k.as_str(), to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(t)
-        }
-    })
-}
 
 /// A table an action returns, back to JSON as Argo CD turns it into a patch: a table with
 /// only the keys 1..n is an array; whole numbers are integers.

@@ -8,6 +8,8 @@
 mod chart_support;
 mod common;
 
+mod lua_support;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use common::fixtures;
 use common::{TestNamespace, stderr, stdout, wait_for};
 use report_operator::api::{BackendType, FileState, ReportFile, find_condition};
 use report_sim::{SimConfig, SimServer};
+use lua_support::to_lua;
 use serde_json::{Value, json};
 
 fn kinds(docs: &[Value]) -> BTreeSet<String> {
@@ -661,30 +664,6 @@ fn argocd_cm_snippet_embeds_each_health_script_verbatim() {
     }
 }
 
-/// JSON as Argo CD hands it to a health script (gopher-lua): objects and arrays become
-/// tables, numbers floats, null nil.
-fn to_lua(lua: &mlua::Lua, v: &Value) -> mlua::Result<mlua::Value> {
-    Ok(match v {
-        Value::Null => mlua::Value::Nil,
-        Value::Bool(b) => mlua::Value::Boolean(*b),
-        Value::Number(n) => mlua::Value::Number(n.as_f64().expect("number")),
-        Value::String(s) => mlua::Value::String(lua.create_string(s)?),
-        Value::Array(items) => {
-            let t = lua.create_table()?;
-            for (i, item) in items.iter().enumerate() {
-                t.set(i + 1, to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(t)
-        }
-        Value::Object(map) => {
-            let t = lua.create_table()?;
-            for (k, item) in map {
-                t.set(k.as_str(), to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(t)
-        }
-    })
-}
 
 /// Runs `charts/report-operator/argocd/<script>` with global `obj` and returns its status and
 /// message.
