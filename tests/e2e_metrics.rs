@@ -1,5 +1,7 @@
-//! The operator's backend-call metrics on its real `/metrics`: every call counted once with
-//! one label set, so that the README's alerts (`code="unauthorized"`) see what they name.
+//! The operator's metrics on its real `/metrics`: every backend call counted once with one
+//! label set, each finished report counted once by result, each backend's readiness, the
+//! build and leadership gauges — what the chart's alerts (charts/report-operator/monitoring)
+//! name.
 
 mod common;
 
@@ -52,6 +54,11 @@ async fn refused_credentials_are_counted_as_unauthorized_on_the_probe() {
         assert!(count.is_some_and(|c| c >= 1.0), "{t:?}: the probe was not timed:\n{metrics}");
     }
     assert_codes_documented(&metrics);
+    // The alert on credentials reads this: each backend not Ready.
+    for t in ALL_TYPES {
+        let labels = format!(r#"namespace="{}",backend="{}",type="{}""#, world.ns.name, lower(t), t.as_str());
+        assert_eq!(sample(&metrics, "report_operator_backend_ready", &labels), Some(0.0), "{labels}:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +71,8 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
         world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
         world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
     }
+    // The simulators fail a report whose name says FAIL.
+    world.apply(&fixtures::onetime(BackendType::Connect, "connect-fails", "connect", "FAIL on purpose"));
     for t in [BackendType::Connect, BackendType::Rde] {
         let files = world.wait_finished(&format!("{}-once", lower(t)), 1, DEADLINE).await;
         let status = files[0].status.clone().unwrap_or_default();
@@ -103,10 +112,31 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
     assert_codes_documented(&metrics);
     // The reports gauge counts this namespace's two ReportFiles, both READY, once the
     // operator's watch has brought their last status.
-    let gauge = [("READY", 2.0), ("IN_PROGRESS", 0.0), ("FAILED", 0.0)];
-    wait_for("the reports gauge shows both READY", DEADLINE, || async {
+    let gauge = [("READY", 2.0), ("IN_PROGRESS", 0.0), ("FAILED", 1.0)];
+    wait_for("the reports gauge shows both READY and the FAILED one", DEADLINE, || async {
         let m = world.operator.metrics().await;
         gauge.iter().all(|(status, n)| sample(&m, "report_operator_reports", &format!(r#"status="{status}""#)) == Some(*n)).then_some(())
     })
     .await;
+    let failed = world.wait_finished("connect-fails", 1, DEADLINE).await;
+    assert_eq!(failed[0].status.as_ref().and_then(|s| s.status), Some(FileState::Failed));
+    // Each report counted once, when it finished, by result; the other types from zero.
+    let completed = |m: &str, t: &str, result: &str| sample(m, "report_operator_reports_completed_total", &format!(r#"type="{t}",result="{result}""#));
+    let expected = [(connect, "ready", 1.0), (connect, "failed", 1.0), ("RDE", "ready", 1.0), ("RDE", "failed", 0.0), ("FUSION", "failed", 0.0)];
+    let metrics = wait_for("the finished reports counted", DEADLINE, || async {
+        let m = world.operator.metrics().await;
+        expected.iter().all(|(t, result, n)| completed(&m, t, result).is_some_and(|c| c >= *n)).then_some(m)
+    })
+    .await;
+    for (t, result, n) in expected {
+        assert_eq!(completed(&metrics, t, result), Some(n), "{t} {result}:\n{metrics}");
+    }
+    for b in [BackendType::Connect, BackendType::Rde] {
+        let labels = format!(r#"namespace="{}",backend="{}",type="{}""#, world.ns.name, lower(b), b.as_str());
+        assert_eq!(sample(&metrics, "report_operator_backend_ready", &labels), Some(1.0), "{labels}:\n{metrics}");
+    }
+    let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&metrics, "report_operator_build_info", &version), Some(1.0), "{metrics}");
+    // Without leader election this replica is the one that reconciles.
+    assert!(metrics.lines().any(|l| l == "report_operator_leader 1"), "{metrics}");
 }
