@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::e2e::World;
 use common::fixtures::{self, ALL_TYPES, lower};
+use common::operator::Operator;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_operator::backend::BackendError;
@@ -139,4 +140,48 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
     assert_eq!(sample(&metrics, "report_operator_build_info", &version), Some(1.0), "{metrics}");
     // Without leader election this replica is the one that reconciles.
     assert!(metrics.lines().any(|l| l == "report_operator_leader 1"), "{metrics}");
+}
+
+/// Whether `metrics` has a sample of `name` (any labels).
+fn has_series(metrics: &str, name: &str) -> bool {
+    metrics.lines().any(|l| l.starts_with(&format!("{name}{{")))
+}
+
+/// A standby's caches are empty: it must not export gauges read from them (its zeros would
+/// fire the alerts on every failover), and says with `leader` that it stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_exports_no_cache_gauges_until_it_leads() {
+    let mut world = World::start("e2e-metrics-standby", SimConfig::default()).await;
+    world.operator.kill();
+    let t = BackendType::Connect;
+    world.apply(&fixtures::backend(&world.sim, t, "connect", &fixtures::good_credentials(t), ""));
+    let ns = world.ns.name.clone();
+    let flags = ["--leader-elect", "--leader-election-namespace", &ns, "--leader-election-lease-seconds", "6"];
+    let mut first = Operator::start_with(world.ns.cp(), &ns, &flags);
+    let ready = format!(r#"namespace="{ns}",backend="connect",type="CONNECT""#);
+    let leading = wait_for("the first operator to lead and see its backend Ready", DEADLINE, || async {
+        let m = first.metrics().await;
+        (m.lines().any(|l| l == "report_operator_leader 1") && sample(&m, "report_operator_backend_ready", &ready) == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert!(has_series(&leading, "report_operator_reports"), "{leading}");
+    let mut second = Operator::start_with(world.ns.cp(), &ns, &flags);
+    wait_for("the second operator to stand by", DEADLINE, || async {
+        second.logs().contains("waiting for the leader-election Lease").then_some(())
+    })
+    .await;
+    let standby = second.metrics().await;
+    assert!(standby.lines().any(|l| l == "report_operator_leader 0"), "{standby}");
+    for name in ["report_operator_reports", "report_operator_backend_ready", "report_operator_generator_last_success_timestamp_seconds"] {
+        assert!(!has_series(&standby, name), "a standby exports {name}:\n{standby}");
+    }
+    assert!(has_series(&standby, "report_operator_build_info"), "{standby}");
+    // Once it leads, it exports them from its own caches.
+    first.kill();
+    wait_for("the standby to take over and export the gauges", DEADLINE, || async {
+        let m = second.metrics().await;
+        (m.lines().any(|l| l == "report_operator_leader 1") && sample(&m, "report_operator_backend_ready", &ready) == Some(1.0)).then_some(())
+    })
+    .await;
+    second.kill();
 }
