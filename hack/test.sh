@@ -11,6 +11,7 @@ eval "$(hack/control-plane.sh env)"
 export REPORT_OPERATOR_KUBECONFIG="$KUBECONFIG"
 
 export REPORT_OPERATOR_HELM="$(hack/helm.sh)"
+export REPORT_OPERATOR_PROMTOOL="$(hack/promtool.sh)"
 # Incremental compilation only pays off while editing; a test run builds from scratch or
 # nearly so, and skips the incremental caches.
 export CARGO_INCREMENTAL=0

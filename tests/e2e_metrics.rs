@@ -1,5 +1,7 @@
-//! The operator's backend-call metrics on its real `/metrics`: every call counted once with
-//! one label set, so that the README's alerts (`code="unauthorized"`) see what they name.
+//! The operator's metrics on its real `/metrics`: every backend call counted once with one
+//! label set, each finished report counted once by result, each backend's readiness, the
+//! build and leadership gauges — what the chart's alerts (charts/report-operator/monitoring)
+//! name.
 
 mod common;
 
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use common::e2e::World;
 use common::fixtures::{self, ALL_TYPES, lower};
+use common::operator::Operator;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_operator::backend::BackendError;
@@ -52,6 +55,11 @@ async fn refused_credentials_are_counted_as_unauthorized_on_the_probe() {
         assert!(count.is_some_and(|c| c >= 1.0), "{t:?}: the probe was not timed:\n{metrics}");
     }
     assert_codes_documented(&metrics);
+    // The alert on credentials reads this: each backend not Ready.
+    for t in ALL_TYPES {
+        let labels = format!(r#"namespace="{}",backend="{}",type="{}""#, world.ns.name, lower(t), t.as_str());
+        assert_eq!(sample(&metrics, "report_operator_backend_ready", &labels), Some(0.0), "{labels}:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +72,8 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
         world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
         world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
     }
+    // The simulators fail a report whose name says FAIL.
+    world.apply(&fixtures::onetime(BackendType::Connect, "connect-fails", "connect", "FAIL on purpose"));
     for t in [BackendType::Connect, BackendType::Rde] {
         let files = world.wait_finished(&format!("{}-once", lower(t)), 1, DEADLINE).await;
         let status = files[0].status.clone().unwrap_or_default();
@@ -103,10 +113,75 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
     assert_codes_documented(&metrics);
     // The reports gauge counts this namespace's two ReportFiles, both READY, once the
     // operator's watch has brought their last status.
-    let gauge = [("READY", 2.0), ("IN_PROGRESS", 0.0), ("FAILED", 0.0)];
-    wait_for("the reports gauge shows both READY", DEADLINE, || async {
+    let gauge = [("READY", 2.0), ("IN_PROGRESS", 0.0), ("FAILED", 1.0)];
+    wait_for("the reports gauge shows both READY and the FAILED one", DEADLINE, || async {
         let m = world.operator.metrics().await;
         gauge.iter().all(|(status, n)| sample(&m, "report_operator_reports", &format!(r#"status="{status}""#)) == Some(*n)).then_some(())
     })
     .await;
+    let failed = world.wait_finished("connect-fails", 1, DEADLINE).await;
+    assert_eq!(failed[0].status.as_ref().and_then(|s| s.status), Some(FileState::Failed));
+    // Each report counted once, when it finished, by result; the other types from zero.
+    let completed = |m: &str, t: &str, result: &str| sample(m, "report_operator_reports_completed_total", &format!(r#"type="{t}",result="{result}""#));
+    let expected = [(connect, "ready", 1.0), (connect, "failed", 1.0), ("RDE", "ready", 1.0), ("RDE", "failed", 0.0), ("FUSION", "failed", 0.0)];
+    let metrics = wait_for("the finished reports counted", DEADLINE, || async {
+        let m = world.operator.metrics().await;
+        expected.iter().all(|(t, result, n)| completed(&m, t, result).is_some_and(|c| c >= *n)).then_some(m)
+    })
+    .await;
+    for (t, result, n) in expected {
+        assert_eq!(completed(&metrics, t, result), Some(n), "{t} {result}:\n{metrics}");
+    }
+    for b in [BackendType::Connect, BackendType::Rde] {
+        let labels = format!(r#"namespace="{}",backend="{}",type="{}""#, world.ns.name, lower(b), b.as_str());
+        assert_eq!(sample(&metrics, "report_operator_backend_ready", &labels), Some(1.0), "{labels}:\n{metrics}");
+    }
+    let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&metrics, "report_operator_build_info", &version), Some(1.0), "{metrics}");
+    // Without leader election this replica is the one that reconciles.
+    assert!(metrics.lines().any(|l| l == "report_operator_leader 1"), "{metrics}");
+}
+
+/// Whether `metrics` has a sample of `name` (any labels).
+fn has_series(metrics: &str, name: &str) -> bool {
+    metrics.lines().any(|l| l.starts_with(&format!("{name}{{")))
+}
+
+/// A standby's caches are empty: it must not export gauges read from them (its zeros would
+/// fire the alerts on every failover), and says with `leader` that it stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_exports_no_cache_gauges_until_it_leads() {
+    let mut world = World::start("e2e-metrics-standby", SimConfig::default()).await;
+    world.operator.kill();
+    let t = BackendType::Connect;
+    world.apply(&fixtures::backend(&world.sim, t, "connect", &fixtures::good_credentials(t), ""));
+    let ns = world.ns.name.clone();
+    let flags = ["--leader-elect", "--leader-election-namespace", &ns, "--leader-election-lease-seconds", "6"];
+    let mut first = Operator::start_with(world.ns.cp(), &ns, &flags);
+    let ready = format!(r#"namespace="{ns}",backend="connect",type="CONNECT""#);
+    let leading = wait_for("the first operator to lead and see its backend Ready", DEADLINE, || async {
+        let m = first.metrics().await;
+        (m.lines().any(|l| l == "report_operator_leader 1") && sample(&m, "report_operator_backend_ready", &ready) == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert!(has_series(&leading, "report_operator_reports"), "{leading}");
+    let mut second = Operator::start_with(world.ns.cp(), &ns, &flags);
+    wait_for("the second operator to stand by", DEADLINE, || async {
+        second.logs().contains("waiting for the leader-election Lease").then_some(())
+    })
+    .await;
+    let standby = second.metrics().await;
+    assert!(standby.lines().any(|l| l == "report_operator_leader 0"), "{standby}");
+    for name in ["report_operator_reports", "report_operator_backend_ready", "report_operator_generator_last_success_timestamp_seconds"] {
+        assert!(!has_series(&standby, name), "a standby exports {name}:\n{standby}");
+    }
+    assert!(has_series(&standby, "report_operator_build_info"), "{standby}");
+    // Once it leads, it exports them from its own caches.
+    first.kill();
+    wait_for("the standby to take over and export the gauges", DEADLINE, || async {
+        let m = second.metrics().await;
+        (m.lines().any(|l| l == "report_operator_leader 1") && sample(&m, "report_operator_backend_ready", &ready) == Some(1.0)).then_some(())
+    })
+    .await;
+    second.kill();
 }

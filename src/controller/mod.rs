@@ -16,6 +16,7 @@
 //!   → context                   (what reconciles share)
 //!   → index                     (which objects belong to which: owner, backend, API, Secret)
 //!   → registry, metrics, backoff, conditions, error
+//! gauges → context, metrics            (what a scrape reads from the caches)
 //! leader, outbound → cli, error (start-up)
 //! ```
 //!
@@ -30,6 +31,7 @@ mod context;
 mod create_once;
 mod error;
 mod file;
+mod gauges;
 mod generator;
 mod guard;
 mod index;
@@ -136,20 +138,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let work = async {
         if !args.leader_elect {
+            ctx.metrics.set_leader(true);
             controllers.await;
             return Ok(());
         }
         // A standby replica is healthy and ready; it only does not reconcile.
         ctx.set_ready();
         let leadership = leader::acquire(&client, &args).await?;
+        ctx.metrics.set_leader(true);
         tokio::select! {
             _ = controllers => Ok(()),
-            lost = leadership.lost() => Err(lost),
+            lost = leadership.lost() => {
+                ctx.metrics.set_leader(false);
+                Err(lost)
+            }
         }
     };
     tokio::select! {
         r = work => r,
-        r = metrics::serve(listener, ctx.metrics.clone(), reports_by_status(&ctx), ctx.readiness()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
+        r = metrics::serve(listener, ctx.metrics.clone(), gauges::snapshot(&ctx), ctx.readiness()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
     }
 }
 
@@ -173,12 +180,6 @@ where
         })
         .reflect_shared(writer)
         .for_each(|_| async {})
-}
-
-/// The reports gauge's counts, from the index.
-fn reports_by_status(ctx: &Arc<Context>) -> metrics::CountReports {
-    let index = ctx.index.clone();
-    Arc::new(move || index.reports_by_status())
 }
 
 /// Where the operator looks: one namespace or all of them.

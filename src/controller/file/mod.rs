@@ -115,7 +115,17 @@ impl<'a> Reconciler<'a> {
             Ok(outcome) | Err(Halt::Outcome(outcome)) => outcome,
             Err(Halt::Error(e)) => return Err(e),
         };
-        conclude(self.ctx, self.rf, self.written.as_ref(), self.status, outcome, self.now).await
+        let (before, after, type_) = (self.rf.status.as_ref().and_then(|s| s.status), self.status.status, self.backend_type());
+        let action = conclude(self.ctx, self.rf, self.written.as_ref(), self.status, outcome, self.now).await?;
+        // Counted once the status that says so is written.
+        self.ctx.metrics.report_changed(type_, before, after);
+        Ok(action)
+    }
+
+    /// The `type` label of this report's backend; `unknown` once the backend is gone.
+    fn backend_type(&self) -> &'static str {
+        let backend = ObjectRef::new(&self.rf.spec.backend_ref.name).within(&self.namespace);
+        self.ctx.backends.get(&backend).map_or("unknown", |rb| rb.spec.type_.as_str())
     }
 
     async fn steps(&mut self) -> Result<Outcome, Halt> {
