@@ -27,7 +27,7 @@ enum Command {
 /// The plugin's command line when the binary is called as `kubectl-report` (kubectl runs
 /// plugins by that name from PATH).
 #[derive(Parser)]
-#[command(name = "kubectl report", version, about = "See, run and download reports of report-operator")]
+#[command(name = "kubectl-report", bin_name = "kubectl report", version, about = "See, run and download reports of report-operator")]
 struct PluginCli {
     #[command(flatten)]
     args: report_operator::plugin::PluginArgs,

@@ -63,7 +63,10 @@ impl Plugin {
 
 fn ok(out: Output, what: &str) -> String {
     assert!(out.status.success(), "{what} failed:\nstdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
-    stdout(&out) + &stderr(&out)
+    let text = stdout(&out) + &stderr(&out);
+    // Shown with --nocapture, as a sample of what a person sees.
+    println!("$ {what}\n{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,7 @@ impl PluginError {
 #[derive(Args, Debug)]
 pub struct PluginArgs {
     /// Namespace of the objects; default: the kubeconfig context's namespace.
-    #[arg(short, long, global = true, env = "REPORT_NAMESPACE")]
+    #[arg(short, long, global = true)]
     pub namespace: Option<String>,
     #[command(subcommand)]
     pub command: PluginCommand,
