@@ -104,7 +104,7 @@ async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
     let g = world.generators().get("fails").await.expect("generator");
     let ready = find_condition(&g.status.clone().expect("status").conditions, "Ready").cloned().expect("Ready");
     let text = ok(plugin.run(&["get", "fails"]), "kubectl-report get fails");
-    assert!(text.contains("ReportGenerator") && text.contains("0 in progress, 0 ready, 1 failed"), "{text}");
+    assert!(text.contains("Kind:         ONETIME, JSON") && text.contains("0 in progress, 0 ready, 1 failed"), "{text}");
     assert!(text.contains(&format!("Ready:        {} ({})", ready.status, ready.reason)), "the generator's reason is missing:\n{text}");
 
     // `get` lists both kinds with their reasons; -n wins over the context.
@@ -131,7 +131,7 @@ async fn run_sets_the_annotation_and_the_generator_makes_the_window() {
 
     let text = ok(plugin.run(&["run", "paused", "--wait", "60"]), "kubectl-report run");
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
-    assert!(text.contains(&format!("window: {yesterday}T00:00:00+00:00 .. {yesterday}T23:59:59+00:00")), "{text}");
+    assert!(text.contains(&format!("window: {yesterday}T00:00:00Z .. {yesterday}T23:59:59Z")), "{text}");
     assert!(text.contains("The operator took the request"), "{text}");
     let g = world.generators().get("paused").await.expect("generator");
     let value = g.metadata.annotations.clone().unwrap_or_default().get("reporting.report-operator.io/run-now").cloned().expect("run-now annotation");

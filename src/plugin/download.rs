@@ -10,6 +10,7 @@ use std::io::Write;
 
 use super::fetch::{annotate, get, wait_until};
 use super::progress::{Progress, bytes};
+use super::show::rfc3339;
 use super::{Ctx, PluginError, fresh_annotation_value};
 use crate::api::{ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, ReportFile, find_condition};
 use crate::backend::redact_url;
@@ -51,8 +52,8 @@ pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), Plugi
     let now = Utc::now();
     if opts.force_refresh || needs_refresh(expires, now) {
         match expires {
-            Some(e) if e <= now => eprintln!("The download URL expired at {}; asking the operator for a fresh one…", e.to_rfc3339()),
-            Some(e) => eprintln!("The download URL expires at {}; asking the operator for a fresh one…", e.to_rfc3339()),
+            Some(e) if e <= now => eprintln!("The download URL expired at {}; asking the operator for a fresh one…", rfc3339(e)),
+            Some(e) => eprintln!("The download URL expires at {}; asking the operator for a fresh one…", rfc3339(e)),
             None => eprintln!("Asking the operator for a fresh download URL…"),
         }
         refresh(ctx, name, opts.timeout).await?;

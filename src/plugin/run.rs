@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::fetch::{annotate, get, wait_until};
+use super::show::rfc3339;
 use super::{Ctx, PluginError, fresh_annotation_value};
 use crate::api::{ANNOTATION_RUN_NOW, CONDITION_READY, EventType, ReportGenerator, find_condition};
 use crate::schedule::ReportSchedule;
@@ -58,5 +59,5 @@ fn window_of(g: &ReportGenerator) -> Option<String> {
     let schedule = g.spec.schedule.as_ref();
     let schedule = ReportSchedule::new(period, schedule.and_then(|s| s.time_zone.as_deref()), schedule.and_then(|s| s.cron.as_deref())).ok()?;
     let w = schedule.latest_complete_window(Utc::now());
-    Some(format!("{} .. {}", w.start.to_rfc3339(), w.end.to_rfc3339()))
+    Some(format!("{} .. {}", rfc3339(w.start), rfc3339(w.end)))
 }

@@ -118,7 +118,7 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
     let period = spec.parameters.as_ref().and_then(|p| p.period).map(|p| format!(" {p:?}")).unwrap_or_default();
     let suspended = spec.schedule.as_ref().and_then(|s| s.suspend).unwrap_or(false);
     let _ = writeln!(out, "  Backend:      {}", spec.backend_ref.name);
-    let _ = writeln!(out, "  Kind:         {:?}{period}, {}{}", spec.event_type, spec.format.upper(), if suspended { ", SUSPENDED" } else { "" });
+    let _ = writeln!(out, "  Kind:         {}{period}, {}{}", api_name(&spec.event_type), spec.format.upper(), if suspended { ", SUSPENDED" } else { "" });
     out.push_str(&describe_conditions(&s.conditions, g.metadata.generation, s.observed_generation, now));
     let r = &s.reports;
     let _ = writeln!(out, "  Reports:      {} in progress, {} ready, {} failed", r.in_progress, r.ready, r.failed);
@@ -126,7 +126,7 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
     let _ = writeln!(out, "  Active:       {}", if active.is_empty() { "none".to_string() } else { active.join(", ") });
     for (label, t) in [
         ("Next report", s.next_report_date),
-        ("Last schedule", s.last_schedule_time),
+        ("Last run", s.last_schedule_time),
         ("Last success", s.last_successful_time),
         ("Last failure", s.last_failure_time),
         ("Last missed", s.last_missed_time),
@@ -151,7 +151,7 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
     if let Some(p) = &spec.parameters
         && let (Some(start), Some(end)) = (p.start_date, p.end_date)
     {
-        let _ = writeln!(out, "  Window:       {} .. {}", start.to_rfc3339(), end.to_rfc3339());
+        let _ = writeln!(out, "  Window:       {} .. {}", rfc3339(start), rfc3339(end));
     }
     let _ = writeln!(out, "  Status:       {}", file_state(s.status));
     out.push_str(&describe_conditions(&s.conditions, f.metadata.generation, s.observed_generation, now));
@@ -231,7 +231,20 @@ fn file_state(s: Option<FileState>) -> &'static str {
 
 /// An instant with how far it is from now.
 fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    if t <= now { format!("{} ({} ago)", t.to_rfc3339(), ago(t, now)) } else { format!("{} (in {})", t.to_rfc3339(), ago(now, t)) }
+    if t <= now { format!("{} ({} ago)", rfc3339(t), ago(t, now)) } else { format!("{} (in {})", rfc3339(t), ago(now, t)) }
+}
+
+/// RFC 3339 to the second, in UTC, as kubectl prints times.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// An enum value as the API spells it (`ONETIME`), not as Rust does.
+fn api_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
 }
 
 /// A duration as kubectl's AGE column writes it: 45s, 3m, 5h, 2d.
