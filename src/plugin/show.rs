@@ -68,7 +68,7 @@ pub async fn get_named(ctx: &Ctx, name: &str) -> Result<(), PluginError> {
         }
         (g, f) => {
             let mut shown = false;
-            for found in [g.map(Found::Generator), f.map(|f| Found::File(Box::new(f)))] {
+            for found in [g.map(|g| Found::Generator(Box::new(g))), f.map(|f| Found::File(Box::new(f)))] {
                 match found {
                     Ok(obj) => {
                         if shown {
@@ -89,21 +89,21 @@ pub async fn get_named(ctx: &Ctx, name: &str) -> Result<(), PluginError> {
 /// `status rg|rf NAME`.
 pub async fn status(ctx: &Ctx, kind: Kind, name: &str) -> Result<(), PluginError> {
     let obj = match kind {
-        Kind::Generator => Found::Generator(get(ctx, "ReportGenerator", name).await?),
+        Kind::Generator => Found::Generator(Box::new(get(ctx, "ReportGenerator", name).await?)),
         Kind::File => Found::File(Box::new(get(ctx, "ReportFile", name).await?)),
     };
     show(ctx, obj).await
 }
 
 enum Found {
-    Generator(ReportGenerator),
+    Generator(Box<ReportGenerator>),
     File(Box<ReportFile>),
 }
 
 async fn show(ctx: &Ctx, obj: Found) -> Result<(), PluginError> {
     let now = Utc::now();
     let (text, events) = match obj {
-        Found::Generator(g) => (describe_generator(&g, &ctx.namespace, now), events_of(ctx, &g).await?),
+        Found::Generator(g) => (describe_generator(&g, &ctx.namespace, now), events_of(ctx, g.as_ref()).await?),
         Found::File(f) => (describe_file(&f, &ctx.namespace, now), events_of(ctx, f.as_ref()).await?),
     };
     print!("{text}{}", describe_events(&events, now));
