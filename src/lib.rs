@@ -4,4 +4,5 @@
 pub mod api;
 pub mod backend;
 pub mod controller;
+pub mod plugin;
 pub mod schedule;

@@ -1,5 +1,7 @@
-//! The `report-operator` binary: `run` (the controller) and `crd` (print the CRDs). The
-//! simulators of the reporting APIs are a separate binary, `report-sim` (`sim/`).
+//! The `report-operator` binary: `run` (the controller), `crd` (print the CRDs) and `report`
+//! (commands for people). Installed as `kubectl-report`, it is the kubectl plugin
+//! `kubectl report`: one binary, one implementation. The simulators of the reporting APIs are
+//! a separate binary, `report-sim` (`sim/`).
 
 use std::process::ExitCode;
 
@@ -18,11 +20,34 @@ enum Command {
     Run(report_operator::controller::RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Commands for people, the same as the kubectl plugin `kubectl report`.
+    Report(report_operator::plugin::PluginArgs),
+}
+
+/// The plugin's command line when the binary is called as `kubectl-report` (kubectl runs
+/// plugins by that name from PATH).
+#[derive(Parser)]
+#[command(name = "kubectl-report", bin_name = "kubectl report", version, about = "See, run and download reports of report-operator")]
+struct PluginCli {
+    #[command(flatten)]
+    args: report_operator::plugin::PluginArgs,
+}
+
+/// Whether the binary was started under the plugin's name (a copy or a symlink).
+fn called_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s == "kubectl-report"))
+        .unwrap_or(false)
 }
 
 fn main() -> ExitCode {
+    if called_as_plugin() {
+        return block_on(report_operator::plugin::run(PluginCli::parse().args));
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Report(args) => block_on(report_operator::plugin::run(args)),
         Command::Crd => match report_operator::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
