@@ -14,10 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source hack/lib/go-tool.sh
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
-CACHE="${REPORT_OPERATOR_CACHE:-$HOME/.cache/report-operator}"
-CRANE_DIR="$CACHE/crane/$CRANE_VERSION"
-CRANE="$CRANE_DIR/bin/crane"
 
 # What the image says about itself (also in the Dockerfile's LABELs).
 SOURCE=https://github.com/report-operator/report-operator
@@ -26,27 +24,8 @@ UID_GID=65532
 
 log() { printf '[image] %s\n' "$*" >&2; }
 
-# The Go toolchain must not try to fetch another toolchain: this machine only reaches the
-# module proxy.
-export GOTOOLCHAIN=local
-
 build_crane() {
-  [[ -x "$CRANE" ]] && return
-  mkdir -p "$CACHE"
-  exec 9>"$CACHE/.crane-build.lock"
-  flock 9
-  if [[ ! -x "$CRANE" ]]; then
-    log "building crane $CRANE_VERSION from the Go module proxy"
-    mkdir -p "$CRANE_DIR"
-    # go-containerregistry's go.mod has no replace directives, so `go install …@version`
-    # builds exactly the released module graph.
-    GOBIN="$CRANE_DIR/bin.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-      "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
-    mkdir -p "$CRANE_DIR/bin"
-    mv "$CRANE_DIR/bin.tmp/crane" "$CRANE"
-    rmdir "$CRANE_DIR/bin.tmp"
-  fi
-  flock -u 9
+  CRANE=$(go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane)
 }
 
 if [[ "${1:-}" == crane ]]; then
