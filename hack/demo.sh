@@ -61,8 +61,10 @@ echo $! >"$STATE/operator.pid"
 
 say "Backends and one-time reports in namespace $NS"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
+# The examples name a placeholder host; here it is the simulators.
 for b in rde cmp connect fusion supplier; do
-  kubectl apply -n "$NS" -f "examples/$b/backend.yaml" -f "examples/$b/onetime.yaml"
+  { cat "examples/$b/backend.yaml"; echo "---"; cat "examples/$b/onetime.yaml"; } |
+    sed "s#https://your-platform.example#http://$SIM_ADDR#g" | kubectl apply -n "$NS" -f -
 done
 
 say "Waiting for the backends to be Ready and the reports to be READY"
