@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::e2e::World;
 use common::fixtures::{self, ALL_TYPES, lower};
+use common::operator::without_colours;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_sim::SimConfig;
@@ -171,4 +172,23 @@ async fn deleting_an_rde_generator_deletes_the_platform_template() {
         (files.items.is_empty() && secrets.items.is_empty()).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_logged_in_a_reconcile_names_its_object() {
+    let world = World::start("e2e-logs", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::onetime(t, "logged", "cmp", "FAIL on purpose"));
+    let files = world.wait_finished("logged", 1, DEADLINE).await;
+    let file = files[0].metadata.name.clone().expect("name");
+    let logs = without_colours(&world.operator.logs());
+    // "report failed" carries no object fields of its own beyond the report's name: the
+    // reconcile's span adds the kind and namespace (and the name) to it and every other line.
+    let line = logs.lines().find(|l| l.contains("report failed")).unwrap_or_else(|| panic!("no 'report failed' line:\n{logs}"));
+    for needle in ["reconcile{", "kind=\"ReportFile\"", &format!("namespace=\"{}\"", world.ns.name), &format!("name={file}")] {
+        assert!(line.contains(needle), "{needle:?} missing from {line:?}");
+    }
+    let generator_lines: Vec<&str> = logs.lines().filter(|l| l.contains("created ReportFile")).collect();
+    assert!(!generator_lines.is_empty() && generator_lines.iter().all(|l| l.contains("kind=\"ReportGenerator\"")), "{generator_lines:?}");
 }

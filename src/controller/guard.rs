@@ -19,7 +19,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{error, warn};
+use tracing::{Instrument, error, info_span, warn};
 
 use super::error::Error;
 use super::conditions::{Cond, set_condition};
@@ -62,7 +62,9 @@ where
     Fut: Future<Output = Result<Action, Error>>,
 {
     let start = Instant::now();
-    let result = catch(fut, RECONCILE_TIMEOUT).await;
+    // Every line logged while this object is reconciled names it.
+    let span = info_span!("reconcile", kind = K::KIND, namespace = obj.namespace().as_deref().unwrap_or_default(), name = %obj.name_any());
+    let result = catch(fut, RECONCILE_TIMEOUT).instrument(span).await;
     ctx.metrics.reconciled(K::KIND, result.is_ok(), start.elapsed());
     match &result {
         Ok(_) => ctx.backoff.succeeded(obj),
