@@ -20,19 +20,24 @@ use sha2::Digest as _;
 use super::auth::{BearerAuth, Credentials, Secret, StaticHeaders, TokenSource, Tokens, token_refused};
 use super::http::{Auth, Body, Call, HttpClient, secret_header};
 use super::{
-    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     create_in_slot, de_time, known_download, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
-const CAPABILITIES: Capabilities = Capabilities {
+pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx],
     event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
-    // Storage SAS URLs last about 90 days; each carries its own expiry (`se`).
-    url_lifetime: Some(Duration::from_secs(90 * 86_400)),
     polls_by_organization: false,
+    // 60 calls a minute and 5,000 a day, counted together for the subscription.
+    limits: DefaultLimits {
+        budgets: &[Budget::new(60, Duration::from_secs(60)), Budget::new(5000, Duration::from_secs(86_400))],
+        per_endpoint: false,
+        endpoint_budgets: &[],
+        max_in_flight: None,
+    },
 };
 
 const SUBSCRIPTION_KEY: HeaderName = HeaderName::from_static("x-subscription-key");

@@ -19,18 +19,18 @@ use super::auth::{Credentials, StaticHeaders, rfc3986};
 use super::body::MAX_INLINE_BYTES;
 use super::http::{Call, HttpClient, secret_header};
 use super::{
-    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     create_in_slot, de_time, seg, settle_find, track, url_expiry,
 };
-use crate::api::{BackendType, EventType, Period, ReportFormat};
+use crate::api::{BackendType, EventType, Period, ReportFormat, ReportParameters};
 
-const CAPABILITIES: Capabilities = Capabilities {
+pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Json, ReportFormat::Csv, ReportFormat::Xlsx],
     event_types: &[EventType::Onetime, EventType::Periodic],
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
-    url_lifetime: None,
     polls_by_organization: false,
+    limits: DefaultLimits::NONE,
 };
 
 /// The in-flight cap (if `spec.limits.maxInFlight` sets one) counts the whole account.
@@ -72,14 +72,16 @@ fn report_name(req: &ReportRequest) -> String {
     format!("{} [{}]", req.name, req.key)
 }
 
+/// The template a report is made from, or (unset or empty) how
+/// [`missing_parameter`](super::missing_parameter) names it.
+pub(super) fn template(params: &ReportParameters) -> Result<&str, &'static str> {
+    params.template.as_deref().filter(|t| !t.is_empty()).ok_or("parameters.template (the RT-… id)")
+}
+
 /// The create body: the one place that knows its shape.
 fn create_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
-    let template = req
-        .parameters
-        .template
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| BackendError::unsupported("a CONNECT report without parameters.template"))?;
+    let template = template(&req.parameters)
+        .map_err(|_| BackendError::unsupported("a CONNECT report without parameters.template"))?;
     let mut values = serde_json::Map::new();
     if let Some(v) = &req.parameters.values {
         values.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));

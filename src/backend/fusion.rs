@@ -22,18 +22,21 @@ use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_re
 use super::body::{MAX_INLINE_BASE64_ANSWER_BYTES, MAX_INLINE_BYTES};
 use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
 use super::{
-    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     known_download, seg,
 };
-use crate::api::{BackendType, EventType, FusionDataset, FusionLevel, Period, ReportBackendSpec, ReportFormat};
+use crate::api::{
+    BackendType, EventType, FusionDataset, FusionLevel, FusionScope, Period, ReportBackendSpec, ReportFormat,
+    ReportParameters,
+};
 
-const CAPABILITIES: Capabilities = Capabilities {
+pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Json, ReportFormat::Csv],
     event_types: &[EventType::Onetime, EventType::Periodic],
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
-    url_lifetime: None,
     polls_by_organization: false,
+    limits: DefaultLimits::NONE,
 };
 
 pub struct FusionBackend {
@@ -155,6 +158,11 @@ pub(crate) fn to_csv(rows: &[serde_json::Value], columns: &[&str]) -> String {
     out
 }
 
+/// Whose report it is, or (unset) how [`missing_parameter`](super::missing_parameter) names it.
+pub(super) fn scope(params: &ReportParameters) -> Result<&FusionScope, &'static str> {
+    params.scope.as_ref().ok_or("parameters.scope (level and uuid)")
+}
+
 impl FusionBackend {
     pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
         let login = match creds.optional("username")? {
@@ -178,11 +186,8 @@ impl FusionBackend {
     /// Asks for the report and returns it READY with its file.
     async fn generate(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         CAPABILITIES.check(BackendType::Fusion, req)?;
-        let scope = req
-            .parameters
-            .scope
-            .as_ref()
-            .ok_or_else(|| BackendError::unsupported("a FUSION report without parameters.scope"))?;
+        let scope =
+            scope(&req.parameters).map_err(|_| BackendError::unsupported("a FUSION report without parameters.scope"))?;
         let root = format!("/api/v01/draas/{}", seg(&self.draas_instance)?);
         let dataset = req.parameters.dataset.unwrap_or(FusionDataset::Licenses);
         let (file_name, content) = match dataset {

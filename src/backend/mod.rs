@@ -14,6 +14,7 @@
 
 mod auth;
 pub mod body;
+mod capabilities;
 pub mod cmp;
 pub mod connect;
 mod error;
@@ -29,17 +30,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{self, BackendType, EventType, Period, ReportFormat};
+use crate::api::{self, BackendType, EventType, ReportFormat};
 
 pub use body::{MAX_ERROR_BODY_BYTES, MAX_INLINE_BYTES, MAX_JSON_BYTES};
+pub use capabilities::{Capabilities, missing_parameter};
 pub use error::{BackendError, ErrorAction, redact_url};
 pub use http::{ClientOptions, RetryPolicy};
 pub use policy::{Denial, IpNet, OutboundPolicy};
-pub use ratelimit::{Budget, Limiter, LimiterConfig};
+pub use ratelimit::{Budget, DefaultLimits, Limiter, LimiterConfig};
+pub use supplier::organization_of;
 
 /// What the controller asks a backend for: one report, or (RDE) one report template.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,46 +154,6 @@ impl fmt::Debug for Download {
     }
 }
 
-/// What a backend type can do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capabilities {
-    pub formats: &'static [ReportFormat],
-    pub event_types: &'static [EventType],
-    /// Periods of PERIODIC reports (RDE knows only P1D and P1M).
-    pub periods: &'static [Period],
-    /// RDE: the platform schedules PERIODIC and ON_INVOICE reports itself.
-    pub platform_scheduled: bool,
-    /// How long a download URL works (SUPPLIER 60 s); `None`: long enough not to matter or
-    /// given per report in [`Download::Url::expires_at`].
-    pub url_lifetime: Option<Duration>,
-    /// SUPPLIER: `get` answers the polls of one organization's reports from one shared
-    /// listing, so a round of polls costs a request per organization, not per report.
-    pub polls_by_organization: bool,
-}
-
-impl Capabilities {
-    pub fn supports(&self, format: ReportFormat, event_type: EventType) -> bool {
-        self.formats.contains(&format) && self.event_types.contains(&event_type)
-    }
-
-    /// `Unsupported` unless this backend can make `req`.
-    pub(crate) fn check(&self, backend: BackendType, req: &ReportRequest) -> Result<(), BackendError> {
-        if !self.formats.contains(&req.format) {
-            return Err(BackendError::unsupported(format!("format {} on {}", req.format.upper(), backend.as_str())));
-        }
-        if !self.event_types.contains(&req.event_type) {
-            return Err(BackendError::unsupported(format!("eventType {:?} on {}", req.event_type, backend.as_str())));
-        }
-        if let Some(period) = req.parameters.period
-            && req.event_type == EventType::Periodic
-            && !self.periods.contains(&period)
-        {
-            return Err(BackendError::unsupported(format!("period {period:?} on {}", backend.as_str())));
-        }
-        Ok(())
-    }
-}
-
 /// Which reports `list` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
@@ -276,12 +238,7 @@ pub fn connect_with_options(
     options: &ClientOptions,
 ) -> Result<Arc<dyn ReportingBackend>, BackendError> {
     let creds = auth::Credentials(credentials);
-    let base = http::parse_base_url(&spec.url, "spec.url", &options.policy)?;
-    let insecure = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
-    let guard = policy::Guard::new(options.policy.clone());
-    let client = http::build_client(ca_pem, insecure, options, &guard)?;
-    let http =
-        http::HttpClient::new(client, base, limiter, options.retry.clone(), spec.type_, creds.all_values(), guard);
+    let http = http::HttpClient::for_spec(spec, ca_pem, limiter, options, creds.all_values())?;
     Ok(match spec.type_ {
         BackendType::Rde => Arc::new(rde::RdeBackend::new(http, spec, &creds)?),
         BackendType::Cmp => Arc::new(cmp::CmpBackend::new(http, spec, &creds)?),

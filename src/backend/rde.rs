@@ -14,7 +14,7 @@ use serde_json::json;
 use super::auth::{Credentials, OAuth1, rfc3986};
 use super::http::{Call, HttpClient};
 use super::{
-    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     de_time, known_download, seg, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
@@ -22,13 +22,13 @@ use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat
 /// The template type of the seed's platform release (21.0 uses `/1.5`).
 pub const DEFAULT_TEMPLATE_TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
 
-const CAPABILITIES: Capabilities = Capabilities {
+pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx],
     event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
     periods: &[Period::P1D, Period::P1M],
     platform_scheduled: true,
-    url_lifetime: None,
     polls_by_organization: false,
+    limits: DefaultLimits::NONE,
 };
 
 pub struct RdeBackend {

@@ -24,23 +24,34 @@ use serde_json::json;
 
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
 use super::http::{Body, Call, HttpClient, NoAuth, parse_base_url};
-use super::ratelimit::TOKEN_ENDPOINT;
 use super::{
-    BackendError, Capabilities, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
+    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     create_in_slot, parse_time, seg, settle_find, track, url_expiry,
 };
-use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
+use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat, ReportParameters};
+
+/// Endpoint name under which token requests are counted.
+const TOKEN_ENDPOINT: &str = "token";
+/// The token endpoint of SUPPLIER's OAuth2 server allows about 100 requests an hour.
+const TOKEN_BUDGET: Budget = Budget::new(100, Duration::from_secs(3600));
 
 /// Signed URLs work this long.
 pub const URL_LIFETIME: Duration = Duration::from_secs(60);
 
-const CAPABILITIES: Capabilities = Capabilities {
+pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Csv],
     event_types: &[EventType::Onetime, EventType::Periodic],
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
-    url_lifetime: Some(URL_LIFETIME),
     polls_by_organization: true,
+    // 600 requests per 10 minutes on each endpoint, tokens 100 an hour, and 6 reports in
+    // progress per organization.
+    limits: DefaultLimits {
+        budgets: &[Budget::new(600, Duration::from_secs(600))],
+        per_endpoint: true,
+        endpoint_budgets: &[(TOKEN_ENDPOINT, &[TOKEN_BUDGET])],
+        max_in_flight: Some(6),
+    },
 };
 
 const DEFAULT_SCOPE: &str = "solutions.suppliers.reports";
@@ -188,12 +199,26 @@ impl SupplierReport {
     }
 }
 
-fn report_type(req: &ReportRequest) -> Result<&str, BackendError> {
-    req.parameters
-        .report_type
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| BackendError::unsupported("a SUPPLIER report without parameters.reportType"))
+/// The report type to generate, or (unset or empty) how
+/// [`missing_parameter`](super::missing_parameter) names it.
+pub(super) fn report_type(params: &ReportParameters) -> Result<&str, &'static str> {
+    params.report_type.as_deref().filter(|t| !t.is_empty()).ok_or("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)")
+}
+
+fn required_report_type(req: &ReportRequest) -> Result<&str, BackendError> {
+    report_type(&req.parameters).map_err(|_| BackendError::unsupported("a SUPPLIER report without parameters.reportType"))
+}
+
+/// The organization a request for the SUPPLIER backend `spec` is for: `organization`, or
+/// (unset or empty) the backend's `supplier.organizationId`. The in-flight cap counts per
+/// organization, so whoever counts reports must pick it as the backend does.
+pub fn organization_of<'a>(spec: &'a ReportBackendSpec, organization: Option<&'a str>) -> &'a str {
+    let default = spec.supplier.as_ref().and_then(|s| s.organization_id.as_deref()).unwrap_or_default();
+    chosen_organization(organization, default)
+}
+
+fn chosen_organization<'a>(requested: Option<&'a str>, default: &'a str) -> &'a str {
+    requested.filter(|o| !o.is_empty()).unwrap_or(default)
 }
 
 impl SupplierBackend {
@@ -222,7 +247,7 @@ impl SupplierBackend {
     }
 
     fn org<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
-        requested.filter(|o| !o.is_empty()).unwrap_or(&self.organization)
+        chosen_organization(requested, &self.organization)
     }
 
     /// Report `id` of `org` from a listing under [`LISTING_FRESH`] old (listing again if there
@@ -298,7 +323,7 @@ impl ReportingBackend for SupplierBackend {
         for f in req.parameters.filters.iter().flatten() {
             filters.push(json!({"field": f.field, "operator": f.operator, "value": f.value}));
         }
-        let body = json!({"reportType": report_type(req)?, "filters": filters});
+        let body = json!({"reportType": required_report_type(req)?, "filters": filters});
         let call = Call::create(self.reports_url(org, "")?, "generate", body);
         create_in_slot(self.http.limiter(), org, &req.key, async {
             let created: OneReport = self.http.send(&call, &self.auth).await?.json("generated report")?;
@@ -309,7 +334,7 @@ impl ReportingBackend for SupplierBackend {
 
     async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
         let (start, end) = req.window()?;
-        let wanted_type = report_type(req)?;
+        let wanted_type = required_report_type(req)?;
         let org = self.org(req.organization.as_deref());
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
         let found = self
@@ -368,6 +393,18 @@ impl ReportingBackend for SupplierBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_without_an_organization_are_for_the_backends() {
+        let spec: ReportBackendSpec = serde_json::from_value(json!({
+            "type": "SUPPLIER", "url": "https://x", "credentialsSecretRef": {"name": "c"},
+            "supplier": {"organizationId": "org-default"}
+        }))
+        .expect("spec");
+        assert_eq!(organization_of(&spec, Some("org-1")), "org-1");
+        assert_eq!(organization_of(&spec, None), "org-default");
+        assert_eq!(organization_of(&spec, Some("")), "org-default", "an empty organization is unset");
+    }
 
     #[test]
     fn reports_in_either_time_form() {

@@ -29,7 +29,7 @@ impl Backoff {
         let entry = map.entry(key).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
         entry.1 = now;
-        retry_delay(entry.0, rand::random_range(0.8..=1.2))
+        retry_delay(entry.0, 0.8 + 0.4 * fastrand::f64())
     }
 
     pub fn succeeded<K: Resource>(&self, obj: &K) {

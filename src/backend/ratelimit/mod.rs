@@ -14,6 +14,9 @@
 //! controller can rebuild it after a restart ([`Limiter::note_in_flight`]) and a lost `get`
 //! never leaks a slot for longer than it takes to see the report again.
 
+
+mod in_flight;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +25,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::BackendError;
-use crate::api::{BackendType, ReportBackendSpec};
+use super::Capabilities;
+use crate::api::ReportBackendSpec;
 
 /// One budget: at most `requests` sends in any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,30 +67,36 @@ pub struct LimiterConfig {
     pub pending_ttl: Duration,
 }
 
-/// The token endpoint of SUPPLIER's OAuth2 server allows about 100 requests an hour.
-pub const SUPPLIER_TOKEN_BUDGET: Budget = Budget::new(100, Duration::from_secs(3600));
-/// Endpoint name under which token requests are counted.
-pub const TOKEN_ENDPOINT: &str = "token";
+/// A backend type's documented limits (in its [`Capabilities`]), for what `spec.limits`
+/// leaves unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultLimits {
+    /// The first is the budget `spec.limits` replaces; any others always apply.
+    pub budgets: &'static [Budget],
+    /// See [`LimiterConfig::per_endpoint`].
+    pub per_endpoint: bool,
+    /// See [`LimiterConfig::endpoint_budgets`].
+    pub endpoint_budgets: &'static [(&'static str, &'static [Budget])],
+    pub max_in_flight: Option<u32>,
+}
+
+impl DefaultLimits {
+    /// No budget and no in-flight cap.
+    pub const NONE: DefaultLimits = DefaultLimits { budgets: &[], per_endpoint: false, endpoint_budgets: &[], max_in_flight: None };
+}
 
 impl LimiterConfig {
-    /// The limits for a backend: `spec.limits` where set, else the type's documented defaults
-    /// (SUPPLIER 600 requests per 10 minutes on each endpoint, tokens 100 an hour, 6 reports in
-    /// progress per organization; CMP 60 calls a minute and 5,000 a day; the others unlimited).
+    /// The limits for a backend: `spec.limits` where set, else its type's [`DefaultLimits`].
     pub fn for_backend(spec: &ReportBackendSpec) -> Self {
+        let defaults = Capabilities::of(spec.type_).limits;
         let limits = spec.limits.clone().unwrap_or_default();
         // The schema says at least 1; anything else is treated as unset.
         let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
         let (max_in_flight, requests_per_window, window_seconds) =
             (positive(limits.max_in_flight), positive(limits.requests_per_window), positive(limits.window_seconds));
-        let (default_primary, secondary, per_endpoint, default_in_flight) = match spec.type_ {
-            BackendType::Supplier => (Some(Budget::new(600, Duration::from_secs(600))), None, true, Some(6)),
-            BackendType::Cmp => (
-                Some(Budget::new(60, Duration::from_secs(60))),
-                Some(Budget::new(5000, Duration::from_secs(86_400))),
-                false,
-                None,
-            ),
-            BackendType::Rde | BackendType::Connect | BackendType::Fusion => (None, None, false, None),
+        let (default_primary, secondary) = match defaults.budgets.split_first() {
+            Some((primary, rest)) => (Some(*primary), rest),
+            None => (None, &[][..]),
         };
         let primary = match (requests_per_window, window_seconds) {
             (None, None) => default_primary,
@@ -98,16 +108,11 @@ impl LimiterConfig {
                     .unwrap_or(Duration::from_secs(60)),
             )),
         };
-        let endpoint_budgets = if spec.type_ == BackendType::Supplier {
-            vec![(TOKEN_ENDPOINT, vec![SUPPLIER_TOKEN_BUDGET])]
-        } else {
-            Vec::new()
-        };
         LimiterConfig {
-            budgets: primary.into_iter().chain(secondary).collect(),
-            per_endpoint,
-            endpoint_budgets,
-            max_in_flight: max_in_flight.or(default_in_flight),
+            budgets: primary.into_iter().chain(secondary.iter().copied()).collect(),
+            per_endpoint: defaults.per_endpoint,
+            endpoint_budgets: defaults.endpoint_budgets.iter().map(|(name, budgets)| (*name, budgets.to_vec())).collect(),
+            max_in_flight: max_in_flight.or(defaults.max_in_flight),
             ..LimiterConfig::unlimited()
         }
     }
@@ -132,7 +137,7 @@ impl LimiterConfig {
 pub struct Limiter {
     config: LimiterConfig,
     logs: Mutex<HashMap<&'static str, SendLog>>,
-    in_flight: Mutex<InFlight>,
+    in_flight: Mutex<in_flight::InFlight>,
 }
 
 /// The requests of one budget key.
@@ -168,48 +173,6 @@ impl SendLog {
             }
         }
         at.map(Some)
-    }
-}
-
-#[derive(Debug, Default)]
-struct InFlight {
-    /// organization → report id (or pending key) → when a pending reservation lapses.
-    by_org: HashMap<String, HashMap<String, Option<Instant>>>,
-    /// report id → organization.
-    org_of: HashMap<String, String>,
-}
-
-impl InFlight {
-    fn count(&mut self, org: &str, now: Instant) -> usize {
-        let Some(slots) = self.by_org.get_mut(org) else { return 0 };
-        let lapsed: Vec<String> =
-            slots.iter().filter(|(_, exp)| exp.is_some_and(|e| e <= now)).map(|(k, _)| k.clone()).collect();
-        for id in lapsed {
-            slots.remove(&id);
-            self.org_of.remove(&id);
-        }
-        slots.len()
-    }
-
-    fn insert(&mut self, org: &str, id: &str, lapse: Option<Instant>) {
-        if let Some(previous) = self.org_of.insert(id.to_string(), org.to_string())
-            && previous != org
-            && let Some(slots) = self.by_org.get_mut(&previous)
-        {
-            slots.remove(id);
-        }
-        self.by_org.entry(org.to_string()).or_default().insert(id.to_string(), lapse);
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Some(org) = self.org_of.remove(id)
-            && let Some(slots) = self.by_org.get_mut(&org)
-        {
-            slots.remove(id);
-            if slots.is_empty() {
-                self.by_org.remove(&org);
-            }
-        }
     }
 }
 
@@ -305,55 +268,6 @@ impl Limiter {
         let log = logs.entry(key).or_default();
         log.blocked_until = Some(log.blocked_until.map_or(until, |b| b.max(until)));
     }
-
-    /// Tells the limiter that `report_id` of `organization` is in progress on the backend (the
-    /// controller calls this for every IN_PROGRESS report it knows of, e.g. after a restart).
-    /// It counts until [`Limiter::release`] or until a `get` sees the report finished.
-    pub fn note_in_flight(&self, organization: &str, report_id: &str) {
-        lock(&self.in_flight).insert(organization, report_id, None);
-    }
-
-    /// The report is finished (or abandoned): it no longer counts against its organization.
-    pub fn release(&self, report_id: &str) {
-        lock(&self.in_flight).remove(report_id);
-    }
-
-    /// Reports counted as in progress for `organization`.
-    pub fn in_flight(&self, organization: &str) -> usize {
-        lock(&self.in_flight).count(organization, Instant::now())
-    }
-
-    /// Takes an in-flight slot for a create of request `key`, or fails with
-    /// [`BackendError::InFlightLimit`] when the organization is at its cap. The slot is given
-    /// back when the reservation is dropped, unless it was committed to a report id.
-    pub(crate) fn reserve(&self, organization: &str, key: &str) -> Result<Reservation<'_>, BackendError> {
-        let slot = pending_slot(key);
-        if let Some(max) = self.config.max_in_flight {
-            let mut in_flight = lock(&self.in_flight);
-            let now = Instant::now();
-            // A retried create of the same request reuses its own pending slot.
-            in_flight.remove(&slot);
-            if in_flight.count(organization, now) >= max as usize {
-                return Err(BackendError::InFlightLimit {
-                    organization: organization.to_string(),
-                    max,
-                    retry_after: self.config.in_flight_retry,
-                });
-            }
-            in_flight.insert(organization, &slot, Some(now + self.config.pending_ttl));
-        }
-        Ok(Reservation { limiter: self, organization: organization.to_string(), slot, done: false })
-    }
-
-    /// A report found by `find` after an ambiguous create: it takes over the create's
-    /// pending slot (if any) and counts while it runs.
-    pub(crate) fn adopt(&self, organization: &str, key: &str, report_id: Option<&str>) {
-        let mut in_flight = lock(&self.in_flight);
-        in_flight.remove(&pending_slot(key));
-        if let Some(id) = report_id.filter(|_| self.config.max_in_flight.is_some()) {
-            in_flight.insert(organization, id, None);
-        }
-    }
 }
 
 /// One request's place in its budget, held while it is on its way; dropping it records when
@@ -369,44 +283,6 @@ impl Drop for Permit<'_> {
         self.limiter.finished(self.key);
     }
 }
-
-fn pending_slot(key: &str) -> String {
-    format!("pending:{key}")
-}
-
-/// An in-flight slot taken for one create.
-pub(crate) struct Reservation<'a> {
-    limiter: &'a Limiter,
-    organization: String,
-    slot: String,
-    done: bool,
-}
-
-impl Reservation<'_> {
-    /// The create succeeded: the slot now belongs to `report_id` (only while it runs).
-    pub(crate) fn commit(mut self, report_id: &str, running: bool) {
-        self.done = true;
-        let mut in_flight = lock(&self.limiter.in_flight);
-        in_flight.remove(&self.slot);
-        if running && self.limiter.config.max_in_flight.is_some() {
-            in_flight.insert(&self.organization, report_id, None);
-        }
-    }
-
-    /// The create may have happened: keep the slot until `find` settles it or it lapses.
-    pub(crate) fn keep_pending(mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            lock(&self.limiter.in_flight).remove(&self.slot);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,32 +351,6 @@ mod tests {
         let before = Instant::now();
         drop(limiter.acquire("get").await.expect("within max_wait"));
         assert!(Instant::now() - before >= Duration::from_secs(3));
-    }
-
-    #[test]
-    fn in_flight_slots_follow_reports() {
-        let mut cfg = LimiterConfig::unlimited();
-        cfg.max_in_flight = Some(2);
-        let limiter = Limiter::new(cfg);
-        limiter.note_in_flight("org", "r1");
-        let r = limiter.reserve("org", "ns/a").expect("one slot left");
-        assert!(matches!(limiter.reserve("org", "ns/b"), Err(BackendError::InFlightLimit { max: 2, .. })));
-        assert_eq!(limiter.reserve("other", "ns/c").map(|_| ()), Ok(()));
-        r.commit("r2", true);
-        assert_eq!(limiter.in_flight("org"), 2);
-        limiter.release("r1");
-        assert_eq!(limiter.in_flight("org"), 1);
-        // A dropped reservation gives its slot back; a pending one keeps it until adopted.
-        drop(limiter.reserve("org", "ns/d").expect("slot"));
-        assert_eq!(limiter.in_flight("org"), 1);
-        limiter.reserve("org", "ns/e").expect("slot").keep_pending();
-        assert_eq!(limiter.in_flight("org"), 2);
-        limiter.adopt("org", "ns/e", Some("r3"));
-        assert_eq!(limiter.in_flight("org"), 2);
-        limiter.adopt("org", "ns/f", None);
-        limiter.release("r3");
-        limiter.release("r2");
-        assert_eq!(limiter.in_flight("org"), 0);
     }
 
     #[test]
