@@ -74,8 +74,8 @@ until [[ "$(kubectl get rf -n "$NS" -o name | wc -l)" -ge 5 ]]; do
 done
 kubectl wait -n "$NS" --for=jsonpath='{.status.status}'=READY rf --all --timeout=180s
 
-say "kubectl get reports -n $NS"
-kubectl get reports -n "$NS"
+say "kubectl get reporting -n $NS"
+kubectl get reporting -n "$NS"
 
 secret=$(kubectl get rf -n "$NS" -l reporting.report-operator.io/generator=daily-report-november -o jsonpath='{.items[0].status.downloadSecretRef.name}')
 say "Secret $secret (decoded)"

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            report_operator::controller::init_logging(args.log_format);
+            args.init_logging();
             block_on(report_operator::controller::run(args))
         }
     }

@@ -5,76 +5,19 @@
 //!
 //! helm comes from `REPORT_OPERATOR_HELM` (set by hack/test.sh), or from `hack/helm.sh`.
 
+mod chart_support;
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use chart_support::{CHART, chart_dir, documents, expected_rules, find, flat_rules, helm, render, set_args};
 use common::fixtures;
 use common::{TestNamespace, stderr, stdout, wait_for};
 use report_operator::api::{BackendType, FileState, ReportFile, find_condition};
 use report_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
-
-const CHART: &str = "charts/report-operator";
-
-fn chart_dir() -> PathBuf {
-    common::repo_root().join(CHART)
-}
-
-fn helm_bin() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    // hack/test.sh exports it; empty (its build failed there) or unset: build it here.
-    HELM.get_or_init(|| match std::env::var_os("REPORT_OPERATOR_HELM").filter(|p| !p.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let out = Command::new("bash")
-                .arg(common::repo_root().join("hack/helm.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run hack/helm.sh");
-            assert!(out.status.success(), "hack/helm.sh failed");
-            PathBuf::from(stdout(&out).trim())
-        }
-    })
-}
-
-fn helm(args: &[&str]) -> Output {
-    Command::new(helm_bin()).args(args).current_dir(common::repo_root()).output().expect("run helm")
-}
-
-/// `--set` pairs as helm arguments.
-fn set_args(sets: &[&str]) -> Vec<String> {
-    sets.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
-}
-
-/// `helm template` of the chart as release `report-operator` in `namespace`; fails the test
-/// when helm refuses.
-fn render(namespace: &str, sets: &[&str], extra: &[&str]) -> String {
-    let mut args: Vec<String> =
-        ["template", "report-operator", CHART, "--namespace", namespace].iter().map(|s| s.to_string()).collect();
-    args.extend(set_args(sets));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = helm(&args);
-    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", stderr(&out));
-    stdout(&out)
-}
-
-/// The documents of a multi-document YAML stream, as JSON values.
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-}
 
 fn kinds(docs: &[Value]) -> BTreeSet<String> {
     docs.iter().map(|d| d["kind"].as_str().unwrap_or_default().to_string()).collect()
@@ -84,42 +27,6 @@ fn container_args(docs: &[Value]) -> Vec<String> {
     let deployment = find(docs, "Deployment", "report-operator").expect("Deployment");
     let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
     args.as_array().expect("args").iter().map(|a| a.as_str().expect("string arg").to_string()).collect()
-}
-
-/// RBAC rules flattened to (apiGroup, resource, verb, resourceName or "*") for comparison.
-fn flat_rules(role: &Value) -> BTreeSet<(String, String, String, String)> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().map(|s| s.as_str().expect("string").to_string()).collect()).unwrap_or_default()
-    };
-    let mut out = BTreeSet::new();
-    for rule in role["rules"].as_array().expect("rules") {
-        let names = match strings(&rule["resourceNames"]) {
-            n if n.is_empty() => vec!["*".to_string()],
-            n => n,
-        };
-        for group in strings(&rule["apiGroups"]) {
-            for resource in strings(&rule["resources"]) {
-                for verb in strings(&rule["verbs"]) {
-                    for name in &names {
-                        out.insert((group.clone(), resource.clone(), verb.clone(), name.clone()));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn expected_rules(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, String, String, String)> {
-    let mut out = BTreeSet::new();
-    for (group, resources, verbs) in table {
-        for resource in *resources {
-            for verb in *verbs {
-                out.insert((group.to_string(), resource.to_string(), verb.to_string(), "*".to_string()));
-            }
-        }
-    }
-    out
 }
 
 /// What the operator needs, as the README documents it.
@@ -144,16 +51,26 @@ fn dry_run(cp: &common::ControlPlane, manifests: &str) -> Output {
 // ---------------------------------------------------------------------------------------
 // The chart's files
 
+/// The chart's CRD templates are the binary's `crd` output (hack/update-crds.sh writes them)
+/// plus the chart's labels and the keep annotation.
 #[test]
-fn chart_crds_are_an_exact_copy_of_crds_dir() {
-    let top = std::fs::read(common::repo_root().join("crds/report-operator.yaml")).expect("crds/report-operator.yaml");
-    let chart = std::fs::read(chart_dir().join("crds/report-operator.yaml")).expect("chart crds/report-operator.yaml");
-    assert!(
-        top == chart,
-        "charts/report-operator/crds/report-operator.yaml differs from crds/report-operator.yaml: run hack/update-crds.sh"
-    );
-    let files: Vec<_> = std::fs::read_dir(chart_dir().join("crds")).expect("chart crds/").collect();
-    assert_eq!(files.len(), 1, "the chart's crds/ holds exactly report-operator.yaml");
+fn chart_crds_are_the_binarys_crds() {
+    let docs = documents(&render("ops", &[], &[]));
+    let mut rendered: Vec<Value> = docs.into_iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
+    for crd in &mut rendered {
+        let meta = crd["metadata"].as_object_mut().expect("metadata");
+        assert!(meta.remove("labels").is_some(), "the chart labels its CRDs");
+        assert!(meta.remove("annotations").is_some(), "crds.keep is on by default");
+    }
+    let mut generated: Vec<Value> =
+        report_operator::api::crds().iter().map(|c| serde_json::to_value(c).expect("CRD as JSON")).collect();
+    let by_name = |a: &Value, b: &Value| a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str());
+    rendered.sort_by(by_name);
+    generated.sort_by(by_name);
+    assert!(rendered == generated, "charts/report-operator/templates/crds/ is stale: run hack/update-crds.sh");
+    let files: Vec<_> = std::fs::read_dir(chart_dir().join("templates/crds")).expect("templates/crds/").collect();
+    assert_eq!(files.len(), generated.len(), "templates/crds/ holds one template per CRD, nothing else");
+    assert!(!chart_dir().join("crds").exists(), "no crds/ directory: helm would install it once and never upgrade it");
 }
 
 #[test]
@@ -178,6 +95,7 @@ fn helm_lint_is_clean_with_default_and_overridden_values() {
         &["watchNamespace=billing"],
         &["replicaCount=2", "podDisruptionBudget.enabled=true"],
         &["metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true"],
+        &["rbac.aggregateToDefaultRoles=false", "logLevel=debug"],
     ];
     for sets in scenarios {
         let mut args = vec!["lint".to_string(), "--strict".to_string(), CHART.to_string()];
@@ -202,6 +120,8 @@ fn values_schema_rejects_wrong_values_naming_the_field() {
         ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval"),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
         ("leaderElection.enabled=yes", "/leaderElection/enabled"),
+        ("logLevel=loud", "/logLevel"),
+        ("rbac.aggregateToDefaultRoles=maybe", "/rbac/aggregateToDefaultRoles"),
         ("replicas=2", "replicas"),
         ("image.name=x", "name"),
     ] {
@@ -228,6 +148,10 @@ fn notes_tell_the_user_what_to_apply_next() {
         "ops",
         "--set",
         "watchNamespace=billing",
+        // The control plane's CRDs are the tests' own, not a Helm release's: Helm would
+        // refuse to adopt them (tests/chart_upgrade.rs covers the chart's CRDs).
+        "--set",
+        "crds.enabled=false",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -237,7 +161,7 @@ fn notes_tell_the_user_what_to_apply_next() {
         "kubectl -n billing create secret generic",
         "kind: ReportBackend",
         "kind: ReportGenerator",
-        "kubectl -n billing get reports",
+        "kubectl -n billing get reporting",
         "kubectl apply --server-side",
     ] {
         assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
@@ -293,7 +217,39 @@ fn the_deployment_runs_locked_down_with_probes_and_pod_identity() {
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path);
     }
     let args = container_args(&docs);
-    assert_eq!(&args[..4], ["run", "--metrics-addr=0.0.0.0:8080", "--log-format=json", "--concurrency=16"]);
+    assert_eq!(
+        &args[..5],
+        ["run", "--metrics-addr=0.0.0.0:8080", "--log-format=json", "--concurrency=16", "--log-level=info"]
+    );
+    let args = container_args(&documents(&render("ops", &["logLevel=debug"], &[])));
+    assert!(args.contains(&"--log-level=debug".to_string()), "logLevel becomes --log-level: {args:?}");
+}
+
+/// The three kinds in the built-in user-facing roles: view reads them and their status, edit
+/// and admin also write them, and nobody but the operator writes status.
+#[test]
+fn aggregated_roles_extend_view_edit_and_admin_without_status_writes() {
+    const G: &str = "reporting.report-operator.io";
+    const KINDS: &[&str] = &["reportbackends", "reportgenerators", "reportfiles"];
+    const STATUS: &[&str] = &["reportbackends/status", "reportgenerators/status", "reportfiles/status"];
+    const READ: &[&str] = &["get", "list", "watch"];
+    let docs = documents(&render("ops", &[], &[]));
+    let view = find(&docs, "ClusterRole", "report-operator-view").expect("view ClusterRole");
+    assert_eq!(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true");
+    assert_eq!(flat_rules(view), expected_rules(&[(G, KINDS, READ), (G, STATUS, READ)]));
+    let edit = find(&docs, "ClusterRole", "report-operator-edit").expect("edit ClusterRole");
+    let labels = &edit["metadata"]["labels"];
+    assert_eq!(labels["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
+    assert_eq!(labels["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
+    assert!(labels.get("rbac.authorization.k8s.io/aggregate-to-view").is_none(), "view gets only the view role");
+    let write: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
+    assert_eq!(flat_rules(edit), expected_rules(&[(G, KINDS, write), (G, STATUS, READ)]));
+
+    let docs = documents(&render("ops", &["rbac.aggregateToDefaultRoles=false"], &[]));
+    for name in ["report-operator-view", "report-operator-edit"] {
+        assert!(find(&docs, "ClusterRole", name).is_none(), "{name} rendered although turned off");
+    }
+    assert!(find(&docs, "ClusterRole", "report-operator").is_some(), "the operator's own role stays");
 }
 
 #[test]
@@ -327,9 +283,13 @@ async fn namespaced_install_is_accepted_and_grants_only_the_watched_namespace() 
     assert!(out.status.success(), "the API server rejected the namespaced install:\n{}", stderr(&out));
     let docs = documents(&manifests);
     let k = kinds(&docs);
-    assert!(
-        !k.contains("ClusterRole") && !k.contains("ClusterRoleBinding"),
-        "namespaced mode has no cluster-wide RBAC: {k:?}"
+    assert!(!k.contains("ClusterRoleBinding"), "namespaced mode binds nothing cluster-wide: {k:?}");
+    let cluster_roles: BTreeSet<&str> =
+        docs.iter().filter(|d| d["kind"] == "ClusterRole").filter_map(|d| d["metadata"]["name"].as_str()).collect();
+    assert_eq!(
+        cluster_roles,
+        BTreeSet::from(["report-operator-edit", "report-operator-view"]),
+        "the operator's own rules are a Role; the only ClusterRoles are the aggregated user roles"
     );
     let role = find(&docs, "Role", "report-operator").expect("Role");
     assert_eq!(role["metadata"]["namespace"], watched.name.as_str());
@@ -519,7 +479,8 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
         render(
         &release.name,
         // The simulators listen on loopback over plain HTTP.
-        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true"],
+        // No user-facing ClusterRoles: cluster-wide, they would outlive this test's namespaces.
+        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true", "rbac.aggregateToDefaultRoles=false"],
         &[],
     );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and

@@ -4,8 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{TestNamespace, control_plane, stderr, stdout};
+use common::{TestNamespace, control_plane, stderr, stdout, wait_for};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use report_operator::api;
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -34,7 +38,7 @@ fn committed_crds_match_the_code() {
 }
 
 #[tokio::test]
-async fn crds_are_established_and_listed_under_reports() {
+async fn crds_are_established_and_listed_under_reporting() {
     let cp = control_plane().await;
     let out = cp.kubectl(&["get", "crd", "-o", "name"]);
     let names = stdout(&out);
@@ -50,7 +54,7 @@ async fn crds_are_established_and_listed_under_reports() {
         ]);
         assert_eq!(stdout(&established), "True", "{name} is not Established");
     }
-    let out = cp.kubectl(&["api-resources", "--categories", "reports", "-o", "name"]);
+    let out = cp.kubectl(&["api-resources", "--categories", "reporting", "-o", "name"]);
     let mut listed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     listed.sort();
     assert_eq!(
@@ -63,8 +67,90 @@ async fn crds_are_established_and_listed_under_reports() {
     );
 }
 
+/// A printer column: name, type, JSONPath.
+type Column = (String, String, String);
+
+fn column(name: &str, type_: &str, path: impl Into<String>) -> Column {
+    (name.to_string(), type_.to_string(), path.into())
+}
+
+/// What `kubectl get` shows, as the API server serves it: the category that lists all three
+/// kinds (`reports` is shadowed by any resource of that name, such as Kyverno's OpenReports),
+/// the short names, and the printer columns.
 #[tokio::test]
-async fn kubectl_get_reports_lists_all_three_kinds() {
+async fn the_api_server_serves_the_category_short_names_and_columns() {
+    let ready = r#".status.conditions[?(@.type=="Ready")]"#;
+    let expected: Vec<(&str, &str, Vec<Column>)> = vec![
+        ("reportbackends.reporting.report-operator.io", "rb", vec![
+            column("Type", "string", ".spec.type"),
+            column("URL", "string", ".spec.url"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ]),
+        ("reportgenerators.reporting.report-operator.io", "rg", vec![
+            column("Type", "string", ".spec.eventType"),
+            column("Backend", "string", ".spec.backendRef.name"),
+            column("Format", "string", ".spec.format"),
+            column("Suspend", "boolean", ".spec.schedule.suspend"),
+            column("Active", "integer", ".status.reports.inProgress"),
+            column("Next Report", "date", ".status.nextReportDate"),
+            column("Last Success", "date", ".status.lastSuccessfulTime"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ]),
+        ("reportfiles.reporting.report-operator.io", "rf", vec![
+            column("Status", "string", ".status.status"),
+            column("Generator", "string", ".spec.generatorRef.name"),
+            column("Start", "string", ".spec.parameters.startDate"),
+            column("End", "string", ".spec.parameters.endDate"),
+            column("Generated", "date", ".status.generateDate"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ]),
+    ];
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(name, short, cols)| (name.to_string(), vec!["reporting".to_string()], vec![short.to_string()], cols))
+        .collect();
+    let cp = control_plane().await;
+    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await);
+    // The control plane is shared with other test runs, which may have applied their own
+    // version of the CRDs since this process installed them: apply ours again until the
+    // API server serves them.
+    let params = PatchParams::apply("report-operator-tests").force();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut served = Vec::new();
+        for crd in api::crds() {
+            let name = crd.metadata.name.clone().expect("crd name");
+            api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("apply CRD");
+            let got = api.get(&name).await.expect("get CRD");
+            let columns = got.spec.versions[0]
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .map(|c| (c.name.clone(), c.type_.clone(), c.json_path.clone()))
+                .collect::<Vec<_>>();
+            served.push((
+                name,
+                got.spec.names.categories.clone().unwrap_or_default(),
+                got.spec.names.short_names.clone().unwrap_or_default(),
+                columns,
+            ));
+        }
+        if served == expected || tokio::time::Instant::now() > deadline {
+            assert_eq!(served, expected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn kubectl_get_reporting_lists_all_three_kinds() {
     let ns = TestNamespace::new("crd-get").await;
     let file = r#"
 apiVersion: reporting.report-operator.io/v1alpha1
@@ -81,7 +167,7 @@ spec:
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ns.kubectl_stdin(&["apply", "-f", "-"], file);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = ns.kubectl(&["get", "reports"]);
+    let out = ns.kubectl(&["get", "reporting"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for needle in [
@@ -89,17 +175,17 @@ spec:
         "reportgenerator.reporting.report-operator.io/daily-report-november",
         "reportfile.reporting.report-operator.io/one-file",
     ] {
-        assert!(text.contains(needle), "`kubectl get reports` lacks {needle}:\n{text}");
+        assert!(text.contains(needle), "`kubectl get reporting` lacks {needle}:\n{text}");
     }
     // The printer columns a person wants.
     let out = ns.kubectl(&["get", "rg"]);
     let header = stdout(&out).lines().next().unwrap_or_default().to_string();
-    for column in ["TYPE", "BACKEND", "FORMAT", "NEXT REPORT", "LAST SUCCESS", "READY"] {
+    for column in ["TYPE", "BACKEND", "FORMAT", "SUSPEND", "ACTIVE", "NEXT REPORT", "LAST SUCCESS", "READY", "REASON", "AGE"] {
         assert!(header.contains(column), "rg lacks column {column}: {header}");
     }
     let out = ns.kubectl(&["get", "rf"]);
     let header = stdout(&out).lines().next().unwrap_or_default().to_string();
-    for column in ["STATUS", "GENERATOR", "START", "END", "GENERATED", "READY"] {
+    for column in ["STATUS", "GENERATOR", "START", "END", "GENERATED", "READY", "REASON", "AGE"] {
         assert!(header.contains(column), "rf lacks column {column}: {header}");
     }
 }
@@ -179,6 +265,64 @@ async fn kubectl_explain_teaches_the_fields() {
         let out = cp.kubectl(&["explain", field]);
         assert!(out.status.success(), "explain {field}: {}", stderr(&out));
         assert!(stdout(&out).contains(needle), "explain {field} lacks {needle:?}:\n{}", stdout(&out));
+    }
+    // Every Ready reason a ReportFile can show is explained where a person looks it up. The
+    // API server publishes a changed CRD's OpenAPI a moment after the change (and another
+    // test run may have applied its own version): wait until explain shows this doc.
+    let doc = words(&report_file_conditions_doc());
+    let shown = wait_for("kubectl explain to show this ReportFile status.conditions doc", Duration::from_secs(30), || {
+        let out = cp.kubectl(&["explain", "reportfile.status.conditions"]);
+        assert!(out.status.success(), "explain reportfile.status.conditions: {}", stderr(&out));
+        let text = words(&stdout(&out));
+        std::future::ready(text.contains(&doc).then_some(text))
+    })
+    .await;
+    for reason in FILE_READY_REASONS {
+        assert!(lists(&shown, reason), "explain reportfile.status.conditions lacks {reason}:\n{shown}");
+    }
+}
+
+/// Whitespace-normalized text: `kubectl explain` wraps lines its own way.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a doc explains `reason` (followed by its explanation or by the next reason).
+fn lists(doc: &str, reason: &str) -> bool {
+    doc.contains(&format!("{reason} (")) || doc.contains(&format!("{reason},"))
+}
+
+fn report_file_conditions_doc() -> String {
+    let crd = serde_json::to_value(api::ReportFile::crd()).expect("crd json");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
+        ["description"]
+        .as_str()
+        .expect("status.conditions has a description")
+        .to_string()
+}
+
+const FILE_READY_REASONS: &[&str] = &[
+    "Pending",
+    "InProgress",
+    "Ready",
+    "Failed",
+    "DeadlineExceeded",
+    "TooLarge",
+    "UrlExpired",
+    "SecretConflict",
+    "KubernetesApiError",
+    "InternalError",
+    "ReconcileTimeout",
+    "Invalid",
+];
+
+/// The reasons of src/controller/file/decide.rs and of the reconcile errors, in the doc that
+/// `kubectl explain` shows.
+#[test]
+fn report_file_conditions_doc_lists_every_ready_reason() {
+    let doc = words(&report_file_conditions_doc());
+    for reason in FILE_READY_REASONS {
+        assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
 }
 

@@ -15,7 +15,8 @@ use super::common::{LocalObjectReference, SecretKeySelector};
     kind = "ReportBackend",
     plural = "reportbackends",
     shortname = "rb",
-    category = "reports",
+    // Not "reports": any resource of that name (Kyverno's OpenReports) shadows the category.
+    category = "reporting",
     namespaced,
     doc = "A connection to one reporting API: type, base URL, credentials Secret and limits.",
     status = "ReportBackendStatus",

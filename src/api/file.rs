@@ -17,7 +17,8 @@ use super::generator::ReportParameters;
     kind = "ReportFile",
     plural = "reportfiles",
     shortname = "rf",
-    category = "reports",
+    // Not "reports": any resource of that name (Kyverno's OpenReports) shadows the category.
+    category = "reporting",
     namespaced,
     doc = "One generated report that mirrors an RDE report file; when READY it owns a Secret holding the download URL.",
     status = "ReportFileStatus",
@@ -26,7 +27,9 @@ use super::generator::ReportParameters;
     printcolumn = r#"{"name":"Start","type":"string","jsonPath":".spec.parameters.startDate"}"#,
     printcolumn = r#"{"name":"End","type":"string","jsonPath":".spec.parameters.endDate"}"#,
     printcolumn = r#"{"name":"Generated","type":"date","jsonPath":".status.generateDate"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message("ReportFile spec is immutable: delete the ReportFile and create a new one"))]
@@ -96,9 +99,13 @@ pub struct ReportFileStatus {
     /// IN_PROGRESS, READY or FAILED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<FileState>,
-    /// `Ready`, with reasons Pending, InProgress, Ready, Failed, DeadlineExceeded, TooLarge,
-    /// UrlExpired, SecretConflict (a Secret of the report's name that the operator does not own
-    /// is in the way), and KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the
+    /// `Ready`, with reasons: Pending (waiting for the backend or for the request to be
+    /// accepted), InProgress (the backend is generating it), Ready (the Secret holds the
+    /// download), Failed (the backend failed or refused the report), DeadlineExceeded (not
+    /// READY within activeDeadlineSeconds), TooLarge (the report or its download is over
+    /// the operator's size limit), UrlExpired (the download URL expired, or cannot be renewed
+    /// now), SecretConflict (a Secret of the report's name that the operator does not own is
+    /// in the way); and KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the
     /// operator could not handle the object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -28,16 +28,22 @@ pub const MAX_ORGANIZATIONS: usize = 100;
     kind = "ReportGenerator",
     plural = "reportgenerators",
     shortname = "rg",
-    category = "reports",
+    // Not "reports": any resource of that name (Kyverno's OpenReports) shadows the category.
+    category = "reporting",
     namespaced,
     doc = "A report definition that mirrors CloudBlue RDE RDEReportTemplate: one-time, periodic or on-invoice reports from a ReportBackend.",
     status = "ReportGeneratorStatus",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.eventType"}"#,
     printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".spec.backendRef.name"}"#,
     printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#,
+    printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.schedule.suspend"}"#,
+    // A column cannot count the `status.active` list; this is the same number.
+    printcolumn = r#"{"name":"Active","type":"integer","jsonPath":".status.reports.inProgress"}"#,
     printcolumn = r#"{"name":"Next Report","type":"date","jsonPath":".status.nextReportDate"}"#,
     printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessfulTime"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.eventType != 'ONETIME' || (has(self.parameters) && has(self.parameters.startDate) && has(self.parameters.endDate))").message("eventType ONETIME needs parameters.startDate and parameters.endDate"))]

@@ -14,8 +14,12 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "REPORT_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Log level of the operator's own logs: error, warn, info, debug or trace. RUST_LOG, when
+    /// set, wins over it (a full filter, e.g. `info,report_operator=debug,kube=debug`).
+    #[arg(long, env = "REPORT_OPERATOR_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
     /// Reconciles of each kind that may run at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "REPORT_OPERATOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
     /// Run only while holding a Lease, so that of several replicas exactly one reconciles.
     #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECT")]
@@ -24,11 +28,11 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = "report-operator")]
+    #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME", default_value = "report-operator")]
     pub leader_election_lease_name: String,
     /// Seconds a leader's Lease is valid without renewal: how long a new leader may wait
     /// after the old one died.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
     pub leader_election_lease_seconds: u64,
     /// Address ranges backend calls may reach although the outbound policy denies them by
     /// default (loopback, link-local and cloud metadata addresses), e.g. 127.0.0.1/32 for
@@ -54,13 +58,138 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber for `run` and `sim`.
+/// How much the operator logs, when RUST_LOG does not say.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The tracing filter for this level. The Kubernetes client and HTTP stack stay at warn
+    /// (or quieter): at info and more verbose they log every request and watch.
+    pub fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info,kube=warn,tower=warn,hyper=warn",
+            LogLevel::Debug => "info,kube=warn,tower=warn,hyper=warn,report_operator=debug,report_sim=debug",
+            LogLevel::Trace => "info,kube=warn,tower=warn,hyper=warn,report_operator=trace,report_sim=trace",
+        }
+    }
+}
+
+impl RunArgs {
+    /// Installs the tracing subscriber for `run`, with `--log-level` unless RUST_LOG is set.
+    pub fn init_logging(&self) {
+        init_logging_at(self.log_format, self.log_level);
+    }
+}
+
+/// Installs the tracing subscriber for `report-sim`, at the default level.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    init_logging_at(format, LogLevel::Info);
+}
+
+fn init_logging_at(format: LogFormat, level: LogLevel) {
+    let rust_log = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
+    let (filter, ignored) = choose_filter(rust_log.as_deref(), level);
+    if let Some(why) = ignored {
+        eprintln!("warning: ignoring RUST_LOG ({why}); logging at --log-level");
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// RUST_LOG, when set and valid, wins over `level`; an invalid one is reported (the second
+/// value), not fatal: a typo in a filter should not stop the operator.
+fn choose_filter(rust_log: Option<&str>, level: LogLevel) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    match rust_log.filter(|v| !v.trim().is_empty()).map(tracing_subscriber::EnvFilter::try_new) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(e)) => (tracing_subscriber::EnvFilter::new(level.filter()), Some(e.to_string())),
+        None => (tracing_subscriber::EnvFilter::new(level.filter()), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    use super::*;
+
+    /// Every flag of `run` can be set from the environment (a Deployment's `env`, a
+    /// ConfigMap's `envFrom`), under the name the README documents. A new flag without an
+    /// environment variable fails here.
+    #[test]
+    fn every_run_flag_has_its_environment_variable() {
+        let expected = [
+            ("namespace", "REPORT_OPERATOR_NAMESPACE"),
+            ("metrics-addr", "REPORT_OPERATOR_METRICS_ADDR"),
+            ("log-format", "REPORT_OPERATOR_LOG_FORMAT"),
+            ("log-level", "REPORT_OPERATOR_LOG_LEVEL"),
+            ("concurrency", "REPORT_OPERATOR_CONCURRENCY"),
+            ("leader-elect", "REPORT_OPERATOR_LEADER_ELECT"),
+            // The downward API's name for the pod's own namespace, which is the default.
+            ("leader-election-namespace", "POD_NAMESPACE"),
+            ("leader-election-lease-name", "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME"),
+            ("leader-election-lease-seconds", "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS"),
+            // Repeatable flags: the variable holds a comma-separated list.
+            ("outbound-allow-cidr", "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS"),
+            ("outbound-deny-cidr", "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS"),
+            ("outbound-allow-http", "REPORT_OPERATOR_OUTBOUND_ALLOW_HTTP"),
+            ("outbound-allow-insecure-tls", "REPORT_OPERATOR_OUTBOUND_ALLOW_INSECURE_TLS"),
+        ];
+        let command = RunArgs::augment_args(Command::new("run"));
+        let actual: Vec<(String, Option<String>)> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|long| (long.to_string(), a.get_env().map(|e| e.to_string_lossy().into_owned()))))
+            .collect();
+        let expected: Vec<(String, Option<String>)> =
+            expected.iter().map(|(flag, env)| (flag.to_string(), Some(env.to_string()))).collect();
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn log_levels_choose_a_valid_filter_that_keeps_the_client_quiet() {
+        let table = [
+            ("error", "error"),
+            ("warn", "warn"),
+            ("info", "info,kube=warn,tower=warn,hyper=warn"),
+            ("debug", "info,kube=warn,tower=warn,hyper=warn,report_operator=debug,report_sim=debug"),
+            ("trace", "info,kube=warn,tower=warn,hyper=warn,report_operator=trace,report_sim=trace"),
+        ];
+        for (flag, filter) in table {
+            let args = <RunArgs as clap::FromArgMatches>::from_arg_matches(
+                &RunArgs::augment_args(Command::new("run")).no_binary_name(true).get_matches_from(["--log-level", flag]),
+            )
+            .expect("parse");
+            assert_eq!(args.log_level.filter(), filter, "--log-level={flag}");
+            assert!(tracing_subscriber::EnvFilter::try_new(filter).is_ok(), "{filter} parses");
+        }
+        let unknown = RunArgs::augment_args(Command::new("run")).no_binary_name(true).try_get_matches_from(["--log-level", "loud"]);
+        assert!(unknown.is_err(), "an unknown level is refused");
+    }
+
+    #[test]
+    fn rust_log_wins_over_the_level_when_set_and_valid() {
+        let table = [
+            (None, LogLevel::Debug, LogLevel::Debug.filter(), false),
+            (Some(""), LogLevel::Warn, "warn", false),
+            (Some("  "), LogLevel::Info, LogLevel::Info.filter(), false),
+            (Some("info,kube=debug"), LogLevel::Error, "info,kube=debug", false),
+            (Some("trace"), LogLevel::Info, "trace", false),
+            (Some("info,kube=loud"), LogLevel::Warn, "warn", true),
+        ];
+        for (rust_log, level, expected, ignored) in table {
+            let (filter, why) = choose_filter(rust_log, level);
+            assert_eq!(filter.to_string(), tracing_subscriber::EnvFilter::new(expected).to_string(), "{rust_log:?} {level:?}");
+            assert_eq!(why.is_some(), ignored, "{rust_log:?}: {why:?}");
+        }
     }
 }

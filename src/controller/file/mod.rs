@@ -181,10 +181,9 @@ impl<'a> Reconciler<'a> {
         if limiter.config().max_in_flight.is_none() {
             return;
         }
-        let default_org = rb.spec.supplier.as_ref().and_then(|s| s.organization_id.clone()).unwrap_or_default();
         for rf in self.ctx.index.files_in_flight(&self.namespace, &rb.name_any()) {
             if let Some(id) = rf.status.as_ref().and_then(|s| s.external_id.as_deref()) {
-                limiter.note_in_flight(rf.spec.organization.as_deref().unwrap_or(&default_org), id);
+                limiter.note_in_flight(crate::backend::organization_of(&rb.spec, rf.spec.organization.as_deref()), id);
             }
         }
     }

@@ -104,7 +104,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     {
         return Err(Outcome::invalid("UnsupportedPeriod", format!("{} backends do not support period {period:?}", type_.as_str())));
     }
-    if let Some(field) = missing_parameter(type_, &params) {
+    if let Some(field) = crate::backend::missing_parameter(type_, &params) {
         return Err(Outcome::invalid("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
     }
     // The schema bounds it, but an object written before it may hold any number, and the
@@ -118,17 +118,6 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         ));
     }
     Ok(())
-}
-
-// TEMPORARY until the backend's own lands.
-fn missing_parameter(type_: crate::api::BackendType, params: &ReportParameters) -> Option<&'static str> {
-    use crate::api::BackendType::*;
-    match type_ {
-        Connect if params.template.as_deref().unwrap_or_default().is_empty() => Some("parameters.template (the RT-… id)"),
-        Supplier if params.report_type.as_deref().unwrap_or_default().is_empty() => Some("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)"),
-        Fusion if params.scope.is_none() => Some("parameters.scope (level and uuid)"),
-        _ => None,
-    }
 }
 
 fn event_type_name(e: EventType) -> &'static str {

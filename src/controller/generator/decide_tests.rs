@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::{BackendType, Period, ReportFileStatus, ReportFormat};
+use crate::api::{BackendType, ReportFileStatus};
 use crate::controller::registry::NotReady;
 use kube::runtime::events::EventType as K8sEvent;
 
@@ -49,21 +49,9 @@ fn backend(type_: BackendType) -> ReportBackend {
     ReportBackend::new("b", serde_json::from_value(spec).expect("backend"))
 }
 
-/// What a backend type can do, as far as the decisions look.
+/// What a backend type can do: its own capabilities.
 fn caps(type_: BackendType) -> Capabilities {
-    use EventType::*;
-    let rde = type_ == BackendType::Rde;
-    Capabilities {
-        formats: if rde { &[ReportFormat::Csv, ReportFormat::Json] } else { &[ReportFormat::Csv] },
-        event_types: match type_ {
-            BackendType::Rde | BackendType::Cmp => &[Onetime, Periodic, OnInvoice],
-            _ => &[Onetime, Periodic],
-        },
-        periods: if rde { &[Period::P1D, Period::P1M] } else { &[Period::P1D, Period::P1W, Period::P1M] },
-        platform_scheduled: rde,
-        url_lifetime: None,
-        polls_by_organization: false,
-    }
+    Capabilities::of(type_).clone()
 }
 
 fn file(name: &str, state: Option<FileState>) -> Arc<ReportFile> {
@@ -150,7 +138,7 @@ fn every_ready_reason_of_a_generator_is_reached() {
         ("no backend of that name", generator(json!({})), not_found(), 0, none(), ok.clone(), (false, "BackendNotFound"), "does not exist", "30000", true),
         ("backend not Ready: waits without a warning of its own", generator(json!({})), not_ready(), 0, none(), ok.clone(), (false, "BackendNotReady"), "Unauthorized", "30000", false),
         ("ON_INVOICE on CONNECT", generator(json!({"eventType": "ON_INVOICE"})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedEventType"), "eventType ON_INVOICE", "change", true),
-        ("XLSX where only CSV is made", generator(json!({"format": "XLSX"})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedFormat"), "support format CSV, not XLSX", "change", true),
+        ("XLSX where only CSV is made", generator(json!({"format": "XLSX"})), Ok(Supplier), 0, none(), ok.clone(), (false, "UnsupportedFormat"), "support format CSV, not XLSX", "change", true),
         ("weekly on RDE", periodic(json!({"parameters": {"period": "P1W"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedPeriod"), "period P1W", "change", true),
         ("CONNECT without a template", generator(json!({"parameters": {"template": ""}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.template", "change", true),
         ("SUPPLIER without a report type", generator(json!({"parameters": {"reportType": null}})), Ok(Supplier), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.reportType", "change", true),
@@ -188,11 +176,11 @@ fn every_ready_reason_of_a_generator_is_reached() {
 fn a_problem_is_told_once_per_change_of_reason() {
     let g = generator(json!({"format": "XLSX"}));
     let mut status = ReportGeneratorStatus::default();
-    let (first, _) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    let (first, _) = pass(&g, Ok(BackendType::Supplier), &mut status, 0, &[], Acted::Created);
     assert!(first.event.is_some());
     let cond = first.ready.clone().expect("ready");
     crate::controller::conditions::set_condition(&mut status.conditions, cond, Some(1), t(NOW));
-    let (again, _) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
+    let (again, _) = pass(&g, Ok(BackendType::Supplier), &mut status, 0, &[], Acted::Created);
     assert_eq!((again.ready.map(|c| c.reason), again.event), (Some("UnsupportedFormat"), None));
 }
 

@@ -167,6 +167,36 @@ mod tests {
     }
 
     #[test]
+    fn a_supplier_fan_out_makes_one_snapshot_per_organization_owned_by_the_generator() {
+        let spec = serde_json::json!({
+            "backendRef": {"name": "supplier"}, "commonName": "Trips", "eventType": "PERIODIC", "format": "CSV",
+            "activeDeadlineSeconds": 600,
+            "parameters": {"period": "P1D", "reportType": "REPORT_TYPE_TRIP_ACTIVITY", "organizations": ["org-a", "org-b"]},
+        });
+        let mut g = ReportGenerator::new("trips", serde_json::from_value(spec).expect("spec"));
+        g.metadata.namespace = Some("ns".into());
+        g.metadata.uid = Some("uid-g".into());
+        g.status = Some(ReportGeneratorStatus { external_id: Some("tmpl-1".into()), ..Default::default() });
+        let window = ReportParameters { start_date: Some(t("2026-11-01T00:00:00Z")), end_date: Some(t("2026-11-01T23:59:59Z")), ..Default::default() };
+        let planned = fan_out(&g, &["trips", "20261101"], window.clone());
+        let names: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["trips-20261101-org-a", "trips-20261101-org-b"]);
+        assert_eq!(files_per_window(&g), 2);
+        let rf = build_file(&g, planned[1].clone());
+        assert_eq!(rf.spec.organization.as_deref(), Some("org-b"));
+        assert_eq!(rf.spec.parameters.as_ref().and_then(|p| p.organizations.as_ref()), None, "one organization per file");
+        assert_eq!(rf.spec.parameters.as_ref().and_then(|p| p.start_date), window.start_date);
+        assert_eq!((rf.spec.template_id.as_deref(), rf.spec.active_deadline_seconds), (Some("tmpl-1"), Some(600)));
+        assert_eq!(rf.labels().get(LABEL_GENERATOR).map(String::as_str), Some("trips"));
+        let owner = &rf.owner_references()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), ("uid-g", Some(true)));
+        let single = ReportGenerator::new("one", serde_json::from_value(serde_json::json!({
+            "backendRef": {"name": "b"}, "commonName": "x", "eventType": "ONETIME", "format": "CSV"})).expect("spec"));
+        assert_eq!(fan_out(&single, &["one", "a", "b"], window).len(), 1);
+        assert_eq!(files_per_window(&single), 1);
+    }
+
+    #[test]
     fn file_names_are_deterministic() {
         let params = ReportParameters {
             start_date: Some(t("2018-10-09T00:00:00Z")),

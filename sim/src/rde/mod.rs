@@ -34,13 +34,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::content::{Packaging, ReportContent, time};
-use super::control::{optional_body, sim_error};
 use super::http::{endpoint, json, parse_body};
 use super::job::{Job, Phase};
 use super::oauth1::{Nonces, OAuthError, SignedRequest, Verifier};
 use super::storage::{StoredObject, expiry_after};
-use super::{Sim, SimError, lock, rql};
+use super::{Sim, lock, rql};
 use report_operator::api::{BackendType, ReportFormat};
+
+mod platform;
+
+pub(crate) use platform::{invoice, run_template};
 
 pub(crate) const PREFIX: &str = "/rde";
 const RESOURCES: &str = "/aps/2/resources";
@@ -147,8 +150,8 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
         .route(&format!("{PREFIX}{RESOURCES}"), ep("create", post(create)).merge(ep("lookup", get(lookup))))
         .route(&format!("{PREFIX}{RESOURCES}/{{id}}"), ep("get", get(get_resource)).merge(ep("delete", axum::routing::delete(delete))))
         .route(&format!("{PREFIX}{RESOURCES}/{{id}}/reportFiles"), ep("reportFiles", get(report_files)))
-        .route("/_sim/rde/templates/{id}/run", post(run_handler))
-        .route("/_sim/rde/invoice", post(invoice_handler))
+        .route("/_sim/rde/templates/{id}/run", post(platform::run_handler))
+        .route("/_sim/rde/invoice", post(platform::invoice_handler))
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -485,89 +488,6 @@ async fn delete(State(sim): State<Arc<Sim>>, Path(id): Path<String>, method: Met
 
 pub(crate) fn template_exists(sim: &Sim, id: &str) -> bool {
     lock(&sim.rde).templates.contains_key(id)
-}
-
-/// What a control trigger made.
-pub(crate) struct Made {
-    pub id: String,
-    pub doc: Value,
-}
-
-/// The platform's periodic task for template `id`, run on the day of `at`.
-pub(crate) fn run_template(sim: &Sim, id: &str, at: DateTime<Utc>) -> Result<Made, SimError> {
-    let mut state = lock(&sim.rde);
-    let template = state.templates.get(id).ok_or_else(|| SimError::NotFound(format!("RDE has no template {id}")))?;
-    let period = period_of(&template.event_type, &template.parameters)
-        .ok_or_else(|| SimError::Control(format!("template {id} is {}, not PERIODIC", template.event_type)))?;
-    let (start, end, next) = periodic_window(period, at);
-    let parameters = json!({"period": period});
-    let now = Utc::now();
-    let file = add_file(sim, &mut state, id, parameters, start, end, now)
-        .ok_or_else(|| SimError::NotFound(format!("RDE has no template {id}")))?;
-    if let Some(t) = state.templates.get_mut(id) {
-        t.last_report_date = Some(at);
-        t.next_report_date = Some(next);
-    }
-    let doc = state.files.get(&file).map(|f| f.to_json(sim, now)).unwrap_or_default();
-    Ok(Made { id: file, doc })
-}
-
-/// What a new invoice made.
-pub(crate) struct Invoice {
-    pub invoice_id: String,
-    pub files: Vec<Made>,
-}
-
-/// A new invoice at `at`: each ON_INVOICE template gets a file covering the time since the
-/// previous invoice (or since the template was made).
-pub(crate) fn invoice(sim: &Sim, at: DateTime<Utc>) -> Invoice {
-    let mut state = lock(&sim.rde);
-    let invoice_id = format!("INV-{}", uuid::Uuid::new_v4().simple());
-    let previous = state.last_invoice;
-    state.last_invoice = Some(at);
-    let targets: Vec<(String, DateTime<Utc>)> = state
-        .order
-        .iter()
-        .filter_map(|id| state.templates.get(id))
-        .filter(|t| t.event_type == "ON_INVOICE")
-        .map(|t| (t.id.clone(), previous.unwrap_or(t.created).min(at)))
-        .collect();
-    let now = Utc::now();
-    let mut files = Vec::new();
-    for (template, since) in targets {
-        if let Some(file) = add_file(sim, &mut state, &template, json!({"invoiceId": invoice_id}), since, at, now) {
-            let doc = state.files.get(&file).map(|f| f.to_json(sim, now)).unwrap_or_default();
-            files.push(Made { id: file, doc });
-        }
-    }
-    Invoice { invoice_id, files }
-}
-
-#[derive(Deserialize, Default)]
-struct At {
-    #[serde(default)]
-    at: Option<DateTime<Utc>>,
-}
-
-async fn run_handler(State(sim): State<Arc<Sim>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let at = match optional_body::<At>(&body) {
-        Ok(a) => a.at.unwrap_or_else(Utc::now),
-        Err(r) => return r,
-    };
-    match run_template(&sim, &id, at) {
-        Ok(made) => json(StatusCode::CREATED, made.doc),
-        Err(e) => sim_error(&e),
-    }
-}
-
-async fn invoice_handler(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let at = match optional_body::<At>(&body) {
-        Ok(a) => a.at.unwrap_or_else(Utc::now),
-        Err(r) => return r,
-    };
-    let made = invoice(&sim, at);
-    let files: Vec<Value> = made.files.into_iter().map(|f| f.doc).collect();
-    json(StatusCode::CREATED, json!({"invoiceId": made.invoice_id, "files": files}))
 }
 
 #[cfg(test)]
