@@ -15,9 +15,16 @@ cd "$(dirname "$0")/.."
 echo "[bench] building the release binaries" >&2
 cargo build --locked --release -p report-operator -p report-sim --bin report-operator --bin bench
 
-STATE="${BENCH_STATE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/report-operator-bench.XXXXXX")}"
+if [[ -n "${BENCH_STATE_DIR:-}" ]]; then
+  STATE="$BENCH_STATE_DIR" TEMP_STATE=""
+else
+  STATE="$(mktemp -d "${TMPDIR:-/tmp}/report-operator-bench.XXXXXX")" TEMP_STATE=1
+fi
 export CP_STATE_DIR="$STATE"
-stop() { hack/control-plane.sh down || true; }
+stop() {
+  hack/control-plane.sh down || true
+  if [[ -n "$TEMP_STATE" ]]; then rm -rf "$STATE"; fi
+}
 trap stop EXIT
 
 hack/control-plane.sh up

@@ -44,9 +44,16 @@ impl Cluster {
         Ok(name)
     }
 
-    /// Deletes a namespace and leaves the rest to the control plane's namespace controller.
+    /// Deletes a namespace and waits until it is gone, so that the control plane's clean-up
+    /// of one scenario's objects (10,000 generators in (c)) does not load the next scenario.
     pub async fn delete_namespace(&self, name: &str) {
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(name, &DeleteParams::background()).await;
+        let api = Api::<Namespace>::all(self.client.clone());
+        let Ok(deleted) = api.delete(name, &DeleteParams::background()).await else { return };
+        let Some(uid) = deleted.left().and_then(|ns| ns.metadata.uid) else { return };
+        let gone = kube::runtime::wait::await_condition(api, name, kube::runtime::wait::conditions::is_deleted(&uid));
+        if tokio::time::timeout(std::time::Duration::from_secs(600), gone).await.is_err() {
+            eprintln!("[bench] namespace {name} still exists after 10 minutes; going on");
+        }
     }
 
     /// A credentials Secret and a ReportBackend `b` of type `t` at `sim`, with `spec_extra`
