@@ -85,8 +85,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // gives the resourceVersion of each credentials Secret (a change rebuilds that backend's
     // client), and the controllers watch for changed credentials and deleted report Secrets.
     let (secret_store, secret_writer) = reflector::store();
-    let secret_reflector = reflector(secret_writer, watcher(secrets.clone(), watcher::Config::default()))
-        .default_backoff()
+    let secret_reflector = reflector(secret_writer, watcher(secrets.clone(), watch_config()).default_backoff().modify(slim))
         .for_each(|_| async {});
 
     // One watch per kind fills its store and `ctx.index`, and drives its controller; the
@@ -171,8 +170,9 @@ fn indexed_watch<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    watcher(api, watcher::Config::default())
+    watcher(api, watch_config())
         .default_backoff()
+        .modify(slim)
         .inspect(move |event| {
             if let Ok(event) = event {
                 index(event);
@@ -181,6 +181,31 @@ where
         .reflect_shared(writer)
         .for_each(|_| async {})
 }
+
+/// How every watch lists: as a stream of events (WatchList, on by default since Kubernetes
+/// 1.34) rather than one LIST response, so that a start with many objects does not hold the
+/// whole list in memory at once; glibc keeps the peak of such a burst.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().streaming_lists()
+}
+
+/// Drops from a cached object what no reconcile reads: the server-side apply bookkeeping
+/// (`managedFields`, several entries on every object the operator writes status to) and
+/// kubectl's copy of the whole object in the last-applied annotation. Together they were most
+/// of a small object's cached bytes (docs/benchmarks.md).
+fn slim<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    // `None` rather than an empty list: a cleared Vec would keep its allocation.
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Where the operator looks: one namespace or all of them.
 enum Scope {

@@ -246,6 +246,24 @@ impl Limiter {
         }
     }
 
+    /// Requests `endpoint` may still send now under its tightest budget: what a caller that
+    /// spreads its requests over time (the ReportFile polls) may spend without waiting.
+    pub fn spare(&self, endpoint: &'static str) -> u32 {
+        let (key, budgets) = self.budgets_of(endpoint);
+        let logs = lock(&self.logs);
+        let log = logs.get(key);
+        let now = Instant::now();
+        budgets
+            .iter()
+            .map(|b| {
+                let window = b.guarded_window();
+                let used = log.map_or(0, |l| l.open + l.answered.iter().rev().take_while(|t| now.duration_since(**t) < window).count());
+                u32::try_from((b.requests as usize).saturating_sub(used)).unwrap_or(u32::MAX)
+            })
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
     fn finished(&self, key: &'static str) {
         let mut logs = lock(&self.logs);
         let Some(log) = logs.get_mut(key) else { return };

@@ -409,6 +409,28 @@ pub fn poll_interval(elapsed: Duration, polls_per_round: usize, budget: Option<(
     base.max(budget_floor).min(Duration::from_secs(600))
 }
 
+/// The shortest stretch a poll schedule plans its spending for: a report just submitted is
+/// expected to take about this long, one that has run longer about as long again.
+const SPEND_HORIZON: Duration = Duration::from_secs(10);
+
+/// [`poll_interval`] when the budget's `spare` requests are known: polls may spend the spare
+/// budget (with the same margin) over the time the reports are expected to run yet, which is
+/// about as long as they have run so far, at least [`SPEND_HORIZON`]. A fan-out of reports
+/// that finish in seconds is polled every second instead of at the steady-state rate that a
+/// full window of polling would need; as reports run longer, or the budget runs low, the
+/// interval grows back to [`poll_interval`]'s, never beyond it.
+pub fn poll_interval_spending(elapsed: Duration, polls_per_round: usize, budget: Option<(u32, Duration)>, spare: u32) -> Duration {
+    let steady = poll_interval(elapsed, polls_per_round, budget);
+    let Some((_, window)) = budget else { return steady };
+    if spare == 0 {
+        return steady;
+    }
+    let horizon = elapsed.min(window).max(SPEND_HORIZON);
+    let secs = horizon.as_secs_f64() * 1.25 * polls_per_round.max(1) as f64 / f64::from(spare);
+    let spending = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+    poll_interval(elapsed, polls_per_round, None).max(spending).min(steady)
+}
+
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;

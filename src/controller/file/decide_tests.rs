@@ -355,3 +355,31 @@ fn huge_rate_budgets_do_not_overflow_the_poll_interval() {
     assert_eq!(poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))), Duration::from_secs(600));
     assert_eq!(poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))), Duration::from_secs(30));
 }
+
+#[test]
+fn polls_spend_the_spare_budget_over_the_time_reports_are_expected_to_run() {
+    let supplier = Some((600, Duration::from_secs(600)));
+    let secs = Duration::from_secs;
+    // (running for, organizations polled per round, spare requests, interval)
+    let rows: [(u64, usize, u32, Duration); 8] = [
+        // 20 organizations' fan-out just submitted, the window nearly unused: every second.
+        (0, 20, 480, secs(1)),
+        // After 30 s the base schedule (3 s) is slower than what 480 spare allow (1.56 s);
+        // with 100 spare, 80% of them over 30 s more allow one round per 7.5 s.
+        (30, 20, 480, secs(3)),
+        (30, 20, 100, Duration::from_millis(7500)),
+        // Little budget left: back to the steady rate (600 s × 1.25 × 20 / 600 = 25 s).
+        (0, 20, 10, secs(25)),
+        (0, 20, 0, secs(25)),
+        // Long-running reports never poll faster than the steady rate allows.
+        (3600, 20, 600, secs(30)),
+        // One organization, plenty left: the base schedule.
+        (0, 1, 600, secs(1)),
+        (3600, 1, 600, secs(30)),
+    ];
+    for (running, orgs, spare, want) in rows {
+        assert_eq!(poll_interval_spending(secs(running), orgs, supplier, spare), want, "running {running} s, {orgs} orgs, {spare} spare");
+    }
+    // Without a budget, the base schedule.
+    assert_eq!(poll_interval_spending(secs(0), 120, None, 0), secs(1));
+}

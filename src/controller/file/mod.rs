@@ -282,8 +282,9 @@ impl<'a> Reconciler<'a> {
     }
 
     /// How long until the next poll: quick at first, slower as the report takes longer, and
-    /// never faster than the backend's budget allows for all its running reports together
-    /// (one request each, or one per organization where the backend polls by organization).
+    /// never faster than the backend's spare budget allows for all its running reports
+    /// together (one request each, or one per organization where the backend polls by
+    /// organization).
     fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
         let elapsed = self.status.submit_time.map(|t| (self.now - t).to_std().unwrap_or_default()).unwrap_or_default();
         let running = self.ctx.index.files_in_flight(&rb.namespace().unwrap_or_default(), &rb.name_any());
@@ -292,8 +293,11 @@ impl<'a> Reconciler<'a> {
         } else {
             running.len()
         };
-        let budget = self.ctx.registry.limiter(rb).and_then(|l| l.config().budgets.first().copied());
-        decide::poll_interval(elapsed, polls_per_round, budget.map(|b| (b.requests, b.window)))
+        let Some(limiter) = self.ctx.registry.limiter(rb) else { return decide::poll_interval(elapsed, polls_per_round, None) };
+        let budget = limiter.config().budgets.first().map(|b| (b.requests, b.window));
+        // Polls go out as one listing per organization where the backend polls by organization.
+        let spare = limiter.spare(if caps.polls_by_organization { "list" } else { "get" });
+        decide::poll_interval_spending(elapsed, polls_per_round, budget, spare)
     }
 
     /// Runs one backend call through [`super::metrics::Metrics::call`]; an error ends the

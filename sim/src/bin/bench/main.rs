@@ -1,0 +1,114 @@
+//! The operator's benchmark (issue 15): the release `report-operator` against a real control
+//! plane and in-process simulators, one namespace, one simulator and one operator process per
+//! scenario, so that each scenario's backend calls, memory and CPU are its own.
+//!
+//! `hack/bench.sh` builds everything, starts a control plane of its own and runs this; by
+//! hand: `KUBECONFIG=… bench --operator target/release/report-operator [--scenarios a,b,c,d]`.
+//!
+//! READY is what a watch on the namespace's ReportFiles sees (no polling); backend calls come
+//! from the simulator's statistics; memory (VmHWM, VmRSS) and CPU (utime + stime) from
+//! `/proc/<pid>`.
+
+mod cluster;
+mod operator;
+mod reference;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Clone)]
+#[command(about = "Benchmark of report-operator on a real control plane")]
+pub struct Args {
+    /// The operator binary (the release build).
+    #[arg(long, default_value = "target/release/report-operator")]
+    operator: PathBuf,
+    /// Which scenarios to run, of a (one report), b (1,000 at once), c (idle generators), d
+    /// (SUPPLIER fan-out and the hand-written client).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    scenarios: Vec<String>,
+    /// Runs of scenario a.
+    #[arg(long, env = "BENCH_RUNS", default_value_t = 20)]
+    runs: usize,
+    /// Reports applied at once in scenario b.
+    #[arg(long, env = "BENCH_REPORTS", default_value_t = 1000)]
+    reports: usize,
+    /// Idle PERIODIC generators in scenario c.
+    #[arg(long, env = "BENCH_IDLE_GENERATORS", default_value_t = 10_000)]
+    idle_generators: usize,
+    /// Seconds over which scenario c measures the idle operator's CPU.
+    #[arg(long, env = "BENCH_IDLE_SECONDS", default_value_t = 60)]
+    idle_seconds: u64,
+    /// Where the operators' logs go.
+    #[arg(long, default_value = "target/bench")]
+    log_dir: PathBuf,
+    /// RUST_LOG of the operators (debug logs cost CPU; scenario d's log has the timings).
+    #[arg(long, env = "BENCH_OPERATOR_LOG", default_value = "info,report_operator=debug,kube=warn")]
+    operator_log: String,
+}
+
+/// One line of the table.
+pub struct Row {
+    pub scenario: String,
+    pub result: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("simulator: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(rows) => {
+            println!("\n| scenario | result |\n|---|---|");
+            for r in rows {
+                println!("| {} | {} |", r.scenario, r.result);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<Vec<Row>, BenchError> {
+    let cluster = cluster::Cluster::connect(&args).await?;
+    let mut rows = Vec::new();
+    for s in &args.scenarios {
+        let found = match s.as_str() {
+            "a" => scenarios::one_report(&cluster, &args).await?,
+            "b" => scenarios::many_reports(&cluster, &args).await?,
+            "c" => scenarios::idle_generators(&cluster, &args).await?,
+            "d" => scenarios::fan_out(&cluster, &args).await?,
+            other => return Err(BenchError::Other(format!("no scenario {other:?} (a, b, c, d)"))),
+        };
+        for r in &found {
+            eprintln!("[bench] {}: {}", r.scenario, r.result);
+        }
+        rows.extend(found);
+    }
+    Ok(rows)
+}

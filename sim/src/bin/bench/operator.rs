@@ -1,0 +1,108 @@
+//! The operator as a process, and what `/proc` says about it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Args, BenchError};
+
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// `report-operator run --namespace <namespace>`, allowed to reach the simulators on
+    /// loopback, logging to `<log_dir>/<namespace>-<n>.log`.
+    pub fn start(args: &Args, kubeconfig: &Path, namespace: &str, n: u32) -> Result<Operator, BenchError> {
+        std::fs::create_dir_all(&args.log_dir)?;
+        let log = args.log_dir.join(format!("{namespace}-{n}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(&args.operator)
+            .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", &args.operator_log)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()?;
+        Ok(Operator { child, log })
+    }
+
+    /// Waits for the "caches synced" line: the operator has listed everything and reconciles.
+    pub async fn synced(&mut self) -> Result<Duration, BenchError> {
+        let started = Instant::now();
+        loop {
+            if std::fs::read_to_string(&self.log)?.contains("caches synced") {
+                return Ok(started.elapsed());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Other(format!("the operator exited ({status}); see {}", self.log.display())));
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err(BenchError::Other(format!("the operator did not sync; see {}", self.log.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far, KiB.
+    pub fn hwm_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM")
+    }
+
+    /// Resident memory now, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmRSS")
+    }
+
+    /// CPU time used so far (user + system), milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The command name is in parentheses and may hold spaces: fields count from after it.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+        ticks.saturating_mul(1000) / clock_ticks()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once (100 on Linux nearly everywhere).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
