@@ -160,3 +160,16 @@ fn router(sim: &Arc<Sim>) -> Router {
         .merge(control::routes())
         .with_state(sim.clone())
 }
+
+/// Runs `fut` to completion on a multi-threaded runtime with rustls' ring provider, as the
+/// load and bench binaries' `main` do; `Err` is the exit code when no runtime can be built.
+pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, std::process::ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Ok(runtime.block_on(fut)),
+        Err(e) => {
+            eprintln!("error: runtime: {e}");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}

@@ -70,6 +70,17 @@ impl SimServer {
         format!("{}{}", self.sim.base_url, supplier::TOKEN_PATH)
     }
 
+    /// The form of a client-credentials token request of the configured SUPPLIER client.
+    pub fn supplier_token_form(&self) -> [(&'static str, String); 4] {
+        let c = &self.sim.config.supplier;
+        [
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", c.client_id.clone()),
+            ("client_secret", c.client_secret.clone()),
+            ("scope", c.scopes.join(" ")),
+        ]
+    }
+
     pub fn config(&self) -> &SimConfig {
         &self.sim.config
     }

@@ -159,12 +159,7 @@ pub async fn cmp_token(sim: &SimServer) -> String {
 pub async fn supplier_token(sim: &SimServer) -> String {
     let response = client()
         .post(sim.supplier_token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "supplier-client"),
-            ("client_secret", "supplier-secret"),
-            ("scope", "solutions.suppliers.reports"),
-        ])
+        .form(&sim.supplier_token_form())
         .send()
         .await
         .expect("token");

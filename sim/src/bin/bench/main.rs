@@ -71,15 +71,11 @@ pub enum BenchError {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match report_sim::block_on(run(args)) {
+        Ok(result) => result,
+        Err(code) => return code,
     };
-    match runtime.block_on(run(args)) {
+    match result {
         Ok(rows) => {
             println!("\n| scenario | result |\n|---|---|");
             for r in rows {

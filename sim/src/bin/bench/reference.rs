@@ -26,12 +26,7 @@ pub async fn run(sim: &SimServer, generation: Duration) -> Result<Duration, Benc
     let started = Instant::now();
     let token: Value = http
         .post(sim.supplier_token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "supplier-client"),
-            ("client_secret", "supplier-secret"),
-            ("scope", "solutions.suppliers.reports"),
-        ])
+        .form(&sim.supplier_token_form())
         .send()
         .await?
         .error_for_status()?
