@@ -60,12 +60,13 @@ pub async fn onetime(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>
 /// PERIODIC on a backend the operator schedules: creates the ReportFiles of the windows that
 /// are due, records the missed ones, and comes back at the next run time.
 pub async fn periodic(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
-    let cached = decide::in_progress(owned);
-    let active = if decide::needs_live_count(g, cached) { running_files(ctx, g).await? } else { cached };
-    let pass = match decide::periodic(g, status, active, now) {
-        Ok(pass) => pass,
+    let schedulable = match decide::periodic(g, status, now) {
+        Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
+    let cached = decide::in_progress(owned);
+    let active = if decide::needs_live_count(g, cached) { running_files(ctx, g).await? } else { cached };
+    let pass = schedulable.pass(g, status, active, now);
     // The start of the first window whose file name is taken by another's file: it and the
     // windows after it are not dealt with in this pass.
     let mut stop = None;

@@ -156,9 +156,8 @@ pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool 
     forbid || cached_in_progress.saturating_add(per_pass) > MAX_IN_PROGRESS_PER_GENERATOR
 }
 
-/// Plans a PERIODIC pass with `active` reports in progress, or says why the generator cannot
-/// be scheduled as written.
-pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> Result<PeriodicPass, Outcome> {
+/// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
+pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
@@ -173,26 +172,44 @@ pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, active: usi
     {
         return Err(backfill_too_long(from, period, earliest));
     }
-    let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
-    let run_now = g.annotations().get(ANNOTATION_RUN_NOW).filter(|v| Some(*v) != status.last_run_now.as_ref()).cloned();
-    let plan = periodic::plan(&PlanInput {
-        schedule: &schedule,
-        now,
-        created,
-        backfill_from: params.start_date,
-        last_window_end: status.last_window_end,
-        last_check: status.last_schedule_check_time,
-        suspended: sched.suspend.unwrap_or(false),
-        starting_deadline,
-        catch_up: sched.catch_up_policy.unwrap_or_default(),
-        forbid,
-        active,
-        max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
-        files_per_window: files_per_window(g),
-        max_per_pass: MAX_WINDOWS_PER_PASS,
-        run_now: run_now.is_some(),
-    });
-    Ok(PeriodicPass { schedule, plan, forbid, active, run_now })
+    Ok(Schedulable { schedule, starting_deadline, created })
+}
+
+/// A PERIODIC generator whose schedule is valid, ready to plan a pass.
+#[derive(Debug, Clone)]
+pub struct Schedulable {
+    schedule: ReportSchedule,
+    starting_deadline: Option<TimeDelta>,
+    created: DateTime<Utc>,
+}
+
+impl Schedulable {
+    /// Plans the pass with `active` reports in progress.
+    pub fn pass(self, g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> PeriodicPass {
+        let Schedulable { schedule, starting_deadline, created } = self;
+        let params = g.spec.parameters.clone().unwrap_or_default();
+        let sched = g.spec.schedule.clone().unwrap_or_default();
+        let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
+        let run_now = g.annotations().get(ANNOTATION_RUN_NOW).filter(|v| Some(*v) != status.last_run_now.as_ref()).cloned();
+        let plan = periodic::plan(&PlanInput {
+            schedule: &schedule,
+            now,
+            created,
+            backfill_from: params.start_date,
+            last_window_end: status.last_window_end,
+            last_check: status.last_schedule_check_time,
+            suspended: sched.suspend.unwrap_or(false),
+            starting_deadline,
+            catch_up: sched.catch_up_policy.unwrap_or_default(),
+            forbid,
+            active,
+            max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
+            files_per_window: files_per_window(g),
+            max_per_pass: MAX_WINDOWS_PER_PASS,
+            run_now: run_now.is_some(),
+        });
+        PeriodicPass { schedule, plan, forbid, active, run_now }
+    }
 }
 
 /// `schedule.startingDeadlineSeconds` as a duration; a value no duration can hold (the schema

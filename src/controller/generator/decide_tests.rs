@@ -105,7 +105,7 @@ fn pass(
             Ok(step) => match (step, acted) {
                 (_, Acted::Failed(e)) => backend_failed(type_.as_str(), "submit", &e),
                 (Start::Onetime(files), Acted::Conflict { deleting, .. }) => file_conflict(conflict(&files[0].name, deleting)),
-                (Start::Periodic, acted) => match super::periodic(g, status, active, now) {
+                (Start::Periodic, acted) => match super::periodic(g, status, now).map(|s| s.pass(g, status, active, now)) {
                     Err(o) => o,
                     Ok(p) => {
                         let stop = match acted {
