@@ -13,9 +13,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::warn;
 
 use super::backoff::Backoff;
+use super::events::Events;
 use super::conditions::apply_status;
 use super::index::Index;
 use super::metrics::Metrics;
@@ -40,7 +40,7 @@ pub struct Context {
     pub backoff: Backoff,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
-    recorder: Recorder,
+    events: Events,
     /// Caches synced (or a standby replica), for `/readyz` (see [`super::metrics::serve`]).
     ready: Arc<AtomicBool>,
     /// Turns true once every cache has listed once (see [`Context::fill_caches`]).
@@ -60,7 +60,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::start(Recorder::new(client.clone(), reporter)),
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound),
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
@@ -76,8 +76,8 @@ impl Context {
         }
     }
 
-    /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: Events
-    /// are for people, status is the record.
+    /// Publishes an Event about `obj` without waiting for the API server (see [`Events`]). A
+    /// failure to publish is logged, never fatal: Events are for people, status is the record.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: EventType, reason: &str, note: String) {
         let reference: ObjectReference = obj.object_ref(&());
         let event = Event {
@@ -87,9 +87,7 @@ impl Context {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
-            warn!(error = %e, reason, "could not publish event");
-        }
+        self.events.send(event, reference).await;
     }
 
     /// The ReportBackend `name` in `namespace` and its client, if it is Ready for its current

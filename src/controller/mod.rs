@@ -30,6 +30,7 @@ pub mod conditions;
 mod context;
 mod create_once;
 mod error;
+mod events;
 mod file;
 mod gauges;
 mod generator;

@@ -184,16 +184,24 @@ pub fn backend_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> 
     Next::Done { requeue: Some(BACKEND_WAIT) }
 }
 
-/// The backend is Ready: follow the report it knows, or make it.
+/// The backend is Ready: follow the report it knows, or make it. A report submitted less
+/// than [`FIRST_POLL`] ago is not asked about yet: the reconcile that the submit's own status
+/// write wakes would otherwise poll a few milliseconds after the backend answered, spending
+/// a request of the budget that a fan-out's other reports wait for.
 pub fn with_backend(s: &mut ReportFileStatus, f: &Facts) -> Next {
     if s.external_id.is_none() {
         s.external_id = f.spec_external_id.map(str::to_string);
     }
+    let since_submit = s.submit_time.and_then(|t| (f.now - t).to_std().ok());
     match known_id(s, f) {
+        Some(_) if let Some(wait) = since_submit.and_then(|d| FIRST_POLL.checked_sub(d)).filter(|w| !w.is_zero()) => Next::Leave { requeue: Some(wait) },
         Some(id) => Next::Get { id },
         None => Next::Create,
     }
 }
+
+/// The earliest first poll after a submit: [`poll_interval`]'s quickest.
+pub const FIRST_POLL: Duration = Duration::from_secs(1);
 
 /// The mark that goes to the API server before the backend hears of the request.
 pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {

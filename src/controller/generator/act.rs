@@ -27,9 +27,10 @@ use crate::controller::outcome::Outcome;
 /// seconds for its last files (each create and Event took 50 to 500 ms on a busy API server).
 const CREATE_CONCURRENCY: usize = 32;
 
-/// Creates `files`, [`CREATE_CONCURRENCY`] at a time (the first conflict in plan order, if
-/// any, is the outcome; an error ends the pass, and the next pass finds the files made).
-pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Option<FileConflict>, Error> {
+/// Creates `files`, [`CREATE_CONCURRENCY`] at a time. The first conflict in plan order, if
+/// any, is the outcome, with the index of its file; an error ends the pass, and the next pass
+/// finds the files made.
+pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Option<(usize, FileConflict)>, Error> {
     let results: Vec<_> = futures::stream::iter(files.into_iter().map(|file| async move {
         // Each create writes only `lastScheduleTime` (to `now`): a copy per file, merged below.
         let mut own = ReportGeneratorStatus::default();
@@ -40,12 +41,12 @@ pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>,
     .collect()
     .await;
     let mut conflict = None;
-    for (ensured, scheduled) in results {
+    for (i, (ensured, scheduled)) in results.into_iter().enumerate() {
         if scheduled.is_some() {
             status.last_schedule_time = scheduled;
         }
         if let Ensured::Conflict(c) = ensured? {
-            conflict.get_or_insert(c);
+            conflict.get_or_insert((i, c));
         }
     }
     Ok(conflict)
@@ -54,7 +55,7 @@ pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>,
 
 /// ONETIME: creates the report's ReportFiles.
 pub async fn onetime(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
-    Ok(create(ctx, g, files, status, now).await?.map_or(Outcome::working(None), decide::file_conflict))
+    Ok(create(ctx, g, files, status, now).await?.map_or(Outcome::working(None), |(_, c)| decide::file_conflict(c)))
 }
 
 /// PERIODIC on a backend the operator schedules: creates the ReportFiles of the windows that
@@ -67,15 +68,13 @@ pub async fn periodic(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFil
     let cached = decide::in_progress(owned);
     let active = if decide::needs_live_count(g, cached) { running_files(ctx, g).await? } else { cached };
     let pass = schedulable.pass(g, status, active, now);
-    // The start of the first window whose file name is taken by another's file: it and the
-    // windows after it are not dealt with in this pass.
-    let mut stop = None;
-    for window in &pass.plan.create {
-        if let Some(c) = create(ctx, g, pass.files(g, window), status, now).await? {
-            stop = Some((window.start, c));
-            break;
-        }
-    }
+    // The files of all the windows due are made at once (a backfill or a fan-out does not
+    // wait window by window). The start of the first window whose file name is taken by
+    // another's file is where the pass stops: it and the windows after it are recorded by a
+    // later pass, which finds the later windows' files made already.
+    let (starts, files): (Vec<_>, Vec<_>) =
+        pass.plan.create.iter().flat_map(|window| pass.files(g, window).into_iter().map(|file| (window.start, file))).unzip();
+    let stop = create(ctx, g, files, status, now).await?.and_then(|(i, c)| Some((*starts.get(i)?, c)));
     record_missed(ctx, g, &pass, stop.as_ref().map(|(s, _)| *s)).await;
     let outcome = decide::finish_periodic(&pass, stop, status, now);
     prune(ctx, g, owned).await?;

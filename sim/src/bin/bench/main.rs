@@ -12,6 +12,7 @@
 mod cluster;
 mod operator;
 mod reference;
+mod scale;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -26,8 +27,9 @@ pub struct Args {
     #[arg(long, default_value = "target/release/report-operator")]
     operator: PathBuf,
     /// Which scenarios to run, of a (one report), b (1,000 at once), c (idle generators), d
-    /// (SUPPLIER fan-out and the hand-written client).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    /// (SUPPLIER fan-out and the hand-written client), e (restart and reconcile time at scale,
+    /// at a fiftieth of the scale first).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     scenarios: Vec<String>,
     /// Runs of scenario a.
     #[arg(long, env = "BENCH_RUNS", default_value_t = 20)]
@@ -41,6 +43,12 @@ pub struct Args {
     /// Seconds over which scenario c measures the idle operator's CPU.
     #[arg(long, env = "BENCH_IDLE_SECONDS", default_value_t = 60)]
     idle_seconds: u64,
+    /// Generators made before the operator starts in scenario e.
+    #[arg(long, env = "BENCH_SCALE_GENERATORS", default_value_t = 10_000)]
+    scale_generators: usize,
+    /// Finished ReportFiles made before the operator starts in scenario e.
+    #[arg(long, env = "BENCH_SCALE_FILES", default_value_t = 50_000)]
+    scale_files: usize,
     /// Where the operators' logs go.
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
@@ -99,7 +107,8 @@ async fn run(args: Args) -> Result<Vec<Row>, BenchError> {
             "b" => scenarios::many_reports(&cluster, &args).await?,
             "c" => scenarios::idle_generators(&cluster, &args).await?,
             "d" => scenarios::fan_out(&cluster, &args).await?,
-            other => return Err(BenchError::Other(format!("no scenario {other:?} (a, b, c, d)"))),
+            "e" => scale::scale(&cluster, &args).await?,
+            other => return Err(BenchError::Other(format!("no scenario {other:?} (a, b, c, d, e)"))),
         };
         for r in &found {
             eprintln!("[bench] {}: {}", r.scenario, r.result);

@@ -9,6 +9,8 @@ use crate::{Args, BenchError};
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
+    /// Where its `/metrics` are served.
+    metrics: String,
 }
 
 impl Operator {
@@ -18,8 +20,11 @@ impl Operator {
         std::fs::create_dir_all(&args.log_dir)?;
         let log = args.log_dir.join(format!("{namespace}-{n}.log"));
         let out = std::fs::File::create(&log)?;
+        // A free port for the metrics, found by binding one and letting it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics = format!("127.0.0.1:{port}");
         let child = Command::new(&args.operator)
-            .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"])
+            .args(["run", "--namespace", namespace, "--metrics-addr", &metrics])
             .args(["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", &args.operator_log)
@@ -27,7 +32,27 @@ impl Operator {
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()?;
-        Ok(Operator { child, log })
+        Ok(Operator { child, log, metrics: format!("http://{metrics}/metrics") })
+    }
+
+    /// The operator's metrics in the Prometheus text format.
+    async fn scrape(&self) -> Result<String, BenchError> {
+        Ok(reqwest::get(&self.metrics).await?.error_for_status()?.text().await?)
+    }
+
+    /// Reconciles of every kind so far.
+    pub async fn reconciles(&self) -> Result<u64, BenchError> {
+        let text = self.scrape().await?;
+        Ok(samples(&text, "report_operator_reconciles_total{").map(|v| v as u64).sum())
+    }
+
+    /// The sum (seconds) and count of the reconciles of `kind` so far.
+    pub async fn reconcile_time(&self, kind: &str) -> Result<(f64, u64), BenchError> {
+        let text = self.scrape().await?;
+        let labels = format!("{{kind=\"{kind}\"}}");
+        let sum = samples(&text, &format!("report_operator_reconcile_duration_seconds_sum{labels}")).sum();
+        let count = samples(&text, &format!("report_operator_reconcile_duration_seconds_count{labels}")).sum::<f64>() as u64;
+        Ok((sum, count))
     }
 
     /// Waits for the "caches synced" line: the operator has listed everything and reconciles.
@@ -78,6 +103,11 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The values of the samples whose line starts with `prefix`.
+fn samples<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = f64> + 'a {
+    text.lines().filter(move |l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {

@@ -16,12 +16,12 @@ use crate::{Args, BenchError, Row};
 /// How long any one wait may take before the bench gives up.
 const DEADLINE: Duration = Duration::from_secs(900);
 
-async fn sim(generation_ms: u64) -> Result<SimServer, BenchError> {
+pub async fn sim(generation_ms: u64) -> Result<SimServer, BenchError> {
     let config = SimConfig::default().for_all(|b| b.generation_ms = generation_ms);
     Ok(SimServer::start(config, "127.0.0.1:0".parse().map_err(|_| BenchError::Other("address".into()))?).await?)
 }
 
-fn onetime_connect() -> Value {
+pub fn onetime_connect() -> Value {
     json!({
         "commonName": "Bench", "eventType": "ONETIME", "format": "CSV",
         "parameters": {"startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T23:59:59Z", "template": "RT-0000-0001"},
@@ -29,7 +29,7 @@ fn onetime_connect() -> Value {
 }
 
 /// Every backend call the simulator answered for `api`.
-fn calls(sim: &SimServer, api: &str) -> u64 {
+pub fn calls(sim: &SimServer, api: &str) -> u64 {
     sim.stats().requests.iter().filter(|r| r.backend == api).map(|r| r.count).sum()
 }
 
@@ -46,7 +46,7 @@ async fn ready(rx: &mut mpsc::UnboundedReceiver<Ready>, n: usize) -> Result<Inst
 }
 
 /// When the ReportFile of generator `name` was seen READY.
-async fn ready_of(rx: &mut mpsc::UnboundedReceiver<Ready>, name: &str) -> Result<Instant, BenchError> {
+pub async fn ready_of(rx: &mut mpsc::UnboundedReceiver<Ready>, name: &str) -> Result<Instant, BenchError> {
     loop {
         match tokio::time::timeout(DEADLINE, rx.recv()).await {
             Ok(Some(r)) if r.generator == name => return Ok(r.at),
@@ -56,11 +56,11 @@ async fn ready_of(rx: &mut mpsc::UnboundedReceiver<Ready>, name: &str) -> Result
     }
 }
 
-fn secs(d: Duration) -> String {
+pub fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or_default()
 }
