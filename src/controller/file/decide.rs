@@ -212,14 +212,22 @@ pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
     Next::MarkPendingThenSubmit
 }
 
-/// The backend's id, written before anything else can go wrong.
-pub fn record_id(s: &mut ReportFileStatus, f: &Facts, id: &str) -> Next {
+/// The backend's id, written before anything else can go wrong; with the condition that
+/// [`answer`] gives a report in progress, so that a report still generating costs no second
+/// status write in the same reconcile. `accepted`: when the backend's answer came, which the
+/// polls count from (the reconcile's start would put each poll a little early, and a poll
+/// just before a report of a whole number of seconds finishes costs a whole interval).
+pub fn record_id(s: &mut ReportFileStatus, f: &Facts, type_: &str, id: &str, accepted: DateTime<Utc>) -> Next {
     s.external_id = Some(id.to_string());
     s.create_pending_since = None;
-    s.submit_time.get_or_insert(f.now);
+    s.submit_time.get_or_insert(accepted.max(f.now));
     s.status = Some(FileState::InProgress);
-    set_ready(s, f, false, "InProgress", "the backend is generating the report".to_string());
+    set_ready(s, f, false, "InProgress", generating(type_));
     Next::Recorded
+}
+
+fn generating(type_: &str) -> String {
+    format!("{type_} is generating the report")
 }
 
 /// The report's state on the backend.
@@ -229,7 +237,7 @@ pub fn answer(s: &mut ReportFileStatus, f: &Facts, type_: &str, state: &ReportSt
             let first = s.status != Some(FileState::InProgress) || s.submit_time.is_none();
             s.status = Some(FileState::InProgress);
             s.submit_time.get_or_insert(f.now);
-            set_ready(s, f, false, "InProgress", format!("{type_} is generating the report"));
+            set_ready(s, f, false, "InProgress", generating(type_));
             Next::Poll { first }
         }
         ReportState::Ready => Next::Download,

@@ -93,7 +93,7 @@ fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> Next {
         At::BackendNotReady => backend_not_ready(s, f, "ReportBackend \"commerce\" is not Ready"),
         At::WithBackend => with_backend(s, f),
         At::MarkPending => mark_pending(s, f, "COMMERCE"),
-        At::Record(id) => record_id(s, f, id),
+        At::Record(id) => record_id(s, f, "COMMERCE", id, f.now),
         At::Answer(state) => answer(s, f, "COMMERCE", &state),
         At::Error(e) => backend_error(s, f, "COMMERCE", "get", &e),
         At::SecretBeforeWriting(seen) => secret_seen(s, f, &seen, Next::Download),
@@ -178,7 +178,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("no id: create once", status(None, None), nothing, At::WithBackend, "Create", None, "", "", ""),
         ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE for the report"),
         ("find: adopted, id recorded at once", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "-", "the backend is generating the report"),
+            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
         ("find: none, submit again", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
             At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE"),
         ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Poll first=true", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
@@ -279,8 +279,15 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
     assert_eq!(with_backend(&mut s, &f), Next::Create);
     assert_eq!(mark_pending(&mut s, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
     assert_eq!((s.create_pending_since, s.attempts, s.external_id.as_deref()), (Some(f.now), Some(1), None));
-    assert_eq!(record_id(&mut s, &f, "r-1"), Next::Recorded);
+    assert_eq!(record_id(&mut s, &f, "COMMERCE", "r-1", f.now), Next::Recorded);
     assert_eq!((s.create_pending_since, s.submit_time, s.external_id.as_deref()), (None, Some(f.now), Some("r-1")));
+    // Polls count from when the backend answered, not from the reconcile's start.
+    let answered = f.now + chrono::Duration::milliseconds(400);
+    let mut late = ReportFileStatus::default();
+    record_id(&mut late, &f, "COMMERCE", "r-2", answered);
+    assert_eq!(late.submit_time, Some(answered));
+    let woken = Facts { now: f.now + chrono::Duration::milliseconds(500), ..facts() };
+    assert_eq!(with_backend(&mut late, &woken), Next::Leave { requeue: Some(Duration::from_millis(900)) });
     // A lost answer: the mark is there without an id, so the next reconcile finds first.
     let mut lost = ReportFileStatus { create_pending_since: Some(f.now), attempts: Some(i32::MAX), ..Default::default() };
     assert_eq!(with_backend(&mut lost, &f), Next::Create);

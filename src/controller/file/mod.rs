@@ -367,7 +367,7 @@ impl CreateOnce for Making<'_, '_> {
     }
 
     fn record(&mut self, made: &RemoteReport) {
-        decide::record_id(&mut self.r.status, &self.r.facts, &made.id);
+        decide::record_id(&mut self.r.status, &self.r.facts, self.rb.spec.type_.as_str(), &made.id, Utc::now());
     }
 
     async fn save(&mut self) -> Result<(), Halt> {

@@ -127,6 +127,8 @@ async fn make_objects(cluster: &Cluster, ns: &str, generators: usize, files: usi
     let spec = json!({
         "backendRef": {"name": "b"}, "commonName": "Idle", "eventType": "PERIODIC", "format": "CSV",
         "parameters": {"period": "P1M", "startDate": "2099-01-01T00:00:00Z", "template": "RT-0000-0001"},
+        // All the files made below are kept: a restart that pruned them would measure deletes.
+        "schedule": {"failedReportsHistoryLimit": files.div_ceil(generators.max(1))},
     });
     let made: Vec<(String, String)> = futures::stream::iter((0..generators).map(|i| {
         let (gapi, spec) = (gapi.clone(), spec.clone());
