@@ -15,7 +15,7 @@ const QUEUE: usize = 1024;
 
 /// Events published at once: a few, so that the queue drains while the API server is busy
 /// and a burst of Events does not crowd out status writes.
-const CONCURRENCY: usize = 4;
+const CONCURRENCY: usize = 2;
 
 /// The sending end; the publishing task ends when the last `Events` is dropped.
 pub struct Events(mpsc::Sender<(Event, ObjectReference)>);
