@@ -196,6 +196,11 @@ pub trait ReportingBackend: Send + Sync {
     async fn delete_template(&self, _id: &str) -> Result<(), BackendError> {
         Err(BackendError::unsupported(format!("{} has no report templates", self.backend_type().as_str())))
     }
+    /// CONNECT: removes a report (already gone is success); others keep no reports the
+    /// operator may remove: Unsupported.
+    async fn delete_report(&self, _id: &str) -> Result<(), BackendError> {
+        Err(BackendError::unsupported(format!("removing reports on {}", self.backend_type().as_str())))
+    }
 }
 
 /// The download the report came with, or the one a fresh `get` gives (RDE filePath, CMP
