@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 use crate::api::{
-    ANNOTATION_RUN_NOW, CONDITION_READY, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
+    ANNOTATION_RUN_NOW, BackendType, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
     ReportGeneratorStatus, ReportParameters, find_condition,
 };
 use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
@@ -45,8 +45,9 @@ pub enum Start {
     PlatformScheduled,
     /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
     Onetime(Vec<PlannedFile>),
-    /// PERIODIC on a backend the operator schedules: see [`periodic`].
-    Periodic,
+    /// PERIODIC on a backend the operator schedules: see [`periodic`]. `snapshots`: the
+    /// backend (FUSION) reports on the data as it is when asked, not on a window.
+    Periodic { snapshots: bool },
     /// ON_INVOICE (CMP): list the invoice reports the backend made, to mirror.
     Mirror(ListQuery),
 }
@@ -62,9 +63,12 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
         EventType::Onetime => {
             let params = g.spec.parameters.clone().unwrap_or_default();
             let [from, to] = onetime_days(&params);
-            Start::Onetime(fan_out(g, &[&g.name_any(), &from, &to], params))
+            let name = g.name_any();
+            // A FUSION snapshot without dates is named as one.
+            let parts: Vec<&str> = if params.start_date.is_none() { vec![&name, "snapshot"] } else { vec![&name, &from, &to] };
+            Start::Onetime(fan_out(g, &parts, params))
         }
-        EventType::Periodic => Start::Periodic,
+        EventType::Periodic => Start::Periodic { snapshots: takes_snapshots(rb.spec.type_) },
         // CMP makes invoice reports itself; validate() refused the other backends.
         EventType::OnInvoice => {
             let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
@@ -107,6 +111,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if let Some(field) = crate::backend::missing_parameter(type_, &params) {
         return Err(Outcome::invalid("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
     }
+    validate_dates(g, type_)?;
     // The schema bounds it, but an object written before it may hold any number, and the
     // ReportFile's deadline arithmetic must not overflow.
     if let Some(s) = spec.active_deadline_seconds
@@ -118,6 +123,52 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         ));
     }
     Ok(())
+}
+
+/// FUSION answers with the data as it is now: it takes no date range.
+pub fn takes_snapshots(type_: BackendType) -> bool {
+    type_ == BackendType::Fusion
+}
+
+/// What the CRD cannot check about dates, since it does not know the backend type: a ONETIME
+/// report needs its window except on FUSION, and a FUSION generator cannot backfill or catch
+/// up past windows, whose data no snapshot taken now can show.
+fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Outcome> {
+    let params = g.spec.parameters.clone().unwrap_or_default();
+    let catch_up = g.spec.schedule.as_ref().and_then(|s| s.catch_up_policy);
+    if !takes_snapshots(type_) {
+        if g.spec.event_type == EventType::Onetime && (params.start_date.is_none() || params.end_date.is_none()) {
+            return Err(Outcome::invalid(
+                "InvalidParameters",
+                format!(
+                    "eventType ONETIME needs parameters.startDate and parameters.endDate on {} (only FUSION, whose reports are snapshots, takes none)",
+                    type_.as_str()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if g.spec.event_type == EventType::Periodic && params.start_date.is_some() {
+        return Err(unsupported(
+            "parameters.startDate",
+            type_,
+            "FUSION reports are snapshots of the data when they are taken, so past windows cannot be backfilled; remove parameters.startDate",
+        ));
+    }
+    if g.spec.event_type == EventType::Periodic && catch_up == Some(CatchUpPolicy::All) {
+        return Err(unsupported(
+            "schedule.catchUpPolicy All",
+            type_,
+            "a FUSION run missed while the operator was down cannot be taken later as the past window's data; use Latest (the FUSION default: one snapshot now, the rest recorded as missed) or None",
+        ));
+    }
+    Ok(())
+}
+
+/// Ready=False, reason `UnsupportedSetting`, a message that starts with the field and the
+/// backend type, and a Warning Event.
+fn unsupported(field: &str, type_: BackendType, why: &str) -> Outcome {
+    Outcome::invalid("UnsupportedSetting", format!("UnsupportedSetting: {field} on {}: {why}", type_.as_str()))
 }
 
 fn event_type_name(e: EventType) -> &'static str {
@@ -137,13 +188,20 @@ pub struct PeriodicPass {
     pub active: usize,
     /// A new run-now annotation value, to record once its window is made.
     pub run_now: Option<String>,
+    /// FUSION: each run takes a snapshot, which covers no window.
+    pub snapshots: bool,
 }
 
 impl PeriodicPass {
-    /// The ReportFiles of `window`: one, or one per SUPPLIER organization.
+    /// The ReportFiles of `window`: one, or one per SUPPLIER organization. A snapshot's file
+    /// is named after the run's window but carries no dates: it shows the data when taken.
     pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
         let params = g.spec.parameters.clone().unwrap_or_default();
-        let window_params = ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params };
+        let window_params = if self.snapshots {
+            ReportParameters { start_date: None, end_date: None, ..params }
+        } else {
+            ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params }
+        };
         fan_out(g, &[&g.name_any(), &self.schedule.window_suffix(window)], window_params)
     }
 }
@@ -157,7 +215,8 @@ pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool 
 }
 
 /// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
-pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Schedulable, Outcome> {
+/// `snapshots`: see [`Start::Periodic`].
+pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>, snapshots: bool) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
@@ -172,7 +231,7 @@ pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTi
     {
         return Err(backfill_too_long(from, period, earliest));
     }
-    Ok(Schedulable { schedule, starting_deadline, created })
+    Ok(Schedulable { schedule, starting_deadline, created, snapshots })
 }
 
 /// A PERIODIC generator whose schedule is valid, ready to plan a pass.
@@ -181,12 +240,13 @@ pub struct Schedulable {
     schedule: ReportSchedule,
     starting_deadline: Option<TimeDelta>,
     created: DateTime<Utc>,
+    snapshots: bool,
 }
 
 impl Schedulable {
     /// Plans the pass with `active` reports in progress.
     pub fn pass(self, g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> PeriodicPass {
-        let Schedulable { schedule, starting_deadline, created } = self;
+        let Schedulable { schedule, starting_deadline, created, snapshots } = self;
         let params = g.spec.parameters.clone().unwrap_or_default();
         let sched = g.spec.schedule.clone().unwrap_or_default();
         let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
@@ -200,7 +260,9 @@ impl Schedulable {
             last_check: status.last_schedule_check_time,
             suspended: sched.suspend.unwrap_or(false),
             starting_deadline,
-            catch_up: sched.catch_up_policy.unwrap_or_default(),
+            // A snapshot taken late would show today's data under a past window's name: only
+            // the latest missed run is taken (validate refused an explicit All).
+            catch_up: if snapshots { sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest) } else { sched.catch_up_policy.unwrap_or_default() },
             forbid,
             active,
             max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
@@ -208,7 +270,7 @@ impl Schedulable {
             max_per_pass: MAX_WINDOWS_PER_PASS,
             run_now: run_now.is_some(),
         });
-        PeriodicPass { schedule, plan, forbid, active, run_now }
+        PeriodicPass { schedule, plan, forbid, active, run_now, snapshots }
     }
 }
 
@@ -237,11 +299,14 @@ pub fn backfill_too_long(from: DateTime<Utc>, period: crate::api::Period, earlie
     )
 }
 
-/// The Warning Event message of a missed window.
-pub fn missed_message(window: &Window, why: Missed) -> String {
+/// The Warning Event message of a missed window (`snapshots`: of a FUSION generator).
+pub fn missed_message(window: &Window, why: Missed, snapshots: bool) -> String {
     let why = match why {
         Missed::Suspended => "the generator was suspended",
         Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
+        Missed::CatchUpPolicy if snapshots => {
+            "it fell due while the operator was down, and a FUSION snapshot taken now would show today's data, not that window's (only the latest missed run is taken)"
+        }
         Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
     };
     format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339())
