@@ -270,7 +270,8 @@ pub struct ReportGeneratorStatus {
     /// (PERIODIC and ON_INVOICE: the newest finished report, by window end then completion
     /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
-    /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
+    /// UnsupportedSetting (a setting the backend cannot honour, named in the message, e.g.
+    /// `UnsupportedSetting: parameters.startDate on FUSION`), InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
     /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
     /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
     /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see

@@ -131,14 +131,18 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
     };
     let type_ = rb.spec.type_.as_str();
     let req = ReportRequest::for_report_file(&namespace, &rf.name_any(), &rf.spec);
-    // An ambiguous create may have made a report whose id was never recorded: look it up.
+    // An ambiguous create may have made a report whose id was never recorded: look it up,
+    // never taking one another ReportFile holds.
     let report = match status.external_id.clone() {
         Some(id) => ctx.metrics.call(type_, "get", backend.get(&id, &req)).await,
-        None => match ctx.metrics.call(type_, "find", backend.find(&req, &HashSet::new())).await {
-            Ok(Some(found)) => Ok(found),
-            Ok(None) => return Ok(Action::await_change()),
-            Err(e) => Err(e),
-        },
+        None => {
+            let taken: HashSet<String> = ctx.index.ids_taken_by_files(&rb, rf.metadata.uid.as_deref());
+            match ctx.metrics.call(type_, "find", backend.find(&req, &taken)).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => Err(e),
+            }
+        }
     };
     let report = match report {
         Ok(r) => r,
