@@ -64,8 +64,10 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
             let params = g.spec.parameters.clone().unwrap_or_default();
             let [from, to] = onetime_days(&params);
             let name = g.name_any();
-            // A FUSION snapshot without dates is named as one.
+            // A FUSION snapshot without dates is named as one; with dates, they name it only
+            // (its file carries none: the data is as it is when taken).
             let parts: Vec<&str> = if params.start_date.is_none() { vec![&name, "snapshot"] } else { vec![&name, &from, &to] };
+            let params = if takes_snapshots(rb.spec.type_) { ReportParameters { start_date: None, end_date: None, ..params } } else { params };
             Start::Onetime(fan_out(g, &parts, params))
         }
         EventType::Periodic => Start::Periodic { snapshots: takes_snapshots(rb.spec.type_) },

@@ -278,6 +278,15 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
         }
         other => panic!("a FUSION snapshot without dates: {other:?}"),
     }
+    // ONETIME with dates: they name the file, which carries none.
+    let g = generator(json!({}));
+    match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
+        Ok(Start::Onetime(files)) => {
+            assert_eq!(files[0].name, "g-20261101-20261101");
+            assert_eq!((files[0].parameters.start_date, files[0].parameters.end_date), (None, None));
+        }
+        other => panic!("a FUSION snapshot with dates: {other:?}"),
+    }
     // PERIODIC, down since Nov 1: the latest run is taken now, the others recorded as missed
     // with a message that says why, and no file carries a window's dates.
     let g = periodic(json!({}));
