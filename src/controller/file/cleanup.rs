@@ -192,7 +192,9 @@ mod tests {
         let early = t("2026-01-01T01:00:00Z");
         let late = t("2026-01-01T07:00:00Z");
         let failed = ReportState::Failed { reason: "x".into() };
-        let rows: Vec<(&str, ReportState, Option<i64>, DateTime<Utc>, &str)> = vec![
+        /// (situation, the report's state, activeDeadlineSeconds, now, what happens)
+        type Row = (&'static str, ReportState, Option<i64>, DateTime<Utc>, &'static str);
+        let rows: Vec<Row> = vec![
             ("ready: removed", ReportState::Ready, None, early, "delete"),
             ("ready long after: removed", ReportState::Ready, None, late, "delete"),
             ("failed: terminal, left", failed, None, early, "leave"),

@@ -301,7 +301,7 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
     let days: Vec<u32> = p.plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
     assert_eq!(days, vec![4], "only the latest run");
     assert_eq!(p.plan.missed.len(), 3);
-    let (window, why) = p.plan.missed[0].clone();
+    let (window, why) = p.plan.missed[0];
     assert!(missed_message(&window, why, true).contains("FUSION snapshot taken now"));
     for f in p.files(&g, &p.plan.create[0]) {
         assert_eq!((f.parameters.start_date, f.parameters.end_date), (None, None), "a snapshot covers no window");
