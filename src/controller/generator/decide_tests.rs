@@ -290,13 +290,15 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
     // PERIODIC, down since Nov 1: the latest run is taken now, the others recorded as missed
     // with a message that says why, and no file carries a window's dates.
     let g = periodic(json!({}));
-    let mut status = ReportGeneratorStatus {
-        last_window_end: Some(t("2026-10-31T23:59:59Z")),
-        last_schedule_check_time: Some(t("2026-11-01T00:30:00Z")),
-        ..Default::default()
+    let down = |type_| {
+        let mut status = ReportGeneratorStatus {
+            last_window_end: Some(t("2026-10-31T23:59:59Z")),
+            last_schedule_check_time: Some(t("2026-11-01T00:30:00Z")),
+            ..Default::default()
+        };
+        pass(&g, Ok(type_), &mut status, 0, &[], Acted::Created).1.expect("planned")
     };
-    let (_, planned) = pass(&g, Ok(BackendType::Fusion), &mut status, 0, &[], Acted::Created);
-    let p = planned.expect("planned");
+    let p = down(BackendType::Fusion);
     assert!(p.snapshots);
     let days: Vec<u32> = p.plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
     assert_eq!(days, vec![4], "only the latest run");
@@ -307,13 +309,7 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
         assert_eq!((f.parameters.start_date, f.parameters.end_date), (None, None), "a snapshot covers no window");
     }
     // A CONNECT generator in the same situation makes every window, each with its dates.
-    let mut status = ReportGeneratorStatus {
-        last_window_end: Some(t("2026-10-31T23:59:59Z")),
-        last_schedule_check_time: Some(t("2026-11-01T00:30:00Z")),
-        ..Default::default()
-    };
-    let (_, planned) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
-    let p = planned.expect("planned");
+    let p = down(BackendType::Connect);
     assert_eq!(p.plan.create.len(), 4);
     assert!(p.files(&g, &p.plan.create[0])[0].parameters.start_date.is_some());
 }
