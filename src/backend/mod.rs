@@ -46,8 +46,8 @@ pub use supplier::organization_of;
 /// What the controller asks a backend for: one report, or (RDE) one report template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRequest {
-    /// Stable id of our request: `<namespace>/<ReportFile name>`. CONNECT puts it into the
-    /// report name so that `find` can match it.
+    /// Stable id of our request: `<namespace>/<ReportFile name>`, which holds its in-flight
+    /// slot while an ambiguous create is settled.
     pub key: String,
     /// The commonName.
     pub name: String,
