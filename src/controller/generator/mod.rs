@@ -6,6 +6,7 @@
 //! alone, with table tests that need no cluster.
 
 mod act;
+mod dates;
 mod decide;
 mod files;
 mod names;
