@@ -38,7 +38,7 @@ fn operator_rules() -> BTreeSet<(String, String, String, String)> {
     expected_rules(&[
         (G, &["reportbackends", "reportgenerators", "reportfiles"], &["get", "list", "watch"]),
         (G, &["reportgenerators"], &["patch"]),
-        (G, &["reportfiles"], &["create", "delete"]),
+        (G, &["reportfiles"], &["create", "delete", "patch"]),
         (G, &["reportbackends/status", "reportgenerators/status", "reportfiles/status"], &["get", "patch"]),
         (G, &["reportgenerators/finalizers", "reportfiles/finalizers"], &["update"]),
         ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),

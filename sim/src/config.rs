@@ -133,6 +133,8 @@ pub struct ConnectConfig {
     /// How long the storage URL the download redirects to works. Connect does not say; a day
     /// is long enough for the operator to hand it on.
     pub url_lifetime_secs: u64,
+    /// Per template id (`RT-…`), the id of its date-range parameter when it is not `date`.
+    pub date_parameters: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ConnectConfig {
@@ -141,6 +143,7 @@ impl Default for ConnectConfig {
             behaviour: Behaviour::default(),
             api_key: "SU-000-000-000:connect-secret-key".into(),
             url_lifetime_secs: DAY_SECS,
+            date_parameters: Default::default(),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! - `create`: `POST /reporting/reports` `{"template":{"id":"RT-…"},"renderer","parameters","name"}`
 //!   → 201 with the report (`status` pending → processing → succeeded | failed).
 //! - `get`: `GET /reporting/reports/{id}` (`progress {value,max}`, `stats {created,started,terminated}`).
+//! - `delete`: `DELETE /reporting/reports/{id}` → 204 for a ready report (seed 002: "reports in
+//!   this state can be removed"), 400 `REP_003` for a failed one ("no further actions with this
+//!   report are available") or one still being made; afterwards its storage URL answers 404.
 //! - `download`: `GET /reporting/reports/{id}/download` → 302 to a signed storage URL of a ZIP
 //!   holding `report.<ext>` and `summary.json`.
 //! - `schedules`: `GET /reporting/schedules[/{id}]`.
@@ -13,8 +16,10 @@
 //! Auth: `Authorization: ApiKey SU-…:…`. Errors: `{"error_code","errors":[…]}`.
 //!
 //! Not documented, chosen here (BACKENDS.md: the create body is the simulator's choice):
-//! the report's window is read from the `date` parameter (`{"after","before"}`, Connect's
-//! date-range form); a failed report has `reason`; listings are newest first; a download of
+//! the report's window is read from the template's date-range parameter (`{"after","before"}`,
+//! Connect's date-range form), which is `date` unless `dateParameters` names another for the
+//! template (custom templates may call their parameters anything, seed 002); a failed report
+//! has `reason`; listings are newest first; a download of
 //! a report that is not ready is 400 `REP_002`; two fixed schedules exist.
 
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -87,7 +92,7 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let ep = |name, route| endpoint(sim, Some(CONNECT), name, route);
     Router::new()
         .route(&format!("{PREFIX}/reporting/reports"), ep("list", get(list)).merge(ep("create", post(create))))
-        .route(&format!("{PREFIX}/reporting/reports/{{id}}"), ep("get", get(get_report)))
+        .route(&format!("{PREFIX}/reporting/reports/{{id}}"), ep("get", get(get_report)).merge(ep("delete", delete(delete_report))))
         .route(&format!("{PREFIX}/reporting/reports/{{id}}/download"), ep("download", get(download)))
         .route(&format!("{PREFIX}/reporting/schedules"), ep("schedules", get(list_schedules)))
         .route(&format!("{PREFIX}/reporting/schedules/{{id}}"), ep("schedules", get(get_schedule)))
@@ -102,11 +107,11 @@ fn parse_renderer(s: &str) -> Option<ReportFormat> {
     }
 }
 
-/// The window in a `date` range parameter.
-fn window(parameters: &Value) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+/// The window in the date-range parameter `name`.
+fn window(parameters: &Value, name: &str) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     let at = |key: &str| {
         parameters
-            .get("date")
+            .get(name)
             .and_then(|d| d.get(key))
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -193,7 +198,8 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     state.created += 1;
     let n = state.created;
     let id = format!("RP-{:04}-{:04}-{:04}", n / 100_000_000 % 10_000, n / 10_000 % 10_000, n % 10_000);
-    let (start, end) = window(&parameters);
+    let date_parameter = sim.config.connect.date_parameters.get(&template).map_or("date", String::as_str);
+    let (start, end) = window(&parameters, date_parameter);
     let content = ReportContent { backend: CONNECT, name: name.clone(), organization: account.clone(), format: renderer, start, end };
     let summary = json!({"name": name, "template": {"id": template}, "renderer": renderer.lower(), "parameters": parameters});
     let path = sim.storage.put("reports", &id, StoredObject { content, packaging: Packaging::ConnectZip { summary } });
@@ -264,6 +270,28 @@ async fn download(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: 
     match HeaderValue::from_str(&url) {
         Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "SYS_001", "Could not build the download location."),
+    }
+}
+
+/// Removes a ready report and its file; a failed one is terminal and one still being made
+/// is not finished, so neither can be removed.
+async fn delete_report(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&sim, &headers) {
+        return r;
+    }
+    let now = Utc::now();
+    let mut state = lock(&sim.connect);
+    let Some(at) = state.reports.iter().position(|r| r.id == id) else {
+        return not_found(&format!("Report {id}"));
+    };
+    match state.reports[at].job.phase(now) {
+        Phase::Succeeded => {
+            let report = state.reports.remove(at);
+            sim.storage.remove(&report.path);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Phase::Failed => error(StatusCode::BAD_REQUEST, "REP_003", "A failed report cannot be changed or removed."),
+        Phase::Queued | Phase::Running => error(StatusCode::BAD_REQUEST, "REP_003", "The report is being processed and cannot be removed."),
     }
 }
 

@@ -8,7 +8,7 @@
 //! |----------|----------------------------|--------------------------------------------------------------|
 //! | RDE      | `{base}/rde`               | `create`, `lookup`, `get`, `reportFiles`, `delete`           |
 //! | CMP      | `{base}/cmp/marketplace`   | `token`, `list`, `create`, `get`                             |
-//! | CONNECT  | `{base}/connect/public/v1` | `list`, `create`, `get`, `download`, `schedules`             |
+//! | CONNECT  | `{base}/connect/public/v1` | `list`, `create`, `get`, `delete`, `download`, `schedules`   |
 //! | FUSION   | `{base}/fusion`            | `login`, `refresh`, `phone_usage`, `product_usage`, `license`|
 //! | SUPPLIER | `{base}/supplier`          | `generate`, `get`, `list`, `link`; token: `token`            |
 //!

@@ -49,6 +49,11 @@ impl Storage {
         path
     }
 
+    /// Removes a file (CONNECT deletes a report's): its URLs answer 404 afterwards.
+    pub fn remove(&self, path: &str) {
+        lock(&self.objects).remove(path);
+    }
+
     fn get(&self, path: &str) -> Option<StoredObject> {
         lock(&self.objects).get(path).cloned()
     }

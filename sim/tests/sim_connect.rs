@@ -151,3 +151,63 @@ async fn schedules_are_listed_and_read() {
     assert_eq!(enabled.as_array().map(Vec::len), Some(1));
     assert_eq!(get(&sim, "/reporting/schedules/RS-404").await.status(), 404);
 }
+
+async fn delete(sim: &SimServer, id: &str) -> reqwest::Response {
+    client().delete(url(sim, &format!("/reporting/reports/{id}"))).header("authorization", KEY).send().await.expect("delete")
+}
+
+#[tokio::test]
+async fn ready_reports_can_be_removed_and_failed_or_running_ones_cannot() {
+    let sim = start(quick(800)).await;
+    let running = body_json(create(&sim, "Running", "csv").await).await["id"].as_str().expect("id").to_string();
+    let refused = delete(&sim, &running).await;
+    assert_eq!(refused.status(), 400, "a report being made cannot be removed");
+    assert_eq!(body_json(refused).await["error_code"], "REP_003");
+    let failed = body_json(create(&sim, "FAIL on purpose", "csv").await).await["id"].as_str().expect("id").to_string();
+    wait_for("both finished", Duration::from_secs(10), || async {
+        let a = body_json(get(&sim, &format!("/reporting/reports/{running}")).await).await;
+        let b = body_json(get(&sim, &format!("/reporting/reports/{failed}")).await).await;
+        (a["status"] == "succeeded" && b["status"] == "failed").then_some(())
+    })
+    .await;
+    assert_eq!(delete(&sim, &failed).await.status(), 400, "failed is terminal: no further actions");
+    let location = get(&sim, &format!("/reporting/reports/{running}/download")).await.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert_eq!(delete(&sim, &running).await.status(), 204);
+    assert_eq!(get(&sim, &format!("/reporting/reports/{running}")).await.status(), 404);
+    assert_eq!(delete(&sim, &running).await.status(), 404, "gone");
+    assert_eq!(client().get(&location).send().await.expect("download").status(), 404, "its file is gone too");
+}
+
+#[tokio::test]
+async fn a_template_reads_its_window_from_its_own_date_parameter() {
+    let mut config = quick(0);
+    config.connect.date_parameters.insert("RT-0000-0042".into(), "period".into());
+    let sim = start(config).await;
+    let window = json!({"after": "2026-10-01T00:00:00Z", "before": "2026-10-02T23:59:59Z"});
+    let mut ids = Vec::new();
+    for params in [json!({"period": window}), json!({"date": window})] {
+        let created = client()
+            .post(url(&sim, "/reporting/reports"))
+            .header("authorization", KEY)
+            .json(&json!({"template": {"id": "RT-0000-0042"}, "renderer": "json", "parameters": params, "name": "Sales"}))
+            .send()
+            .await
+            .expect("create");
+        ids.push(body_json(created).await["id"].as_str().expect("id").to_string());
+    }
+    let mut starts = Vec::new();
+    for id in &ids {
+        let location = wait_for("a download", Duration::from_secs(10), || async {
+            let r = get(&sim, &format!("/reporting/reports/{id}/download")).await;
+            (r.status() == 302).then(|| r.headers()["location"].to_str().expect("location").to_string())
+        })
+        .await;
+        let entries = unzip(&client().get(&location).send().await.expect("download").bytes().await.expect("bytes"));
+        let report: Value = serde_json::from_slice(&entries[0].1).expect("report.json");
+        starts.push(report["periodStart"].clone());
+    }
+    assert_eq!(starts, [json!("2026-10-01T00:00:00Z"), json!("")], "only the template's own parameter is its window");
+}

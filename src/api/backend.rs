@@ -130,7 +130,19 @@ pub struct SupplierSettings {
     /// OAuth2 scope to request. Default `solutions.suppliers.reports`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// For how many seconds after a report is READY the operator re-mints its 60-second URL
+    /// before it expires, so that the Secret always holds a live one. Later (or with 0) a URL
+    /// is re-minted on the `refresh-url` annotation only, at any age. Each re-mint is one
+    /// request a minute against the API's budget. Default 900 (15 minutes); at most 2592000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_KEEP_URL_FRESH_SECONDS))]
+    pub keep_url_fresh_seconds: Option<i64>,
 }
+
+/// The longest `supplier.keepUrlFreshSeconds`: 30 days.
+pub const MAX_KEEP_URL_FRESH_SECONDS: i64 = 2_592_000;
+/// The default `supplier.keepUrlFreshSeconds`: 15 minutes.
+pub const DEFAULT_KEEP_URL_FRESH_SECONDS: i64 = 900;
 
 /// Client-side limits; unset fields take the backend type's documented defaults.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

@@ -46,7 +46,10 @@ pub const MAX_ORGANIZATIONS: usize = 100;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.eventType != 'ONETIME' || (has(self.parameters) && has(self.parameters.startDate) && has(self.parameters.endDate))").message("eventType ONETIME needs parameters.startDate and parameters.endDate"))]
+// ONETIME dates are required on every backend but FUSION (whose reports are snapshots), and the
+// backend type is not known at admission: the operator refuses a ONETIME report without dates
+// on the others. Here only the half-given window is refused.
+#[x_kube(validation = Rule::new("self.eventType != 'ONETIME' || !has(self.parameters) || has(self.parameters.startDate) == has(self.parameters.endDate)").message("eventType ONETIME needs parameters.startDate and parameters.endDate together (FUSION snapshots take neither)"))]
 #[x_kube(validation = Rule::new("self.eventType != 'PERIODIC' || (has(self.parameters) && has(self.parameters.period))").message("eventType PERIODIC needs parameters.period (P1D, P1W or P1M)"))]
 pub struct ReportGeneratorSpec {
     /// The ReportBackend, in the same namespace, that generates the reports.
@@ -86,8 +89,9 @@ pub struct ReportGeneratorSpec {
 #[x_kube(validation = Rule::new("!has(self.startDate) || timestamp(self.startDate) >= timestamp('1970-01-01T00:00:00Z')").message("parameters.startDate must be in 1970 or later"))]
 #[x_kube(validation = Rule::new("!has(self.endDate) || timestamp(self.endDate) >= timestamp('1970-01-01T00:00:00Z')").message("parameters.endDate must be in 1970 or later"))]
 pub struct ReportParameters {
-    /// ONETIME: first instant covered (RFC 3339). PERIODIC: optional backfill start; every
-    /// window from this date on gets a report.
+    /// ONETIME: first instant covered (RFC 3339); required except on FUSION, whose reports are
+    /// snapshots of the data when they are taken. PERIODIC: optional backfill start; every
+    /// window from this date on gets a report (not on FUSION, which cannot report on the past).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_date: Option<DateTime<Utc>>,
     /// ONETIME: last instant covered (RFC 3339), e.g. `2018-10-10T23:59:59Z`.
@@ -104,6 +108,11 @@ pub struct ReportParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub template: Option<String>,
+    /// CONNECT: the id of the template's date-range parameter, which gets the report's window
+    /// as `{"after", "before"}` (Connect's date-range form). Default `date`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub date_parameter: Option<String>,
     /// CONNECT: template parameters, passed through as given; at most 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true, "maxProperties" = 100))]
@@ -261,7 +270,8 @@ pub struct ReportGeneratorStatus {
     /// (PERIODIC and ON_INVOICE: the newest finished report, by window end then completion
     /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
-    /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
+    /// UnsupportedSetting (a setting the backend cannot honour, named in the message, e.g.
+    /// `UnsupportedSetting: parameters.startDate on FUSION`), InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
     /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
     /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
     /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see

@@ -1,13 +1,17 @@
 //! CONNECT: CloudBlue Connect Reports (seed 002), `Authorization: ApiKey SU-…:…`.
 //!
 //! A report is made from a template (`parameters.template`, `RT-…`) with the template's
-//! parameters (`parameters.values`); the operator adds the window as a `date` range parameter
-//! (`{"after", "before"}`, Connect's date-range form) unless the values name one already. The
-//! public create body is not documented: it is built in [`create_body`] only. The report name
-//! carries the request key, which is how `find` recognizes it after an ambiguous create.
+//! parameters (`parameters.values`); the operator adds the window as the template's date-range
+//! parameter (`parameters.dateParameter`, default `date`; `{"after", "before"}`, Connect's
+//! date-range form) unless the values give it already. The public create body is not
+//! documented: it is built in [`create_body`] only. The report name is what the user wrote;
+//! `find` recognizes a report after an ambiguous create by its name, template, renderer and
+//! parameters together, never adopting one another request holds.
 //!
-//! The download answers with a redirect to the file in storage; it is not followed, and its
-//! `Location` is the report's URL. A backend that answers with the ZIP itself gets it inline.
+//! The download answers with a redirect to a ZIP in storage (`report.<ext>` and
+//! `summary.json`, see [`ARCHIVE`]); it is not followed, and its `Location` is the report's
+//! URL. A backend that answers with the ZIP itself gets it inline. A READY report can be
+//! removed (seed 002), which `delete_report` does; a failed one is terminal and cannot.
 
 use std::collections::HashSet;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -33,6 +37,13 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     limits: DefaultLimits::NONE,
 };
 
+/// What a Connect download is: a ZIP holding the report as `report.<ext>` and its
+/// `summary.json` (the report's name, template, renderer and parameters).
+pub const ARCHIVE: (&str, &str) = ("zip", "summary.json");
+
+/// The date-range parameter when `parameters.dateParameter` does not name one.
+pub const DEFAULT_DATE_PARAMETER: &str = "date";
+
 /// The in-flight cap (if `spec.limits.maxInFlight` sets one) counts the whole account.
 const ORG: &str = "";
 /// Page size of report listings.
@@ -53,6 +64,10 @@ struct ConnectReport {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
+    template: Option<TemplateRef>,
+    #[serde(default)]
+    renderer: Option<String>,
+    #[serde(default)]
     parameters: Option<serde_json::Value>,
     #[serde(default)]
     stats: Option<Stats>,
@@ -61,15 +76,21 @@ struct ConnectReport {
     reason: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+struct TemplateRef {
+    #[serde(default)]
+    id: Option<String>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct Stats {
     #[serde(default, deserialize_with = "de_time")]
     terminated: Option<DateTime<Utc>>,
 }
 
-/// The request key in the report name, so that `find` can recognize the report.
-fn report_name(req: &ReportRequest) -> String {
-    format!("{} [{}]", req.name, req.key)
+/// The id of the template parameter that gets the window.
+pub fn date_parameter(params: &ReportParameters) -> &str {
+    params.date_parameter.as_deref().filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATE_PARAMETER)
 }
 
 /// The template a report is made from, or (unset or empty) how
@@ -87,7 +108,7 @@ fn create_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
         values.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     if let (Some(start), Some(end)) = (req.parameters.start_date, req.parameters.end_date) {
-        values.entry("date").or_insert_with(|| {
+        values.entry(date_parameter(&req.parameters)).or_insert_with(|| {
             json!({
                 "after": start.to_rfc3339_opts(SecondsFormat::Secs, true),
                 "before": end.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -98,7 +119,7 @@ fn create_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
         "template": {"id": template},
         "renderer": req.format.lower(),
         "parameters": values,
-        "name": report_name(req),
+        "name": req.name,
     }))
 }
 
@@ -115,7 +136,16 @@ pub(crate) fn parse_content_range(value: &str) -> Option<(usize, usize, usize)> 
 }
 
 impl ConnectReport {
-    fn into_remote(self) -> RemoteReport {
+    /// Whether this is the report `body` (a [`create_body`]) asks for.
+    fn answers(&self, body: &serde_json::Value) -> bool {
+        self.name.as_deref() == body["name"].as_str()
+            && self.template.as_ref().and_then(|t| t.id.as_deref()) == body["template"]["id"].as_str()
+            && self.renderer.as_deref().is_none_or(|r| Some(r) == body["renderer"].as_str())
+            && self.parameters.as_ref().unwrap_or(&serde_json::Value::Null) == &body["parameters"]
+    }
+
+    /// The report as the controller sees it; its window is read from `date_param`.
+    fn into_remote(self, date_param: &str) -> RemoteReport {
         let state = match self.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("ready" | "succeeded") => ReportState::Ready,
             Some("failed") => {
@@ -124,7 +154,7 @@ impl ConnectReport {
             // pending, deploying, processing
             _ => ReportState::InProgress,
         };
-        let date = self.parameters.as_ref().and_then(|p| p.get("date"));
+        let date = self.parameters.as_ref().and_then(|p| p.get(date_param));
         let time_of = |key: &str| date.and_then(|d| d.get(key)).and_then(|v| v.as_str()).and_then(super::parse_time);
         RemoteReport {
             start_date: time_of("after"),
@@ -197,24 +227,26 @@ impl ReportingBackend for ConnectBackend {
         let call = Call::create(self.http.url("/reporting/reports"), "create", create_body(req)?);
         create_in_slot(self.http.limiter(), ORG, &req.key, async {
             let report: ConnectReport = self.http.send(&call, &self.auth).await?.json("created report")?;
-            Ok(report.into_remote())
+            Ok(report.into_remote(date_parameter(&req.parameters)))
         })
         .await
     }
 
     async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
-        let name = report_name(req);
-        let reports = self.reports(Some(&format!("eq(name,{})", rfc3986(&name))), "find").await?;
-        let found = reports.into_iter().find(|r| r.name.as_deref() == Some(name.as_str()) && !taken.contains(&r.id))
-            .map(ConnectReport::into_remote);
+        let body = create_body(req)?;
+        let reports = self.reports(Some(&format!("eq(name,{})", rfc3986(&req.name))), "find").await?;
+        let found = reports
+            .into_iter()
+            .find(|r| r.answers(&body) && !taken.contains(&r.id))
+            .map(|r| r.into_remote(date_parameter(&req.parameters)));
         settle_find(self.http.limiter(), ORG, &req.key, &found);
         Ok(found)
     }
 
-    async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+    async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         let report: ConnectReport =
             self.http.send(&Call::get(self.report_url(id, "")?, "get"), &self.auth).await?.json("report")?;
-        let report = report.into_remote();
+        let report = report.into_remote(date_parameter(&req.parameters));
         track(self.http.limiter(), ORG, &report);
         Ok(report)
     }
@@ -247,8 +279,16 @@ impl ReportingBackend for ConnectBackend {
         Ok(reports
             .into_iter()
             .filter(|r| query.name.as_deref().is_none_or(|n| r.name.as_deref() == Some(n)))
-            .map(ConnectReport::into_remote)
+            .map(|r| r.into_remote(DEFAULT_DATE_PARAMETER))
             .collect())
+    }
+
+    /// `DELETE /reporting/reports/{id}`; a report already gone is as good as deleted.
+    async fn delete_report(&self, id: &str) -> Result<(), BackendError> {
+        match self.http.send(&Call::delete(self.report_url(id, "")?, "delete"), &self.auth).await {
+            Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -268,12 +308,72 @@ mod tests {
     #[test]
     fn statuses_map_to_states() {
         let r = |status: &str| {
-            serde_json::from_value::<ConnectReport>(json!({"id": "RP-1", "status": status})).expect("report").into_remote().state
+            serde_json::from_value::<ConnectReport>(json!({"id": "RP-1", "status": status})).expect("report").into_remote("date").state
         };
         assert_eq!(r("pending"), ReportState::InProgress);
         assert_eq!(r("deploying"), ReportState::InProgress);
         assert_eq!(r("succeeded"), ReportState::Ready);
         assert_eq!(r("ready"), ReportState::Ready);
         assert_eq!(r("failed"), ReportState::Failed { reason: "failed".into() });
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+    use crate::api::ReportFormat;
+
+    fn request(date_parameter: Option<&str>, values: serde_json::Value) -> ReportRequest {
+        let params: ReportParameters = serde_json::from_value(json!({
+            "template": "RT-1", "startDate": "2026-11-01T00:00:00Z", "endDate": "2026-11-01T23:59:59Z",
+            "dateParameter": date_parameter, "values": values,
+        }))
+        .expect("parameters");
+        ReportRequest {
+            key: "ns/file".into(),
+            name: "Sales".into(),
+            event_type: EventType::Onetime,
+            format: ReportFormat::Csv,
+            notify_by_email: false,
+            parameters: params,
+            organization: None,
+        }
+    }
+
+    #[test]
+    fn the_window_goes_to_the_named_date_parameter_and_the_name_is_as_written() {
+        let window = json!({"after": "2026-11-01T00:00:00Z", "before": "2026-11-01T23:59:59Z"});
+        let rows = [
+            ("default", None, json!({}), json!({"date": window})),
+            ("named", Some("period"), json!({}), json!({"period": window})),
+            ("named, values keep theirs", Some("period"), json!({"period": "x", "date": 1}), json!({"period": "x", "date": 1})),
+            ("default, another parameter is left alone", None, json!({"period": 1}), json!({"period": 1, "date": window})),
+        ];
+        for (what, param, values, want) in rows {
+            let body = create_body(&request(param, values)).expect("body");
+            assert_eq!(body["parameters"], want, "{what}");
+            assert_eq!(body["name"], "Sales", "{what}: the name is the user's");
+        }
+    }
+
+    #[test]
+    fn find_matches_name_template_renderer_and_parameters() {
+        let req = request(Some("period"), json!({}));
+        let body = create_body(&req).expect("body");
+        let report = |patch: serde_json::Value| {
+            let mut doc = json!({"id": "RP-1", "name": "Sales", "template": {"id": "RT-1"}, "renderer": "csv",
+                "parameters": body["parameters"].clone(), "status": "succeeded"});
+            if let (Some(d), Some(p)) = (doc.as_object_mut(), patch.as_object()) {
+                d.extend(p.clone());
+            }
+            serde_json::from_value::<ConnectReport>(doc).expect("report")
+        };
+        assert!(report(json!({})).answers(&body));
+        assert!(!report(json!({"name": "Sales [ns/file]"})).answers(&body));
+        assert!(!report(json!({"template": {"id": "RT-2"}})).answers(&body));
+        assert!(!report(json!({"renderer": "json"})).answers(&body));
+        assert!(!report(json!({"parameters": {"date": body["parameters"]["period"].clone()}})).answers(&body));
+        let remote = report(json!({})).into_remote(date_parameter(&req.parameters));
+        assert_eq!(remote.start_date, req.parameters.start_date, "the window is read from the named parameter");
     }
 }

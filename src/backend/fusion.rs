@@ -5,7 +5,10 @@
 //! their file name; phone and product usage SDRs come as JSON arrays, which are written as the
 //! JSON the API gave or as CSV (columns in order of first appearance). All of these calls only
 //! read, so they are retried like reads, `find` has nothing to find (submitting again is
-//! harmless) and `get` asks again. The data is a snapshot: Fusion takes no date range.
+//! harmless) and `get` asks again. The data is a snapshot: Fusion takes no date range, so a
+//! FUSION report has no window (ONETIME dates are optional and only name the report; a
+//! PERIODIC generator takes one snapshot per run and never backfills) and its Secret says when
+//! the snapshot was taken (`snapshotTime`).
 //!
 //! Login gives an access and a refresh token; a 401 renews the access token with the refresh
 //! token, and a refused refresh logs in again. A login that answers with a `2fa_payload` makes

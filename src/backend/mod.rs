@@ -46,8 +46,8 @@ pub use supplier::organization_of;
 /// What the controller asks a backend for: one report, or (RDE) one report template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRequest {
-    /// Stable id of our request: `<namespace>/<ReportFile name>`. CONNECT puts it into the
-    /// report name so that `find` can match it.
+    /// Stable id of our request: `<namespace>/<ReportFile name>`, which holds its in-flight
+    /// slot while an ambiguous create is settled.
     pub key: String,
     /// The commonName.
     pub name: String,
@@ -195,6 +195,11 @@ pub trait ReportingBackend: Send + Sync {
     /// RDE: deletes a report template (already gone is success); others: Unsupported.
     async fn delete_template(&self, _id: &str) -> Result<(), BackendError> {
         Err(BackendError::unsupported(format!("{} has no report templates", self.backend_type().as_str())))
+    }
+    /// CONNECT: removes a report (already gone is success); others keep no reports the
+    /// operator may remove: Unsupported.
+    async fn delete_report(&self, _id: &str) -> Result<(), BackendError> {
+        Err(BackendError::unsupported(format!("removing reports on {}", self.backend_type().as_str())))
     }
 }
 

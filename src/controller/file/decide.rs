@@ -20,9 +20,6 @@ use kube::runtime::events::EventType;
 pub const DEFAULT_ACTIVE_DEADLINE: i64 = 6 * 3600;
 /// How long before a short-lived URL expires the operator re-mints it.
 const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
-/// For how long after READY short-lived URLs are kept fresh without being asked; later they
-/// are re-minted on the refresh annotation only, so old reports cost the backend nothing.
-const URL_KEEP_FRESH: chrono::Duration = chrono::Duration::minutes(15);
 /// Longest requeue: a URL a backend says expires in year 9999 (or a Retry-After that far
 /// out) is looked at again tomorrow rather than left alone for years.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
@@ -43,6 +40,10 @@ pub struct Facts<'a> {
     pub spec_external_id: Option<&'a str>,
     /// The value of the refresh-url annotation.
     pub refresh: Option<&'a str>,
+    /// For how long after READY short-lived URLs are re-minted before they expire without
+    /// being asked (SUPPLIER's `keepUrlFreshSeconds`); later they are re-minted on the
+    /// refresh annotation only, at any age, so old reports cost the backend nothing.
+    pub keep_url_fresh: TimeDelta,
     pub now: DateTime<Utc>,
 }
 
@@ -321,7 +322,7 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
     // A Secret that is ours again after a conflict may still hold someone else's data.
     let after_conflict = ready_reason(s) == Some(SECRET_CONFLICT);
     let renew = s.url_expires_at.is_some_and(|e| {
-        let fresh_window = s.completion_time.is_some_and(|c| f.now.signed_duration_since(c) < URL_KEEP_FRESH);
+        let fresh_window = s.completion_time.is_some_and(|c| f.now.signed_duration_since(c) < f.keep_url_fresh);
         fresh_window && f.now < e && e.signed_duration_since(f.now) <= URL_RENEW_MARGIN
     });
     let why = if wants_refresh {

@@ -16,6 +16,7 @@ fn facts() -> Facts<'static> {
         active_deadline_seconds: None,
         spec_external_id: None,
         refresh: None,
+        keep_url_fresh: TimeDelta::seconds(crate::api::DEFAULT_KEEP_URL_FRESH_SECONDS),
         now: t(NOW),
     }
 }
@@ -230,6 +231,14 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("renewal window: 11 s before expiry, not yet", ready_url("2026-01-01T01:00:11Z"), nothing, At::Ready(ours()), "Leave 1000ms", Some(Ready), "Ready", "Complete", "before"),
         ("renewal window: READY 15 min ago, no longer kept fresh", ready_url("2026-01-01T01:00:05Z"), |s, _| s.completion_time = Some(t("2026-01-01T00:45:00Z")),
             At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "Complete", "before"),
+        ("keepUrlFreshSeconds 7200: READY 59 min ago, still kept fresh", ready_url("2026-01-01T01:00:05Z"),
+            |s, f| { s.completion_time = Some(t("2026-01-01T00:01:00Z")); f.keep_url_fresh = TimeDelta::hours(2) },
+            At::Ready(ours()), "RenewUrl before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("keepUrlFreshSeconds 0: never re-minted unasked", ready_url("2026-01-01T01:00:05Z"), |_, f| f.keep_url_fresh = TimeDelta::zero(),
+            At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "Complete", "before"),
+        ("an hour after READY, out of the window: the annotation still re-mints", ready_url("2026-01-01T01:00:00Z"),
+            |s, f| { s.completion_time = Some(t("2025-12-31T23:59:00Z")); f.refresh = Some("late") },
+            At::Ready(ours()), "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
         ("the URL expired", ready_url("2026-01-01T01:00:00Z"), nothing, At::Ready(ours()),
             "Done change", Some(Ready), "UrlExpired", "Complete", "expired at 2026-01-01T01:00:00+00:00; set the annotation"),
         ("renewal while the backend is not Ready", ready_url("2026-01-01T01:00:00Z"), nothing, At::RenewalNotReady,

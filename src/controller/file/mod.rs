@@ -6,6 +6,7 @@
 //! without an id (a crash, or a lost answer) looks the report up on the backend before it asks
 //! again.
 
+mod cleanup;
 mod decide;
 mod secret;
 
@@ -26,14 +27,17 @@ use kube::ResourceExt;
 use tracing::{debug, info};
 
 use self::decide::{Facts, Next};
-use self::secret::{Observed, ReportSecrets, Written, build_secret};
+use self::secret::{FileFacts, Observed, ReportSecrets, Written, build_secret};
 use super::conditions::from_k8s_time;
 use super::context::Context;
 use super::create_once::{CreateOnce, Created, create_once};
 use super::outcome::{Halt, Outcome, conclude};
 use super::guard::{self, error_policy};
 use super::error::Error;
-use crate::api::{ANNOTATION_REFRESH_URL, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile, ReportFileStatus};
+use crate::api::{
+    ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile,
+    ReportFileStatus,
+};
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
 
 pub async fn controller(
@@ -70,6 +74,9 @@ async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Err
         if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
             return Ok(wait);
         }
+        if rf.metadata.deletion_timestamp.is_some() {
+            return cleanup::finalize(&rf, &ctx).await;
+        }
         Reconciler::new(&rf, &ctx)?.run().await
     })
     .await
@@ -96,6 +103,10 @@ impl<'a> Reconciler<'a> {
         let mut status = rf.status.clone().unwrap_or_default();
         status.observed_generation = rf.metadata.generation;
         let now = Utc::now();
+        let backend = ctx.backends.get(&ObjectRef::new(&rf.spec.backend_ref.name).within(&namespace));
+        let keep_fresh_secs = backend
+            .and_then(|rb| rb.spec.supplier.as_ref().and_then(|s| s.keep_url_fresh_seconds))
+            .unwrap_or(DEFAULT_KEEP_URL_FRESH_SECONDS);
         let facts = Facts {
             name: rf.metadata.name.as_deref().unwrap_or_default(),
             generation: rf.metadata.generation,
@@ -103,6 +114,9 @@ impl<'a> Reconciler<'a> {
             active_deadline_seconds: rf.spec.active_deadline_seconds,
             spec_external_id: rf.spec.external_id.as_deref(),
             refresh: rf.annotations().get(ANNOTATION_REFRESH_URL).map(String::as_str),
+            // The schema bounds it to 30 days; an older object's value is clamped, not trusted.
+            keep_url_fresh: chrono::TimeDelta::try_seconds(keep_fresh_secs.clamp(0, crate::api::MAX_KEEP_URL_FRESH_SECONDS))
+                .unwrap_or_default(),
             now,
         };
         let written = rf.status.clone();
@@ -152,6 +166,9 @@ impl<'a> Reconciler<'a> {
         let report = match decide::with_backend(&mut self.status, &self.facts) {
             Next::Get { id } => self.call(type_, "get", backend.get(&id, &req)).await?,
             Next::Create => {
+                if cleanup::needs_finalizer(rb.spec.type_) {
+                    cleanup::ensure_finalizer(self.rf, &self.api).await?;
+                }
                 let mut making = Making { r: self, rb: &rb, backend: backend.as_ref(), req: &req };
                 match create_once(&mut making).await? {
                     Created::Found(report) => {
@@ -218,7 +235,8 @@ impl<'a> Reconciler<'a> {
             None => self.call(type_, "download", backend.download(&report, req)).await?,
         };
         let (generate_date, file_name) = decide::delivered(&report, &download, self.now);
-        let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref()) {
+        let facts = FileFacts::of(rb.spec.type_, self.rf.spec.format, generate_date);
+        let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref(), &facts) {
             Ok(s) => s,
             Err(msg) => {
                 let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
@@ -265,8 +283,14 @@ impl<'a> Reconciler<'a> {
         let type_ = rb.spec.type_.as_str();
         let report = self.call(type_, "get", backend.get(&id, &req)).await?;
         let download = self.call(type_, "download", backend.download(&report, &req)).await?;
-        let generate_date = self.status.generate_date.unwrap_or(self.now);
-        let secret = match build_secret(self.rf, &download, generate_date, self.status.file_name.as_deref()) {
+        // A FUSION `get` takes a new snapshot: the Secret and status say when.
+        let generate_date = match rb.spec.type_ {
+            BackendType::Fusion => report.generate_date.unwrap_or(self.now),
+            _ => self.status.generate_date.unwrap_or(self.now),
+        };
+        self.status.generate_date = Some(generate_date);
+        let facts = FileFacts::of(rb.spec.type_, self.rf.spec.format, generate_date);
+        let secret = match build_secret(self.rf, &download, generate_date, self.status.file_name.as_deref(), &facts) {
             Ok(secret) => secret,
             Err(msg) => {
                 let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);

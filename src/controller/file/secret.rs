@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::api::{LABEL_GENERATOR, LABEL_REPORT_FILE, ReportFile, label_value};
-use crate::backend::{Download, MAX_INLINE_BYTES};
+use crate::api::{BackendType, LABEL_GENERATOR, LABEL_REPORT_FILE, ReportFile, ReportFormat, label_value};
+use crate::backend::{Download, MAX_INLINE_BYTES, connect};
 use crate::controller::conditions::FIELD_MANAGER;
 
 /// How often a report waiting for someone else's Secret to go looks again: the foreign
@@ -122,6 +122,38 @@ impl ReportSecrets<'_> {
     }
 }
 
+/// What the Secret says of the file besides where it is, so that a consumer is never misled
+/// by `format`: how it is packed, and whether it is a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    /// CONNECT: the download is a ZIP (`archive: zip`) holding the report as `archiveReport`
+    /// (in `format`) and Connect's metadata as `archiveMetadata` (`summary.json`).
+    pub archive: Option<Archive>,
+    /// FUSION: the data is as it was at this time (`snapshotTime`); a snapshot covers no window.
+    pub snapshot_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub kind: &'static str,
+    pub report: String,
+    pub metadata: &'static str,
+}
+
+impl FileFacts {
+    /// The facts of a report of `type_` in `format` generated (FUSION: taken) at `generated`.
+    pub fn of(type_: BackendType, format: ReportFormat, generated: DateTime<Utc>) -> FileFacts {
+        match type_ {
+            BackendType::Connect => {
+                let (kind, metadata) = connect::ARCHIVE;
+                FileFacts { archive: Some(Archive { kind, report: format!("report.{}", format.lower()), metadata }), snapshot_time: None }
+            }
+            BackendType::Fusion => FileFacts { archive: None, snapshot_time: Some(generated) },
+            BackendType::Rde | BackendType::Cmp | BackendType::Supplier => FileFacts::default(),
+        }
+    }
+}
+
 /// The Secret of a READY report: owned by the ReportFile, labelled for both, with
 /// `secretTemplate`'s labels and annotations, and the keys of API.md.
 pub fn build_secret(
@@ -129,6 +161,7 @@ pub fn build_secret(
     download: &Download,
     generate_date: DateTime<Utc>,
     file_name: Option<&str>,
+    facts: &FileFacts,
 ) -> Result<Secret, String> {
     let name = rf.name_any();
     let template = rf.spec.secret_template.clone().unwrap_or_default();
@@ -145,6 +178,14 @@ pub fn build_secret(
     put("generateDate", &generate_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     if let Some(f) = file_name {
         put("fileName", f);
+    }
+    if let Some(a) = &facts.archive {
+        put("archive", a.kind);
+        put("archiveReport", &a.report);
+        put("archiveMetadata", a.metadata);
+    }
+    if let Some(t) = facts.snapshot_time {
+        put("snapshotTime", &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
     match download {
         Download::Url { url, expires_at } => {
@@ -280,7 +321,7 @@ mod tests {
     #[test]
     fn secret_has_the_contract_keys_labels_and_owner() {
         let d = Download::Url { url: "https://s/f.json?sig=abc".into(), expires_at: Some(t("2026-01-01T00:01:00Z")) };
-        let s = build_secret(&report_file(), &d, t("2026-01-01T00:00:00Z"), Some("f.json")).expect("secret");
+        let s = build_secret(&report_file(), &d, t("2026-01-01T00:00:00Z"), Some("f.json"), &FileFacts::default()).expect("secret");
         let data = s.data.expect("data");
         let get = |k: &str| String::from_utf8(data.get(k).expect(k).0.clone()).expect("utf8");
         assert_eq!(get("url"), "https://s/f.json?sig=abc");
@@ -300,13 +341,36 @@ mod tests {
     #[test]
     fn inline_files_go_under_content_and_too_large_ones_are_refused() {
         let small = Download::Inline { file_name: "l.csv".into(), content: b"a,b\n".to_vec() };
-        let s = build_secret(&report_file(), &small, t("2026-01-01T00:00:00Z"), None).expect("secret");
+        let s = build_secret(&report_file(), &small, t("2026-01-01T00:00:00Z"), None, &FileFacts::default()).expect("secret");
         let data = s.data.expect("data");
         assert_eq!(data["content"].0, b"a,b\n");
         assert_eq!(data["fileName"].0, b"l.csv");
         assert!(!data.contains_key("url"));
         let big = Download::Inline { file_name: "l.csv".into(), content: vec![b'x'; MAX_INLINE_BYTES + 1] };
-        let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None).expect_err("too large");
+        let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None, &FileFacts::default()).expect_err("too large");
         assert!(err.contains("not truncated"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_says_what_the_file_is() {
+        let at = t("2026-01-01T00:00:00Z");
+        let d = Download::Url { url: "https://s/RP-1.zip?sig=abc".into(), expires_at: None };
+        let keys = |type_: BackendType| {
+            let facts = FileFacts::of(type_, ReportFormat::Csv, at);
+            let s = build_secret(&report_file(), &d, at, Some("RP-1.zip"), &facts).expect("secret");
+            s.data.expect("data").into_iter().map(|(k, v)| (k, String::from_utf8(v.0).expect("utf8"))).collect::<BTreeMap<_, _>>()
+        };
+        let connect = keys(BackendType::Connect);
+        assert_eq!(connect["archive"], "zip");
+        assert_eq!(connect["archiveReport"], "report.csv");
+        assert_eq!(connect["archiveMetadata"], "summary.json");
+        assert!(!connect.contains_key("snapshotTime"));
+        let fusion = keys(BackendType::Fusion);
+        assert_eq!(fusion["snapshotTime"], "2026-01-01T00:00:00Z");
+        assert!(!fusion.contains_key("archive"));
+        for plain in [BackendType::Rde, BackendType::Cmp, BackendType::Supplier] {
+            let k = keys(plain);
+            assert!(!k.contains_key("archive") && !k.contains_key("snapshotTime"), "{plain:?}");
+        }
     }
 }

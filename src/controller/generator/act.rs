@@ -60,8 +60,15 @@ pub async fn onetime(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>
 
 /// PERIODIC on a backend the operator schedules: creates the ReportFiles of the windows that
 /// are due, records the missed ones, and comes back at the next run time.
-pub async fn periodic(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
-    let schedulable = match decide::periodic(g, status, now) {
+pub async fn periodic(
+    ctx: &Context,
+    g: &ReportGenerator,
+    owned: &[Arc<ReportFile>],
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+    snapshots: bool,
+) -> Result<Outcome, Error> {
+    let schedulable = match decide::periodic(g, status, now, snapshots) {
         Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
@@ -84,7 +91,7 @@ pub async fn periodic(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFil
 async fn record_missed(ctx: &Context, g: &ReportGenerator, pass: &PeriodicPass, stop: Option<DateTime<Utc>>) {
     for (window, why) in decide::missed_before(pass, stop) {
         ctx.metrics.missed_windows.inc();
-        ctx.event(g, EventType::Warning, "Missed", decide::missed_message(&window, why)).await;
+        ctx.event(g, EventType::Warning, "Missed", decide::missed_message(&window, why, pass.snapshots)).await;
     }
 }
 

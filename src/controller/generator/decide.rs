@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 
+use super::dates::{takes_snapshots, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 use crate::api::{
-    ANNOTATION_RUN_NOW, CONDITION_READY, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
+    ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
     ReportGeneratorStatus, ReportParameters, find_condition,
 };
 use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
@@ -45,8 +46,9 @@ pub enum Start {
     PlatformScheduled,
     /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
     Onetime(Vec<PlannedFile>),
-    /// PERIODIC on a backend the operator schedules: see [`periodic`].
-    Periodic,
+    /// PERIODIC on a backend the operator schedules: see [`periodic`]. `snapshots`: the
+    /// backend (FUSION) reports on the data as it is when asked, not on a window.
+    Periodic { snapshots: bool },
     /// ON_INVOICE (CMP): list the invoice reports the backend made, to mirror.
     Mirror(ListQuery),
 }
@@ -62,9 +64,14 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
         EventType::Onetime => {
             let params = g.spec.parameters.clone().unwrap_or_default();
             let [from, to] = onetime_days(&params);
-            Start::Onetime(fan_out(g, &[&g.name_any(), &from, &to], params))
+            let name = g.name_any();
+            // A FUSION snapshot without dates is named as one; with dates, they name it only
+            // (its file carries none: the data is as it is when taken).
+            let parts: Vec<&str> = if params.start_date.is_none() { vec![&name, "snapshot"] } else { vec![&name, &from, &to] };
+            let params = if takes_snapshots(rb.spec.type_) { ReportParameters { start_date: None, end_date: None, ..params } } else { params };
+            Start::Onetime(fan_out(g, &parts, params))
         }
-        EventType::Periodic => Start::Periodic,
+        EventType::Periodic => Start::Periodic { snapshots: takes_snapshots(rb.spec.type_) },
         // CMP makes invoice reports itself; validate() refused the other backends.
         EventType::OnInvoice => {
             let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
@@ -107,6 +114,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if let Some(field) = crate::backend::missing_parameter(type_, &params) {
         return Err(Outcome::invalid("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
     }
+    validate_dates(g, type_)?;
     // The schema bounds it, but an object written before it may hold any number, and the
     // ReportFile's deadline arithmetic must not overflow.
     if let Some(s) = spec.active_deadline_seconds
@@ -137,13 +145,20 @@ pub struct PeriodicPass {
     pub active: usize,
     /// A new run-now annotation value, to record once its window is made.
     pub run_now: Option<String>,
+    /// FUSION: each run takes a snapshot, which covers no window.
+    pub snapshots: bool,
 }
 
 impl PeriodicPass {
-    /// The ReportFiles of `window`: one, or one per SUPPLIER organization.
+    /// The ReportFiles of `window`: one, or one per SUPPLIER organization. A snapshot's file
+    /// is named after the run's window but carries no dates: it shows the data when taken.
     pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
         let params = g.spec.parameters.clone().unwrap_or_default();
-        let window_params = ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params };
+        let window_params = if self.snapshots {
+            ReportParameters { start_date: None, end_date: None, ..params }
+        } else {
+            ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params }
+        };
         fan_out(g, &[&g.name_any(), &self.schedule.window_suffix(window)], window_params)
     }
 }
@@ -157,7 +172,8 @@ pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool 
 }
 
 /// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
-pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Schedulable, Outcome> {
+/// `snapshots`: see [`Start::Periodic`].
+pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>, snapshots: bool) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
@@ -172,7 +188,7 @@ pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTi
     {
         return Err(backfill_too_long(from, period, earliest));
     }
-    Ok(Schedulable { schedule, starting_deadline, created })
+    Ok(Schedulable { schedule, starting_deadline, created, snapshots })
 }
 
 /// A PERIODIC generator whose schedule is valid, ready to plan a pass.
@@ -181,12 +197,13 @@ pub struct Schedulable {
     schedule: ReportSchedule,
     starting_deadline: Option<TimeDelta>,
     created: DateTime<Utc>,
+    snapshots: bool,
 }
 
 impl Schedulable {
     /// Plans the pass with `active` reports in progress.
     pub fn pass(self, g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> PeriodicPass {
-        let Schedulable { schedule, starting_deadline, created } = self;
+        let Schedulable { schedule, starting_deadline, created, snapshots } = self;
         let params = g.spec.parameters.clone().unwrap_or_default();
         let sched = g.spec.schedule.clone().unwrap_or_default();
         let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
@@ -200,7 +217,9 @@ impl Schedulable {
             last_check: status.last_schedule_check_time,
             suspended: sched.suspend.unwrap_or(false),
             starting_deadline,
-            catch_up: sched.catch_up_policy.unwrap_or_default(),
+            // A snapshot taken late would show today's data under a past window's name: only
+            // the latest missed run is taken (validate refused an explicit All).
+            catch_up: if snapshots { sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest) } else { sched.catch_up_policy.unwrap_or_default() },
             forbid,
             active,
             max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
@@ -208,7 +227,7 @@ impl Schedulable {
             max_per_pass: MAX_WINDOWS_PER_PASS,
             run_now: run_now.is_some(),
         });
-        PeriodicPass { schedule, plan, forbid, active, run_now }
+        PeriodicPass { schedule, plan, forbid, active, run_now, snapshots }
     }
 }
 
@@ -237,11 +256,14 @@ pub fn backfill_too_long(from: DateTime<Utc>, period: crate::api::Period, earlie
     )
 }
 
-/// The Warning Event message of a missed window.
-pub fn missed_message(window: &Window, why: Missed) -> String {
+/// The Warning Event message of a missed window (`snapshots`: of a FUSION generator).
+pub fn missed_message(window: &Window, why: Missed, snapshots: bool) -> String {
     let why = match why {
         Missed::Suspended => "the generator was suspended",
         Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
+        Missed::CatchUpPolicy if snapshots => {
+            "it fell due while the operator was down, and a FUSION snapshot taken now would show today's data, not that window's (only the latest missed run is taken)"
+        }
         Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
     };
     format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339())

@@ -105,7 +105,7 @@ fn pass(
             Ok(step) => match (step, acted) {
                 (_, Acted::Failed(e)) => backend_failed(type_.as_str(), "submit", &e),
                 (Start::Onetime(files), Acted::Conflict { deleting, .. }) => file_conflict(conflict(&files[0].name, deleting)),
-                (Start::Periodic, acted) => match super::periodic(g, status, now).map(|s| s.pass(g, status, active, now)) {
+                (Start::Periodic { snapshots }, acted) => match super::periodic(g, status, now, snapshots).map(|s| s.pass(g, status, active, now)) {
                     Err(o) => o,
                     Ok(p) => {
                         let stop = match acted {
@@ -156,6 +156,9 @@ fn every_ready_reason_of_a_generator_is_reached() {
         ("CONNECT without a template", generator(json!({"parameters": {"template": ""}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.template", "change", true),
         ("SUPPLIER without a report type", generator(json!({"parameters": {"reportType": null}})), Ok(Supplier), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.reportType", "change", true),
         ("FUSION without a scope", generator(json!({"parameters": {"scope": null}})), Ok(Fusion), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.scope", "change", true),
+        ("ONETIME without dates on CONNECT", generator(json!({"parameters": {"startDate": null, "endDate": null}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "needs parameters.startDate and parameters.endDate on CONNECT", "change", true),
+        ("PERIODIC FUSION with a backfill start", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), Ok(Fusion), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "UnsupportedSetting: parameters.startDate on FUSION", "change", true),
+        ("PERIODIC FUSION with catchUpPolicy All", periodic(json!({"schedule": {"catchUpPolicy": "All"}})), Ok(Fusion), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "UnsupportedSetting: schedule.catchUpPolicy All on FUSION", "change", true),
         ("a deadline no duration holds", generator(json!({"activeDeadlineSeconds": i64::MAX})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "activeDeadlineSeconds", "change", true),
         ("PERIODIC without a period", periodic(json!({"parameters": {"period": null}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.period", "change", true),
         ("a cron that does not parse", periodic(json!({"schedule": {"cron": "61 * * * *"}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidSchedule"), "", "change", true),
@@ -259,6 +262,56 @@ fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
             assert_eq!(status.last_missed_time, Some(t(NOW)), "{situation}");
         }
     }
+}
+
+#[test]
+fn fusion_takes_snapshots_never_backfilled_windows() {
+    let now = t(NOW);
+    // ONETIME without dates: one snapshot, named as one.
+    let g = generator(json!({"parameters": {"startDate": null, "endDate": null}}));
+    let status = ReportGeneratorStatus::default();
+    match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
+        Ok(Start::Onetime(files)) => {
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].name, "g-snapshot");
+            assert_eq!((files[0].parameters.start_date, files[0].parameters.end_date), (None, None));
+        }
+        other => panic!("a FUSION snapshot without dates: {other:?}"),
+    }
+    // ONETIME with dates: they name the file, which carries none.
+    let g = generator(json!({}));
+    match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
+        Ok(Start::Onetime(files)) => {
+            assert_eq!(files[0].name, "g-20261101-20261101");
+            assert_eq!((files[0].parameters.start_date, files[0].parameters.end_date), (None, None));
+        }
+        other => panic!("a FUSION snapshot with dates: {other:?}"),
+    }
+    // PERIODIC, down since Nov 1: the latest run is taken now, the others recorded as missed
+    // with a message that says why, and no file carries a window's dates.
+    let g = periodic(json!({}));
+    let down = |type_| {
+        let mut status = ReportGeneratorStatus {
+            last_window_end: Some(t("2026-10-31T23:59:59Z")),
+            last_schedule_check_time: Some(t("2026-11-01T00:30:00Z")),
+            ..Default::default()
+        };
+        pass(&g, Ok(type_), &mut status, 0, &[], Acted::Created).1.expect("planned")
+    };
+    let p = down(BackendType::Fusion);
+    assert!(p.snapshots);
+    let days: Vec<u32> = p.plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
+    assert_eq!(days, vec![4], "only the latest run");
+    assert_eq!(p.plan.missed.len(), 3);
+    let (window, why) = p.plan.missed[0];
+    assert!(missed_message(&window, why, true).contains("FUSION snapshot taken now"));
+    for f in p.files(&g, &p.plan.create[0]) {
+        assert_eq!((f.parameters.start_date, f.parameters.end_date), (None, None), "a snapshot covers no window");
+    }
+    // A CONNECT generator in the same situation makes every window, each with its dates.
+    let p = down(BackendType::Connect);
+    assert_eq!(p.plan.create.len(), 4);
+    assert!(p.files(&g, &p.plan.create[0])[0].parameters.start_date.is_some());
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! alone, with table tests that need no cluster.
 
 mod act;
+mod dates;
 mod decide;
 mod files;
 mod names;
@@ -75,7 +76,7 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
             Err(outcome) => outcome,
             Ok(Start::PlatformScheduled) => rde::run(ctx, &g, &rb, backend.as_ref(), &mut status, &owned).await?,
             Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
-            Ok(Start::Periodic) => act::periodic(ctx, &g, &owned, &mut status, now).await?,
+            Ok(Start::Periodic { snapshots }) => act::periodic(ctx, &g, &owned, &mut status, now, snapshots).await?,
             Ok(Start::Mirror(query)) => {
                 let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned };
                 mirror.and_prune(&query, &mut status).await?

@@ -1,0 +1,218 @@
+//! CONNECT keeps every report it made until someone removes it (seed 002: a READY report "can be
+//! removed"; a FAILED one is terminal). A CONNECT ReportFile therefore carries a finalizer from
+//! before its report is asked for, and deleting the ReportFile (by hand, or by a generator's
+//! history pruning) removes its report on Connect first. What cannot be removed is said in a
+//! Warning Event (`ReportLeft`), never silently left behind; a report still being made is
+//! waited for (up to the ReportFile's deadline), since Connect removes only finished ones.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
+use kube::ResourceExt;
+
+use super::decide::DEFAULT_ACTIVE_DEADLINE;
+use crate::api::{BackendType, ReportFile};
+use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
+use crate::controller::conditions::from_k8s_time;
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+
+/// Finalizer that removes a ReportFile's report on Connect.
+pub const CONNECT_FINALIZER: &str = "reporting.report-operator.io/connect-report";
+
+/// How often a removal that cannot happen yet is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Whether reports of `type_` leave something on the backend that deleting the ReportFile must
+/// remove: only CONNECT's can be (and need to be) removed.
+pub fn needs_finalizer(type_: BackendType) -> bool {
+    type_ == BackendType::Connect
+}
+
+/// What to do about the report of a ReportFile being deleted, once its state is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Ask the backend to remove it.
+    Delete,
+    /// Leave it and say why (Warning Event `ReportLeft`); the finalizer goes.
+    Leave(String),
+    /// Look again after this long; the finalizer stays.
+    Wait(Duration),
+}
+
+/// Pure: what to do with report `id` in `state` of a ReportFile created at `created` with
+/// `deadline_secs`, at `now`.
+pub fn removal(id: &str, state: &ReportState, created: Option<DateTime<Utc>>, deadline_secs: Option<i64>, now: DateTime<Utc>) -> Removal {
+    match state {
+        ReportState::Ready => Removal::Delete,
+        ReportState::Failed { .. } => {
+            Removal::Leave(format!("report {id} stays on CONNECT: a failed report is terminal and Connect cannot remove it"))
+        }
+        ReportState::InProgress => {
+            let deadline = TimeDelta::try_seconds(deadline_secs.unwrap_or(DEFAULT_ACTIVE_DEADLINE));
+            let past = created.zip(deadline).and_then(|(c, d)| c.checked_add_signed(d)).is_some_and(|end| now > end);
+            if past {
+                Removal::Leave(format!(
+                    "report {id} stays on CONNECT: it is still being made after the ReportFile's deadline, and Connect removes only finished reports"
+                ))
+            } else {
+                Removal::Wait(RETRY)
+            }
+        }
+    }
+}
+
+/// Adds the finalizer before the report is asked for, so that no report is made that a
+/// deletion could miss. As in the RDE generator's, kube's [`finalizer()`] is called only here,
+/// so that other ReportFiles get none; its `Apply` does nothing.
+pub async fn ensure_finalizer(rf: &ReportFile, api: &Api<ReportFile>) -> Result<(), Error> {
+    if rf.finalizers().iter().any(|f| f == CONNECT_FINALIZER) {
+        return Ok(());
+    }
+    let nothing_to_apply = |_: Finalizing<ReportFile>| async { Ok::<_, NotYet>(Action::await_change()) };
+    finalizer(api, CONNECT_FINALIZER, Arc::new(rf.clone()), nothing_to_apply).await.or_else(finalizer_outcome)?;
+    Ok(())
+}
+
+/// The ReportFile `rf` is being deleted: removes its report on Connect, then the finalizer.
+pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
+    if !rf.finalizers().iter().any(|f| f == CONNECT_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &rf.namespace().unwrap_or_default());
+    let cleanup = |event| async move {
+        match event {
+            Finalizing::Cleanup(rf) => remove_report(&rf, ctx).await,
+            // Not reached: `finalize` is only called for a ReportFile being deleted.
+            Finalizing::Apply(_) => Ok(Action::await_change()),
+        }
+    };
+    finalizer(&api, CONNECT_FINALIZER, Arc::new(rf.clone()), cleanup).await.or_else(finalizer_outcome)
+}
+
+/// The report cannot be removed yet: the finalizer stays and the ReportFile is looked at again.
+#[derive(Debug, thiserror::Error)]
+#[error("the CONNECT report cannot be removed yet")]
+pub struct NotYet(Duration);
+
+fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
+    match e {
+        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
+        other => Err(Error::Invalid(other.to_string())),
+    }
+}
+
+/// Removes the report, or says in an Event why it stays; `NotYet` keeps the finalizer.
+async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
+    let namespace = rf.namespace().unwrap_or_default();
+    let status = rf.status.clone().unwrap_or_default();
+    let pending = status.create_pending_since.is_some();
+    if status.external_id.is_none() && !pending {
+        return Ok(Action::await_change());
+    }
+    let (rb, backend) = match ctx.ready_backend(&namespace, &rf.spec.backend_ref.name).await {
+        Ok(found) => found,
+        Err(n) if n.reason == "BackendNotFound" => {
+            let what = status.external_id.as_deref().unwrap_or("the report");
+            ctx.event(rf, EventType::Warning, "ReportLeft", format!("{what} was not removed on CONNECT: {}", n.message)).await;
+            return Ok(Action::await_change());
+        }
+        Err(n) => {
+            ctx.event(rf, EventType::Warning, "BackendError", format!("cannot remove the report on CONNECT yet: {}", n.message)).await;
+            return Err(NotYet(Duration::from_secs(30)));
+        }
+    };
+    let type_ = rb.spec.type_.as_str();
+    let req = ReportRequest::for_report_file(&namespace, &rf.name_any(), &rf.spec);
+    // An ambiguous create may have made a report whose id was never recorded: look it up,
+    // never taking one another ReportFile holds.
+    let report = match status.external_id.clone() {
+        Some(id) => ctx.metrics.call(type_, "get", backend.get(&id, &req)).await,
+        None => {
+            let taken: HashSet<String> = ctx.index.ids_taken_by_files(&rb, rf.metadata.uid.as_deref());
+            match ctx.metrics.call(type_, "find", backend.find(&req, &taken)).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(BackendError::NotFound { .. }) => return Ok(Action::await_change()),
+        Err(e) => return settle(rf, ctx, "looking up", &e).await,
+    };
+    let created = rf.metadata.creation_timestamp.as_ref().map(from_k8s_time);
+    match removal(&report.id, &report.state, created, rf.spec.active_deadline_seconds, Utc::now()) {
+        Removal::Delete => match ctx.metrics.call(type_, "delete", backend.delete_report(&report.id)).await {
+            Ok(()) => {
+                ctx.event(rf, EventType::Normal, "ReportRemoved", format!("removed report {} on CONNECT", report.id)).await;
+                Ok(Action::await_change())
+            }
+            Err(e) => settle(rf, ctx, "removing", &e).await,
+        },
+        Removal::Leave(why) => {
+            ctx.event(rf, EventType::Warning, "ReportLeft", why).await;
+            Ok(Action::await_change())
+        }
+        Removal::Wait(after) => Err(NotYet(after)),
+    }
+}
+
+/// A failed call: retried when that can help, otherwise the report is left (with an Event).
+async fn settle(rf: &ReportFile, ctx: &Context, doing: &str, e: &BackendError) -> Result<Action, NotYet> {
+    match e.action() {
+        ErrorAction::FailReport { reason } => {
+            ctx.event(rf, EventType::Warning, "ReportLeft", format!("the report stays on CONNECT: {doing} it was refused: {reason}")).await;
+            Ok(Action::await_change())
+        }
+        ErrorAction::Retry { after } => Err(NotYet(after.unwrap_or(RETRY).clamp(Duration::from_secs(1), Duration::from_secs(300)))),
+        ErrorAction::BackendNotReady { .. } => Err(NotYet(Duration::from_secs(30))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn what_happens_to_a_deleted_report_files_report() {
+        let created = Some(t("2026-01-01T00:00:00Z"));
+        let early = t("2026-01-01T01:00:00Z");
+        let late = t("2026-01-01T07:00:00Z");
+        let failed = ReportState::Failed { reason: "x".into() };
+        /// (situation, the report's state, activeDeadlineSeconds, now, what happens)
+        type Row = (&'static str, ReportState, Option<i64>, DateTime<Utc>, &'static str);
+        let rows: Vec<Row> = vec![
+            ("ready: removed", ReportState::Ready, None, early, "delete"),
+            ("ready long after: removed", ReportState::Ready, None, late, "delete"),
+            ("failed: terminal, left", failed, None, early, "leave"),
+            ("in progress: waited for", ReportState::InProgress, None, early, "wait"),
+            ("in progress past the default 6 h deadline: left", ReportState::InProgress, None, late, "leave"),
+            ("in progress within a longer deadline: waited for", ReportState::InProgress, Some(86_400), late, "wait"),
+            ("an absurd deadline never passes", ReportState::InProgress, Some(i64::MAX), late, "wait"),
+        ];
+        for (what, state, deadline, now, want) in rows {
+            let got = match removal("RP-1", &state, created, deadline, now) {
+                Removal::Delete => "delete",
+                Removal::Leave(why) => {
+                    assert!(why.contains("RP-1") && why.contains("stays on CONNECT"), "{what}: {why}");
+                    "leave"
+                }
+                Removal::Wait(_) => "wait",
+            };
+            assert_eq!(got, want, "{what}");
+        }
+    }
+}
