@@ -165,7 +165,38 @@ impl Drop for TestNamespace {
         // Deletion is asynchronous in the API server; the garbage collector and namespace
         // controller of kube-controller-manager finish it.
         let _ = self.cp.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        // The test's operator has stopped (a World drops it first), so nobody would remove
+        // the finalizers of its ReportFiles and generators: the namespace would stay
+        // Terminating and its objects would load the tests that come after.
+        let (cp, ns) = (self.cp.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                let client = cp.client().await;
+                futures::join!(
+                    release::<report_operator::api::ReportFile>(&client, &ns),
+                    release::<report_operator::api::ReportGenerator>(&client, &ns),
+                );
+            })
+        })
+        .join();
     }
+}
+
+/// Removes the finalizers of every `K` in `ns`.
+async fn release<K>(client: &Client, ns: &str)
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = api.list_metadata(&Default::default()).await else { return };
+    let held = list.items.into_iter().filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()));
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    futures::future::join_all(held.filter_map(|o| o.metadata.name).map(|name| {
+        let (api, patch) = (api.clone(), &patch);
+        async move { api.patch_metadata(&name, &PatchParams::default(), patch).await }
+    }))
+    .await;
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after `deadline`.
