@@ -7,6 +7,7 @@
 //! again.
 
 mod decide;
+mod deliver;
 mod secret;
 
 use std::collections::HashSet;
@@ -69,6 +70,9 @@ async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Err
         // recorded (a FUSION report, which `get` generates again).
         if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
             return Ok(wait);
+        }
+        if rf.metadata.deletion_timestamp.is_some() {
+            return deliver::finalize(&rf, &ctx).await;
         }
         Reconciler::new(&rf, &ctx)?.run().await
     })
@@ -237,12 +241,36 @@ impl<'a> Reconciler<'a> {
             .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
             .observe(self.now.signed_duration_since(created).num_milliseconds().max(0) as f64 / 1000.0);
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
-        self.end(done).map(|o| o.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name)))
+        let mut outcome = self.end(done)?.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name));
+        if self.rf.spec.store_ref.is_some() {
+            // The copy is the next reconcile's, which sees the Secret just written.
+            outcome.requeue = Some(Duration::from_millis(500));
+        }
+        Ok(outcome)
     }
 
     /// A READY report whose Secret was `seen`: keep the Secret in place, re-mint its URL on
     /// request, and say when it expired.
     async fn maintain_ready(&mut self, seen: Observed) -> Result<Outcome, Halt> {
+        // With a store: its copy replaces the backend's download once made; until then the
+        // backend's download is kept up as without one, and the copy retried.
+        let mut retry_copy = None;
+        if let Some(store) = self.rf.spec.store_ref.as_ref().filter(|_| !matches!(seen, Observed::Foreign { .. })) {
+            match self.deliver(&seen, &store.name.clone()).await? {
+                Ok(outcome) => return Ok(outcome),
+                Err(retry) => retry_copy = Some(retry),
+            }
+        }
+        let mut outcome = self.maintain_backend_download(seen).await?;
+        if let Some(retry) = retry_copy {
+            outcome.requeue = Some(outcome.requeue.map_or(retry, |r| r.min(retry)));
+        }
+        Ok(outcome)
+    }
+
+    /// A READY report's backend download: kept in the Secret, renewed on request or before
+    /// it expires.
+    async fn maintain_backend_download(&mut self, seen: Observed) -> Result<Outcome, Halt> {
         match decide::ready(&mut self.status, &self.facts, &seen) {
             Next::RenewUrl { why } => self.renew(seen, why).await,
             other => self.end(other),
