@@ -21,6 +21,7 @@ pub mod hostile;
 pub mod hostile_suite;
 pub mod operator;
 pub mod proxy;
+pub mod s3;
 
 /// Everything a test needs to reach the control plane.
 #[derive(Clone)]

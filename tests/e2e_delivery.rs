@@ -1,0 +1,259 @@
+//! Reports copied into a ReportStore, on the real control plane against a real S3-compatible
+//! server (versitygw, `tests/common/s3.rs`): every backend's report lands in the bucket with
+//! its size and SHA-256; the presigned URL works after the backend's own URL has expired;
+//! a store that is down loses nothing; a 50 MB report is copied with bounded memory; a
+//! SIGKILL in the middle of an upload leaves one complete object; and deleting a ReportFile
+//! applies the store's retention.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::e2e::World;
+use common::fixtures;
+use common::s3::S3Server;
+use common::wait_for;
+use report_operator::api::{BackendType, CONDITION_DELIVERED, ReportFile, ReportStore, find_condition};
+use report_sim::SimConfig;
+use sha2::{Digest, Sha256};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const BUCKET: &str = "reports";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A ONETIME generator of type `t` named `name` whose reports go to the ReportStore `store`.
+fn stored_generator(t: BackendType, name: &str, backend: &str, store: &str) -> String {
+    format!("{}  storeRef:\n    name: {store}\n", fixtures::onetime(t, name, backend, &format!("Usage {name}")))
+}
+
+/// The one ReportFile of `generator` once its `Delivered` condition is True.
+async fn delivered(world: &World, generator: &str, deadline: Duration) -> ReportFile {
+    let what = format!("the report of {generator} Delivered (operator log: {})", world.operator.log.display());
+    wait_for(&what, deadline, || async {
+        let rf = world.files_of(generator).await.into_iter().next()?;
+        let c = find_condition(&rf.status.as_ref()?.conditions, CONDITION_DELIVERED)?;
+        (c.status == "True").then_some(rf)
+    })
+    .await
+}
+
+/// The `Delivered` condition's (status, reason) of `generator`'s report, if set.
+async fn delivered_condition(world: &World, generator: &str) -> Option<(String, String)> {
+    let rf = world.files_of(generator).await.into_iter().next()?;
+    let c = find_condition(&rf.status?.conditions, CONDITION_DELIVERED)?.clone();
+    Some((c.status, c.reason))
+}
+
+fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> String {
+    String::from_utf8(data.get(key).unwrap_or_else(|| panic!("Secret key {key}")).clone()).expect("UTF-8")
+}
+
+/// The object behind a `s3://reports/<key>` location.
+fn key_of(location: &str) -> String {
+    location.strip_prefix(&format!("s3://{BUCKET}/")).unwrap_or_else(|| panic!("{location} is not in {BUCKET}")).to_string()
+}
+
+/// Checks a delivered report: the object at its location has the size and SHA-256 the
+/// status and the Secret say, and the Secret's URL downloads exactly those bytes.
+async fn check_copy(world: &World, s3: &S3Server, rf: &ReportFile) -> Vec<u8> {
+    let name = rf.metadata.name.clone().expect("name");
+    let d = rf.status.as_ref().and_then(|s| s.delivery.clone()).expect("status.delivery");
+    let location = d.location.clone().expect("location");
+    let object = s3.get(BUCKET, &key_of(&location)).await;
+    assert_eq!(d.size, Some(object.len() as i64), "{name}: size in status");
+    assert_eq!(d.sha256.as_deref(), Some(sha256_hex(&object).as_str()), "{name}: sha256 in status");
+    let data = world.secret_data(&name).await;
+    assert_eq!(text(&data, "location"), location, "{name}: Secret location");
+    assert_eq!(text(&data, "size"), object.len().to_string(), "{name}: Secret size");
+    assert_eq!(text(&data, "sha256"), sha256_hex(&object), "{name}: Secret sha256");
+    let url = text(&data, "url");
+    assert!(url.starts_with(&s3.endpoint()), "{name}: the Secret's url is the copy's presigned URL");
+    let got = reqwest::get(&url).await.expect("GET presigned URL");
+    assert!(got.status().is_success(), "{name}: presigned GET: {}", got.status());
+    assert_eq!(got.bytes().await.expect("body").as_ref(), object.as_slice(), "{name}: presigned download");
+    object
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backends_report_lands_in_the_bucket_with_its_size_and_checksum() {
+    let started = Instant::now();
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let world = World::start("e2e-deliver", SimConfig::default()).await;
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    for t in fixtures::ALL_TYPES {
+        let b = fixtures::lower(t);
+        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&stored_generator(t, &format!("{b}-gen"), &b, "bucket"));
+    }
+    let mut keys = Vec::new();
+    for t in fixtures::ALL_TYPES {
+        let generator = format!("{}-gen", fixtures::lower(t));
+        let rf = delivered(&world, &generator, DEADLINE).await;
+        let object = check_copy(&world, &s3, &rf).await;
+        let name = rf.metadata.name.clone().expect("name");
+        // The simulator's reports name their backend (CONNECT's and RDE's come wrapped).
+        let key = key_of(&rf.status.and_then(|s| s.delivery).and_then(|d| d.location).expect("location"));
+        assert!(key.starts_with(&format!("reports/{}/{generator}/20261001-20261002/{name}.", world.ns.name)), "{key}");
+        match t {
+            BackendType::Connect => assert!(key.ends_with(".zip") && object.starts_with(b"PK"), "{key}: the ZIP as it is"),
+            BackendType::Rde => assert!(key.ends_with(".json.gz") && object.starts_with(&[0x1f, 0x8b]), "{key}: gzipped"),
+            _ => assert!(String::from_utf8_lossy(&object).contains(t.as_str()), "{key}: names its backend"),
+        }
+        keys.push(key);
+    }
+    // One object per report, nothing else.
+    let listed: Vec<String> = s3.objects(BUCKET).await.into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(listed, keys);
+    // The store itself is Ready.
+    let stores: kube::Api<ReportStore> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
+    let rs = stores.get("bucket").await.expect("ReportStore");
+    let ready = find_condition(&rs.status.expect("status").conditions, "Ready").expect("Ready").clone();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Reachable"));
+    // Metrics: one object per backend type, and their bytes.
+    let metrics = world.operator.metrics().await;
+    assert!(metrics.contains("report_operator_delivered_objects_total{type=\"SUPPLIER\"} 1"), "{metrics}");
+    assert!(metrics.contains("report_operator_delivery_duration_seconds_count{type=\"FUSION\"} 1"), "{metrics}");
+    // Retention Keep (the default): deleting a ReportFile leaves its object.
+    let files = world.files_of("cmp-gen").await;
+    common::delete_ignore_missing(&world.files(), files[0].metadata.name.as_deref().expect("name")).await;
+    wait_for("the CMP ReportFile gone", DEADLINE, || async { world.files_of("cmp-gen").await.is_empty().then_some(()) }).await;
+    assert_eq!(s3.objects(BUCKET).await.len(), keys.len(), "retention Keep leaves the object");
+    eprintln!("five backends delivered and checked in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_url() {
+    let mut s3 = S3Server::start(&[BUCKET]).await;
+    s3.stop();
+    // SUPPLIER links live 60 s; 3 s here, so that the test sees one expire.
+    let mut config = SimConfig::default();
+    config.supplier.url_lifetime_secs = 3;
+    let world = World::start("e2e-deliver-down", config).await;
+    let t = BackendType::Supplier;
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    world.apply(&fixtures::backend(&world.sim, t, "sup", &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, "sup-gen", "sup", "bucket"));
+
+    // Down: the store and the report say so, and the Secret holds the backend's URL.
+    let (status, reason) = wait_for("Delivered=False on the report while the store is down", DEADLINE, || async {
+        delivered_condition(&world, "sup-gen").await.filter(|(s, _)| s == "False")
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unreachable"));
+    wait_for("the ReportStore Ready=False Unreachable", DEADLINE, || async {
+        let stores: kube::Api<ReportStore> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
+        let c = find_condition(&stores.get("bucket").await.ok()?.status?.conditions, "Ready")?.clone();
+        (c.status == "False" && c.reason == "Unreachable").then_some(())
+    })
+    .await;
+    let rf = world.files_of("sup-gen").await.into_iter().next().expect("ReportFile");
+    let name = rf.metadata.name.clone().expect("name");
+    let backend_url = text(&world.secret_data(&name).await, "url");
+    assert!(backend_url.starts_with(&world.sim.backend_url(t)) || backend_url.contains("/storage/"), "the backend's URL meanwhile");
+    assert!(reqwest::get(&backend_url).await.expect("GET").status().is_success(), "the backend's URL works meanwhile");
+    // That URL expires.
+    wait_for("the backend's URL to expire", Duration::from_secs(30), || async {
+        (reqwest::get(&backend_url).await.ok()?.status() == reqwest::StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+
+    // Back: the report is copied, and the Secret's URL (the copy's) works.
+    s3.restart().await;
+    let rf = delivered(&world, "sup-gen", DEADLINE).await;
+    let object = check_copy(&world, &s3, &rf).await;
+    assert!(String::from_utf8_lossy(&object).contains("SUPPLIER"));
+    assert_eq!(reqwest::get(&backend_url).await.expect("GET").status(), reqwest::StatusCode::FORBIDDEN, "the backend's URL is dead");
+    assert_eq!(s3.objects(BUCKET).await.len(), 1);
+    let metrics = world.operator.metrics().await;
+    assert!(metrics.contains("report_operator_delivery_failures_total{reason=\"unreachable\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_report_file_deletes_its_object_when_the_store_says_delete() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let world = World::start("e2e-deliver-retention", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&s3.manifest("bucket", BUCKET, "  retention: Delete\n"));
+    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, "cmp-gen", "cmp", "bucket"));
+    let rf = delivered(&world, "cmp-gen", DEADLINE).await;
+    check_copy(&world, &s3, &rf).await;
+    assert!(rf.metadata.finalizers.iter().flatten().any(|f| f == "reporting.report-operator.io/delivery"), "the finalizer");
+    assert_eq!(s3.objects(BUCKET).await.len(), 1);
+    common::delete_ignore_missing(&world.files(), rf.metadata.name.as_deref().expect("name")).await;
+    wait_for("the ReportFile gone", DEADLINE, || async { world.files_of("cmp-gen").await.is_empty().then_some(()) }).await;
+    assert_eq!(s3.objects(BUCKET).await, Vec::new(), "retention Delete deletes the object with its ReportFile");
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM value")
+}
+
+/// The bound README documents for the operator's peak memory while it copies a 50 MB report.
+const PEAK_RSS_BOUND_MIB: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_report_is_copied_with_bounded_memory_and_a_sigkill_mid_upload_leaves_one_object() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let mut config = SimConfig::default();
+    config.padding_bytes = 50 * 1000 * 1000;
+    let mut world = World::start("e2e-deliver-big", config).await;
+    let t = BackendType::Supplier;
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    world.apply(&fixtures::backend(&world.sim, t, "sup", &fixtures::good_credentials(t), ""));
+
+    // SIGKILL while the first report's upload is in flight: versitygw keeps the parts of an
+    // unfinished multipart upload in its temporary directory until it completes.
+    world.apply(&stored_generator(t, "killed", "sup", "bucket"));
+    let uploads = s3.dir.path().join("data").join(BUCKET).join(".sgwtmp");
+    wait_for("a multipart upload in progress", DEADLINE, || async {
+        let parts = walk(&uploads).into_iter().filter(|p| p.is_file()).count();
+        (parts > 0).then_some(())
+    })
+    .await;
+    world.operator.kill();
+    assert_eq!(s3.objects(BUCKET).await, Vec::new(), "killed before the upload completed");
+    world.operator.restart();
+    let rf = delivered(&world, "killed", DEADLINE).await;
+    check_copy(&world, &s3, &rf).await;
+    let objects = s3.objects(BUCKET).await;
+    assert_eq!(objects.len(), 1, "one object after the restart: {objects:?}");
+    assert!(objects[0].1 > 50_000_000, "{objects:?}");
+
+    // A fresh operator copies a second 50 MB report: its peak memory stays bounded.
+    world.operator.kill();
+    world.operator.restart();
+    let pid = world.operator.pid().expect("operator pid");
+    let started = Instant::now();
+    world.apply(&stored_generator(t, "big", "sup", "bucket"));
+    let rf = delivered(&world, "big", DEADLINE).await;
+    let took = started.elapsed();
+    let peak_mib = peak_rss_kib(pid) / 1024;
+    let d = rf.status.as_ref().and_then(|s| s.delivery.clone()).expect("delivery");
+    eprintln!("copied {} bytes; operator peak RSS {peak_mib} MiB; report READY and copied in {took:?}", d.size.unwrap_or_default());
+    assert!(d.size.unwrap_or_default() > 50_000_000);
+    assert!(peak_mib < PEAK_RSS_BOUND_MIB, "peak RSS {peak_mib} MiB, bound {PEAK_RSS_BOUND_MIB} MiB");
+    check_copy(&world, &s3, &rf).await;
+}
+
+/// Every path under `dir` (none if it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
