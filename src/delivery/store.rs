@@ -272,6 +272,11 @@ impl Store {
 /// `s3://bucket/prefix` → (bucket, prefix without slashes at its ends).
 pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
     let invalid = |why: &str| StoreError::InvalidSpec(format!("url {raw:?}: {why}"));
+    // Before parsing, which resolves "." and ".." away.
+    let raw_prefix = raw.trim().split_once("://").and_then(|(_, rest)| rest.split_once('/')).map_or("", |(_, p)| p);
+    if raw_prefix.trim_end_matches('/').split('/').any(|s| matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..")) {
+        return Err(invalid("the prefix must not have \".\" or \"..\" segments"));
+    }
     let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
     match url.scheme() {
         "s3" => {}

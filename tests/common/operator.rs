@@ -87,11 +87,6 @@ impl Operator {
         }
     }
 
-    /// The running process's id (for its memory in /proc).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Everything the operator logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
