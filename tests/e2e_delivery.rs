@@ -198,8 +198,7 @@ const PEAK_RSS_BOUND_MIB: u64 = 80;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_report_is_copied_with_bounded_memory_and_a_sigkill_mid_upload_leaves_one_object() {
     let s3 = S3Server::start(&[BUCKET]).await;
-    let mut config = SimConfig::default();
-    config.padding_bytes = 50 * 1000 * 1000;
+    let config = SimConfig { padding_bytes: 50 * 1000 * 1000, ..Default::default() };
     let mut world = World::start("e2e-deliver-big", config).await;
     let t = BackendType::Supplier;
     world.apply(&s3.manifest("bucket", BUCKET, ""));

@@ -334,7 +334,9 @@ mod tests {
         let now = t("2026-01-01T12:00:00Z");
         let day = Duration::from_secs(86_400);
         let started = Delivery { location: Some("s3://b/k".into()), attempts: Some(2), ..Default::default() };
-        let rows: Vec<(&str, Option<Delivery>, bool, bool, Duration, Step)> = vec![
+        // (what, delivery status, refresh asked, Secret to rewrite, lifetime, step)
+        type Row = (&'static str, Option<Delivery>, bool, bool, Duration, Step);
+        let rows: Vec<Row> = vec![
             ("never tried", None, false, false, day, Step::Copy),
             ("tried, not finished", Some(started), true, false, day, Step::Copy),
             ("fresh", Some(delivered("2026-01-02T11:00:00Z")), false, false, day, Step::Keep { requeue: Duration::from_secs(22 * 3600) }),
