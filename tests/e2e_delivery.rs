@@ -250,3 +250,51 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The operator's count of calls to the backend for `operation` (all types and codes).
+fn backend_calls(metrics: &str, operation: &str) -> u64 {
+    let wanted = format!("operation=\"{operation}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("report_operator_backend_calls_total{") && l.contains(&wanted))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_backend() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let world = World::start("e2e-deliver-remint", SimConfig::default()).await;
+    let t = BackendType::Supplier;
+    // The shortest lifetime: re-minted in its last quarter, 45 s after it was signed.
+    world.apply(&s3.manifest("bucket", BUCKET, "  presignedUrlLifetimeSeconds: 60\n"));
+    world.apply(&fixtures::backend(&world.sim, t, "sup", &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, "sup-gen", "sup", "bucket"));
+    let rf = delivered(&world, "sup-gen", DEADLINE).await;
+    let name = rf.metadata.name.clone().expect("name");
+    check_copy(&world, &s3, &rf).await;
+    let first = world.secret_data(&name).await;
+    let downloads = backend_calls(&world.operator.metrics().await, "download");
+    assert!(downloads >= 1, "the copy asked the backend for the file");
+
+    // On request, at once.
+    let out = world.ns.kubectl(&["annotate", "--overwrite", &format!("reportfile/{name}"), "reporting.report-operator.io/refresh-url=1"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let second = wait_for("a re-minted URL on the refresh-url annotation", DEADLINE, || async {
+        let data = world.secret_data(&name).await;
+        (data.get("url") != first.get("url")).then_some(data)
+    })
+    .await;
+    // Before it expires, by itself.
+    let third = wait_for("a re-minted URL before the 60-second one expires", Duration::from_secs(90), || async {
+        let data = world.secret_data(&name).await;
+        (data.get("url") != second.get("url")).then_some(data)
+    })
+    .await;
+    let expires = chrono::DateTime::parse_from_rfc3339(&text(&second, "expiresAt")).expect("expiresAt");
+    assert!(chrono::Utc::now() < expires, "re-minted before {expires}");
+    let got = reqwest::get(text(&third, "url")).await.expect("GET");
+    assert!(got.status().is_success(), "{}", got.status());
+    assert_eq!(text(&third, "sha256"), text(&first, "sha256"));
+    assert_eq!(backend_calls(&world.operator.metrics().await, "download"), downloads, "re-minting asks the backend nothing");
+}

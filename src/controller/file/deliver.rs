@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::decide;
 use super::secret::{Observed, Written, add_delivery, build_secret};
@@ -48,11 +48,16 @@ pub enum Step {
     Keep { requeue: Duration },
 }
 
+/// Whether the report's copy was made (a copy without checksum is no copy).
+pub fn is_delivered(delivery: Option<&Delivery>) -> bool {
+    delivery.is_some_and(|d| d.sha256.is_some() && d.delivered_time.is_some())
+}
+
 /// Decides what the copy of a READY report needs, from its `delivery` status: a copy
 /// without checksum is no copy; a URL is re-minted on request, when the Secret must be
 /// written again (missing, or ours again after a conflict), and before it expires.
 pub fn plan(delivery: Option<&Delivery>, refresh_wanted: bool, rewrite_secret: bool, lifetime: Duration, now: DateTime<Utc>) -> Step {
-    let Some(d) = delivery.filter(|d| d.sha256.is_some() && d.delivered_time.is_some()) else { return Step::Copy };
+    let Some(d) = delivery.filter(|d| is_delivered(Some(d))) else { return Step::Copy };
     if refresh_wanted {
         return Step::Remint { why: "on the refresh-url annotation" };
     }
@@ -108,6 +113,7 @@ impl Reconciler<'_> {
         };
         let lifetime = Duration::from_secs(rs.spec.presigned_seconds().unsigned_abs());
         let step = plan(self.status.delivery.as_ref(), refresh_wanted, rewrite, lifetime, self.now);
+        debug!(report = %self.name, ?step, "the copy in the store");
         if let Step::Keep { requeue } = step {
             return Ok(Ok(Outcome::working(Some(requeue))));
         }

@@ -258,6 +258,8 @@ impl<'a> Reconciler<'a> {
         if let Some(store) = self.rf.spec.store_ref.as_ref().filter(|_| !matches!(seen, Observed::Foreign { .. })) {
             match self.deliver(&seen, &store.name.clone()).await? {
                 Ok(outcome) => return Ok(outcome),
+                // A copy's URL is never replaced by the backend's: the re-mint is retried.
+                Err(retry) if deliver::is_delivered(self.status.delivery.as_ref()) => return Ok(Outcome::working(Some(retry))),
                 Err(retry) => retry_copy = Some(retry),
             }
         }
