@@ -82,6 +82,7 @@ async fn check_copy(world: &World, s3: &S3Server, rf: &ReportFile) -> Vec<u8> {
 async fn every_backends_report_lands_in_the_bucket_with_its_size_and_checksum() {
     let started = Instant::now();
     let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
     let world = World::start("e2e-deliver", SimConfig::default()).await;
     world.apply(&s3.manifest("bucket", BUCKET, ""));
     for t in fixtures::ALL_TYPES {
@@ -131,6 +132,7 @@ async fn every_backends_report_lands_in_the_bucket_with_its_size_and_checksum() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_url() {
     let mut s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
     s3.stop();
     // SUPPLIER links live 60 s; 3 s here, so that the test sees one expire.
     let mut config = SimConfig::default();
@@ -178,6 +180,7 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_report_file_deletes_its_object_when_the_store_says_delete() {
     let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
     let world = World::start("e2e-deliver-retention", SimConfig::default()).await;
     let t = BackendType::Cmp;
     world.apply(&s3.manifest("bucket", BUCKET, "  retention: Delete\n"));
@@ -198,6 +201,7 @@ const PEAK_RSS_BOUND_MIB: u64 = 80;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_report_is_copied_with_bounded_memory_and_a_sigkill_mid_upload_leaves_one_object() {
     let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
     let config = SimConfig { padding_bytes: 50 * 1000 * 1000, ..Default::default() };
     let mut world = World::start("e2e-deliver-big", config).await;
     let t = BackendType::Supplier;
@@ -264,6 +268,7 @@ fn backend_calls(metrics: &str, operation: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_backend() {
     let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
     let world = World::start("e2e-deliver-remint", SimConfig::default()).await;
     let t = BackendType::Supplier;
     // The shortest lifetime: re-minted in its last quarter, 45 s after it was signed.
@@ -277,18 +282,22 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
     let downloads = backend_calls(&world.operator.metrics().await, "download");
     assert!(downloads >= 1, "the copy asked the backend for the file");
 
-    // On request, at once.
+    // On request, at once. (Two URLs signed within the same second are the same URL, so
+    // the status says when the request was served.)
     let out = world.ns.kubectl(&["annotate", "--overwrite", &format!("reportfile/{name}"), "reporting.report-operator.io/refresh-url=1"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let second = wait_for("a re-minted URL on the refresh-url annotation", DEADLINE, || async {
-        let data = world.secret_data(&name).await;
-        (data.get("url") != first.get("url")).then_some(data)
+    wait_for("the refresh-url annotation served", DEADLINE, || async {
+        let s = world.files().get(&name).await.ok()?.status?;
+        (s.last_url_refresh.as_deref() == Some("1")).then_some(())
     })
     .await;
-    // Before it expires, by itself.
+    let second = world.secret_data(&name).await;
+    assert!(reqwest::get(text(&second, "url")).await.expect("GET").status().is_success());
+    // Before it expires, by itself: a later expiry.
+    let expiry = |data: &BTreeMap<String, Vec<u8>>| chrono::DateTime::parse_from_rfc3339(&text(data, "expiresAt")).expect("expiresAt");
     let third = wait_for("a re-minted URL before the 60-second one expires", Duration::from_secs(90), || async {
         let data = world.secret_data(&name).await;
-        (data.get("url") != second.get("url")).then_some(data)
+        (expiry(&data) > expiry(&second)).then_some(data)
     })
     .await;
     let expires = chrono::DateTime::parse_from_rfc3339(&text(&second, "expiresAt")).expect("expiresAt");
