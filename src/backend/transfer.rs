@@ -65,3 +65,20 @@ impl PolicyClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn downloads_obey_the_outbound_policy() {
+        let strict = PolicyClient::new(&ClientOptions::default(), Duration::from_secs(5)).expect("client");
+        let err = strict.open("http://127.0.0.1:9/report.csv?sig=SECRET").await.expect_err("plain http");
+        assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
+        let err = strict.open("https://127.0.0.1:9/report.csv?sig=SECRET").await.expect_err("loopback");
+        assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
+        let err = strict.open("https://169.254.169.254/latest/meta-data").await.expect_err("metadata");
+        assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
+        assert!(!err.to_string().contains("SECRET"));
+    }
+}
