@@ -307,3 +307,28 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
     assert_eq!(text(&third, "sha256"), text(&first, "sha256"));
     assert_eq!(backend_calls(&world.operator.metrics().await, "download"), downloads, "re-minting asks the backend nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_zip_is_unpacked_when_the_store_says_extract() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
+    let world = World::start("e2e-deliver-unzip", SimConfig::default()).await;
+    let t = BackendType::Connect;
+    world.apply(&s3.manifest("bucket", BUCKET, "  connectArchive: Extract\n  retention: Delete\n"));
+    world.apply(&fixtures::backend(&world.sim, t, "con", &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, "con-gen", "con", "bucket"));
+    let rf = delivered(&world, "con-gen", DEADLINE).await;
+    let object = check_copy(&world, &s3, &rf).await;
+    let name = rf.metadata.name.clone().expect("name");
+    let stem = format!("reports/{}/con-gen/20261001-20261002/{name}", world.ns.name);
+    let keys: Vec<String> = s3.objects(BUCKET).await.into_iter().map(|(k, _)| k).collect();
+    // The simulator's CONNECT ZIP: the report and its summary.
+    assert_eq!(keys, [format!("{stem}/report.json"), format!("{stem}/summary.json")]);
+    let location = rf.status.and_then(|s| s.delivery).and_then(|d| d.location).expect("location");
+    assert_eq!(location, format!("s3://{BUCKET}/{stem}/report.json"));
+    assert!(String::from_utf8_lossy(&object).contains("CONNECT"), "the report itself, unpacked");
+    // Retention Delete takes every file of the archive.
+    common::delete_ignore_missing(&world.files(), &name).await;
+    wait_for("the ReportFile gone", DEADLINE, || async { world.files_of("con-gen").await.is_empty().then_some(()) }).await;
+    assert_eq!(s3.objects(BUCKET).await, Vec::new());
+}

@@ -69,6 +69,21 @@ pub struct ReportStoreSpec {
     /// generator's history limits): `Keep` (default) or `Delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// CONNECT reports come as a ZIP (the report and a summary.json): `Store` (default) keeps
+    /// the ZIP as one object; `Extract` stores each file of it under the report's key
+    /// without `.zip` (`…/<reportFile>/report.json`), and the Secret's URL is the report's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_archive: Option<ConnectArchive>,
+}
+
+/// What happens to a CONNECT ZIP on its way into the store.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConnectArchive {
+    /// The ZIP as it is.
+    #[default]
+    Store,
+    /// Each file of the ZIP as its own object.
+    Extract,
 }
 
 /// What happens to a delivered object when its ReportFile goes.
@@ -112,5 +127,9 @@ impl ReportStoreSpec {
 
     pub fn retention(&self) -> Retention {
         self.retention.unwrap_or_default()
+    }
+
+    pub fn connect_archive(&self) -> ConnectArchive {
+        self.connect_archive.unwrap_or_default()
     }
 }

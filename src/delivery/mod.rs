@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod store;
+pub mod unzip;
 
 pub use key::{KeyInputs, object_key};
 pub use store::{Store, StoreError, Uploaded};

@@ -46,6 +46,9 @@ pub enum StoreError {
     /// Reading the report from its backend failed.
     #[error("reading the report from the backend: {0}")]
     Source(String),
+    /// A CONNECT ZIP to unpack is not one the streaming reader can read.
+    #[error("{0}")]
+    InvalidArchive(String),
 }
 
 impl StoreError {
@@ -59,6 +62,7 @@ impl StoreError {
             StoreError::BucketNotFound(_) => "BucketNotFound",
             StoreError::Unreachable(_) => "Unreachable",
             StoreError::Source(_) => "SourceUnavailable",
+            StoreError::InvalidArchive(_) => "InvalidArchive",
         }
     }
 
@@ -72,6 +76,7 @@ impl StoreError {
             StoreError::BucketNotFound(_) => "bucket_not_found",
             StoreError::Unreachable(_) => "unreachable",
             StoreError::Source(_) => "source",
+            StoreError::InvalidArchive(_) => "invalid_archive",
         }
     }
 
@@ -208,6 +213,33 @@ impl Store {
         self.upload(key, body).await
     }
 
+    /// Streams the ZIP at `url` into one object per file under `stem` (see [`super::unzip`]).
+    pub async fn extract_from_url(&self, url: &str, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+        self.check_endpoint().await?;
+        let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
+        let redacted = redact_url(url);
+        let body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {e}"))));
+        super::unzip::extract(self, stem, body).await
+    }
+
+    /// Unpacks the ZIP `bytes` (answered directly) into one object per file under `stem`.
+    pub async fn extract_bytes(&self, bytes: Vec<u8>, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+        self.check_endpoint().await?;
+        super::unzip::extract(self, stem, futures::stream::iter([Ok(Bytes::from(bytes))])).await
+    }
+
+    /// Deletes every object whose key starts with `prefix` (an unpacked archive's files).
+    pub async fn delete_under(&self, prefix: &str) -> Result<(), StoreError> {
+        self.check_endpoint().await?;
+        let path = Path::parse(prefix).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let mut listed = self.s3.list(Some(&path));
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(StoreError::from_store)?;
+            self.delete(meta.location.as_ref()).await?;
+        }
+        Ok(())
+    }
+
     /// Writes `bytes` (a file the backend returned itself) into the object `key`.
     pub async fn copy_bytes(&self, bytes: Vec<u8>, key: &str) -> Result<Uploaded, StoreError> {
         self.check_endpoint().await?;
@@ -218,36 +250,30 @@ impl Store {
     /// parts are sent at once, so memory stays bounded. An object appears only when the
     /// upload completes; a failed one is aborted (a crash leaves an incomplete upload, which
     /// a bucket lifecycle rule removes, and no object).
-    async fn upload<S>(&self, key: &str, body: S) -> Result<Uploaded, StoreError>
+    pub(super) async fn upload<S>(&self, key: &str, body: S) -> Result<Uploaded, StoreError>
     where
         S: Stream<Item = Result<Bytes, StoreError>>,
     {
-        let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        let upload = self.s3.put_multipart(&path).await.map_err(StoreError::from_store)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
+        let mut upload = self.begin(key).await?;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let step = match chunk {
-                Ok(chunk) => writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(StoreError::from_store).map(|()| chunk),
+                Ok(chunk) => upload.push(chunk).await,
                 Err(e) => Err(e),
             };
-            match step {
-                Ok(chunk) => {
-                    hasher.update(&chunk);
-                    size = size.saturating_add(chunk.len() as u64);
-                    writer.put(chunk);
-                }
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(e);
-                }
+            if let Err(e) = step {
+                upload.abort().await;
+                return Err(e);
             }
         }
-        writer.finish().await.map_err(StoreError::from_store)?;
-        let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Uploaded { size, sha256 })
+        upload.finish().await
+    }
+
+    /// Starts a multipart upload to `key`.
+    pub(super) async fn begin(&self, key: &str) -> Result<Upload, StoreError> {
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let upload = self.s3.put_multipart(&path).await.map_err(StoreError::from_store)?;
+        Ok(Upload { writer: WriteMultipart::new_with_chunk_size(upload, PART_BYTES), hasher: Sha256::new(), size: 0 })
     }
 
     /// A GET URL of `key` that works for [`Store::lifetime`] from `now`, and when it stops.
@@ -266,6 +292,37 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_store(e)),
         }
+    }
+}
+
+/// One multipart upload in progress, hashing what it sends.
+pub(super) struct Upload {
+    writer: WriteMultipart,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Upload {
+    /// Adds `chunk`, first waiting while [`PARTS_IN_FLIGHT`] parts are being sent.
+    pub async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(StoreError::from_store)?;
+        self.hasher.update(&chunk);
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        self.writer.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload: the object appears now.
+    pub async fn finish(self) -> Result<Uploaded, StoreError> {
+        self.writer.finish().await.map_err(StoreError::from_store)?;
+        let sha256 = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Uploaded { size: self.size, sha256 })
+    }
+
+    /// Gives the upload up (best effort: an upload left behind is removed by the bucket's
+    /// lifecycle rule).
+    pub async fn abort(self) {
+        let _ = self.writer.abort().await;
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::decide;
 use super::secret::{Observed, Written, add_delivery, build_secret};
 use super::Reconciler;
-use crate::api::{CONDITION_DELIVERED, Delivery, ReportFile, ReportStore, Retention, find_condition};
+use crate::api::{CONDITION_DELIVERED, ConnectArchive, Delivery, ReportFile, ReportStore, Retention, find_condition};
 use crate::backend::{Download, ReportRequest};
 use crate::controller::conditions::{Cond, set_condition};
 use crate::controller::context::Context;
@@ -76,6 +76,11 @@ pub fn plan(delivery: Option<&Delivery>, refresh_wanted: bool, rewrite_secret: b
 pub fn retry_after(failures: i32) -> Duration {
     let doublings = u32::try_from(failures.saturating_sub(1)).unwrap_or(0).min(16);
     RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
+}
+
+/// Whether a report of backend `type_` is unpacked into the store `rs` (CONNECT, Extract).
+fn extracts(rs: &ReportStore, type_: &str) -> bool {
+    rs.spec.connect_archive() == ConnectArchive::Extract && type_ == "CONNECT"
 }
 
 /// The object key of `rf` in `store` (`rs`'s template).
@@ -149,19 +154,35 @@ impl Reconciler<'_> {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
-        let copied = match download {
-            Download::Url { url, .. } => store.copy_from_url(&url, &key).await,
-            Download::Inline { content, .. } => store.copy_bytes(content, &key).await,
+        let type_ = self.backend_type();
+        let copied = if extracts(rs, type_) {
+            let stem = key.strip_suffix(".zip").unwrap_or(&key).to_string();
+            let extracted = match download {
+                Download::Url { url, .. } => store.extract_from_url(&url, &stem).await,
+                Download::Inline { content, .. } => store.extract_bytes(content, &stem).await,
+            };
+            extracted.map(|files| {
+                let total = files.iter().map(|f| f.uploaded.size).fold(0u64, u64::saturating_add);
+                let main = files.iter().find(|f| f.key.rsplit('/').next().is_some_and(|n| n.starts_with("report"))).unwrap_or(&files[0]);
+                (main.key.clone(), main.uploaded.clone(), total)
+            })
+        } else {
+            let uploaded = match download {
+                Download::Url { url, .. } => store.copy_from_url(&url, &key).await,
+                Download::Inline { content, .. } => store.copy_bytes(content, &key).await,
+            };
+            uploaded.map(|u| (key.clone(), u.clone(), u.size))
         };
-        let uploaded = match copied {
-            Ok(u) => u,
+        let (key, uploaded, total) = match copied {
+            Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
+        let location = store.location(&key);
         let size = i64::try_from(uploaded.size).unwrap_or(i64::MAX);
-        let type_ = self.backend_type();
-        self.ctx.metrics.delivery.delivered(type_, uploaded.size, started.elapsed().as_secs_f64());
+        self.ctx.metrics.delivery.delivered(type_, total, started.elapsed().as_secs_f64());
         info!(report = %self.name, namespace = %self.namespace, location = %location, size, "report copied into the store");
         let delivery = self.status.delivery.get_or_insert_with(Delivery::default);
+        delivery.location = Some(location.clone());
         delivery.size = Some(size);
         delivery.sha256 = Some(uploaded.sha256.clone());
         delivery.delivered_time = Some(self.now);
@@ -287,6 +308,11 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
             Some(rs) => match open_store(ctx, &namespace, &rs).await {
                 Err(e) => Err(e),
                 Ok(store) => match location.strip_prefix(&store.location("")) {
+                    // An unpacked archive: its files are alone under the report's key.
+                    Some(key) if extracts(&rs, &backend_type(ctx, rf)) => match key.rsplit_once('/') {
+                        Some((stem, _)) => store.delete_under(stem).await,
+                        None => store.delete(key).await,
+                    },
                     Some(key) if !key.is_empty() => store.delete(key).await,
                     _ => Err(StoreError::InvalidSpec(format!("{location} is not in the store's bucket"))),
                 },
@@ -314,6 +340,12 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The type of `rf`'s backend, as the cache has it (empty once the backend is gone).
+fn backend_type(ctx: &Context, rf: &ReportFile) -> String {
+    let backend = kube::runtime::reflector::ObjectRef::new(&rf.spec.backend_ref.name).within(&rf.namespace().unwrap_or_default());
+    ctx.backends.get(&backend).map(|rb| rb.spec.type_.as_str().to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]
