@@ -209,7 +209,7 @@ impl Store {
     pub async fn copy_from_url(&self, url: &str, key: &str) -> Result<Uploaded, StoreError> {
         self.check_endpoint().await?;
         let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
-        let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| StoreError::Source(format!("GET {}: {e}", redact_url(url)))));
+        let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| StoreError::Source(format!("GET {}: {}", redact_url(url), e.without_url()))));
         self.upload(key, body).await
     }
 
@@ -218,7 +218,7 @@ impl Store {
         self.check_endpoint().await?;
         let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
         let redacted = redact_url(url);
-        let body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {e}"))));
+        let body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url()))));
         super::unzip::extract(self, stem, body).await
     }
 
