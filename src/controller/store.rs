@@ -2,7 +2,6 @@
 //! person can act on. Re-probes when the spec or its credentials Secret changes, and every
 //! minute, so that a store that went down shows on the store itself, not only on reports.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
+use super::registry::read_secret;
 use crate::api::{CONDITION_READY, ReportStore, ReportStoreStatus, find_condition};
 use crate::backend::ClientOptions;
 use crate::delivery::{Store, StoreError};
@@ -85,16 +85,10 @@ async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Erro
 /// needed once per copy or re-mint, not on every reconcile).
 pub async fn open_store(ctx: &Context, namespace: &str, rs: &ReportStore) -> Result<Store, StoreError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = &rs.spec.credentials_secret_ref.name;
-    let secret = match secrets.get_opt(name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => return Err(StoreError::CredentialsMissing(format!("Secret {name:?} does not exist"))),
-        Err(e) => return Err(StoreError::Unreachable(format!("reading Secret {name:?}: {e}"))),
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.entry(k).or_insert_with(|| v.into_bytes());
-    }
+    let data = read_secret(&secrets, &rs.spec.credentials_secret_ref.name).await.map_err(|n| match n.reason {
+        "CredentialsMissing" => StoreError::CredentialsMissing(n.message),
+        _ => StoreError::Unreachable(n.message),
+    })?;
     let options = ClientOptions { policy: ctx.outbound.clone(), ..Default::default() };
     Store::open(&rs.spec, &data, &options)
 }
