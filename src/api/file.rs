@@ -122,7 +122,11 @@ pub struct ReportFileStatus {
     /// Secret of the report's name that the operator does not own is in the way); and
     /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the operator could not
     /// handle the object; retried with backoff). A FAILED report's `Failed` and `Complete`
-    /// carry its reason: Failed, DeadlineExceeded or TooLarge.
+    /// carry its reason: Failed, DeadlineExceeded or TooLarge. With a `storeRef`, a fourth:
+    /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
+    /// False while the copy is retried, with the reason: Unreachable, Unauthorized,
+    /// BucketNotFound, CredentialsMissing, StoreNotFound, InvalidSpec, DestinationDenied,
+    /// SourceUnavailable (the backend's download failed) or InvalidArchive.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
