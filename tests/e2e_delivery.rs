@@ -332,3 +332,41 @@ async fn a_connect_zip_is_unpacked_when_the_store_says_extract() {
     wait_for("the ReportFile gone", DEADLINE, || async { world.files_of("con-gen").await.is_empty().then_some(()) }).await;
     assert_eq!(s3.objects(BUCKET).await, Vec::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_store_credentials_show_on_the_store_and_the_report_until_fixed() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
+    let world = World::start("e2e-deliver-creds", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    let wrong = s3.manifest("bucket", BUCKET, "").replace(common::s3::SECRET_KEY, "not-the-secret");
+    world.apply(&wrong);
+    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, "cmp-gen", "cmp", "bucket"));
+    let (_, reason) = wait_for("Delivered=False on the report", DEADLINE, || async {
+        delivered_condition(&world, "cmp-gen").await.filter(|(s, _)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "Unauthorized");
+    let stores: kube::Api<ReportStore> = kube::Api::namespaced(world.client.clone(), &world.ns.name);
+    let message = wait_for("the ReportStore Ready=False Unauthorized", DEADLINE, || async {
+        let c = find_condition(&stores.get("bucket").await.ok()?.status?.conditions, "Ready")?.clone();
+        (c.status == "False" && c.reason == "Unauthorized").then_some(c.message)
+    })
+    .await;
+    assert!(!message.contains("not-the-secret"), "{message}");
+    // The report is READY with the backend's URL meanwhile.
+    let rf = world.files_of("cmp-gen").await.into_iter().next().expect("ReportFile");
+    assert_eq!(rf.status.as_ref().and_then(|s| s.status), Some(report_operator::api::FileState::Ready));
+    let url = text(&world.secret_data(rf.metadata.name.as_deref().expect("name")).await, "url");
+    assert!(!url.starts_with(&s3.endpoint()), "the backend's URL until the copy is made");
+    // Fixed: the store becomes Ready and the report is copied.
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    let rf = delivered(&world, "cmp-gen", DEADLINE).await;
+    check_copy(&world, &s3, &rf).await;
+    wait_for("the ReportStore Ready=True", DEADLINE, || async {
+        let c = find_condition(&stores.get("bucket").await.ok()?.status?.conditions, "Ready")?.clone();
+        (c.status == "True").then_some(())
+    })
+    .await;
+}
