@@ -78,6 +78,19 @@ async fn check_copy(world: &World, s3: &S3Server, rf: &ReportFile) -> Vec<u8> {
     object
 }
 
+/// A bucket, this branch's CRDs, a world named `prefix`, the ReportStore `bucket` (with
+/// `store_extra` in its spec), a backend of type `t` named `b` and a generator `g` of it
+/// whose reports go to the store.
+async fn stored_world(prefix: &str, config: SimConfig, store_extra: &str, t: BackendType, b: &str, g: &str) -> (S3Server, World) {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
+    let world = World::start(prefix, config).await;
+    world.apply(&s3.manifest("bucket", BUCKET, store_extra));
+    world.apply(&fixtures::backend(&world.sim, t, b, &fixtures::good_credentials(t), ""));
+    world.apply(&stored_generator(t, g, b, "bucket"));
+    (s3, world)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backends_report_lands_in_the_bucket_with_its_size_and_checksum() {
     let started = Instant::now();
@@ -179,13 +192,8 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_report_file_deletes_its_object_when_the_store_says_delete() {
-    let s3 = S3Server::start(&[BUCKET]).await;
-    common::install_crds(&common::control_plane().await.client().await).await;
-    let world = World::start("e2e-deliver-retention", SimConfig::default()).await;
-    let t = BackendType::Cmp;
-    world.apply(&s3.manifest("bucket", BUCKET, "  retention: Delete\n"));
-    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
-    world.apply(&stored_generator(t, "cmp-gen", "cmp", "bucket"));
+    let (s3, world) =
+        stored_world("e2e-deliver-retention", SimConfig::default(), "  retention: Delete\n", BackendType::Cmp, "cmp", "cmp-gen").await;
     let rf = delivered(&world, "cmp-gen", DEADLINE).await;
     check_copy(&world, &s3, &rf).await;
     assert!(rf.metadata.finalizers.iter().flatten().any(|f| f == "reporting.report-operator.io/delivery"), "the finalizer");
@@ -267,14 +275,9 @@ fn backend_calls(metrics: &str, operation: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_backend() {
-    let s3 = S3Server::start(&[BUCKET]).await;
-    common::install_crds(&common::control_plane().await.client().await).await;
-    let world = World::start("e2e-deliver-remint", SimConfig::default()).await;
-    let t = BackendType::Supplier;
     // The shortest lifetime: re-minted in its last quarter, 45 s after it was signed.
-    world.apply(&s3.manifest("bucket", BUCKET, "  presignedUrlLifetimeSeconds: 60\n"));
-    world.apply(&fixtures::backend(&world.sim, t, "sup", &fixtures::good_credentials(t), ""));
-    world.apply(&stored_generator(t, "sup-gen", "sup", "bucket"));
+    let lifetime = "  presignedUrlLifetimeSeconds: 60\n";
+    let (s3, world) = stored_world("e2e-deliver-remint", SimConfig::default(), lifetime, BackendType::Supplier, "sup", "sup-gen").await;
     let rf = delivered(&world, "sup-gen", DEADLINE).await;
     let name = rf.metadata.name.clone().expect("name");
     check_copy(&world, &s3, &rf).await;
@@ -310,13 +313,8 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_zip_is_unpacked_when_the_store_says_extract() {
-    let s3 = S3Server::start(&[BUCKET]).await;
-    common::install_crds(&common::control_plane().await.client().await).await;
-    let world = World::start("e2e-deliver-unzip", SimConfig::default()).await;
-    let t = BackendType::Connect;
-    world.apply(&s3.manifest("bucket", BUCKET, "  connectArchive: Extract\n  retention: Delete\n"));
-    world.apply(&fixtures::backend(&world.sim, t, "con", &fixtures::good_credentials(t), ""));
-    world.apply(&stored_generator(t, "con-gen", "con", "bucket"));
+    let extract = "  connectArchive: Extract\n  retention: Delete\n";
+    let (s3, world) = stored_world("e2e-deliver-unzip", SimConfig::default(), extract, BackendType::Connect, "con", "con-gen").await;
     let rf = delivered(&world, "con-gen", DEADLINE).await;
     let object = check_copy(&world, &s3, &rf).await;
     let name = rf.metadata.name.clone().expect("name");
