@@ -4,6 +4,9 @@
 #
 #   hack/demo.sh         run it (everything keeps running afterwards, to explore)
 #   hack/demo.sh stop    stop the operator, the simulators and the control plane
+#
+# It ends with a SUPPLIER report read from an S3 bucket (versitygw, hack/s3.sh) after the
+# backend's own 60-second link has expired.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +14,10 @@ NS="${DEMO_NAMESPACE:-reports-demo}"
 STATE="target/demo"
 SIM_ADDR="127.0.0.1:18080"
 METRICS_ADDR="127.0.0.1:18081"
+S3_ADDR="127.0.0.1:18082"
 
 stop() {
-  for p in operator sim; do
+  for p in operator sim s3; do
     if [[ -f "$STATE/$p.pid" ]]; then
       kill "$(cat "$STATE/$p.pid")" 2>/dev/null || true
       rm -f "$STATE/$p.pid"
@@ -45,11 +49,19 @@ say "Simulators of the five reporting APIs on http://$SIM_ADDR"
 echo $! >"$STATE/sim.pid"
 for _ in $(seq 1 100); do curl -fsS "http://$SIM_ADDR/_sim/stats" >/dev/null 2>&1 && break; sleep 0.1; done
 
+say "An S3-compatible server (versitygw) on http://$S3_ADDR, bucket demo-reports (the first run builds it)"
+S3="$(hack/s3.sh)"
+[[ -f "$STATE/s3.pid" ]] && kill "$(cat "$STATE/s3.pid")" 2>/dev/null || true
+mkdir -p "$STATE/s3/data/demo-reports" "$STATE/s3/meta"
+ROOT_ACCESS_KEY=demo-access ROOT_SECRET_KEY=demo-secret-key \
+  "$S3" --port "$S3_ADDR" posix --sidecar "$STATE/s3/meta" "$STATE/s3/data" >"$STATE/s3.log" 2>&1 &
+echo $! >"$STATE/s3.pid"
+
 say "CRDs"
 kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established --timeout=60s \
   crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
-  crd/reportfiles.reporting.report-operator.io >/dev/null
+  crd/reportfiles.reporting.report-operator.io crd/reportstores.reporting.report-operator.io >/dev/null
 
 say "Operator (logs in $STATE/operator.log, metrics on http://$METRICS_ADDR/metrics)"
 [[ -f "$STATE/operator.pid" ]] && kill "$(cat "$STATE/operator.pid")" 2>/dev/null || true
@@ -86,4 +98,22 @@ url=$(kubectl get secret -n "$NS" "$secret" -o jsonpath='{.data.url}' | base64 -
 say "The first lines of the report behind that URL"
 curl -fsS "$url" | head -c 600
 echo
+say "A SUPPLIER report copied into the bucket (examples/store/store.yaml, pointed at versitygw)"
+sed -e "s#https://s3.example.internal:9000#http://$S3_ADDR#" -e "s#s3://platform-reports/billing#s3://demo-reports/billing#" \
+  -e "s#AKIAEXAMPLE#demo-access#" -e "s#example-secret-key#demo-secret-key#" examples/store/store.yaml | kubectl apply -n "$NS" -f -
+kubectl wait -n "$NS" --for=condition=Ready reportstore/reports-bucket --timeout=60s
+until kubectl get rf -n "$NS" -l reporting.report-operator.io/generator=trips-october-stored -o name | grep -q .; do sleep 1; done
+stored=$(kubectl get rf -n "$NS" -l reporting.report-operator.io/generator=trips-october-stored -o jsonpath='{.items[0].metadata.name}')
+kubectl wait -n "$NS" --for=condition=Delivered "rf/$stored" --timeout=180s
+kubectl get rf -n "$NS" "$stored" -o jsonpath='{.status.delivery}'; echo
+# The backend's own link for the same report, minted now: it works for 60 seconds.
+link=$(kubectl get secret -n "$NS" "$(kubectl get rf -n "$NS" -l reporting.report-operator.io/generator=trips-october -o jsonpath='{.items[0].metadata.name}')" -o jsonpath='{.data.url}' | base64 -d)
+say "Waiting 65 s for SUPPLIER's 60-second links to expire"
+sleep 65
+echo "the backend's link now answers HTTP $(curl -s -o /dev/null -w '%{http_code}' "$link")"
+stored_url=$(kubectl get secret -n "$NS" "$stored" -o jsonpath='{.data.url}' | base64 -d)
+echo "the Secret's URL (the copy in the bucket) answers HTTP $(curl -s -o /dev/null -w '%{http_code}' "$stored_url"):"
+curl -fsS "$stored_url" | head -c 400
+echo
+
 say "Done. Explore with kubectl (KUBECONFIG=$KUBECONFIG); stop everything with: hack/demo.sh stop"

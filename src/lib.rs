@@ -4,5 +4,6 @@
 pub mod api;
 pub mod backend;
 pub mod controller;
+pub mod delivery;
 pub mod plugin;
 pub mod schedule;

@@ -36,10 +36,10 @@ fn container_args(docs: &[Value]) -> Vec<String> {
 fn operator_rules() -> BTreeSet<(String, String, String, String)> {
     const G: &str = "reporting.report-operator.io";
     expected_rules(&[
-        (G, &["reportbackends", "reportgenerators", "reportfiles"], &["get", "list", "watch"]),
+        (G, &["reportbackends", "reportgenerators", "reportfiles", "reportstores"], &["get", "list", "watch"]),
         (G, &["reportgenerators"], &["patch"]),
         (G, &["reportfiles"], &["create", "delete", "patch"]),
-        (G, &["reportbackends/status", "reportgenerators/status", "reportfiles/status"], &["get", "patch"]),
+        (G, &["reportbackends/status", "reportgenerators/status", "reportfiles/status", "reportstores/status"], &["get", "patch"]),
         (G, &["reportgenerators/finalizers", "reportfiles/finalizers"], &["update"]),
         ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
@@ -228,13 +228,13 @@ fn the_deployment_runs_locked_down_with_probes_and_pod_identity() {
     assert!(args.contains(&"--log-level=debug".to_string()), "logLevel becomes --log-level: {args:?}");
 }
 
-/// The three kinds in the built-in user-facing roles: view reads them and their status, edit
+/// The four kinds in the built-in user-facing roles: view reads them and their status, edit
 /// and admin also write them, and nobody but the operator writes status.
 #[test]
 fn aggregated_roles_extend_view_edit_and_admin_without_status_writes() {
     const G: &str = "reporting.report-operator.io";
-    const KINDS: &[&str] = &["reportbackends", "reportgenerators", "reportfiles"];
-    const STATUS: &[&str] = &["reportbackends/status", "reportgenerators/status", "reportfiles/status"];
+    const KINDS: &[&str] = &["reportbackends", "reportgenerators", "reportfiles", "reportstores"];
+    const STATUS: &[&str] = &["reportbackends/status", "reportgenerators/status", "reportfiles/status", "reportstores/status"];
     const READ: &[&str] = &["get", "list", "watch"];
     let docs = documents(&render("ops", &[], &[]));
     let view = find(&docs, "ClusterRole", "report-operator-view").expect("view ClusterRole");

@@ -239,7 +239,7 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
         async move { may(&as_admin, &ns, "create", "reportgenerators", None).await.then_some(()) }
     })
     .await;
-    for resource in ["reportbackends", "reportfiles"] {
+    for resource in ["reportbackends", "reportfiles", "reportstores"] {
         assert!(may(&as_editor, &ns.name, "create", resource, None).await, "edit may create {resource}");
     }
     for verb in ["update", "patch"] {

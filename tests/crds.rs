@@ -62,7 +62,8 @@ async fn crds_are_established_and_listed_under_reporting() {
         vec![
             "reportbackends.reporting.report-operator.io",
             "reportfiles.reporting.report-operator.io",
-            "reportgenerators.reporting.report-operator.io"
+            "reportgenerators.reporting.report-operator.io",
+            "reportstores.reporting.report-operator.io",
         ]
     );
 }
@@ -106,6 +107,13 @@ async fn the_api_server_serves_the_category_short_names_and_columns() {
             column("Start", "string", ".spec.parameters.startDate"),
             column("End", "string", ".spec.parameters.endDate"),
             column("Generated", "date", ".status.generateDate"),
+            column("Ready", "string", format!("{ready}.status")),
+            column("Reason", "string", format!("{ready}.reason")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ]),
+        ("reportstores.reporting.report-operator.io", "rst", vec![
+            column("URL", "string", ".spec.url"),
+            column("Retention", "string", ".spec.retention"),
             column("Ready", "string", format!("{ready}.status")),
             column("Reason", "string", format!("{ready}.reason")),
             column("Age", "date", ".metadata.creationTimestamp"),

@@ -246,6 +246,9 @@ pub struct SimConfig {
     /// How long a `timeout` fault holds the answer before closing the connection; 0 means
     /// 60 seconds, longer than any client waits.
     pub hang_ms: u64,
+    /// Newlines appended to every unwrapped (not gzipped or zipped) file a storage URL
+    /// serves, for tests of large reports; 0: none. The file stays a valid CSV or JSON.
+    pub padding_bytes: u64,
 }
 
 impl SimConfig {

@@ -124,14 +124,20 @@ pub(crate) async fn download(State(sim): State<Arc<Sim>>, uri: Uri) -> Response 
     let (_, content_type) = file_type(object.content.format, &object.packaging);
     let file_name = key.rsplit('/').next().unwrap_or(key).to_string();
     match object.content.package(&object.packaging) {
-        Ok(bytes) => (
+        Ok(mut bytes) => {
+            if object.packaging == Packaging::Plain {
+                let padding = usize::try_from(sim.config.padding_bytes).unwrap_or(usize::MAX);
+                bytes.resize(bytes.len().saturating_add(padding), b'\n');
+            }
+            (
             [
                 (header::CONTENT_TYPE, content_type.to_string()),
                 (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\"")),
             ],
             bytes,
         )
-            .into_response(),
+            .into_response()
+        }
         Err(e) => xml_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
     }
 }

@@ -71,12 +71,18 @@ pub struct ReportFileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = super::generator::MAX_DEADLINE_SECONDS))]
     pub active_deadline_seconds: Option<i64>,
+    /// The ReportStore, in the same namespace, that the READY report is copied into (copied
+    /// from the generator's `storeRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ref: Option<LocalObjectReference>,
 }
 
 /// ReportFile condition type: True once the report is READY (as a Job's `Complete`).
 pub const CONDITION_COMPLETE: &str = "Complete";
 /// ReportFile condition type: True once the report FAILED (as a Job's `Failed`).
 pub const CONDITION_FAILED: &str = "Failed";
+/// ReportFile condition type, with a `storeRef` only: True once the report is in the store.
+pub const CONDITION_DELIVERED: &str = "Delivered";
 
 /// Where a report is in its life.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,7 +122,11 @@ pub struct ReportFileStatus {
     /// Secret of the report's name that the operator does not own is in the way); and
     /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the operator could not
     /// handle the object; retried with backoff). A FAILED report's `Failed` and `Complete`
-    /// carry its reason: Failed, DeadlineExceeded or TooLarge.
+    /// carry its reason: Failed, DeadlineExceeded or TooLarge. With a `storeRef`, a fourth:
+    /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
+    /// False while the copy is retried, with the reason: Unreachable, Unauthorized,
+    /// BucketNotFound, CredentialsMissing, StoreNotFound, InvalidSpec, DestinationDenied,
+    /// SourceUnavailable (the backend's download failed) or InvalidArchive.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -155,4 +165,32 @@ pub struct ReportFileStatus {
     /// Requests made to the backend to generate this report (normally 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// With a `storeRef`: the copy of the report in the ReportStore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// A report's copy in a ReportStore. `location` is known before the copy starts (the key
+/// comes from the spec), so a retry after a crash overwrites the same object.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `s3://<bucket>/<key>` of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Bytes in the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// SHA-256 of the object's bytes, lower-case hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When the copy completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_time: Option<DateTime<Utc>>,
+    /// Copies tried so far (failed ones included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// When the presigned URL in the Secret expires; it is re-minted before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_expires_at: Option<DateTime<Utc>>,
 }

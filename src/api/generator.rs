@@ -80,6 +80,10 @@ pub struct ReportGeneratorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_DEADLINE_SECONDS))]
     pub active_deadline_seconds: Option<i64>,
+    /// A ReportStore, in the same namespace, that each READY report is copied into; the
+    /// report Secret then also holds the copy's presigned URL. Copied onto each ReportFile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ref: Option<LocalObjectReference>,
 }
 
 /// What a report covers. Which fields apply depends on the backend type.

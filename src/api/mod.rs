@@ -1,4 +1,4 @@
-//! The three custom resources of `reporting.report-operator.io/v1alpha1`.
+//! The custom resources of `reporting.report-operator.io/v1alpha1`.
 //!
 //! The field names, enum values, labels and annotations here are the public
 //! contract (`API.md`): tools such as Argo CD health checks depend on them.
@@ -9,11 +9,13 @@ mod backend;
 mod common;
 mod file;
 mod generator;
+mod store;
 
 pub use backend::*;
 pub use common::*;
 pub use file::*;
 pub use generator::*;
+pub use store::*;
 
 use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -32,7 +34,7 @@ pub const ANNOTATION_REFRESH_URL: &str = "reporting.report-operator.io/refresh-u
 
 /// All CRDs, in the order they are printed and installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ReportBackend::crd(), ReportGenerator::crd(), ReportFile::crd()]
+    vec![ReportBackend::crd(), ReportGenerator::crd(), ReportFile::crd(), ReportStore::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream, as `crds/` and the chart hold them.

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod rde;
 pub mod supplier;
+pub mod transfer;
 
 use std::collections::HashSet;
 use std::collections::BTreeMap;

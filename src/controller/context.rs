@@ -38,6 +38,8 @@ pub struct Context {
     pub registry: BackendRegistry,
     /// Failures in a row per object, for the retry delay of a failing reconcile.
     pub backoff: Backoff,
+    /// Where calls to backends and stores may go (the `--outbound-*` flags).
+    pub outbound: Arc<OutboundPolicy>,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -61,7 +63,8 @@ impl Context {
         };
         Context {
             events: Events::start(Recorder::new(client.clone(), reporter)),
-            registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound),
+            registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
+            outbound,
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,

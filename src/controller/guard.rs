@@ -24,7 +24,7 @@ use tracing::{Instrument, error, info_span, warn};
 use super::error::Error;
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
-use crate::api::{ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus};
+use crate::api::{ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus, ReportStore, ReportStoreStatus};
 
 /// A kind whose status carries a Ready condition.
 pub trait HasReady: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
@@ -51,7 +51,7 @@ macro_rules! has_ready {
     )*};
 }
 
-has_ready!(ReportBackend => ReportBackendStatus, ReportGenerator => ReportGeneratorStatus, ReportFile => ReportFileStatus);
+has_ready!(ReportBackend => ReportBackendStatus, ReportGenerator => ReportGeneratorStatus, ReportFile => ReportFileStatus, ReportStore => ReportStoreStatus);
 
 /// Runs one reconcile of `obj`: times and counts it, turns a panic into [`Error::Panicked`],
 /// forgets the object's backoff when it succeeds and reports a permanent failure on the

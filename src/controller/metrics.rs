@@ -120,7 +120,7 @@ pub struct BackendReadiness {
 
 /// Builds a histogram with fixed buckets for a [`Family`].
 #[derive(Clone)]
-pub struct Buckets(fn() -> Histogram);
+pub struct Buckets(pub fn() -> Histogram);
 
 impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
@@ -139,6 +139,7 @@ pub struct Metrics {
     pub time_to_ready: Family<BackendLabels, Histogram, Buckets>,
     pub rate_limit_waits: Family<BackendLabels, Counter>,
     pub missed_windows: Counter,
+    pub delivery: super::delivery_metrics::DeliveryMetrics,
     reports_completed: Family<CompletedLabels, Counter>,
     generator_last_success: Family<GeneratorLabels, Gauge<f64, AtomicU64>>,
     generator_expected_interval: Family<GeneratorLabels, Gauge<f64, AtomicU64>>,
@@ -191,6 +192,7 @@ impl Metrics {
             rate_limit_waits.clone(),
         );
         registry.register("missed_windows", "Report windows recorded as missed", missed_windows.clone());
+        let delivery = super::delivery_metrics::DeliveryMetrics::register(&mut registry);
         let reports_completed = Family::<CompletedLabels, Counter>::default();
         registry.register(
             "reports_completed",
@@ -232,6 +234,7 @@ impl Metrics {
             time_to_ready,
             rate_limit_waits,
             missed_windows,
+            delivery,
             reports_completed,
             generator_last_success,
             generator_expected_interval,

@@ -9,7 +9,7 @@
 //! direction (`a → b`: `a` uses `b`), so each can be read and tested from the bottom up:
 //!
 //! ```text
-//! backend, generator, file      (one controller per kind)
+//! backend, generator, file, store  (one controller per kind; file → store for copies)
 //!   → create_once               (nothing is made twice on a backend: reports, RDE templates)
 //!   → outcome                   (how a reconcile ended, written down in one place)
 //!   → guard                     (what every reconcile goes through: panics, timeouts, API errors)
@@ -29,6 +29,7 @@ mod cli;
 pub mod conditions;
 mod context;
 mod create_once;
+mod delivery_metrics;
 mod error;
 mod events;
 mod file;
@@ -41,6 +42,7 @@ mod metrics;
 mod outcome;
 mod outbound;
 mod registry;
+mod store;
 
 use std::sync::Arc;
 
@@ -52,7 +54,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::api::{ReportBackend, ReportFile, ReportGenerator};
+use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore};
 pub use cli::{LogFormat, RunArgs, init_logging};
 pub use context::Context;
 use index::Index;
@@ -81,6 +83,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let generators: Api<ReportGenerator> = scope.api();
     let files: Api<ReportFile> = scope.api();
     let secrets: Api<PartialObjectMeta<Secret>> = scope.api();
+    let stores: Api<ReportStore> = scope.api();
 
     // Secrets are watched as metadata only, so their data stays out of memory: the store
     // gives the resourceVersion of each credentials Secret (a change rebuilds that backend's
@@ -109,6 +112,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let backend_controller = Controller::for_shared_stream(backend_events, backend_store);
     let generator_controller = Controller::for_shared_stream(generator_events, generator_store);
     let file_controller = Controller::for_shared_stream(file_events, file_store);
+    let store_controller = Controller::new(stores, watch_config());
 
     let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::new()), index, secret_store, policy));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
@@ -128,7 +132,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tokio::select! {
             _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
             _ = generator::controller(generator_controller, owned_file_events, backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
-            _ = file::controller(file_controller, backends, secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
+            _ = file::controller(file_controller, backends, secrets.clone(), ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
+            _ = store::controller(store_controller, secrets, ctx.clone(), concurrency) => info!("ReportStore controller stopped"),
             _ = readiness => {}
             _ = secret_reflector => warn!("Secret watch ended"),
             _ = file_reflector => warn!("ReportFile watch ended"),

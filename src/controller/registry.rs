@@ -136,7 +136,7 @@ impl BackendRegistry {
     }
 }
 
-async fn read_secret(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {
+pub(super) async fn read_secret(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {
     match api.get_opt(name).await {
         Ok(Some(secret)) => {
             let mut data: BTreeMap<String, Vec<u8>> =

@@ -21,6 +21,7 @@ pub mod hostile;
 pub mod hostile_suite;
 pub mod operator;
 pub mod proxy;
+pub mod s3;
 
 /// Everything a test needs to reach the control plane.
 #[derive(Clone)]
@@ -106,8 +107,9 @@ impl ControlPlane {
 }
 
 /// Installs the CRDs the way a user does (server-side apply of the generated manifests)
-/// and waits until the API server serves them.
-async fn install_crds(client: &Client) {
+/// and waits until the API server serves them. Tests of new fields call it again at their
+/// start: test runs of other branches on a shared control plane install their own CRDs.
+pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("report-operator-tests").force();
     for crd in report_operator::api::crds() {

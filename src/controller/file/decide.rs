@@ -362,6 +362,15 @@ pub fn renewed(s: &mut ReportFileStatus, f: &Facts, download: &Download) -> Next
     Next::Done { requeue: ready_requeue_after(s.url_expires_at, f.now) }
 }
 
+/// The Secret holds a presigned URL of the report's copy in a ReportStore (made or re-minted
+/// now, expiring at `expires`).
+pub fn store_url_written(s: &mut ReportFileStatus, f: &Facts, location: &str, expires: DateTime<Utc>) {
+    s.url_expires_at = Some(expires);
+    s.last_url_refresh = f.refresh.map(str::to_string);
+    let message = format!("the report is ready; Secret {:?} holds a presigned URL of its copy {location}", f.name);
+    set_ready(s, f, true, "Ready", message);
+}
+
 /// The generate date and file name the Secret and status carry: the backend's, else now and
 /// the name the download gives.
 pub fn delivered(report: &RemoteReport, download: &Download, now: DateTime<Utc>) -> (DateTime<Utc>, Option<String>) {

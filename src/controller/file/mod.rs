@@ -8,6 +8,7 @@
 
 mod cleanup;
 mod decide;
+mod deliver;
 mod secret;
 
 use std::collections::HashSet;
@@ -75,6 +76,11 @@ async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(wait);
         }
         if rf.metadata.deletion_timestamp.is_some() {
+            // Each finalizer is removed by its own step; removing one changes the object and
+            // wakes the reconcile that does the next.
+            if rf.finalizers().iter().any(|f| f == deliver::FINALIZER) {
+                return deliver::finalize(&rf, &ctx).await;
+            }
             return cleanup::finalize(&rf, &ctx).await;
         }
         Reconciler::new(&rf, &ctx)?.run().await
@@ -255,12 +261,38 @@ impl<'a> Reconciler<'a> {
             .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
             .observe(self.now.signed_duration_since(created).num_milliseconds().max(0) as f64 / 1000.0);
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
-        self.end(done).map(|o| o.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name)))
+        let mut outcome = self.end(done)?.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name));
+        if self.rf.spec.store_ref.is_some() {
+            // The copy is the next reconcile's, which sees the Secret just written.
+            outcome.requeue = Some(Duration::from_millis(500));
+        }
+        Ok(outcome)
     }
 
     /// A READY report whose Secret was `seen`: keep the Secret in place, re-mint its URL on
     /// request, and say when it expired.
     async fn maintain_ready(&mut self, seen: Observed) -> Result<Outcome, Halt> {
+        // With a store: its copy replaces the backend's download once made; until then the
+        // backend's download is kept up as without one, and the copy retried.
+        let mut retry_copy = None;
+        if let Some(store) = self.rf.spec.store_ref.as_ref().filter(|_| !matches!(seen, Observed::Foreign { .. })) {
+            match self.deliver(&seen, &store.name.clone()).await? {
+                Ok(outcome) => return Ok(outcome),
+                // A copy's URL is never replaced by the backend's: the re-mint is retried.
+                Err(retry) if deliver::is_delivered(self.status.delivery.as_ref()) => return Ok(Outcome::working(Some(retry))),
+                Err(retry) => retry_copy = Some(retry),
+            }
+        }
+        let mut outcome = self.maintain_backend_download(seen).await?;
+        if let Some(retry) = retry_copy {
+            outcome.requeue = Some(outcome.requeue.map_or(retry, |r| r.min(retry)));
+        }
+        Ok(outcome)
+    }
+
+    /// A READY report's backend download: kept in the Secret, renewed on request or before
+    /// it expires.
+    async fn maintain_backend_download(&mut self, seen: Observed) -> Result<Outcome, Halt> {
         match decide::ready(&mut self.status, &self.facts, &seen) {
             Next::RenewUrl { why } => self.renew(seen, why).await,
             other => self.end(other),

@@ -220,6 +220,15 @@ pub fn build_secret(
     })
 }
 
+/// The keys a copy in a ReportStore adds to the Secret (whose `url` and `expiresAt` are then
+/// the copy's presigned URL): `location` (`s3://bucket/key`), `size` (bytes) and `sha256`.
+pub fn add_delivery(secret: &mut Secret, location: &str, size: i64, sha256: &str) {
+    let data = secret.data.get_or_insert_with(BTreeMap::new);
+    for (k, v) in [("location", location.to_string()), ("size", size.to_string()), ("sha256", sha256.to_string())] {
+        data.insert(k.to_string(), ByteString(v.into_bytes()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +316,7 @@ mod tests {
                     annotations: Some([("note".to_string(), "x".to_string())].into()),
                 }),
                 active_deadline_seconds: None,
+                store_ref: None,
             },
         );
         rf.metadata.namespace = Some("billing".into());

@@ -90,6 +90,7 @@ pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
             template_id: g.status.as_ref().and_then(|s| s.external_id.clone()),
             secret_template: spec.secret_template.clone(),
             active_deadline_seconds: spec.active_deadline_seconds,
+            store_ref: spec.store_ref.clone(),
         },
         status: None,
     }
@@ -233,6 +234,7 @@ mod tests {
             template_id: None,
             secret_template: None,
             active_deadline_seconds: None,
+            store_ref: None,
         };
         let mut rf = ReportFile::new("nw-finance-20181008", spec);
         rf.metadata.owner_references = owner.map(|(uid, controller)| {

@@ -1,0 +1,399 @@
+//! One ReportStore's bucket: built from its spec and credentials, probed, written with
+//! multipart uploads, presigned, and cleaned up, all through the operator's outbound policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::{HttpClient, HttpConnector};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::api::ReportStoreSpec;
+use crate::backend::transfer::PolicyClient;
+use crate::backend::{BackendError, ClientOptions, redact_url};
+
+/// Bytes per uploaded part: S3's smallest part (the last may be smaller).
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts uploaded at once. With the part being filled, at most `PART_BYTES × (this + 1)` of a
+/// report is in memory however large the file: 15 MiB.
+pub const PARTS_IN_FLIGHT: usize = 2;
+/// Longest a single request to the store (or the download from the backend) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// Why a store cannot be used; each says whether trying again later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("{0}")]
+    CredentialsMissing(String),
+    #[error("{0}")]
+    DestinationDenied(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    BucketNotFound(String),
+    #[error("{0}")]
+    Unreachable(String),
+    /// Reading the report from its backend failed.
+    #[error("reading the report from the backend: {0}")]
+    Source(String),
+    /// A CONNECT ZIP to unpack is not one the streaming reader can read.
+    #[error("{0}")]
+    InvalidArchive(String),
+}
+
+impl StoreError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::InvalidSpec(_) => "InvalidSpec",
+            StoreError::CredentialsMissing(_) => "CredentialsMissing",
+            StoreError::DestinationDenied(_) => "DestinationDenied",
+            StoreError::Unauthorized(_) => "Unauthorized",
+            StoreError::BucketNotFound(_) => "BucketNotFound",
+            StoreError::Unreachable(_) => "Unreachable",
+            StoreError::Source(_) => "SourceUnavailable",
+            StoreError::InvalidArchive(_) => "InvalidArchive",
+        }
+    }
+
+    /// The metric label of a failed delivery.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::InvalidSpec(_) => "invalid_spec",
+            StoreError::CredentialsMissing(_) => "credentials_missing",
+            StoreError::DestinationDenied(_) => "destination_denied",
+            StoreError::Unauthorized(_) => "unauthorized",
+            StoreError::BucketNotFound(_) => "bucket_not_found",
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Source(_) => "source",
+            StoreError::InvalidArchive(_) => "invalid_archive",
+        }
+    }
+
+    fn from_backend(e: BackendError) -> Self {
+        match e {
+            BackendError::DestinationDenied { message } => StoreError::DestinationDenied(message),
+            BackendError::InvalidSpec { message } => StoreError::InvalidSpec(message),
+            other => StoreError::Unreachable(other.to_string()),
+        }
+    }
+
+    /// Maps an object_store error; its text names the request's path, never a signature
+    /// (requests are signed in headers).
+    fn from_store(e: object_store::Error) -> Self {
+        let text = e.to_string();
+        match e {
+            object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => StoreError::Unauthorized(text),
+            _ if text.contains("NoSuchBucket") => StoreError::BucketNotFound(text),
+            _ if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"].iter().any(|m| text.contains(m)) => {
+                StoreError::Unauthorized(text)
+            }
+            object_store::Error::NotFound { .. } => StoreError::BucketNotFound(text),
+            _ => StoreError::Unreachable(text),
+        }
+    }
+}
+
+/// object_store's HTTP transport, given the operator's own policy-bound reqwest client.
+#[derive(Debug)]
+struct PolicyConnector(PolicyClient);
+
+impl HttpConnector for PolicyConnector {
+    fn connect(&self, _options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(self.0.reqwest()))
+    }
+}
+
+/// A report's bytes as they were copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+/// A ReportStore, ready to use.
+pub struct Store {
+    s3: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    lifetime: Duration,
+    http: PolicyClient,
+    endpoint: Option<Url>,
+}
+
+impl Store {
+    /// The store `spec` describes, with the data of its credentials Secret, under the
+    /// operator's outbound policy (in `options`).
+    pub fn open(spec: &ReportStoreSpec, credentials: &BTreeMap<String, Vec<u8>>, options: &ClientOptions) -> Result<Store, StoreError> {
+        let (bucket, prefix) = parse_store_url(&spec.url)?;
+        let key = |k: &str| {
+            credentials
+                .get(k)
+                .map(|v| String::from_utf8(v.clone()).map(|s| s.trim().to_string()))
+                .transpose()
+                .map_err(|_| StoreError::CredentialsMissing(format!("key {k:?} of the credentials Secret is not UTF-8")))
+        };
+        let (Some(access), Some(secret)) = (key("accessKeyId")?, key("secretAccessKey")?) else {
+            return Err(StoreError::CredentialsMissing("the credentials Secret needs keys accessKeyId and secretAccessKey".into()));
+        };
+        let http = PolicyClient::new(options, REQUEST_TIMEOUT).map_err(StoreError::from_backend)?;
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_access_key_id(access)
+            .with_secret_access_key(secret)
+            // A store that is down is retried by the controller with backoff, not here.
+            .with_retry(RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(20), ..Default::default() })
+            .with_http_connector(PolicyConnector(http.clone()));
+        if let Some(token) = key("sessionToken")? {
+            builder = builder.with_token(token);
+        }
+        let endpoint = match &spec.endpoint {
+            Some(raw) => {
+                let url = parse_endpoint(raw, options)?;
+                builder = builder.with_endpoint(url.as_str().trim_end_matches('/')).with_allow_http(url.scheme() == "http");
+                Some(url)
+            }
+            None => None,
+        };
+        let s3 = builder.build().map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let lifetime = Duration::from_secs(spec.presigned_seconds().unsigned_abs());
+        Ok(Store { s3: Arc::new(s3), bucket, prefix, lifetime, http, endpoint })
+    }
+
+    /// The key prefix of the store's url (may be empty).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `s3://<bucket>/<key>`.
+    pub fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// How long a presigned URL works.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The endpoint must pass the outbound policy before anything is sent (IP literals are
+    /// not seen by the resolver).
+    async fn check_endpoint(&self) -> Result<(), StoreError> {
+        if let Some(url) = &self.endpoint {
+            self.http.check(url).await.map_err(StoreError::from_backend)?;
+        }
+        Ok(())
+    }
+
+    /// Lists under the prefix: proves the endpoint answers, the bucket exists and the
+    /// credentials are accepted.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.check_endpoint().await?;
+        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        self.s3.list_with_delimiter(prefix.as_ref()).await.map_err(StoreError::from_store)?;
+        Ok(())
+    }
+
+    /// Streams the report at `url` (a backend's download URL) into the object `key`.
+    pub async fn copy_from_url(&self, url: &str, key: &str) -> Result<Uploaded, StoreError> {
+        self.check_endpoint().await?;
+        let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
+        let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| StoreError::Source(format!("GET {}: {}", redact_url(url), e.without_url()))));
+        self.upload(key, body).await
+    }
+
+    /// Streams the ZIP at `url` into one object per file under `stem` (see [`super::unzip`]).
+    pub async fn extract_from_url(&self, url: &str, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+        self.check_endpoint().await?;
+        let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
+        let redacted = redact_url(url);
+        let body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url()))));
+        super::unzip::extract(self, stem, body).await
+    }
+
+    /// Unpacks the ZIP `bytes` (answered directly) into one object per file under `stem`.
+    pub async fn extract_bytes(&self, bytes: Vec<u8>, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+        self.check_endpoint().await?;
+        super::unzip::extract(self, stem, futures::stream::iter([Ok(Bytes::from(bytes))])).await
+    }
+
+    /// Deletes every object whose key starts with `prefix` (an unpacked archive's files).
+    pub async fn delete_under(&self, prefix: &str) -> Result<(), StoreError> {
+        self.check_endpoint().await?;
+        let path = Path::parse(prefix).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let mut listed = self.s3.list(Some(&path));
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(StoreError::from_store)?;
+            self.delete(meta.location.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` (a file the backend returned itself) into the object `key`.
+    pub async fn copy_bytes(&self, bytes: Vec<u8>, key: &str) -> Result<Uploaded, StoreError> {
+        self.check_endpoint().await?;
+        self.upload(key, futures::stream::iter([Ok(Bytes::from(bytes))])).await
+    }
+
+    /// Multipart upload of `body` to `key`, hashing on the way: at most [`PARTS_IN_FLIGHT`]
+    /// parts are sent at once, so memory stays bounded. An object appears only when the
+    /// upload completes; a failed one is aborted (a crash leaves an incomplete upload, which
+    /// a bucket lifecycle rule removes, and no object).
+    pub(super) async fn upload<S>(&self, key: &str, body: S) -> Result<Uploaded, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, StoreError>>,
+    {
+        let mut upload = self.begin(key).await?;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let step = match chunk {
+                Ok(chunk) => upload.push(chunk).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                upload.abort().await;
+                return Err(e);
+            }
+        }
+        upload.finish().await
+    }
+
+    /// Starts a multipart upload to `key`.
+    pub(super) async fn begin(&self, key: &str) -> Result<Upload, StoreError> {
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let upload = self.s3.put_multipart(&path).await.map_err(StoreError::from_store)?;
+        Ok(Upload { writer: WriteMultipart::new_with_chunk_size(upload, PART_BYTES), hasher: Sha256::new(), size: 0 })
+    }
+
+    /// A GET URL of `key` that works for [`Store::lifetime`] from `now`, and when it stops.
+    pub async fn presign(&self, key: &str, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), StoreError> {
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let url = self.s3.signed_url(reqwest::Method::GET, &path, self.lifetime).await.map_err(StoreError::from_store)?;
+        let expires = now + chrono::Duration::from_std(self.lifetime).unwrap_or_default();
+        Ok((url.to_string(), expires))
+    }
+
+    /// Deletes the object `key` (already gone is success).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.check_endpoint().await?;
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        match self.s3.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_store(e)),
+        }
+    }
+}
+
+/// One multipart upload in progress, hashing what it sends.
+pub(super) struct Upload {
+    writer: WriteMultipart,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Upload {
+    /// Adds `chunk`, first waiting while [`PARTS_IN_FLIGHT`] parts are being sent.
+    pub async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(StoreError::from_store)?;
+        self.hasher.update(&chunk);
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        self.writer.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload: the object appears now.
+    pub async fn finish(self) -> Result<Uploaded, StoreError> {
+        self.writer.finish().await.map_err(StoreError::from_store)?;
+        let sha256 = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Uploaded { size: self.size, sha256 })
+    }
+
+    /// Gives the upload up (best effort: an upload left behind is removed by the bucket's
+    /// lifecycle rule).
+    pub async fn abort(self) {
+        let _ = self.writer.abort().await;
+    }
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix without slashes at its ends).
+pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
+    let invalid = |why: &str| StoreError::InvalidSpec(format!("url {raw:?}: {why}"));
+    // Before parsing, which resolves "." and ".." away.
+    let raw_prefix = raw.trim().split_once("://").and_then(|(_, rest)| rest.split_once('/')).map_or("", |(_, p)| p);
+    if raw_prefix.trim_end_matches('/').split('/').any(|s| matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..")) {
+        return Err(invalid("the prefix must not have \".\" or \"..\" segments"));
+    }
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "s3" => {}
+        "gs" | "az" => return Err(invalid("only s3:// stores are supported so far")),
+        _ => return Err(invalid("must be s3://<bucket>[/<prefix>]")),
+    }
+    let bucket = url.host_str().unwrap_or_default().to_string();
+    if bucket.is_empty() || url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must be s3://<bucket>[/<prefix>], without query or user info"));
+    }
+    let prefix = url.path().trim_matches('/').to_string();
+    if prefix.split('/').any(|s| matches!(s, "." | "..")) || prefix.contains("//") {
+        return Err(invalid("the prefix must not have empty, \".\" or \"..\" segments"));
+    }
+    Ok((bucket, prefix))
+}
+
+/// An endpoint URL: http(s), no query or user info; http only where the policy allows it.
+fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError> {
+    let invalid = |why: &str| StoreError::InvalidSpec(format!("endpoint {}: {why}", redact_url(raw)));
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("must start with http:// or https://"));
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not have a query or user info; credentials belong in the Secret"));
+    }
+    if url.scheme() == "http" && !options.policy.allows_http() {
+        return Err(StoreError::DestinationDenied(format!(
+            "endpoint {}: plain http:// is denied by the operator's outbound policy (--outbound-allow-http)",
+            redact_url(raw)
+        )));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(parse_store_url("s3://reports").expect("bucket"), ("reports".into(), String::new()));
+        assert_eq!(parse_store_url("s3://reports/a/b/").expect("prefix"), ("reports".into(), "a/b".into()));
+        for bad in ["https://reports", "s3://", "gs://b/p", "s3://b/a/../c", "s3://b/a//c", "s3://u:p@b/"] {
+            assert!(matches!(parse_store_url(bad), Err(StoreError::InvalidSpec(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_endpoints_are_checked_before_any_call() {
+        let spec: ReportStoreSpec = serde_json::from_value(serde_json::json!({
+            "url": "s3://b/p", "endpoint": "http://127.0.0.1:9000", "credentialsSecretRef": {"name": "c"}
+        }))
+        .expect("spec");
+        let creds: BTreeMap<String, Vec<u8>> = [("accessKeyId".to_string(), b"a".to_vec())].into();
+        assert!(matches!(Store::open(&spec, &creds, &ClientOptions::default()), Err(StoreError::CredentialsMissing(_))));
+        let creds: BTreeMap<String, Vec<u8>> =
+            [("accessKeyId".to_string(), b"a".to_vec()), ("secretAccessKey".to_string(), b"s".to_vec())].into();
+        let err = Store::open(&spec, &creds, &ClientOptions::default()).err().expect("http is denied by default");
+        assert!(matches!(&err, StoreError::DestinationDenied(m) if m.contains("--outbound-allow-http")), "{err:?}");
+    }
+}
