@@ -261,7 +261,9 @@ pub struct ReportGeneratorStatus {
     /// (PERIODIC and ON_INVOICE: the newest finished report, by window end then completion
     /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
-    /// InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
+    /// InvalidParameters, InvalidSchedule, BackfillTooLong, UnsupportedSetting (a
+    /// setting the backend type cannot honour: the message names the field, the type and what to
+    /// do), FileConflict, Rejected, and
     /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
     /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
     /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see
@@ -277,6 +279,15 @@ pub struct ReportGeneratorStatus {
     /// is recorded; if found set, the template is looked up before it is created again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_pending_since: Option<DateTime<Utc>>,
+    /// RDE: the settings the template in `externalId` was made with, as sent to the platform
+    /// (commonName, eventType, format, notifyByEmail, parameters). The platform cannot update
+    /// a template, so when the spec no longer matches them a new template replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_settings: Option<String>,
+    /// RDE: templates replaced by a newer one after an edit. Their reports are still mirrored;
+    /// each is deleted on the platform once none of its reports is in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_templates: Vec<String>,
     /// When the next report is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_report_date: Option<DateTime<Utc>>,

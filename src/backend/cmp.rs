@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 
+use super::capabilities::{Refusal, Setting};
 use super::auth::{BearerAuth, Credentials, Secret, StaticHeaders, TokenSource, Tokens, token_refused};
 use super::http::{Auth, Body, Call, HttpClient, secret_header};
 use super::{
@@ -74,6 +75,39 @@ impl TokenSource for CmpTokenSource {
         Ok(Tokens::expiring(Secret::new(answer.token), answer.expires_in_seconds.map(Duration::from_secs), None))
     }
 }
+
+/// The settings CMP cannot honour: the platform makes invoice reports itself (the operator
+/// only mirrors them, by name), and a ONETIME report is made once, at once. See
+/// [`super::unsupported_setting`].
+pub(super) const REFUSED: &[Refusal] = &[
+    Refusal {
+        settings: &super::capabilities::SCHEDULE_KNOBS,
+        event_types: &[EventType::OnInvoice],
+        why: "the platform makes a report when an invoice appears and the operator only mirrors it, so there is nothing to \
+schedule; remove the setting (the history limits apply)",
+    },
+    Refusal {
+        settings: &[Setting::StartDate, Setting::EndDate, Setting::Period, Setting::CustomizationName],
+        event_types: &[EventType::OnInvoice],
+        why: "invoice reports are made by the platform for each invoice and found by commonName alone; remove it",
+    },
+    Refusal {
+        settings: &super::capabilities::SCHEDULE_KNOBS,
+        event_types: &[EventType::Onetime],
+        why: "a ONETIME report is requested once, as soon as the generator is made; schedule settings apply to PERIODIC \
+generators; remove the setting",
+    },
+    Refusal {
+        settings: &[Setting::Period],
+        event_types: &[EventType::Onetime],
+        why: "a ONETIME report covers parameters.startDate to endDate; remove parameters.period",
+    },
+    Refusal {
+        settings: &[Setting::Template, Setting::Values, Setting::ReportType, Setting::Filters, Setting::Organizations, Setting::Scope, Setting::Dataset],
+        event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
+        why: "a CMP report request has no such parameter (it belongs to another backend type); remove it",
+    },
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +186,7 @@ impl CmpReport {
             end_date: self.end_date,
             generate_date: self.creation_date,
             file_name,
+            format: self.format.as_deref().and_then(ReportFormat::parse),
             download,
             next_report_date: None,
         }

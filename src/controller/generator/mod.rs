@@ -8,6 +8,7 @@
 mod act;
 mod decide;
 mod files;
+mod mirror;
 mod names;
 mod pacing;
 mod periodic;
