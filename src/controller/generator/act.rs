@@ -121,6 +121,9 @@ pub struct Mirror<'a> {
     pub rb: &'a ReportBackend,
     pub backend: &'a dyn ReportingBackend,
     pub owned: &'a [Arc<ReportFile>],
+    /// ReportFiles created earlier in this pass (RDE: from a replaced template), which the
+    /// cache may not hold yet.
+    pub mirrored_now: &'a [PlannedFile],
 }
 
 impl Mirror<'_> {
@@ -136,16 +139,16 @@ impl Mirror<'_> {
         Ok(outcome)
     }
 
-    /// Mirrors the reports `remote` that (RDE) `template` made; also says how many ReportFiles
-    /// were created.
-    pub async fn listed(&self, remote: &[RemoteReport], template: Option<&str>, status: &mut ReportGeneratorStatus) -> Result<(Outcome, usize), Error> {
-        let Mirror { ctx, g, owned, .. } = *self;
+    /// Mirrors the reports `remote` that (RDE) `template` made; also returns the ReportFiles
+    /// created.
+    pub async fn listed(&self, remote: &[RemoteReport], template: Option<&str>, status: &mut ReportGeneratorStatus) -> Result<(Outcome, Vec<PlannedFile>), Error> {
+        let Mirror { ctx, g, owned, mirrored_now, .. } = *self;
         let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
-        let mut created = 0usize;
-        for (report, file) in decide::to_mirror(g, remote, owned, status.last_mirrored_time, template) {
-            match ensure_file(ctx, g, file, status, Utc::now()).await? {
+        let mut created = Vec::new();
+        for (report, file) in decide::to_mirror(g, remote, owned, status.last_mirrored_time, template, mirrored_now) {
+            match ensure_file(ctx, g, file.clone(), status, Utc::now()).await? {
                 Ensured::Done => {
-                    created = created.saturating_add(1);
+                    created.push(file);
                     mirrored.extend(report.generate_date);
                 }
                 Ensured::Conflict(c) => {

@@ -22,12 +22,13 @@ pub fn to_mirror<'a>(
     owned: &[Arc<ReportFile>],
     mark: Option<DateTime<Utc>>,
     template: Option<&str>,
+    mirrored_now: &[PlannedFile],
 ) -> Vec<(&'a RemoteReport, PlannedFile)> {
     remote
         .iter()
         .filter(|report| !owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())))
         .filter(|report| !matches!((report.generate_date, mark), (Some(t), Some(m)) if t < m))
-        .filter(|report| template.is_none() || g.spec.event_type == EventType::Onetime || !reported_by_another(report, owned, template))
+        .filter(|report| template.is_none() || g.spec.event_type == EventType::Onetime || !reported_by_another(report, owned, mirrored_now, template))
         .map(|report| {
             let file = PlannedFile {
                 name: mirrored_file_name(&g.name_any(), &report.id),
@@ -41,14 +42,16 @@ pub fn to_mirror<'a>(
         .collect()
 }
 
-/// Whether a ReportFile of another template than `template` covers the same period as
+/// Whether a ReportFile of another template than `template` (one of `owned`, or one created
+/// in this pass, `mirrored_now`, which the cache may not hold yet) covers the same period as
 /// `report`.
-fn reported_by_another(report: &RemoteReport, owned: &[Arc<ReportFile>], template: Option<&str>) -> bool {
+fn reported_by_another(report: &RemoteReport, owned: &[Arc<ReportFile>], mirrored_now: &[PlannedFile], template: Option<&str>) -> bool {
     let (Some(start), Some(end)) = (report.start_date, report.end_date) else { return false };
-    owned.iter().any(|rf| {
-        let p = rf.spec.parameters.as_ref();
-        rf.spec.template_id.as_deref() != template && p.and_then(|p| p.start_date) == Some(start) && p.and_then(|p| p.end_date) == Some(end)
-    })
+    let same = |p: Option<&ReportParameters>, of: Option<&str>| {
+        of != template && p.and_then(|p| p.start_date) == Some(start) && p.and_then(|p| p.end_date) == Some(end)
+    };
+    owned.iter().any(|rf| same(rf.spec.parameters.as_ref(), rf.spec.template_id.as_deref()))
+        || mirrored_now.iter().any(|f| same(Some(&f.parameters), f.made.as_ref().and_then(|m| m.template_id.as_deref())))
 }
 
 /// The parameters of a mirrored report: its dates are the backend's (the report's, not the

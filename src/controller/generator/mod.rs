@@ -78,7 +78,7 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
             Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
             Ok(Start::Periodic) => act::periodic(ctx, &g, &owned, &mut status, now).await?,
             Ok(Start::Mirror(query)) => {
-                let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned };
+                let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned, mirrored_now: &[] };
                 mirror.and_prune(&query, &mut status).await?
             }
         },

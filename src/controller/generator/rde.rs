@@ -14,6 +14,7 @@ use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::ResourceExt;
 
 use super::act::Mirror;
+use super::files::PlannedFile;
 use super::decide::{self, TemplateStep};
 use crate::api::{EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus};
 use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
@@ -75,8 +76,8 @@ pub async fn run(
         }
     }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
-    let mirror = Mirror { ctx, g, rb, backend, owned };
-    retire(&mirror, status).await?;
+    let retired_files = retire(&Mirror { ctx, g, rb, backend, owned, mirrored_now: &[] }, status).await?;
+    let mirror = Mirror { ctx, g, rb, backend, owned, mirrored_now: &retired_files };
     if g.spec.event_type != ReportEventType::Onetime {
         return mirror.and_prune(&query, status).await;
     }
@@ -95,9 +96,10 @@ pub async fn run(
 /// deletes it on the platform once none of its reports is in progress. A failed call leaves
 /// it for the next pass (with a Warning): the current template is what the generator's
 /// Ready is about.
-async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Result<(), Error> {
-    let Mirror { ctx, g, rb, backend, owned } = *mirror;
+async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Result<Vec<PlannedFile>, Error> {
+    let Mirror { ctx, g, rb, backend, owned, .. } = *mirror;
     let type_ = rb.spec.type_.as_str();
+    let mut mirrored = Vec::new();
     for id in status.retired_templates.clone() {
         let query = ListQuery { template_id: Some(id.clone()), ..Default::default() };
         let remote = match ctx.metrics.call(type_, "list", backend.list(&query)).await {
@@ -113,7 +115,9 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
             }
         };
         let (_, created) = mirror.listed(&remote, Some(&id), status).await?;
-        if !decide::retired_template_done(&id, &remote, created, owned) {
+        let done = decide::retired_template_done(&id, &remote, created.len(), owned);
+        mirrored.extend(created);
+        if !done {
             continue;
         }
         match ctx.metrics.call(type_, "delete", backend.delete_template(&id)).await {
@@ -124,7 +128,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
             Err(e) => ctx.event(g, EventType::Warning, "BackendError", format!("deleting the replaced RDEReportTemplate {id}: {e}")).await,
         }
     }
-    Ok(())
+    Ok(mirrored)
 }
 
 fn template_request(g: &ReportGenerator) -> ReportRequest {
