@@ -66,7 +66,9 @@ pub struct ReportGeneratorSpec {
     /// What to report on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<ReportParameters>,
-    /// When PERIODIC reports run: CronJob-style knobs.
+    /// When PERIODIC reports run: CronJob-style knobs. A knob the backend type cannot honour
+    /// is refused with Ready=False reason UnsupportedSetting (RDE: all but the history limits;
+    /// CMP: the same on ON_INVOICE and ONETIME generators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
     /// Labels and annotations for each report's Secret.
@@ -87,7 +89,7 @@ pub struct ReportGeneratorSpec {
 #[x_kube(validation = Rule::new("!has(self.endDate) || timestamp(self.endDate) >= timestamp('1970-01-01T00:00:00Z')").message("parameters.endDate must be in 1970 or later"))]
 pub struct ReportParameters {
     /// ONETIME: first instant covered (RFC 3339). PERIODIC: optional backfill start; every
-    /// window from this date on gets a report.
+    /// window from this date on gets a report (not on RDE: a template cannot backfill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_date: Option<DateTime<Utc>>,
     /// ONETIME: last instant covered (RFC 3339), e.g. `2018-10-10T23:59:59Z`.
