@@ -164,3 +164,35 @@ async fn every_refused_setting_shows_its_reason_and_an_event() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmp_invoice_generator_mirrors_reports_in_its_format_each_as_the_platform_made_it() {
+    let world = World::start("e2e-cmpformat", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&generator("invoices", "b", "Invoices", "ON_INVOICE", "CSV", ""));
+    wait_for("the generator Ready", DEADLINE, || async {
+        let g = world.generators().get("invoices").await.ok()?;
+        (find_condition(&g.status?.conditions, "Ready")?.status == "True").then_some(())
+    })
+    .await;
+    // Two invoice reports of that name: JSON (not this generator's format), then CSV.
+    world.sim.cmp_invoice("Invoices");
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/_sim/cmp/invoice", world.sim.base_url()))
+        .json(&serde_json::json!({"name": "Invoices", "format": "csv"}))
+        .send()
+        .await
+        .expect("invoice")
+        .json()
+        .await
+        .expect("invoice answer");
+    let csv = answer["id"].as_str().expect("id").to_string();
+    let files = world.wait_finished("invoices", 1, DEADLINE).await;
+    let f = &files[0];
+    assert_eq!(f.spec.external_id.as_deref(), Some(csv.as_str()), "only the CSV report is this generator's");
+    assert_eq!((f.spec.name.as_str(), f.spec.format), ("Invoices", ReportFormat::Csv));
+    let p = f.spec.parameters.clone().expect("parameters");
+    let (start, end) = (answer["startDate"].as_str().map(day), answer["endDate"].as_str().map(day));
+    assert_eq!((p.start_date, p.end_date), (start, end), "the report's own period");
+}

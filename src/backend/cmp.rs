@@ -259,6 +259,7 @@ impl CmpBackend {
         to: DateTime<Utc>,
         name: Option<&str>,
         type_: Option<&str>,
+        format: Option<ReportFormat>,
         op: &'static str,
     ) -> Result<Vec<CmpReport>, BackendError> {
         let mut url = self.http.url("/reports");
@@ -267,6 +268,9 @@ impl CmpBackend {
             q.append_pair("from", &day(from)).append_pair("to", &day(to));
             if let Some(name) = name {
                 q.append_pair("name", name);
+            }
+            if let Some(format) = format {
+                q.append_pair("format", format.lower());
             }
             if let Some(t) = type_ {
                 q.append_pair("type", t);
@@ -289,7 +293,7 @@ impl ReportingBackend for CmpBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         let today = Utc::now();
-        self.reports(today, today, None, None, "probe").await.map(drop)
+        self.reports(today, today, None, None, None, "probe").await.map(drop)
     }
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
@@ -318,7 +322,7 @@ impl ReportingBackend for CmpBackend {
         let now = Utc::now();
         let from = start.min(now - chrono::Duration::days(2));
         let to = end.max(now + chrono::Duration::days(1));
-        let reports = self.reports(from, to, Some(&req.name), None, "find").await?;
+        let reports = self.reports(from, to, Some(&req.name), None, None, "find").await?;
         let found = reports
             .into_iter()
             .filter(|r| r.matches(req) && !r.id.as_ref().is_some_and(|id| taken.contains(id)))
@@ -341,10 +345,13 @@ impl ReportingBackend for CmpBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
         let to = query.to.unwrap_or_else(Utc::now);
         let from = query.from.unwrap_or(to - chrono::Duration::days(31));
-        let reports = self.reports(from, to, query.name.as_deref(), query.event_type.map(report_type), "list").await?;
+        let reports = self.reports(from, to, query.name.as_deref(), query.event_type.map(report_type), query.format, "list").await?;
+        // The filters again: a gateway that ignores a query parameter must not widen the list.
+        let format_ok = |r: &CmpReport| query.format.is_none_or(|f| r.format.as_deref().is_none_or(|rf| rf.eq_ignore_ascii_case(f.lower())));
         Ok(reports
             .into_iter()
             .filter(|r| query.name.as_deref().is_none_or(|n| r.name.as_deref() == Some(n)))
+            .filter(format_ok)
             .map(CmpReport::into_remote)
             .collect())
     }

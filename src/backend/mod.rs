@@ -167,6 +167,9 @@ pub struct ListQuery {
     pub name: Option<String>,
     /// CMP: the report type (ON_INVOICE for invoice reports).
     pub event_type: Option<EventType>,
+    /// CMP: only reports in this format (the generator's: its `format` is honoured, not
+    /// ignored).
+    pub format: Option<ReportFormat>,
     /// CMP (required): the first and last day of the period asked about.
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

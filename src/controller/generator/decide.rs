@@ -77,6 +77,7 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
             Start::Mirror(ListQuery {
                 name: Some(g.spec.common_name.clone()),
                 event_type: Some(EventType::OnInvoice),
+                format: Some(g.spec.format),
                 from: Some(status.last_mirrored_time.unwrap_or(created)),
                 to: Some(now),
                 ..Default::default()
