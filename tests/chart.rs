@@ -817,6 +817,13 @@ fn argocd_health_of_report_generators() {
                 "P1W",
             ),
             (rg(2, &periodic(true), st(ready("True", "Scheduled", "0 READY", 2), 2)), "Suspended", "suspend"),
+            // A suspend the backend cannot honour (RDE) is refused, and shows as Degraded, not
+            // Suspended: the platform goes on making reports.
+            (
+                rg(2, &periodic(true), st(ready("False", "UnsupportedSetting", "schedule.suspend on RDE PERIODIC: an RDEReportTemplate has no suspend flag", 2), 2)),
+                "Degraded",
+                "UnsupportedSetting: schedule.suspend on RDE",
+            ),
             // A suspended generator that is broken shows as broken.
             (
                 rg(2, &periodic(true), st(ready("False", "BackendNotReady", "backend Unauthorized", 2), 2)),

@@ -69,7 +69,9 @@ pub struct ReportGeneratorSpec {
     /// What to report on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<ReportParameters>,
-    /// When PERIODIC reports run: CronJob-style knobs.
+    /// When PERIODIC reports run: CronJob-style knobs. A knob the backend type cannot honour
+    /// is refused with Ready=False reason UnsupportedSetting (RDE: all but the history limits;
+    /// CMP: the same on ON_INVOICE and ONETIME generators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
     /// Labels and annotations for each report's Secret.
@@ -95,7 +97,8 @@ pub struct ReportGeneratorSpec {
 pub struct ReportParameters {
     /// ONETIME: first instant covered (RFC 3339); required except on FUSION, whose reports are
     /// snapshots of the data when they are taken. PERIODIC: optional backfill start; every
-    /// window from this date on gets a report (not on FUSION, which cannot report on the past).
+    /// window from this date on gets a report (not on FUSION, which cannot report on the past,
+    /// nor on RDE: a template cannot backfill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_date: Option<DateTime<Utc>>,
     /// ONETIME: last instant covered (RFC 3339), e.g. `2018-10-10T23:59:59Z`.
@@ -274,8 +277,9 @@ pub struct ReportGeneratorStatus {
     /// (PERIODIC and ON_INVOICE: the newest finished report, by window end then completion
     /// time, FAILED; Ready again once a newer one is READY), BackendNotFound, BackendNotReady,
     /// BackendError, UnsupportedEventType, UnsupportedFormat, UnsupportedPeriod,
-    /// UnsupportedSetting (a setting the backend cannot honour, named in the message, e.g.
-    /// `UnsupportedSetting: parameters.startDate on FUSION`), InvalidParameters, InvalidSchedule, BackfillTooLong, FileConflict, Rejected, and
+    /// InvalidParameters, InvalidSchedule, BackfillTooLong, UnsupportedSetting (a setting the
+    /// backend type cannot honour: the message names the field, the type and what to do, e.g.
+    /// `parameters.startDate on FUSION`), FileConflict, Rejected, and
     /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
     /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
     /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see
@@ -291,6 +295,15 @@ pub struct ReportGeneratorStatus {
     /// is recorded; if found set, the template is looked up before it is created again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_pending_since: Option<DateTime<Utc>>,
+    /// RDE: the settings the template in `externalId` was made with, as sent to the platform
+    /// (commonName, eventType, format, notifyByEmail, parameters). The platform cannot update
+    /// a template, so when the spec no longer matches them a new template replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_settings: Option<String>,
+    /// RDE: templates replaced by a newer one after an edit. Their reports are still mirrored;
+    /// each is deleted on the platform once none of its reports is in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_templates: Vec<String>,
     /// When the next report is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_report_date: Option<DateTime<Utc>>,

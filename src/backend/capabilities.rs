@@ -3,7 +3,7 @@
 
 use super::ratelimit::DefaultLimits;
 use super::{BackendError, ReportRequest, cmp, connect, fusion, rde, supplier};
-use crate::api::{BackendType, EventType, Period, ReportFormat, ReportParameters};
+use crate::api::{BackendType, EventType, Period, ReportFormat, ReportGeneratorSpec, ReportParameters};
 
 /// What a backend type can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +67,184 @@ pub fn missing_parameter(type_: BackendType, params: &ReportParameters) -> Optio
     }
 }
 
+/// A ReportGenerator setting that a backend type may be unable to honour. Each backend type
+/// lists the ones it refuses ([`Refusal`]); the controller refuses a generator that asks for
+/// one with Ready=False `UnsupportedSetting`, so that no setting is accepted and then ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Suspend,
+    Cron,
+    TimeZone,
+    StartingDeadline,
+    ConcurrencyPolicy,
+    CatchUpPolicy,
+    /// The run-now annotation, with a value not acted on yet.
+    RunNow,
+    StartDate,
+    EndDate,
+    Period,
+    CustomizationName,
+    Template,
+    Values,
+    ReportType,
+    Filters,
+    Organizations,
+    Scope,
+    Dataset,
+    DateParameter,
+    /// `notifyByEmail: true`: only RDE can e-mail a report.
+    NotifyByEmail,
+}
+
+/// Every schedule knob but the history limits (which the operator applies to the ReportFiles
+/// of every type): what a type whose platform schedules refuses.
+pub const SCHEDULE_KNOBS: [Setting; 7] = [
+    Setting::Suspend,
+    Setting::Cron,
+    Setting::TimeZone,
+    Setting::StartingDeadline,
+    Setting::ConcurrencyPolicy,
+    Setting::CatchUpPolicy,
+    Setting::RunNow,
+];
+
+impl Setting {
+    /// The field as a user writes it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Setting::Suspend => "schedule.suspend",
+            Setting::Cron => "schedule.cron",
+            Setting::TimeZone => "schedule.timeZone",
+            Setting::StartingDeadline => "schedule.startingDeadlineSeconds",
+            Setting::ConcurrencyPolicy => "schedule.concurrencyPolicy",
+            Setting::CatchUpPolicy => "schedule.catchUpPolicy",
+            Setting::RunNow => "annotation reporting.report-operator.io/run-now",
+            Setting::StartDate => "parameters.startDate",
+            Setting::EndDate => "parameters.endDate",
+            Setting::Period => "parameters.period",
+            Setting::CustomizationName => "parameters.customizationName",
+            Setting::Template => "parameters.template",
+            Setting::Values => "parameters.values",
+            Setting::ReportType => "parameters.reportType",
+            Setting::Filters => "parameters.filters",
+            Setting::Organizations => "parameters.organizations",
+            Setting::Scope => "parameters.scope",
+            Setting::Dataset => "parameters.dataset",
+            Setting::DateParameter => "parameters.dateParameter",
+            Setting::NotifyByEmail => "notifyByEmail",
+        }
+    }
+
+    /// Whether `spec` asks for something with this setting: `suspend: false` and a time zone
+    /// of UTC (the default) ask for nothing; a run-now value asks until it was acted on
+    /// (`last_run_now`).
+    pub fn asked(self, spec: &ReportGeneratorSpec, run_now: Option<&str>, last_run_now: Option<&str>) -> bool {
+        let sched = spec.schedule.as_ref();
+        let p = spec.parameters.as_ref();
+        match self {
+            Setting::Suspend => sched.and_then(|s| s.suspend) == Some(true),
+            Setting::Cron => sched.is_some_and(|s| s.cron.is_some()),
+            Setting::TimeZone => sched.and_then(|s| s.time_zone.as_deref()).is_some_and(|z| !matches!(z, "UTC" | "Etc/UTC")),
+            Setting::StartingDeadline => sched.is_some_and(|s| s.starting_deadline_seconds.is_some()),
+            Setting::ConcurrencyPolicy => sched.is_some_and(|s| s.concurrency_policy.is_some()),
+            Setting::CatchUpPolicy => sched.is_some_and(|s| s.catch_up_policy.is_some()),
+            Setting::RunNow => run_now.is_some_and(|v| Some(v) != last_run_now),
+            Setting::StartDate => p.is_some_and(|p| p.start_date.is_some()),
+            Setting::EndDate => p.is_some_and(|p| p.end_date.is_some()),
+            Setting::Period => p.is_some_and(|p| p.period.is_some()),
+            Setting::CustomizationName => p.is_some_and(|p| p.customization_name.is_some()),
+            Setting::Template => p.is_some_and(|p| p.template.is_some()),
+            Setting::Values => p.is_some_and(|p| p.values.is_some()),
+            Setting::ReportType => p.is_some_and(|p| p.report_type.is_some()),
+            Setting::Filters => p.is_some_and(|p| p.filters.is_some()),
+            Setting::Organizations => p.is_some_and(|p| p.organizations.is_some()),
+            Setting::Scope => p.is_some_and(|p| p.scope.is_some()),
+            Setting::Dataset => p.is_some_and(|p| p.dataset.is_some()),
+            Setting::DateParameter => p.is_some_and(|p| p.date_parameter.is_some()),
+            Setting::NotifyByEmail => spec.notify_by_email == Some(true),
+        }
+    }
+}
+
+/// Settings a backend type refuses for some event types, and what to do instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub settings: &'static [Setting],
+    pub event_types: &'static [EventType],
+    /// Why the type cannot honour them, and what to do instead.
+    pub why: &'static str,
+}
+
+/// What each backend type refuses.
+fn refusals(type_: BackendType) -> &'static [Refusal] {
+    match type_ {
+        BackendType::Rde => rde::REFUSED,
+        BackendType::Cmp => cmp::REFUSED,
+        BackendType::Connect => connect::REFUSED,
+        BackendType::Fusion => fusion::REFUSED,
+        BackendType::Supplier => supplier::REFUSED,
+    }
+}
+
+/// What every type whose reports the operator requests refuses on a ONETIME generator: it is
+/// requested once, so schedule settings and a period mean nothing.
+pub const ONETIME_REFUSALS: [Refusal; 2] = [
+    Refusal {
+        settings: &SCHEDULE_KNOBS,
+        event_types: &[EventType::Onetime],
+        why: "a ONETIME report is requested once, as soon as the generator is made; schedule settings apply to PERIODIC \
+generators; remove the setting",
+    },
+    Refusal {
+        settings: &[Setting::Period],
+        event_types: &[EventType::Onetime],
+        why: "a ONETIME report covers parameters.startDate to endDate; remove parameters.period",
+    },
+];
+
+/// Every event type, for refusals that hold whatever the generator does.
+pub const ALL_EVENT_TYPES: &[EventType] = &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice];
+
+/// The first setting of `spec` (with the run-now annotation's value, and the last value acted
+/// on) that a backend of `type_` cannot honour, as a condition message that names the field,
+/// the type and what to do; `None` when it honours them all.
+pub fn unsupported_setting(type_: BackendType, spec: &ReportGeneratorSpec, run_now: Option<&str>, last_run_now: Option<&str>) -> Option<String> {
+    refusals(type_).iter().filter(|r| r.event_types.contains(&spec.event_type)).find_map(|r| {
+        let setting = r.settings.iter().find(|s| s.asked(spec, run_now, last_run_now))?;
+        Some(format!("{} on {} {}: {}", setting.field(), type_.as_str(), event_type_name(spec.event_type), r.why))
+    })
+}
+
+fn event_type_name(e: EventType) -> &'static str {
+    match e {
+        EventType::Onetime => "ONETIME",
+        EventType::Periodic => "PERIODIC",
+        EventType::OnInvoice => "ON_INVOICE",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_setting_is_named_as_written_with_its_type() {
+        assert!(Setting::RunNow.field().ends_with(crate::api::ANNOTATION_RUN_NOW));
+        let spec: ReportGeneratorSpec = serde_json::from_value(serde_json::json!({
+            "backendRef": {"name": "b"}, "commonName": "x", "eventType": "PERIODIC", "format": "JSON",
+            "parameters": {"period": "P1D"}, "schedule": {"suspend": true}})).expect("spec");
+        let message = unsupported_setting(BackendType::Rde, &spec, None, None).expect("refused");
+        assert!(message.starts_with("schedule.suspend on RDE PERIODIC: "), "{message}");
+        // The types the operator schedules honour it.
+        for type_ in [BackendType::Cmp, BackendType::Connect, BackendType::Fusion, BackendType::Supplier] {
+            assert_eq!(unsupported_setting(type_, &spec, None, None), None, "{type_:?}");
+        }
+        // A run-now value asks until it is the one acted on.
+        let plain: ReportGeneratorSpec = serde_json::from_value(serde_json::json!({
+            "backendRef": {"name": "b"}, "commonName": "x", "eventType": "PERIODIC", "format": "JSON", "parameters": {"period": "P1D"}})).expect("spec");
+        assert!(unsupported_setting(BackendType::Rde, &plain, Some("2"), Some("1")).is_some());
+        assert_eq!(unsupported_setting(BackendType::Rde, &plain, Some("1"), Some("1")), None);
+    }
 
     #[test]
     fn each_type_names_the_parameter_it_lacks() {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 
+use super::capabilities::{Refusal, Setting};
 use super::auth::{BearerAuth, Credentials, Secret, StaticHeaders, TokenSource, Tokens, token_refused};
 use super::http::{Auth, Body, Call, HttpClient, secret_header};
 use super::{
@@ -74,6 +75,44 @@ impl TokenSource for CmpTokenSource {
         Ok(Tokens::expiring(Secret::new(answer.token), answer.expires_in_seconds.map(Duration::from_secs), None))
     }
 }
+
+/// The settings CMP cannot honour: the platform makes invoice reports itself (the operator
+/// only mirrors them, by name), and a ONETIME report is made once, at once. See
+/// [`super::unsupported_setting`].
+pub(super) const REFUSED: &[Refusal] = &[
+    Refusal {
+        settings: &super::capabilities::SCHEDULE_KNOBS,
+        event_types: &[EventType::OnInvoice],
+        why: "the platform makes a report when an invoice appears and the operator only mirrors it, so there is nothing to \
+schedule; remove the setting (the history limits apply)",
+    },
+    Refusal {
+        settings: &[Setting::StartDate, Setting::EndDate, Setting::Period, Setting::CustomizationName],
+        event_types: &[EventType::OnInvoice],
+        why: "invoice reports are made by the platform for each invoice and found by commonName alone; remove it",
+    },
+    super::capabilities::ONETIME_REFUSALS[0],
+    super::capabilities::ONETIME_REFUSALS[1],
+    Refusal {
+        settings: &[
+            Setting::Template,
+            Setting::Values,
+            Setting::DateParameter,
+            Setting::ReportType,
+            Setting::Filters,
+            Setting::Organizations,
+            Setting::Scope,
+            Setting::Dataset,
+        ],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "a CMP report request has no such parameter (it belongs to another backend type); remove it",
+    },
+    Refusal {
+        settings: &[Setting::NotifyByEmail],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "the SimpleAPI cannot e-mail a report (only RDE can); remove notifyByEmail",
+    },
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +191,7 @@ impl CmpReport {
             end_date: self.end_date,
             generate_date: self.creation_date,
             file_name,
+            format: self.format.as_deref().and_then(ReportFormat::parse),
             download,
             next_report_date: None,
         }
@@ -224,6 +264,7 @@ impl CmpBackend {
         to: DateTime<Utc>,
         name: Option<&str>,
         type_: Option<&str>,
+        format: Option<ReportFormat>,
         op: &'static str,
     ) -> Result<Vec<CmpReport>, BackendError> {
         let mut url = self.http.url("/reports");
@@ -232,6 +273,9 @@ impl CmpBackend {
             q.append_pair("from", &day(from)).append_pair("to", &day(to));
             if let Some(name) = name {
                 q.append_pair("name", name);
+            }
+            if let Some(format) = format {
+                q.append_pair("format", format.lower());
             }
             if let Some(t) = type_ {
                 q.append_pair("type", t);
@@ -254,7 +298,7 @@ impl ReportingBackend for CmpBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         let today = Utc::now();
-        self.reports(today, today, None, None, "probe").await.map(drop)
+        self.reports(today, today, None, None, None, "probe").await.map(drop)
     }
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
@@ -283,7 +327,7 @@ impl ReportingBackend for CmpBackend {
         let now = Utc::now();
         let from = start.min(now - chrono::Duration::days(2));
         let to = end.max(now + chrono::Duration::days(1));
-        let reports = self.reports(from, to, Some(&req.name), None, "find").await?;
+        let reports = self.reports(from, to, Some(&req.name), None, None, "find").await?;
         let found = reports
             .into_iter()
             .filter(|r| r.matches(req) && !r.id.as_ref().is_some_and(|id| taken.contains(id)))
@@ -306,10 +350,13 @@ impl ReportingBackend for CmpBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
         let to = query.to.unwrap_or_else(Utc::now);
         let from = query.from.unwrap_or(to - chrono::Duration::days(31));
-        let reports = self.reports(from, to, query.name.as_deref(), query.event_type.map(report_type), "list").await?;
+        let reports = self.reports(from, to, query.name.as_deref(), query.event_type.map(report_type), query.format, "list").await?;
+        // The filters again: a gateway that ignores a query parameter must not widen the list.
+        let format_ok = |r: &CmpReport| query.format.is_none_or(|f| r.format.as_deref().is_none_or(|rf| rf.eq_ignore_ascii_case(f.lower())));
         Ok(reports
             .into_iter()
             .filter(|r| query.name.as_deref().is_none_or(|n| r.name.as_deref() == Some(n)))
+            .filter(format_ok)
             .map(CmpReport::into_remote)
             .collect())
     }

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::auth::{Credentials, StaticHeaders, rfc3986};
 use super::body::MAX_INLINE_BYTES;
 use super::http::{Call, HttpClient, secret_header};
+use super::capabilities::{Refusal, Setting};
 use super::{
     BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     create_in_slot, de_time, seg, settle_find, track, url_expiry,
@@ -36,6 +37,29 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     polls_by_organization: false,
     limits: DefaultLimits::NONE,
 };
+
+/// What a CONNECT generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
+pub(super) const REFUSED: &[Refusal] = &[
+    super::capabilities::ONETIME_REFUSALS[0],
+    super::capabilities::ONETIME_REFUSALS[1],
+    Refusal {
+        settings: &[
+            Setting::CustomizationName,
+            Setting::ReportType,
+            Setting::Filters,
+            Setting::Organizations,
+            Setting::Scope,
+            Setting::Dataset,
+        ],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "a Connect report request has no such parameter (it belongs to another backend type); remove it",
+    },
+    Refusal {
+        settings: &[Setting::NotifyByEmail],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "Connect cannot e-mail a report (only RDE can); remove notifyByEmail",
+    },
+];
 
 /// What a Connect download is: a ZIP holding the report as `report.<ext>` and its
 /// `summary.json` (the report's name, template, renderer and parameters).

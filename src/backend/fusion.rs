@@ -24,6 +24,7 @@ use serde_json::json;
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
 use super::body::{MAX_INLINE_BASE64_ANSWER_BYTES, MAX_INLINE_BYTES};
 use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
+use super::capabilities::{Refusal, Setting};
 use super::{
     BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     known_download, seg,
@@ -41,6 +42,30 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     polls_by_organization: false,
     limits: DefaultLimits::NONE,
 };
+
+/// What a FUSION generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
+pub(super) const REFUSED: &[Refusal] = &[
+    super::capabilities::ONETIME_REFUSALS[0],
+    super::capabilities::ONETIME_REFUSALS[1],
+    Refusal {
+        settings: &[
+            Setting::CustomizationName,
+            Setting::Template,
+            Setting::DateParameter,
+            Setting::Values,
+            Setting::ReportType,
+            Setting::Filters,
+            Setting::Organizations,
+        ],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "a Fusion report request has no such parameter (it belongs to another backend type); remove it",
+    },
+    Refusal {
+        settings: &[Setting::NotifyByEmail],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "Fusion cannot e-mail a report (only RDE can); remove notifyByEmail",
+    },
+];
 
 pub struct FusionBackend {
     http: HttpClient,

@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use crate::api::{self, BackendType, EventType, ReportFormat};
 
 pub use body::{MAX_ERROR_BODY_BYTES, MAX_INLINE_BYTES, MAX_JSON_BYTES};
-pub use capabilities::{Capabilities, missing_parameter};
+pub use capabilities::{Capabilities, Refusal, Setting, missing_parameter, unsupported_setting};
 pub use error::{BackendError, ErrorAction, redact_url};
 pub use http::{ClientOptions, RetryPolicy};
 pub use policy::{Denial, IpNet, OutboundPolicy};
@@ -110,6 +110,9 @@ pub struct RemoteReport {
     pub end_date: Option<DateTime<Utc>>,
     pub generate_date: Option<DateTime<Utc>>,
     pub file_name: Option<String>,
+    /// The format the backend made the report in, where it says (RDE, CMP): a mirrored
+    /// ReportFile describes the report, not the generator.
+    pub format: Option<ReportFormat>,
     /// Set when READY and the API gave it already (CMP downloadUrl, RDE filePath, FUSION file).
     pub download: Option<Download>,
     /// RDE templates: when the platform makes the next report.
@@ -127,6 +130,7 @@ impl RemoteReport {
             end_date: None,
             generate_date: None,
             file_name: None,
+            format: None,
             download: None,
             next_report_date: None,
         }
@@ -164,6 +168,9 @@ pub struct ListQuery {
     pub name: Option<String>,
     /// CMP: the report type (ON_INVOICE for invoice reports).
     pub event_type: Option<EventType>,
+    /// CMP: only reports in this format (the generator's: its `format` is honoured, not
+    /// ignored).
+    pub format: Option<ReportFormat>,
     /// CMP (required): the first and last day of the period asked about.
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

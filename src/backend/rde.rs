@@ -31,6 +31,59 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     limits: DefaultLimits::NONE,
 };
 
+use super::capabilities::{Refusal, Setting};
+
+/// The settings an RDE platform cannot honour (seed 000 documents no suspend flag, no update
+/// of a template's schedule and no call that runs a template now): see
+/// [`super::unsupported_setting`].
+pub(super) const REFUSED: &[Refusal] = &[
+    Refusal {
+        settings: &[Setting::Suspend],
+        event_types: ALL_EVENTS,
+        why: "an RDEReportTemplate has no suspend flag, so the platform would go on making reports; remove schedule.suspend, \
+or delete the generator to stop its reports (its template is deleted with it)",
+    },
+    Refusal {
+        settings: &[Setting::RunNow],
+        event_types: ALL_EVENTS,
+        why: "the platform has no call that runs a template now (its periodic task runs on its own); remove the annotation",
+    },
+    Refusal {
+        settings: &[Setting::Cron, Setting::TimeZone, Setting::StartingDeadline, Setting::ConcurrencyPolicy, Setting::CatchUpPolicy],
+        event_types: ALL_EVENTS,
+        why: "the platform runs a template's reports on its own schedule (PERIODIC: once a day or month, each on the UTC day or \
+month before) and takes no schedule settings; remove the setting",
+    },
+    Refusal {
+        settings: &[Setting::StartDate, Setting::EndDate],
+        event_types: &[EventType::Periodic, EventType::OnInvoice],
+        why: "a template reports on the periods after it is made and cannot backfill; remove the date, and make a ONETIME \
+generator for earlier dates",
+    },
+    Refusal {
+        settings: &[Setting::Period],
+        event_types: &[EventType::Onetime, EventType::OnInvoice],
+        why: "only a PERIODIC template has a period; remove it",
+    },
+    Refusal {
+        settings: &[
+            Setting::CustomizationName,
+            Setting::Template,
+            Setting::Values,
+            Setting::ReportType,
+            Setting::Filters,
+            Setting::Organizations,
+            Setting::Scope,
+            Setting::Dataset,
+            Setting::DateParameter,
+        ],
+        event_types: ALL_EVENTS,
+        why: "an RDEReportTemplate has no such parameter (it belongs to another backend type); remove it",
+    },
+];
+
+const ALL_EVENTS: &[EventType] = &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice];
+
 pub struct RdeBackend {
     http: HttpClient,
     auth: OAuth1,
@@ -116,6 +169,25 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The template `req` makes, as sent to the platform (without its APS type).
+fn template_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
+    Ok(json!({
+        "commonName": req.name,
+        "eventType": event_type_name(req.event_type),
+        "format": req.format.upper(),
+        "notifyByEmail": req.notify_by_email,
+        "parameters": RdeBackend::parameters(req)?,
+    }))
+}
+
+/// The settings of the template `req` makes, as one string to keep in the generator's status:
+/// the platform documents no update of a template (seed 000 has only POST and DELETE), so a
+/// generator whose settings changed gets a new template. Everything sent is in it, so that no
+/// edit of the template's fields goes unseen.
+pub fn template_settings(req: &ReportRequest) -> Result<String, BackendError> {
+    Ok(template_body(req)?.to_string())
+}
+
 impl RdeBackend {
     pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
         let auth = OAuth1::new(creds.required("consumerKey")?, creds.required("consumerSecret")?);
@@ -199,6 +271,7 @@ impl RdeBackend {
             start_date: params.start_date,
             end_date: params.end_date,
             generate_date: r.generate_date,
+            format: r.format.as_deref().and_then(ReportFormat::parse),
             file_name: r.file_path.as_deref().and_then(|p| p.rsplit('/').next()).filter(|n| !n.is_empty()).map(|n| {
                 n.split('?').next().unwrap_or(n).to_string()
             }),
@@ -226,14 +299,8 @@ impl ReportingBackend for RdeBackend {
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         CAPABILITIES.check(BackendType::Rde, req)?;
-        let body = json!({
-            "aps": {"type": self.template_type},
-            "commonName": req.name,
-            "eventType": event_type_name(req.event_type),
-            "format": req.format.upper(),
-            "notifyByEmail": req.notify_by_email,
-            "parameters": Self::parameters(req)?,
-        });
+        let mut body = template_body(req)?;
+        body["aps"] = json!({"type": self.template_type});
         let response = self.http.send(&Call::create(self.http.url("/aps/2/resources"), "create", body), &self.auth).await?;
         let template: ApsResource = response.json("created template")?;
         Ok(self.remote(template))

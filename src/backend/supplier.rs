@@ -24,6 +24,7 @@ use serde_json::json;
 
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
 use super::http::{Body, Call, HttpClient, NoAuth, parse_base_url};
+use super::capabilities::{Refusal, Setting};
 use super::{
     BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
     create_in_slot, parse_time, seg, settle_find, track, url_expiry,
@@ -53,6 +54,29 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
         max_in_flight: Some(6),
     },
 };
+
+/// What a SUPPLIER generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
+pub(super) const REFUSED: &[Refusal] = &[
+    super::capabilities::ONETIME_REFUSALS[0],
+    super::capabilities::ONETIME_REFUSALS[1],
+    Refusal {
+        settings: &[
+            Setting::CustomizationName,
+            Setting::Template,
+            Setting::DateParameter,
+            Setting::Values,
+            Setting::Scope,
+            Setting::Dataset,
+        ],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "a supplier report request has no such parameter (it belongs to another backend type); remove it",
+    },
+    Refusal {
+        settings: &[Setting::NotifyByEmail],
+        event_types: super::capabilities::ALL_EVENT_TYPES,
+        why: "the supplier API cannot e-mail a report (only RDE can); remove notifyByEmail",
+    },
+];
 
 const DEFAULT_SCOPE: &str = "solutions.suppliers.reports";
 /// Page size of report listings (the API's page_size).

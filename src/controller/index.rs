@@ -194,24 +194,25 @@ impl Index {
         })
     }
 
-    /// The same for ReportGenerators (RDE templates): the id in status.
+    /// The same for ReportGenerators (RDE templates): the id in status, and the replaced
+    /// templates not deleted yet (deleted by their generator soon: never to be adopted).
     pub fn ids_taken_by_generators(&self, rb: &ReportBackend, me_uid: Option<&str>) -> HashSet<String> {
         self.ids_taken(rb, me_uid, |b| self.generators_of_backend(b.0, b.1), |g: &ReportGenerator| {
-            g.status.as_ref().and_then(|s| s.external_id.clone())
+            g.status.as_ref().map(|s| s.external_id.iter().chain(&s.retired_templates).cloned().collect::<Vec<_>>()).unwrap_or_default()
         })
     }
 
-    fn ids_taken<K: Resource>(
+    fn ids_taken<K: Resource, I: IntoIterator<Item = String>>(
         &self,
         rb: &ReportBackend,
         me_uid: Option<&str>,
         users: impl Fn((&str, &str)) -> Vec<Arc<K>>,
-        holds: impl Fn(&K) -> Option<String>,
+        holds: impl Fn(&K) -> I,
     ) -> HashSet<String> {
         let mut taken = HashSet::new();
         for backend in self.backends_on_api_of(rb) {
             let (Some(namespace), Some(name)) = (backend.meta().namespace.as_deref(), backend.meta().name.as_deref()) else { continue };
-            taken.extend(users((namespace, name)).iter().filter(|o| o.meta().uid.as_deref() != me_uid).filter_map(|o| holds(o)));
+            taken.extend(users((namespace, name)).iter().filter(|o| o.meta().uid.as_deref() != me_uid).flat_map(|o| holds(o)));
         }
         taken
     }

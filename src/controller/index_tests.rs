@@ -215,6 +215,11 @@ fn ids_taken_are_those_held_on_the_same_api_by_others() {
     f.generator(Event::Apply(generator("a", "g-none", "rb", None)));
     f.generator(Event::Apply(generator("a", "g-other", "elsewhere", Some("t2"))));
     assert_eq!(sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))), ["t1"]);
+    // A template the twin replaced and has not deleted yet is taken too.
+    let mut replaced = generator("b", "g-twin", "twin", Some("t1"));
+    replaced.status.get_or_insert_default().retired_templates = vec!["t1-old".into()];
+    f.generator(Event::Apply(replaced));
+    assert_eq!(sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))), ["t1", "t1-old"]);
 
     // The twin moves to another API: its reports' ids are no longer in the way.
     f.backend(Event::Apply(backend("b", "twin", "SUPPLIER", "http://moved", None)));

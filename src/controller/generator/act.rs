@@ -16,7 +16,7 @@ use super::decide::{self, MIRROR_INTERVAL, PeriodicPass};
 use super::files::{Ensured, FileConflict, PlannedFile, ensure_file};
 use super::pacing;
 use crate::api::{BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, label_value};
-use crate::backend::{ListQuery, ReportingBackend};
+use crate::backend::{ListQuery, RemoteReport, ReportingBackend};
 use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
@@ -127,21 +127,36 @@ pub struct Mirror<'a> {
     pub rb: &'a ReportBackend,
     pub backend: &'a dyn ReportingBackend,
     pub owned: &'a [Arc<ReportFile>],
+    /// ReportFiles created earlier in this pass (RDE: from a replaced template), which the
+    /// cache may not hold yet.
+    pub mirrored_now: &'a [PlannedFile],
 }
 
 impl Mirror<'_> {
     /// Mirrors each report `query` lists into a ReportFile named after its id, exactly once.
     pub async fn once(&self, query: &ListQuery, status: &mut ReportGeneratorStatus) -> Result<Outcome, Error> {
-        let Mirror { ctx, g, rb, backend, owned } = *self;
+        let Mirror { ctx, rb, backend, .. } = *self;
         let type_ = rb.spec.type_.as_str();
         let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
             Ok(r) => r,
             Err(e) => return Ok(decide::backend_failed(type_, "list", &e)),
         };
+        let (outcome, _) = self.listed(&remote, query.template_id.as_deref(), status).await?;
+        Ok(outcome)
+    }
+
+    /// Mirrors the reports `remote` that (RDE) `template` made; also returns the ReportFiles
+    /// created.
+    pub async fn listed(&self, remote: &[RemoteReport], template: Option<&str>, status: &mut ReportGeneratorStatus) -> Result<(Outcome, Vec<PlannedFile>), Error> {
+        let Mirror { ctx, g, owned, mirrored_now, .. } = *self;
         let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
-        for (report, file) in decide::to_mirror(g, &remote, owned, status.last_mirrored_time) {
-            match ensure_file(ctx, g, file, status, Utc::now()).await? {
-                Ensured::Done => mirrored.extend(report.generate_date),
+        let mut created = Vec::new();
+        for (report, file) in decide::to_mirror(g, remote, owned, status.last_mirrored_time, template, mirrored_now) {
+            match ensure_file(ctx, g, file.clone(), status, Utc::now()).await? {
+                Ensured::Done => {
+                    created.push(file);
+                    mirrored.extend(report.generate_date);
+                }
                 Ensured::Conflict(c) => {
                     blocked.extend(report.generate_date);
                     conflict.get_or_insert(c);
@@ -150,9 +165,9 @@ impl Mirror<'_> {
         }
         status.last_mirrored_time = decide::mirror_mark(status.last_mirrored_time, &mirrored, &blocked);
         if let Some(c) = conflict {
-            return Ok(decide::file_conflict(c));
+            return Ok((decide::file_conflict(c), created));
         }
-        Ok(Outcome::working(if remote.is_empty() { Some(self.waits(status, Utc::now()).0) } else { None }))
+        Ok((Outcome::working(if remote.is_empty() { Some(self.waits(status, Utc::now()).0) } else { None }), created))
     }
 
     /// Mirrors, prunes the history, and lists again after the steady interval at the latest.

@@ -11,11 +11,12 @@ use kube::ResourceExt;
 
 use super::dates::{takes_snapshots, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
+pub use super::mirror::{TemplateStep, mirror_mark, retired_template_done, template_step, to_mirror};
 use crate::api::{
     ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
     ReportGeneratorStatus, ReportParameters, find_condition,
 };
-use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery, RemoteReport};
+use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery};
 use crate::controller::conditions::{Cond, from_k8s_time};
 use crate::controller::outcome::Outcome;
 use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
@@ -57,6 +58,11 @@ pub enum Start {
 /// and periods, the parameters each type needs), then what to do.
 pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Start, Outcome> {
     validate(g, rb, caps)?;
+    // A setting the backend type cannot honour is refused rather than ignored.
+    let run_now = g.annotations().get(ANNOTATION_RUN_NOW).map(String::as_str);
+    if let Some(message) = crate::backend::unsupported_setting(rb.spec.type_, &g.spec, run_now, status.last_run_now.as_deref()) {
+        return Err(Outcome::invalid("UnsupportedSetting", message));
+    }
     if caps.platform_scheduled {
         return Ok(Start::PlatformScheduled);
     }
@@ -78,6 +84,7 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
             Start::Mirror(ListQuery {
                 name: Some(g.spec.common_name.clone()),
                 event_type: Some(EventType::OnInvoice),
+                format: Some(g.spec.format),
                 from: Some(status.last_mirrored_time.unwrap_or(created)),
                 to: Some(now),
                 ..Default::default()
@@ -458,46 +465,6 @@ pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed:
         out.extend(of_state.into_iter().skip(keep).map(|rf| rf.name_any()));
     }
     out
-}
-
-/// The reports the backend made that are not mirrored yet: not held by one of `owned`, and
-/// not older than the newest mirrored one (those were mirrored before and since pruned).
-pub fn to_mirror<'a>(g: &ReportGenerator, remote: &'a [RemoteReport], owned: &[Arc<ReportFile>], mark: Option<DateTime<Utc>>) -> Vec<(&'a RemoteReport, PlannedFile)> {
-    remote
-        .iter()
-        .filter(|report| !owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())))
-        .filter(|report| !matches!((report.generate_date, mark), (Some(t), Some(m)) if t < m))
-        .map(|report| {
-            let file = PlannedFile {
-                name: super::files::mirrored_file_name(&g.name_any(), &report.id),
-                parameters: mirrored_parameters(g, report),
-                organization: None,
-                external_id: Some(report.id.clone()),
-            };
-            (report, file)
-        })
-        .collect()
-}
-
-/// The parameters of a mirrored report: the backend's period where it says, else the
-/// generator's.
-fn mirrored_parameters(g: &ReportGenerator, remote: &RemoteReport) -> ReportParameters {
-    let mut params = g.spec.parameters.clone().unwrap_or_default();
-    if remote.start_date.is_some() {
-        params.start_date = remote.start_date;
-    }
-    if remote.end_date.is_some() {
-        params.end_date = remote.end_date;
-    }
-    params
-}
-
-/// The new `status.lastMirroredTime`: the newest generation time of the reports mirrored, but
-/// not at or past one whose file name is taken (`blocked`): that report is not mirrored yet,
-/// and a mark past it would skip it for good.
-pub fn mirror_mark(old: Option<DateTime<Utc>>, mirrored: &[DateTime<Utc>], blocked: &[DateTime<Utc>]) -> Option<DateTime<Utc>> {
-    let limit = blocked.iter().min();
-    mirrored.iter().filter(|t| limit.is_none_or(|l| *t < l)).copied().chain(old).max()
 }
 
 #[cfg(test)]

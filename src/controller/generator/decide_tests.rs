@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::api::{BackendType, ReportFileStatus};
+use crate::backend::RemoteReport;
 use crate::controller::registry::NotReady;
 use kube::runtime::events::EventType as K8sEvent;
 
@@ -42,6 +43,39 @@ fn periodic(extra: Value) -> ReportGenerator {
     let mut spec = json!({"eventType": "PERIODIC", "parameters": {"startDate": null, "endDate": null, "period": "P1D"}});
     merge(&mut spec, extra);
     generator(spec)
+}
+
+/// A generator with `spec` merged over a valid ONETIME RDE or CMP one: without the other types'
+/// parameters, which those two refuse.
+/// `g` without the base's parameters (see [`generator`]) that a CONNECT, FUSION or SUPPLIER
+/// backend does not take, which it would refuse (`UnsupportedSetting`); a row that sets one of
+/// them to another value keeps it.
+fn for_type(g: &ReportGenerator, type_: Option<BackendType>) -> ReportGenerator {
+    let mut g = g.clone();
+    let Some(p) = g.spec.parameters.as_mut() else { return g };
+    let base_scope = || Some(serde_json::from_value(json!({"level": "tenant", "uuid": "u"})).expect("scope"));
+    let (template, report_type, scope) = match type_ {
+        Some(BackendType::Connect) => (false, true, true),
+        Some(BackendType::Fusion) => (true, true, false),
+        Some(BackendType::Supplier) => (true, false, true),
+        _ => return g,
+    };
+    if template && p.template.as_deref() == Some("RT-1") {
+        p.template = None;
+    }
+    if report_type && p.report_type.as_deref() == Some("REPORT_TYPE_TRIP_ACTIVITY") {
+        p.report_type = None;
+    }
+    if scope && p.scope == base_scope() {
+        p.scope = None;
+    }
+    g
+}
+
+fn own(spec: Value) -> ReportGenerator {
+    let mut base = json!({"parameters": {"template": null, "reportType": null, "scope": null}});
+    merge(&mut base, spec);
+    generator(base)
 }
 
 fn backend(type_: BackendType) -> ReportBackend {
@@ -98,6 +132,7 @@ fn pass(
     let previous = status.conditions.first().map(|c| c.reason.clone());
     let conflict = |name: &str, deleting| FileConflict { name: name.into(), deleting };
     let mut planned = None;
+    let g = &for_type(g, answer.as_ref().ok().copied());
     let outcome = match answer {
         Err(n) => Outcome::from(n),
         Ok(type_) => match start(g, &backend(type_), &caps(type_), status, now) {
@@ -133,6 +168,19 @@ fn not_ready() -> Result<BackendType, NotReady> {
     Err(NotReady::new("BackendNotReady", "ReportBackend \"b\" is not Ready: Unauthorized"))
 }
 
+/// A PERIODIC RDE generator with `extra` merged in.
+fn rde_periodic(extra: Value) -> ReportGenerator {
+    let mut spec = json!({"parameters": {"template": null, "reportType": null, "scope": null}});
+    merge(&mut spec, extra);
+    periodic(spec)
+}
+
+/// `g` with the run-now annotation set to `value`.
+fn run_now(mut g: ReportGenerator, value: &str) -> ReportGenerator {
+    g.metadata.annotations = Some([(ANNOTATION_RUN_NOW.to_string(), value.to_string())].into());
+    g
+}
+
 /// (situation, generator, backend, reports in progress, files, calls' result,
 ///  Ready status and reason, in the message, requeue in ms or "change", Warning Event)
 type Row = (&'static str, ReportGenerator, Result<BackendType, NotReady>, usize, Vec<Arc<ReportFile>>, Acted, (bool, &'static str), &'static str, &'static str, bool);
@@ -152,7 +200,7 @@ fn every_ready_reason_of_a_generator_is_reached() {
         ("backend not Ready: waits without a warning of its own", generator(json!({})), not_ready(), 0, none(), ok.clone(), (false, "BackendNotReady"), "Unauthorized", "30000", false),
         ("ON_INVOICE on CONNECT", generator(json!({"eventType": "ON_INVOICE"})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedEventType"), "eventType ON_INVOICE", "change", true),
         ("XLSX where only CSV is made", generator(json!({"format": "XLSX"})), Ok(Supplier), 0, none(), ok.clone(), (false, "UnsupportedFormat"), "support format CSV, not XLSX", "change", true),
-        ("weekly on RDE", periodic(json!({"parameters": {"period": "P1W"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedPeriod"), "period P1W", "change", true),
+        ("weekly on RDE", periodic(json!({"parameters": {"period": "P1W", "template": null, "reportType": null, "scope": null}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedPeriod"), "period P1W", "change", true),
         ("CONNECT without a template", generator(json!({"parameters": {"template": ""}})), Ok(Connect), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.template", "change", true),
         ("SUPPLIER without a report type", generator(json!({"parameters": {"reportType": null}})), Ok(Supplier), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.reportType", "change", true),
         ("FUSION without a scope", generator(json!({"parameters": {"scope": null}})), Ok(Fusion), 0, none(), ok.clone(), (false, "InvalidParameters"), "parameters.scope", "change", true),
@@ -183,17 +231,46 @@ fn every_ready_reason_of_a_generator_is_reached() {
         ("PERIODIC, a report in progress does not count yet", periodic(json!({})), Ok(Connect), 0,
             vec![dated("g-20261103", Failed, "2026-11-03T23:59:59Z", "2026-11-04T00:05:00Z"), file("g-20261104", Some(InProgress))],
             ok.clone(), (false, "LastReportFailed"), "0 READY, 1 in progress, 1 FAILED", "50400100", false),
-        ("ON_INVOICE, the latest invoice report FAILED", generator(json!({"eventType": "ON_INVOICE"})), Ok(Cmp), 0,
+        ("ON_INVOICE, the latest invoice report FAILED", own(json!({"eventType": "ON_INVOICE", "parameters": {"startDate": null, "endDate": null}})), Ok(Cmp), 0,
             vec![dated("g-a", Ready, "2026-10-31T23:59:59Z", "2026-11-01T01:00:00Z"), dated("g-b", Failed, "2026-11-30T23:59:59Z", "2026-11-01T00:00:00Z")],
             ok.clone(), (false, "LastReportFailed"), "\"g-b\"", "change", false),
         ("PERIODIC, 200 reports in progress", periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), Ok(Connect), 200, none(), ok.clone(), (true, "Throttled"), "at most 200 reports", "60000", true),
         ("PERIODIC, a window's name is taken", periodic(json!({"parameters": {"startDate": "2026-10-30T00:00:00Z"}})), Ok(Connect), 0, none(), Acted::Conflict { window: 1, deleting: false }, (false, "FileConflict"), "taken", "5000", true),
-        ("RDE, the platform answers 503", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(transient), (false, "BackendError"), "submit on RDE", "7000", false),
-        ("RDE, the platform refuses the template", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(refused), (false, "Rejected"), "bad template", "change", true),
-        ("RDE, the credentials stopped working", generator(json!({})), Ok(Rde), 0, none(), Acted::Failed(unauthorized), (false, "Unauthorized"), "401", "30000", false),
+        ("RDE, the platform answers 503", own(json!({})), Ok(Rde), 0, none(), Acted::Failed(transient), (false, "BackendError"), "submit on RDE", "7000", false),
+        ("RDE, the platform refuses the template", own(json!({})), Ok(Rde), 0, none(), Acted::Failed(refused), (false, "Rejected"), "bad template", "change", true),
+        ("RDE, the credentials stopped working", own(json!({})), Ok(Rde), 0, none(), Acted::Failed(unauthorized), (false, "Unauthorized"), "401", "30000", false),
+        // A setting the backend type cannot honour is refused, naming the field and the type.
+        ("RDE suspended", rde_periodic(json!({"schedule": {"suspend": true}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.suspend on RDE PERIODIC: an RDEReportTemplate has no suspend flag", "change", true),
+        ("RDE with a cron", rde_periodic(json!({"schedule": {"cron": "0 6 * * *"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.cron on RDE PERIODIC", "change", true),
+        ("RDE in another time zone", rde_periodic(json!({"schedule": {"timeZone": "Europe/Madrid"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.timeZone on RDE", "change", true),
+        ("RDE with a starting deadline", rde_periodic(json!({"schedule": {"startingDeadlineSeconds": 60}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.startingDeadlineSeconds on RDE", "change", true),
+        ("RDE with Forbid", rde_periodic(json!({"schedule": {"concurrencyPolicy": "Forbid"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.concurrencyPolicy on RDE", "change", true),
+        ("RDE with a catch-up policy", rde_periodic(json!({"schedule": {"catchUpPolicy": "Latest"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.catchUpPolicy on RDE", "change", true),
+        ("RDE asked to run now", run_now(rde_periodic(json!({})), "1"), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "annotation reporting.report-operator.io/run-now on RDE PERIODIC: the platform has no call", "change", true),
+        ("RDE PERIODIC with a backfill start", rde_periodic(json!({"parameters": {"startDate": "2026-10-01T00:00:00Z"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.startDate on RDE PERIODIC: a template reports on the periods after it is made", "change", true),
+        ("RDE ON_INVOICE with an end date", own(json!({"eventType": "ON_INVOICE", "parameters": {"startDate": null}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.endDate on RDE ON_INVOICE", "change", true),
+        ("RDE ONETIME with a period", own(json!({"parameters": {"period": "P1D"}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.period on RDE ONETIME", "change", true),
+        ("RDE ONETIME suspended", own(json!({"schedule": {"suspend": true}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.suspend on RDE ONETIME", "change", true),
+        ("RDE with another type's parameter", generator(json!({"parameters": {"reportType": null, "scope": null}})), Ok(Rde), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.template on RDE ONETIME: an RDEReportTemplate has no such parameter", "change", true),
+        ("CMP ON_INVOICE suspended", own(json!({"eventType": "ON_INVOICE", "parameters": {"startDate": null, "endDate": null}, "schedule": {"suspend": true}})), Ok(Cmp), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.suspend on CMP ON_INVOICE: the platform makes a report when an invoice appears", "change", true),
+        ("CMP ON_INVOICE with a customization", own(json!({"eventType": "ON_INVOICE", "parameters": {"startDate": null, "endDate": null, "customizationName": "c"}})), Ok(Cmp), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.customizationName on CMP ON_INVOICE", "change", true),
+        ("CMP ONETIME with a cron", own(json!({"schedule": {"cron": "@daily"}})), Ok(Cmp), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.cron on CMP ONETIME", "change", true),
+        ("CMP ONETIME with a period", own(json!({"parameters": {"period": "P1D"}})), Ok(Cmp), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.period on CMP ONETIME", "change", true),
+        ("CMP with another type's parameter", own(json!({"parameters": {"organizations": ["o"]}})), Ok(Cmp), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.organizations on CMP ONETIME", "change", true),
+        ("CONNECT with another type's parameter", generator(json!({"parameters": {"reportType": "REPORT_TYPE_OTHER"}})), Ok(Connect), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.reportType on CONNECT ONETIME: a Connect report request has no such parameter", "change", true),
+        ("FUSION asked to e-mail", generator(json!({"notifyByEmail": true})), Ok(Fusion), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "notifyByEmail on FUSION ONETIME", "change", true),
+        ("SUPPLIER ONETIME with a cron", generator(json!({"schedule": {"cron": "@daily"}})), Ok(Supplier), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "schedule.cron on SUPPLIER ONETIME", "change", true),
+        ("SUPPLIER with a Connect date parameter", generator(json!({"parameters": {"dateParameter": "period"}})), Ok(Supplier), 0, none(), ok.clone(), (false, "UnsupportedSetting"), "parameters.dateParameter on SUPPLIER ONETIME", "change", true),
+        // What a type honours is not refused.
+        ("RDE PERIODIC, suspend false, UTC, history limits", rde_periodic(json!({"schedule": {"suspend": false, "timeZone": "UTC", "successfulReportsHistoryLimit": 5}})), Ok(Rde), 0, none(), ok.clone(), (true, "Scheduled"), "", "change", false),
+        ("RDE run-now value acted on before is no request", run_now(rde_periodic(json!({})), "done"), Ok(Rde), 0, none(), ok.clone(), (true, "Scheduled"), "", "change", false),
+        ("CMP PERIODIC, every knob: the operator schedules", periodic(json!({"parameters": {"template": null, "reportType": null, "scope": null, "customizationName": "c"},
+            "schedule": {"suspend": true, "cron": "@daily", "timeZone": "Europe/Madrid", "concurrencyPolicy": "Forbid", "catchUpPolicy": "Latest", "startingDeadlineSeconds": 60}})),
+            Ok(Cmp), 0, none(), ok.clone(), (true, "Scheduled"), "", "change", false),
     ];
     for (situation, g, answer, active, files, acted, (ready, reason), needle, requeue, warned) in rows {
-        let (outcome, _) = pass(&g, answer, &mut ReportGeneratorStatus::default(), active, &files, acted);
+        let mut status = ReportGeneratorStatus { last_run_now: Some("done".into()), ..Default::default() };
+        let (outcome, _) = pass(&g, answer, &mut status, active, &files, acted);
         let cond = outcome.ready.clone().expect("a concluded outcome has a Ready condition");
         assert_eq!((cond.status, cond.reason), (ready, reason), "{situation}");
         assert!(cond.message.contains(needle), "{situation}: {:?} lacks {needle:?}", cond.message);
@@ -268,7 +345,7 @@ fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
 fn fusion_takes_snapshots_never_backfilled_windows() {
     let now = t(NOW);
     // ONETIME without dates: one snapshot, named as one.
-    let g = generator(json!({"parameters": {"startDate": null, "endDate": null}}));
+    let g = for_type(&generator(json!({"parameters": {"startDate": null, "endDate": null}})), Some(BackendType::Fusion));
     let status = ReportGeneratorStatus::default();
     match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
         Ok(Start::Onetime(files)) => {
@@ -279,7 +356,7 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
         other => panic!("a FUSION snapshot without dates: {other:?}"),
     }
     // ONETIME with dates: they name the file, which carries none.
-    let g = generator(json!({}));
+    let g = for_type(&generator(json!({})), Some(BackendType::Fusion));
     match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
         Ok(Start::Onetime(files)) => {
             assert_eq!(files[0].name, "g-20261101-20261101");
@@ -354,10 +431,130 @@ fn mirrored_reports_are_the_new_ones_only() {
     let remote = [at("2026-11-01T00:00:00Z", "old"), at("2026-11-03T00:00:00Z", "held"), at("2026-11-04T00:00:00Z", "new")];
     let mut held = (*file("g-held", Some(FileState::Ready))).clone();
     held.spec.external_id = Some("held".into());
-    let picked = to_mirror(&g, &remote, &[Arc::new(held)], Some(t("2026-11-02T00:00:00Z")));
+    let picked = to_mirror(&g, &remote, &[Arc::new(held)], Some(t("2026-11-02T00:00:00Z")), None, &[]);
     let names: Vec<&str> = picked.iter().map(|(_, f)| f.name.as_str()).collect();
     assert_eq!(names, ["g-new"]);
     assert_eq!(picked[0].1.external_id.as_deref(), Some("new"));
+}
+
+#[test]
+fn a_mirrored_file_describes_the_report_the_platform_made_not_the_generator() {
+    // The generator says JSON, "Usage", 2026-11-01; the platform made a CSV report named
+    // "NW Finance" for 2026-11-04 (an older template's, before the generator was edited).
+    let g = own(json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}, "format": "JSON"}));
+    let report = RemoteReport {
+        name: Some("NW Finance".into()),
+        format: Some(crate::api::ReportFormat::Csv),
+        start_date: Some(t("2026-11-04T00:00:00Z")),
+        end_date: Some(t("2026-11-04T23:59:59Z")),
+        ..RemoteReport::new("r-1", crate::backend::ReportState::Ready)
+    };
+    let picked = to_mirror(&g, std::slice::from_ref(&report), &[], None, Some("tmpl-old"), &[]);
+    let rf = super::super::files::build_file(&g, picked[0].1.clone());
+    assert_eq!((rf.spec.name.as_str(), rf.spec.format), ("NW Finance", crate::api::ReportFormat::Csv));
+    let p = rf.spec.parameters.clone().expect("parameters");
+    assert_eq!((p.start_date, p.end_date, p.period), (report.start_date, report.end_date, Some(crate::api::Period::P1D)));
+    assert_eq!(rf.spec.template_id.as_deref(), Some("tmpl-old"));
+    // A report that says nothing of itself takes the generator's name and format, and no dates.
+    let bare = RemoteReport::new("r-2", crate::backend::ReportState::Ready);
+    let picked = to_mirror(&g, std::slice::from_ref(&bare), &[], None, None, &[]);
+    let rf = super::super::files::build_file(&g, picked[0].1.clone());
+    assert_eq!((rf.spec.name.as_str(), rf.spec.format), ("Usage", crate::api::ReportFormat::Json));
+    assert_eq!(rf.spec.parameters.and_then(|p| p.start_date), None);
+}
+
+#[test]
+fn a_period_another_template_reported_on_is_not_mirrored_twice() {
+    let g = own(json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}}));
+    let day = |id: &str, d: &str| RemoteReport {
+        start_date: Some(t(&format!("{d}T00:00:00Z"))),
+        end_date: Some(t(&format!("{d}T23:59:59Z"))),
+        ..RemoteReport::new(id, crate::backend::ReportState::Ready)
+    };
+    let mut old = (*file("g-a", Some(FileState::Ready))).clone();
+    old.spec.template_id = Some("tmpl-old".into());
+    old.spec.parameters = Some(ReportParameters { start_date: day("", "2026-11-04").start_date, end_date: day("", "2026-11-04").end_date, ..Default::default() });
+    let owned = [Arc::new(old)];
+    let remote = [day("b", "2026-11-04"), day("c", "2026-11-05")];
+    let ids = |template: Option<&str>| to_mirror(&g, &remote, &owned, None, template, &[]).iter().map(|(r, _)| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(Some("tmpl-new")), ["c"], "the new template's report of Nov 4 is the old one's period");
+    assert_eq!(ids(Some("tmpl-old")), ["b", "c"], "one template's own reports are all its own");
+    assert_eq!(ids(None), ["b", "c"], "CMP invoice reports are not matched by period");
+    let onetime = own(json!({}));
+    assert_eq!(to_mirror(&onetime, &remote, &owned, None, Some("tmpl-new"), &[]).len(), 2, "an edited ONETIME generator reports again");
+    // The old template's report of Nov 5 was mirrored earlier in this pass: not in the cache yet.
+    let nov5 = [day("d", "2026-11-05")];
+    let just_now = to_mirror(&g, &nov5, &[], None, Some("tmpl-old"), &[]);
+    let planned: Vec<PlannedFile> = just_now.into_iter().map(|(_, f)| f).collect();
+    assert!(to_mirror(&g, &remote, &owned, None, Some("tmpl-new"), &planned).is_empty(), "Nov 4 and Nov 5 are reported on");
+}
+
+#[test]
+fn an_rde_template_is_replaced_when_its_settings_change() {
+    let st = |id: Option<&str>, settings: Option<&str>| ReportGeneratorStatus {
+        external_id: id.map(str::to_string),
+        template_settings: settings.map(str::to_string),
+        ..Default::default()
+    };
+    // (status, settings the spec makes now, step)
+    let cases = [
+        (st(None, None), Some("a"), TemplateStep::Create),
+        (st(Some("t1"), Some("a")), Some("a"), TemplateStep::Keep("t1".into())),
+        (st(Some("t1"), Some("a")), Some("b"), TemplateStep::Replace("t1".into())),
+        (st(Some("t1"), None), Some("b"), TemplateStep::Adopt("t1".into())),
+        (st(Some("t1"), Some("a")), None, TemplateStep::Keep("t1".into())),
+    ];
+    for (status, settings, step) in cases {
+        assert_eq!(template_step(&status, settings), step, "{status:?} {settings:?}");
+    }
+    // Every field sent to the platform is in the settings.
+    let req = |f: fn(&mut crate::backend::ReportRequest)| {
+        let mut r = crate::backend::ReportRequest {
+            key: "ns/g".into(),
+            name: "NW Finance".into(),
+            event_type: EventType::Periodic,
+            format: crate::api::ReportFormat::Json,
+            notify_by_email: false,
+            parameters: ReportParameters { period: Some(crate::api::Period::P1D), ..Default::default() },
+            organization: None,
+        };
+        f(&mut r);
+        crate::backend::rde::template_settings(&r).expect("settings")
+    };
+    let base = req(|_| {});
+    for (what, changed) in [
+        ("commonName", req(|r| r.name = "Other".into())),
+        ("format", req(|r| r.format = crate::api::ReportFormat::Csv)),
+        ("notifyByEmail", req(|r| r.notify_by_email = true)),
+        ("period", req(|r| r.parameters.period = Some(crate::api::Period::P1M))),
+        ("eventType", req(|r| r.event_type = EventType::OnInvoice)),
+    ] {
+        assert_ne!(base, changed, "{what}");
+    }
+}
+
+#[test]
+fn a_replaced_template_is_deleted_only_once_its_reports_are_finished() {
+    use crate::backend::ReportState;
+    let remote = |state: ReportState| vec![RemoteReport::new("r", state)];
+    let mirrored = |state: Option<FileState>, template: &str| {
+        let mut rf = (*file("g-r", state)).clone();
+        rf.spec.template_id = Some(template.into());
+        vec![Arc::new(rf)]
+    };
+    // (reports on the platform, created in this pass, files, deletable)
+    let cases = [
+        (remote(ReportState::Ready), 0, mirrored(Some(FileState::Ready), "old"), true),
+        (vec![], 0, vec![], true),
+        (remote(ReportState::InProgress), 0, vec![], false),
+        (remote(ReportState::Ready), 1, vec![], false),
+        (remote(ReportState::Ready), 0, mirrored(Some(FileState::InProgress), "old"), false),
+        (remote(ReportState::Ready), 0, mirrored(None, "old"), false),
+        (remote(ReportState::Ready), 0, mirrored(Some(FileState::InProgress), "new"), true),
+    ];
+    for (i, (remote, created, owned, done)) in cases.into_iter().enumerate() {
+        assert_eq!(retired_template_done("old", &remote, created, &owned), done, "case {i}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::names::derived_name;
-use crate::api::{LABEL_GENERATOR, LocalObjectReference, ReportFile, ReportFileSpec, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value};
+use crate::api::{LABEL_GENERATOR, LocalObjectReference, ReportFile, ReportFileSpec, ReportFormat, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value};
 use crate::controller::Error;
 use crate::controller::context::Context;
 
@@ -34,6 +34,19 @@ pub struct PlannedFile {
     pub parameters: ReportParameters,
     pub organization: Option<String>,
     pub external_id: Option<String>,
+    /// A mirrored report: what the backend says of it, which the file carries rather than
+    /// the generator's settings (the generator may have changed since the report was made).
+    pub made: Option<Made>,
+}
+
+/// What a backend says of a report it made.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Made {
+    /// The report's name (RDE: its template's commonName then).
+    pub name: Option<String>,
+    pub format: Option<ReportFormat>,
+    /// RDE: the template that made it.
+    pub template_id: Option<String>,
 }
 
 /// The ReportFiles of one report named by `parts` (the generator and the window): one, or
@@ -41,7 +54,7 @@ pub struct PlannedFile {
 pub fn fan_out(g: &ReportGenerator, parts: &[&str], parameters: ReportParameters) -> Vec<PlannedFile> {
     let orgs = g.spec.parameters.as_ref().and_then(|p| p.organizations.clone()).unwrap_or_default();
     if orgs.is_empty() {
-        return vec![PlannedFile { name: derived_name(parts), parameters, organization: None, external_id: None }];
+        return vec![PlannedFile { name: derived_name(parts), parameters, organization: None, external_id: None, made: None }];
     }
     orgs.into_iter()
         .map(|org| {
@@ -52,6 +65,7 @@ pub fn fan_out(g: &ReportGenerator, parts: &[&str], parameters: ReportParameters
                 parameters: ReportParameters { organizations: None, ..parameters.clone() },
                 organization: Some(org.clone()),
                 external_id: None,
+                made: None,
             }
         })
         .collect()
@@ -65,7 +79,8 @@ pub fn files_per_window(g: &ReportGenerator) -> usize {
 /// The ReportFile a generator owns for one report: a snapshot of the request, which is
 /// immutable from then on.
 pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
-    let PlannedFile { name, parameters, organization, external_id } = planned;
+    let PlannedFile { name, parameters, organization, external_id, made } = planned;
+    let made = made.unwrap_or_default();
     let spec = &g.spec;
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(LABEL_GENERATOR.to_string(), label_value(&g.name_any()));
@@ -80,14 +95,14 @@ pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
         spec: ReportFileSpec {
             generator_ref: Some(LocalObjectReference { name: g.name_any() }),
             backend_ref: spec.backend_ref.clone(),
-            name: spec.common_name.clone(),
+            name: made.name.unwrap_or_else(|| spec.common_name.clone()),
             event_type: spec.event_type,
-            format: spec.format,
+            format: made.format.unwrap_or(spec.format),
             notify_by_email: spec.notify_by_email,
             parameters: Some(parameters),
             organization,
             external_id,
-            template_id: g.status.as_ref().and_then(|s| s.external_id.clone()),
+            template_id: made.template_id.or_else(|| g.status.as_ref().and_then(|s| s.external_id.clone())),
             secret_template: spec.secret_template.clone(),
             active_deadline_seconds: spec.active_deadline_seconds,
             store_ref: spec.store_ref.clone(),

@@ -9,6 +9,7 @@ mod act;
 mod dates;
 mod decide;
 mod files;
+mod mirror;
 mod names;
 mod pacing;
 mod periodic;
@@ -78,7 +79,7 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
             Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
             Ok(Start::Periodic { snapshots }) => act::periodic(ctx, &g, &owned, &mut status, now, snapshots).await?,
             Ok(Start::Mirror(query)) => {
-                let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned };
+                let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned, mirrored_now: &[] };
                 mirror.and_prune(&query, &mut status).await?
             }
         },

@@ -14,7 +14,8 @@ use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::ResourceExt;
 
 use super::act::Mirror;
-use super::decide;
+use super::files::PlannedFile;
+use super::decide::{self, TemplateStep};
 use crate::api::{EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus};
 use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
 use crate::controller::context::Context;
@@ -39,10 +40,24 @@ pub async fn run(
     ensure_finalizer(g, &api).await?;
     let req = template_request(g);
     let type_ = rb.spec.type_.as_str();
-    let template_id = match status.external_id.clone() {
-        Some(id) => id,
-        None => {
-            let mut template = Template { ctx, g, rb, backend, api: &api, req: &req, status };
+    let settings = crate::backend::rde::template_settings(&req).ok();
+    let template_id = match decide::template_step(status, settings.as_deref()) {
+        TemplateStep::Keep(id) => id,
+        TemplateStep::Adopt(id) => {
+            status.template_settings = settings.clone();
+            id
+        }
+        step @ (TemplateStep::Create | TemplateStep::Replace(_)) => {
+            if let TemplateStep::Replace(old) = &step {
+                // The old template goes on reporting until the new one exists; it is saved
+                // as retired with the create-pending mark, before the platform hears of the
+                // new one, so that it is never forgotten.
+                status.retired_templates.push(old.clone());
+                status.external_id = None;
+                status.template_settings = None;
+                ctx.event(g, EventType::Normal, "Replacing", format!("the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}")).await;
+            }
+            let mut template = Template { ctx, g, rb, backend, api: &api, req: &req, settings: settings.clone(), status };
             match create_once(&mut template).await {
                 Ok(Created::Found(t) | Created::Submitted(t)) => {
                     ctx.event(g, EventType::Normal, "Submitted", format!("created RDEReportTemplate {}", t.id)).await;
@@ -61,14 +76,59 @@ pub async fn run(
         }
     }
     let query = ListQuery { template_id: Some(template_id), ..Default::default() };
-    let mirror = Mirror { ctx, g, rb, backend, owned };
+    let retired_files = retire(&Mirror { ctx, g, rb, backend, owned, mirrored_now: &[] }, status).await?;
+    let mirror = Mirror { ctx, g, rb, backend, owned, mirrored_now: &retired_files };
     if g.spec.event_type != ReportEventType::Onetime {
         return mirror.and_prune(&query, status).await;
     }
     // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+    let current = query.template_id.as_deref();
+    let mirrored = owned.iter().any(|rf| rf.spec.template_id.as_deref() == current);
+    if mirrored {
+        return Ok(if status.retired_templates.is_empty() { Outcome::working(None) } else { Outcome::working(Some(decide::MIRROR_INTERVAL)) });
+    }
     let outcome = mirror.once(&query, status).await?;
-    let mirrored = !owned.is_empty() || outcome == Outcome::working(None);
-    Ok(if mirrored { Outcome::working(None) } else { outcome })
+    // A retired template not deleted yet is looked at again even when nothing else changes.
+    Ok(if status.retired_templates.is_empty() { outcome } else { outcome.or_requeue(decide::MIRROR_INTERVAL) })
+}
+
+/// The retired templates: mirrors the reports each made since it was last listed, and
+/// deletes it on the platform once none of its reports is in progress. A failed call leaves
+/// it for the next pass (with a Warning): the current template is what the generator's
+/// Ready is about.
+async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Result<Vec<PlannedFile>, Error> {
+    let Mirror { ctx, g, rb, backend, owned, .. } = *mirror;
+    let type_ = rb.spec.type_.as_str();
+    let mut mirrored = Vec::new();
+    for id in status.retired_templates.clone() {
+        let query = ListQuery { template_id: Some(id.clone()), ..Default::default() };
+        let remote = match ctx.metrics.call(type_, "list", backend.list(&query)).await {
+            Ok(r) => r,
+            // Gone already (deleted by hand, or by an earlier pass whose status write was lost).
+            Err(BackendError::NotFound { .. }) => {
+                status.retired_templates.retain(|t| *t != id);
+                continue;
+            }
+            Err(e) => {
+                ctx.event(g, EventType::Warning, "BackendError", format!("listing the reports of the replaced RDEReportTemplate {id}: {e}")).await;
+                continue;
+            }
+        };
+        let (_, created) = mirror.listed(&remote, Some(&id), status).await?;
+        let done = decide::retired_template_done(&id, &remote, created.len(), owned);
+        mirrored.extend(created);
+        if !done {
+            continue;
+        }
+        match ctx.metrics.call(type_, "delete", backend.delete_template(&id)).await {
+            Ok(()) => {
+                status.retired_templates.retain(|t| *t != id);
+                ctx.event(g, EventType::Normal, "Deleted", format!("deleted the replaced RDEReportTemplate {id}")).await;
+            }
+            Err(e) => ctx.event(g, EventType::Warning, "BackendError", format!("deleting the replaced RDEReportTemplate {id}: {e}")).await,
+        }
+    }
+    Ok(mirrored)
 }
 
 fn template_request(g: &ReportGenerator) -> ReportRequest {
@@ -91,6 +151,8 @@ struct Template<'a> {
     backend: &'a dyn ReportingBackend,
     api: &'a Api<ReportGenerator>,
     req: &'a ReportRequest,
+    /// What [`TemplateStep`] compares the spec with next time.
+    settings: Option<String>,
     status: &'a mut ReportGeneratorStatus,
 }
 
@@ -114,6 +176,7 @@ impl CreateOnce for Template<'_> {
 
     fn record(&mut self, made: &RemoteReport) {
         self.status.external_id = Some(made.id.clone());
+        self.status.template_settings = self.settings.clone();
         self.status.create_pending_since = None;
     }
 
@@ -122,7 +185,10 @@ impl CreateOnce for Template<'_> {
     }
 
     async fn find(&mut self) -> Result<Option<RemoteReport>, Stop> {
-        let taken = self.ctx.index.ids_taken_by_generators(self.rb, self.g.metadata.uid.as_deref());
+        // A retired template may match the spec too (an edit of notifyByEmail alone): it is
+        // not the one being made.
+        let mut taken = self.ctx.index.ids_taken_by_generators(self.rb, self.g.metadata.uid.as_deref());
+        taken.extend(self.status.retired_templates.iter().cloned());
         let type_ = self.rb.spec.type_.as_str();
         self.ctx.metrics.call(type_, "find", self.backend.find(self.req, &taken)).await.map_err(|e| Stop::Backend("find", e))
     }
@@ -176,27 +242,36 @@ fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
     }
 }
 
-/// Deletes the RDE template, so that the finalizer can go. A backend that no longer exists
-/// cannot be cleaned up: the finalizer is removed with a Warning rather than blocking forever.
+/// Deletes the RDE template and any replaced ones not deleted yet, so that the finalizer can
+/// go. A backend that no longer exists cannot be cleaned up: the finalizer is removed with a
+/// Warning rather than blocking forever.
 async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, NotYet> {
     let namespace = g.namespace().unwrap_or_default();
-    if let Some(template_id) = g.status.as_ref().and_then(|s| s.external_id.clone()) {
-        match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
-            Ok((rb, backend)) => match ctx.metrics.call(rb.spec.type_.as_str(), "delete", backend.delete_template(&template_id)).await {
-                Ok(()) => {
-                    ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await;
-                }
-                Err(e) => {
-                    ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
-                    return Err(NotYet(Duration::from_secs(10)));
-                }
-            },
-            Err(n) if n.reason == "BackendNotFound" => {
-                ctx.event(g, EventType::Warning, "TemplateLeft", format!("RDEReportTemplate {template_id} was not deleted: {}", n.message)).await;
-            }
-            Err(n) => {
-                ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {template_id} yet: {}", n.message)).await;
-                return Err(NotYet(Duration::from_secs(30)));
+    let status = g.status.clone().unwrap_or_default();
+    let templates: Vec<String> = status.external_id.into_iter().chain(status.retired_templates).collect();
+    if templates.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let (rb, backend) = match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
+        Ok(found) => found,
+        Err(n) if n.reason == "BackendNotFound" => {
+            let ids = templates.join(", ");
+            ctx.event(g, EventType::Warning, "TemplateLeft", format!("RDEReportTemplate {ids} was not deleted: {}", n.message)).await;
+            return Ok(Action::await_change());
+        }
+        Err(n) => {
+            let ids = templates.join(", ");
+            ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message)).await;
+            return Err(NotYet(Duration::from_secs(30)));
+        }
+    };
+    // Deleting one that is gone already succeeds: a retry after a partial pass is harmless.
+    for template_id in templates {
+        match ctx.metrics.call(rb.spec.type_.as_str(), "delete", backend.delete_template(&template_id)).await {
+            Ok(()) => ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await,
+            Err(e) => {
+                ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
+                return Err(NotYet(Duration::from_secs(10)));
             }
         }
     }
