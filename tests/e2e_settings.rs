@@ -108,7 +108,7 @@ async fn an_edited_rde_generator_replaces_its_template_with_no_period_lost_or_do
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refused_setting_shows_its_reason_and_an_event() {
     let world = World::start("e2e-refused", SimConfig::default()).await;
-    for t in [BackendType::Rde, BackendType::Cmp] {
+    for t in [BackendType::Rde, BackendType::Cmp, BackendType::Supplier] {
         world.apply(&fixtures::backend(&world.sim, t, &fixtures::lower(t), &fixtures::good_credentials(t), ""));
     }
     let periodic = "  parameters:\n    period: P1D\n";
@@ -132,7 +132,20 @@ async fn every_refused_setting_shows_its_reason_and_an_event() {
         "metadata:\n  name: runnow\n",
         "metadata:\n  name: runnow\n  annotations:\n    reporting.report-operator.io/run-now: \"1\"\n",
     ));
-    let all = cases.iter().map(|c| (c.0, c.4)).chain([("runnow", "annotation reporting.report-operator.io/run-now on RDE PERIODIC: ")]);
+    // A type the operator schedules refuses what only another type can do: SUPPLIER cannot
+    // e-mail a report.
+    world.apply(&generator(
+        "mailed",
+        "supplier",
+        "Refused",
+        "ONETIME",
+        "CSV",
+        "  notifyByEmail: true\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    endDate: \"2026-10-01T23:59:59Z\"\n    reportType: REPORT_TYPE_TRIP_ACTIVITY\n",
+    ));
+    let all = cases
+        .iter()
+        .map(|c| (c.0, c.4))
+        .chain([("runnow", "annotation reporting.report-operator.io/run-now on RDE PERIODIC: "), ("mailed", "notifyByEmail on SUPPLIER ONETIME: ")]);
     for (name, starts) in all {
         let message = wait_for(&format!("{name} refused"), DEADLINE, || async {
             let g = world.generators().get(name).await.ok()?;
@@ -145,6 +158,7 @@ async fn every_refused_setting_shows_its_reason_and_an_event() {
         // Refused before anything is made on the platform.
         let status = world.generators().get(name).await.expect("generator").status.unwrap_or_default();
         assert_eq!(status.external_id, None, "{name}: a template was made");
+        assert!(world.files_of(name).await.is_empty(), "{name}: a report was asked for");
     }
     let events = wait_for("an UnsupportedSetting Event per generator", DEADLINE, || async {
         let events = world.events("UnsupportedSetting").await;
