@@ -3,7 +3,7 @@
 # simulators, through the scenarios of docs/benchmarks.md; prints their table.
 #
 #   hack/bench.sh                 all scenarios (a few minutes)
-#   hack/bench.sh --scenarios c   some of them (a, b, c, d)
+#   hack/bench.sh --scenarios c   some of them (a, b, c, d, e)
 #   BENCH_IDLE_GENERATORS=1000 BENCH_IDLE_SECONDS=10 hack/bench.sh   a quick run
 #
 # The control plane's state lives in $BENCH_STATE_DIR (default: a temporary directory) and the

@@ -53,9 +53,11 @@ say "An S3-compatible server (versitygw) on http://$S3_ADDR, bucket demo-reports
 S3="$(hack/s3.sh)"
 [[ -f "$STATE/s3.pid" ]] && kill "$(cat "$STATE/s3.pid")" 2>/dev/null || true
 mkdir -p "$STATE/s3/data/demo-reports" "$STATE/s3/meta"
+# Absolute paths: versitygw compares them to tell the sidecar directory apart from the data.
 ROOT_ACCESS_KEY=demo-access ROOT_SECRET_KEY=demo-secret-key \
-  "$S3" --port "$S3_ADDR" posix --sidecar "$STATE/s3/meta" "$STATE/s3/data" >"$STATE/s3.log" 2>&1 &
+  "$S3" --port "$S3_ADDR" posix --sidecar "$PWD/$STATE/s3/meta" "$PWD/$STATE/s3/data" >"$STATE/s3.log" 2>&1 &
 echo $! >"$STATE/s3.pid"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://$S3_ADDR/" && break; sleep 0.1; done
 
 say "CRDs"
 kubectl apply --server-side --force-conflicts -f crds/
