@@ -74,6 +74,17 @@ say "Operator (logs in $STATE/operator.log, metrics on http://$METRICS_ADDR/metr
 echo $! >"$STATE/operator.pid"
 
 say "Backends and one-time reports in namespace $NS"
+# A run before this one left objects whose reports lived in the simulators it stopped: start
+# afresh. Their finalizers would wait for reports the new simulators never made, so they go.
+if kubectl get namespace "$NS" >/dev/null 2>&1; then
+  kubectl delete namespace "$NS" --wait=false >/dev/null
+  for kind in reportfiles reportgenerators; do
+    for o in $(kubectl get "$kind" -n "$NS" -o name 2>/dev/null); do
+      kubectl patch -n "$NS" "$o" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    done
+  done
+  kubectl wait --for=delete namespace/"$NS" --timeout=120s
+fi
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 # The examples name a placeholder host; here it is the simulators.
 for b in rde cmp connect fusion supplier; do

@@ -24,7 +24,9 @@ use serde_json::Value;
 /// columns and list the kinds under the category `reports`, not `reporting`.
 const PREVIOUS_CHART_COMMIT: &str = "93500c4";
 const GROUP: &str = "reporting.report-operator.io";
-const PLURALS: [&str; 3] = ["reportbackends", "reportgenerators", "reportfiles"];
+const PLURALS: [&str; 4] = ["reportbackends", "reportgenerators", "reportfiles", "reportstores"];
+/// The CRDs of the previous chart (ReportStore came after it: the upgrade creates it).
+const PREVIOUS_PLURALS: [&str; 3] = ["reportbackends", "reportgenerators", "reportfiles"];
 
 fn crds_of(docs: &[Value]) -> Vec<&Value> {
     docs.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect()
@@ -147,6 +149,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     let suffix = ns.name.rsplit('-').next().expect("random suffix").to_string();
     let group = format!("u{suffix}.upgrade-test.report-operator.io");
     let names: Vec<String> = PLURALS.iter().map(|p| format!("{p}.{group}")).collect();
+    let previous_names: Vec<String> = PREVIOUS_PLURALS.iter().map(|p| format!("{p}.{group}")).collect();
     let release = format!("upgrade-{suffix}");
     let _cleanup =
         Cleanup { cp: cp.clone(), release: release.clone(), namespace: ns.name.clone(), crds: names.clone() };
@@ -162,7 +165,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     let out = helm(&cp, &["install", &release, &previous, "--namespace", &ns.name]);
     assert!(out.status.success(), "install the previous chart: {}", stderr(&out));
     let mut old_columns = 0;
-    for (plural, name) in PLURALS.iter().zip(&names) {
+    for (plural, name) in PREVIOUS_PLURALS.iter().zip(&previous_names) {
         let crd = crd_json(&cp, name).unwrap_or_else(|| panic!("the previous chart installed {name}"));
         let (columns, categories) = expected_shape(plural);
         assert_ne!(crd["spec"]["names"]["categories"], categories, "{name}: already the new categories");
@@ -178,14 +181,14 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
 
     // The one-time step of README "Upgrading the CRDs".
     let mut label = vec!["label", "--overwrite", "crd"];
-    label.extend(names.iter().map(String::as_str));
+    label.extend(previous_names.iter().map(String::as_str));
     label.push("app.kubernetes.io/managed-by=Helm");
     let out = cp.kubectl(&label);
     assert!(out.status.success(), "label: {}", stderr(&out));
     let release_annotation = format!("meta.helm.sh/release-name={release}");
     let namespace_annotation = format!("meta.helm.sh/release-namespace={}", ns.name);
     let mut annotate = vec!["annotate", "--overwrite", "crd"];
-    annotate.extend(names.iter().map(String::as_str));
+    annotate.extend(previous_names.iter().map(String::as_str));
     annotate.extend([release_annotation.as_str(), namespace_annotation.as_str()]);
     let out = cp.kubectl(&annotate);
     assert!(out.status.success(), "annotate: {}", stderr(&out));

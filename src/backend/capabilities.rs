@@ -202,6 +202,18 @@ generators; remove the setting",
     },
 ];
 
+/// The refusals of a type whose reports the operator requests (CONNECT, FUSION, SUPPLIER):
+/// the ONETIME ones, the `foreign` parameters of other types (`why_foreign`), and an e-mail,
+/// which only RDE sends (`why_mail`).
+pub const fn requested_by_operator(foreign: &'static [Setting], why_foreign: &'static str, why_mail: &'static str) -> [Refusal; 4] {
+    [
+        ONETIME_REFUSALS[0],
+        ONETIME_REFUSALS[1],
+        Refusal { settings: foreign, event_types: ALL_EVENT_TYPES, why: why_foreign },
+        Refusal { settings: &[Setting::NotifyByEmail], event_types: ALL_EVENT_TYPES, why: why_mail },
+    ]
+}
+
 /// Every event type, for refusals that hold whatever the generator does.
 pub const ALL_EVENT_TYPES: &[EventType] = &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice];
 

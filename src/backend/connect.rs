@@ -39,27 +39,11 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 };
 
 /// What a CONNECT generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
-pub(super) const REFUSED: &[Refusal] = &[
-    super::capabilities::ONETIME_REFUSALS[0],
-    super::capabilities::ONETIME_REFUSALS[1],
-    Refusal {
-        settings: &[
-            Setting::CustomizationName,
-            Setting::ReportType,
-            Setting::Filters,
-            Setting::Organizations,
-            Setting::Scope,
-            Setting::Dataset,
-        ],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "a Connect report request has no such parameter (it belongs to another backend type); remove it",
-    },
-    Refusal {
-        settings: &[Setting::NotifyByEmail],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "Connect cannot e-mail a report (only RDE can); remove notifyByEmail",
-    },
-];
+pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
+    &[Setting::CustomizationName, Setting::ReportType, Setting::Filters, Setting::Organizations, Setting::Scope, Setting::Dataset],
+    "a Connect report request has no such parameter (it belongs to another backend type); remove it",
+    "Connect cannot e-mail a report (only RDE can); remove notifyByEmail",
+);
 
 /// What a Connect download is: a ZIP holding the report as `report.<ext>` and its
 /// `summary.json` (the report's name, template, renderer and parameters).

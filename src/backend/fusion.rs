@@ -44,28 +44,11 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 };
 
 /// What a FUSION generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
-pub(super) const REFUSED: &[Refusal] = &[
-    super::capabilities::ONETIME_REFUSALS[0],
-    super::capabilities::ONETIME_REFUSALS[1],
-    Refusal {
-        settings: &[
-            Setting::CustomizationName,
-            Setting::Template,
-            Setting::DateParameter,
-            Setting::Values,
-            Setting::ReportType,
-            Setting::Filters,
-            Setting::Organizations,
-        ],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "a Fusion report request has no such parameter (it belongs to another backend type); remove it",
-    },
-    Refusal {
-        settings: &[Setting::NotifyByEmail],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "Fusion cannot e-mail a report (only RDE can); remove notifyByEmail",
-    },
-];
+pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
+    &[Setting::CustomizationName, Setting::Template, Setting::DateParameter, Setting::Values, Setting::ReportType, Setting::Filters, Setting::Organizations],
+    "a Fusion report request has no such parameter (it belongs to another backend type); remove it",
+    "Fusion cannot e-mail a report (only RDE can); remove notifyByEmail",
+);
 
 pub struct FusionBackend {
     http: HttpClient,

@@ -56,27 +56,11 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 };
 
 /// What a SUPPLIER generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
-pub(super) const REFUSED: &[Refusal] = &[
-    super::capabilities::ONETIME_REFUSALS[0],
-    super::capabilities::ONETIME_REFUSALS[1],
-    Refusal {
-        settings: &[
-            Setting::CustomizationName,
-            Setting::Template,
-            Setting::DateParameter,
-            Setting::Values,
-            Setting::Scope,
-            Setting::Dataset,
-        ],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "a supplier report request has no such parameter (it belongs to another backend type); remove it",
-    },
-    Refusal {
-        settings: &[Setting::NotifyByEmail],
-        event_types: super::capabilities::ALL_EVENT_TYPES,
-        why: "the supplier API cannot e-mail a report (only RDE can); remove notifyByEmail",
-    },
-];
+pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
+    &[Setting::CustomizationName, Setting::Template, Setting::DateParameter, Setting::Values, Setting::Scope, Setting::Dataset],
+    "a supplier report request has no such parameter (it belongs to another backend type); remove it",
+    "the supplier API cannot e-mail a report (only RDE can); remove notifyByEmail",
+);
 
 const DEFAULT_SCOPE: &str = "solutions.suppliers.reports";
 /// Page size of report listings (the API's page_size).
