@@ -76,7 +76,11 @@ async fn connect_window_goes_to_the_templates_date_parameter_names_stay_as_writt
         (!connect_reports(&world).await.iter().any(|r| r["id"] == id.as_str())).then_some(())
     })
     .await;
-    assert!(!world.events("ReportRemoved").await.is_empty(), "an Event says the report was removed");
+    // Events go out after the work they describe, from a task of their own.
+    wait_for("an Event that says the report was removed", Duration::from_secs(30), || async {
+        (!world.events("ReportRemoved").await.is_empty()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +140,10 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
     })
     .await;
     assert!(message.contains("UnsupportedSetting: parameters.startDate on FUSION"), "{message}");
-    assert!(world.events("UnsupportedSetting").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("startDate"))));
+    wait_for("an UnsupportedSetting Event naming startDate", Duration::from_secs(30), || async {
+        world.events("UnsupportedSetting").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("startDate"))).then_some(())
+    })
+    .await;
     assert!(world.files_of("backfill").await.is_empty(), "no past windows as if they were history");
 
     // PERIODIC: a run (here run-now) takes a snapshot, which carries no window's dates.

@@ -213,7 +213,12 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     .await;
     assert!(status.last_window_end.is_some());
     // Events with the same reason about one object are one Event with a series count.
-    let missed: i32 = world.events("Missed").await.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
+    // Events go out after the status that records them, from a task of their own.
+    let missed = wait_for("the Missed Events", Duration::from_secs(30), || async {
+        let missed: i32 = world.events("Missed").await.iter().map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum();
+        (missed >= 2).then_some(missed)
+    })
+    .await;
     assert_eq!(missed, 2, "one Missed event per skipped window");
     assert_eq!(world.sim.stats().total_generations(t), 1);
 }
@@ -261,6 +266,10 @@ async fn on_invoice_on_a_backend_without_invoice_reports_is_refused_with_a_reaso
     .await;
     assert_eq!(reason, "UnsupportedEventType", "{message}");
     assert!(message.contains("ON_INVOICE"), "{message}");
-    let events = world.ns.kubectl(&["get", "events", "--field-selector", "reason=UnsupportedEventType", "-o", "name"]);
-    assert!(!common::stdout(&events).trim().is_empty(), "no Event for the refusal");
+    // The Event goes out after the status, from a task of its own.
+    wait_for("an Event for the refusal", Duration::from_secs(30), || async {
+        let events = world.ns.kubectl(&["get", "events", "--field-selector", "reason=UnsupportedEventType", "-o", "name"]);
+        (!common::stdout(&events).trim().is_empty()).then_some(())
+    })
+    .await;
 }
