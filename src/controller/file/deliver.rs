@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::decide;
 use super::secret::{FileFacts, Observed, Written, add_delivery, build_secret};
-use super::Reconciler;
+use super::{Reconciler, cached_backend_type};
 use crate::api::{CONDITION_DELIVERED, ConnectArchive, Delivery, ReportFile, ReportStore, Retention, find_condition};
 use crate::backend::{Download, ReportRequest};
 use crate::controller::conditions::{Cond, set_condition};
@@ -221,8 +221,7 @@ impl Reconciler<'_> {
         let d = self.status.delivery.clone().unwrap_or_default();
         let generate_date = self.status.generate_date.unwrap_or(self.now);
         let download = Download::Url { url, expires_at: Some(expires) };
-        let backend = kube::runtime::reflector::ObjectRef::new(&self.rf.spec.backend_ref.name).within(&self.namespace);
-        let mut facts = self.ctx.backends.get(&backend).map(|rb| FileFacts::of(rb.spec.type_, self.rf.spec.format, generate_date)).unwrap_or_default();
+        let mut facts = cached_backend_type(self.ctx, self.rf).map(|t| FileFacts::of(t, self.rf.spec.format, generate_date)).unwrap_or_default();
         // An unpacked CONNECT archive's object is the report itself, not the ZIP.
         if !key.ends_with(".zip") {
             facts.archive = None;
@@ -316,7 +315,7 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
                 Err(e) => Err(e),
                 Ok(store) => match location.strip_prefix(&store.location("")) {
                     // An unpacked archive: its files are alone under the report's key.
-                    Some(key) if extracts(&rs, &backend_type(ctx, rf)) => match key.rsplit_once('/') {
+                    Some(key) if extracts(&rs, cached_backend_type(ctx, rf).map_or("", |t| t.as_str())) => match key.rsplit_once('/') {
                         Some((stem, _)) => store.delete_under(stem).await,
                         None => store.delete(key).await,
                     },
@@ -349,11 +348,6 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// The type of `rf`'s backend, as the cache has it (empty once the backend is gone).
-fn backend_type(ctx: &Context, rf: &ReportFile) -> String {
-    let backend = kube::runtime::reflector::ObjectRef::new(&rf.spec.backend_ref.name).within(&rf.namespace().unwrap_or_default());
-    ctx.backends.get(&backend).map(|rb| rb.spec.type_.as_str().to_string()).unwrap_or_default()
-}
 
 #[cfg(test)]
 mod tests {

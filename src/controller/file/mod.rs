@@ -64,6 +64,12 @@ pub async fn controller(
         .await;
 }
 
+/// The type of `rf`'s backend, as the cache has it (`None` once the backend is gone).
+fn cached_backend_type(ctx: &Context, rf: &ReportFile) -> Option<crate::api::BackendType> {
+    let backend = ObjectRef::new(&rf.spec.backend_ref.name).within(&rf.namespace().unwrap_or_default());
+    ctx.backends.get(&backend).map(|rb| rb.spec.type_)
+}
+
 fn is_finished(rf: &ReportFile) -> bool {
     rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished)
 }
@@ -144,8 +150,7 @@ impl<'a> Reconciler<'a> {
 
     /// The `type` label of this report's backend; `unknown` once the backend is gone.
     fn backend_type(&self) -> &'static str {
-        let backend = ObjectRef::new(&self.rf.spec.backend_ref.name).within(&self.namespace);
-        self.ctx.backends.get(&backend).map_or("unknown", |rb| rb.spec.type_.as_str())
+        cached_backend_type(self.ctx, self.rf).map_or("unknown", |t| t.as_str())
     }
 
     async fn steps(&mut self) -> Result<Outcome, Halt> {
