@@ -44,6 +44,7 @@ async fn happy_path_every_backend() {
                 assert!(file_name.ends_with(".json"), "{file_name}");
                 serde_json::from_slice::<serde_json::Value>(&content).expect("the license file is JSON");
             }
+            Download::Streamed { file_name } => panic!("{t:?}: {file_name} left for a store the request does not have"),
         }
         assert_eq!(sim.stats().max_duplicates(t), 1, "{t:?}: {:?}", sim.stats());
     }

@@ -205,6 +205,7 @@ async fn get(backend: &dyn ReportingBackend) -> Result<(), BackendError> {
         notify_by_email: false,
         parameters: Default::default(),
         organization: None,
+        stored: false,
     };
     backend.get("RP-1", &req).await.map(drop)
 }

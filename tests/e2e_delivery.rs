@@ -48,7 +48,7 @@ async fn delivered_condition(world: &World, generator: &str) -> Option<(String, 
     Some((c.status, c.reason))
 }
 
-fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> String {
+fn text_of(data: &BTreeMap<String, Vec<u8>>, key: &str) -> String {
     String::from_utf8(data.get(key).unwrap_or_else(|| panic!("Secret key {key}")).clone()).expect("UTF-8")
 }
 
@@ -67,10 +67,10 @@ async fn check_copy(world: &World, s3: &S3Server, rf: &ReportFile) -> Vec<u8> {
     assert_eq!(d.size, Some(object.len() as i64), "{name}: size in status");
     assert_eq!(d.sha256.as_deref(), Some(sha256_hex(&object).as_str()), "{name}: sha256 in status");
     let data = world.secret_data(&name).await;
-    assert_eq!(text(&data, "location"), location, "{name}: Secret location");
-    assert_eq!(text(&data, "size"), object.len().to_string(), "{name}: Secret size");
-    assert_eq!(text(&data, "sha256"), sha256_hex(&object), "{name}: Secret sha256");
-    let url = text(&data, "url");
+    assert_eq!(text_of(&data, "location"), location, "{name}: Secret location");
+    assert_eq!(text_of(&data, "size"), object.len().to_string(), "{name}: Secret size");
+    assert_eq!(text_of(&data, "sha256"), sha256_hex(&object), "{name}: Secret sha256");
+    let url = text_of(&data, "url");
     assert!(url.starts_with(&s3.endpoint()), "{name}: the Secret's url is the copy's presigned URL");
     let got = reqwest::get(&url).await.expect("GET presigned URL");
     assert!(got.status().is_success(), "{name}: presigned GET: {}", got.status());
@@ -172,7 +172,7 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
     .await;
     let rf = world.files_of("sup-gen").await.into_iter().next().expect("ReportFile");
     let name = rf.metadata.name.clone().expect("name");
-    let backend_url = text(&world.secret_data(&name).await, "url");
+    let backend_url = text_of(&world.secret_data(&name).await, "url");
     assert!(backend_url.starts_with(&world.sim.backend_url(t)) || backend_url.contains("/storage/"), "the backend's URL meanwhile");
     assert!(reqwest::get(&backend_url).await.expect("GET").status().is_success(), "the backend's URL works meanwhile");
     // That URL expires.
@@ -251,6 +251,69 @@ async fn a_50_mb_report_is_copied_with_bounded_memory_and_a_sigkill_mid_upload_l
     check_copy(&world, &s3, &rf).await;
 }
 
+/// A FUSION generator `name` of the data set `dataset` for the group the simulator knows, as
+/// `format`, whose reports go to the ReportStore `store` (none: the Secret only).
+fn fusion_generator(name: &str, dataset: &str, format: &str, store: Option<&str>) -> String {
+    let scope = match dataset {
+        "licenses" => "level: tenant\n      uuid: 53fd92c7-fbef-44fd-af76-d92334432ac9",
+        _ => "level: group\n      uuid: aaf9dba1-9469-40fa-be50-22298d68010d",
+    };
+    let store = store.map(|s| format!("  storeRef:\n    name: {s}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: {name}\nspec:\n  backendRef:\n    name: fus\n  commonName: {name}\n  eventType: ONETIME\n  format: {format}\n  parameters:\n    dataset: {dataset}\n    scope:\n      {scope}\n{store}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_files_too_large_for_a_secret_are_streamed_into_the_store() {
+    // 20 MB of padding (whitespace) after each file and SDR answer: a license export's
+    // answer is then 27 MB of base64 inside JSON.
+    let padding = 20 * 1000 * 1000;
+    let config = SimConfig { padding_bytes: padding, ..Default::default() };
+    let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
+    let world = World::start("e2e-deliver-fusion", config).await;
+    let t = BackendType::Fusion;
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    world.apply(&fixtures::backend(&world.sim, t, "fus", &fixtures::good_credentials(t), ""));
+    world.apply(&fusion_generator("licenses", "licenses", "CSV", Some("bucket")));
+    world.apply(&fusion_generator("phones", "phoneUsage", "CSV", Some("bucket")));
+    world.apply(&fusion_generator("products", "productUsage", "JSON", Some("bucket")));
+    world.apply(&fusion_generator("unstored", "licenses", "CSV", None));
+
+    // The license export, decoded as it arrived: the CSV and its padding.
+    let rf = delivered(&world, "licenses", DEADLINE).await;
+    let object = check_copy(&world, &s3, &rf).await;
+    assert!(object.len() as u64 > padding, "{} bytes", object.len());
+    let text = String::from_utf8(object).expect("UTF-8");
+    assert!(text.starts_with("name,ms_assigned,ms_used,sip_assigned"), "the license CSV: {:?}", &text[..80.min(text.len())]);
+    let data = world.secret_data(rf.metadata.name.as_deref().expect("name")).await;
+    assert!(!data.contains_key("content"), "no Secret holds a file this large");
+    assert!(text_of(&data, "fileName").starts_with("licenses_tenant_53fd92c7"), "the seed's file name");
+    // A phone usage SDR as CSV, converted row by row from a 20 MB answer.
+    let rf = delivered(&world, "phones", DEADLINE).await;
+    let csv = String::from_utf8(check_copy(&world, &s3, &rf).await).expect("UTF-8");
+    assert!(csv.starts_with("distributor,reseller,tenant,subscription,group,username,phoneNumber\r\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 5, "a header and four users: {csv}");
+    // A product usage SDR as JSON: the answer as it came.
+    let rf = delivered(&world, "products", DEADLINE).await;
+    let json = check_copy(&world, &s3, &rf).await;
+    assert!(json.len() as u64 > padding, "{} bytes", json.len());
+    let doc: serde_json::Value = serde_json::from_slice(&json).expect("the SDR is JSON");
+    assert_eq!(doc["productUsages"].as_array().map(Vec::len), Some(3));
+    // Without a store, the same license export cannot be kept: TooLarge, as before.
+    let what = "the unstored license report failed TooLarge";
+    wait_for(what, DEADLINE, || async {
+        let rf = world.files_of("unstored").await.into_iter().next()?;
+        let ready = find_condition(&rf.status?.conditions, "Ready")?.clone();
+        (ready.reason == "TooLarge").then_some(())
+    })
+    .await;
+    let peak_mib = world.operator.vm_hwm_kib().expect("operator VmHWM") / 1024;
+    eprintln!("FUSION files of over {padding} bytes streamed; operator peak RSS {peak_mib} MiB");
+    assert!(peak_mib < PEAK_RSS_BOUND_MIB, "peak RSS {peak_mib} MiB, bound {PEAK_RSS_BOUND_MIB} MiB");
+}
+
 /// Every path under `dir` (none if it does not exist).
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -297,19 +360,19 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
     })
     .await;
     let second = world.secret_data(&name).await;
-    assert!(reqwest::get(text(&second, "url")).await.expect("GET").status().is_success());
+    assert!(reqwest::get(text_of(&second, "url")).await.expect("GET").status().is_success());
     // Before it expires, by itself: a later expiry.
-    let expiry = |data: &BTreeMap<String, Vec<u8>>| chrono::DateTime::parse_from_rfc3339(&text(data, "expiresAt")).expect("expiresAt");
+    let expiry = |data: &BTreeMap<String, Vec<u8>>| chrono::DateTime::parse_from_rfc3339(&text_of(data, "expiresAt")).expect("expiresAt");
     let third = wait_for("a re-minted URL before the 60-second one expires", Duration::from_secs(90), || async {
         let data = world.secret_data(&name).await;
         (expiry(&data) > expiry(&second)).then_some(data)
     })
     .await;
-    let expires = chrono::DateTime::parse_from_rfc3339(&text(&second, "expiresAt")).expect("expiresAt");
+    let expires = chrono::DateTime::parse_from_rfc3339(&text_of(&second, "expiresAt")).expect("expiresAt");
     assert!(chrono::Utc::now() < expires, "re-minted before {expires}");
-    let got = reqwest::get(text(&third, "url")).await.expect("GET");
+    let got = reqwest::get(text_of(&third, "url")).await.expect("GET");
     assert!(got.status().is_success(), "{}", got.status());
-    assert_eq!(text(&third, "sha256"), text(&first, "sha256"));
+    assert_eq!(text_of(&third, "sha256"), text_of(&first, "sha256"));
     assert_eq!(backend_calls(&world.operator.metrics().await, "download"), downloads, "re-minting asks the backend nothing");
 }
 
@@ -358,7 +421,7 @@ async fn wrong_store_credentials_show_on_the_store_and_the_report_until_fixed() 
     // The report is READY with the backend's URL meanwhile.
     let rf = world.files_of("cmp-gen").await.into_iter().next().expect("ReportFile");
     assert_eq!(rf.status.as_ref().and_then(|s| s.status), Some(report_operator::api::FileState::Ready));
-    let url = text(&world.secret_data(rf.metadata.name.as_deref().expect("name")).await, "url");
+    let url = text_of(&world.secret_data(rf.metadata.name.as_deref().expect("name")).await, "url");
     assert!(!url.starts_with(&s3.endpoint()), "the backend's URL until the copy is made");
     // Fixed: the store becomes Ready and the report is copied.
     world.apply(&s3.manifest("bucket", BUCKET, ""));

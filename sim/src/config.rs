@@ -247,7 +247,8 @@ pub struct SimConfig {
     /// 60 seconds, longer than any client waits.
     pub hang_ms: u64,
     /// Newlines appended to every unwrapped (not gzipped or zipped) file a storage URL
-    /// serves, for tests of large reports; 0: none. The file stays a valid CSV or JSON.
+    /// serves and to every FUSION file and SDR answer, for tests of large reports; 0: none.
+    /// The file stays a valid CSV or JSON.
     pub padding_bytes: u64,
 }
 

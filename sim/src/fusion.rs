@@ -25,7 +25,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::Utc;
@@ -170,6 +170,21 @@ fn count(seed: &str, modulo: u32) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % modulo
 }
 
+/// `text` with the configured padding (newlines: whitespace to CSV and JSON alike) appended,
+/// for tests of files too large for a Secret.
+fn padded(sim: &Sim, text: String) -> Vec<u8> {
+    let mut bytes = text.into_bytes();
+    let padding = usize::try_from(sim.config.padding_bytes).unwrap_or(usize::MAX);
+    bytes.resize(bytes.len().saturating_add(padding), b'\n');
+    bytes
+}
+
+/// An SDR answer, padded.
+fn padded_json(sim: &Sim, doc: Value) -> Response {
+    let body = padded(sim, doc.to_string());
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 fn record(sim: &Sim, key: String, organization: &str) {
     // Synchronous: the report is in progress only while the call runs.
     sim.stats.generation(FUSION, key, organization, 1);
@@ -196,7 +211,7 @@ async fn phone_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(
         })
         .collect();
     record(&sim, format!("phone_usage|group|{uuid}"), &uuid);
-    json(StatusCode::OK, json!({"phoneUsages": rows}))
+    padded_json(&sim, json!({"phoneUsages": rows}))
 }
 
 async fn product_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(String, String)>, headers: HeaderMap) -> Response {
@@ -226,7 +241,7 @@ async fn product_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path
         })
         .collect();
     record(&sim, format!("product_usage|group|{uuid}"), &uuid);
-    json(StatusCode::OK, json!({"productUsages": rows}))
+    padded_json(&sim, json!({"productUsages": rows}))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,7 +418,7 @@ fn license(sim: &Sim, headers: &HeaderMap, instance: &str, level: Level, uuid: &
     };
     let scope = only.map_or_else(|| level.name().to_string(), |id| format!("subscription {id}"));
     record(sim, format!("licenses|{}|{uuid}|{scope}|{format}", level.name()), uuid);
-    let body = base64::engine::general_purpose::STANDARD.encode(content);
+    let body = base64::engine::general_purpose::STANDARD.encode(padded(sim, content));
     json(StatusCode::OK, json!({"fileBody": body, "fileName": file_name}))
 }
 

@@ -345,6 +345,7 @@ mod body_tests {
             notify_by_email: false,
             parameters: params,
             organization: None,
+            stored: false,
         }
     }
 

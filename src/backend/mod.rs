@@ -14,6 +14,7 @@
 
 mod auth;
 pub mod body;
+pub(crate) mod bridge;
 mod capabilities;
 pub mod cmp;
 pub mod connect;
@@ -59,6 +60,9 @@ pub struct ReportRequest {
     pub parameters: api::ReportParameters,
     /// SUPPLIER: the organization to generate for (default: the backend's organizationId).
     pub organization: Option<String>,
+    /// The report is copied into a ReportStore (`storeRef`): a file too large for a Secret is
+    /// not a failure but left for the copy to stream (FUSION, [`Download::Streamed`]).
+    pub stored: bool,
 }
 
 impl ReportRequest {
@@ -72,6 +76,7 @@ impl ReportRequest {
             notify_by_email: spec.notify_by_email.unwrap_or(false),
             parameters: spec.parameters.clone().unwrap_or_default(),
             organization: spec.organization.clone(),
+            stored: spec.store_ref.is_some(),
         }
     }
 
@@ -144,7 +149,13 @@ pub enum Download {
     Url { url: String, expires_at: Option<DateTime<Utc>> },
     /// The file itself (FUSION).
     Inline { file_name: String, content: Vec<u8> },
+    /// A file too large to hold (FUSION, with a ReportStore): only the copy into the store
+    /// reads it, streamed ([`ReportingBackend::stream`]).
+    Streamed { file_name: String },
 }
+
+/// A report's file as it arrives, for the copy into a ReportStore.
+pub type FileStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>;
 
 impl fmt::Debug for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +166,7 @@ impl fmt::Debug for Download {
             Download::Inline { file_name, content } => {
                 f.debug_struct("Inline").field("file_name", file_name).field("bytes", &content.len()).finish()
             }
+            Download::Streamed { file_name } => f.debug_struct("Streamed").field("file_name", file_name).finish(),
         }
     }
 }
@@ -197,6 +209,12 @@ pub trait ReportingBackend: Send + Sync {
     async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError>;
     /// The report's file: a URL (minted afresh where the API can: SUPPLIER) or the file itself.
     async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError>;
+    /// The report's file as a stream, for the copy into a ReportStore, where the answer to
+    /// the request is the file itself (FUSION), which is then asked for again; `None` where
+    /// the file is behind the [`download`](Self::download).
+    async fn stream(&self, _req: &ReportRequest) -> Result<Option<FileStream>, BackendError> {
+        Ok(None)
+    }
     /// RDE: a template's reportFiles; CMP: reports by name/type/from/to (ON_INVOICE mirroring);
     /// CONNECT: reports by name; SUPPLIER: an organization's reports.
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError>;

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::api::ReportStoreSpec;
 use crate::backend::transfer::PolicyClient;
-use crate::backend::{BackendError, ClientOptions, redact_url};
+use crate::backend::{BackendError, ClientOptions, FileStream, redact_url};
 
 /// Bytes per uploaded part: S3's smallest part (the last may be smaller).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -78,6 +78,11 @@ impl StoreError {
             StoreError::Source(_) => "source",
             StoreError::InvalidArchive(_) => "invalid_archive",
         }
+    }
+
+    /// Reading the report from its backend failed with `e`.
+    pub fn source(e: BackendError) -> Self {
+        StoreError::Source(e.to_string())
     }
 
     fn from_backend(e: BackendError) -> Self {
@@ -222,10 +227,11 @@ impl Store {
         super::unzip::extract(self, stem, body).await
     }
 
-    /// Unpacks the ZIP `bytes` (answered directly) into one object per file under `stem`.
-    pub async fn extract_bytes(&self, bytes: Vec<u8>, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+    /// Unpacks the ZIP `body` (a file the backend sends itself) into one object per file
+    /// under `stem`.
+    pub async fn extract_stream(&self, body: FileStream, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
         self.check_endpoint().await?;
-        super::unzip::extract(self, stem, futures::stream::iter([Ok(Bytes::from(bytes))])).await
+        super::unzip::extract(self, stem, body.map(|chunk| chunk.map_err(StoreError::source))).await
     }
 
     /// Deletes every object whose key starts with `prefix` (an unpacked archive's files).
@@ -240,10 +246,10 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `bytes` (a file the backend returned itself) into the object `key`.
-    pub async fn copy_bytes(&self, bytes: Vec<u8>, key: &str) -> Result<Uploaded, StoreError> {
+    /// Streams `body` (a file the backend sends itself) into the object `key`.
+    pub async fn copy_stream(&self, body: FileStream, key: &str) -> Result<Uploaded, StoreError> {
         self.check_endpoint().await?;
-        self.upload(key, futures::stream::iter([Ok(Bytes::from(bytes))])).await
+        self.upload(key, body.map(|chunk| chunk.map_err(StoreError::source))).await
     }
 
     /// Multipart upload of `body` to `key`, hashing on the way: at most [`PARTS_IN_FLIGHT`]

@@ -9,14 +9,15 @@
 
 use std::io::Read;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::backend::bridge::{self, ChannelReader};
+
 use super::store::{Store, StoreError, Uploaded};
 
-/// Chunks in flight in each direction.
-const CHANNEL_CHUNKS: usize = 16;
 /// Bytes read from an entry at a time.
 const READ_BYTES: usize = 64 * 1024;
 /// Most entries taken from one archive.
@@ -34,28 +35,6 @@ enum Piece {
     Start(String),
     Data(Bytes),
     End,
-}
-
-/// The download as a blocking `Read`, for the zip crate on its own thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, String>>,
-    buf: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.buf.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.buf = chunk,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf.advance(n);
-        Ok(n)
-    }
 }
 
 /// The last path component of an entry name, made safe for a key; `None` for directories and
@@ -115,33 +94,19 @@ pub async fn extract<S>(store: &Store, stem: &str, body: S) -> Result<Vec<Extrac
 where
     S: Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
 {
-    let (bytes_tx, bytes_rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let (pieces_tx, mut pieces_rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let feeder = tokio::spawn(async move {
-        let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let failed = chunk.is_err();
-            if bytes_tx.send(chunk.map_err(|e| e.to_string())).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    let unpacker = tokio::task::spawn_blocking(move || unpack(ChannelReader { rx: bytes_rx, buf: Bytes::new() }, pieces_tx));
-    let result = upload_pieces(store, stem, &mut pieces_rx).await;
-    drop(pieces_rx);
-    feeder.abort();
-    let _ = unpacker.await;
-    result
+    let reader = bridge::reader(body);
+    let mut pieces = bridge::produce(move |tx| unpack(reader, tx));
+    upload_pieces(store, stem, &mut pieces).await
 }
 
 async fn upload_pieces(
     store: &Store,
     stem: &str,
-    pieces: &mut mpsc::Receiver<Result<Piece, String>>,
+    pieces: &mut BoxStream<'static, Result<Piece, String>>,
 ) -> Result<Vec<Extracted>, StoreError> {
     let mut done = Vec::new();
     let mut current = None;
-    while let Some(piece) = pieces.recv().await {
+    while let Some(piece) = pieces.next().await {
         let step = match piece {
             Err(message) => Err(StoreError::InvalidArchive(message)),
             Ok(Piece::Start(name)) => {

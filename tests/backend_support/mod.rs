@@ -135,6 +135,7 @@ pub fn request(t: BackendType, name: &str) -> ReportRequest {
         notify_by_email: false,
         parameters,
         organization: None,
+        stored: false,
     }
 }
 

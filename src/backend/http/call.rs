@@ -34,11 +34,13 @@ pub(crate) struct Call {
     pub limit: usize,
     /// A 3xx answer is the result (the CONNECT download); for any other call it is an error.
     pub redirect_ok: bool,
+    /// A 2xx answer's body is left unread for the caller to stream ([`Response::stream`]).
+    pub streamed: bool,
 }
 
 impl Call {
     fn new(method: Method, url: Url, endpoint: &'static str, idempotent: bool, body: Body) -> Self {
-        Call { method, url, endpoint, idempotent, body, headers: Vec::new(), limit: MAX_JSON_BYTES, redirect_ok: false }
+        Call { method, url, endpoint, idempotent, body, headers: Vec::new(), limit: MAX_JSON_BYTES, redirect_ok: false, streamed: false }
     }
 
     pub fn get(url: Url, endpoint: &'static str) -> Self {
@@ -73,6 +75,13 @@ impl Call {
     /// Returns a 3xx answer as the result.
     pub fn redirect_ok(mut self) -> Self {
         self.redirect_ok = true;
+        self
+    }
+
+    /// Leaves a 2xx answer's body unread, for a file of any size to be streamed (FUSION's
+    /// file into a ReportStore); error answers are read as usual.
+    pub fn streamed(mut self) -> Self {
+        self.streamed = true;
         self
     }
 }
@@ -117,12 +126,13 @@ pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, BackendError> {
 }
 
 /// An answer with status 2xx (or 3xx where the call expects one), its body read up to the
-/// call's limit.
+/// call's limit, or (a [`Call::streamed`] call) left unread in `stream`.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    pub stream: Option<reqwest::Response>,
 }
 
 impl Response {

@@ -195,6 +195,9 @@ impl HttpClient {
             maybe_sent: true,
         };
         // Of an error or redirect only an excerpt is kept: read enough for it, never fail.
+        if call.streamed && status.is_success() {
+            return Ok(Response { status, headers, body: Vec::new(), stream: Some(response) });
+        }
         let wanted = status.is_success() || (status.is_redirection() && call.redirect_ok);
         let limit = if wanted { call.limit } else { call.limit.min(MAX_ERROR_BODY_BYTES) };
         if wanted && response.content_length().is_some_and(|n| n > call.limit as u64) {
@@ -210,7 +213,7 @@ impl HttpClient {
         if wanted && body.cut {
             return Err(too_large());
         }
-        Ok(Response { status, headers, body: body.bytes })
+        Ok(Response { status, headers, body: body.bytes, stream: None })
     }
 
     fn transport_failure(&self, call: &Call, e: reqwest::Error) -> TransportFailure {

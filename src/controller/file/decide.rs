@@ -375,7 +375,7 @@ pub fn store_url_written(s: &mut ReportFileStatus, f: &Facts, location: &str, ex
 /// the name the download gives.
 pub fn delivered(report: &RemoteReport, download: &Download, now: DateTime<Utc>) -> (DateTime<Utc>, Option<String>) {
     let file_name = report.file_name.clone().or_else(|| match download {
-        Download::Inline { file_name, .. } => Some(file_name.clone()),
+        Download::Inline { file_name, .. } | Download::Streamed { file_name } => Some(file_name.clone()),
         Download::Url { url, .. } => file_name_of(url),
     });
     (report.generate_date.unwrap_or(now), file_name)
@@ -391,7 +391,7 @@ fn file_name_of(url: &str) -> Option<String> {
 fn url_expiry(download: &Download) -> Option<DateTime<Utc>> {
     match download {
         Download::Url { expires_at, .. } => *expires_at,
-        Download::Inline { .. } => None,
+        Download::Inline { .. } | Download::Streamed { .. } => None,
     }
 }
 

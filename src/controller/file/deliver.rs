@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
@@ -19,7 +20,7 @@ use super::decide;
 use super::secret::{FileFacts, Observed, Written, add_delivery, build_secret};
 use super::{Reconciler, cached_backend_type};
 use crate::api::{CONDITION_DELIVERED, ConnectArchive, Delivery, ReportFile, ReportStore, Retention, find_condition};
-use crate::backend::{Download, ReportRequest};
+use crate::backend::{Download, FileStream, ReportRequest};
 use crate::controller::conditions::{Cond, set_condition};
 use crate::controller::context::Context;
 use crate::controller::error::Error;
@@ -46,6 +47,14 @@ pub enum Step {
     Remint { why: &'static str },
     /// Copied and the URL is fresh: look again after this long.
     Keep { requeue: Duration },
+}
+
+/// Where a copy reads the report from.
+enum Source {
+    /// The backend's download URL, fetched by the store's client.
+    Url(String),
+    /// The file as the backend sends it.
+    Stream(FileStream),
 }
 
 /// Whether the report's copy was made (a copy without checksum is no copy).
@@ -150,16 +159,16 @@ impl Reconciler<'_> {
         delivery.location = Some(location.clone());
         delivery.attempts = Some(delivery.attempts.unwrap_or(0).saturating_add(1));
         let started = Instant::now();
-        let download = match self.fresh_download().await {
-            Ok(d) => d,
+        let source = match self.source().await {
+            Ok(source) => source,
             Err(e) => return Ok(Err(e)),
         };
         let type_ = self.backend_type();
         let copied = if extracts(rs, type_) {
             let stem = key.strip_suffix(".zip").unwrap_or(&key).to_string();
-            let extracted = match download {
-                Download::Url { url, .. } => store.extract_from_url(&url, &stem).await,
-                Download::Inline { content, .. } => store.extract_bytes(content, &stem).await,
+            let extracted = match source {
+                Source::Url(url) => store.extract_from_url(&url, &stem).await,
+                Source::Stream(body) => store.extract_stream(body, &stem).await,
             };
             extracted.and_then(|files| {
                 let total = files.iter().map(|f| f.uploaded.size).fold(0u64, u64::saturating_add);
@@ -168,9 +177,9 @@ impl Reconciler<'_> {
                 Ok((main.key.clone(), main.uploaded.clone(), total))
             })
         } else {
-            let uploaded = match download {
-                Download::Url { url, .. } => store.copy_from_url(&url, &key).await,
-                Download::Inline { content, .. } => store.copy_bytes(content, &key).await,
+            let uploaded = match source {
+                Source::Url(url) => store.copy_from_url(&url, &key).await,
+                Source::Stream(body) => store.copy_stream(body, &key).await,
             };
             uploaded.map(|u| (key.clone(), u.clone(), u.size))
         };
@@ -252,16 +261,24 @@ impl Reconciler<'_> {
         location.strip_prefix(&bucket_root).filter(|k| !k.is_empty()).map(str::to_string)
     }
 
-    /// The report's download, asked of the backend now: a URL it gave earlier may have
-    /// expired (SUPPLIER: after 60 seconds).
-    async fn fresh_download(&self) -> Result<Download, StoreError> {
-        let source = |e: String| StoreError::Source(e);
-        let (rb, backend) = self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await.map_err(|n| source(n.message))?;
-        let id = decide::known_id(&self.status, &self.facts).ok_or_else(|| source("the report has no backend id".into()))?;
+    /// Where the copy reads the report from, asked of the backend now: a URL it gave
+    /// earlier may have expired (SUPPLIER: after 60 seconds), and a file that is the answer
+    /// itself (FUSION) is asked for again and streamed.
+    async fn source(&self) -> Result<Source, StoreError> {
+        let (rb, backend) =
+            self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await.map_err(|n| StoreError::Source(n.message))?;
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
-        let report = self.ctx.metrics.call(type_, "get", backend.get(&id, &req)).await.map_err(|e| source(e.to_string()))?;
-        self.ctx.metrics.call(type_, "download", backend.download(&report, &req)).await.map_err(|e| source(e.to_string()))
+        if let Some(body) = self.ctx.metrics.call(type_, "download", backend.stream(&req)).await.map_err(StoreError::source)? {
+            return Ok(Source::Stream(body));
+        }
+        let id = decide::known_id(&self.status, &self.facts).ok_or_else(|| StoreError::Source("the report has no backend id".into()))?;
+        let report = self.ctx.metrics.call(type_, "get", backend.get(&id, &req)).await.map_err(StoreError::source)?;
+        match self.ctx.metrics.call(type_, "download", backend.download(&report, &req)).await.map_err(StoreError::source)? {
+            Download::Url { url, .. } => Ok(Source::Url(url)),
+            Download::Inline { content, .. } => Ok(Source::Stream(futures::stream::iter([Ok(content.into())]).boxed())),
+            Download::Streamed { .. } => Err(StoreError::Source(format!("{type_} gave no stream of a file too large to hold"))),
+        }
     }
 
     /// Records a failed copy (or re-mint): the `Delivered` condition, a Warning Event once

@@ -204,6 +204,8 @@ pub fn build_secret(
             put("fileName", file_name);
             data.insert("content".into(), ByteString(content.clone()));
         }
+        // Too large for a Secret: the copy into the store adds its `url` and `location`.
+        Download::Streamed { file_name } => put("fileName", file_name),
     }
     Ok(Secret {
         metadata: ObjectMeta {

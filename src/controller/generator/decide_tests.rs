@@ -517,6 +517,7 @@ fn an_rde_template_is_replaced_when_its_settings_change() {
             notify_by_email: false,
             parameters: ReportParameters { period: Some(crate::api::Period::P1D), ..Default::default() },
             organization: None,
+            stored: false,
         };
         f(&mut r);
         crate::backend::rde::template_settings(&r).expect("settings")

@@ -140,6 +140,7 @@ fn template_request(g: &ReportGenerator) -> ReportRequest {
         notify_by_email: g.spec.notify_by_email.unwrap_or(false),
         parameters: g.spec.parameters.clone().unwrap_or_default(),
         organization: None,
+        stored: false,
     }
 }
 

@@ -10,9 +10,16 @@
 //! PERIODIC generator takes one snapshot per run and never backfills) and its Secret says when
 //! the snapshot was taken (`snapshotTime`).
 //!
+//! A file must fit into a Secret (1,000,000 bytes) unless the report goes to a ReportStore:
+//! then a larger one is left unread at submit (READY, [`Download::Streamed`]) and the copy
+//! asks again and streams it ([`stream`]), so no file is ever held whole.
+//!
 //! Login gives an access and a refresh token; a 401 renews the access token with the refresh
 //! token, and a refused refresh logs in again. A login that answers with a `2fa_payload` makes
 //! the backend not Ready (TwoFactorRequired).
+
+mod csv;
+mod stream;
 
 use std::collections::HashSet;
 use base64::Engine as _;
@@ -26,9 +33,11 @@ use super::body::{MAX_INLINE_BASE64_ANSWER_BYTES, MAX_INLINE_BYTES};
 use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
 use super::capabilities::{Refusal, Setting};
 use super::{
-    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    known_download, seg,
+    BackendError, Capabilities, DefaultLimits, Download, FileStream, ListQuery, RemoteReport, ReportRequest, ReportState,
+    ReportingBackend, known_download, seg,
 };
+use csv::{PHONE_USAGE_COLUMNS, PRODUCT_USAGE_COLUMNS, to_csv};
+use stream::Shape;
 use crate::api::{
     BackendType, EventType, FusionDataset, FusionLevel, FusionScope, Period, ReportBackendSpec, ReportFormat,
     ReportParameters,
@@ -124,51 +133,6 @@ struct LicenseFile {
     file_name: String,
 }
 
-/// A CSV field, quoted when it must be.
-fn csv_field(v: &serde_json::Value) -> String {
-    let text = match v {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-/// Columns of the phone usage SDR, in the seed's order.
-const PHONE_USAGE_COLUMNS: &[&str] =
-    &["distributor", "reseller", "tenant", "subscription", "group", "username", "phoneNumber"];
-/// Columns of the product usage SDR, in the seed's order.
-const PRODUCT_USAGE_COLUMNS: &[&str] =
-    &["distributor", "reseller", "tenant", "subscription", "group", "sku", "quantity", "used"];
-
-/// An array of flat objects as CSV: the documented `columns` first, then any others the rows
-/// have (in name order).
-pub(crate) fn to_csv(rows: &[serde_json::Value], columns: &[&str]) -> String {
-    let mut columns: Vec<&str> = columns.to_vec();
-    for row in rows {
-        if let Some(obj) = row.as_object() {
-            for k in obj.keys() {
-                if !columns.contains(&k.as_str()) {
-                    columns.push(k);
-                }
-            }
-        }
-    }
-    let mut out = columns.iter().map(|c| csv_field(&json!(c))).collect::<Vec<_>>().join(",");
-    out.push_str("\r\n");
-    for row in rows {
-        let line: Vec<String> =
-            columns.iter().map(|c| csv_field(row.get(*c).unwrap_or(&serde_json::Value::Null))).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
-    }
-    out
-}
-
 /// Whose report it is, or (unset) how [`missing_parameter`](super::missing_parameter) names it.
 pub(super) fn scope(params: &ReportParameters) -> Result<&FusionScope, &'static str> {
     params.scope.as_ref().ok_or("parameters.scope (level and uuid)")
@@ -194,38 +158,35 @@ impl FusionBackend {
         Ok(FusionBackend { http, auth: BearerAuth::new(FusionLogin { login }, initial, Vec::new()), draas_instance })
     }
 
-    /// Asks for the report and returns it READY with its file.
-    async fn generate(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+    /// The request for `req`'s file, the file's name, and how the answer becomes the file.
+    fn ask(&self, req: &ReportRequest) -> Result<Ask, BackendError> {
         CAPABILITIES.check(BackendType::Fusion, req)?;
         let scope =
             scope(&req.parameters).map_err(|_| BackendError::unsupported("a FUSION report without parameters.scope"))?;
         let root = format!("/api/v01/draas/{}", seg(&self.draas_instance)?);
-        let dataset = req.parameters.dataset.unwrap_or(FusionDataset::Licenses);
-        let (file_name, content) = match dataset {
+        let format = req.format.lower();
+        match req.parameters.dataset.unwrap_or(FusionDataset::Licenses) {
             FusionDataset::Licenses => {
-                let owner = match (scope.level, scope.subscription_id) {
-                    (FusionLevel::Group, _) => format!("groups/{}", seg(&scope.uuid)?),
-                    (FusionLevel::Distributor, _) => format!("distributors/{}", seg(&scope.uuid)?),
-                    (FusionLevel::Reseller, _) => format!("resellers/{}", seg(&scope.uuid)?),
-                    (FusionLevel::Tenant, _) => format!("tenants/{}", seg(&scope.uuid)?),
-                    (FusionLevel::Subscription, Some(id)) => format!("tenants/{}/subscriptions/{id}", seg(&scope.uuid)?),
+                let uuid = seg(&scope.uuid)?;
+                let (owner, named) = match (scope.level, scope.subscription_id) {
+                    (FusionLevel::Group, _) => (format!("groups/{uuid}"), format!("group_{uuid}")),
+                    (FusionLevel::Distributor, _) => (format!("distributors/{uuid}"), format!("distributor_{uuid}")),
+                    (FusionLevel::Reseller, _) => (format!("resellers/{uuid}"), format!("reseller_{uuid}")),
+                    (FusionLevel::Tenant, _) => (format!("tenants/{uuid}"), format!("tenant_{uuid}")),
+                    (FusionLevel::Subscription, Some(id)) => {
+                        (format!("tenants/{uuid}/subscriptions/{id}"), format!("tenant_{uuid}_subscription_{id}"))
+                    }
                     (FusionLevel::Subscription, None) => {
                         return Err(BackendError::unsupported("scope level subscription without subscriptionId"));
                     }
                 };
                 let url = self.http.url(&format!("{root}/{owner}/downloads/report"));
-                let body = Body::Json(json!({"format": req.format.lower()}));
-                let call = Call::post_idempotent(url, "license", body).limit(MAX_INLINE_BASE64_ANSWER_BYTES);
-                let file: LicenseFile = self.http.send(&call, &self.auth).await?.json("license file")?;
-                let content = base64::engine::general_purpose::STANDARD
-                    .decode(file.file_body.trim())
-                    .map_err(|_| BackendError::protocol("fileBody is not base64"))?;
-                if content.len() > MAX_INLINE_BYTES {
-                    return Err(BackendError::TooLarge { what: "the license file".into(), limit: MAX_INLINE_BYTES });
-                }
-                (file.file_name, content)
+                let call = Call::post_idempotent(url, "license", Body::Json(json!({"format": format})));
+                // The seed's naming, for a file too large to read its fileName from.
+                let file_name = format!("licenses_{named}_{}.{format}", Utc::now().format("%Y%m%d"));
+                Ok(Ask { call, file_name, shape: Shape::License })
             }
-            FusionDataset::PhoneUsage | FusionDataset::ProductUsage => {
+            dataset => {
                 if scope.level != FusionLevel::Group {
                     return Err(BackendError::unsupported("usage SDRs exist for groups only (scope.level group)"));
                 }
@@ -234,23 +195,52 @@ impl FusionBackend {
                     _ => ("product_usage", "productUsages", PRODUCT_USAGE_COLUMNS),
                 };
                 let url = self.http.url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)?));
-                // The JSON answer is the file (or becomes it as CSV): what a Secret holds.
-                let response = self.http.send(&Call::get(url, "sdr").limit(MAX_INLINE_BYTES), &self.auth).await?;
                 let stamp = Utc::now().format("%Y%m%d%H%M%S");
-                let file_name = format!("{path}_group_{}_{stamp}.{}", scope.uuid, req.format.lower());
-                let content = match req.format {
-                    ReportFormat::Csv => {
-                        let doc: serde_json::Value = response.json("usage SDRs")?;
-                        let rows = doc
-                            .get(field)
-                            .and_then(|v| v.as_array())
-                            .ok_or_else(|| BackendError::protocol(format!("the answer has no {field} array")))?;
-                        to_csv(rows, columns).into_bytes()
-                    }
-                    _ => response.body,
+                let file_name = format!("{path}_group_{}_{stamp}.{format}", scope.uuid);
+                let shape = match req.format {
+                    ReportFormat::Csv => Shape::Csv { field, columns },
+                    _ => Shape::Raw,
                 };
-                (file_name, content)
+                Ok(Ask { call: Call::get(url, "sdr"), file_name, shape })
             }
+        }
+    }
+
+    /// Asks for the report and returns it READY with its file, or (`req.stored`) with none
+    /// when the file is too large for a Secret: the copy into the store streams it.
+    async fn generate(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
+        let ask = self.ask(req)?;
+        let limit = if let Shape::License = ask.shape { MAX_INLINE_BASE64_ANSWER_BYTES } else { MAX_INLINE_BYTES };
+        let too_large = || BackendError::TooLarge { what: format!("the file {}", ask.file_name), limit: MAX_INLINE_BYTES };
+        let content = match self.http.send(&ask.call.clone().limit(limit), &self.auth).await {
+            Err(BackendError::TooLarge { .. }) if req.stored => None,
+            Err(e) => return Err(e),
+            Ok(response) => match ask.shape {
+                Shape::License => {
+                    let file: LicenseFile = response.json("license file")?;
+                    let content = base64::engine::general_purpose::STANDARD
+                        .decode(file.file_body.trim())
+                        .map_err(|_| BackendError::protocol("fileBody is not base64"))?;
+                    match content.len() > MAX_INLINE_BYTES {
+                        true if req.stored => None,
+                        true => return Err(too_large()),
+                        false => Some((file.file_name, content)),
+                    }
+                }
+                Shape::Csv { field, columns } => {
+                    let doc: serde_json::Value = response.json("usage SDRs")?;
+                    let rows = doc
+                        .get(field)
+                        .and_then(|v| v.as_array())
+                        .ok_or_else(|| BackendError::protocol(format!("the answer has no {field} array")))?;
+                    Some((ask.file_name.clone(), to_csv(rows, columns).into_bytes()))
+                }
+                Shape::Raw => Some((ask.file_name.clone(), response.body)),
+            },
+        };
+        let (file_name, download) = match content {
+            Some((file_name, content)) => (file_name.clone(), Download::Inline { file_name, content }),
+            None => (ask.file_name.clone(), Download::Streamed { file_name: ask.file_name }),
         };
         Ok(RemoteReport {
             name: Some(req.name.clone()),
@@ -259,10 +249,18 @@ impl FusionBackend {
             end_date: req.parameters.end_date,
             generate_date: Some(Utc::now()),
             file_name: Some(file_name.clone()),
-            download: Some(Download::Inline { file_name: file_name.clone(), content }),
+            download: Some(download),
             ..RemoteReport::new(file_name, ReportState::Ready)
         })
     }
+}
+
+/// One Fusion request for a report's file.
+struct Ask {
+    call: Call,
+    /// The file's name (a license export's own name is in its answer).
+    file_name: String,
+    shape: Shape,
 }
 
 #[async_trait::async_trait]
@@ -297,6 +295,14 @@ impl ReportingBackend for FusionBackend {
         known_download(self, report, req).await
     }
 
+    /// Asks again and streams the answer's file, whatever its size.
+    async fn stream(&self, req: &ReportRequest) -> Result<Option<FileStream>, BackendError> {
+        let ask = self.ask(req)?;
+        let mut answer = self.http.send(&ask.call.streamed(), &self.auth).await?;
+        let body = answer.stream.take().ok_or_else(|| BackendError::protocol("the answer has no body"))?;
+        Ok(Some(stream::file(body, ask.shape)))
+    }
+
     async fn list(&self, _query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
         Err(BackendError::unsupported("FUSION keeps no reports to list"))
     }
@@ -305,18 +311,6 @@ impl ReportingBackend for FusionBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usage_rows_as_csv() {
-        let rows = vec![
-            json!({"group": "Netaxis", "sku": "Fusion Seats", "quantity": 29, "used": 5, "zone": "eu"}),
-            json!({"group": "Net, \"axis\"", "sku": "SIP", "quantity": 14}),
-        ];
-        assert_eq!(
-            to_csv(&rows, &["group", "sku", "quantity", "used"]),
-            "group,sku,quantity,used,zone\r\nNetaxis,Fusion Seats,29,5,eu\r\n\"Net, \"\"axis\"\"\",SIP,14,,\r\n"
-        );
-    }
 
     #[test]
     fn two_factor_answers() {
