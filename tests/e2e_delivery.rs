@@ -2,8 +2,9 @@
 //! server (versitygw, `tests/common/s3.rs`): every backend's report lands in the bucket with
 //! its size and SHA-256; the presigned URL works after the backend's own URL has expired;
 //! a store that is down loses nothing; a 50 MB report is copied with bounded memory; a
-//! SIGKILL in the middle of an upload leaves one complete object; and deleting a ReportFile
-//! applies the store's retention.
+//! SIGKILL in the middle of an upload leaves one complete object, and so does a copy whose
+//! status was lost after its upload; FUSION files too large for a Secret are streamed into the
+//! store; and deleting a ReportFile applies the store's retention.
 
 mod common;
 
@@ -249,6 +250,59 @@ async fn a_50_mb_report_is_copied_with_bounded_memory_and_a_sigkill_mid_upload_l
     assert!(d.size.unwrap_or_default() > 50_000_000);
     assert!(peak_mib < PEAK_RSS_BOUND_MIB, "peak RSS {peak_mib} MiB, bound {PEAK_RSS_BOUND_MIB} MiB");
     check_copy(&world, &s3, &rf).await;
+}
+
+/// The `report_operator_delivered_objects_total` of backend type `t`: uploads completed.
+fn uploads(metrics: &str, t: BackendType) -> u64 {
+    let line = format!("report_operator_delivered_objects_total{{type=\"{}\"}} ", t.as_str());
+    metrics.lines().find_map(|l| l.strip_prefix(line.as_str())?.parse().ok()).unwrap_or(0)
+}
+
+/// An admission policy of the real API server that refuses, in namespace `ns` only, any
+/// ReportFile status that records a copy's checksum: the state of an operator that crashed
+/// after the upload and before the status write, held for as long as the policy stays. It
+/// also refuses a ConfigMap named `policy-probe`, to tell when it is in force.
+fn refuse_delivered_status(ns: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: {ns}-no-delivery\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n    - apiGroups: [reporting.report-operator.io]\n      apiVersions: ['*']\n      operations: [UPDATE]\n      resources: [reportfiles/status]\n    - apiGroups: ['']\n      apiVersions: [v1]\n      operations: [CREATE]\n      resources: [configmaps]\n  validations:\n  - expression: \"request.resource.resource == 'configmaps' ? object.metadata.name != 'policy-probe' : (!has(object.status) || !has(object.status.delivery) || !has(object.status.delivery.sha256))\"\n    message: the test refuses the copy's status\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: {ns}-no-delivery\nspec:\n  policyName: {ns}-no-delivery\n  validationActions: [Deny]\n  matchResources:\n    namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: {ns}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_status_was_lost_after_the_upload_is_made_again_onto_the_same_object() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    common::install_crds(&common::control_plane().await.client().await).await;
+    let world = World::start("e2e-deliver-lost", SimConfig::default()).await;
+    let t = BackendType::Cmp;
+    let policy = refuse_delivered_status(&world.ns.name);
+    world.apply(&policy);
+    world.apply(&s3.manifest("bucket", BUCKET, ""));
+    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
+    // The policy takes effect once the API server has loaded it, for both its rules at once:
+    // when it refuses the probe ConfigMap, it refuses a status with a checksum too.
+    wait_for("the admission policy in force", DEADLINE, || async {
+        let out = world.ns.kubectl(&["create", "configmap", "policy-probe", "--dry-run=server"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.contains("refuses the copy's status").then_some(())
+    })
+    .await;
+    world.apply(&stored_generator(t, "lost", "cmp", "bucket"));
+    // The object is uploaded, its status refused; the retry uploads again, onto the same key.
+    wait_for("a second upload of the report whose status was refused", DEADLINE, || async {
+        (uploads(&world.operator.metrics().await, t) >= 2).then_some(())
+    })
+    .await;
+    let objects = s3.objects(BUCKET).await;
+    assert_eq!(objects.len(), 1, "two uploads, one object: {objects:?}");
+    let rf = world.files_of("lost").await.into_iter().next().expect("the ReportFile");
+    assert!(rf.status.and_then(|s| s.delivery).and_then(|d| d.sha256).is_none(), "the refused status was not written");
+    // The status may be written again: the next copy records the one object.
+    let out = world.ns.kubectl(&["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", &format!("{}-no-delivery", world.ns.name)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rf = delivered(&world, "lost", DEADLINE).await;
+    check_copy(&world, &s3, &rf).await;
+    let objects = s3.objects(BUCKET).await;
+    assert_eq!(objects.len(), 1, "one object after the copy was recorded: {objects:?}");
 }
 
 /// A FUSION generator `name` of the data set `dataset` for the group the simulator knows, as
