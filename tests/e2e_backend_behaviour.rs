@@ -69,6 +69,15 @@ async fn connect_window_goes_to_the_templates_date_parameter_names_stay_as_writt
     assert_eq!(doc["periodStart"], "2026-10-01T00:00:00Z", "the simulator got the window: {doc}");
     assert!(archive.by_name("summary.json").is_ok());
 
+    // A ReportFile of an earlier release, made without the finalizer, gets it back.
+    let out = world.ns.kubectl(&["patch", "reportfile", &name, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    wait_for("the finalizer put back on the ReportFile", Duration::from_secs(30), || async {
+        let rf = world.files().get(&name).await.ok()?;
+        rf.metadata.finalizers?.iter().any(|f| f == "reporting.report-operator.io/connect-report").then_some(())
+    })
+    .await;
+
     // Deleting the ReportFile removes the report on Connect.
     let out = world.ns.kubectl(&["delete", "reportfile", &name, "--wait=true", "--timeout=60s"]);
     assert!(out.status.success(), "{}", common::stderr(&out));

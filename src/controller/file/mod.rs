@@ -154,6 +154,12 @@ impl<'a> Reconciler<'a> {
     }
 
     async fn steps(&mut self) -> Result<Outcome, Halt> {
+        // A report made before its finalizer existed (CONNECT ReportFiles of earlier releases)
+        // gets it now, so that deleting the ReportFile removes the report as for new ones.
+        let made = self.status.external_id.is_some();
+        if made && cached_backend_type(self.ctx, self.rf).is_some_and(cleanup::needs_finalizer) {
+            cleanup::ensure_finalizer(self.rf, &self.api).await?;
+        }
         let mut next = decide::start(&mut self.status, &self.facts);
         if next == Next::CheckSecret {
             let seen = self.report_secrets().observe(&self.name).await?;
