@@ -17,6 +17,9 @@ pub struct Capabilities {
     /// SUPPLIER: `get` answers the polls of one organization's reports from one shared
     /// listing, so a round of polls costs a request per organization, not per report.
     pub polls_by_organization: bool,
+    /// FUSION: the answer to the request is the file itself, which a copy into a ReportStore
+    /// asks for again and streams ([`super::ReportingBackend::stream`]).
+    pub file_in_answer: bool,
     /// The API's documented request budgets and in-flight cap, which `spec.limits` overrides.
     pub limits: DefaultLimits,
 }

@@ -32,6 +32,7 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
     polls_by_organization: false,
+    file_in_answer: false,
     // 60 calls a minute and 5,000 a day, counted together for the subscription.
     limits: DefaultLimits {
         budgets: &[Budget::new(60, Duration::from_secs(60)), Budget::new(5000, Duration::from_secs(86_400))],

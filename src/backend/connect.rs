@@ -35,6 +35,7 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
     polls_by_organization: false,
+    file_in_answer: false,
     limits: DefaultLimits::NONE,
 };
 

@@ -210,10 +210,10 @@ pub trait ReportingBackend: Send + Sync {
     /// The report's file: a URL (minted afresh where the API can: SUPPLIER) or the file itself.
     async fn download(&self, report: &RemoteReport, req: &ReportRequest) -> Result<Download, BackendError>;
     /// The report's file as a stream, for the copy into a ReportStore, where the answer to
-    /// the request is the file itself (FUSION), which is then asked for again; `None` where
-    /// the file is behind the [`download`](Self::download).
-    async fn stream(&self, _req: &ReportRequest) -> Result<Option<FileStream>, BackendError> {
-        Ok(None)
+    /// the request is the file itself ([`Capabilities::file_in_answer`]), which is then asked
+    /// for again; others give their file behind the [`download`](Self::download).
+    async fn stream(&self, _req: &ReportRequest) -> Result<FileStream, BackendError> {
+        Err(BackendError::unsupported(format!("{} files are downloaded, not streamed from the answer", self.backend_type().as_str())))
     }
     /// RDE: a template's reportFiles; CMP: reports by name/type/from/to (ON_INVOICE mirroring);
     /// CONNECT: reports by name; SUPPLIER: an organization's reports.

@@ -28,6 +28,7 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1M],
     platform_scheduled: true,
     polls_by_organization: false,
+    file_in_answer: false,
     limits: DefaultLimits::NONE,
 };
 

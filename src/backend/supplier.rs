@@ -45,6 +45,7 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
     polls_by_organization: true,
+    file_in_answer: false,
     // 600 requests per 10 minutes on each endpoint, tokens 100 an hour, and 6 reports in
     // progress per organization.
     limits: DefaultLimits {

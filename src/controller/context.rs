@@ -20,7 +20,7 @@ use super::conditions::apply_status;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
-use crate::api::{ReportBackend, ReportFile, ReportGenerator, find_condition, CONDITION_READY};
+use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition, CONDITION_READY};
 use crate::backend::{OutboundPolicy, ReportingBackend};
 
 /// Shared state of the three controllers.
@@ -30,6 +30,8 @@ pub struct Context {
     pub backends: Store<ReportBackend>,
     pub generators: Store<ReportGenerator>,
     pub files: Store<ReportFile>,
+    /// The ReportStores (the store controller's cache), which every copy and re-mint reads.
+    pub stores: Store<ReportStore>,
     /// Metadata of every Secret in scope: its resourceVersion tells when a credentials
     /// Secret changed without keeping Secret data in memory.
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -55,6 +57,7 @@ impl Context {
         metrics: Arc<Metrics>,
         index: Arc<Index>,
         secrets: Store<PartialObjectMeta<Secret>>,
+        stores: Store<ReportStore>,
         outbound: Arc<OutboundPolicy>,
     ) -> Self {
         let reporter = Reporter {
@@ -72,6 +75,7 @@ impl Context {
             backends: index.backends.clone(),
             generators: index.generators.clone(),
             files: index.files.clone(),
+            stores,
             secrets,
             index,
             ready: Arc::default(),
@@ -160,6 +164,7 @@ impl Context {
             self.generators.wait_until_ready(),
             self.files.wait_until_ready(),
             self.secrets.wait_until_ready(),
+            self.stores.wait_until_ready(),
         )?;
         self.caches_synced.send_replace(true);
         Ok(())

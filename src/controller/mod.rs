@@ -114,7 +114,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let file_controller = Controller::for_shared_stream(file_events, file_store);
     let store_controller = Controller::new(stores, watch_config());
 
-    let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::new()), index, secret_store, policy));
+    let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::new()), index, secret_store, store_controller.store(), policy));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {

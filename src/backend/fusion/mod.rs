@@ -49,6 +49,7 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
     polls_by_organization: false,
+    file_in_answer: true,
     limits: DefaultLimits::NONE,
 };
 
@@ -296,11 +297,11 @@ impl ReportingBackend for FusionBackend {
     }
 
     /// Asks again and streams the answer's file, whatever its size.
-    async fn stream(&self, req: &ReportRequest) -> Result<Option<FileStream>, BackendError> {
+    async fn stream(&self, req: &ReportRequest) -> Result<FileStream, BackendError> {
         let ask = self.ask(req)?;
         let mut answer = self.http.send(&ask.call.streamed(), &self.auth).await?;
         let body = answer.stream.take().ok_or_else(|| BackendError::protocol("the answer has no body"))?;
-        Ok(Some(stream::file(body, ask.shape)))
+        Ok(stream::file(body, ask.shape))
     }
 
     async fn list(&self, _query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {

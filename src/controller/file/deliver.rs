@@ -6,12 +6,14 @@
 //! costs nothing but the `Delivered` condition: the copy is retried with backoff, and the
 //! object key comes from the immutable spec, so every attempt writes the same object.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
@@ -87,6 +89,11 @@ pub fn retry_after(failures: i32) -> Duration {
     RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX)
 }
 
+/// The ReportStore `name` in `namespace`, from the cache.
+fn report_store(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<ReportStore>> {
+    ctx.stores.get(&ObjectRef::new(name).within(namespace))
+}
+
 /// Whether a report of backend `type_` is unpacked into the store `rs` (CONNECT, Extract).
 fn extracts(rs: &ReportStore, type_: &str) -> bool {
     rs.spec.connect_archive() == ConnectArchive::Extract && type_ == "CONNECT"
@@ -117,8 +124,7 @@ impl Reconciler<'_> {
         let refresh_wanted = self.facts.refresh.is_some() && self.facts.refresh != self.status.last_url_refresh.as_deref();
         let after_conflict = find_condition(&self.status.conditions, crate::api::CONDITION_READY).is_some_and(|c| c.reason == "SecretConflict");
         let rewrite = *seen == Observed::Missing || after_conflict;
-        let stores: Api<ReportStore> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let rs = match stores.get_opt(store_name).await? {
+        let rs = match report_store(self.ctx, &self.namespace, store_name) {
             Some(rs) => rs,
             None => {
                 let e = StoreError::InvalidSpec(format!("ReportStore {store_name:?} does not exist in namespace {:?}", self.namespace));
@@ -269,8 +275,8 @@ impl Reconciler<'_> {
             self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await.map_err(|n| StoreError::Source(n.message))?;
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
-        if let Some(body) = self.ctx.metrics.call(type_, "download", backend.stream(&req)).await.map_err(StoreError::source)? {
-            return Ok(Source::Stream(body));
+        if backend.capabilities().file_in_answer {
+            return self.ctx.metrics.call(type_, "download", backend.stream(&req)).await.map(Source::Stream).map_err(StoreError::source);
         }
         let id = decide::known_id(&self.status, &self.facts).ok_or_else(|| StoreError::Source("the report has no backend id".into()))?;
         let report = self.ctx.metrics.call(type_, "get", backend.get(&id, &req)).await.map_err(StoreError::source)?;
@@ -325,8 +331,7 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
     let namespace = rf.namespace().unwrap_or_default();
     let location = rf.status.as_ref().and_then(|s| s.delivery.as_ref()).and_then(|d| d.location.clone());
     if let (Some(store_ref), Some(location)) = (rf.spec.store_ref.as_ref(), location) {
-        let stores: Api<ReportStore> = Api::namespaced(ctx.client.clone(), &namespace);
-        let outcome = match stores.get_opt(&store_ref.name).await? {
+        let outcome = match report_store(ctx, &namespace, &store_ref.name) {
             None => Err(StoreError::InvalidSpec(format!("ReportStore {:?} no longer exists", store_ref.name))),
             Some(rs) => match open_store(ctx, &namespace, &rs).await {
                 Err(e) => Err(e),
