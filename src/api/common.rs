@@ -49,6 +49,17 @@ pub enum EventType {
     OnInvoice,
 }
 
+impl EventType {
+    /// The name as the CRDs and RDE spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Onetime => "ONETIME",
+            EventType::Periodic => "PERIODIC",
+            EventType::OnInvoice => "ON_INVOICE",
+        }
+    }
+}
+
 /// File format of a report; each backend supports a subset.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

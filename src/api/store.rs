@@ -121,8 +121,10 @@ impl ReportStoreSpec {
         self.path_template.as_deref().unwrap_or(Self::DEFAULT_PATH_TEMPLATE)
     }
 
-    pub fn presigned_seconds(&self) -> i64 {
-        self.presigned_url_lifetime_seconds.unwrap_or(Self::DEFAULT_PRESIGNED_SECONDS).clamp(60, 604_800)
+    /// How long a presigned URL works: 60 s to S3's 7 days.
+    pub fn presigned_lifetime(&self) -> std::time::Duration {
+        let seconds = self.presigned_url_lifetime_seconds.unwrap_or(Self::DEFAULT_PRESIGNED_SECONDS).clamp(60, 604_800);
+        std::time::Duration::from_secs(seconds.unsigned_abs())
     }
 
     pub fn retention(&self) -> Retention {

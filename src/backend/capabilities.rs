@@ -226,16 +226,8 @@ pub const ALL_EVENT_TYPES: &[EventType] = &[EventType::Onetime, EventType::Perio
 pub fn unsupported_setting(type_: BackendType, spec: &ReportGeneratorSpec, run_now: Option<&str>, last_run_now: Option<&str>) -> Option<String> {
     refusals(type_).iter().filter(|r| r.event_types.contains(&spec.event_type)).find_map(|r| {
         let setting = r.settings.iter().find(|s| s.asked(spec, run_now, last_run_now))?;
-        Some(format!("{} on {} {}: {}", setting.field(), type_.as_str(), event_type_name(spec.event_type), r.why))
+        Some(format!("{} on {} {}: {}", setting.field(), type_.as_str(), spec.event_type.as_str(), r.why))
     })
-}
-
-fn event_type_name(e: EventType) -> &'static str {
-    match e {
-        EventType::Onetime => "ONETIME",
-        EventType::Periodic => "PERIODIC",
-        EventType::OnInvoice => "ON_INVOICE",
-    }
 }
 
 #[cfg(test)]

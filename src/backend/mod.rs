@@ -37,6 +37,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{self, BackendType, EventType, ReportFormat};
 
+pub(crate) use auth::Credentials;
 pub use body::{MAX_ERROR_BODY_BYTES, MAX_INLINE_BYTES, MAX_JSON_BYTES};
 pub use capabilities::{Capabilities, Refusal, Setting, missing_parameter, unsupported_setting};
 pub use error::{BackendError, ErrorAction, redact_url};

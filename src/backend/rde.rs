@@ -40,18 +40,18 @@ use super::capabilities::{Refusal, Setting};
 pub(super) const REFUSED: &[Refusal] = &[
     Refusal {
         settings: &[Setting::Suspend],
-        event_types: ALL_EVENTS,
+        event_types: super::capabilities::ALL_EVENT_TYPES,
         why: "an RDEReportTemplate has no suspend flag, so the platform would go on making reports; remove schedule.suspend, \
 or delete the generator to stop its reports (its template is deleted with it)",
     },
     Refusal {
         settings: &[Setting::RunNow],
-        event_types: ALL_EVENTS,
+        event_types: super::capabilities::ALL_EVENT_TYPES,
         why: "the platform has no call that runs a template now (its periodic task runs on its own); remove the annotation",
     },
     Refusal {
         settings: &[Setting::Cron, Setting::TimeZone, Setting::StartingDeadline, Setting::ConcurrencyPolicy, Setting::CatchUpPolicy],
-        event_types: ALL_EVENTS,
+        event_types: super::capabilities::ALL_EVENT_TYPES,
         why: "the platform runs a template's reports on its own schedule (PERIODIC: once a day or month, each on the UTC day or \
 month before) and takes no schedule settings; remove the setting",
     },
@@ -78,12 +78,10 @@ generator for earlier dates",
             Setting::Dataset,
             Setting::DateParameter,
         ],
-        event_types: ALL_EVENTS,
+        event_types: super::capabilities::ALL_EVENT_TYPES,
         why: "an RDEReportTemplate has no such parameter (it belongs to another backend type); remove it",
     },
 ];
-
-const ALL_EVENTS: &[EventType] = &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice];
 
 pub struct RdeBackend {
     http: HttpClient,
@@ -150,14 +148,6 @@ fn event_type(s: &str) -> Option<EventType> {
     }
 }
 
-fn event_type_name(e: EventType) -> &'static str {
-    match e {
-        EventType::Onetime => "ONETIME",
-        EventType::Periodic => "PERIODIC",
-        EventType::OnInvoice => "ON_INVOICE",
-    }
-}
-
 fn period_name(p: Period) -> &'static str {
     match p {
         Period::P1D => "P1D",
@@ -174,7 +164,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 fn template_body(req: &ReportRequest) -> Result<serde_json::Value, BackendError> {
     Ok(json!({
         "commonName": req.name,
-        "eventType": event_type_name(req.event_type),
+        "eventType": req.event_type.as_str(),
         "format": req.format.upper(),
         "notifyByEmail": req.notify_by_email,
         "parameters": RdeBackend::parameters(req)?,

@@ -33,6 +33,7 @@ mod delivery_metrics;
 mod error;
 mod events;
 mod file;
+mod finalizers;
 mod gauges;
 mod generator;
 mod guard;

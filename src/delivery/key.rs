@@ -56,7 +56,8 @@ pub fn object_key(prefix: &str, template: &str, k: &KeyInputs) -> Result<String,
     Ok(key)
 }
 
-fn safe(s: &str) -> String {
+/// `s` with every character but ASCII letters, digits, `-`, `_` and `.` made `-`.
+pub(super) fn safe(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
 }
 

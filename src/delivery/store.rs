@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::api::ReportStoreSpec;
 use crate::backend::transfer::PolicyClient;
-use crate::backend::{BackendError, ClientOptions, FileStream, redact_url};
+use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_url};
 
 /// Bytes per uploaded part: S3's smallest part (the last may be smaller).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -142,13 +142,8 @@ impl Store {
     /// operator's outbound policy (in `options`).
     pub fn open(spec: &ReportStoreSpec, credentials: &BTreeMap<String, Vec<u8>>, options: &ClientOptions) -> Result<Store, StoreError> {
         let (bucket, prefix) = parse_store_url(&spec.url)?;
-        let key = |k: &str| {
-            credentials
-                .get(k)
-                .map(|v| String::from_utf8(v.clone()).map(|s| s.trim().to_string()))
-                .transpose()
-                .map_err(|_| StoreError::CredentialsMissing(format!("key {k:?} of the credentials Secret is not UTF-8")))
-        };
+        let credentials = Credentials(credentials);
+        let key = |k: &str| credentials.optional(k).map_err(|e| StoreError::CredentialsMissing(e.to_string()));
         let (Some(access), Some(secret)) = (key("accessKeyId")?, key("secretAccessKey")?) else {
             return Err(StoreError::CredentialsMissing("the credentials Secret needs keys accessKeyId and secretAccessKey".into()));
         };
@@ -156,13 +151,13 @@ impl Store {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
             .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
-            .with_access_key_id(access)
-            .with_secret_access_key(secret)
+            .with_access_key_id(access.expose())
+            .with_secret_access_key(secret.expose())
             // A store that is down is retried by the controller with backoff, not here.
             .with_retry(RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(20), ..Default::default() })
             .with_http_connector(PolicyConnector(http.clone()));
         if let Some(token) = key("sessionToken")? {
-            builder = builder.with_token(token);
+            builder = builder.with_token(token.expose());
         }
         let endpoint = match &spec.endpoint {
             Some(raw) => {
@@ -173,7 +168,7 @@ impl Store {
             None => None,
         };
         let s3 = builder.build().map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        let lifetime = Duration::from_secs(spec.presigned_seconds().unsigned_abs());
+        let lifetime = spec.presigned_lifetime();
         Ok(Store { s3: Arc::new(s3), bucket, prefix, lifetime, http, endpoint })
     }
 
@@ -212,19 +207,23 @@ impl Store {
 
     /// Streams the report at `url` (a backend's download URL) into the object `key`.
     pub async fn copy_from_url(&self, url: &str, key: &str) -> Result<Uploaded, StoreError> {
-        self.check_endpoint().await?;
-        let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
-        let body = response.bytes_stream().map(|chunk| chunk.map_err(|e| StoreError::Source(format!("GET {}: {}", redact_url(url), e.without_url()))));
+        let body = self.download(url).await?;
         self.upload(key, body).await
     }
 
     /// Streams the ZIP at `url` into one object per file under `stem` (see [`super::unzip`]).
     pub async fn extract_from_url(&self, url: &str, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
-        self.check_endpoint().await?;
-        let response = self.http.open(url).await.map_err(|e| StoreError::Source(e.to_string()))?;
-        let redacted = redact_url(url);
-        let body = response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url()))));
+        let body = self.download(url).await?;
         super::unzip::extract(self, stem, body).await
+    }
+
+    /// The body of a GET of `url`, once the store's endpoint has been checked (a copy needs
+    /// both ends).
+    async fn download(&self, url: &str) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
+        self.check_endpoint().await?;
+        let response = self.http.open(url).await.map_err(StoreError::source)?;
+        let redacted = redact_url(url);
+        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url())))))
     }
 
     /// Unpacks the ZIP `body` (a file the backend sends itself) into one object per file
@@ -241,7 +240,7 @@ impl Store {
         let mut listed = self.s3.list(Some(&path));
         while let Some(meta) = listed.next().await {
             let meta = meta.map_err(StoreError::from_store)?;
-            self.delete(meta.location.as_ref()).await?;
+            self.delete_path(&meta.location).await?;
         }
         Ok(())
     }
@@ -294,7 +293,12 @@ impl Store {
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.check_endpoint().await?;
         let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        match self.s3.delete(&path).await {
+        self.delete_path(&path).await
+    }
+
+    /// Deletes the object at `path`, the endpoint already checked.
+    async fn delete_path(&self, path: &Path) -> Result<(), StoreError> {
+        match self.s3.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_store(e)),
         }

@@ -41,7 +41,7 @@ enum Piece {
 /// names with nothing left.
 fn entry_name(name: &str) -> Option<String> {
     let last = name.rsplit(['/', '\\']).next()?;
-    let safe: String = last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let safe = super::key::safe(last);
     (!safe.is_empty() && safe != "." && safe != "..").then_some(safe)
 }
 

@@ -13,7 +13,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::ResourceExt;
 
 use super::decide::DEFAULT_ACTIVE_DEADLINE;
@@ -22,6 +21,7 @@ use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
 use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::finalizers::{self, NotYet};
 
 /// Finalizer that removes a ReportFile's report on Connect.
 pub const CONNECT_FINALIZER: &str = "reporting.report-operator.io/connect-report";
@@ -69,44 +69,15 @@ pub fn removal(id: &str, state: &ReportState, created: Option<DateTime<Utc>>, de
 }
 
 /// Adds the finalizer before the report is asked for, so that no report is made that a
-/// deletion could miss. As in the RDE generator's, kube's [`finalizer()`] is called only here,
-/// so that other ReportFiles get none; its `Apply` does nothing.
+/// deletion could miss.
 pub async fn ensure_finalizer(rf: &ReportFile, api: &Api<ReportFile>) -> Result<(), Error> {
-    if rf.finalizers().iter().any(|f| f == CONNECT_FINALIZER) {
-        return Ok(());
-    }
-    let nothing_to_apply = |_: Finalizing<ReportFile>| async { Ok::<_, NotYet>(Action::await_change()) };
-    finalizer(api, CONNECT_FINALIZER, Arc::new(rf.clone()), nothing_to_apply).await.or_else(finalizer_outcome)?;
-    Ok(())
+    finalizers::ensure(rf, api, CONNECT_FINALIZER).await
 }
 
 /// The ReportFile `rf` is being deleted: removes its report on Connect, then the finalizer.
 pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
-    if !rf.finalizers().iter().any(|f| f == CONNECT_FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &rf.namespace().unwrap_or_default());
-    let cleanup = |event| async move {
-        match event {
-            Finalizing::Cleanup(rf) => remove_report(&rf, ctx).await,
-            // Not reached: `finalize` is only called for a ReportFile being deleted.
-            Finalizing::Apply(_) => Ok(Action::await_change()),
-        }
-    };
-    finalizer(&api, CONNECT_FINALIZER, Arc::new(rf.clone()), cleanup).await.or_else(finalizer_outcome)
-}
-
-/// The report cannot be removed yet: the finalizer stays and the ReportFile is looked at again.
-#[derive(Debug, thiserror::Error)]
-#[error("the CONNECT report cannot be removed yet")]
-pub struct NotYet(Duration);
-
-fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
-    match e {
-        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
-        other => Err(Error::Invalid(other.to_string())),
-    }
+    finalizers::run(Arc::new(rf.clone()), &api, CONNECT_FINALIZER, |rf| async move { remove_report(&rf, ctx).await }).await
 }
 
 /// Removes the report, or says in an Event why it stays; `NotYet` keeps the finalizer.

@@ -202,7 +202,7 @@ pub fn with_backend(s: &mut ReportFileStatus, f: &Facts) -> Next {
 }
 
 /// The earliest first poll after a submit: [`poll_interval`]'s quickest.
-pub const FIRST_POLL: Duration = Duration::from_secs(1);
+const FIRST_POLL: Duration = Duration::from_secs(1);
 
 /// The mark that goes to the API server before the backend hears of the request.
 pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
@@ -420,7 +420,7 @@ fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc
 /// rest is for creates and downloads).
 pub fn poll_interval(elapsed: Duration, polls_per_round: usize, budget: Option<(u32, Duration)>) -> Duration {
     let base = match elapsed.as_secs() {
-        0..10 => Duration::from_secs(1),
+        0..10 => FIRST_POLL,
         10..60 => Duration::from_secs(3),
         60..300 => Duration::from_secs(10),
         _ => Duration::from_secs(30),

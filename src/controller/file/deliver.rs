@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -26,6 +26,7 @@ use crate::backend::{Download, FileStream, ReportRequest};
 use crate::controller::conditions::{Cond, set_condition};
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::{Halt, Outcome};
 use crate::controller::store::open_store;
 use crate::delivery::{KeyInputs, Store, StoreError, object_key};
@@ -131,7 +132,7 @@ impl Reconciler<'_> {
                 return Ok(Err(self.delivery_failed("StoreNotFound", &e).await));
             }
         };
-        let lifetime = Duration::from_secs(rs.spec.presigned_seconds().unsigned_abs());
+        let lifetime = rs.spec.presigned_lifetime();
         let step = plan(self.status.delivery.as_ref(), refresh_wanted, rewrite, lifetime, self.now);
         debug!(report = %self.name, ?step, "the copy in the store");
         if let Step::Keep { requeue } = step {
@@ -158,7 +159,8 @@ impl Reconciler<'_> {
             Err(e) => return Ok(Err(e)),
         };
         if rs.spec.retention() == Retention::Delete {
-            self.add_finalizer().await?;
+            // Before the object exists, so that no copy outlives a ReportFile deleted meanwhile.
+            finalizers::ensure(self.rf, &self.api, FINALIZER).await?;
         }
         let location = store.location(&key);
         let delivery = self.status.delivery.get_or_insert_with(Delivery::default);
@@ -307,17 +309,7 @@ impl Reconciler<'_> {
         set_condition(&mut self.status.conditions, Cond::new(CONDITION_DELIVERED, ok, reason, message), self.facts.generation, self.now);
     }
 
-    /// Adds [`FINALIZER`] (retention Delete), before the object exists.
-    async fn add_finalizer(&self) -> Result<(), Halt> {
-        let mut finalizers = self.rf.finalizers().to_vec();
-        if finalizers.iter().any(|f| f == FINALIZER) {
-            return Ok(());
-        }
-        finalizers.push(FINALIZER.to_string());
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.rf.resource_version()}});
-        self.api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        Ok(())
-    }
+
 }
 
 /// A ReportFile being deleted that carries [`FINALIZER`]: deletes its object (retention
@@ -325,51 +317,48 @@ impl Reconciler<'_> {
 /// and would hold the ReportFile (and its namespace) for ever: the object is left, with a
 /// Warning. An unreachable store is retried.
 pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
-    if !rf.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let namespace = rf.namespace().unwrap_or_default();
-    let location = rf.status.as_ref().and_then(|s| s.delivery.as_ref()).and_then(|d| d.location.clone());
-    if let (Some(store_ref), Some(location)) = (rf.spec.store_ref.as_ref(), location) {
-        let outcome = match report_store(ctx, &namespace, &store_ref.name) {
-            None => Err(StoreError::InvalidSpec(format!("ReportStore {:?} no longer exists", store_ref.name))),
-            Some(rs) => match open_store(ctx, &namespace, &rs).await {
-                Err(e) => Err(e),
-                Ok(store) => match location.strip_prefix(&store.location("")) {
-                    // An unpacked archive: its files are alone under the report's key.
-                    Some(key) if extracts(&rs, cached_backend_type(ctx, rf).map_or("", |t| t.as_str())) => match key.rsplit_once('/') {
-                        Some((stem, _)) => store.delete_under(stem).await,
-                        None => store.delete(key).await,
-                    },
-                    Some(key) if !key.is_empty() => store.delete(key).await,
-                    _ => Err(StoreError::InvalidSpec(format!("{location} is not in the store's bucket"))),
-                },
-            },
-        };
-        match outcome {
-            Ok(()) => info!(report = %rf.name_any(), namespace = %namespace, location = %location, "deleted the report's copy with it"),
-            Err(e @ StoreError::Unreachable(_)) => {
-                ctx.metrics.delivery.failed(e.label());
-                warn!(report = %rf.name_any(), error = %e, "cannot delete the report's copy yet");
-                return Ok(Action::requeue(RETRY_FIRST));
-            }
-            Err(e) => {
-                ctx.metrics.delivery.failed(e.label());
-                let message = format!("the copy {location} was not deleted: {e}");
-                ctx.event(rf, EventType::Warning, "DeliveryCleanupSkipped", message).await;
-            }
-        }
-    }
-    let finalizers: Vec<String> = rf.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": rf.resource_version()}});
-    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api.patch(&rf.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Action::await_change()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
-        Err(e) => Err(e.into()),
-    }
+    let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &rf.namespace().unwrap_or_default());
+    finalizers::run(Arc::new(rf.clone()), &api, FINALIZER, |rf| async move { delete_copy(&rf, ctx).await }).await
 }
 
+/// Deletes the copy of `rf`, or says in an Event why it stays; an unreachable store keeps
+/// the finalizer (`NotYet`).
+async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
+    let namespace = rf.namespace().unwrap_or_default();
+    let location = rf.status.as_ref().and_then(|s| s.delivery.as_ref()).and_then(|d| d.location.clone());
+    let (Some(store_ref), Some(location)) = (rf.spec.store_ref.as_ref(), location) else {
+        return Ok(Action::await_change());
+    };
+    let outcome = match report_store(ctx, &namespace, &store_ref.name) {
+        None => Err(StoreError::InvalidSpec(format!("ReportStore {:?} no longer exists", store_ref.name))),
+        Some(rs) => match open_store(ctx, &namespace, &rs).await {
+            Err(e) => Err(e),
+            Ok(store) => match location.strip_prefix(&store.location("")) {
+                // An unpacked archive: its files are alone under the report's key.
+                Some(key) if extracts(&rs, cached_backend_type(ctx, rf).map_or("", |t| t.as_str())) => match key.rsplit_once('/') {
+                    Some((stem, _)) => store.delete_under(stem).await,
+                    None => store.delete(key).await,
+                },
+                Some(key) if !key.is_empty() => store.delete(key).await,
+                _ => Err(StoreError::InvalidSpec(format!("{location} is not in the store's bucket"))),
+            },
+        },
+    };
+    match outcome {
+        Ok(()) => info!(report = %rf.name_any(), namespace = %namespace, location = %location, "deleted the report's copy with it"),
+        Err(e @ StoreError::Unreachable(_)) => {
+            ctx.metrics.delivery.failed(e.label());
+            warn!(report = %rf.name_any(), error = %e, "cannot delete the report's copy yet");
+            return Err(NotYet(RETRY_FIRST));
+        }
+        Err(e) => {
+            ctx.metrics.delivery.failed(e.label());
+            let message = format!("the copy {location} was not deleted: {e}");
+            ctx.event(rf, EventType::Warning, "DeliveryCleanupSkipped", message).await;
+        }
+    }
+    Ok(Action::await_change())
+}
 
 #[cfg(test)]
 mod tests {

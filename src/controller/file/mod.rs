@@ -183,6 +183,8 @@ impl<'a> Reconciler<'a> {
         let report = match decide::with_backend(&mut self.status, &self.facts) {
             Next::Get { id } => self.call(type_, "get", backend.get(&id, &req)).await?,
             Next::Create => {
+                // Exactly with the backend this create uses, so no report is made that a
+                // deletion could miss.
                 if cleanup::needs_finalizer(rb.spec.type_) {
                     cleanup::ensure_finalizer(self.rf, &self.api).await?;
                 }

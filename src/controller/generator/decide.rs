@@ -101,7 +101,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if !caps.event_types.contains(&spec.event_type) {
         return Err(Outcome::invalid(
             "UnsupportedEventType",
-            format!("{} backends do not support eventType {}", type_.as_str(), event_type_name(spec.event_type)),
+            format!("{} backends do not support eventType {}", type_.as_str(), spec.event_type.as_str()),
         ));
     }
     if !caps.formats.contains(&spec.format) {
@@ -133,14 +133,6 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         ));
     }
     Ok(())
-}
-
-fn event_type_name(e: EventType) -> &'static str {
-    match e {
-        EventType::Onetime => "ONETIME",
-        EventType::Periodic => "PERIODIC",
-        EventType::OnInvoice => "ON_INVOICE",
-    }
 }
 
 /// A PERIODIC pass: the windows to create and to record as missed.

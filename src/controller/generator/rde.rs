@@ -10,7 +10,6 @@ use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use kube::ResourceExt;
 
 use super::act::Mirror;
@@ -21,6 +20,7 @@ use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, Repor
 use crate::controller::context::Context;
 use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
+use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::Outcome;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
@@ -201,46 +201,17 @@ impl CreateOnce for Template<'_> {
 }
 
 /// Adds the RDE finalizer: only RDE generators get one, since only they leave something
-/// outside the cluster (the template). kube's [`finalizer()`] is called here, in the RDE branch,
-/// and not around the whole reconcile, which would put the finalizer on every generator. Its
-/// `Apply` does nothing: the helper returns right after adding the finalizer, and the RDE step
-/// goes on in the same pass (the template is created without waiting for another reconcile).
+/// outside the cluster (the template). The RDE step goes on in the same pass (the template is
+/// created without waiting for another reconcile).
 async fn ensure_finalizer(g: &ReportGenerator, api: &Api<ReportGenerator>) -> Result<(), Error> {
-    if g.finalizers().iter().any(|f| f == RDE_FINALIZER) {
-        return Ok(());
-    }
-    let nothing_to_apply = |_: Finalizing<ReportGenerator>| async { Ok::<_, NotYet>(Action::await_change()) };
-    finalizer(api, RDE_FINALIZER, Arc::new(g.clone()), nothing_to_apply).await.or_else(finalizer_outcome)?;
-    Ok(())
+    finalizers::ensure(g, api, RDE_FINALIZER).await
 }
 
-/// The generator `g` is being deleted: kube's [`finalizer()`] runs [`delete_template`] if `g`
-/// still has the RDE finalizer and removes the finalizer once that succeeded.
+/// The generator `g` is being deleted: runs [`delete_template`] if `g` still has the RDE
+/// finalizer and removes the finalizer once that succeeded.
 pub async fn finalize(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    let cleanup = |event| async move {
-        match event {
-            Finalizing::Cleanup(g) => delete_template(&g, ctx).await,
-            // Not reached: `finalize` is only called for a generator being deleted.
-            Finalizing::Apply(_) => Ok(Action::await_change()),
-        }
-    };
-    finalizer(&api, RDE_FINALIZER, g, cleanup).await.or_else(finalizer_outcome)
-}
-
-/// The template cannot be deleted yet: the finalizer stays and the generator is looked at
-/// again after the duration (not an error: the backend tells its own story in Events).
-#[derive(Debug, thiserror::Error)]
-#[error("the RDE template cannot be deleted yet")]
-struct NotYet(Duration);
-
-/// A [`finalizer()`] failure as a reconcile result: [`NotYet`] is a plain requeue.
-fn finalizer_outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
-    match e {
-        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
-        other => Err(Error::Invalid(other.to_string())),
-    }
+    finalizers::run(g, &api, RDE_FINALIZER, |g| async move { delete_template(&g, ctx).await }).await
 }
 
 /// Deletes the RDE template and any replaced ones not deleted yet, so that the finalizer can
