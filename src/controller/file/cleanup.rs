@@ -9,13 +9,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::decide::DEFAULT_ACTIVE_DEADLINE;
+use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed, poll_interval};
 use crate::api::{BackendType, ReportFile};
 use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
 use crate::controller::conditions::from_k8s_time;
@@ -55,14 +55,15 @@ pub fn removal(id: &str, state: &ReportState, created: Option<DateTime<Utc>>, de
             Removal::Leave(format!("report {id} stays on CONNECT: a failed report is terminal and Connect cannot remove it"))
         }
         ReportState::InProgress => {
-            let deadline = TimeDelta::try_seconds(deadline_secs.unwrap_or(DEFAULT_ACTIVE_DEADLINE));
-            let past = created.zip(deadline).and_then(|(c, d)| c.checked_add_signed(d)).is_some_and(|end| now > end);
-            if past {
+            let deadline = deadline_secs.unwrap_or(DEFAULT_ACTIVE_DEADLINE);
+            if created.is_some_and(|c| deadline_passed(c, deadline, now)) {
                 Removal::Leave(format!(
                     "report {id} stays on CONNECT: it is still being made after the ReportFile's deadline, and Connect removes only finished reports"
                 ))
             } else {
-                Removal::Wait(RETRY)
+                // Polled like a running report: 1 s at first, backing off to 30 s.
+                let running = created.and_then(|c| (now - c).to_std().ok()).unwrap_or_default();
+                Removal::Wait(poll_interval(running, 1, None))
             }
         }
     }
@@ -155,6 +156,17 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_report_still_being_made_is_looked_at_less_often_as_it_runs() {
+        let created = Some(t("2026-01-01T00:00:00Z"));
+        let wait = |now| match removal("RP-1", &ReportState::InProgress, created, None, t(now)) {
+            Removal::Wait(d) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait("2026-01-01T00:00:02Z"), Duration::from_secs(1));
+        assert_eq!(wait("2026-01-01T01:00:00Z"), Duration::from_secs(30));
     }
 
     #[test]

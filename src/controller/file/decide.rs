@@ -410,7 +410,7 @@ fn ready_requeue_after(expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Op
 /// Whether a report created at `created` has run past `deadline_secs` at `now`. The user
 /// sets the deadline, up to `i64::MAX` seconds: one beyond the last representable date is
 /// never reached.
-fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc>) -> bool {
+pub fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc>) -> bool {
     TimeDelta::try_seconds(deadline_secs).and_then(|d| created.checked_add_signed(d)).is_some_and(|end| now > end)
 }
 
