@@ -61,10 +61,19 @@ where
     K: HasReady,
     Fut: Future<Output = Result<Action, Error>>,
 {
+    reconcile_within(obj, ctx, RECONCILE_TIMEOUT, fut).await
+}
+
+/// [`reconcile`] with another limit than [`RECONCILE_TIMEOUT`] (a copy into a ReportStore).
+pub async fn reconcile_within<K, Fut>(obj: &K, ctx: &Context, limit: Duration, fut: Fut) -> Result<Action, Error>
+where
+    K: HasReady,
+    Fut: Future<Output = Result<Action, Error>>,
+{
     let start = Instant::now();
     // Every line logged while this object is reconciled names it.
     let span = info_span!("reconcile", kind = K::KIND, namespace = obj.namespace().as_deref().unwrap_or_default(), name = %obj.name_any());
-    let result = catch(fut, RECONCILE_TIMEOUT).instrument(span).await;
+    let result = catch(fut, limit).instrument(span).await;
     ctx.metrics.reconciled(K::KIND, result.is_ok(), start.elapsed());
     match &result {
         Ok(_) => ctx.backoff.succeeded(obj),
@@ -83,7 +92,7 @@ where
 /// The longest one reconcile may take. Reconciles of a kind share a fixed number of slots, so
 /// an object whose backend drips its answers must not hold one for long; stopping a reconcile
 /// half-way is as safe as a crash there (the create-once marks are made for that).
-const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The reconcile's result, with a panic turned into [`Error::Panicked`] and an overrun of
 /// `limit` into [`Error::TimedOut`].

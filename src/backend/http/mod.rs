@@ -27,6 +27,7 @@ use super::body::{Capped, MAX_ERROR_BODY_BYTES};
 use super::error::{BackendError, redact_text, redact_url};
 use super::policy::{Guard, OutboundPolicy, ResolveDenied};
 use super::ratelimit::Limiter;
+use super::transfer::MAX_COPY_TIME;
 use crate::api::{BackendType, ReportBackendSpec};
 
 /// The HTTP side of one backend client.
@@ -178,6 +179,10 @@ impl HttpClient {
         let mut request = self.client.request(call.method.clone(), call.url.clone());
         for (name, value) in call.headers.iter().chain(&credential.headers) {
             request = request.header(name, value);
+        }
+        if call.streamed {
+            // A file of any size: bounded by the copy's limit, a stall by the read timeout.
+            request = request.timeout(MAX_COPY_TIME);
         }
         request = match &call.body {
             Body::Empty => request,

@@ -15,6 +15,7 @@ use crate::backend::policy::{Guard, OutboundPolicy, http_denied};
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Whole-request timeout, the body included: it also ends an answer that drips slowly.
+    /// It is also the longest wait between two reads of a request allowed longer (a copy).
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
@@ -100,6 +101,9 @@ pub(crate) fn build_client(
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("report-operator/", env!("CARGO_PKG_VERSION")))
         .timeout(options.timeout)
+        // A read that waits as long as a whole request may is a stall; this bounds the reads
+        // of a request whose whole-request limit is longer (a streamed file, `MAX_COPY_TIME`).
+        .read_timeout(options.timeout)
         .connect_timeout(options.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(guard.clone());

@@ -39,6 +39,7 @@ use crate::api::{
     ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile,
     ReportFileStatus,
 };
+use crate::backend::transfer::MAX_COPY_TIME;
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
 
 pub async fn controller(
@@ -74,8 +75,17 @@ fn is_finished(rf: &ReportFile) -> bool {
     rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished)
 }
 
+/// How long a reconcile of `rf` may take: a READY report not yet copied into its store gets
+/// the copy's own limit on top (a large file's download and upload take their time).
+fn reconcile_limit(rf: &ReportFile) -> Duration {
+    let status = rf.status.as_ref();
+    let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
+    let copying = rf.spec.store_ref.is_some() && ready && !deliver::is_delivered(status.and_then(|s| s.delivery.as_ref()));
+    if copying { guard::RECONCILE_TIMEOUT + MAX_COPY_TIME } else { guard::RECONCILE_TIMEOUT }
+}
+
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    guard::reconcile(rf.as_ref(), &ctx, async {
+    guard::reconcile_within(rf.as_ref(), &ctx, reconcile_limit(&rf), async {
         // Not before the caches are filled; and an older copy would repeat what our last write
         // recorded (a FUSION report, which `get` generates again).
         if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
@@ -451,5 +461,30 @@ impl CreateOnce for Making<'_, '_> {
     async fn submit(&mut self) -> Result<RemoteReport, Halt> {
         self.r.seed_in_flight(self.rb);
         self.r.call(self.rb.spec.type_.as_str(), "submit", self.backend.submit(self.req)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_ready_report_waiting_for_its_copy_may_take_the_copys_time() {
+        let file = |store: bool, status: serde_json::Value| -> ReportFile {
+            let mut doc = serde_json::json!({"apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportFile",
+                "metadata": {"name": "r", "namespace": "n"},
+                "spec": {"backendRef": {"name": "b"}, "name": "x", "eventType": "ONETIME", "format": "CSV"}, "status": status});
+            if store {
+                doc["spec"]["storeRef"] = serde_json::json!({"name": "bucket"});
+            }
+            serde_json::from_value(doc).expect("ReportFile")
+        };
+        let ready = serde_json::json!({"status": "READY"});
+        let copied = serde_json::json!({"status": "READY", "delivery": {"sha256": "ab", "deliveredTime": "2026-01-01T00:00:00Z"}});
+        let long = guard::RECONCILE_TIMEOUT + MAX_COPY_TIME;
+        assert_eq!(reconcile_limit(&file(true, ready.clone())), long);
+        assert_eq!(reconcile_limit(&file(true, copied)), guard::RECONCILE_TIMEOUT);
+        assert_eq!(reconcile_limit(&file(true, serde_json::json!({"status": "IN_PROGRESS"}))), guard::RECONCILE_TIMEOUT);
+        assert_eq!(reconcile_limit(&file(false, ready)), guard::RECONCILE_TIMEOUT);
     }
 }
