@@ -89,14 +89,15 @@ async fn a_periodic_generator_whose_newest_report_failed_is_not_ready() {
         fixtures::required_parameters(t),
     ));
     world.wait_finished("daily", 2, DEADLINE).await;
-    // The generator's status may still be the one written when only the older report had
-    // failed, so wait for the condition that names the newest window's report: the one
-    // ending yesterday.
+    // The generator's status may still be one written while a report was unfinished (the
+    // two finish in either order), so wait for the condition that names the newest window's
+    // report, the one ending yesterday, and counts none in progress.
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y%m%d").to_string();
-    let message = wait_for("the generator Ready=False with LastReportFailed for yesterday's report", DEADLINE, || async {
+    let message = wait_for("the generator Ready=False with LastReportFailed for yesterday's report, none in progress", DEADLINE, || async {
         let s = world.generators().get("daily").await.ok()?.status?;
         let c = find_condition(&s.conditions, CONDITION_READY)?.clone();
-        (c.status == "False" && c.reason == "LastReportFailed" && c.message.contains(&yesterday)).then_some(c.message)
+        let settled = c.message.contains(&yesterday) && c.message.contains("0 in progress");
+        (c.status == "False" && c.reason == "LastReportFailed" && settled).then_some(c.message)
     })
     .await;
     assert!(message.contains("FAILED") && message.contains("0 in progress"), "{message}");
