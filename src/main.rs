@@ -27,7 +27,12 @@ enum Command {
 /// The plugin's command line when the binary is called as `kubectl-report` (kubectl runs
 /// plugins by that name from PATH).
 #[derive(Parser)]
-#[command(name = "kubectl-report", bin_name = "kubectl report", version, about = "See, run and download reports of report-operator")]
+#[command(
+    name = "kubectl-report",
+    bin_name = "kubectl report",
+    version,
+    about = "See, run and download reports of report-operator"
+)]
 struct PluginCli {
     #[command(flatten)]
     args: report_operator::plugin::PluginArgs,
@@ -37,7 +42,11 @@ struct PluginCli {
 fn called_as_plugin() -> bool {
     std::env::args_os()
         .next()
-        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s == "kubectl-report"))
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|s| s == "kubectl-report")
+        })
         .unwrap_or(false)
 }
 

@@ -25,23 +25,29 @@ const RULES: &str = "charts/report-operator/monitoring/alerts.yaml";
 fn promtool_bin() -> &'static Path {
     static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
     // hack/test.sh exports it; empty (its build failed there) or unset: build it here.
-    PROMTOOL.get_or_init(|| match std::env::var_os("REPORT_OPERATOR_PROMTOOL").filter(|p| !p.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let out = Command::new("bash")
-                .arg(repo_root().join("hack/promtool.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run hack/promtool.sh");
-            assert!(out.status.success(), "hack/promtool.sh failed");
-            PathBuf::from(stdout(&out).trim())
-        }
-    })
+    PROMTOOL.get_or_init(
+        || match std::env::var_os("REPORT_OPERATOR_PROMTOOL").filter(|p| !p.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let out = Command::new("bash")
+                    .arg(repo_root().join("hack/promtool.sh"))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run hack/promtool.sh");
+                assert!(out.status.success(), "hack/promtool.sh failed");
+                PathBuf::from(stdout(&out).trim())
+            }
+        },
+    )
 }
 
 /// Runs promtool in `dir`; fails the test with its output when it fails.
 fn promtool(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(promtool_bin()).args(args).current_dir(dir).output().expect("run promtool");
+    let out = Command::new(promtool_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
@@ -52,17 +58,29 @@ fn rendered_groups(release: &str, sets: &[&str]) -> Value {
     let mut all = vec!["prometheusRule.enabled=true"];
     all.extend(sets);
     let docs = documents(&render_release(release, "monitoring", &all, &[]));
-    let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").expect("a PrometheusRule");
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
     rule["spec"]["groups"].clone()
 }
 
 fn rules(groups: &Value) -> Vec<&Value> {
-    groups.as_array().expect("groups").iter().flat_map(|g| g["rules"].as_array().expect("rules")).collect()
+    groups
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .collect()
 }
 
 fn alert_names(groups: &Value) -> BTreeSet<String> {
-    rules(groups).iter().filter_map(|r| r["alert"].as_str()).map(String::from).collect()
+    rules(groups)
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .map(String::from)
+        .collect()
 }
 
 fn write_yaml(path: &Path, value: &Value) {
@@ -91,11 +109,22 @@ fn the_shipped_alerts_pass_promtool_and_fire_only_on_their_problem() {
     assert!(tested.contains("SUCCESS"), "{tested}");
 
     // Every alert has a case where it fires and one where it stays quiet.
-    let unit: Value = serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(UNIT_TESTS)).expect("read")).expect("YAML");
+    let unit: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(UNIT_TESTS)).expect("read"))
+            .expect("YAML");
     let (mut fired, mut quiet) = (BTreeSet::new(), BTreeSet::new());
-    for case in unit["tests"].as_array().expect("tests").iter().flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten()) {
+    for case in unit["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten())
+    {
         let name = case["alertname"].as_str().expect("alertname").to_string();
-        if case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()) { fired.insert(name) } else { quiet.insert(name) };
+        if case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+            fired.insert(name)
+        } else {
+            quiet.insert(name)
+        };
     }
     let alerts = alert_names(&groups);
     assert_eq!(fired, alerts, "an alert without a unit test that makes it fire");
@@ -109,21 +138,49 @@ fn the_rules_select_the_release_s_job() {
     assert!(!text.contains(r#"job=\"report-operator-metrics\""#), "{text}");
     for rule in rules(&groups) {
         let expr = rule["expr"].as_str().expect("expr");
-        assert!(expr.contains(r#"job="reports-report-operator-metrics""#), "{expr}");
+        assert!(
+            expr.contains(r#"job="reports-report-operator-metrics""#),
+            "{expr}"
+        );
     }
-    let groups = rendered_groups("reports", &["prometheusRule.job=operator", "prometheusRule.labels.release=kube-prometheus"]);
-    assert!(rules(&groups).iter().all(|r| r["expr"].as_str().is_some_and(|e| e.contains(r#"job="operator""#))));
+    let groups = rendered_groups(
+        "reports",
+        &[
+            "prometheusRule.job=operator",
+            "prometheusRule.labels.release=kube-prometheus",
+        ],
+    );
+    assert!(rules(&groups).iter().all(|r| {
+        r["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains(r#"job="operator""#))
+    }));
 }
 
 #[test]
 fn rules_and_dashboard_are_off_by_default_and_the_dashboard_is_labelled_for_the_sidecar() {
     let docs = documents(&render("monitoring", &[], &[]));
     assert!(!docs.iter().any(|d| d["kind"] == "PrometheusRule"));
-    assert!(!docs.iter().any(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1"));
-    let docs = documents(&render("monitoring", &["grafanaDashboard.enabled=true", "grafanaDashboard.namespace=grafana"], &[]));
-    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1").expect("the dashboard");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1")
+    );
+    let docs = documents(&render(
+        "monitoring",
+        &[
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.namespace=grafana",
+        ],
+        &[],
+    ));
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard");
     assert_eq!(cm["metadata"]["namespace"], "grafana");
-    let dashboard: Value = serde_json::from_str(cm["data"]["report-operator.json"].as_str().expect("JSON text")).expect("JSON");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["report-operator.json"].as_str().expect("JSON text")).expect("JSON");
     assert_eq!(dashboard["uid"], "report-operator");
 }
 
@@ -131,23 +188,45 @@ fn rules_and_dashboard_are_off_by_default_and_the_dashboard_is_labelled_for_the_
 /// `$job` variable filled in.
 #[test]
 fn the_dashboard_queries_parse() {
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("charts/report-operator/monitoring/dashboard.json")).expect("read"))
-            .expect("JSON");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/report-operator/monitoring/dashboard.json"))
+            .expect("read"),
+    )
+    .expect("JSON");
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .expect("panels")
         .iter()
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-        .map(|t| t["expr"].as_str().expect("expr").replace("$job", "report-operator-metrics"))
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$job", "report-operator-metrics")
+        })
         .collect();
     assert!(exprs.len() >= 10, "{exprs:?}");
-    let rules: Vec<Value> = exprs.iter().enumerate().map(|(i, e)| json!({ "record": format!("dashboard:query_{i}"), "expr": e })).collect();
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({ "record": format!("dashboard:query_{i}"), "expr": e }))
+        .collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    write_yaml(&dir.path().join("dashboard.yaml"), &json!({ "groups": [{ "name": "dashboard", "rules": rules }] }));
+    write_yaml(
+        &dir.path().join("dashboard.yaml"),
+        &json!({ "groups": [{ "name": "dashboard", "rules": rules }] }),
+    );
     promtool(dir.path(), &["check", "rules", "dashboard.yaml"]);
-    for metric in ["report_operator_reports_completed_total", "report_operator_backend_ready", "report_operator_leader", "report_operator_build_info"] {
-        assert!(exprs.iter().any(|e| e.contains(metric)), "the dashboard does not show {metric}");
+    for metric in [
+        "report_operator_reports_completed_total",
+        "report_operator_backend_ready",
+        "report_operator_leader",
+        "report_operator_build_info",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "the dashboard does not show {metric}"
+        );
     }
 }
 
@@ -155,15 +234,38 @@ fn the_dashboard_queries_parse() {
 #[test]
 fn the_readme_lists_the_shipped_rules() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
-    let section = readme.split("### Metrics and alerts").nth(1).expect("a Metrics and alerts section");
-    let block = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
+    let section = readme
+        .split("### Metrics and alerts")
+        .nth(1)
+        .expect("a Metrics and alerts section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml block");
     let listed: Value = serde_yaml::from_str(block).expect("the README's rules parse");
-    let shipped: Value = serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(RULES)).expect("read")).expect("YAML");
+    let shipped: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(RULES)).expect("read")).expect("YAML");
     let summary = |r: &Value| {
-        let expr: String = r["expr"].as_str().expect("expr").split_whitespace().collect::<Vec<_>>().join(" ");
-        (r["alert"].clone(), expr, r["for"].clone(), r["labels"]["severity"].clone())
+        let expr: String = r["expr"]
+            .as_str()
+            .expect("expr")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        (
+            r["alert"].clone(),
+            expr,
+            r["for"].clone(),
+            r["labels"]["severity"].clone(),
+        )
     };
-    let listed: Vec<_> = listed.as_array().expect("a list of rules").iter().map(summary).collect();
+    let listed: Vec<_> = listed
+        .as_array()
+        .expect("a list of rules")
+        .iter()
+        .map(summary)
+        .collect();
     let shipped: Vec<_> = rules(&shipped["groups"]).into_iter().map(summary).collect();
     assert_eq!(listed, shipped, "README.md and {RULES} differ");
 }

@@ -26,7 +26,10 @@ async fn happy_path_every_backend() {
     for t in ALL_BACKENDS {
         let backend = client(&sim, t);
         assert_eq!(backend.backend_type(), t);
-        backend.probe().await.unwrap_or_else(|e| panic!("{t:?} probe: {e}"));
+        backend
+            .probe()
+            .await
+            .unwrap_or_else(|e| panic!("{t:?} probe: {e}"));
         let req = request(t, "Happy");
         assert!(backend.capabilities().supports(req.format, req.event_type));
         let (report, download) = run(backend.as_ref(), &req).await;
@@ -44,18 +47,26 @@ async fn happy_path_every_backend() {
                 assert!(file_name.ends_with(".json"), "{file_name}");
                 serde_json::from_slice::<serde_json::Value>(&content).expect("the license file is JSON");
             }
-            Download::Streamed { file_name } => panic!("{t:?}: {file_name} left for a store the request does not have"),
+            Download::Streamed { file_name } => {
+                panic!("{t:?}: {file_name} left for a store the request does not have")
+            }
         }
         assert_eq!(sim.stats().max_duplicates(t), 1, "{t:?}: {:?}", sim.stats());
     }
     // RDE cleans up its template; a second delete of the same one is fine.
     let rde = client(&sim, BackendType::Rde);
-    let template = rde.submit(&request(BackendType::Rde, "Doomed")).await.expect("template");
+    let template = rde
+        .submit(&request(BackendType::Rde, "Doomed"))
+        .await
+        .expect("template");
     assert!(sim.rde_template_exists(&template.id));
     rde.delete_template(&template.id).await.expect("delete");
     rde.delete_template(&template.id).await.expect("delete again");
     assert!(!sim.rde_template_exists(&template.id));
-    assert!(matches!(client(&sim, BackendType::Cmp).delete_template("x").await, Err(BackendError::Unsupported { .. })));
+    assert!(matches!(
+        client(&sim, BackendType::Cmp).delete_template("x").await,
+        Err(BackendError::Unsupported { .. })
+    ));
 }
 
 #[tokio::test]
@@ -72,7 +83,10 @@ async fn cmp_on_invoice_reports_are_listed() {
         ..Default::default()
     };
     let listed = cmp.list(&query).await.expect("list");
-    let found = listed.iter().find(|r| r.id == id).expect("the invoice report is listed");
+    let found = listed
+        .iter()
+        .find(|r| r.id == id)
+        .expect("the invoice report is listed");
     assert_eq!(found.state, ReportState::Ready);
     assert_eq!(found.event_type, Some(EventType::OnInvoice));
     assert!(matches!(found.download, Some(Download::Url { .. })));
@@ -105,9 +119,14 @@ async fn expired_tokens_are_renewed() {
         match t {
             // Renewed before expiry, from expiresIn / expires_in: never refused.
             BackendType::Cmp => assert_eq!(stats.requests_with_status("CMP", "get", 401), 0, "{stats:?}"),
-            BackendType::Supplier => assert_eq!(stats.requests_with_status("SUPPLIER", "get", 401), 0, "{stats:?}"),
+            BackendType::Supplier => {
+                assert_eq!(stats.requests_with_status("SUPPLIER", "get", 401), 0, "{stats:?}")
+            }
             _ => {
-                assert!(stats.requests("FUSION", "login") >= 2, "logged in again: {stats:?}");
+                assert!(
+                    stats.requests("FUSION", "login") >= 2,
+                    "logged in again: {stats:?}"
+                );
             }
         }
     }
@@ -126,7 +145,12 @@ async fn fusion_refresh_token_renews_access() {
         Some(()).filter(|_| sim.stats().requests_with_status("FUSION", "refresh", 200) > 0)
     })
     .await;
-    assert_eq!(sim.stats().requests("FUSION", "login"), 1, "the refresh token did the renewal: {:?}", sim.stats());
+    assert_eq!(
+        sim.stats().requests("FUSION", "login"),
+        1,
+        "the refresh token did the renewal: {:?}",
+        sim.stats()
+    );
 }
 
 #[tokio::test]
@@ -137,14 +161,27 @@ async fn wrong_credentials_make_the_backend_not_ready() {
         let err = backend.probe().await.expect_err("wrong credentials are refused");
         assert!(matches!(err, BackendError::Unauthorized { .. }), "{t:?}: {err:?}");
         assert!(
-            matches!(err.action(), ErrorAction::BackendNotReady { reason: "Unauthorized", .. }),
+            matches!(
+                err.action(),
+                ErrorAction::BackendNotReady {
+                    reason: "Unauthorized",
+                    ..
+                }
+            ),
             "{t:?}: {:?}",
             err.action()
         );
         // The same refusal reads the same each time (CMP's per-request correlation id stays
         // out of it), so the Ready condition does not change on every probe.
-        assert_eq!(backend.probe().await.expect_err("refused again").to_string(), err.to_string(), "{t:?}");
-        let err = backend.submit(&request(t, "Refused")).await.expect_err("no report with wrong credentials");
+        assert_eq!(
+            backend.probe().await.expect_err("refused again").to_string(),
+            err.to_string(),
+            "{t:?}"
+        );
+        let err = backend
+            .submit(&request(t, "Refused"))
+            .await
+            .expect_err("no report with wrong credentials");
         assert_eq!(err.ready_reason(), "Unauthorized", "{t:?}: {err:?}");
         assert!(!err.to_string().contains("0xdeadbeef"), "{err}");
         assert_eq!(sim.stats().total_generations(t), 0);
@@ -154,13 +191,35 @@ async fn wrong_credentials_make_the_backend_not_ready() {
     creds.insert("username".into(), b"fusion-2fa-user".to_vec());
     let fusion = client_with(&spec(&sim, BackendType::Fusion, None), &creds);
     let err = fusion.probe().await.expect_err("two-factor login");
-    assert!(matches!(err.action(), ErrorAction::BackendNotReady { reason: "TwoFactorRequired", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err.action(),
+            ErrorAction::BackendNotReady {
+                reason: "TwoFactorRequired",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let mut creds = credentials(BackendType::Cmp);
     creds.remove("subscriptionKey");
     let spec = spec(&sim, BackendType::Cmp, None);
-    let err = connect_with_options(&spec, &creds, None, Limiter::for_backend(&spec), &options()).err().expect("missing key");
-    assert_eq!(err, BackendError::CredentialsMissing { key: "subscriptionKey".into() });
-    assert!(matches!(err.action(), ErrorAction::BackendNotReady { reason: "CredentialsMissing", .. }));
+    let err = connect_with_options(&spec, &creds, None, Limiter::for_backend(&spec), &options())
+        .err()
+        .expect("missing key");
+    assert_eq!(
+        err,
+        BackendError::CredentialsMissing {
+            key: "subscriptionKey".into()
+        }
+    );
+    assert!(matches!(
+        err.action(),
+        ErrorAction::BackendNotReady {
+            reason: "CredentialsMissing",
+            ..
+        }
+    ));
 }
 
 /// Injects `fault` on the create and the read endpoint of `t` (once where they are one);
@@ -180,15 +239,25 @@ async fn too_many_requests_are_absorbed_honouring_retry_after() {
     let sim = start(fast()).await;
     for t in ALL_BACKENDS {
         let backend = client(&sim, t);
-        let waits = on_report_path(&sim, t, |e| Fault::new(t, e, FaultKind::TooManyRequests, 1).with_retry_after(1));
+        let waits = on_report_path(&sim, t, |e| {
+            Fault::new(t, e, FaultKind::TooManyRequests, 1).with_retry_after(1)
+        });
         let started = Instant::now();
         let (report, _) = run(backend.as_ref(), &request(t, "Throttled")).await;
         assert_eq!(report.state, ReportState::Ready, "{t:?}");
         // Each 429 said "1 second", and the client waited that long before asking again.
-        assert!(started.elapsed() >= Duration::from_secs(waits), "{t:?} came back after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(waits),
+            "{t:?} came back after {:?}",
+            started.elapsed()
+        );
         let stats = sim.stats();
         assert_eq!(stats.rate_limited(t), waits, "{t:?}: {stats:?}");
-        assert_eq!(stats.max_duplicates(t), 1, "{t:?}: a 429 on create is not a create: {stats:?}");
+        assert_eq!(
+            stats.max_duplicates(t),
+            1,
+            "{t:?}: a 429 on create is not a create: {stats:?}"
+        );
     }
 }
 
@@ -202,7 +271,11 @@ async fn server_errors_are_retried() {
         // repeated after any 5xx.
         on_report_path(&sim, t, |e| {
             let fault = Fault::new(t, e, FaultKind::ServerError, 2);
-            if e == create { fault } else { fault.with_status(502) }
+            if e == create {
+                fault
+            } else {
+                fault.with_status(502)
+            }
         });
         if t == BackendType::Rde {
             sim.inject(Fault::new(t, "reportFiles", FaultKind::ServerError, 1).with_status(500));
@@ -210,13 +283,20 @@ async fn server_errors_are_retried() {
         let (report, _) = run(backend.as_ref(), &request(t, "Flaky")).await;
         assert_eq!(report.state, ReportState::Ready, "{t:?}");
         let stats = sim.stats();
-        assert_eq!(stats.requests_with_status(t.as_str(), create, 503), 2, "{t:?}: {stats:?}");
+        assert_eq!(
+            stats.requests_with_status(t.as_str(), create, 503),
+            2,
+            "{t:?}: {stats:?}"
+        );
         assert_eq!(stats.max_duplicates(t), 1, "{t:?}: {stats:?}");
     }
     // A 500 on a create may have made the report: the client says so instead of repeating it.
     let cmp = client(&sim, BackendType::Cmp);
     sim.inject(Fault::new(BackendType::Cmp, "create", FaultKind::ServerError, 1).with_status(500));
-    let err = cmp.submit(&request(BackendType::Cmp, "Unsure")).await.expect_err("500 on create");
+    let err = cmp
+        .submit(&request(BackendType::Cmp, "Unsure"))
+        .await
+        .expect_err("500 on create");
     assert!(matches!(err, BackendError::Ambiguous { .. }), "{err:?}");
     // More 5xx than attempts: a transient error for the controller to retry later.
     sim.inject(Fault::new(BackendType::Cmp, "list", FaultKind::ServerError, 10));
@@ -233,7 +313,10 @@ async fn backend_failures_carry_the_backend_reason() {
         (BackendType::Rde, "Report generation failed"),
         (BackendType::Cmp, "could not be generated"),
         (BackendType::Connect, "failed to render"),
-        (BackendType::Supplier, "REPORT_GENERATION_FAILED_REASON_INTERNAL_ERROR"),
+        (
+            BackendType::Supplier,
+            "REPORT_GENERATION_FAILED_REASON_INTERNAL_ERROR",
+        ),
     ];
     for (t, reason) in reasons {
         let backend = client(&sim, t);
@@ -247,8 +330,11 @@ async fn backend_failures_carry_the_backend_reason() {
     // FUSION answers at once: a scope the user may not see is a 403, a report failure for good.
     let fusion = client(&sim, BackendType::Fusion);
     let mut req = request(BackendType::Fusion, "Forbidden");
-    req.parameters.scope =
-        Some(FusionScope { level: FusionLevel::Tenant, uuid: "ffffffff-0000-4000-8000-000000000000".into(), subscription_id: None });
+    req.parameters.scope = Some(FusionScope {
+        level: FusionLevel::Tenant,
+        uuid: "ffffffff-0000-4000-8000-000000000000".into(),
+        subscription_id: None,
+    });
     let err = fusion.submit(&req).await.expect_err("403");
     match err.action() {
         ErrorAction::FailReport { reason } => assert!(reason.starts_with("HTTP 403"), "{reason}"),
@@ -256,16 +342,25 @@ async fn backend_failures_carry_the_backend_reason() {
     }
     req.parameters.scope.as_mut().expect("scope").uuid = "00000000-0000-4000-8000-000000000000".into();
     let err = fusion.submit(&req).await.expect_err("404");
-    assert!(matches!(&err.action(), ErrorAction::FailReport { reason } if reason.contains("404")), "{err:?}");
+    assert!(
+        matches!(&err.action(), ErrorAction::FailReport { reason } if reason.contains("404")),
+        "{err:?}"
+    );
     // What a backend cannot do at all is refused before any call.
     let cmp = client(&sim, BackendType::Cmp);
     let mut req = request(BackendType::Supplier, "Csv");
     req.format = ReportFormat::Xml;
-    let err = client(&sim, BackendType::Supplier).submit(&req).await.expect_err("XML on SUPPLIER");
+    let err = client(&sim, BackendType::Supplier)
+        .submit(&req)
+        .await
+        .expect_err("XML on SUPPLIER");
     assert!(matches!(err, BackendError::Unsupported { .. }), "{err:?}");
     let mut req = request(BackendType::Cmp, "Invoice");
     req.event_type = EventType::OnInvoice;
-    assert!(matches!(cmp.submit(&req).await, Err(BackendError::Unsupported { .. })));
+    assert!(matches!(
+        cmp.submit(&req).await,
+        Err(BackendError::Unsupported { .. })
+    ));
 }
 
 #[tokio::test]
@@ -273,7 +368,12 @@ async fn a_lost_create_is_found_not_repeated() {
     let mut config = fast();
     config.hang_ms = 3000;
     let sim = start(config).await;
-    for t in [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Supplier] {
+    for t in [
+        BackendType::Rde,
+        BackendType::Cmp,
+        BackendType::Connect,
+        BackendType::Supplier,
+    ] {
         let mut held = HashSet::new();
         for (kind, name) in [(FaultKind::LostResponse, "Lost"), (FaultKind::Timeout, "Slow")] {
             let backend = client(&sim, t);
@@ -281,27 +381,62 @@ async fn a_lost_create_is_found_not_repeated() {
             let req = request(t, name);
             sim.inject(Fault::new(t, create, kind, 1));
             let err = backend.submit(&req).await.expect_err("the answer is lost");
-            assert!(matches!(err, BackendError::Ambiguous { .. }), "{t:?} {kind:?}: {err:?}");
+            assert!(
+                matches!(err, BackendError::Ambiguous { .. }),
+                "{t:?} {kind:?}: {err:?}"
+            );
             assert!(matches!(err.action(), ErrorAction::Retry { .. }));
-            let found = backend.find(&req, &held).await.expect("find").unwrap_or_else(|| panic!("{t:?} {kind:?}: not found"));
+            let found = backend
+                .find(&req, &held)
+                .await
+                .expect("find")
+                .unwrap_or_else(|| panic!("{t:?} {kind:?}: not found"));
             // Once held (by this request, or by a twin of it), a report is never adopted again.
             held.insert(found.id.clone());
-            assert_eq!(backend.find(&req, &held).await.expect("find"), None, "{t:?} {kind:?}: adopted a held id");
+            assert_eq!(
+                backend.find(&req, &held).await.expect("find"),
+                None,
+                "{t:?} {kind:?}: adopted a held id"
+            );
             let report = finish(backend.as_ref(), &req, found).await;
             assert_eq!(report.state, ReportState::Ready, "{t:?}");
             let stats = sim.stats();
-            assert_eq!(stats.max_duplicates(t), 1, "{t:?} {kind:?} generated twice: {stats:?}");
+            assert_eq!(
+                stats.max_duplicates(t),
+                1,
+                "{t:?} {kind:?} generated twice: {stats:?}"
+            );
         }
         // Nothing made, nothing found.
         let backend = client(&sim, t);
-        assert_eq!(backend.find(&request(t, "Never"), &HashSet::new()).await.expect("find"), None, "{t:?}");
+        assert_eq!(
+            backend
+                .find(&request(t, "Never"), &HashSet::new())
+                .await
+                .expect("find"),
+            None,
+            "{t:?}"
+        );
     }
     // FUSION's calls only read: a lost answer is simply asked again.
     let fusion = client(&sim, BackendType::Fusion);
-    sim.inject(Fault::new(BackendType::Fusion, "license", FaultKind::LostResponse, 1));
-    let report = fusion.submit(&request(BackendType::Fusion, "Lost")).await.expect("retried");
+    sim.inject(Fault::new(
+        BackendType::Fusion,
+        "license",
+        FaultKind::LostResponse,
+        1,
+    ));
+    let report = fusion
+        .submit(&request(BackendType::Fusion, "Lost"))
+        .await
+        .expect("retried");
     assert_eq!(report.state, ReportState::Ready);
-    assert_eq!(sim.stats().requests_with_status("FUSION", "license", 0), 1, "{:?}", sim.stats());
+    assert_eq!(
+        sim.stats().requests_with_status("FUSION", "license", 0),
+        1,
+        "{:?}",
+        sim.stats()
+    );
 }
 
 #[tokio::test]
@@ -313,10 +448,20 @@ async fn supplier_120_reports_for_20_organizations_without_a_429() {
     config.supplier.requests_per_window = 100;
     config.supplier.window_secs = 1;
     let sim = start(config).await;
-    let spec = spec(&sim, BackendType::Supplier, Some(json!({"requestsPerWindow": 100, "windowSeconds": 1})));
+    let spec = spec(
+        &sim,
+        BackendType::Supplier,
+        Some(json!({"requestsPerWindow": 100, "windowSeconds": 1})),
+    );
     let limiter = Limiter::for_backend(&spec);
-    let backend = connect_with_options(&spec, &credentials(BackendType::Supplier), None, limiter.clone(), &options())
-        .expect("client");
+    let backend = connect_with_options(
+        &spec,
+        &credentials(BackendType::Supplier),
+        None,
+        limiter.clone(),
+        &options(),
+    )
+    .expect("client");
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for org in 0..20 {
@@ -342,8 +487,15 @@ async fn supplier_120_reports_for_20_organizations_without_a_429() {
     assert_eq!(stats.total_generations(BackendType::Supplier), 120);
     assert_eq!(stats.max_duplicates(BackendType::Supplier), 1);
     assert!((0..20).all(|o| stats.peak_in_progress(BackendType::Supplier, &format!("org-{o:02}")) <= 6));
-    assert_eq!(stats.token_requests(BackendType::Supplier), 1, "one token for all");
-    assert!((0..20).all(|o| limiter.in_flight(&format!("org-{o:02}")) == 0), "every slot given back");
+    assert_eq!(
+        stats.token_requests(BackendType::Supplier),
+        1,
+        "one token for all"
+    );
+    assert!(
+        (0..20).all(|o| limiter.in_flight(&format!("org-{o:02}")) == 0),
+        "every slot given back"
+    );
     eprintln!(
         "120 SUPPLIER reports in {elapsed:?}: generate {}, list {}, get {}, link {}, token {}",
         stats.requests("SUPPLIER", "generate"),
@@ -361,8 +513,14 @@ async fn supplier_in_flight_cap_is_kept_by_the_client() {
     let sim = start(config).await;
     let spec = spec(&sim, BackendType::Supplier, None);
     let limiter = Limiter::for_backend(&spec);
-    let backend = connect_with_options(&spec, &credentials(BackendType::Supplier), None, limiter.clone(), &options())
-        .expect("client");
+    let backend = connect_with_options(
+        &spec,
+        &credentials(BackendType::Supplier),
+        None,
+        limiter.clone(),
+        &options(),
+    )
+    .expect("client");
     let mut running = Vec::new();
     for n in 0..6 {
         let mut req = request(BackendType::Supplier, &format!("cap_{n}"));
@@ -372,8 +530,15 @@ async fn supplier_in_flight_cap_is_kept_by_the_client() {
     let mut seventh = request(BackendType::Supplier, "cap_7");
     seventh.organization = Some("org-cap".into());
     let err = backend.submit(&seventh).await.expect_err("a seventh waits");
-    assert!(matches!(err, BackendError::InFlightLimit { max: 6, .. }), "{err:?}");
-    assert_eq!(sim.stats().requests("SUPPLIER", "generate"), 6, "the seventh never reached the API");
+    assert!(
+        matches!(err, BackendError::InFlightLimit { max: 6, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        sim.stats().requests("SUPPLIER", "generate"),
+        6,
+        "the seventh never reached the API"
+    );
     // After a restart the controller tells a new limiter what runs; the cap holds again.
     let fresh = Limiter::for_backend(&spec);
     for (r, _) in &running {
@@ -405,5 +570,9 @@ async fn supplier_polls_of_one_organization_share_one_listing() {
     }
     let after = sim.stats();
     let delta = |endpoint| after.requests("SUPPLIER", endpoint) - before.requests("SUPPLIER", endpoint);
-    assert_eq!((delta("list"), delta("get")), (1, 0), "six polls of one organization cost one listing");
+    assert_eq!(
+        (delta("list"), delta("get")),
+        (1, 0),
+        "six polls of one organization cost one listing"
+    );
 }

@@ -19,7 +19,10 @@ struct Buffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(data);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
         Ok(data.len())
     }
 
@@ -62,16 +65,29 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
         if let Some(Download::Url { url, .. }) = download {
             urls.push(url);
         }
-        run(backend.as_ref(), &request(t, "Logged FAIL")).await.0.state.is_finished().then_some(()).expect("done");
+        run(backend.as_ref(), &request(t, "Logged FAIL"))
+            .await
+            .0
+            .state
+            .is_finished()
+            .then_some(())
+            .expect("done");
         if t != BackendType::Fusion {
             let req = request(t, "Logged lost");
             sim.inject(Fault::new(t, create, FaultKind::LostResponse, 1));
             backend.submit(&req).await.expect_err("lost");
-            backend.find(&req, &Default::default()).await.expect("find").expect("found");
+            backend
+                .find(&req, &Default::default())
+                .await
+                .expect("find")
+                .expect("found");
         }
         let wrong = client_with(&spec(&sim, t, None), &wrong_credentials(t));
         wrong.probe().await.expect_err("refused");
-        wrong.submit(&request(t, "Logged refused")).await.expect_err("refused");
+        wrong
+            .submit(&request(t, "Logged refused"))
+            .await
+            .expect_err("refused");
         tracing::info!(error = %wrong.probe().await.expect_err("refused"), "what the controller would log");
     }
     // A token renewed after expiry (CMP from expiresInSeconds, FUSION on 401).
@@ -80,15 +96,23 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
         run(client(&sim, t).as_ref(), &request(t, "Logged later")).await;
     }
     let logs = String::from_utf8(buffer.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("utf8");
-    assert!(logs.matches("backend call").count() > 50, "the capture works:\n{logs}");
+    assert!(
+        logs.matches("backend call").count() > 50,
+        "the capture works:\n{logs}"
+    );
     assert!(logs.contains("backend call failed"), "errors were logged");
     assert!(
-        logs.lines().any(|l| l.contains("backend call failed") && l.contains("correlation_id")),
+        logs.lines()
+            .any(|l| l.contains("backend call failed") && l.contains("correlation_id")),
         "CMP's correlation ids of failed calls are logged for support"
     );
     let mut forbidden: Vec<String> = ALL_BACKENDS
         .iter()
-        .flat_map(|t| credentials(*t).into_values().chain(wrong_credentials(*t).into_values()))
+        .flat_map(|t| {
+            credentials(*t)
+                .into_values()
+                .chain(wrong_credentials(*t).into_values())
+        })
         .map(|v| String::from_utf8(v).expect("utf8"))
         .collect();
     forbidden.extend(
@@ -106,7 +130,10 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
     );
     assert!(!urls.is_empty());
     for url in &urls {
-        let query = url.split_once('?').map(|(_, q)| q).expect("signed URLs have a query");
+        let query = url
+            .split_once('?')
+            .map(|(_, q)| q)
+            .expect("signed URLs have a query");
         forbidden.push(query.to_string());
     }
     for f in forbidden {

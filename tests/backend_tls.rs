@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use report_operator::api::{BackendType, LocalObjectReference, ReportBackendSpec, TlsSettings};
-use report_operator::backend::{BackendError, ClientOptions, Limiter, OutboundPolicy, ReportingBackend, connect_with_options};
+use report_operator::backend::{
+    BackendError, ClientOptions, Limiter, OutboundPolicy, ReportingBackend, connect_with_options,
+};
 use report_sim::{SimConfig, SimServer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -27,12 +29,13 @@ fn private_ca() -> (String, ServerConfig) {
         .signed_by(&leaf_key, &ca)
         .expect("leaf");
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let config = ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("server config");
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .expect("server config");
     (ca.pem(), config)
 }
 
@@ -45,8 +48,12 @@ async fn tls_proxy(config: ServerConfig, upstream: SocketAddr) -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
@@ -57,12 +64,31 @@ async fn tls_proxy(config: ServerConfig, upstream: SocketAddr) -> SocketAddr {
 /// The proxy is on 127.0.0.1: a policy that allows it (over https only).
 fn options(allow_insecure_tls: bool) -> ClientOptions {
     let loopback = vec!["127.0.0.1/32".parse().expect("cidr")];
-    ClientOptions { policy: Arc::new(OutboundPolicy::new(loopback, Vec::new(), Vec::new(), false, allow_insecure_tls)), ..Default::default() }
+    ClientOptions {
+        policy: Arc::new(OutboundPolicy::new(
+            loopback,
+            Vec::new(),
+            Vec::new(),
+            false,
+            allow_insecure_tls,
+        )),
+        ..Default::default()
+    }
 }
 
-fn connect(spec: &ReportBackendSpec, credentials: &BTreeMap<String, Vec<u8>>, ca: Option<&[u8]>, insecure: bool)
-    -> Result<Arc<dyn ReportingBackend>, BackendError> {
-    connect_with_options(spec, credentials, ca, Limiter::for_backend(spec), &options(insecure))
+fn connect(
+    spec: &ReportBackendSpec,
+    credentials: &BTreeMap<String, Vec<u8>>,
+    ca: Option<&[u8]>,
+    insecure: bool,
+) -> Result<Arc<dyn ReportingBackend>, BackendError> {
+    connect_with_options(
+        spec,
+        credentials,
+        ca,
+        Limiter::for_backend(spec),
+        &options(insecure),
+    )
 }
 
 fn spec(url: String, tls: Option<TlsSettings>) -> ReportBackendSpec {
@@ -81,12 +107,17 @@ fn spec(url: String, tls: Option<TlsSettings>) -> ReportBackendSpec {
 
 #[tokio::test]
 async fn a_private_ca_is_trusted_only_when_given() {
-    let sim = SimServer::start(SimConfig::default(), "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    let sim = SimServer::start(SimConfig::default(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sim");
     let (ca_pem, server) = private_ca();
     let proxy = tls_proxy(server, sim.local_addr()).await;
     let url = format!("https://{proxy}/connect/public/v1");
-    let credentials: BTreeMap<String, Vec<u8>> =
-        [("apiKey".to_string(), b"SU-000-000-000:connect-secret-key".to_vec())].into();
+    let credentials: BTreeMap<String, Vec<u8>> = [(
+        "apiKey".to_string(),
+        b"SU-000-000-000:connect-secret-key".to_vec(),
+    )]
+    .into();
 
     let untrusted = spec(url.clone(), None);
     let client = connect(&untrusted, &credentials, None, false).expect("client");
@@ -97,10 +128,21 @@ async fn a_private_ca_is_trusted_only_when_given() {
     let client = connect(&trusted, &credentials, Some(ca_pem.as_bytes()), false).expect("client");
     client.probe().await.expect("the private CA is trusted");
 
-    let skip = spec(url, Some(TlsSettings { ca_secret_ref: None, insecure_skip_verify: Some(true) }));
-    let err = connect(&skip, &credentials, None, false).err().expect("the policy refuses insecureSkipVerify");
+    let skip = spec(
+        url,
+        Some(TlsSettings {
+            ca_secret_ref: None,
+            insecure_skip_verify: Some(true),
+        }),
+    );
+    let err = connect(&skip, &credentials, None, false)
+        .err()
+        .expect("the policy refuses insecureSkipVerify");
     assert_eq!(err.ready_reason(), "DestinationDenied", "{err}");
     assert!(err.to_string().contains("--outbound-allow-insecure-tls"), "{err}");
     let client = connect(&skip, &credentials, None, true).expect("client");
-    client.probe().await.expect("insecureSkipVerify skips verification");
+    client
+        .probe()
+        .await
+        .expect("insecureSkipVerify skips verification");
 }

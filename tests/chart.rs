@@ -17,30 +17,58 @@ use std::time::Duration;
 use chart_support::{CHART, chart_dir, documents, expected_rules, find, flat_rules, helm, render, set_args};
 use common::fixtures;
 use common::{TestNamespace, stderr, stdout, wait_for};
+use lua_support::to_lua;
 use report_operator::api::{BackendType, FileState, ReportFile, find_condition};
 use report_sim::{SimConfig, SimServer};
-use lua_support::to_lua;
 use serde_json::{Value, json};
 
 fn kinds(docs: &[Value]) -> BTreeSet<String> {
-    docs.iter().map(|d| d["kind"].as_str().unwrap_or_default().to_string()).collect()
+    docs.iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn container_args(docs: &[Value]) -> Vec<String> {
     let deployment = find(docs, "Deployment", "report-operator").expect("Deployment");
     let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
-    args.as_array().expect("args").iter().map(|a| a.as_str().expect("string arg").to_string()).collect()
+    args.as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
 }
 
 /// What the operator needs, as the README documents it.
 fn operator_rules() -> BTreeSet<(String, String, String, String)> {
     const G: &str = "reporting.report-operator.io";
     expected_rules(&[
-        (G, &["reportbackends", "reportgenerators", "reportfiles", "reportstores"], &["get", "list", "watch"]),
+        (
+            G,
+            &[
+                "reportbackends",
+                "reportgenerators",
+                "reportfiles",
+                "reportstores",
+            ],
+            &["get", "list", "watch"],
+        ),
         (G, &["reportgenerators"], &["patch"]),
         (G, &["reportfiles"], &["create", "delete", "patch"]),
-        (G, &["reportbackends/status", "reportgenerators/status", "reportfiles/status", "reportstores/status"], &["get", "patch"]),
-        (G, &["reportgenerators/finalizers", "reportfiles/finalizers"], &["update"]),
+        (
+            G,
+            &[
+                "reportbackends/status",
+                "reportgenerators/status",
+                "reportfiles/status",
+                "reportstores/status",
+            ],
+            &["get", "patch"],
+        ),
+        (
+            G,
+            &["reportgenerators/finalizers", "reportfiles/finalizers"],
+            &["update"],
+        ),
         ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
     ])
@@ -59,21 +87,42 @@ fn dry_run(cp: &common::ControlPlane, manifests: &str) -> Output {
 #[test]
 fn chart_crds_are_the_binarys_crds() {
     let docs = documents(&render("ops", &[], &[]));
-    let mut rendered: Vec<Value> = docs.into_iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
+    let mut rendered: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
     for crd in &mut rendered {
         let meta = crd["metadata"].as_object_mut().expect("metadata");
         assert!(meta.remove("labels").is_some(), "the chart labels its CRDs");
         assert!(meta.remove("annotations").is_some(), "crds.keep is on by default");
     }
-    let mut generated: Vec<Value> =
-        report_operator::api::crds().iter().map(|c| serde_json::to_value(c).expect("CRD as JSON")).collect();
-    let by_name = |a: &Value, b: &Value| a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str());
+    let mut generated: Vec<Value> = report_operator::api::crds()
+        .iter()
+        .map(|c| serde_json::to_value(c).expect("CRD as JSON"))
+        .collect();
+    let by_name = |a: &Value, b: &Value| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    };
     rendered.sort_by(by_name);
     generated.sort_by(by_name);
-    assert!(rendered == generated, "charts/report-operator/templates/crds/ is stale: run hack/update-crds.sh");
-    let files: Vec<_> = std::fs::read_dir(chart_dir().join("templates/crds")).expect("templates/crds/").collect();
-    assert_eq!(files.len(), generated.len(), "templates/crds/ holds one template per CRD, nothing else");
-    assert!(!chart_dir().join("crds").exists(), "no crds/ directory: helm would install it once and never upgrade it");
+    assert!(
+        rendered == generated,
+        "charts/report-operator/templates/crds/ is stale: run hack/update-crds.sh"
+    );
+    let files: Vec<_> = std::fs::read_dir(chart_dir().join("templates/crds"))
+        .expect("templates/crds/")
+        .collect();
+    assert_eq!(
+        files.len(),
+        generated.len(),
+        "templates/crds/ holds one template per CRD, nothing else"
+    );
+    assert!(
+        !chart_dir().join("crds").exists(),
+        "no crds/ directory: helm would install it once and never upgrade it"
+    );
 }
 
 #[test]
@@ -82,12 +131,19 @@ fn chart_version_and_default_image_follow_the_crate() {
         serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml"))
             .expect("Chart.yaml parses");
     assert_eq!(chart["apiVersion"], "v2");
-    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"), "appVersion is the crate's version");
+    assert_eq!(
+        chart["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "appVersion is the crate's version"
+    );
     let docs = documents(&render("ops", &[], &[]));
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-        format!("ghcr.io/report-operator/report-operator:{}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "ghcr.io/report-operator/report-operator:{}",
+            env!("CARGO_PKG_VERSION")
+        )
     );
 }
 
@@ -97,7 +153,10 @@ fn helm_lint_is_clean_with_default_and_overridden_values() {
         &[],
         &["watchNamespace=billing"],
         &["replicaCount=2", "podDisruptionBudget.enabled=true"],
-        &["metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true"],
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "networkPolicy.enabled=true",
+        ],
         &["rbac.aggregateToDefaultRoles=false", "logLevel=debug"],
     ];
     for sets in scenarios {
@@ -107,7 +166,10 @@ fn helm_lint_is_clean_with_default_and_overridden_values() {
         let out = helm(&args);
         let text = format!("{}{}", stdout(&out), stderr(&out));
         assert!(out.status.success(), "helm lint {sets:?} failed:\n{text}");
-        assert!(!text.contains("[WARNING]") && !text.contains("[ERROR]"), "helm lint {sets:?}:\n{text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm lint {sets:?}:\n{text}"
+        );
     }
 }
 
@@ -120,23 +182,40 @@ fn values_schema_rejects_wrong_values_naming_the_field() {
         ("concurrency=0", "/concurrency"),
         ("metrics.port=70000", "/metrics/port"),
         ("metrics.service.type=Ingress", "/metrics/service/type"),
-        ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval"),
+        (
+            "metrics.serviceMonitor.interval=soon",
+            "/metrics/serviceMonitor/interval",
+        ),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
         ("leaderElection.enabled=yes", "/leaderElection/enabled"),
         ("logLevel=loud", "/logLevel"),
-        ("rbac.aggregateToDefaultRoles=maybe", "/rbac/aggregateToDefaultRoles"),
+        (
+            "rbac.aggregateToDefaultRoles=maybe",
+            "/rbac/aggregateToDefaultRoles",
+        ),
         ("replicas=2", "replicas"),
         ("image.name=x", "name"),
     ] {
         let out = helm(&["template", "report-operator", CHART, "--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
         let err = stderr(&out);
-        assert!(err.contains("schema"), "--set {set} was refused, but not by the schema:\n{err}");
-        assert!(err.contains(field), "--set {set}: the error does not name {field}:\n{err}");
+        assert!(
+            err.contains("schema"),
+            "--set {set} was refused, but not by the schema:\n{err}"
+        );
+        assert!(
+            err.contains(field),
+            "--set {set}: the error does not name {field}:\n{err}"
+        );
     }
     // The same values, well formed, are accepted.
-    let ok =
-        ["replicaCount=3", "logFormat=text", "image.pullPolicy=Always", "metrics.port=9090", "watchNamespace=billing"];
+    let ok = [
+        "replicaCount=3",
+        "logFormat=text",
+        "image.pullPolicy=Always",
+        "metrics.port=9090",
+        "watchNamespace=billing",
+    ];
     render("ops", &ok, &[]);
 }
 
@@ -179,19 +258,36 @@ async fn default_install_is_accepted_by_the_api_server_with_cluster_wide_rbac() 
     let ns = TestNamespace::new("chart-default").await;
     let manifests = render(&ns.name, &[], &["--include-crds"]);
     let out = dry_run(ns.cp(), &manifests);
-    assert!(out.status.success(), "the API server rejected the default install:\n{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the API server rejected the default install:\n{}",
+        stderr(&out)
+    );
     let docs = documents(&manifests);
     assert_eq!(
         kinds(&docs),
-        ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Service", "ServiceAccount"]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
         "default values render these kinds, no Role, no Lease Role, no extras"
     );
     let args = container_args(&docs);
-    assert!(!args.iter().any(|a| a.starts_with("--namespace")), "watches all namespaces: {args:?}");
-    assert!(!args.contains(&"--leader-elect".to_string()), "one replica runs without a Lease: {args:?}");
+    assert!(
+        !args.iter().any(|a| a.starts_with("--namespace")),
+        "watches all namespaces: {args:?}"
+    );
+    assert!(
+        !args.contains(&"--leader-elect".to_string()),
+        "one replica runs without a Lease: {args:?}"
+    );
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     assert_eq!(
         deployment["spec"]["strategy"]["type"], "Recreate",
@@ -210,22 +306,48 @@ fn the_deployment_runs_locked_down_with_probes_and_pod_identity() {
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
-    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
-    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
-    assert_eq!(c["ports"][0], json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"}));
+    assert!(
+        c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string()
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "metrics"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "metrics"})
+    );
+    assert_eq!(
+        c["ports"][0],
+        json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"})
+    );
     let env = c["env"].as_array().expect("env");
-    for (name, path) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
-        let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path);
     }
     let args = container_args(&docs);
     assert_eq!(
         &args[..5],
-        ["run", "--metrics-addr=0.0.0.0:8080", "--log-format=json", "--concurrency=16", "--log-level=info"]
+        [
+            "run",
+            "--metrics-addr=0.0.0.0:8080",
+            "--log-format=json",
+            "--concurrency=16",
+            "--log-level=info"
+        ]
     );
     let args = container_args(&documents(&render("ops", &["logLevel=debug"], &[])));
-    assert!(args.contains(&"--log-level=debug".to_string()), "logLevel becomes --log-level: {args:?}");
+    assert!(
+        args.contains(&"--log-level=debug".to_string()),
+        "logLevel becomes --log-level: {args:?}"
+    );
 }
 
 /// The four kinds in the built-in user-facing roles: view reads them and their status, edit
@@ -233,26 +355,65 @@ fn the_deployment_runs_locked_down_with_probes_and_pod_identity() {
 #[test]
 fn aggregated_roles_extend_view_edit_and_admin_without_status_writes() {
     const G: &str = "reporting.report-operator.io";
-    const KINDS: &[&str] = &["reportbackends", "reportgenerators", "reportfiles", "reportstores"];
-    const STATUS: &[&str] = &["reportbackends/status", "reportgenerators/status", "reportfiles/status", "reportstores/status"];
+    const KINDS: &[&str] = &[
+        "reportbackends",
+        "reportgenerators",
+        "reportfiles",
+        "reportstores",
+    ];
+    const STATUS: &[&str] = &[
+        "reportbackends/status",
+        "reportgenerators/status",
+        "reportfiles/status",
+        "reportstores/status",
+    ];
     const READ: &[&str] = &["get", "list", "watch"];
     let docs = documents(&render("ops", &[], &[]));
     let view = find(&docs, "ClusterRole", "report-operator-view").expect("view ClusterRole");
-    assert_eq!(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true");
-    assert_eq!(flat_rules(view), expected_rules(&[(G, KINDS, READ), (G, STATUS, READ)]));
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(
+        flat_rules(view),
+        expected_rules(&[(G, KINDS, READ), (G, STATUS, READ)])
+    );
     let edit = find(&docs, "ClusterRole", "report-operator-edit").expect("edit ClusterRole");
     let labels = &edit["metadata"]["labels"];
     assert_eq!(labels["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
     assert_eq!(labels["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
-    assert!(labels.get("rbac.authorization.k8s.io/aggregate-to-view").is_none(), "view gets only the view role");
-    let write: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
-    assert_eq!(flat_rules(edit), expected_rules(&[(G, KINDS, write), (G, STATUS, READ)]));
+    assert!(
+        labels
+            .get("rbac.authorization.k8s.io/aggregate-to-view")
+            .is_none(),
+        "view gets only the view role"
+    );
+    let write: &[&str] = &[
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ];
+    assert_eq!(
+        flat_rules(edit),
+        expected_rules(&[(G, KINDS, write), (G, STATUS, READ)])
+    );
 
     let docs = documents(&render("ops", &["rbac.aggregateToDefaultRoles=false"], &[]));
     for name in ["report-operator-view", "report-operator-edit"] {
-        assert!(find(&docs, "ClusterRole", name).is_none(), "{name} rendered although turned off");
+        assert!(
+            find(&docs, "ClusterRole", name).is_none(),
+            "{name} rendered although turned off"
+        );
     }
-    assert!(find(&docs, "ClusterRole", "report-operator").is_some(), "the operator's own role stays");
+    assert!(
+        find(&docs, "ClusterRole", "report-operator").is_some(),
+        "the operator's own role stays"
+    );
 }
 
 #[test]
@@ -262,16 +423,29 @@ fn rbac_is_exactly_what_the_operator_needs() {
     assert_eq!(flat_rules(role), operator_rules());
     let binding = find(&docs, "ClusterRoleBinding", "report-operator").expect("ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], "report-operator");
-    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "report-operator", "namespace": "ops"}]));
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "report-operator", "namespace": "ops"}])
+    );
 
     // Leader election: create any Lease, read and renew only its own, in the release namespace.
     let docs = documents(&render("ops", &["leaderElection.enabled=true"], &[]));
     let lease_role = find(&docs, "Role", "report-operator-leader-election").expect("Lease Role");
     assert_eq!(lease_role["metadata"]["namespace"], "ops");
     let mut lease_rules = BTreeSet::new();
-    lease_rules.insert(("coordination.k8s.io".into(), "leases".into(), "create".into(), "*".into()));
+    lease_rules.insert((
+        "coordination.k8s.io".into(),
+        "leases".into(),
+        "create".into(),
+        "*".into(),
+    ));
     for verb in ["get", "patch"] {
-        lease_rules.insert(("coordination.k8s.io".into(), "leases".into(), verb.into(), "report-operator".into()));
+        lease_rules.insert((
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            verb.into(),
+            "report-operator".into(),
+        ));
     }
     assert_eq!(flat_rules(lease_role), lease_rules);
     assert!(find(&docs, "RoleBinding", "report-operator-leader-election").is_some());
@@ -283,12 +457,22 @@ async fn namespaced_install_is_accepted_and_grants_only_the_watched_namespace() 
     let watched = TestNamespace::new("chart-billing").await;
     let manifests = render(&release.name, &[&format!("watchNamespace={}", watched.name)], &[]);
     let out = dry_run(release.cp(), &manifests);
-    assert!(out.status.success(), "the API server rejected the namespaced install:\n{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the API server rejected the namespaced install:\n{}",
+        stderr(&out)
+    );
     let docs = documents(&manifests);
     let k = kinds(&docs);
-    assert!(!k.contains("ClusterRoleBinding"), "namespaced mode binds nothing cluster-wide: {k:?}");
-    let cluster_roles: BTreeSet<&str> =
-        docs.iter().filter(|d| d["kind"] == "ClusterRole").filter_map(|d| d["metadata"]["name"].as_str()).collect();
+    assert!(
+        !k.contains("ClusterRoleBinding"),
+        "namespaced mode binds nothing cluster-wide: {k:?}"
+    );
+    let cluster_roles: BTreeSet<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
     assert_eq!(
         cluster_roles,
         BTreeSet::from(["report-operator-edit", "report-operator-view"]),
@@ -306,9 +490,17 @@ async fn namespaced_install_is_accepted_and_grants_only_the_watched_namespace() 
 #[tokio::test]
 async fn two_replicas_with_a_pdb_are_accepted_and_elect_a_leader() {
     let ns = TestNamespace::new("chart-ha").await;
-    let manifests = render(&ns.name, &["replicaCount=2", "podDisruptionBudget.enabled=true"], &[]);
+    let manifests = render(
+        &ns.name,
+        &["replicaCount=2", "podDisruptionBudget.enabled=true"],
+        &[],
+    );
     let out = dry_run(ns.cp(), &manifests);
-    assert!(out.status.success(), "the API server rejected the HA install:\n{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the API server rejected the HA install:\n{}",
+        stderr(&out)
+    );
     let docs = documents(&manifests);
     let args = container_args(&docs);
     for arg in [
@@ -320,8 +512,14 @@ async fn two_replicas_with_a_pdb_are_accepted_and_elect_a_leader() {
     }
     let pdb = find(&docs, "PodDisruptionBudget", "report-operator").expect("PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-    assert_eq!(pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"], "report-operator");
-    assert!(find(&docs, "Role", "report-operator-leader-election").is_some(), "Lease Role");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "report-operator"
+    );
+    assert!(
+        find(&docs, "Role", "report-operator-leader-election").is_some(),
+        "Lease Role"
+    );
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
@@ -387,10 +585,20 @@ async fn service_monitor_and_network_policy_are_accepted() {
     let ns = TestNamespace::new("chart-mon").await;
     let cp = ns.cp();
     let out = cp.kubectl_with_stdin(
-        &["apply", "--server-side", "--field-manager=report-operator-chart-tests", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=report-operator-chart-tests",
+            "-f",
+            "-",
+        ],
         Some(SERVICE_MONITOR_CRD),
     );
-    assert!(out.status.success(), "install the ServiceMonitor CRD fixture: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "install the ServiceMonitor CRD fixture: {}",
+        stderr(&out)
+    );
     let out = cp.kubectl(&[
         "wait",
         "--for=condition=Established",
@@ -409,34 +617,58 @@ async fn service_monitor_and_network_policy_are_accepted() {
     ];
     let manifests = render(&ns.name, &sets, &[]);
     let out = dry_run(cp, &manifests);
-    assert!(out.status.success(), "the API server rejected the monitored install:\n{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the API server rejected the monitored install:\n{}",
+        stderr(&out)
+    );
     let docs = documents(&manifests);
 
     let sm = find(&docs, "ServiceMonitor", "report-operator").expect("ServiceMonitor");
     let service = find(&docs, "Service", "report-operator-metrics").expect("metrics Service");
-    for (key, value) in sm["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels") {
+    for (key, value) in sm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
         assert_eq!(
             &service["metadata"]["labels"][key], value,
             "the ServiceMonitor selects the metrics Service by {key}"
         );
     }
-    assert_eq!(sm["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
 
     let np = find(&docs, "NetworkPolicy", "report-operator").expect("NetworkPolicy");
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
-    assert_eq!(np["spec"]["ingress"][0]["ports"], json!([{"port": "metrics", "protocol": "TCP"}]));
-    assert_eq!(np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["name"], "monitoring");
+    assert_eq!(
+        np["spec"]["ingress"][0]["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["name"],
+        "monitoring"
+    );
     let egress = np["spec"]["egress"].as_array().expect("egress");
     let to_cidrs: Vec<&str> = egress
         .iter()
         .flat_map(|r| r["to"].as_array().into_iter().flatten())
         .filter_map(|peer| peer["ipBlock"]["cidr"].as_str())
         .collect();
-    assert!(to_cidrs.contains(&"10.0.0.1/32"), "egress to the API server: {to_cidrs:?}");
-    assert!(to_cidrs.contains(&"0.0.0.0/0"), "egress to the backends: {to_cidrs:?}");
     assert!(
-        egress.iter().any(|r| r["ports"].as_array().is_some_and(|p| p.iter().any(|p| p["port"] == 53))),
+        to_cidrs.contains(&"10.0.0.1/32"),
+        "egress to the API server: {to_cidrs:?}"
+    );
+    assert!(
+        to_cidrs.contains(&"0.0.0.0/0"),
+        "egress to the backends: {to_cidrs:?}"
+    );
+    assert!(
+        egress.iter().any(|r| r["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["port"] == 53))),
         "egress to DNS: {egress:?}"
     );
 }
@@ -446,8 +678,8 @@ async fn service_monitor_and_network_policy_are_accepted() {
 
 /// A kubeconfig that authenticates with `token` against the test control plane.
 fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
-    let admin: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig")).expect("kubeconfig parses");
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
+        .expect("kubeconfig parses");
     let cluster = &admin["clusters"][0]["cluster"];
     let config = json!({
         "apiVersion": "v1",
@@ -478,20 +710,40 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     let release = TestNamespace::new("chart-rbac-ops").await;
     let watched = TestNamespace::new("chart-rbac-billing").await;
     let cp = release.cp().clone();
-    let manifests =
-        render(
+    let manifests = render(
         &release.name,
         // The simulators listen on loopback over plain HTTP.
         // No user-facing ClusterRoles: cluster-wide, they would outlive this test's namespaces.
-        &[&format!("watchNamespace={}", watched.name), "leaderElection.enabled=true", "outbound.allowCidrs={127.0.0.1/32}", "outbound.allowHttp=true", "rbac.aggregateToDefaultRoles=false"],
+        &[
+            &format!("watchNamespace={}", watched.name),
+            "leaderElection.enabled=true",
+            "outbound.allowCidrs={127.0.0.1/32}",
+            "outbound.allowHttp=true",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
         &[],
     );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and
     // the operator runs as a local process instead of its pod.
     let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifests));
-    assert!(out.status.success(), "install the chart's objects: {}", stderr(&out));
-    let out = cp.kubectl(&["-n", &release.name, "create", "token", "report-operator", "--duration=1h"]);
-    assert!(out.status.success(), "token for the ServiceAccount: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "install the chart's objects: {}",
+        stderr(&out)
+    );
+    let out = cp.kubectl(&[
+        "-n",
+        &release.name,
+        "create",
+        "token",
+        "report-operator",
+        "--duration=1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "token for the ServiceAccount: {}",
+        stderr(&out)
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, token_kubeconfig(&cp, stdout(&out).trim())).expect("write kubeconfig");
@@ -499,7 +751,13 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     let docs = documents(&manifests);
     let args: Vec<String> = container_args(&docs)
         .into_iter()
-        .map(|a| if a.starts_with("--metrics-addr=") { "--metrics-addr=127.0.0.1:0".to_string() } else { a })
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                "--metrics-addr=127.0.0.1:0".to_string()
+            } else {
+                a
+            }
+        })
         .collect();
     let pod_name = "report-operator-7d9f8-abcde";
     let log_path = common::repo_root().join(format!("target/test-logs/{}-chart-operator.log", watched.name));
@@ -522,48 +780,75 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     let no_refusals = || {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let refused = text.lines().find(|l| l.to_lowercase().contains("forbidden"));
-        assert!(refused.is_none(), "the operator was refused something:\n{}", refused.unwrap_or_default());
+        assert!(
+            refused.is_none(),
+            "the operator was refused something:\n{}",
+            refused.unwrap_or_default()
+        );
         let stopped = text.lines().find(|l| l.contains("\"level\":\"ERROR\""));
         assert!(stopped.is_none(), "the operator failed:\n{text}");
     };
 
     // The port it picked (port 0: tests running at once never race for one).
-    let metrics_addr = wait_for("the operator's metrics address in its log", Duration::from_secs(30), || async {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        text.lines().find(|l| l.contains("metrics server listening")).and_then(common::operator::listening_addr)
-    })
+    let metrics_addr = wait_for(
+        "the operator's metrics address in its log",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            text.lines()
+                .find(|l| l.contains("metrics server listening"))
+                .and_then(common::operator::listening_addr)
+        },
+    )
     .await;
     // The probes the Deployment declares answer.
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     for probe in ["livenessProbe", "readinessProbe"] {
-        let path = container[probe]["httpGet"]["path"].as_str().expect("probe path").to_string();
+        let path = container[probe]["httpGet"]["path"]
+            .as_str()
+            .expect("probe path")
+            .to_string();
         let url = format!("http://{metrics_addr}{path}");
-        wait_for(&format!("{probe} {url} (log: {})", log_path.display()), Duration::from_secs(30), || async {
-            no_refusals();
-            reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-        })
+        wait_for(
+            &format!("{probe} {url} (log: {})", log_path.display()),
+            Duration::from_secs(30),
+            || async {
+                no_refusals();
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
     // It holds the Lease in the release namespace, as the pod.
-    wait_for("the Lease held by the operator", Duration::from_secs(30), || async {
-        no_refusals();
-        let out = cp.kubectl(&[
-            "-n",
-            &release.name,
-            "get",
-            "lease",
-            "report-operator",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
-        (stdout(&out) == pod_name).then_some(())
-    })
+    wait_for(
+        "the Lease held by the operator",
+        Duration::from_secs(30),
+        || async {
+            no_refusals();
+            let out = cp.kubectl(&[
+                "-n",
+                &release.name,
+                "get",
+                "lease",
+                "report-operator",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ]);
+            (stdout(&out) == pod_name).then_some(())
+        },
+    )
     .await;
 
     // A backend and a report, end to end (RDE: a finalizer, a mirrored ReportFile).
-    let sim = SimServer::start(SimConfig::default(), "127.0.0.1:0".parse().expect("addr")).await.expect("simulator");
+    let sim = SimServer::start(SimConfig::default(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("simulator");
     let t = BackendType::Rde;
     for manifest in [
         fixtures::backend(&sim, t, "commerce", &fixtures::good_credentials(t), ""),
@@ -574,45 +859,81 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
     }
     let client = cp.client().await;
     let files: kube::Api<ReportFile> = kube::Api::namespaced(client.clone(), &watched.name);
-    let rf =
-        wait_for(&format!("a READY ReportFile (log: {})", log_path.display()), Duration::from_secs(120), || async {
+    let rf = wait_for(
+        &format!("a READY ReportFile (log: {})", log_path.display()),
+        Duration::from_secs(120),
+        || async {
             no_refusals();
             let list = files.list(&Default::default()).await.ok()?;
-            list.items.into_iter().find(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready))
-        })
-        .await;
+            list.items
+                .into_iter()
+                .find(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready))
+        },
+    )
+    .await;
     let status = rf.status.clone().expect("status");
     let ready = find_condition(&status.conditions, "Ready").expect("Ready condition");
     assert_eq!(ready.status, "True", "{ready:?}");
     let secret = status.download_secret_ref.expect("downloadSecretRef").name;
     let out = watched.kubectl(&["get", "secret", &secret, "-o", "jsonpath={.data.url}"]);
-    assert!(out.status.success() && !stdout(&out).is_empty(), "report Secret: {}", stderr(&out));
-    let out = watched.kubectl(&["get", "events.events.k8s.io", "-o", "jsonpath={.items[*].reportingController}"]);
-    assert!(stdout(&out).contains("report-operator"), "no Events published by the operator: {}", stderr(&out));
+    assert!(
+        out.status.success() && !stdout(&out).is_empty(),
+        "report Secret: {}",
+        stderr(&out)
+    );
+    let out = watched.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={.items[*].reportingController}",
+    ]);
+    assert!(
+        stdout(&out).contains("report-operator"),
+        "no Events published by the operator: {}",
+        stderr(&out)
+    );
 
     // Argo CD's view of the real objects: Healthy once the operator has caught up (the
     // generator counts its READY report a moment after the ReportFile turns READY).
     let file_name = rf.metadata.name.clone().expect("name");
-    for (kind, name) in [("reportbackend", "commerce"), ("reportgenerator", "once"), ("reportfile", file_name.as_str())]
-    {
-        wait_for(&format!("Argo CD health Healthy for {kind}/{name}"), Duration::from_secs(30), || {
-            let out = watched.kubectl(&["get", kind, name, "-o", "json"]);
-            assert!(out.status.success(), "{}", stderr(&out));
-            let obj: Value = serde_json::from_str(&stdout(&out)).expect("object json");
-            let (health, _message) = lua_health(&format!("health-{kind}.lua"), &obj);
-            std::future::ready((health == "Healthy").then_some(()))
-        })
+    for (kind, name) in [
+        ("reportbackend", "commerce"),
+        ("reportgenerator", "once"),
+        ("reportfile", file_name.as_str()),
+    ] {
+        wait_for(
+            &format!("Argo CD health Healthy for {kind}/{name}"),
+            Duration::from_secs(30),
+            || {
+                let out = watched.kubectl(&["get", kind, name, "-o", "json"]);
+                assert!(out.status.success(), "{}", stderr(&out));
+                let obj: Value = serde_json::from_str(&stdout(&out)).expect("object json");
+                let (health, _message) = lua_health(&format!("health-{kind}.lua"), &obj);
+                std::future::ready((health == "Healthy").then_some(()))
+            },
+        )
         .await;
     }
 
     // Deleting the generator runs the RDE finalizer, which the operator removes by patch.
     let out = watched.kubectl(&["delete", "reportgenerator", "once", "--wait=false"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_for("the generator's finalizer removed", Duration::from_secs(60), || async {
-        no_refusals();
-        let out = watched.kubectl(&["get", "reportgenerator", "once", "--ignore-not-found", "-o", "name"]);
-        (out.status.success() && stdout(&out).trim().is_empty()).then_some(())
-    })
+    wait_for(
+        "the generator's finalizer removed",
+        Duration::from_secs(60),
+        || async {
+            no_refusals();
+            let out = watched.kubectl(&[
+                "get",
+                "reportgenerator",
+                "once",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]);
+            (out.status.success() && stdout(&out).trim().is_empty()).then_some(())
+        },
+    )
     .await;
 
     no_refusals();
@@ -630,7 +951,11 @@ fn argocd_application_example_points_at_this_chart_with_valid_values() {
     assert_eq!(app["kind"], "Application");
     let source = &app["spec"]["source"];
     assert_eq!(source["path"], CHART);
-    assert!(source["repoURL"].as_str().is_some_and(|u| u.starts_with("https://")));
+    assert!(
+        source["repoURL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://"))
+    );
     assert!(
         app["spec"]["syncPolicy"]["syncOptions"]
             .as_array()
@@ -639,9 +964,16 @@ fn argocd_application_example_points_at_this_chart_with_valid_values() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let values = dir.path().join("values.yaml");
-    std::fs::write(&values, serde_yaml::to_string(&source["helm"]["valuesObject"]).expect("values"))
-        .expect("write values");
-    render("report-operator", &[], &["--values", values.to_str().expect("utf8 path")]);
+    std::fs::write(
+        &values,
+        serde_yaml::to_string(&source["helm"]["valuesObject"]).expect("values"),
+    )
+    .expect("write values");
+    render(
+        "report-operator",
+        &[],
+        &["--values", values.to_str().expect("utf8 path")],
+    );
 }
 
 #[test]
@@ -654,16 +986,23 @@ fn argocd_cm_snippet_embeds_each_health_script_verbatim() {
     assert_eq!(cm["metadata"]["name"], "argocd-cm");
     let data = cm["data"].as_object().expect("data");
     // The resource actions are checked in tests/argocd_actions.rs.
-    let health = data.keys().filter(|k| k.starts_with("resource.customizations.health.")).count();
+    let health = data
+        .keys()
+        .filter(|k| k.starts_with("resource.customizations.health."))
+        .count();
     assert_eq!(health, 3, "{:?}", data.keys().collect::<Vec<_>>());
     for kind in ["ReportBackend", "ReportGenerator", "ReportFile"] {
         let key = format!("resource.customizations.health.reporting.report-operator.io_{kind}");
-        let script = std::fs::read_to_string(chart_dir().join(format!("argocd/health-{}.lua", kind.to_lowercase())))
-            .expect("health script");
-        assert_eq!(data.get(&key).and_then(Value::as_str), Some(script.as_str()), "{key} differs from its .lua file");
+        let script =
+            std::fs::read_to_string(chart_dir().join(format!("argocd/health-{}.lua", kind.to_lowercase())))
+                .expect("health script");
+        assert_eq!(
+            data.get(&key).and_then(Value::as_str),
+            Some(script.as_str()),
+            "{key} differs from its .lua file"
+        );
     }
 }
-
 
 /// Runs `charts/report-operator/argocd/<script>` with global `obj` and returns its status and
 /// message.
@@ -671,12 +1010,26 @@ fn lua_health(script: &str, obj: &Value) -> (String, String) {
     let path = chart_dir().join("argocd").join(script);
     let source = std::fs::read_to_string(&path).expect("health script");
     let lua = mlua::Lua::new();
-    lua.globals().set("obj", to_lua(&lua, obj).expect("obj to Lua")).expect("set obj");
-    let hs: mlua::Table = lua.load(&source).set_name(script).eval().unwrap_or_else(|e| panic!("{script}: {e}"));
+    lua.globals()
+        .set("obj", to_lua(&lua, obj).expect("obj to Lua"))
+        .expect("set obj");
+    let hs: mlua::Table = lua
+        .load(&source)
+        .set_name(script)
+        .eval()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
     let status: String = hs.get("status").expect("hs.status");
     let message: Option<String> = hs.get("message").expect("hs.message");
     assert!(
-        ["Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"].contains(&status.as_str()),
+        [
+            "Healthy",
+            "Progressing",
+            "Degraded",
+            "Suspended",
+            "Missing",
+            "Unknown"
+        ]
+        .contains(&status.as_str()),
         "{script} returned an unknown status {status}"
     );
     (status, message.unwrap_or_default())
@@ -703,7 +1056,10 @@ fn check_health(script: &str, cases: &[(Value, &str, &str)]) {
     for (obj, want, needle) in cases {
         let (status, message) = lua_health(script, obj);
         assert_eq!(&status, want, "{script} on {obj}: {message}");
-        assert!(message.contains(needle), "{script} on {obj}: message {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{script} on {obj}: message {message:?} lacks {needle:?}"
+        );
     }
 }
 
@@ -741,18 +1097,38 @@ fn argocd_health_of_report_backends() {
             ),
             // Spec changed, status not yet: not Healthy, not Degraded either.
             (
-                rb(2, json!({"observedGeneration": 1, "conditions": [ready("True", "Authenticated", "ok", 1)]})),
+                rb(
+                    2,
+                    json!({"observedGeneration": 1, "conditions": [ready("True", "Authenticated", "ok", 1)]}),
+                ),
                 "Progressing",
                 "generation 2",
             ),
             (
-                rb(3, json!({"observedGeneration": 2, "conditions": [ready("False", "Unreachable", "timeout", 2)]})),
+                rb(
+                    3,
+                    json!({"observedGeneration": 2, "conditions": [ready("False", "Unreachable", "timeout", 2)]}),
+                ),
                 "Progressing",
                 "generation 3",
             ),
             // Without status.observedGeneration, the condition's counts.
-            (rb(2, json!({"conditions": [ready("True", "Authenticated", "ok", 1)]})), "Progressing", "generation 2"),
-            (rb(2, json!({"conditions": [ready("True", "Authenticated", "ok", 2)]})), "Healthy", "ok"),
+            (
+                rb(
+                    2,
+                    json!({"conditions": [ready("True", "Authenticated", "ok", 1)]}),
+                ),
+                "Progressing",
+                "generation 2",
+            ),
+            (
+                rb(
+                    2,
+                    json!({"conditions": [ready("True", "Authenticated", "ok", 2)]}),
+                ),
+                "Healthy",
+                "ok",
+            ),
         ],
     );
 }
@@ -768,17 +1144,35 @@ fn argocd_health_of_report_generators() {
         &[
             (rg(1, &onetime, Value::Null), "Progressing", "Waiting"),
             (
-                rg(1, &onetime, st(ready("True", "ReportReady", "the report is READY", 1), 1)),
+                rg(
+                    1,
+                    &onetime,
+                    st(ready("True", "ReportReady", "the report is READY", 1), 1),
+                ),
                 "Healthy",
                 "the report is READY",
             ),
             (
-                rg(1, &periodic(false), st(ready("True", "Scheduled", "3 READY, 1 in progress, 0 FAILED", 1), 1)),
+                rg(
+                    1,
+                    &periodic(false),
+                    st(
+                        ready("True", "Scheduled", "3 READY, 1 in progress, 0 FAILED", 1),
+                        1,
+                    ),
+                ),
                 "Healthy",
                 "3 READY",
             ),
             (
-                rg(1, &onetime, st(ready("False", "ReportInProgress", "the report is being generated", 1), 1)),
+                rg(
+                    1,
+                    &onetime,
+                    st(
+                        ready("False", "ReportInProgress", "the report is being generated", 1),
+                        1,
+                    ),
+                ),
                 "Progressing",
                 "being generated",
             ),
@@ -786,13 +1180,33 @@ fn argocd_health_of_report_generators() {
                 rg(
                     1,
                     &onetime,
-                    st(ready("False", "BackendNotFound", "ReportBackend \"commerce\" does not exist", 1), 1),
+                    st(
+                        ready(
+                            "False",
+                            "BackendNotFound",
+                            "ReportBackend \"commerce\" does not exist",
+                            1,
+                        ),
+                        1,
+                    ),
                 ),
                 "Degraded",
                 "BackendNotFound: ReportBackend \"commerce\" does not exist",
             ),
             (
-                rg(1, &onetime, st(ready("False", "ReportFailed", "the report FAILED; see its ReportFile", 1), 1)),
+                rg(
+                    1,
+                    &onetime,
+                    st(
+                        ready(
+                            "False",
+                            "ReportFailed",
+                            "the report FAILED; see its ReportFile",
+                            1,
+                        ),
+                        1,
+                    ),
+                ),
                 "Degraded",
                 "ReportFailed",
             ),
@@ -801,39 +1215,87 @@ fn argocd_health_of_report_generators() {
                 rg(
                     1,
                     &periodic(false),
-                    st(ready("False", "LastReportFailed", "the latest report, ReportFile \"x-20261104\", FAILED: NO_DATA", 1), 1),
+                    st(
+                        ready(
+                            "False",
+                            "LastReportFailed",
+                            "the latest report, ReportFile \"x-20261104\", FAILED: NO_DATA",
+                            1,
+                        ),
+                        1,
+                    ),
                 ),
                 "Degraded",
                 "LastReportFailed: the latest report, ReportFile \"x-20261104\", FAILED",
             ),
             (
-                rg(2, &periodic(true), st(ready("False", "LastReportFailed", "FAILED", 2), 2)),
+                rg(
+                    2,
+                    &periodic(true),
+                    st(ready("False", "LastReportFailed", "FAILED", 2), 2),
+                ),
                 "Degraded",
                 "LastReportFailed",
             ),
             (
-                rg(1, &periodic(false), st(ready("False", "UnsupportedPeriod", "P1W is not offered", 1), 1)),
+                rg(
+                    1,
+                    &periodic(false),
+                    st(ready("False", "UnsupportedPeriod", "P1W is not offered", 1), 1),
+                ),
                 "Degraded",
                 "P1W",
             ),
-            (rg(2, &periodic(true), st(ready("True", "Scheduled", "0 READY", 2), 2)), "Suspended", "suspend"),
+            (
+                rg(
+                    2,
+                    &periodic(true),
+                    st(ready("True", "Scheduled", "0 READY", 2), 2),
+                ),
+                "Suspended",
+                "suspend",
+            ),
             // A suspend the backend cannot honour (RDE) is refused, and shows as Degraded, not
             // Suspended: the platform goes on making reports.
             (
-                rg(2, &periodic(true), st(ready("False", "UnsupportedSetting", "schedule.suspend on RDE PERIODIC: an RDEReportTemplate has no suspend flag", 2), 2)),
+                rg(
+                    2,
+                    &periodic(true),
+                    st(
+                        ready(
+                            "False",
+                            "UnsupportedSetting",
+                            "schedule.suspend on RDE PERIODIC: an RDEReportTemplate has no suspend flag",
+                            2,
+                        ),
+                        2,
+                    ),
+                ),
                 "Degraded",
                 "UnsupportedSetting: schedule.suspend on RDE",
             ),
             // A suspended generator that is broken shows as broken.
             (
-                rg(2, &periodic(true), st(ready("False", "BackendNotReady", "backend Unauthorized", 2), 2)),
+                rg(
+                    2,
+                    &periodic(true),
+                    st(ready("False", "BackendNotReady", "backend Unauthorized", 2), 2),
+                ),
                 "Degraded",
                 "BackendNotReady",
             ),
             // A stale status says nothing about the new spec.
-            (rg(3, &periodic(false), st(ready("True", "Scheduled", "ok", 2), 2)), "Progressing", "generation 3"),
             (
-                rg(3, &periodic(true), st(ready("False", "BackendNotFound", "gone", 2), 2)),
+                rg(3, &periodic(false), st(ready("True", "Scheduled", "ok", 2), 2)),
+                "Progressing",
+                "generation 3",
+            ),
+            (
+                rg(
+                    3,
+                    &periodic(true),
+                    st(ready("False", "BackendNotFound", "gone", 2), 2),
+                ),
                 "Progressing",
                 "generation 3",
             ),
@@ -843,7 +1305,14 @@ fn argocd_health_of_report_generators() {
 
 #[test]
 fn argocd_health_of_report_files() {
-    let rf = |status| object("ReportFile", 1, json!({"eventType": "ONETIME", "format": "CSV"}), status);
+    let rf = |status| {
+        object(
+            "ReportFile",
+            1,
+            json!({"eventType": "ONETIME", "format": "CSV"}),
+            status,
+        )
+    };
     check_health(
         "health-reportfile.lua",
         &[

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use chart_support::{documents, render_release};
 use common::{TestNamespace, stderr, wait_for};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -37,7 +39,13 @@ impl Aggregator {
         let child = Command::new(cp.bin_dir.join("kube-controller-manager"))
             .arg("--kubeconfig")
             .arg(&cp.kubeconfig)
-            .args(["--controllers", "clusterrole-aggregation", "--leader-elect=false", "--secure-port", "0"])
+            .args([
+                "--controllers",
+                "clusterrole-aggregation",
+                "--leader-elect=false",
+                "--secure-port",
+                "0",
+            ])
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -56,8 +64,9 @@ impl Drop for Aggregator {
 /// A client that acts as `user`: the test's admin impersonates it.
 async fn client_as(cp: &common::ControlPlane, user: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(&cp.kubeconfig).expect("read kubeconfig");
-    let mut config =
-        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     config.auth_info.impersonate = Some(user.to_string());
     Client::try_from(config).expect("client")
 }
@@ -97,7 +106,10 @@ impl Drop for Installed {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("warning: the built-in roles still grant ReportGenerators after deleting {:?}", self.names);
+        eprintln!(
+            "warning: the built-in roles still grant ReportGenerators after deleting {:?}",
+            self.names
+        );
     }
 }
 
@@ -123,25 +135,40 @@ fn is_forbidden(e: &kube::Error) -> bool {
 
 /// Whether the client's own user may `verb` the `resource` (and `subresource`) of this API
 /// group in `namespace`.
-async fn may(client: &Client, namespace: &str, verb: &str, resource: &str, subresource: Option<&str>) -> bool {
-    allowed(client, ResourceAttributes {
-        namespace: Some(namespace.to_string()),
-        verb: Some(verb.to_string()),
-        group: Some(GROUP.to_string()),
-        resource: Some(resource.to_string()),
-        subresource: subresource.map(str::to_string),
-        ..Default::default()
-    })
+async fn may(
+    client: &Client,
+    namespace: &str,
+    verb: &str,
+    resource: &str,
+    subresource: Option<&str>,
+) -> bool {
+    allowed(
+        client,
+        ResourceAttributes {
+            namespace: Some(namespace.to_string()),
+            verb: Some(verb.to_string()),
+            group: Some(GROUP.to_string()),
+            resource: Some(resource.to_string()),
+            subresource: subresource.map(str::to_string),
+            ..Default::default()
+        },
+    )
     .await
 }
 
 async fn allowed(client: &Client, attributes: ResourceAttributes) -> bool {
     let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec { resource_attributes: Some(attributes), ..Default::default() },
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(attributes),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review).await.expect("SelfSubjectAccessReview");
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SelfSubjectAccessReview");
     answer.status.is_some_and(|s| s.allowed)
 }
 
@@ -154,17 +181,38 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
     let roles: Vec<serde_json::Value> = documents(&manifests)
         .into_iter()
         .filter(|d| d["kind"] == "ClusterRole")
-        .filter(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-view") || n.ends_with("-edit")))
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-view") || n.ends_with("-edit"))
+        })
         .collect();
-    let names: Vec<String> =
-        roles.iter().map(|r| r["metadata"]["name"].as_str().expect("name").to_string()).collect();
-    assert_eq!(names, [format!("{}-report-operator-view", ns.name), format!("{}-report-operator-edit", ns.name)]);
+    let names: Vec<String> = roles
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("{}-report-operator-view", ns.name),
+            format!("{}-report-operator-edit", ns.name)
+        ]
+    );
     let editor = format!("editor-{}", ns.name);
     let viewer = format!("viewer-{}", ns.name);
     let admin = format!("admin-{}", ns.name);
-    for (binding, role, user) in [("editors", "edit", &editor), ("viewers", "view", &viewer), ("admins", "admin", &admin)] {
-        let out =
-            ns.kubectl(&["create", "rolebinding", binding, &format!("--clusterrole={role}"), &format!("--user={user}")]);
+    for (binding, role, user) in [
+        ("editors", "edit", &editor),
+        ("viewers", "view", &viewer),
+        ("admins", "admin", &admin),
+    ] {
+        let out = ns.kubectl(&[
+            "create",
+            "rolebinding",
+            binding,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ]);
         assert!(out.status.success(), "bind {role}: {}", stderr(&out));
     }
     let as_editor = client_as(&cp, &editor).await;
@@ -188,59 +236,94 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
     });
     let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], Some(&probe.to_string()));
     assert!(out.status.success(), "install the probe role: {}", stderr(&out));
-    wait_for("the aggregator to fold a probe role into edit", AGGREGATION, || {
-        let (as_editor, ns, name) = (as_editor.clone(), ns.name.clone(), probe_role.clone());
-        async move {
-            let attributes = ResourceAttributes {
-                namespace: Some(ns),
-                verb: Some("get".into()),
-                resource: Some("configmaps".into()),
-                name: Some(name),
-                ..Default::default()
-            };
-            allowed(&as_editor, attributes).await.then_some(())
-        }
-    })
+    wait_for(
+        "the aggregator to fold a probe role into edit",
+        AGGREGATION,
+        || {
+            let (as_editor, ns, name) = (as_editor.clone(), ns.name.clone(), probe_role.clone());
+            async move {
+                let attributes = ResourceAttributes {
+                    namespace: Some(ns),
+                    verb: Some("get".into()),
+                    resource: Some("configmaps".into()),
+                    name: Some(name),
+                    ..Default::default()
+                };
+                allowed(&as_editor, attributes).await.then_some(())
+            }
+        },
+    )
     .await;
     // The aggregator is current: without the chart's roles, edit and view do not cover the
     // three kinds (no earlier run's or other release's rules linger in them).
-    wait_for("edit and view without the chart's roles to grant nothing on ReportGenerators", AGGREGATION, || {
-        let (as_editor, as_viewer, ns) = (as_editor.clone(), as_viewer.clone(), ns.name.clone());
-        async move {
-            let editor = may(&as_editor, &ns, "create", "reportgenerators", None).await;
-            let viewer = may(&as_viewer, &ns, "list", "reportgenerators", None).await;
-            (!editor && !viewer).then_some(())
-        }
-    })
+    wait_for(
+        "edit and view without the chart's roles to grant nothing on ReportGenerators",
+        AGGREGATION,
+        || {
+            let (as_editor, as_viewer, ns) = (as_editor.clone(), as_viewer.clone(), ns.name.clone());
+            async move {
+                let editor = may(&as_editor, &ns, "create", "reportgenerators", None).await;
+                let viewer = may(&as_viewer, &ns, "list", "reportgenerators", None).await;
+                (!editor && !viewer).then_some(())
+            }
+        },
+    )
     .await;
-    let stream: String =
-        roles.iter().map(|r| format!("---\n{}", serde_yaml::to_string(r).expect("yaml"))).collect();
+    let stream: String = roles
+        .iter()
+        .map(|r| format!("---\n{}", serde_yaml::to_string(r).expect("yaml")))
+        .collect();
     let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], Some(&stream));
-    assert!(out.status.success(), "install the aggregated roles: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "install the aggregated roles: {}",
+        stderr(&out)
+    );
 
     // edit: create, once aggregation has happened.
     let generators: Api<ReportGenerator> = Api::namespaced(as_editor.clone(), &ns.name);
-    wait_for("the edit role to let its user create a ReportGenerator", AGGREGATION, || {
-        let generators = generators.clone();
-        async move {
-            match generators.create(&PostParams::default(), &generator("by-editor")).await {
-                Ok(_) => Some(()),
-                Err(e) if is_forbidden(&e) => None,
-                Err(e) => panic!("create as the edit user: {e}"),
+    wait_for(
+        "the edit role to let its user create a ReportGenerator",
+        AGGREGATION,
+        || {
+            let generators = generators.clone();
+            async move {
+                match generators
+                    .create(&PostParams::default(), &generator("by-editor"))
+                    .await
+                {
+                    Ok(_) => Some(()),
+                    Err(e) if is_forbidden(&e) => None,
+                    Err(e) => panic!("create as the edit user: {e}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     for verb in ["update", "patch", "delete", "deletecollection"] {
-        assert!(may(&as_editor, &ns.name, verb, "reportgenerators", None).await, "edit may {verb} reportgenerators");
+        assert!(
+            may(&as_editor, &ns.name, verb, "reportgenerators", None).await,
+            "edit may {verb} reportgenerators"
+        );
     }
-    wait_for("the admin role to cover ReportGenerators too", AGGREGATION, || {
-        let (as_admin, ns) = (as_admin.clone(), ns.name.clone());
-        async move { may(&as_admin, &ns, "create", "reportgenerators", None).await.then_some(()) }
-    })
+    wait_for(
+        "the admin role to cover ReportGenerators too",
+        AGGREGATION,
+        || {
+            let (as_admin, ns) = (as_admin.clone(), ns.name.clone());
+            async move {
+                may(&as_admin, &ns, "create", "reportgenerators", None)
+                    .await
+                    .then_some(())
+            }
+        },
+    )
     .await;
     for resource in ["reportbackends", "reportfiles", "reportstores"] {
-        assert!(may(&as_editor, &ns.name, "create", resource, None).await, "edit may create {resource}");
+        assert!(
+            may(&as_editor, &ns.name, "create", resource, None).await,
+            "edit may create {resource}"
+        );
     }
     for verb in ["update", "patch"] {
         assert!(
@@ -251,21 +334,35 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
 
     // view: list, once aggregation has happened, and nothing more.
     let generators: Api<ReportGenerator> = Api::namespaced(as_viewer.clone(), &ns.name);
-    let listed = wait_for("the view role to let its user list ReportGenerators", AGGREGATION, || {
-        let generators = generators.clone();
-        async move {
-            match generators.list(&ListParams::default()).await {
-                Ok(list) => Some(list),
-                Err(e) if is_forbidden(&e) => None,
-                Err(e) => panic!("list as the view user: {e}"),
+    let listed = wait_for(
+        "the view role to let its user list ReportGenerators",
+        AGGREGATION,
+        || {
+            let generators = generators.clone();
+            async move {
+                match generators.list(&ListParams::default()).await {
+                    Ok(list) => Some(list),
+                    Err(e) if is_forbidden(&e) => None,
+                    Err(e) => panic!("list as the view user: {e}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    let listed: Vec<_> = listed.items.iter().filter_map(|g| g.metadata.name.clone()).collect();
+    let listed: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|g| g.metadata.name.clone())
+        .collect();
     assert_eq!(listed, ["by-editor"]);
-    assert!(may(&as_viewer, &ns.name, "get", "reportfiles", Some("status")).await, "view may read status");
-    match generators.create(&PostParams::default(), &generator("by-viewer")).await {
+    assert!(
+        may(&as_viewer, &ns.name, "get", "reportfiles", Some("status")).await,
+        "view may read status"
+    );
+    match generators
+        .create(&PostParams::default(), &generator("by-viewer"))
+        .await
+    {
         Err(e) if is_forbidden(&e) => {}
         other => panic!("the view user must not create a ReportGenerator: {other:?}"),
     }

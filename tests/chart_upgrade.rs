@@ -24,24 +24,38 @@ use serde_json::Value;
 /// columns and list the kinds under the category `reports`, not `reporting`.
 const PREVIOUS_CHART_COMMIT: &str = "93500c4";
 const GROUP: &str = "reporting.report-operator.io";
-const PLURALS: [&str; 4] = ["reportbackends", "reportgenerators", "reportfiles", "reportstores"];
+const PLURALS: [&str; 4] = [
+    "reportbackends",
+    "reportgenerators",
+    "reportfiles",
+    "reportstores",
+];
 /// The CRDs of the previous chart (ReportStore came after it: the upgrade creates it).
 const PREVIOUS_PLURALS: [&str; 3] = ["reportbackends", "reportgenerators", "reportfiles"];
 
 fn crds_of(docs: &[Value]) -> Vec<&Value> {
-    docs.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect()
+    docs.iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect()
 }
 
 #[test]
 fn crds_enabled_false_renders_no_crd() {
     let docs = documents(&render("ops", &["crds.enabled=false"], &[]));
     assert!(crds_of(&docs).is_empty(), "crds.enabled=false still renders CRDs");
-    assert!(docs.iter().any(|d| d["kind"] == "Deployment"), "the rest of the chart still renders");
+    assert!(
+        docs.iter().any(|d| d["kind"] == "Deployment"),
+        "the rest of the chart still renders"
+    );
 }
 
 #[test]
 fn crds_keep_decides_the_keep_annotation() {
-    for (sets, keep) in [(&[][..], true), (&["crds.keep=true"][..], true), (&["crds.keep=false"][..], false)] {
+    for (sets, keep) in [
+        (&[][..], true),
+        (&["crds.keep=true"][..], true),
+        (&["crds.keep=false"][..], false),
+    ] {
         let docs = documents(&render("ops", sets, &[]));
         let crds = crds_of(&docs);
         assert_eq!(crds.len(), PLURALS.len(), "{sets:?}: one template per CRD");
@@ -50,7 +64,11 @@ fn crds_keep_decides_the_keep_annotation() {
             if keep {
                 assert_eq!(policy, "keep", "{sets:?}: {}", crd["metadata"]["name"]);
             } else {
-                assert!(policy.is_null(), "{sets:?}: {} keeps the annotation", crd["metadata"]["name"]);
+                assert!(
+                    policy.is_null(),
+                    "{sets:?}: {} keeps the annotation",
+                    crd["metadata"]["name"]
+                );
             }
             assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
         }
@@ -69,7 +87,11 @@ fn write_chart(dir: &Path, files: &[(String, String)], group: &str) {
 /// The chart as of `commit`, from git.
 fn chart_at(commit: &str) -> Vec<(String, String)> {
     let git = |args: &[&str]| -> Output {
-        Command::new("git").args(args).current_dir(common::repo_root()).output().expect("run git")
+        Command::new("git")
+            .args(args)
+            .current_dir(common::repo_root())
+            .output()
+            .expect("run git")
     };
     let listing = git(&["ls-tree", "-r", "--name-only", commit, "--", chart_support::CHART]);
     assert!(
@@ -81,8 +103,14 @@ fn chart_at(commit: &str) -> Vec<(String, String)> {
         .lines()
         .map(|path| {
             let show = git(&["show", &format!("{commit}:{path}")]);
-            assert!(show.status.success(), "git show {commit}:{path}: {}", stderr(&show));
-            let rel = path.strip_prefix(&format!("{}/", chart_support::CHART)).expect("under the chart");
+            assert!(
+                show.status.success(),
+                "git show {commit}:{path}: {}",
+                stderr(&show)
+            );
+            let rel = path
+                .strip_prefix(&format!("{}/", chart_support::CHART))
+                .expect("under the chart");
             (rel.to_string(), stdout(&show))
         })
         .collect()
@@ -96,7 +124,11 @@ fn current_chart() -> Vec<(String, String)> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                let rel = path.strip_prefix(root).expect("under the chart").to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("under the chart")
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, std::fs::read_to_string(&path).expect("read chart file")));
             }
         }
@@ -107,12 +139,19 @@ fn current_chart() -> Vec<(String, String)> {
 }
 
 fn helm(cp: &ControlPlane, args: &[&str]) -> Output {
-    Command::new(helm_bin()).arg("--kubeconfig").arg(&cp.kubeconfig).args(args).output().expect("run helm")
+    Command::new(helm_bin())
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(args)
+        .output()
+        .expect("run helm")
 }
 
 fn crd_json(cp: &ControlPlane, name: &str) -> Option<Value> {
     let out = cp.kubectl(&["get", "crd", name, "-o", "json"]);
-    out.status.success().then(|| serde_json::from_str(&stdout(&out)).expect("CRD JSON"))
+    out.status
+        .success()
+        .then(|| serde_json::from_str(&stdout(&out)).expect("CRD JSON"))
 }
 
 /// Printer columns and categories as this version of the code defines them, per plural.
@@ -122,7 +161,10 @@ fn expected_shape(plural: &str) -> (Value, Value) {
         .find(|c| c.spec.names.plural == plural)
         .expect("a CRD of this plural");
     let crd = serde_json::to_value(crd).expect("CRD as JSON");
-    (crd["spec"]["versions"][0]["additionalPrinterColumns"].clone(), crd["spec"]["names"]["categories"].clone())
+    (
+        crd["spec"]["versions"][0]["additionalPrinterColumns"].clone(),
+        crd["spec"]["names"]["categories"].clone(),
+    )
 }
 
 /// Uninstalls the release and deletes the renamed CRDs, whatever the test got to.
@@ -135,7 +177,16 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = helm(&self.cp, &["uninstall", &self.release, "--namespace", &self.namespace, "--wait"]);
+        let _ = helm(
+            &self.cp,
+            &[
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ],
+        );
         let mut args = vec!["delete", "crd", "--ignore-not-found", "--wait=false"];
         args.extend(self.crds.iter().map(String::as_str));
         let _ = self.cp.kubectl(&args);
@@ -151,33 +202,60 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     let names: Vec<String> = PLURALS.iter().map(|p| format!("{p}.{group}")).collect();
     let previous_names: Vec<String> = PREVIOUS_PLURALS.iter().map(|p| format!("{p}.{group}")).collect();
     let release = format!("upgrade-{suffix}");
-    let _cleanup =
-        Cleanup { cp: cp.clone(), release: release.clone(), namespace: ns.name.clone(), crds: names.clone() };
+    let _cleanup = Cleanup {
+        cp: cp.clone(),
+        release: release.clone(),
+        namespace: ns.name.clone(),
+        crds: names.clone(),
+    };
 
     let work = tempfile::tempdir().expect("tempdir");
     let previous = work.path().join("previous");
     let current = work.path().join("current");
     write_chart(&previous, &chart_at(PREVIOUS_CHART_COMMIT), &group);
     write_chart(&current, &current_chart(), &group);
-    let (previous, current) = (previous.to_string_lossy().into_owned(), current.to_string_lossy().into_owned());
+    let (previous, current) = (
+        previous.to_string_lossy().into_owned(),
+        current.to_string_lossy().into_owned(),
+    );
 
     // The previous chart: Helm installs its crds/ (first install only), without ownership.
     let out = helm(&cp, &["install", &release, &previous, "--namespace", &ns.name]);
-    assert!(out.status.success(), "install the previous chart: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "install the previous chart: {}",
+        stderr(&out)
+    );
     let mut old_columns = 0;
     for (plural, name) in PREVIOUS_PLURALS.iter().zip(&previous_names) {
         let crd = crd_json(&cp, name).unwrap_or_else(|| panic!("the previous chart installed {name}"));
         let (columns, categories) = expected_shape(plural);
-        assert_ne!(crd["spec"]["names"]["categories"], categories, "{name}: already the new categories");
+        assert_ne!(
+            crd["spec"]["names"]["categories"], categories,
+            "{name}: already the new categories"
+        );
         old_columns += usize::from(crd["spec"]["versions"][0]["additionalPrinterColumns"] != columns);
-        assert!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"].is_null(), "crds/ are not Helm-owned");
+        assert!(
+            crd["metadata"]["labels"]["app.kubernetes.io/managed-by"].is_null(),
+            "crds/ are not Helm-owned"
+        );
     }
-    assert_eq!(old_columns, 2, "ReportGenerator and ReportFile had fewer printer columns");
+    assert_eq!(
+        old_columns, 2,
+        "ReportGenerator and ReportFile had fewer printer columns"
+    );
 
     // Without the adoption step Helm refuses to take over the CRDs it installed from crds/.
     let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
-    assert!(!out.status.success(), "the upgrade adopted CRDs without ownership metadata");
-    assert!(stderr(&out).contains("invalid ownership metadata"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "the upgrade adopted CRDs without ownership metadata"
+    );
+    assert!(
+        stderr(&out).contains("invalid ownership metadata"),
+        "{}",
+        stderr(&out)
+    );
 
     // The one-time step of README "Upgrading the CRDs".
     let mut label = vec!["label", "--overwrite", "crd"];
@@ -194,49 +272,113 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     assert!(out.status.success(), "annotate: {}", stderr(&out));
 
     let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
-    assert!(out.status.success(), "upgrade to the current chart: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "upgrade to the current chart: {}",
+        stderr(&out)
+    );
 
     // The API server serves the new schema: columns, categories, and discovery by category.
     for (plural, name) in PLURALS.iter().zip(&names) {
         let crd = crd_json(&cp, name).expect("CRD after the upgrade");
         let (columns, categories) = expected_shape(plural);
-        assert_eq!(crd["spec"]["versions"][0]["additionalPrinterColumns"], columns, "{name}: columns");
-        assert_eq!(crd["spec"]["names"]["categories"], categories, "{name}: categories");
-        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "{name}");
+        assert_eq!(
+            crd["spec"]["versions"][0]["additionalPrinterColumns"], columns,
+            "{name}: columns"
+        );
+        assert_eq!(
+            crd["spec"]["names"]["categories"], categories,
+            "{name}: categories"
+        );
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
     }
     let expected: Vec<String> = {
         let mut v = names.clone();
         v.sort();
         v
     };
-    wait_for("the new category served by discovery", Duration::from_secs(30), || {
-        let out = cp.kubectl(&["api-resources", "--categories", "reporting", "--api-group", &group, "-o", "name"]);
-        let mut listed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
-        listed.sort();
-        std::future::ready((listed == expected).then_some(()))
-    })
+    wait_for(
+        "the new category served by discovery",
+        Duration::from_secs(30),
+        || {
+            let out = cp.kubectl(&[
+                "api-resources",
+                "--categories",
+                "reporting",
+                "--api-group",
+                &group,
+                "-o",
+                "name",
+            ]);
+            let mut listed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+            listed.sort();
+            std::future::ready((listed == expected).then_some(()))
+        },
+    )
     .await;
 
     // From now on the release owns the CRDs: a plain upgrade changes them (here: crds.keep
     // off removes the annotation), and with keep on, uninstalling leaves them in place.
-    let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name, "--set", "crds.keep=false"]);
-    assert!(out.status.success(), "upgrade with crds.keep=false: {}", stderr(&out));
+    let out = helm(
+        &cp,
+        &[
+            "upgrade",
+            &release,
+            &current,
+            "--namespace",
+            &ns.name,
+            "--set",
+            "crds.keep=false",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "upgrade with crds.keep=false: {}",
+        stderr(&out)
+    );
     let crd = crd_json(&cp, &names[0]).expect("CRD");
-    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(), "the release manages the CRDs");
+    assert!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(),
+        "the release manages the CRDs"
+    );
     // Without new values helm would reuse crds.keep=false.
-    let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name, "--reset-values"]);
-    assert!(out.status.success(), "upgrade back to the defaults: {}", stderr(&out));
+    let out = helm(
+        &cp,
+        &[
+            "upgrade",
+            &release,
+            &current,
+            "--namespace",
+            &ns.name,
+            "--reset-values",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "upgrade back to the defaults: {}",
+        stderr(&out)
+    );
     let crd = crd_json(&cp, &names[0]).expect("CRD");
     assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
     let out = helm(&cp, &["uninstall", &release, "--namespace", &ns.name, "--wait"]);
     assert!(out.status.success(), "uninstall: {}", stderr(&out));
     for name in &names {
         let crd = crd_json(&cp, name).unwrap_or_else(|| panic!("crds.keep: {name} survives helm uninstall"));
-        assert!(crd["metadata"]["deletionTimestamp"].is_null(), "{name} is being deleted");
+        assert!(
+            crd["metadata"]["deletionTimestamp"].is_null(),
+            "{name} is being deleted"
+        );
     }
 
     // The kept CRDs still name the release: installing it again under the same name and
     // namespace takes them over without any step.
     let out = helm(&cp, &["install", &release, &current, "--namespace", &ns.name]);
-    assert!(out.status.success(), "reinstall over the kept CRDs: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "reinstall over the kept CRDs: {}",
+        stderr(&out)
+    );
 }

@@ -82,46 +82,69 @@ fn column(name: &str, type_: &str, path: impl Into<String>) -> Column {
 async fn the_api_server_serves_the_category_short_names_and_columns() {
     let ready = r#".status.conditions[?(@.type=="Ready")]"#;
     let expected: Vec<(&str, &str, Vec<Column>)> = vec![
-        ("reportbackends.reporting.report-operator.io", "rb", vec![
-            column("Type", "string", ".spec.type"),
-            column("URL", "string", ".spec.url"),
-            column("Ready", "string", format!("{ready}.status")),
-            column("Reason", "string", format!("{ready}.reason")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ]),
-        ("reportgenerators.reporting.report-operator.io", "rg", vec![
-            column("Type", "string", ".spec.eventType"),
-            column("Backend", "string", ".spec.backendRef.name"),
-            column("Format", "string", ".spec.format"),
-            column("Suspend", "boolean", ".spec.schedule.suspend"),
-            column("Active", "integer", ".status.reports.inProgress"),
-            column("Next Report", "date", ".status.nextReportDate"),
-            column("Last Success", "date", ".status.lastSuccessfulTime"),
-            column("Ready", "string", format!("{ready}.status")),
-            column("Reason", "string", format!("{ready}.reason")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ]),
-        ("reportfiles.reporting.report-operator.io", "rf", vec![
-            column("Status", "string", ".status.status"),
-            column("Generator", "string", ".spec.generatorRef.name"),
-            column("Start", "string", ".spec.parameters.startDate"),
-            column("End", "string", ".spec.parameters.endDate"),
-            column("Generated", "date", ".status.generateDate"),
-            column("Ready", "string", format!("{ready}.status")),
-            column("Reason", "string", format!("{ready}.reason")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ]),
-        ("reportstores.reporting.report-operator.io", "rst", vec![
-            column("URL", "string", ".spec.url"),
-            column("Retention", "string", ".spec.retention"),
-            column("Ready", "string", format!("{ready}.status")),
-            column("Reason", "string", format!("{ready}.reason")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ]),
+        (
+            "reportbackends.reporting.report-operator.io",
+            "rb",
+            vec![
+                column("Type", "string", ".spec.type"),
+                column("URL", "string", ".spec.url"),
+                column("Ready", "string", format!("{ready}.status")),
+                column("Reason", "string", format!("{ready}.reason")),
+                column("Age", "date", ".metadata.creationTimestamp"),
+            ],
+        ),
+        (
+            "reportgenerators.reporting.report-operator.io",
+            "rg",
+            vec![
+                column("Type", "string", ".spec.eventType"),
+                column("Backend", "string", ".spec.backendRef.name"),
+                column("Format", "string", ".spec.format"),
+                column("Suspend", "boolean", ".spec.schedule.suspend"),
+                column("Active", "integer", ".status.reports.inProgress"),
+                column("Next Report", "date", ".status.nextReportDate"),
+                column("Last Success", "date", ".status.lastSuccessfulTime"),
+                column("Ready", "string", format!("{ready}.status")),
+                column("Reason", "string", format!("{ready}.reason")),
+                column("Age", "date", ".metadata.creationTimestamp"),
+            ],
+        ),
+        (
+            "reportfiles.reporting.report-operator.io",
+            "rf",
+            vec![
+                column("Status", "string", ".status.status"),
+                column("Generator", "string", ".spec.generatorRef.name"),
+                column("Start", "string", ".spec.parameters.startDate"),
+                column("End", "string", ".spec.parameters.endDate"),
+                column("Generated", "date", ".status.generateDate"),
+                column("Ready", "string", format!("{ready}.status")),
+                column("Reason", "string", format!("{ready}.reason")),
+                column("Age", "date", ".metadata.creationTimestamp"),
+            ],
+        ),
+        (
+            "reportstores.reporting.report-operator.io",
+            "rst",
+            vec![
+                column("URL", "string", ".spec.url"),
+                column("Retention", "string", ".spec.retention"),
+                column("Ready", "string", format!("{ready}.status")),
+                column("Reason", "string", format!("{ready}.reason")),
+                column("Age", "date", ".metadata.creationTimestamp"),
+            ],
+        ),
     ];
     let expected: Vec<_> = expected
         .into_iter()
-        .map(|(name, short, cols)| (name.to_string(), vec!["reporting".to_string()], vec![short.to_string()], cols))
+        .map(|(name, short, cols)| {
+            (
+                name.to_string(),
+                vec!["reporting".to_string()],
+                vec![short.to_string()],
+                cols,
+            )
+        })
         .collect();
     let cp = control_plane().await;
     let api: Api<CustomResourceDefinition> = Api::all(cp.client().await);
@@ -134,7 +157,9 @@ async fn the_api_server_serves_the_category_short_names_and_columns() {
         let mut served = Vec::new();
         for crd in api::crds() {
             let name = crd.metadata.name.clone().expect("crd name");
-            api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("apply CRD");
+            api.patch(&name, &params, &Patch::Apply(&crd))
+                .await
+                .expect("apply CRD");
             let got = api.get(&name).await.expect("get CRD");
             let columns = got.spec.versions[0]
                 .additional_printer_columns
@@ -171,7 +196,13 @@ spec:
   format: JSON
   parameters: {startDate: "2026-11-01T00:00:00Z", endDate: "2026-11-01T23:59:59Z"}
 "#;
-    let out = ns.kubectl(&["apply", "-f", "examples/cmp/backend.yaml", "-f", "examples/cmp/onetime.yaml"]);
+    let out = ns.kubectl(&[
+        "apply",
+        "-f",
+        "examples/cmp/backend.yaml",
+        "-f",
+        "examples/cmp/onetime.yaml",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ns.kubectl_stdin(&["apply", "-f", "-"], file);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -183,17 +214,40 @@ spec:
         "reportgenerator.reporting.report-operator.io/daily-report-november",
         "reportfile.reporting.report-operator.io/one-file",
     ] {
-        assert!(text.contains(needle), "`kubectl get reporting` lacks {needle}:\n{text}");
+        assert!(
+            text.contains(needle),
+            "`kubectl get reporting` lacks {needle}:\n{text}"
+        );
     }
     // The printer columns a person wants.
     let out = ns.kubectl(&["get", "rg"]);
     let header = stdout(&out).lines().next().unwrap_or_default().to_string();
-    for column in ["TYPE", "BACKEND", "FORMAT", "SUSPEND", "ACTIVE", "NEXT REPORT", "LAST SUCCESS", "READY", "REASON", "AGE"] {
+    for column in [
+        "TYPE",
+        "BACKEND",
+        "FORMAT",
+        "SUSPEND",
+        "ACTIVE",
+        "NEXT REPORT",
+        "LAST SUCCESS",
+        "READY",
+        "REASON",
+        "AGE",
+    ] {
         assert!(header.contains(column), "rg lacks column {column}: {header}");
     }
     let out = ns.kubectl(&["get", "rf"]);
     let header = stdout(&out).lines().next().unwrap_or_default().to_string();
-    for column in ["STATUS", "GENERATOR", "START", "END", "GENERATED", "READY", "REASON", "AGE"] {
+    for column in [
+        "STATUS",
+        "GENERATOR",
+        "START",
+        "END",
+        "GENERATED",
+        "READY",
+        "REASON",
+        "AGE",
+    ] {
         assert!(header.contains(column), "rf lacks column {column}: {header}");
     }
 }
@@ -202,7 +256,11 @@ spec:
 async fn every_example_passes_server_side_dry_run() {
     let ns = TestNamespace::new("crd-examples").await;
     let files = yaml_files(&common::repo_root().join("examples"));
-    assert!(files.len() >= 15, "expected an example per backend and event type, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected an example per backend and event type, found {}",
+        files.len()
+    );
     for file in files {
         let path = file.to_string_lossy();
         let out = ns.kubectl(&["apply", "--dry-run=server", "-f", &path]);
@@ -214,7 +272,11 @@ async fn every_example_passes_server_side_dry_run() {
 async fn invalid_manifests_are_rejected_with_a_message_that_says_what_to_fix() {
     let ns = TestNamespace::new("crd-invalid").await;
     let files = yaml_files(&common::repo_root().join("tests/invalid"));
-    assert!(files.len() >= 15, "expected at least 15 invalid manifests, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected at least 15 invalid manifests, found {}",
+        files.len()
+    );
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read manifest");
         let expected = text
@@ -248,7 +310,14 @@ spec:
 "#;
     let out = ns.kubectl_stdin(&["create", "-f", "-"], file);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = ns.kubectl(&["patch", "reportfile", "frozen", "--type=merge", "-p", r#"{"spec":{"format":"CSV"}}"#]);
+    let out = ns.kubectl(&[
+        "patch",
+        "reportfile",
+        "frozen",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"format":"CSV"}}"#,
+    ]);
     assert!(!out.status.success(), "a spec change was accepted");
     assert!(
         stderr(&out).contains("ReportFile spec is immutable: delete the ReportFile and create a new one"),
@@ -256,7 +325,12 @@ spec:
         stderr(&out)
     );
     // Metadata stays editable: labels and the refresh annotation are how users talk to it.
-    let out = ns.kubectl(&["annotate", "reportfile", "frozen", "reporting.report-operator.io/refresh-url=1"]);
+    let out = ns.kubectl(&[
+        "annotate",
+        "reportfile",
+        "frozen",
+        "reporting.report-operator.io/refresh-url=1",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -264,29 +338,53 @@ spec:
 async fn kubectl_explain_teaches_the_fields() {
     let cp = control_plane().await;
     for (field, needle) in [
-        ("reportgenerator.spec.schedule", "When PERIODIC reports run: CronJob-style knobs"),
-        ("reportgenerator.spec.schedule.catchUpPolicy", "missed while the operator was down"),
+        (
+            "reportgenerator.spec.schedule",
+            "When PERIODIC reports run: CronJob-style knobs",
+        ),
+        (
+            "reportgenerator.spec.schedule.catchUpPolicy",
+            "missed while the operator was down",
+        ),
         ("reportgenerator.spec.parameters.period", "P1D (calendar day)"),
-        ("reportbackend.spec.credentialsSecretRef", "Secret in the same namespace holding the credentials"),
+        (
+            "reportbackend.spec.credentialsSecretRef",
+            "Secret in the same namespace holding the credentials",
+        ),
         ("reportfile.status.status", "IN_PROGRESS, READY or FAILED"),
     ] {
         let out = cp.kubectl(&["explain", field]);
         assert!(out.status.success(), "explain {field}: {}", stderr(&out));
-        assert!(stdout(&out).contains(needle), "explain {field} lacks {needle:?}:\n{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(needle),
+            "explain {field} lacks {needle:?}:\n{}",
+            stdout(&out)
+        );
     }
     // Every Ready reason a ReportFile can show is explained where a person looks it up. The
     // API server publishes a changed CRD's OpenAPI a moment after the change (and another
     // test run may have applied its own version): wait until explain shows this doc.
     let doc = words(&report_file_conditions_doc());
-    let shown = wait_for("kubectl explain to show this ReportFile status.conditions doc", Duration::from_secs(30), || {
-        let out = cp.kubectl(&["explain", "reportfile.status.conditions"]);
-        assert!(out.status.success(), "explain reportfile.status.conditions: {}", stderr(&out));
-        let text = words(&stdout(&out));
-        std::future::ready(text.contains(&doc).then_some(text))
-    })
+    let shown = wait_for(
+        "kubectl explain to show this ReportFile status.conditions doc",
+        Duration::from_secs(30),
+        || {
+            let out = cp.kubectl(&["explain", "reportfile.status.conditions"]);
+            assert!(
+                out.status.success(),
+                "explain reportfile.status.conditions: {}",
+                stderr(&out)
+            );
+            let text = words(&stdout(&out));
+            std::future::ready(text.contains(&doc).then_some(text))
+        },
+    )
     .await;
     for reason in FILE_READY_REASONS {
-        assert!(lists(&shown, reason), "explain reportfile.status.conditions lacks {reason}:\n{shown}");
+        assert!(
+            lists(&shown, reason),
+            "explain reportfile.status.conditions lacks {reason}:\n{shown}"
+        );
     }
 }
 
@@ -337,7 +435,10 @@ fn report_file_conditions_doc_lists_every_ready_reason() {
         assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
     for condition in [api::CONDITION_COMPLETE, api::CONDITION_FAILED] {
-        assert!(doc.contains(&format!("`{condition}`")), "lacks the {condition} condition: {doc}");
+        assert!(
+            doc.contains(&format!("`{condition}`")),
+            "lacks the {condition} condition: {doc}"
+        );
     }
 }
 

@@ -19,24 +19,46 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 /// The reports the simulated Connect account holds, as its API lists them.
 async fn connect_reports(world: &World) -> Vec<Value> {
-    let url = format!("{}/reporting/reports?limit=1000", world.sim.backend_url(BackendType::Connect));
+    let url = format!(
+        "{}/reporting/reports?limit=1000",
+        world.sim.backend_url(BackendType::Connect)
+    );
     let key = world.sim.config().connect.api_key.clone();
-    let resp = reqwest::Client::new().get(&url).header("Authorization", format!("ApiKey {key}")).send().await.expect("list");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header("Authorization", format!("ApiKey {key}"))
+        .send()
+        .await
+        .expect("list");
     assert!(resp.status().is_success(), "list answered {}", resp.status());
     resp.json().await.expect("report list")
 }
 
 fn text(data: &std::collections::BTreeMap<String, Vec<u8>>, key: &str) -> String {
-    String::from_utf8(data.get(key).unwrap_or_else(|| panic!("Secret key {key} missing")).clone()).expect("utf8")
+    String::from_utf8(
+        data.get(key)
+            .unwrap_or_else(|| panic!("Secret key {key} missing"))
+            .clone(),
+    )
+    .expect("utf8")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_window_goes_to_the_templates_date_parameter_names_stay_as_written_and_deleted_reports_go() {
     let mut config = SimConfig::default();
-    config.connect.date_parameters.insert("RT-0000-0042".into(), "period".into());
+    config
+        .connect
+        .date_parameters
+        .insert("RT-0000-0042".into(), "period".into());
     let world = World::start("e2e-connect", config).await;
     let t = BackendType::Connect;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(
         "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: sales\nspec:\n  backendRef:\n    name: b\n  \
          commonName: Sales by region\n  eventType: ONETIME\n  format: JSON\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    \
@@ -44,14 +66,27 @@ async fn connect_window_goes_to_the_templates_date_parameter_names_stay_as_writt
     );
     let files = world.wait_finished("sales", 1, DEADLINE).await;
     let name = files[0].metadata.name.clone().expect("name");
-    let id = files[0].status.as_ref().and_then(|s| s.external_id.clone()).expect("externalId");
+    let id = files[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.external_id.clone())
+        .expect("externalId");
 
     // The name is the user's; the window went to the template's own date parameter.
     let reports = connect_reports(&world).await;
-    let report = reports.iter().find(|r| r["id"] == id.as_str()).expect("the report on Connect");
+    let report = reports
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .expect("the report on Connect");
     assert_eq!(report["name"], "Sales by region");
-    assert_eq!(report["parameters"]["period"]["after"], "2026-10-01T00:00:00Z", "{report}");
-    assert!(report["parameters"].get("date").is_none(), "no window under another name: {report}");
+    assert_eq!(
+        report["parameters"]["period"]["after"], "2026-10-01T00:00:00Z",
+        "{report}"
+    );
+    assert!(
+        report["parameters"].get("date").is_none(),
+        "no window under another name: {report}"
+    );
 
     // The Secret says the download is a ZIP, and what is in it; the ZIP holds the report of
     // that window under that name, and Connect's summary.
@@ -61,34 +96,73 @@ async fn connect_window_goes_to_the_templates_date_parameter_names_stay_as_writt
     assert_eq!(text(&data, "archiveMetadata"), "summary.json");
     let member = text(&data, "archiveReport");
     assert_eq!(member, "report.json");
-    let zip_bytes = reqwest::get(text(&data, "url")).await.expect("download").bytes().await.expect("body");
+    let zip_bytes = reqwest::get(text(&data, "url"))
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("body");
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes.to_vec())).expect("a ZIP");
     let mut body = String::new();
-    archive.by_name(&member).expect("the report in the ZIP").read_to_string(&mut body).expect("read");
+    archive
+        .by_name(&member)
+        .expect("the report in the ZIP")
+        .read_to_string(&mut body)
+        .expect("read");
     let doc: Value = serde_json::from_str(&body).expect("report JSON");
-    assert_eq!(doc["periodStart"], "2026-10-01T00:00:00Z", "the simulator got the window: {doc}");
+    assert_eq!(
+        doc["periodStart"], "2026-10-01T00:00:00Z",
+        "the simulator got the window: {doc}"
+    );
     assert!(archive.by_name("summary.json").is_ok());
 
     // A ReportFile of an earlier release, made without the finalizer, gets it back.
-    let out = world.ns.kubectl(&["patch", "reportfile", &name, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    let out = world.ns.kubectl(&[
+        "patch",
+        "reportfile",
+        &name,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    wait_for("the finalizer put back on the ReportFile", Duration::from_secs(30), || async {
-        let rf = world.files().get(&name).await.ok()?;
-        rf.metadata.finalizers?.iter().any(|f| f == "reporting.report-operator.io/connect-report").then_some(())
-    })
+    wait_for(
+        "the finalizer put back on the ReportFile",
+        Duration::from_secs(30),
+        || async {
+            let rf = world.files().get(&name).await.ok()?;
+            rf.metadata
+                .finalizers?
+                .iter()
+                .any(|f| f == "reporting.report-operator.io/connect-report")
+                .then_some(())
+        },
+    )
     .await;
 
     // Deleting the ReportFile removes the report on Connect.
-    let out = world.ns.kubectl(&["delete", "reportfile", &name, "--wait=true", "--timeout=60s"]);
+    let out = world
+        .ns
+        .kubectl(&["delete", "reportfile", &name, "--wait=true", "--timeout=60s"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    wait_for("the report removed on Connect", Duration::from_secs(30), || async {
-        (!connect_reports(&world).await.iter().any(|r| r["id"] == id.as_str())).then_some(())
-    })
+    wait_for(
+        "the report removed on Connect",
+        Duration::from_secs(30),
+        || async {
+            (!connect_reports(&world)
+                .await
+                .iter()
+                .any(|r| r["id"] == id.as_str()))
+            .then_some(())
+        },
+    )
     .await;
     // Events go out after the work they describe, from a task of their own.
-    wait_for("an Event that says the report was removed", Duration::from_secs(30), || async {
-        (!world.events("ReportRemoved").await.is_empty()).then_some(())
-    })
+    wait_for(
+        "an Event that says the report was removed",
+        Duration::from_secs(30),
+        || async { (!world.events("ReportRemoved").await.is_empty()).then_some(()) },
+    )
     .await;
 }
 
@@ -97,7 +171,13 @@ async fn connect_reports_pruned_from_history_are_removed_on_connect() {
     common::clear_of_midnight().await;
     let world = World::start("e2e-connect-prune", SimConfig::default()).await;
     let t = BackendType::Connect;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     let start = (Utc::now() - chrono::Duration::days(3)).format("%Y-%m-%dT00:00:00Z");
     world.apply(&format!(
         "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: daily\nspec:\n  backendRef:\n    name: b\n  \
@@ -105,16 +185,29 @@ async fn connect_reports_pruned_from_history_are_removed_on_connect() {
          template: RT-0000-0001\n  schedule:\n    successfulReportsHistoryLimit: 1\n"
     ));
     // Three windows made, two pruned: Connect keeps only the report the history keeps.
-    let kept = wait_for("one ReportFile kept, and one report on Connect", DEADLINE, || async {
-        let files = world.files_of("daily").await;
-        let reports = connect_reports(&world).await;
-        let made = world.sim.stats().total_generations(t);
-        let finished = files.iter().all(|f| f.status.as_ref().and_then(|s| s.status).is_some_and(|s| s.is_finished()));
-        (made == 3 && files.len() == 1 && finished && reports.len() == 1).then_some((files, reports))
-    })
+    let kept = wait_for(
+        "one ReportFile kept, and one report on Connect",
+        DEADLINE,
+        || async {
+            let files = world.files_of("daily").await;
+            let reports = connect_reports(&world).await;
+            let made = world.sim.stats().total_generations(t);
+            let finished = files.iter().all(|f| {
+                f.status
+                    .as_ref()
+                    .and_then(|s| s.status)
+                    .is_some_and(|s| s.is_finished())
+            });
+            (made == 3 && files.len() == 1 && finished && reports.len() == 1).then_some((files, reports))
+        },
+    )
     .await;
     let (files, reports) = kept;
-    assert_eq!(files[0].status.as_ref().and_then(|s| s.external_id.as_deref()), reports[0]["id"].as_str(), "the kept file's report is the one left");
+    assert_eq!(
+        files[0].status.as_ref().and_then(|s| s.external_id.as_deref()),
+        reports[0]["id"].as_str(),
+        "the kept file's report is the one left"
+    );
     assert!(reports.iter().all(|r| r["name"] == "Daily usage"));
 }
 
@@ -122,7 +215,13 @@ async fn connect_reports_pruned_from_history_are_removed_on_connect() {
 async fn fusion_reports_are_snapshots_never_backfilled_windows() {
     let world = World::start("e2e-fusion", SimConfig::default()).await;
     let t = BackendType::Fusion;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     let params = fixtures::required_parameters(t);
 
     // ONETIME without dates: valid on FUSION, one snapshot, and the Secret says when.
@@ -134,8 +233,13 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
     let files = world.wait_finished("now", 1, DEADLINE).await;
     assert_eq!(files[0].metadata.name.as_deref(), Some("now-snapshot"));
     let data = world.secret_data("now-snapshot").await;
-    let taken = chrono::DateTime::parse_from_rfc3339(&text(&data, "snapshotTime")).expect("snapshotTime").to_utc();
-    assert!(taken >= before && taken <= Utc::now(), "snapshotTime {taken} is when it was taken");
+    let taken = chrono::DateTime::parse_from_rfc3339(&text(&data, "snapshotTime"))
+        .expect("snapshotTime")
+        .to_utc();
+    assert!(
+        taken >= before && taken <= Utc::now(),
+        "snapshotTime {taken} is when it was taken"
+    );
 
     // PERIODIC with a backfill start: refused, naming the field, and nothing is made.
     world.apply(&format!(
@@ -148,12 +252,27 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
         (c.status == "False" && c.reason == "UnsupportedSetting").then_some(c.message)
     })
     .await;
-    assert!(message.contains("UnsupportedSetting: parameters.startDate on FUSION"), "{message}");
-    wait_for("an UnsupportedSetting Event naming startDate", Duration::from_secs(30), || async {
-        world.events("UnsupportedSetting").await.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains("startDate"))).then_some(())
-    })
+    assert!(
+        message.contains("UnsupportedSetting: parameters.startDate on FUSION"),
+        "{message}"
+    );
+    wait_for(
+        "an UnsupportedSetting Event naming startDate",
+        Duration::from_secs(30),
+        || async {
+            world
+                .events("UnsupportedSetting")
+                .await
+                .iter()
+                .any(|e| e.note.as_deref().is_some_and(|n| n.contains("startDate")))
+                .then_some(())
+        },
+    )
     .await;
-    assert!(world.files_of("backfill").await.is_empty(), "no past windows as if they were history");
+    assert!(
+        world.files_of("backfill").await.is_empty(),
+        "no past windows as if they were history"
+    );
 
     // PERIODIC: a run (here run-now) takes a snapshot, which carries no window's dates.
     world.apply(&format!(
@@ -163,10 +282,20 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
     ));
     let files = world.wait_finished("daily", 1, DEADLINE).await;
     let p = files[0].spec.parameters.clone().unwrap_or_default();
-    assert_eq!((p.start_date, p.end_date), (None, None), "a snapshot is not labelled as a past window's data");
-    let data = world.secret_data(files[0].metadata.name.as_deref().expect("name")).await;
+    assert_eq!(
+        (p.start_date, p.end_date),
+        (None, None),
+        "a snapshot is not labelled as a past window's data"
+    );
+    let data = world
+        .secret_data(files[0].metadata.name.as_deref().expect("name"))
+        .await;
     assert!(data.contains_key("snapshotTime") && data.contains_key("content"));
-    assert_eq!(world.sim.stats().total_generations(t), 2, "one snapshot each: the ONETIME and the run");
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        2,
+        "one snapshot each: the ONETIME and the run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,36 +306,70 @@ async fn a_supplier_url_past_the_keep_fresh_window_is_reminted_on_request_and_do
     config.supplier.url_lifetime_secs = 15;
     let world = World::start("e2e-supplier-late", config).await;
     let t = BackendType::Supplier;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), "    keepUrlFreshSeconds: 0\n"));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "    keepUrlFreshSeconds: 0\n",
+    ));
     world.apply(&fixtures::onetime(t, "trips", "b", "Trips"));
     let files = world.wait_finished("trips", 1, DEADLINE).await;
     let name = files[0].metadata.name.clone().expect("name");
     let first = world.secret_data(&name).await;
-    assert!(first.contains_key("expiresAt"), "the Secret says when the URL expires");
+    assert!(
+        first.contains_key("expiresAt"),
+        "the Secret says when the URL expires"
+    );
     let links = world.sim.stats().requests("SUPPLIER", "link");
-    let expired = wait_for("the URL expired, not renewed unasked", Duration::from_secs(60), || async {
-        let rf = world.files().get(&name).await.ok()?;
-        let c = find_condition(&rf.status?.conditions, "Ready")?.clone();
-        (c.reason == "UrlExpired").then_some(c)
-    })
+    let expired = wait_for(
+        "the URL expired, not renewed unasked",
+        Duration::from_secs(60),
+        || async {
+            let rf = world.files().get(&name).await.ok()?;
+            let c = find_condition(&rf.status?.conditions, "Ready")?.clone();
+            (c.reason == "UrlExpired").then_some(c)
+        },
+    )
     .await;
     assert!(expired.message.contains("refresh-url"), "{}", expired.message);
-    assert_eq!(world.sim.stats().requests("SUPPLIER", "link"), links, "no re-mint outside the window");
+    assert_eq!(
+        world.sim.stats().requests("SUPPLIER", "link"),
+        links,
+        "no re-mint outside the window"
+    );
     let old = reqwest::get(text(&first, "url")).await.expect("download");
     assert_eq!(old.status().as_u16(), 403, "the expired URL is dead");
 
-    let out = world.ns.kubectl(&["annotate", "reportfile", &name, "reporting.report-operator.io/refresh-url=late"]);
+    let out = world.ns.kubectl(&[
+        "annotate",
+        "reportfile",
+        &name,
+        "reporting.report-operator.io/refresh-url=late",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    wait_for("the URL re-minted on the annotation", Duration::from_secs(40), || async {
-        let rf = world.files().get(&name).await.ok()?;
-        let status = rf.status?;
-        let ready = find_condition(&status.conditions, "Ready")?.status == "True";
-        (status.last_url_refresh.as_deref() == Some("late") && ready).then_some(())
-    })
+    wait_for(
+        "the URL re-minted on the annotation",
+        Duration::from_secs(40),
+        || async {
+            let rf = world.files().get(&name).await.ok()?;
+            let status = rf.status?;
+            let ready = find_condition(&status.conditions, "Ready")?.status == "True";
+            (status.last_url_refresh.as_deref() == Some("late") && ready).then_some(())
+        },
+    )
     .await;
     let fresh = world.secret_data(&name).await;
     assert!(fresh["expiresAt"] > first["expiresAt"]);
     let resp = reqwest::get(text(&fresh, "url")).await.expect("download");
-    assert!(resp.status().is_success(), "the re-minted URL answered {}", resp.status());
-    assert_eq!(world.sim.stats().total_generations(t), 1, "re-minting never generates the report again");
+    assert!(
+        resp.status().is_success(),
+        "the re-minted URL answered {}",
+        resp.status()
+    );
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        1,
+        "re-minting never generates the report again"
+    );
 }

@@ -40,30 +40,56 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     wait_to_stand_by(&second).await;
 
     let t = submit_report(&world).await;
-    assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
-    assert!(!second.logs().contains("backend checked"), "the standby reconciled:\n{}", second.logs());
+    assert!(
+        first.logs().contains("backend checked"),
+        "the leader did not reconcile"
+    );
+    assert!(
+        !second.logs().contains("backend checked"),
+        "the standby reconciled:\n{}",
+        second.logs()
+    );
 
     // The standby, once it leads, must take up the running report at once: not call its
     // backend missing because its own ReportBackend cache has not listed yet.
     let reasons = world.record_file_reasons();
-    wait_for("the watch to see the running report", Duration::from_secs(30), || async {
-        (!reasons.seen().is_empty()).then_some(())
-    })
+    wait_for(
+        "the watch to see the running report",
+        Duration::from_secs(30),
+        || async { (!reasons.seen().is_empty()).then_some(()) },
+    )
     .await;
     let killed = Instant::now();
     first.kill();
     // The Lease expires LEASE_SECONDS after the last renewal; the deadline allows for the
     // standby's retry interval on top.
-    wait_for("the standby to take over", Duration::from_secs(LEASE_SECONDS * 3), || async {
-        second.logs().contains("acquired the leader-election Lease").then_some(())
-    })
+    wait_for(
+        "the standby to take over",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        || async {
+            second
+                .logs()
+                .contains("acquired the leader-election Lease")
+                .then_some(())
+        },
+    )
     .await;
     eprintln!("takeover after {:?}", killed.elapsed());
     let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
-    assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
-    assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
+    assert_eq!(
+        files[0].status.as_ref().and_then(|s| s.status),
+        Some(FileState::Ready)
+    );
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        1,
+        "a report was generated twice"
+    );
     let seen = reasons.seen();
-    assert!(seen.iter().all(|(_, reason)| reason != "Pending"), "the report waited for its backend after the takeover: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, reason)| reason != "Pending"),
+        "the report waited for its backend after the takeover: {seen:?}"
+    );
     second.kill();
 }
 
@@ -87,23 +113,33 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cp = world.ns.cp().clone();
     let proxy = Proxy::start(upstream_of(&cp.kubeconfig)).await;
-    let kubeconfig = proxy.kubeconfig(&cp.kubeconfig, &repo_root().join(format!("target/test-logs/{}-proxy", world.ns.name)));
+    let kubeconfig = proxy.kubeconfig(
+        &cp.kubeconfig,
+        &repo_root().join(format!("target/test-logs/{}-proxy", world.ns.name)),
+    );
     let mut first = Operator::start_with_kubeconfig(&kubeconfig, &world.ns.name, &flags);
     wait_to_lead(&first).await;
     let mut second = Operator::start_with(&cp, &world.ns.name, &flags);
     wait_to_stand_by(&second).await;
 
     let t = submit_report(&world).await;
-    assert!(first.logs().contains("backend checked"), "the leader did not reconcile");
+    assert!(
+        first.logs().contains("backend checked"),
+        "the leader did not reconcile"
+    );
 
     let cut_at = Instant::now();
     proxy.cut(cut);
     // Polled in this order, a stop seen here and a standby not yet leading after it means the
     // stop came first.
-    let (status, stopped_after) = wait_for("the cut-off leader to stop", Duration::from_secs(LEASE_SECONDS * 3), || {
-        let exited = first.exited().map(|status| (status, cut_at.elapsed()));
-        async move { exited }
-    })
+    let (status, stopped_after) = wait_for(
+        "the cut-off leader to stop",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        || {
+            let exited = first.exited().map(|status| (status, cut_at.elapsed()));
+            async move { exited }
+        },
+    )
     .await;
     assert!(
         !second.logs().contains("acquired the leader-election Lease"),
@@ -111,34 +147,64 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
     );
     assert!(!status.success(), "the cut-off leader exited with {status}");
     assert!(
-        first.logs().contains("lost contact with the API server; stopping reconciles"),
+        first
+            .logs()
+            .contains("lost contact with the API server; stopping reconciles"),
         "the cut-off leader stopped for another reason:\n{}",
         first.logs()
     );
-    assert!(stopped_after < Duration::from_secs(LEASE_SECONDS), "the cut-off leader stopped {stopped_after:?} after the cut");
-    wait_for("the standby to take over", Duration::from_secs(LEASE_SECONDS * 3), || async {
-        second.logs().contains("acquired the leader-election Lease").then_some(())
-    })
+    assert!(
+        stopped_after < Duration::from_secs(LEASE_SECONDS),
+        "the cut-off leader stopped {stopped_after:?} after the cut"
+    );
+    wait_for(
+        "the standby to take over",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        || async {
+            second
+                .logs()
+                .contains("acquired the leader-election Lease")
+                .then_some(())
+        },
+    )
     .await;
-    eprintln!("{cut:?}: the leader stopped {stopped_after:?} after the cut, the standby led {:?} after it", cut_at.elapsed());
+    eprintln!(
+        "{cut:?}: the leader stopped {stopped_after:?} after the cut, the standby led {:?} after it",
+        cut_at.elapsed()
+    );
 
     let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
-    assert_eq!(files[0].status.as_ref().and_then(|s| s.status), Some(FileState::Ready));
-    assert_eq!(world.sim.stats().total_generations(t), 1, "a report was generated twice");
+    assert_eq!(
+        files[0].status.as_ref().and_then(|s| s.status),
+        Some(FileState::Ready)
+    );
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        1,
+        "a report was generated twice"
+    );
     second.kill();
 }
 
 async fn wait_to_lead(op: &Operator) {
     wait_for("the first operator to lead", Duration::from_secs(30), || async {
-        op.logs().contains("acquired the leader-election Lease").then_some(())
+        op.logs()
+            .contains("acquired the leader-election Lease")
+            .then_some(())
     })
     .await;
 }
 
 async fn wait_to_stand_by(op: &Operator) {
-    wait_for("the second operator to stand by", Duration::from_secs(30), || async {
-        op.logs().contains("waiting for the leader-election Lease").then_some(())
-    })
+    wait_for(
+        "the second operator to stand by",
+        Duration::from_secs(30),
+        || async {
+            op.logs()
+                .contains("waiting for the leader-election Lease")
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -146,7 +212,13 @@ async fn wait_to_stand_by(op: &Operator) {
 /// submitted (the simulator takes 6 s to make it, so it is still running then).
 async fn submit_report(world: &World) -> BackendType {
     let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, &lower(t), &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        &lower(t),
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "once", &lower(t), "Monthly usage"));
     wait_for("the report submitted", Duration::from_secs(60), || async {
         let files = world.files_of("once").await;

@@ -19,7 +19,9 @@ fn generator(name: &str, backend: &str, event_type: &str, extra: &str) -> String
 }
 
 fn day(s: &str) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&chrono::Utc)
+    chrono::DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&chrono::Utc)
 }
 
 async fn template_id(world: &World, generator: &str) -> String {
@@ -33,36 +35,82 @@ async fn template_id(world: &World, generator: &str) -> String {
 async fn rde_periodic_and_invoice_report_files_are_mirrored_once_each() {
     let world = World::start("e2e-rdemirror", SimConfig::default()).await;
     let t = BackendType::Rde;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
-    world.apply(&generator("daily", "b", "PERIODIC", "  parameters:\n    period: P1D\n  schedule:\n    successfulReportsHistoryLimit: 10\n"));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
+    world.apply(&generator(
+        "daily",
+        "b",
+        "PERIODIC",
+        "  parameters:\n    period: P1D\n  schedule:\n    successfulReportsHistoryLimit: 10\n",
+    ));
     world.apply(&generator("invoices", "b", "ON_INVOICE", ""));
     let daily = template_id(&world, "daily").await;
     template_id(&world, "invoices").await;
     // The platform's schedule shows as the generator's next report date.
-    wait_for("nextReportDate mirrored from the template", Duration::from_secs(60), || async {
-        world.generators().get("daily").await.ok()?.status?.next_report_date.map(|_| ())
-    })
+    wait_for(
+        "nextReportDate mirrored from the template",
+        Duration::from_secs(60),
+        || async {
+            world
+                .generators()
+                .get("daily")
+                .await
+                .ok()?
+                .status?
+                .next_report_date
+                .map(|_| ())
+        },
+    )
     .await;
 
     // The platform's periodic task runs on two days: one report file each.
-    let first = world.sim.rde_run_template(&daily, Some(day("2026-11-10T06:00:00Z"))).expect("run");
-    let second = world.sim.rde_run_template(&daily, Some(day("2026-11-11T06:00:00Z"))).expect("run");
+    let first = world
+        .sim
+        .rde_run_template(&daily, Some(day("2026-11-10T06:00:00Z")))
+        .expect("run");
+    let second = world
+        .sim
+        .rde_run_template(&daily, Some(day("2026-11-11T06:00:00Z")))
+        .expect("run");
     let files = world.wait_finished("daily", 2, Duration::from_secs(120)).await;
     let mut seen: Vec<(String, String)> = files
         .iter()
         .map(|f| {
-            let start = f.spec.parameters.clone().and_then(|p| p.start_date).expect("start");
-            (f.spec.external_id.clone().expect("external id"), start.format("%Y-%m-%d").to_string())
+            let start = f
+                .spec
+                .parameters
+                .clone()
+                .and_then(|p| p.start_date)
+                .expect("start");
+            (
+                f.spec.external_id.clone().expect("external id"),
+                start.format("%Y-%m-%d").to_string(),
+            )
         })
         .collect();
     seen.sort();
-    let mut want = vec![(first, "2026-11-09".to_string()), (second, "2026-11-10".to_string())];
+    let mut want = vec![
+        (first, "2026-11-09".to_string()),
+        (second, "2026-11-10".to_string()),
+    ];
     want.sort();
     assert_eq!(seen, want);
     // A third run: three files, the first two still once each.
-    world.sim.rde_run_template(&daily, Some(day("2026-11-12T06:00:00Z"))).expect("run");
+    world
+        .sim
+        .rde_run_template(&daily, Some(day("2026-11-12T06:00:00Z")))
+        .expect("run");
     let files = world.wait_finished("daily", 3, Duration::from_secs(120)).await;
-    assert!(files.iter().all(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready)));
+    assert!(
+        files
+            .iter()
+            .all(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready))
+    );
 
     // A new invoice: the ON_INVOICE template gets a report file, mirrored once.
     world.sim.rde_invoice();
@@ -75,8 +123,19 @@ async fn rde_periodic_and_invoice_report_files_are_mirrored_once_each() {
 async fn cmp_on_invoice_reports_are_mirrored_exactly_once() {
     let world = World::start("e2e-cmpinvoice", SimConfig::default()).await;
     let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
-    world.apply(&generator("invoices", "b", "ON_INVOICE", "  schedule:\n    successfulReportsHistoryLimit: 10\n"));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
+    world.apply(&generator(
+        "invoices",
+        "b",
+        "ON_INVOICE",
+        "  schedule:\n    successfulReportsHistoryLimit: 10\n",
+    ));
     wait_for("the generator Ready", Duration::from_secs(60), || async {
         let g = world.generators().get("invoices").await.ok()?;
         let c = report_operator::api::find_condition(&g.status?.conditions, "Ready")?.clone();
@@ -109,8 +168,16 @@ async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
     let world = World::start("e2e-fanout", config).await;
     let t = BackendType::Supplier;
     let limits = "  limits:\n    maxInFlight: 6\n    requestsPerWindow: 600\n    windowSeconds: 60\n";
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), limits));
-    let orgs: String = (1..=20).map(|i| format!("      - 6f1c2d3e-0000-4000-8000-{i:012}\n")).collect();
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        limits,
+    ));
+    let orgs: String = (1..=20)
+        .map(|i| format!("      - 6f1c2d3e-0000-4000-8000-{i:012}\n"))
+        .collect();
     let start = (chrono::Utc::now() - chrono::Duration::days(6)).format("%Y-%m-%dT00:00:00Z");
     let g = format!(
         "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: fleet\nspec:\n  backendRef:\n    name: b\n  commonName: Fleet\n  eventType: PERIODIC\n  format: CSV\n  parameters:\n    period: P1D\n    startDate: \"{start}\"\n    reportType: REPORT_TYPE_TRIP_ACTIVITY\n    organizations:\n{orgs}  schedule:\n    successfulReportsHistoryLimit: 200\n"
@@ -119,7 +186,10 @@ async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
     let started = std::time::Instant::now();
     let files = world.wait_finished("fleet", 120, Duration::from_secs(600)).await;
     let elapsed = started.elapsed();
-    let ready = files.iter().filter(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready)).count();
+    let ready = files
+        .iter()
+        .filter(|f| f.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready))
+        .count();
     assert_eq!(ready, 120);
     let stats = world.sim.stats();
     assert_eq!(stats.rate_limited(t), 0, "the backend refused calls: {stats:?}");
@@ -127,12 +197,18 @@ async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
     assert_eq!(stats.max_duplicates(t), 1);
     for i in 1..=20 {
         let org = format!("6f1c2d3e-0000-4000-8000-{i:012}");
-        assert!(stats.peak_in_progress(t, &org) <= 6, "{org} had more than 6 in progress");
+        assert!(
+            stats.peak_in_progress(t, &org) <= 6,
+            "{org} had more than 6 in progress"
+        );
     }
     // The bound the backend's rules allow: generation time × ceil(6 reports per org / 6).
     let calls: Vec<String> = ["token", "generate", "list", "get", "link"]
         .iter()
         .map(|e| format!("{e} {}", stats.requests("SUPPLIER", e)))
         .collect();
-    eprintln!("fan-out of 120 reports took {elapsed:?} (backend-bound: 5s generation × 1 round); calls: {}", calls.join(", "));
+    eprintln!(
+        "fan-out of 120 reports took {elapsed:?} (backend-bound: 5s generation × 1 round); calls: {}",
+        calls.join(", ")
+    );
 }

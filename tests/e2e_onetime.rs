@@ -28,7 +28,13 @@ async fn report_content(world: &World, secret: &str) -> Vec<u8> {
 
 async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     let world = World::start(&format!("e2e-{}", lower(t)), SimConfig::default()).await;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
     let files = world.wait_finished("once", 1, DEADLINE).await;
     let rf = &files[0];
@@ -38,7 +44,11 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     let secret = status.download_secret_ref.expect("downloadSecretRef").name;
     let data = world.secret_data(&secret).await;
     for key in ["fileName", "format", "generateDate"] {
-        assert!(data.contains_key(key), "Secret lacks {key}: {:?}", data.keys().collect::<Vec<_>>());
+        assert!(
+            data.contains_key(key),
+            "Secret lacks {key}: {:?}",
+            data.keys().collect::<Vec<_>>()
+        );
     }
     let content = report_content(&world, &secret).await;
     assert!(!content.is_empty(), "empty report");
@@ -46,7 +56,10 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
         // The simulators write the period into each report (Fusion's license files have none).
         let text = String::from_utf8_lossy(&content).to_string();
         let zipped = text.starts_with("PK") || content.starts_with(&[0x1f, 0x8b]);
-        assert!(zipped || text.contains("2026-10-01"), "report does not cover the period:\n{text:.400}");
+        assert!(
+            zipped || text.contains("2026-10-01"),
+            "report does not cover the period:\n{text:.400}"
+        );
     }
     // The generator rolls its report's state up when the watch brings it the change.
     wait_for("the generator counts the report READY", DEADLINE, || async {
@@ -55,7 +68,12 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     })
     .await;
     // Exactly one generation reached the backend.
-    assert_eq!(world.sim.stats().total_generations(t), 1, "stats: {:?}", world.sim.stats());
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        1,
+        "stats: {:?}",
+        world.sim.stats()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,24 +106,47 @@ async fn backend_failures_fail_the_report_with_the_backend_reason() {
     let world = World::start("e2e-fail", SimConfig::default()).await;
     // Fusion is synchronous and has no failed state: a 4xx is its failure, covered by its
     // own test below.
-    let types = [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Supplier];
+    let types = [
+        BackendType::Rde,
+        BackendType::Cmp,
+        BackendType::Connect,
+        BackendType::Supplier,
+    ];
     for t in types {
         let b = lower(t);
-        world.apply(&fixtures::backend(&world.sim, t, &b, &fixtures::good_credentials(t), ""));
+        world.apply(&fixtures::backend(
+            &world.sim,
+            t,
+            &b,
+            &fixtures::good_credentials(t),
+            "",
+        ));
         // The simulators fail a report whose name (SUPPLIER: report type) says FAIL.
         let g = fixtures::onetime(t, &format!("{b}-fails"), &b, "FAIL on purpose")
             .replace("REPORT_TYPE_TRIP_ACTIVITY", "REPORT_TYPE_FAIL_ON_PURPOSE");
         world.apply(&g);
     }
     for t in types {
-        let files = world.wait_finished(&format!("{}-fails", lower(t)), 1, DEADLINE).await;
+        let files = world
+            .wait_finished(&format!("{}-fails", lower(t)), 1, DEADLINE)
+            .await;
         let status = files[0].status.clone().expect("status");
         assert_eq!(status.status, Some(FileState::Failed), "{t:?}: {status:?}");
         let reason = status.failed_reason.unwrap_or_default();
         assert!(!reason.is_empty(), "{t:?}: no failedReason");
-        let cond = report_operator::api::find_condition(&status.conditions, "Ready").expect("Ready").clone();
-        assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("False", "Failed"), "{t:?}");
-        assert!(cond.message.contains(&reason), "{t:?}: message {:?} lacks reason {reason:?}", cond.message);
+        let cond = report_operator::api::find_condition(&status.conditions, "Ready")
+            .expect("Ready")
+            .clone();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "Failed"),
+            "{t:?}"
+        );
+        assert!(
+            cond.message.contains(&reason),
+            "{t:?}: message {:?} lacks reason {reason:?}",
+            cond.message
+        );
     }
 }
 
@@ -113,14 +154,26 @@ async fn backend_failures_fail_the_report_with_the_backend_reason() {
 async fn fusion_unknown_scope_fails_the_report_with_the_http_reason() {
     let world = World::start("e2e-fusion404", SimConfig::default()).await;
     let t = BackendType::Fusion;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
-    let g = fixtures::onetime(t, "gone", "b", "Licenses").replace("53fd92c7-fbef-44fd-af76-d92334432ac9", "00000000-0000-4000-8000-000000000000");
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
+    let g = fixtures::onetime(t, "gone", "b", "Licenses").replace(
+        "53fd92c7-fbef-44fd-af76-d92334432ac9",
+        "00000000-0000-4000-8000-000000000000",
+    );
     world.apply(&g);
     let files = world.wait_finished("gone", 1, DEADLINE).await;
     let status = files[0].status.clone().expect("status");
     assert_eq!(status.status, Some(FileState::Failed));
     let reason = status.failed_reason.unwrap_or_default();
-    assert!(reason.contains("No MS Teams tenant found"), "the backend's reason is lost: {reason}");
+    assert!(
+        reason.contains("No MS Teams tenant found"),
+        "the backend's reason is lost: {reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,8 +181,19 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
     let world = World::start("e2e-badcreds", SimConfig::default()).await;
     for t in ALL_TYPES {
         let b = lower(t);
-        let bad: Vec<(&str, &str)> =
-            fixtures::good_credentials(t).into_iter().map(|(k, v)| (k, if v.contains("key") || k.contains("ecret") || k == "password" { "wrong" } else { v })).collect();
+        let bad: Vec<(&str, &str)> = fixtures::good_credentials(t)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    if v.contains("key") || k.contains("ecret") || k == "password" {
+                        "wrong"
+                    } else {
+                        v
+                    },
+                )
+            })
+            .collect();
         world.apply(&fixtures::backend(&world.sim, t, &b, &bad, ""));
         world.apply(&fixtures::onetime(t, &format!("{b}-once"), &b, "Monthly usage"));
     }
@@ -138,7 +202,13 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
         assert_eq!(reason, "Unauthorized", "{t:?}: {message}");
     }
     // A missing key is named.
-    world.apply(&fixtures::backend(&world.sim, BackendType::Cmp, "nokey", &[("username", "u"), ("password", "p")], ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        BackendType::Cmp,
+        "nokey",
+        &[("username", "u"), ("password", "p")],
+        "",
+    ));
     let (reason, message) = world.wait_backend("nokey", "False").await;
     assert_eq!(reason, "CredentialsMissing");
     assert!(message.contains("subscriptionKey"), "{message}");
@@ -146,10 +216,19 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
     for t in ALL_TYPES {
         let files = world.files_of(&format!("{}-once", lower(t))).await;
         for rf in files {
-            let cond = report_operator::api::find_condition(&rf.status.unwrap_or_default().conditions, "Ready").cloned();
-            assert!(cond.as_ref().is_none_or(|c| c.reason == "Pending"), "{t:?}: {cond:?}");
+            let cond =
+                report_operator::api::find_condition(&rf.status.unwrap_or_default().conditions, "Ready")
+                    .cloned();
+            assert!(
+                cond.as_ref().is_none_or(|c| c.reason == "Pending"),
+                "{t:?}: {cond:?}"
+            );
         }
-        assert_eq!(world.sim.stats().total_generations(t), 0, "{t:?} generated with bad credentials");
+        assert_eq!(
+            world.sim.stats().total_generations(t),
+            0,
+            "{t:?} generated with bad credentials"
+        );
     }
 }
 
@@ -157,20 +236,43 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
 async fn deleting_an_rde_generator_deletes_the_platform_template() {
     let world = World::start("e2e-rdedelete", SimConfig::default()).await;
     let t = BackendType::Rde;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "once", "b", "NW Finance"));
     world.wait_finished("once", 1, DEADLINE).await;
     let template_id = world.generator_external_id("once").await;
     assert!(world.sim.rde_template_exists(&template_id));
-    let out = world.ns.kubectl(&["delete", "reportgenerator", "once", "--wait=true", "--timeout=60s"]);
+    let out = world.ns.kubectl(&[
+        "delete",
+        "reportgenerator",
+        "once",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    assert!(!world.sim.rde_template_exists(&template_id), "template {template_id} still on the platform");
+    assert!(
+        !world.sim.rde_template_exists(&template_id),
+        "template {template_id} still on the platform"
+    );
     // The ReportFile and its Secret go with the generator (garbage collection).
-    wait_for("ReportFiles and Secrets garbage-collected", Duration::from_secs(60), || async {
-        let files = world.files().list(&Default::default()).await.ok()?;
-        let secrets = world.secrets().list(&kube::api::ListParams::default().labels("reporting.report-operator.io/generator=once")).await.ok()?;
-        (files.items.is_empty() && secrets.items.is_empty()).then_some(())
-    })
+    wait_for(
+        "ReportFiles and Secrets garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let files = world.files().list(&Default::default()).await.ok()?;
+            let secrets = world
+                .secrets()
+                .list(&kube::api::ListParams::default().labels("reporting.report-operator.io/generator=once"))
+                .await
+                .ok()?;
+            (files.items.is_empty() && secrets.items.is_empty()).then_some(())
+        },
+    )
     .await;
 }
 
@@ -178,17 +280,40 @@ async fn deleting_an_rde_generator_deletes_the_platform_template() {
 async fn every_line_logged_in_a_reconcile_names_its_object() {
     let world = World::start("e2e-logs", SimConfig::default()).await;
     let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, "cmp", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "cmp",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "logged", "cmp", "FAIL on purpose"));
     let files = world.wait_finished("logged", 1, DEADLINE).await;
     let file = files[0].metadata.name.clone().expect("name");
     let logs = without_colours(&world.operator.logs());
     // "report failed" carries no object fields of its own beyond the report's name: the
     // reconcile's span adds the kind and namespace (and the name) to it and every other line.
-    let line = logs.lines().find(|l| l.contains("report failed")).unwrap_or_else(|| panic!("no 'report failed' line:\n{logs}"));
-    for needle in ["reconcile{", "kind=\"ReportFile\"", &format!("namespace=\"{}\"", world.ns.name), &format!("name={file}")] {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("report failed"))
+        .unwrap_or_else(|| panic!("no 'report failed' line:\n{logs}"));
+    for needle in [
+        "reconcile{",
+        "kind=\"ReportFile\"",
+        &format!("namespace=\"{}\"", world.ns.name),
+        &format!("name={file}"),
+    ] {
         assert!(line.contains(needle), "{needle:?} missing from {line:?}");
     }
-    let generator_lines: Vec<&str> = logs.lines().filter(|l| l.contains("created ReportFile")).collect();
-    assert!(!generator_lines.is_empty() && generator_lines.iter().all(|l| l.contains("kind=\"ReportGenerator\"")), "{generator_lines:?}");
+    let generator_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("created ReportFile"))
+        .collect();
+    assert!(
+        !generator_lines.is_empty()
+            && generator_lines
+                .iter()
+                .all(|l| l.contains("kind=\"ReportGenerator\"")),
+        "{generator_lines:?}"
+    );
 }

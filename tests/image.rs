@@ -35,7 +35,11 @@ struct Entry {
 }
 
 fn octal(field: &[u8]) -> u64 {
-    let text: String = field.iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
     u64::from_str_radix(text.trim(), 8).unwrap_or_else(|e| panic!("octal field {text:?}: {e}"))
 }
 
@@ -54,10 +58,18 @@ fn read_tar(bytes: &[u8]) -> Vec<Entry> {
         }
         assert_eq!(&header[257..262], b"ustar", "a ustar header at {at}");
         let kind = header[156];
-        assert!(matches!(kind, b'0' | b'5' | b'2'), "entry type {:?}: only files, dirs and links", kind as char);
+        assert!(
+            matches!(kind, b'0' | b'5' | b'2'),
+            "entry type {:?}: only files, dirs and links",
+            kind as char
+        );
         let prefix = cstr(&header[345..500]);
         let name = cstr(&header[0..100]);
-        let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let size = usize::try_from(octal(&header[124..136])).expect("size");
         let data = bytes[at + 512..at + 512 + size].to_vec();
         out.push(Entry {
@@ -81,9 +93,15 @@ fn sha256(data: &[u8]) -> String {
 fn blob<'a>(files: &'a BTreeMap<String, Vec<u8>>, descriptor: &Value) -> &'a [u8] {
     let digest = descriptor["digest"].as_str().expect("digest");
     let path = format!("blobs/{}", digest.replacen(':', "/", 1));
-    let data = files.get(&path).unwrap_or_else(|| panic!("{path} missing from the archive"));
+    let data = files
+        .get(&path)
+        .unwrap_or_else(|| panic!("{path} missing from the archive"));
     assert_eq!(sha256(data), digest, "{path}: content does not match its digest");
-    assert_eq!(descriptor["size"].as_u64(), Some(data.len() as u64), "{path}: size");
+    assert_eq!(
+        descriptor["size"].as_u64(),
+        Some(data.len() as u64),
+        "{path}: size"
+    );
     data
 }
 
@@ -109,10 +127,13 @@ fn dockerfile_final_stage() -> (String, Value, Value, String, BTreeMap<String, S
     let text = std::fs::read_to_string(common::repo_root().join("Dockerfile")).expect("Dockerfile");
     let joined = text.replace("\\\n", " ");
     let stage = joined.rsplit("\nFROM ").next().expect("a FROM");
-    let (mut user, mut entrypoint, mut cmd, mut expose) = (String::new(), Value::Null, Value::Null, String::new());
+    let (mut user, mut entrypoint, mut cmd, mut expose) =
+        (String::new(), Value::Null, Value::Null, String::new());
     let mut labels = BTreeMap::new();
     for line in stage.lines() {
-        let Some((instruction, rest)) = line.trim().split_once(' ') else { continue };
+        let Some((instruction, rest)) = line.trim().split_once(' ') else {
+            continue;
+        };
         let rest = rest.trim();
         match instruction {
             "USER" => user = rest.to_string(),
@@ -165,8 +186,16 @@ fn image_archive_has_the_config_and_layer_the_dockerfile_describes() {
     let layers = manifest["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 1, "one layer on an empty base: {manifest}");
     assert_eq!(layers[0]["mediaType"], OCI_LAYER_GZIP);
-    let blobs: BTreeSet<&str> = files.keys().filter(|k| k.starts_with("blobs/")).map(String::as_str).collect();
-    assert_eq!(blobs.len(), 3, "the manifest, the config and the layer, no other blob: {blobs:?}");
+    let blobs: BTreeSet<&str> = files
+        .keys()
+        .filter(|k| k.starts_with("blobs/"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        blobs.len(),
+        3,
+        "the manifest, the config and the layer, no other blob: {blobs:?}"
+    );
 
     // The config.
     let config: Value = serde_json::from_slice(blob(&files, &manifest["config"])).expect("config");
@@ -178,43 +207,93 @@ fn image_archive_has_the_config_and_layer_the_dockerfile_describes() {
     assert_eq!(c["User"], user.as_str(), "the Dockerfile's USER");
     assert_eq!(c["Entrypoint"], json!(["/report-operator"]));
     assert_eq!(c["Cmd"], json!(["run"]));
-    assert_eq!((&c["Entrypoint"], &c["Cmd"]), (&entrypoint, &cmd), "the Dockerfile's ENTRYPOINT and CMD");
+    assert_eq!(
+        (&c["Entrypoint"], &c["Cmd"]),
+        (&entrypoint, &cmd),
+        "the Dockerfile's ENTRYPOINT and CMD"
+    );
     assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}}));
     assert_eq!(expose, "8080", "the Dockerfile's EXPOSE");
     let image_labels: BTreeMap<String, String> =
         serde_json::from_value(c["Labels"].clone()).expect("Labels, a map of strings");
-    assert_eq!(image_labels["org.opencontainers.image.source"], "https://github.com/report-operator/report-operator");
-    assert_eq!(image_labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(image_labels["org.opencontainers.image.licenses"], env!("CARGO_PKG_LICENSE"));
+    assert_eq!(
+        image_labels["org.opencontainers.image.source"],
+        "https://github.com/report-operator/report-operator"
+    );
+    assert_eq!(
+        image_labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        image_labels["org.opencontainers.image.licenses"],
+        env!("CARGO_PKG_LICENSE")
+    );
     assert_eq!(image_labels, labels, "the Dockerfile's LABELs");
 
     // The layer.
     let mut layer = Vec::new();
-    flate2::read::GzDecoder::new(blob(&files, &layers[0])).read_to_end(&mut layer).expect("gunzip layer");
-    assert_eq!(config["rootfs"]["diff_ids"], json!([sha256(&layer)]), "diff_id of the layer");
+    flate2::read::GzDecoder::new(blob(&files, &layers[0]))
+        .read_to_end(&mut layer)
+        .expect("gunzip layer");
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        json!([sha256(&layer)]),
+        "diff_id of the layer"
+    );
     let entries = read_tar(&layer);
     for e in &entries {
         assert_eq!((e.uid, e.gid), (0, 0), "{} is root's", e.path);
-        assert!(!e.path.starts_with('/') && !e.path.contains(".."), "{}: a path inside the root", e.path);
+        assert!(
+            !e.path.starts_with('/') && !e.path.contains(".."),
+            "{}: a path inside the root",
+            e.path
+        );
     }
-    let by_path: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.path.trim_end_matches('/'), e)).collect();
-    let operator = by_path.get("report-operator").expect("/report-operator in the layer");
+    let by_path: BTreeMap<&str, &Entry> = entries
+        .iter()
+        .map(|e| (e.path.trim_end_matches('/'), e))
+        .collect();
+    let operator = by_path
+        .get("report-operator")
+        .expect("/report-operator in the layer");
     assert_eq!(operator.mode & 0o7777, 0o755);
-    assert!(operator.data == std::fs::read(binary).expect("read binary"), "/report-operator is the binary");
+    assert!(
+        operator.data == std::fs::read(binary).expect("read binary"),
+        "/report-operator is the binary"
+    );
     let tmp = by_path.get("tmp").expect("/tmp");
-    assert_eq!((tmp.kind, tmp.mode & 0o7777), (b'5', 0o1777), "/tmp: a sticky, world-writable dir");
+    assert_eq!(
+        (tmp.kind, tmp.mode & 0o7777),
+        (b'5', 0o1777),
+        "/tmp: a sticky, world-writable dir"
+    );
     let passwd = String::from_utf8(by_path["etc/passwd"].data.clone()).expect("passwd");
-    assert!(passwd.lines().any(|l| l.starts_with("nonroot:x:65532:65532:")), "user 65532 is named: {passwd}");
+    assert!(
+        passwd.lines().any(|l| l.starts_with("nonroot:x:65532:65532:")),
+        "user 65532 is named: {passwd}"
+    );
 
-    let mut expected: BTreeSet<String> =
-        ["report-operator", "etc/passwd", "etc/group", "etc/nsswitch.conf", "etc/ssl/certs/ca-certificates.crt"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+    let mut expected: BTreeSet<String> = [
+        "report-operator",
+        "etc/passwd",
+        "etc/group",
+        "etc/nsswitch.conf",
+        "etc/ssl/certs/ca-certificates.crt",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     let libraries = linked_libraries(binary);
-    assert!(libraries.iter().any(|l| l.ends_with("/libc.so.6")), "ldd lists libc: {libraries:?}");
+    assert!(
+        libraries.iter().any(|l| l.ends_with("/libc.so.6")),
+        "ldd lists libc: {libraries:?}"
+    );
     expected.extend(libraries);
-    let files_in_layer: BTreeSet<String> = entries.iter().filter(|e| e.kind != b'5').map(|e| e.path.clone()).collect();
+    let files_in_layer: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e.kind != b'5')
+        .map(|e| e.path.clone())
+        .collect();
     assert_eq!(files_in_layer, expected, "the layer holds exactly these files");
 
     // The layer's root file system runs the binary as the image's user (chroot needs root).
@@ -238,8 +317,16 @@ fn image_archive_has_the_config_and_layer_the_dockerfile_describes() {
             .args(["/report-operator", "--version"])
             .output()
             .expect("run chroot");
-        assert!(out.status.success(), "the binary does not run in the image's root: {}", stderr(&out));
-        assert!(stdout(&out).contains(env!("CARGO_PKG_VERSION")), "{}", stdout(&out));
+        assert!(
+            out.status.success(),
+            "the binary does not run in the image's root: {}",
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains(env!("CARGO_PKG_VERSION")),
+            "{}",
+            stdout(&out)
+        );
     } else {
         eprintln!("not root: skipping the run of the binary in the layer's root file system");
     }

@@ -26,12 +26,23 @@ struct Plugin {
 impl Plugin {
     fn new(world: &World) -> Plugin {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_report-operator"), dir.path().join("kubectl-report")).expect("symlink");
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_report-operator"),
+            dir.path().join("kubectl-report"),
+        )
+        .expect("symlink");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::copy(&world.ns.cp().kubeconfig, &kubeconfig).expect("copy kubeconfig");
         let kubectl = world.ns.cp().bin_dir.join("kubectl");
         let out = Command::new(&kubectl)
-            .args(["config", "set-context", "--current", "--namespace", &world.ns.name, "--kubeconfig"])
+            .args([
+                "config",
+                "set-context",
+                "--current",
+                "--namespace",
+                &world.ns.name,
+                "--kubeconfig",
+            ])
             .arg(&kubeconfig)
             .output()
             .expect("kubectl config");
@@ -45,12 +56,20 @@ impl Plugin {
 
     /// `kubectl-report ARGS`, the plugin binary run directly.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(self.dir.path().join("kubectl-report")).args(args).env("KUBECONFIG", &self.kubeconfig).output().expect("run kubectl-report")
+        Command::new(self.dir.path().join("kubectl-report"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("run kubectl-report")
     }
 
     /// `kubectl report ARGS`: kubectl finds the plugin on PATH.
     fn via_kubectl(&self, world: &World, args: &[&str]) -> Output {
-        let path = format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         Command::new(world.ns.cp().bin_dir.join("kubectl"))
             .arg("report")
             .args(args)
@@ -62,7 +81,12 @@ impl Plugin {
 }
 
 fn ok(out: Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed:\nstdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out) + &stderr(&out);
     // Shown with --nocapture, as a sample of what a person sees.
     println!("$ {what}\n{text}");
@@ -74,26 +98,58 @@ async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
     let world = World::start("plugin-status", SimConfig::default()).await;
     let plugin = Plugin::new(&world);
     let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     // The simulators fail a report whose name says FAIL.
     world.apply(&fixtures::onetime(t, "fails", "b", "FAIL on purpose"));
     let files = world.wait_finished("fails", 1, DEADLINE).await;
     let rf = files[0].metadata.name.clone().expect("name");
-    let reason = files[0].status.clone().and_then(|s| s.failed_reason).expect("failedReason");
+    let reason = files[0]
+        .status
+        .clone()
+        .and_then(|s| s.failed_reason)
+        .expect("failedReason");
     // The Warning Event about the failure is written after the status.
     wait_for("the failure's Event", DEADLINE, || async {
-        let out = world.ns.kubectl(&["get", "events", "--field-selector", &format!("involvedObject.name={rf}"), "-o", "name"]);
+        let out = world.ns.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={rf}"),
+            "-o",
+            "name",
+        ]);
         (!stdout(&out).trim().is_empty()).then_some(())
     })
     .await;
 
     // Found through kubectl, in the kubeconfig context's namespace.
-    let text = ok(plugin.via_kubectl(&world, &["status", "rf", &rf]), "kubectl report status rf");
-    assert!(text.contains(&format!("ReportFile {}/{rf}", world.ns.name)), "{text}");
+    let text = ok(
+        plugin.via_kubectl(&world, &["status", "rf", &rf]),
+        "kubectl report status rf",
+    );
+    assert!(
+        text.contains(&format!("ReportFile {}/{rf}", world.ns.name)),
+        "{text}"
+    );
     assert!(text.contains("Status:       FAILED"), "{text}");
-    assert!(text.contains("Ready:        False (Failed)"), "the Ready reason is missing:\n{text}");
-    assert!(text.contains(&reason), "the backend's reason {reason:?} is missing:\n{text}");
-    assert!(text.contains("Events:\n") && text.contains("Warning"), "the Warning Event is missing:\n{text}");
+    assert!(
+        text.contains("Ready:        False (Failed)"),
+        "the Ready reason is missing:\n{text}"
+    );
+    assert!(
+        text.contains(&reason),
+        "the backend's reason {reason:?} is missing:\n{text}"
+    );
+    assert!(
+        text.contains("Events:\n") && text.contains("Warning"),
+        "the Warning Event is missing:\n{text}"
+    );
 
     // `get NAME` of the generator: its counts and reason.
     wait_for("the generator counts the failure", DEADLINE, || async {
@@ -102,16 +158,31 @@ async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
     })
     .await;
     let g = world.generators().get("fails").await.expect("generator");
-    let ready = find_condition(&g.status.clone().expect("status").conditions, "Ready").cloned().expect("Ready");
+    let ready = find_condition(&g.status.clone().expect("status").conditions, "Ready")
+        .cloned()
+        .expect("Ready");
     let text = ok(plugin.run(&["get", "fails"]), "kubectl-report get fails");
-    assert!(text.contains("Kind:         ONETIME, JSON") && text.contains("0 in progress, 0 ready, 1 failed"), "{text}");
-    assert!(text.contains(&format!("Ready:        {} ({})", ready.status, ready.reason)), "the generator's reason is missing:\n{text}");
+    assert!(
+        text.contains("Kind:         ONETIME, JSON") && text.contains("0 in progress, 0 ready, 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Ready:        {} ({})", ready.status, ready.reason)),
+        "the generator's reason is missing:\n{text}"
+    );
 
     // `get` lists both kinds with their reasons; -n wins over the context.
     let text = ok(plugin.run(&["get", "-n", &world.ns.name]), "kubectl-report get");
-    assert!(text.contains("rg/fails") && text.contains(&format!("rf/{rf}")) && text.contains("Failed"), "{text}");
+    assert!(
+        text.contains("rg/fails") && text.contains(&format!("rf/{rf}")) && text.contains("Failed"),
+        "{text}"
+    );
     let out = plugin.run(&["status", "rf", "nothing-here"]);
-    assert!(!out.status.success() && stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("not found"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,30 +191,73 @@ async fn run_sets_the_annotation_and_the_generator_makes_the_window() {
     let world = World::start("plugin-run", SimConfig::default()).await;
     let plugin = Plugin::new(&world);
     let t = BackendType::Connect;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     let g = format!(
         "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportGenerator\nmetadata:\n  name: paused\nspec:\n  backendRef:\n    name: b\n  commonName: Daily usage\n  eventType: PERIODIC\n  format: JSON\n  parameters:\n    period: P1D\n{}  schedule:\n    suspend: true\n",
         fixtures::required_parameters(t)
     );
     world.apply(&g);
-    wait_for("the schedule evaluated", DEADLINE, || async { world.generators().get("paused").await.ok()?.status?.last_schedule_check_time.map(|_| ()) }).await;
-    assert!(world.files_of("paused").await.is_empty(), "a suspended generator made a report");
+    wait_for("the schedule evaluated", DEADLINE, || async {
+        world
+            .generators()
+            .get("paused")
+            .await
+            .ok()?
+            .status?
+            .last_schedule_check_time
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        world.files_of("paused").await.is_empty(),
+        "a suspended generator made a report"
+    );
 
-    let text = ok(plugin.run(&["run", "paused", "--wait", "60"]), "kubectl-report run");
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
-    assert!(text.contains(&format!("window: {yesterday}T00:00:00Z .. {yesterday}T23:59:59Z")), "{text}");
+    let text = ok(
+        plugin.run(&["run", "paused", "--wait", "60"]),
+        "kubectl-report run",
+    );
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(
+        text.contains(&format!("window: {yesterday}T00:00:00Z .. {yesterday}T23:59:59Z")),
+        "{text}"
+    );
     assert!(text.contains("The operator took the request"), "{text}");
     let g = world.generators().get("paused").await.expect("generator");
-    let value = g.metadata.annotations.clone().unwrap_or_default().get("reporting.report-operator.io/run-now").cloned().expect("run-now annotation");
+    let value = g
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .get("reporting.report-operator.io/run-now")
+        .cloned()
+        .expect("run-now annotation");
     assert_eq!(g.status.and_then(|s| s.last_run_now), Some(value));
     let files = world.wait_finished("paused", 1, DEADLINE).await;
-    let start = files[0].spec.parameters.clone().and_then(|p| p.start_date).expect("start");
+    let start = files[0]
+        .spec
+        .parameters
+        .clone()
+        .and_then(|p| p.start_date)
+        .expect("start");
     assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
 
     // A ONETIME generator has no run-now: refused, nothing annotated.
     world.apply(&fixtures::onetime(t, "once", "b", "Once"));
     let out = plugin.run(&["run", "once"]);
-    assert!(!out.status.success() && stderr(&out).contains("PERIODIC"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("PERIODIC"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,11 +268,20 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
     let world = World::start("plugin-dl", config).await;
     let plugin = Plugin::new(&world);
     let t = BackendType::Supplier;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "trips", "b", "Trips"));
     let files = world.wait_finished("trips", 1, DEADLINE).await;
     let rf = files[0].metadata.name.clone().expect("name");
-    assert_eq!(files[0].status.clone().and_then(|s| s.status), Some(FileState::Ready));
+    assert_eq!(
+        files[0].status.clone().and_then(|s| s.status),
+        Some(FileState::Ready)
+    );
     wait_for("the URL expired", Duration::from_secs(60), || async {
         let s = world.files().get(&rf).await.ok()?.status?;
         (find_condition(&s.conditions, "Ready")?.reason == "UrlExpired").then_some(())
@@ -169,21 +292,58 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
 
     // `status` names the Secret and the expiry, never the signed URL.
     let text = ok(plugin.run(&["status", "rf", &rf]), "kubectl-report status rf");
-    assert!(text.contains(&format!("Download:     Secret {rf}; URL expired")), "{text}");
-    let query = old_url.split_once('?').map(|(_, q)| q.to_string()).expect("a signed URL has a query");
+    assert!(
+        text.contains(&format!("Download:     Secret {rf}; URL expired")),
+        "{text}"
+    );
+    let query = old_url
+        .split_once('?')
+        .map(|(_, q)| q.to_string())
+        .expect("a signed URL has a query");
     assert!(!text.contains(&query), "status printed the signed URL:\n{text}");
 
     let out_file = plugin.path().join("trips.csv");
-    let text = ok(plugin.run(&["download", &rf, "-o", out_file.to_str().expect("utf8 path")]), "kubectl-report download");
+    let text = ok(
+        plugin.run(&["download", &rf, "-o", out_file.to_str().expect("utf8 path")]),
+        "kubectl-report download",
+    );
     assert!(text.contains("expired") && text.contains("Saved"), "{text}");
     assert!(!text.contains(&query), "download printed the signed URL:\n{text}");
     let body = std::fs::read_to_string(&out_file).expect("the saved file");
-    assert!(body.contains("2026-10-01"), "the saved file is not the report:\n{body:.300}");
-    assert!(world.sim.stats().requests("SUPPLIER", "link") > links_before, "no new link was minted");
-    let s = world.files().get(&rf).await.expect("ReportFile").status.expect("status");
-    let annotation = world.files().get(&rf).await.expect("ReportFile").metadata.annotations.unwrap_or_default();
-    assert_eq!(s.last_url_refresh.as_deref(), annotation.get("reporting.report-operator.io/refresh-url").map(String::as_str));
-    assert_eq!(world.sim.stats().total_generations(t), 1, "a refresh never generates the report again");
+    assert!(
+        body.contains("2026-10-01"),
+        "the saved file is not the report:\n{body:.300}"
+    );
+    assert!(
+        world.sim.stats().requests("SUPPLIER", "link") > links_before,
+        "no new link was minted"
+    );
+    let s = world
+        .files()
+        .get(&rf)
+        .await
+        .expect("ReportFile")
+        .status
+        .expect("status");
+    let annotation = world
+        .files()
+        .get(&rf)
+        .await
+        .expect("ReportFile")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        s.last_url_refresh.as_deref(),
+        annotation
+            .get("reporting.report-operator.io/refresh-url")
+            .map(String::as_str)
+    );
+    assert_eq!(
+        world.sim.stats().total_generations(t),
+        1,
+        "a refresh never generates the report again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,12 +351,21 @@ async fn download_of_a_fusion_report_writes_the_content_from_the_secret() {
     let world = World::start("plugin-fusion", SimConfig::default()).await;
     let plugin = Plugin::new(&world);
     let t = BackendType::Fusion;
-    world.apply(&fixtures::backend(&world.sim, t, "b", &fixtures::good_credentials(t), ""));
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
     world.apply(&fixtures::onetime(t, "licenses", "b", "Licenses"));
     let files = world.wait_finished("licenses", 1, DEADLINE).await;
     let rf = files[0].metadata.name.clone().expect("name");
     let data = world.secret_data(&rf).await;
-    let content = data.get("content").expect("FUSION keeps the file in the Secret").clone();
+    let content = data
+        .get("content")
+        .expect("FUSION keeps the file in the Secret")
+        .clone();
     let file_name = String::from_utf8(data["fileName"].clone()).expect("utf8");
     // Without -o the file is named as the report, in the working directory.
     let out = Command::new(plugin.path().join("kubectl-report"))
@@ -206,8 +375,18 @@ async fn download_of_a_fusion_report_writes_the_content_from_the_secret() {
         .output()
         .expect("run kubectl-report");
     ok(out, "kubectl-report download");
-    let saved = std::fs::read(plugin.path().join(Path::new(&file_name).file_name().expect("a file name"))).expect("the saved file");
-    assert_eq!(saved, content, "{}: the saved file differs from the Secret's content", lower(t));
+    let saved = std::fs::read(
+        plugin
+            .path()
+            .join(Path::new(&file_name).file_name().expect("a file name")),
+    )
+    .expect("the saved file");
+    assert_eq!(
+        saved,
+        content,
+        "{}: the saved file differs from the Secret's content",
+        lower(t)
+    );
     // To standard output with -o -.
     let out = plugin.run(&["download", &rf, "-o", "-"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -83,7 +83,11 @@ pub async fn run_cli(args: SimArgs) -> Result<(), SimError> {
         println!("  {:<9} spec.url: {}", t.as_str(), sim.backend_url(t));
     }
     println!("  SUPPLIER  spec.supplier.tokenUrl: {}", sim.supplier_token_url());
-    println!("  statistics: {}/_sim/stats  faults: {}/_sim/faults", sim.base_url(), sim.base_url());
+    println!(
+        "  statistics: {}/_sim/stats  faults: {}/_sim/faults",
+        sim.base_url(),
+        sim.base_url()
+    );
     wait_for_stop().await?;
     sim.shutdown();
     Ok(())

@@ -107,7 +107,10 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let ep = |name, route| endpoint(sim, Some(CMP), name, route);
     Router::new()
         .route(&format!("{PREFIX}/token"), ep("token", post(token)))
-        .route(&format!("{PREFIX}/reports"), ep("list", get(list)).merge(ep("create", post(create))))
+        .route(
+            &format!("{PREFIX}/reports"),
+            ep("list", get(list)).merge(ep("create", post(create))),
+        )
         .route(&format!("{PREFIX}/reports/{{id}}"), ep("get", get(get_report)))
         .layer(axum::middleware::map_response(correlation_id))
         .route("/_sim/cmp/invoice", post(invoice_handler))
@@ -128,7 +131,10 @@ fn gateway(sim: &Sim, state: &mut Records, headers: &HeaderMap) -> Result<String
     if let Err(wait) = state.quota.acquire(key.to_string(), Instant::now()) {
         let secs = retry_after_secs(wait);
         let message = format!("Rate limit is exceeded. Try again in {secs} seconds.");
-        return Err(with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "", &message), secs));
+        return Err(with_retry_after(
+            error(StatusCode::TOO_MANY_REQUESTS, "", &message),
+            secs,
+        ));
     }
     Ok(key.to_string())
 }
@@ -159,7 +165,8 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     };
     let config = &sim.config.cmp;
     match basic(&headers) {
-        Some((user, password)) if same_secret(&user, &config.username) && same_secret(&password, &config.password) => {}
+        Some((user, password))
+            if same_secret(&user, &config.username) && same_secret(&password, &config.password) => {}
         _ => return unauthorized("Invalid username or password."),
     }
     match parse_body::<TokenRequest>(&body) {
@@ -167,8 +174,13 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
         Ok(_) => return bad_request("marketplace is required"),
         Err(e) => return bad_request(&e),
     }
-    let token = sim.signer.mint(TOKEN_KIND, &key, config.token_lifetime_secs, Utc::now());
-    json(StatusCode::OK, json!({"token": token, "expiresInSeconds": config.token_lifetime_secs}))
+    let token = sim
+        .signer
+        .mint(TOKEN_KIND, &key, config.token_lifetime_secs, Utc::now());
+    json(
+        StatusCode::OK,
+        json!({"token": token, "expiresInSeconds": config.token_lifetime_secs}),
+    )
 }
 
 impl Report {
@@ -195,7 +207,9 @@ impl Report {
         });
         match self.job.phase(now) {
             Phase::Succeeded => doc["downloadUrl"] = json!(sim.signed_url(&self.path, self.url_expires)),
-            Phase::Failed => doc["errorMessage"] = json!(format!("Report {:?} could not be generated", self.name)),
+            Phase::Failed => {
+                doc["errorMessage"] = json!(format!("Report {:?} could not be generated", self.name))
+            }
             Phase::Queued | Phase::Running => {}
         }
         doc
@@ -227,10 +241,23 @@ fn add_report(
 ) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let (start, end) = window;
-    let content =
-        ReportContent { backend: CMP, name: name.to_string(), organization: subscription_label(subscription), format, start: Some(start), end: Some(end) };
+    let content = ReportContent {
+        backend: CMP,
+        name: name.to_string(),
+        organization: subscription_label(subscription),
+        format,
+        start: Some(start),
+        end: Some(end),
+    };
     let stem = format!("{name}.{id}.{}", job.created.format("%Y-%m-%d.%H-%M-%S%.3f+0000"));
-    let path = sim.storage.put("rdecontainer", &stem, StoredObject { content, packaging: Packaging::Plain });
+    let path = sim.storage.put(
+        "rdecontainer",
+        &stem,
+        StoredObject {
+            content,
+            packaging: Packaging::Plain,
+        },
+    );
     let now = job.created;
     state.reports.push(Report {
         id: id.clone(),
@@ -245,9 +272,18 @@ fn add_report(
         url_expires: expiry_after(job.done_at, sim.config.cmp.url_lifetime_secs),
         subscription: subscription.to_string(),
     });
-    let running = state.reports.iter().filter(|r| r.subscription == subscription && r.job.is_active(now)).count();
+    let running = state
+        .reports
+        .iter()
+        .filter(|r| r.subscription == subscription && r.job.is_active(now))
+        .count();
     let label = subscription_label(subscription);
-    let key = format!("{label}|{name}|{customization_name}|{}|{}..{}", format.lower(), millis(start), millis(end));
+    let key = format!(
+        "{label}|{name}|{customization_name}|{}|{}..{}",
+        format.lower(),
+        millis(start),
+        millis(end)
+    );
     sim.stats.generation(CMP, key, &label, running);
     id
 }
@@ -268,7 +304,8 @@ struct CreateReport {
 }
 
 fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
-    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -287,7 +324,10 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     let Some(format) = req.format.as_deref().and_then(parse_format) else {
         return bad_request("format must be one of json, xml, csv, xlsx");
     };
-    let (start, end) = match (parse_time(req.start_date.as_deref()), parse_time(req.end_date.as_deref())) {
+    let (start, end) = match (
+        parse_time(req.start_date.as_deref()),
+        parse_time(req.end_date.as_deref()),
+    ) {
         (Some(s), Some(e)) if e > s => (s, e),
         (Some(_), Some(_)) => return bad_request("endDate must be after startDate"),
         _ => return bad_request("startDate and endDate are required (ISO 8601 date-time)"),
@@ -295,8 +335,23 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     let customization = req.customization_name.unwrap_or_default();
     let now = Utc::now();
     let job = sim.new_job(CMP, [name.as_str(), customization.as_str()], now);
-    let id = add_report(&sim, &mut state, &subscription, &name, &customization, "onetime", format, (start, end), job);
-    let doc = state.reports.iter().find(|r| r.id == id).map(|r| r.to_json(&sim, now)).unwrap_or_default();
+    let id = add_report(
+        &sim,
+        &mut state,
+        &subscription,
+        &name,
+        &customization,
+        "onetime",
+        format,
+        (start, end),
+        job,
+    );
+    let doc = state
+        .reports
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| r.to_json(&sim, now))
+        .unwrap_or_default();
     json(StatusCode::OK, doc)
 }
 
@@ -351,14 +406,25 @@ async fn list(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(q): Query<L
         .reports
         .iter()
         .filter(|r| (from..=to).contains(&r.job.created.date_naive()))
-        .filter(|r| q.format.as_deref().is_none_or(|f| parse_format(f) == Some(r.format)))
+        .filter(|r| {
+            q.format
+                .as_deref()
+                .is_none_or(|f| parse_format(f) == Some(r.format))
+        })
         .filter(|r| q.name.as_deref().is_none_or(|n| n == r.name))
         .filter(|r| q.type_.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(r.type_)))
-        .filter(|r| q.status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(r.status(now))))
+        .filter(|r| {
+            q.status
+                .as_deref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(r.status(now)))
+        })
         .map(|r| r.to_json(&sim, now))
         .collect();
     let total = data.len();
-    json(StatusCode::OK, json!({"data": data, "pagination": {"offset": 0, "limit": total, "total": total}}))
+    json(
+        StatusCode::OK,
+        json!({"data": data, "pagination": {"offset": 0, "limit": total, "total": total}}),
+    )
 }
 
 /// The calendar month before `now`'s.
@@ -373,16 +439,37 @@ fn previous_month(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 fn subscription_label(key: &str) -> String {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(key.as_bytes());
-    format!("subscription-{}", hash.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "subscription-{}",
+        hash.iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 /// An invoice report the platform made by itself: completed at once, `type: on_invoice`.
-pub(crate) fn invoice_report(sim: &Sim, name: &str, format: Option<ReportFormat>, now: DateTime<Utc>) -> String {
+pub(crate) fn invoice_report(
+    sim: &Sim,
+    name: &str,
+    format: Option<ReportFormat>,
+    now: DateTime<Utc>,
+) -> String {
     let mut state = lock(&sim.cmp);
     let subscription = sim.config.cmp.subscription_key.clone();
     let job = Job::new(now, StdDuration::ZERO, false);
     let format = format.unwrap_or(ReportFormat::Json);
-    add_report(sim, &mut state, &subscription, name, "", "on_invoice", format, previous_month(now), job)
+    add_report(
+        sim,
+        &mut state,
+        &subscription,
+        name,
+        "",
+        "on_invoice",
+        format,
+        previous_month(now),
+        job,
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -402,13 +489,20 @@ async fn invoice_handler(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         return super::control::error(StatusCode::BAD_REQUEST, "name is required");
     };
     let format = match req.format.as_deref().map(parse_format) {
-        Some(None) => return super::control::error(StatusCode::BAD_REQUEST, "format must be json, xml, csv or xlsx"),
+        Some(None) => {
+            return super::control::error(StatusCode::BAD_REQUEST, "format must be json, xml, csv or xlsx");
+        }
         Some(f) => f,
         None => None,
     };
     let now = Utc::now();
     let id = invoice_report(&sim, &name, format, now);
     let state = lock(&sim.cmp);
-    let doc = state.reports.iter().find(|r| r.id == id).map(|r| r.to_json(&sim, now)).unwrap_or_default();
+    let doc = state
+        .reports
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| r.to_json(&sim, now))
+        .unwrap_or_default();
     json(StatusCode::CREATED, doc)
 }

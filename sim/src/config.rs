@@ -34,7 +34,13 @@ pub struct Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour { generation_ms: 1500, latency_ms: 0, error_rate: 0.0, lost_response_rate: 0.0, failure_rate: 0.0 }
+        Behaviour {
+            generation_ms: 1500,
+            latency_ms: 0,
+            error_rate: 0.0,
+            lost_response_rate: 0.0,
+            failure_rate: 0.0,
+        }
     }
 }
 
@@ -44,11 +50,15 @@ impl Behaviour {
     }
 
     fn validate(&self, api: &str) -> Result<(), SimError> {
-        for (name, rate) in
-            [("errorRate", self.error_rate), ("lostResponseRate", self.lost_response_rate), ("failureRate", self.failure_rate)]
-        {
+        for (name, rate) in [
+            ("errorRate", self.error_rate),
+            ("lostResponseRate", self.lost_response_rate),
+            ("failureRate", self.failure_rate),
+        ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(SimError::Config(format!("{api}.{name} must be between 0 and 1, not {rate}")));
+                return Err(SimError::Config(format!(
+                    "{api}.{name} must be between 0 and 1, not {rate}"
+                )));
             }
         }
         Ok(())
@@ -255,7 +265,8 @@ pub struct SimConfig {
 impl SimConfig {
     /// Reads a YAML or JSON file.
     pub fn from_file(path: &Path) -> Result<SimConfig, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
         let config: SimConfig =
             serde_yaml::from_str(&text).map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
         config.validate()?;
@@ -272,7 +283,10 @@ impl SimConfig {
             ("cmp.requestsPerDay", self.cmp.requests_per_day),
             ("supplier.maxInProgress", self.supplier.max_in_progress),
             ("supplier.requestsPerWindow", self.supplier.requests_per_window),
-            ("supplier.tokenRequestsPerWindow", self.supplier.token_requests_per_window),
+            (
+                "supplier.tokenRequestsPerWindow",
+                self.supplier.token_requests_per_window,
+            ),
         ];
         for (name, value) in limits {
             if value == 0 {
@@ -316,8 +330,13 @@ impl SimConfig {
 }
 
 /// The five APIs, in the order they are printed.
-pub const ALL_BACKENDS: [BackendType; 5] =
-    [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Fusion, BackendType::Supplier];
+pub const ALL_BACKENDS: [BackendType; 5] = [
+    BackendType::Rde,
+    BackendType::Cmp,
+    BackendType::Connect,
+    BackendType::Fusion,
+    BackendType::Supplier,
+];
 
 #[cfg(test)]
 mod tests {
@@ -325,9 +344,10 @@ mod tests {
 
     #[test]
     fn a_file_names_only_what_it_changes() {
-        let config: SimConfig =
-            serde_yaml::from_str("supplier:\n  urlLifetimeSecs: 2\n  generationMs: 10\ncmp:\n  requestsPerMinute: 3\n")
-                .expect("yaml");
+        let config: SimConfig = serde_yaml::from_str(
+            "supplier:\n  urlLifetimeSecs: 2\n  generationMs: 10\ncmp:\n  requestsPerMinute: 3\n",
+        )
+        .expect("yaml");
         assert_eq!(config.supplier.url_lifetime_secs, 2);
         assert_eq!(config.supplier.behaviour.generation_ms, 10);
         assert_eq!(config.supplier.client_id, "supplier-client");

@@ -80,10 +80,18 @@ fn not_found(what: &str) -> Response {
 /// The account of a valid API key (its `SU-…` id).
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
     let Some(key) = authorization(headers, "ApiKey") else {
-        return Err(error(StatusCode::UNAUTHORIZED, "AUTH_001", "Authentication credentials were not provided."));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "AUTH_001",
+            "Authentication credentials were not provided.",
+        ));
     };
     if !same_secret(key, &sim.config.connect.api_key) {
-        return Err(error(StatusCode::UNAUTHORIZED, "AUTH_001", "API token is not valid."));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "AUTH_001",
+            "API token is not valid.",
+        ));
     }
     Ok(key.split(':').next().unwrap_or(key).to_string())
 }
@@ -91,11 +99,26 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
 pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let ep = |name, route| endpoint(sim, Some(CONNECT), name, route);
     Router::new()
-        .route(&format!("{PREFIX}/reporting/reports"), ep("list", get(list)).merge(ep("create", post(create))))
-        .route(&format!("{PREFIX}/reporting/reports/{{id}}"), ep("get", get(get_report)).merge(ep("delete", delete(delete_report))))
-        .route(&format!("{PREFIX}/reporting/reports/{{id}}/download"), ep("download", get(download)))
-        .route(&format!("{PREFIX}/reporting/schedules"), ep("schedules", get(list_schedules)))
-        .route(&format!("{PREFIX}/reporting/schedules/{{id}}"), ep("schedules", get(get_schedule)))
+        .route(
+            &format!("{PREFIX}/reporting/reports"),
+            ep("list", get(list)).merge(ep("create", post(create))),
+        )
+        .route(
+            &format!("{PREFIX}/reporting/reports/{{id}}"),
+            ep("get", get(get_report)).merge(ep("delete", delete(delete_report))),
+        )
+        .route(
+            &format!("{PREFIX}/reporting/reports/{{id}}/download"),
+            ep("download", get(download)),
+        )
+        .route(
+            &format!("{PREFIX}/reporting/schedules"),
+            ep("schedules", get(list_schedules)),
+        )
+        .route(
+            &format!("{PREFIX}/reporting/schedules/{{id}}"),
+            ep("schedules", get(get_schedule)),
+        )
 }
 
 fn parse_renderer(s: &str) -> Option<ReportFormat> {
@@ -191,23 +214,68 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     if !parameters.is_object() {
         return bad_request("parameters: must be an object.");
     }
-    let name = req.name.filter(|n| !n.is_empty()).unwrap_or_else(|| template.clone());
+    let name = req
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| template.clone());
     let now = Utc::now();
     let job = sim.new_job(CONNECT, [name.as_str(), template.as_str()], now);
     let mut state = lock(&sim.connect);
     state.created += 1;
     let n = state.created;
-    let id = format!("RP-{:04}-{:04}-{:04}", n / 100_000_000 % 10_000, n / 10_000 % 10_000, n % 10_000);
-    let date_parameter = sim.config.connect.date_parameters.get(&template).map_or("date", String::as_str);
+    let id = format!(
+        "RP-{:04}-{:04}-{:04}",
+        n / 100_000_000 % 10_000,
+        n / 10_000 % 10_000,
+        n % 10_000
+    );
+    let date_parameter = sim
+        .config
+        .connect
+        .date_parameters
+        .get(&template)
+        .map_or("date", String::as_str);
     let (start, end) = window(&parameters, date_parameter);
-    let content = ReportContent { backend: CONNECT, name: name.clone(), organization: account.clone(), format: renderer, start, end };
+    let content = ReportContent {
+        backend: CONNECT,
+        name: name.clone(),
+        organization: account.clone(),
+        format: renderer,
+        start,
+        end,
+    };
     let summary = json!({"name": name, "template": {"id": template}, "renderer": renderer.lower(), "parameters": parameters});
-    let path = sim.storage.put("reports", &id, StoredObject { content, packaging: Packaging::ConnectZip { summary } });
-    let report = Report { id, name, template, renderer, parameters, job, path, account: account.clone() };
-    let key = format!("{account}|{}|{}|{}", report.template, renderer.lower(), report.parameters);
+    let path = sim.storage.put(
+        "reports",
+        &id,
+        StoredObject {
+            content,
+            packaging: Packaging::ConnectZip { summary },
+        },
+    );
+    let report = Report {
+        id,
+        name,
+        template,
+        renderer,
+        parameters,
+        job,
+        path,
+        account: account.clone(),
+    };
+    let key = format!(
+        "{account}|{}|{}|{}",
+        report.template,
+        renderer.lower(),
+        report.parameters
+    );
     let doc = report.to_json(now);
     state.reports.push(report);
-    let running = state.reports.iter().filter(|r| r.account == account && r.job.is_active(now)).count();
+    let running = state
+        .reports
+        .iter()
+        .filter(|r| r.account == account && r.job.is_active(now))
+        .count();
     sim.stats.generation(CONNECT, key, &account, running);
     json(StatusCode::CREATED, doc)
 }
@@ -222,12 +290,21 @@ fn page(items: Vec<Value>, uri: &Uri) -> Response {
     let (Ok(limit), Ok(offset)) = (number("limit", DEFAULT_LIMIT), number("offset", 0)) else {
         return bad_request("limit and offset must be non-negative integers.");
     };
-    let matching: Vec<Value> =
-        items.into_iter().filter(|d| query.matches(d, &["limit", "offset", "ordering", "select"])).collect();
+    let matching: Vec<Value> = items
+        .into_iter()
+        .filter(|d| query.matches(d, &["limit", "offset", "ordering", "select"]))
+        .collect();
     let total = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(offset).take(limit.min(MAX_LIMIT)).collect();
-    let range =
-        if page.is_empty() { format!("items */{total}") } else { format!("items {offset}-{}/{total}", offset + page.len() - 1) };
+    let page: Vec<Value> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit.min(MAX_LIMIT))
+        .collect();
+    let range = if page.is_empty() {
+        format!("items */{total}")
+    } else {
+        format!("items {offset}-{}/{total}", offset + page.len() - 1)
+    };
     let mut response = json(StatusCode::OK, Value::Array(page));
     if let Ok(v) = HeaderValue::from_str(&range) {
         response.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -240,7 +317,12 @@ async fn list(State(sim): State<Arc<Sim>>, headers: HeaderMap, uri: Uri) -> Resp
         return r;
     }
     let now = Utc::now();
-    let items: Vec<Value> = lock(&sim.connect).reports.iter().rev().map(|r| r.to_json(now)).collect();
+    let items: Vec<Value> = lock(&sim.connect)
+        .reports
+        .iter()
+        .rev()
+        .map(|r| r.to_json(now))
+        .collect();
     page(items, &uri)
 }
 
@@ -264,12 +346,23 @@ async fn download(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: 
         return not_found(&format!("Report {id}"));
     };
     if report.job.phase(now) != Phase::Succeeded {
-        return error(StatusCode::BAD_REQUEST, "REP_002", "The report is not ready for download.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "REP_002",
+            "The report is not ready for download.",
+        );
     }
-    let url = sim.signed_url(&report.path, expiry_after(now, sim.config.connect.url_lifetime_secs));
+    let url = sim.signed_url(
+        &report.path,
+        expiry_after(now, sim.config.connect.url_lifetime_secs),
+    );
     match HeaderValue::from_str(&url) {
         Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "SYS_001", "Could not build the download location."),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYS_001",
+            "Could not build the download location.",
+        ),
     }
 }
 
@@ -290,8 +383,16 @@ async fn delete_report(State(sim): State<Arc<Sim>>, Path(id): Path<String>, head
             sim.storage.remove(&report.path);
             StatusCode::NO_CONTENT.into_response()
         }
-        Phase::Failed => error(StatusCode::BAD_REQUEST, "REP_003", "A failed report cannot be changed or removed."),
-        Phase::Queued | Phase::Running => error(StatusCode::BAD_REQUEST, "REP_003", "The report is being processed and cannot be removed."),
+        Phase::Failed => error(
+            StatusCode::BAD_REQUEST,
+            "REP_003",
+            "A failed report cannot be changed or removed.",
+        ),
+        Phase::Queued | Phase::Running => error(
+            StatusCode::BAD_REQUEST,
+            "REP_003",
+            "The report is being processed and cannot be removed.",
+        ),
     }
 }
 

@@ -36,7 +36,9 @@ pub(crate) enum Packaging {
     Plain,
     Gzip,
     /// CONNECT: a ZIP of `report.<ext>` and this `summary.json`.
-    ConnectZip { summary: Value },
+    ConnectZip {
+        summary: Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,16 @@ pub(crate) enum ContentError {
     Io(#[from] std::io::Error),
 }
 
-const COLUMNS: [&str; 8] = ["report", "backend", "organization", "period_start", "period_end", "item", "quantity", "amount"];
+const COLUMNS: [&str; 8] = [
+    "report",
+    "backend",
+    "organization",
+    "period_start",
+    "period_end",
+    "item",
+    "quantity",
+    "amount",
+];
 const ITEMS: [(&str, u32); 4] = [
     ("Microsoft 365 Business Basic", 600),
     ("Azure Plan", 12_500),
@@ -157,8 +168,14 @@ impl ReportContent {
                 Ok(gz.finish()?)
             }
             Packaging::ConnectZip { summary } => zip_of(&[
-                (format!("report.{}", self.format.lower()).as_str(), report.as_slice()),
-                ("summary.json", serde_json::to_vec_pretty(summary).unwrap_or_default().as_slice()),
+                (
+                    format!("report.{}", self.format.lower()).as_str(),
+                    report.as_slice(),
+                ),
+                (
+                    "summary.json",
+                    serde_json::to_vec_pretty(summary).unwrap_or_default().as_slice(),
+                ),
             ]),
         }
     }
@@ -185,7 +202,13 @@ pub(crate) fn file_type(format: ReportFormat, packaging: &Packaging) -> (String,
 pub(crate) fn csv_line<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
     let mut line = fields
         .into_iter()
-        .map(|f| if f.contains([',', '"', '\n', '\r']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_string() })
+        .map(|f| {
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(",");
     line.push('\n');
@@ -193,7 +216,10 @@ pub(crate) fn csv_line<'a>(fields: impl IntoIterator<Item = &'a str>) -> String 
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn zip_of(files: &[(&str, &[u8])]) -> Result<Vec<u8>, ContentError> {
@@ -222,16 +248,27 @@ fn xlsx(rows: &[[String; 8]]) -> Result<Vec<u8>, ContentError> {
         if numeric {
             format!("<c r=\"{r}\"><v>{value}</v></c>")
         } else {
-            format!("<c r=\"{r}\" t=\"inlineStr\"><is><t>{}</t></is></c>", xml_escape(value))
+            format!(
+                "<c r=\"{r}\" t=\"inlineStr\"><is><t>{}</t></is></c>",
+                xml_escape(value)
+            )
         }
     };
     let mut sheet = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<worksheet xmlns=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\"><sheetData>",
     );
-    let header: Vec<String> = COLUMNS.iter().enumerate().map(|(c, v)| cell(c, 1, v, false)).collect();
+    let header: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(c, v)| cell(c, 1, v, false))
+        .collect();
     sheet.push_str(&format!("<row r=\"1\">{}</row>", header.concat()));
     for (i, r) in rows.iter().enumerate() {
-        let cells: Vec<String> = r.iter().enumerate().map(|(c, v)| cell(c, i + 2, v, c >= 6)).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| cell(c, i + 2, v, c >= 6))
+            .collect();
         sheet.push_str(&format!("<row r=\"{}\">{}</row>", i + 2, cells.concat()));
     }
     sheet.push_str("</sheetData></worksheet>");
@@ -256,8 +293,12 @@ mod tests {
             name: "Daily, \"usage\"".into(),
             organization: "org".into(),
             format,
-            start: chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z").ok().map(|t| t.to_utc()),
-            end: chrono::DateTime::parse_from_rfc3339("2026-10-01T23:59:59Z").ok().map(|t| t.to_utc()),
+            start: chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z")
+                .ok()
+                .map(|t| t.to_utc()),
+            end: chrono::DateTime::parse_from_rfc3339("2026-10-01T23:59:59Z")
+                .ok()
+                .map(|t| t.to_utc()),
         }
     }
 
@@ -267,10 +308,16 @@ mod tests {
             let a = report(f).render().expect("render");
             assert_eq!(a, report(f).render().expect("render"));
             let text = String::from_utf8(a).expect("utf8");
-            assert!(text.contains("2026-10-01T00:00:00Z") && text.contains("2026-10-01T23:59:59Z"), "{text}");
+            assert!(
+                text.contains("2026-10-01T00:00:00Z") && text.contains("2026-10-01T23:59:59Z"),
+                "{text}"
+            );
         }
         let csv = String::from_utf8(report(ReportFormat::Csv).render().expect("csv")).expect("utf8");
-        assert!(csv.starts_with("report,backend,organization,period_start,period_end,item,quantity,amount\n"), "{csv}");
+        assert!(
+            csv.starts_with("report,backend,organization,period_start,period_end,item,quantity,amount\n"),
+            "{csv}"
+        );
         assert!(csv.contains("\"Daily, \"\"usage\"\"\""), "{csv}");
     }
 
@@ -279,10 +326,16 @@ mod tests {
         let xlsx = report(ReportFormat::Xlsx).render().expect("xlsx");
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(xlsx)).expect("zip");
         let mut sheet = String::new();
-        archive.by_name("xl/worksheets/sheet1.xml").expect("sheet").read_to_string(&mut sheet).expect("read");
+        archive
+            .by_name("xl/worksheets/sheet1.xml")
+            .expect("sheet")
+            .read_to_string(&mut sheet)
+            .expect("read");
         assert!(sheet.contains("2026-10-01T00:00:00Z"));
         let summary = json!({"id": "RP-1"});
-        let zipped = report(ReportFormat::Csv).package(&Packaging::ConnectZip { summary }).expect("zip");
+        let zipped = report(ReportFormat::Csv)
+            .package(&Packaging::ConnectZip { summary })
+            .expect("zip");
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).expect("zip");
         assert!(archive.by_name("report.csv").is_ok());
         assert!(archive.by_name("summary.json").is_ok());

@@ -53,18 +53,27 @@ pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Byt
 }
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Response {
-    json(StatusCode::OK, serde_json::to_value(sim.stats.snapshot()).unwrap_or_default())
+    json(
+        StatusCode::OK,
+        serde_json::to_value(sim.stats.snapshot()).unwrap_or_default(),
+    )
 }
 
 async fn list_faults(State(sim): State<Arc<Sim>>) -> Response {
-    json(StatusCode::OK, serde_json::to_value(sim.faults.pending()).unwrap_or_default())
+    json(
+        StatusCode::OK,
+        serde_json::to_value(sim.faults.pending()).unwrap_or_default(),
+    )
 }
 
 async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     match parse_body::<Fault>(&body) {
         Ok(fault) => {
             sim.faults.inject(fault.clone());
-            json(StatusCode::CREATED, serde_json::to_value(fault).unwrap_or_default())
+            json(
+                StatusCode::CREATED,
+                serde_json::to_value(fault).unwrap_or_default(),
+            )
         }
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
     }

@@ -68,7 +68,14 @@ fn one() -> u32 {
 
 impl Fault {
     pub fn new(backend: BackendType, endpoint: &str, kind: FaultKind, count: u32) -> Self {
-        Fault { backend, endpoint: endpoint.to_string(), kind, count, status: None, retry_after_secs: None }
+        Fault {
+            backend,
+            endpoint: endpoint.to_string(),
+            kind,
+            count,
+            status: None,
+            retry_after_secs: None,
+        }
     }
 
     pub fn with_status(mut self, status: u16) -> Self {
@@ -97,7 +104,10 @@ impl Faults {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         };
-        Faults { queue: Mutex::new(Vec::new()), rng: Mutex::new(rng) }
+        Faults {
+            queue: Mutex::new(Vec::new()),
+            rng: Mutex::new(rng),
+        }
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -110,7 +120,11 @@ impl Faults {
 
     /// Injected faults with calls left to hit.
     pub fn pending(&self) -> Vec<Fault> {
-        lock(&self.queue).iter().filter(|f| f.count > 0).cloned().collect()
+        lock(&self.queue)
+            .iter()
+            .filter(|f| f.count > 0)
+            .cloned()
+            .collect()
     }
 
     /// The fault of this call, if any: the oldest injected one that matches, else one drawn
@@ -121,7 +135,10 @@ impl Faults {
             if let Some(at) = queue.iter().position(|f| f.hits(backend, endpoint)) {
                 let fault = &mut queue[at];
                 fault.count -= 1;
-                let taken = Fault { count: 1, ..fault.clone() };
+                let taken = Fault {
+                    count: 1,
+                    ..fault.clone()
+                };
                 queue.retain(|f| f.count > 0);
                 return Some(taken);
             }
@@ -161,16 +178,32 @@ mod tests {
         assert_eq!(faults.take(BackendType::Cmp, "create", &calm), None);
         assert!(faults.pending().is_empty());
         let parsed: Fault =
-            serde_json::from_str(r#"{"backend":"CMP","endpoint":"create","kind":"lost-response"}"#).expect("fault");
-        assert_eq!(parsed, Fault::new(BackendType::Cmp, "create", FaultKind::LostResponse, 1));
+            serde_json::from_str(r#"{"backend":"CMP","endpoint":"create","kind":"lost-response"}"#)
+                .expect("fault");
+        assert_eq!(
+            parsed,
+            Fault::new(BackendType::Cmp, "create", FaultKind::LostResponse, 1)
+        );
     }
 
     #[test]
     fn rates_draw_faults() {
         let faults = Faults::new(Some(7));
-        let always = Behaviour { error_rate: 1.0, ..Behaviour::default() };
-        assert_eq!(faults.take(BackendType::Rde, "get", &always).map(|f| f.kind), Some(FaultKind::ServerError));
-        let lost = Behaviour { lost_response_rate: 1.0, ..Behaviour::default() };
-        assert_eq!(faults.take(BackendType::Rde, "get", &lost).map(|f| f.kind), Some(FaultKind::LostResponse));
+        let always = Behaviour {
+            error_rate: 1.0,
+            ..Behaviour::default()
+        };
+        assert_eq!(
+            faults.take(BackendType::Rde, "get", &always).map(|f| f.kind),
+            Some(FaultKind::ServerError)
+        );
+        let lost = Behaviour {
+            lost_response_rate: 1.0,
+            ..Behaviour::default()
+        };
+        assert_eq!(
+            faults.take(BackendType::Rde, "get", &lost).map(|f| f.kind),
+            Some(FaultKind::LostResponse)
+        );
     }
 }

@@ -33,10 +33,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::Sim;
 use super::content::csv_line;
 use super::http::{bearer_token, endpoint, json, parse_body, same_secret};
 use super::signing::TokenError;
-use super::Sim;
 use report_operator::api::BackendType;
 
 pub(crate) const PREFIX: &str = "/fusion";
@@ -46,7 +46,10 @@ const REFRESH: &str = "fusion-refresh";
 
 /// Fusion errors: `{"code","error","message"}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    json(status, json!({"code": status.as_u16(), "error": code, "message": message}))
+    json(
+        status,
+        json!({"code": status.as_u16(), "error": code, "message": message}),
+    )
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -68,17 +71,29 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let mut router = Router::new()
         .route(&format!("{root}/auth/login"), ep("login", post(login)))
         .route(&format!("{root}/auth/access_token"), ep("refresh", get(refresh)))
-        .route(&format!("{draas}/groups/{{uuid}}/sdrs/phone_usage"), ep("phone_usage", get(phone_usage)))
-        .route(&format!("{draas}/groups/{{uuid}}/sdrs/product_usage"), ep("product_usage", get(product_usage)))
+        .route(
+            &format!("{draas}/groups/{{uuid}}/sdrs/phone_usage"),
+            ep("phone_usage", get(phone_usage)),
+        )
+        .route(
+            &format!("{draas}/groups/{{uuid}}/sdrs/product_usage"),
+            ep("product_usage", get(product_usage)),
+        )
         .route(
             &format!("{draas}/tenants/{{uuid}}/subscriptions/{{subscription}}/downloads/report"),
             ep("license", post(subscription_license)),
         );
     for level in [Level::Group, Level::Distributor, Level::Reseller, Level::Tenant] {
-        let handler = move |State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(String, String)>, headers: HeaderMap, body: Bytes| async move {
+        let handler = move |State(sim): State<Arc<Sim>>,
+                            Path((instance, uuid)): Path<(String, String)>,
+                            headers: HeaderMap,
+                            body: Bytes| async move {
             license(&sim, &headers, &instance, level, &uuid, None, &body)
         };
-        router = router.route(&format!("{draas}/{}/{{uuid}}/downloads/report", level.collection()), ep("license", post(handler)));
+        router = router.route(
+            &format!("{draas}/{}/{{uuid}}/downloads/report", level.collection()),
+            ep("license", post(handler)),
+        );
     }
     router
 }
@@ -94,7 +109,10 @@ struct Login {
 async fn login(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let config = &sim.config.fusion;
     let (username, password) = match parse_body::<Login>(&body) {
-        Ok(Login { username: Some(u), password: Some(p) }) => (u, p),
+        Ok(Login {
+            username: Some(u),
+            password: Some(p),
+        }) => (u, p),
         Ok(_) => return bad_request("username and password are required"),
         Err(e) => return bad_request(&e),
     };
@@ -109,9 +127,16 @@ async fn login(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if username != config.username {
         return unauthorized("Invalid username or password");
     }
-    let access = sim.signer.mint(ACCESS, &username, config.access_token_lifetime_secs, now);
-    let refresh = sim.signer.mint(REFRESH, &username, config.refresh_token_lifetime_secs, now);
-    json(StatusCode::OK, json!({"data": {"access_token": access, "refresh_token": refresh}}))
+    let access = sim
+        .signer
+        .mint(ACCESS, &username, config.access_token_lifetime_secs, now);
+    let refresh = sim
+        .signer
+        .mint(REFRESH, &username, config.refresh_token_lifetime_secs, now);
+    json(
+        StatusCode::OK,
+        json!({"data": {"access_token": access, "refresh_token": refresh}}),
+    )
 }
 
 /// The user of a valid token of `kind`.
@@ -129,7 +154,12 @@ async fn refresh(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
         Ok(u) => u,
         Err(r) => return r,
     };
-    let access = sim.signer.mint(ACCESS, &user, sim.config.fusion.access_token_lifetime_secs, Utc::now());
+    let access = sim.signer.mint(
+        ACCESS,
+        &user,
+        sim.config.fusion.access_token_lifetime_secs,
+        Utc::now(),
+    );
     json(StatusCode::OK, json!({"data": {"access_token": access}}))
 }
 
@@ -145,10 +175,16 @@ fn check_scope(sim: &Sim, headers: &HeaderMap, instance: &str, uuid: &str) -> Re
         return Err(not_found(&format!("No tenant or group {uuid}")));
     }
     if uuid.starts_with(&config.forbidden_uuid_prefix) {
-        return Err(error(StatusCode::FORBIDDEN, "forbidden", "The API consumer doesn't have sufficient rights to perform this action"));
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "The API consumer doesn't have sufficient rights to perform this action",
+        ));
     }
     if uuid.starts_with(&config.unknown_uuid_prefix) {
-        return Err(not_found(&format!("No MS Teams tenant found or the path {uuid} doesn't exist")));
+        return Err(not_found(&format!(
+            "No MS Teams tenant found or the path {uuid} doesn't exist"
+        )));
     }
     Ok(())
 }
@@ -182,7 +218,12 @@ fn padded(sim: &Sim, text: String) -> Vec<u8> {
 /// An SDR answer, padded.
 fn padded_json(sim: &Sim, doc: Value) -> Response {
     let body = padded(sim, doc.to_string());
-    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn record(sim: &Sim, key: String, organization: &str) {
@@ -190,11 +231,20 @@ fn record(sim: &Sim, key: String, organization: &str) {
     sim.stats.generation(FUSION, key, organization, 1);
 }
 
-async fn phone_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn phone_usage(
+    State(sim): State<Arc<Sim>>,
+    Path((instance, uuid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_scope(&sim, &headers, &instance, &uuid) {
         return r;
     }
-    let users = ["Richard Lobster", "John Doe", "Christophe Bury", "Marty van de Veerdonk"];
+    let users = [
+        "Richard Lobster",
+        "John Doe",
+        "Christophe Bury",
+        "Marty van de Veerdonk",
+    ];
     let rows: Vec<Value> = users
         .iter()
         .enumerate()
@@ -214,11 +264,19 @@ async fn phone_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(
     padded_json(&sim, json!({"phoneUsages": rows}))
 }
 
-async fn product_usage(State(sim): State<Arc<Sim>>, Path((instance, uuid)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn product_usage(
+    State(sim): State<Arc<Sim>>,
+    Path((instance, uuid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_scope(&sim, &headers, &instance, &uuid) {
         return r;
     }
-    let skus = ["Belgium - geographical numbers", "Fusion Seats", "Fusion SIP Trunks Capacity"];
+    let skus = [
+        "Belgium - geographical numbers",
+        "Fusion Seats",
+        "Fusion SIP Trunks Capacity",
+    ];
     let rows: Vec<Value> = skus
         .iter()
         .enumerate()
@@ -286,9 +344,24 @@ impl Level {
             "ms_used",
             "sip_assigned",
         ];
-        const DISTRIBUTOR: [&str; 8] =
-            ["name", "reseller_name", "reseller_uuid", "tenant_name", "tenant_uuid", "ms_assigned", "ms_used", "sip_assigned"];
-        const RESELLER: [&str; 6] = ["name", "tenant_name", "tenant_uuid", "ms_assigned", "ms_used", "sip_assigned"];
+        const DISTRIBUTOR: [&str; 8] = [
+            "name",
+            "reseller_name",
+            "reseller_uuid",
+            "tenant_name",
+            "tenant_uuid",
+            "ms_assigned",
+            "ms_used",
+            "sip_assigned",
+        ];
+        const RESELLER: [&str; 6] = [
+            "name",
+            "tenant_name",
+            "tenant_uuid",
+            "ms_assigned",
+            "ms_used",
+            "sip_assigned",
+        ];
         const TENANT: [&str; 4] = ["name", "ms_assigned", "ms_used", "sip_assigned"];
         match self {
             Level::Group => &ALL,
@@ -334,13 +407,27 @@ fn license_rows(uuid: &str, subscriptions: u32, only: Option<u32>) -> Vec<Licens
                 ("distributor_uuid", derived_uuid(&format!("{uuid}/distributor"))),
                 ("reseller_name", "Netaxis Reseller".to_string()),
                 ("reseller_uuid", derived_uuid(&format!("{uuid}/reseller"))),
-                ("tenant_name", if id % 2 == 1 { "Netaxis DEV" } else { "CBUR Test Tenant" }.to_string()),
+                (
+                    "tenant_name",
+                    if id % 2 == 1 {
+                        "Netaxis DEV"
+                    } else {
+                        "CBUR Test Tenant"
+                    }
+                    .to_string(),
+                ),
                 ("tenant_uuid", derived_uuid(&format!("{uuid}/tenant/{}", id % 2))),
                 ("ms_assigned", ms_assigned.to_string()),
                 ("ms_used", ms_used.to_string()),
                 ("sip_assigned", sip_assigned.to_string()),
             ];
-            LicenseRow { subscription_id: id, values, ms_assigned, ms_used, sip_assigned }
+            LicenseRow {
+                subscription_id: id,
+                values,
+                ms_assigned,
+                ms_used,
+                sip_assigned,
+            }
         })
         .collect()
 }
@@ -349,7 +436,12 @@ fn csv_file(level: Level, rows: &[LicenseRow]) -> String {
     let columns = level.columns();
     let mut out = csv_line(columns.iter().copied());
     for row in rows {
-        let fields = columns.iter().map(|c| row.values.iter().find(|(k, _)| k == c).map_or("", |(_, v)| v.as_str()));
+        let fields = columns.iter().map(|c| {
+            row.values
+                .iter()
+                .find(|(k, _)| k == c)
+                .map_or("", |(_, v)| v.as_str())
+        });
         out.push_str(&csv_line(fields));
     }
     out
@@ -393,7 +485,15 @@ struct LicenseRequest {
     format: Option<String>,
 }
 
-fn license(sim: &Sim, headers: &HeaderMap, instance: &str, level: Level, uuid: &str, subscription: Option<&str>, body: &Bytes) -> Response {
+fn license(
+    sim: &Sim,
+    headers: &HeaderMap,
+    instance: &str,
+    level: Level,
+    uuid: &str,
+    subscription: Option<&str>,
+    body: &Bytes,
+) -> Response {
     if let Err(r) = check_scope(sim, headers, instance, uuid) {
         return r;
     }
@@ -406,18 +506,30 @@ fn license(sim: &Sim, headers: &HeaderMap, instance: &str, level: Level, uuid: &
     let only = match subscription.map(str::parse::<u32>) {
         None => None,
         Some(Ok(id)) if (1..=subscriptions).contains(&id) => Some(id),
-        Some(Ok(id)) => return not_found(&format!("The path tenant {uuid} / subscription {id} doesn't exist")),
+        Some(Ok(id)) => {
+            return not_found(&format!(
+                "The path tenant {uuid} / subscription {id} doesn't exist"
+            ));
+        }
         Some(Err(_)) => return bad_request("the subscription id must be an integer"),
     };
     let rows = license_rows(uuid, subscriptions, only);
-    let content = if format == "csv" { csv_file(level, &rows) } else { json_file(level, &rows) };
+    let content = if format == "csv" {
+        csv_file(level, &rows)
+    } else {
+        json_file(level, &rows)
+    };
     let stamp = Utc::now().format("%Y%m%d");
     let file_name = match only {
         Some(id) => format!("licenses_tenant_{uuid}_subscription_{id}_{stamp}.{format}"),
         None => format!("licenses_{}_{uuid}_{stamp}.{format}", level.name()),
     };
     let scope = only.map_or_else(|| level.name().to_string(), |id| format!("subscription {id}"));
-    record(sim, format!("licenses|{}|{uuid}|{scope}|{format}", level.name()), uuid);
+    record(
+        sim,
+        format!("licenses|{}|{uuid}|{scope}|{format}", level.name()),
+        uuid,
+    );
     let body = base64::engine::general_purpose::STANDARD.encode(padded(sim, content));
     json(StatusCode::OK, json!({"fileBody": body, "fileName": file_name}))
 }
@@ -428,7 +540,15 @@ async fn subscription_license(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    license(&sim, &headers, &instance, Level::Subscription, &uuid, Some(&subscription), &body)
+    license(
+        &sim,
+        &headers,
+        &instance,
+        Level::Subscription,
+        &uuid,
+        Some(&subscription),
+        &body,
+    )
 }
 
 #[cfg(test)]
@@ -438,10 +558,25 @@ mod tests {
     #[test]
     fn csv_headers_are_the_seeds() {
         let rows = license_rows("53fd92c7-fbef-44fd-af76-d92334432ac9", 2, None);
-        let first = |level| csv_file(level, &rows).lines().next().map(str::to_string).unwrap_or_default();
-        assert_eq!(first(Level::Group), "name,distributor_name,distributor_uuid,reseller_name,reseller_uuid,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned");
-        assert_eq!(first(Level::Distributor), "name,reseller_name,reseller_uuid,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned");
-        assert_eq!(first(Level::Reseller), "name,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned");
+        let first = |level| {
+            csv_file(level, &rows)
+                .lines()
+                .next()
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            first(Level::Group),
+            "name,distributor_name,distributor_uuid,reseller_name,reseller_uuid,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned"
+        );
+        assert_eq!(
+            first(Level::Distributor),
+            "name,reseller_name,reseller_uuid,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned"
+        );
+        assert_eq!(
+            first(Level::Reseller),
+            "name,tenant_name,tenant_uuid,ms_assigned,ms_used,sip_assigned"
+        );
         assert_eq!(first(Level::Tenant), "name,ms_assigned,ms_used,sip_assigned");
         assert_eq!(csv_file(Level::Tenant, &rows).lines().count(), 3);
         assert_eq!(rows[0].values[0].1, "Operator Connect DEV");

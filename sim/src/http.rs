@@ -51,7 +51,11 @@ pub(crate) fn endpoint(
     name: &'static str,
     route: MethodRouter<Arc<Sim>>,
 ) -> MethodRouter<Arc<Sim>> {
-    let state = Endpoint { sim: sim.clone(), backend, name };
+    let state = Endpoint {
+        sim: sim.clone(),
+        backend,
+        name,
+    };
     route.layer(axum::middleware::from_fn_with_state(state, endpoint_layer))
 }
 
@@ -73,13 +77,18 @@ async fn endpoint_layer(State(ep): State<Endpoint>, request: Request, next: Next
             }
         }
     };
-    let status = if response.extensions().get::<DropConnection>().is_some() { 0 } else { response.status().as_u16() };
+    let status = if response.extensions().get::<DropConnection>().is_some() {
+        0
+    } else {
+        response.status().as_u16()
+    };
     ep.sim.stats.request(label, ep.name, status);
     response
 }
 
 async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> Response {
-    let status = |s: Option<u16>, default: StatusCode| s.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(default);
+    let status =
+        |s: Option<u16>, default: StatusCode| s.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(default);
     if fault.kind.commits() {
         // The call is carried out; only its answer is lost.
         let _ = next.run(request).await;
@@ -92,7 +101,12 @@ async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> R
             "The service is temporarily unavailable (simulated fault)",
         ),
         FaultKind::TooManyRequests => with_retry_after(
-            api_error(fault.backend, StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Exceeded rate limit"),
+            api_error(
+                fault.backend,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Exceeded rate limit",
+            ),
             fault.retry_after_secs.unwrap_or(1),
         ),
         FaultKind::LostResponse => match fault.status {
@@ -129,7 +143,9 @@ pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response {
 
 /// Adds `Retry-After: secs`.
 pub(crate) fn with_retry_after(mut response: Response, secs: u64) -> Response {
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 
@@ -153,7 +169,9 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// `Authorization: Basic` as user and password.
 pub(crate) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(authorization(headers, "Basic")?).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(authorization(headers, "Basic")?)
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))

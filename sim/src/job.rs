@@ -30,7 +30,13 @@ pub(crate) struct Job {
 impl Job {
     pub fn new(created: DateTime<Utc>, generation: std::time::Duration, fails: bool) -> Self {
         let generation = Duration::from_std(generation).unwrap_or(Duration::MAX);
-        Job { created, done_at: created.checked_add_signed(generation).unwrap_or(DateTime::<Utc>::MAX_UTC), fails }
+        Job {
+            created,
+            done_at: created
+                .checked_add_signed(generation)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            fails,
+        }
     }
 
     /// When it leaves the queue and starts running.
@@ -40,7 +46,11 @@ impl Job {
 
     pub fn phase(&self, now: DateTime<Utc>) -> Phase {
         if now >= self.done_at {
-            if self.fails { Phase::Failed } else { Phase::Succeeded }
+            if self.fails {
+                Phase::Failed
+            } else {
+                Phase::Succeeded
+            }
         } else if now >= self.started_at() {
             Phase::Running
         } else {

@@ -133,7 +133,12 @@ impl Sim {
     }
 
     /// A new report's life: it fails if a name contains `FAIL` or by the failure rate.
-    pub fn new_job<'a>(&self, backend: BackendType, names: impl IntoIterator<Item = &'a str>, now: DateTime<Utc>) -> job::Job {
+    pub fn new_job<'a>(
+        &self,
+        backend: BackendType,
+        names: impl IntoIterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> job::Job {
         let behaviour = self.config.behaviour(backend);
         let fails = job::named_to_fail(names) || self.faults.chance(behaviour.failure_rate);
         job::Job::new(now, behaviour.generation(), fails)

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "report-sim", version, about = "Serve simulators of the five reporting APIs, for tests, demos and benchmarks")]
+#[command(
+    name = "report-sim",
+    version,
+    about = "Serve simulators of the five reporting APIs, for tests, demos and benchmarks"
+)]
 struct Cli {
     #[command(flatten)]
     sim: report_sim::SimArgs,

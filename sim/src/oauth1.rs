@@ -63,8 +63,11 @@ impl Nonces {
     }
 }
 
-const UNRESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// RFC 5849 section 3.6 percent-encoding.
 fn encode(s: &str) -> String {
@@ -81,11 +84,19 @@ fn header_params(header: &str) -> Result<Vec<(String, String)>, OAuthError> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|pair| {
-            let (k, v) = pair.split_once('=').ok_or_else(|| OAuthError::Malformed(format!("no value in {pair:?}")))?;
-            let v = v.trim().strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or_else(|| {
-                OAuthError::Malformed(format!("the value of {k} is not quoted"))
-            })?;
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| OAuthError::Malformed(format!("no value in {pair:?}")))?;
+            let v = v
+                .trim()
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or_else(|| OAuthError::Malformed(format!("the value of {k} is not quoted")))?;
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             Ok((decode(k.trim()), decode(v)))
         })
         .collect()
@@ -93,21 +104,35 @@ fn header_params(header: &str) -> Result<Vec<(String, String)>, OAuthError> {
 
 /// The signature base string (RFC 5849 section 3.4.1).
 fn base_string(request: &SignedRequest<'_>, oauth: &[(String, String)]) -> String {
-    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(request.query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (encode(&k), encode(&v)))
-        .collect();
+    let mut params: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (encode(&k), encode(&v)))
+            .collect();
     params.extend(
-        oauth.iter().filter(|(k, _)| k != "oauth_signature" && k != "realm").map(|(k, v)| (encode(k), encode(v))),
+        oauth
+            .iter()
+            .filter(|(k, _)| k != "oauth_signature" && k != "realm")
+            .map(|(k, v)| (encode(k), encode(v))),
     );
     params.sort();
     let normalized: Vec<String> = params.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let uri = format!("{}{}", request.origin, request.path);
-    format!("{}&{}&{}", request.method.to_ascii_uppercase(), encode(&uri), encode(&normalized.join("&")))
+    format!(
+        "{}&{}&{}",
+        request.method.to_ascii_uppercase(),
+        encode(&uri),
+        encode(&normalized.join("&"))
+    )
 }
 
 impl Verifier<'_> {
     /// Checks the request's signature at unix time `now`.
-    pub fn verify(&self, request: &SignedRequest<'_>, now: i64, nonces: &mut Nonces) -> Result<(), OAuthError> {
+    pub fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        now: i64,
+        nonces: &mut Nonces,
+    ) -> Result<(), OAuthError> {
         let oauth = header_params(request.authorization.ok_or(OAuthError::Missing)?)?;
         let get = |key: &str| {
             oauth
@@ -128,8 +153,9 @@ impl Verifier<'_> {
         if get("oauth_consumer_key")? != self.consumer_key {
             return Err(OAuthError::UnknownKey);
         }
-        let timestamp: i64 =
-            get("oauth_timestamp")?.parse().map_err(|_| OAuthError::Malformed("oauth_timestamp is not a number".into()))?;
+        let timestamp: i64 = get("oauth_timestamp")?
+            .parse()
+            .map_err(|_| OAuthError::Malformed("oauth_timestamp is not a number".into()))?;
         if (now - timestamp).abs() > self.tolerance_secs {
             return Err(OAuthError::Stale);
         }
@@ -137,9 +163,11 @@ impl Verifier<'_> {
             .decode(get("oauth_signature")?)
             .map_err(|_| OAuthError::BadSignature)?;
         let key = format!("{}&", encode(self.consumer_secret));
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).map_err(|_| OAuthError::BadSignature)?;
+        let mut mac =
+            Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).map_err(|_| OAuthError::BadSignature)?;
         mac.update(base_string(request, &oauth).as_bytes());
-        mac.verify_slice(&signature).map_err(|_| OAuthError::BadSignature)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| OAuthError::BadSignature)?;
         // Only a correctly signed request spends its nonce.
         let nonce = format!("{}:{}", get("oauth_nonce")?, timestamp);
         if !nonces.fresh(nonce, timestamp, now, self.tolerance_secs) {
@@ -161,11 +189,15 @@ mod tests {
         let url = "http://127.0.0.1:8080/rde/aps/2/resources";
         let query = "implementing(http://www.odin.com/rde/report-template/1.1),eq(commonName,NW%20Finance)";
         let client = oauth1_request::Credentials::new("ck", "cs&x");
-        let mut builder = oauth1_request::Builder::<_, &str, &str>::new(client, oauth1_request::HmacSha1::new());
-        builder.nonce(Some("n1")).timestamp(std::num::NonZeroU64::new(1_000));
+        let mut builder =
+            oauth1_request::Builder::<_, &str, &str>::new(client, oauth1_request::HmacSha1::new());
+        builder
+            .nonce(Some("n1"))
+            .timestamp(std::num::NonZeroU64::new(1_000));
         let key = "implementing(http://www.odin.com/rde/report-template/1.1),eq(commonName,NW Finance)";
         let twice = encode(&encode(key));
-        let params: oauth1_request::ParameterList<String, String> = [(twice, String::new())].into_iter().collect();
+        let params: oauth1_request::ParameterList<String, String> =
+            [(twice, String::new())].into_iter().collect();
         let header = builder.authorize("GET", url, &params);
         let request = SignedRequest {
             method: "GET",
@@ -174,15 +206,41 @@ mod tests {
             query: Some(query),
             authorization: Some(&header),
         };
-        let verifier = Verifier { consumer_key: "ck", consumer_secret: "cs&x", tolerance_secs: 300 };
+        let verifier = Verifier {
+            consumer_key: "ck",
+            consumer_secret: "cs&x",
+            tolerance_secs: 300,
+        };
         let mut nonces = Nonces::default();
         assert_eq!(verifier.verify(&request, 1_100, &mut nonces), Ok(()));
-        assert_eq!(verifier.verify(&request, 1_100, &mut nonces), Err(OAuthError::Replayed));
-        assert_eq!(verifier.verify(&request, 2_000, &mut Nonces::default()), Err(OAuthError::Stale));
-        let wrong = Verifier { consumer_secret: "other", ..verifier };
-        assert_eq!(wrong.verify(&request, 1_100, &mut Nonces::default()), Err(OAuthError::BadSignature));
-        let moved = SignedRequest { path: "/rde/aps/2/resources/x", ..request };
-        let verifier = Verifier { consumer_key: "ck", consumer_secret: "cs&x", tolerance_secs: 300 };
-        assert_eq!(verifier.verify(&moved, 1_100, &mut Nonces::default()), Err(OAuthError::BadSignature));
+        assert_eq!(
+            verifier.verify(&request, 1_100, &mut nonces),
+            Err(OAuthError::Replayed)
+        );
+        assert_eq!(
+            verifier.verify(&request, 2_000, &mut Nonces::default()),
+            Err(OAuthError::Stale)
+        );
+        let wrong = Verifier {
+            consumer_secret: "other",
+            ..verifier
+        };
+        assert_eq!(
+            wrong.verify(&request, 1_100, &mut Nonces::default()),
+            Err(OAuthError::BadSignature)
+        );
+        let moved = SignedRequest {
+            path: "/rde/aps/2/resources/x",
+            ..request
+        };
+        let verifier = Verifier {
+            consumer_key: "ck",
+            consumer_secret: "cs&x",
+            tolerance_secs: 300,
+        };
+        assert_eq!(
+            verifier.verify(&moved, 1_100, &mut Nonces::default()),
+            Err(OAuthError::BadSignature)
+        );
     }
 }

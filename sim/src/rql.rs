@@ -23,7 +23,11 @@ pub(crate) enum Filter {
     Ne(String, String),
     In(String, Vec<String>),
     Out(String, Vec<String>),
-    Like { path: String, pattern: String, ignore_case: bool },
+    Like {
+        path: String,
+        pattern: String,
+        ignore_case: bool,
+    },
     Implementing(String),
     And(Vec<Filter>),
     Or(Vec<Filter>),
@@ -47,20 +51,29 @@ pub(crate) struct Query {
 pub(crate) struct RqlError(String);
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Parses the raw (still percent-encoded) query string.
 pub(crate) fn parse(raw: &str) -> Result<Query, RqlError> {
     let mut query = Query::default();
     for part in raw.split('&').filter(|p| !p.is_empty()) {
-        let is_call = part.find('(').is_some_and(|paren| part.find('=').is_none_or(|eq| paren < eq));
+        let is_call = part
+            .find('(')
+            .is_some_and(|paren| part.find('=').is_none_or(|eq| paren < eq));
         if !is_call {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            query.params.push((decode(&k.replace('+', " ")), decode(&v.replace('+', " "))));
+            query
+                .params
+                .push((decode(&k.replace('+', " ")), decode(&v.replace('+', " "))));
             continue;
         }
-        let mut parser = Parser { text: part.as_bytes(), at: 0 };
+        let mut parser = Parser {
+            text: part.as_bytes(),
+            at: 0,
+        };
         for node in parser.terms(None)? {
             match node {
                 Node::Call(name, args) if name == "limit" => query.limit = Some(limit(&args)?),
@@ -73,7 +86,9 @@ pub(crate) fn parse(raw: &str) -> Result<Query, RqlError> {
 
 fn limit(args: &[Node]) -> Result<(usize, usize), RqlError> {
     let number = |n: &Node| match n {
-        Node::Atom(a) => a.parse::<usize>().map_err(|_| RqlError(format!("limit takes numbers, not {a:?}"))),
+        Node::Atom(a) => a
+            .parse::<usize>()
+            .map_err(|_| RqlError(format!("limit takes numbers, not {a:?}"))),
         other => Err(RqlError(format!("limit takes numbers, not {other:?}"))),
     };
     match args {
@@ -102,7 +117,9 @@ fn filter(node: Node) -> Result<Filter, RqlError> {
         return Err(RqlError(format!("expected an operator, found {node:?}")));
     };
     let field_and = |args: &[Node]| -> Result<(String, Vec<Node>), RqlError> {
-        let (first, rest) = args.split_first().ok_or_else(|| RqlError(format!("{name} needs a field")))?;
+        let (first, rest) = args
+            .split_first()
+            .ok_or_else(|| RqlError(format!("{name} needs a field")))?;
         Ok((atom(first)?, rest.to_vec()))
     };
     Ok(match name.as_str() {
@@ -115,13 +132,21 @@ fn filter(node: Node) -> Result<Filter, RqlError> {
             match name.as_str() {
                 "eq" => Filter::Eq(path, value),
                 "ne" => Filter::Ne(path, value),
-                _ => Filter::Like { path, pattern: value, ignore_case: name == "ilike" },
+                _ => Filter::Like {
+                    path,
+                    pattern: value,
+                    ignore_case: name == "ilike",
+                },
             }
         }
         "in" | "out" => {
             let (path, rest) = field_and(&args)?;
             let values = atoms(&rest)?;
-            if name == "in" { Filter::In(path, values) } else { Filter::Out(path, values) }
+            if name == "in" {
+                Filter::In(path, values)
+            } else {
+                Filter::Out(path, values)
+            }
         }
         "implementing" => match args.as_slice() {
             [t] => Filter::Implementing(atom(t)?),
@@ -129,7 +154,11 @@ fn filter(node: Node) -> Result<Filter, RqlError> {
         },
         "and" | "or" => {
             let children = args.into_iter().map(filter).collect::<Result<Vec<_>, _>>()?;
-            if name == "and" { Filter::And(children) } else { Filter::Or(children) }
+            if name == "and" {
+                Filter::And(children)
+            } else {
+                Filter::Or(children)
+            }
         }
         "not" => match <[Node; 1]>::try_from(args) {
             Ok([child]) => Filter::Not(Box::new(filter(child)?)),
@@ -200,7 +229,9 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some(('*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((p, rest)) => text.split_first().is_some_and(|(t, tail)| (*p == '?' || p == t) && glob(rest, tail)),
+        Some((p, rest)) => text
+            .split_first()
+            .is_some_and(|(t, tail)| (*p == '?' || p == t) && glob(rest, tail)),
     }
 }
 
@@ -211,8 +242,18 @@ impl Filter {
             Filter::Ne(path, v) => field(doc, path).as_deref() != Some(v.as_str()),
             Filter::In(path, vs) => field(doc, path).is_some_and(|f| vs.contains(&f)),
             Filter::Out(path, vs) => field(doc, path).is_none_or(|f| !vs.contains(&f)),
-            Filter::Like { path, pattern, ignore_case } => field(doc, path).is_some_and(|f| {
-                let fold = |s: &str| if *ignore_case { s.to_lowercase() } else { s.to_string() };
+            Filter::Like {
+                path,
+                pattern,
+                ignore_case,
+            } => field(doc, path).is_some_and(|f| {
+                let fold = |s: &str| {
+                    if *ignore_case {
+                        s.to_lowercase()
+                    } else {
+                        s.to_string()
+                    }
+                };
                 let pattern: Vec<char> = fold(pattern).chars().collect();
                 let text: Vec<char> = fold(&f).chars().collect();
                 glob(&pattern, &text)
@@ -239,7 +280,10 @@ impl Query {
 
     /// A plain parameter's value.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -256,17 +300,24 @@ mod tests {
         assert_eq!(q.limit, Some((0, 1)));
         let doc = json!({"aps": {"type": "http://www.odin.com/rde/report-template/1.1"}, "commonName": "NW Finance"});
         assert!(q.matches(&doc, &[]));
-        let other = json!({"aps": {"type": "http://www.odin.com/rde/report-template/1.1"}, "commonName": "NW"});
+        let other =
+            json!({"aps": {"type": "http://www.odin.com/rde/report-template/1.1"}, "commonName": "NW"});
         assert!(!q.matches(&other, &[]));
     }
 
     #[test]
     fn connect_filters_and_paging() {
-        let q = parse("and(eq(template.id,RT-1),in(status,(pending,succeeded)))&limit=10&offset=20&name=a%20b").expect("rql");
+        let q =
+            parse("and(eq(template.id,RT-1),in(status,(pending,succeeded)))&limit=10&offset=20&name=a%20b")
+                .expect("rql");
         assert_eq!(q.param("limit"), Some("10"));
-        let doc = json!({"template": {"id": "RT-1"}, "status": "pending", "name": "a b", "progress": {"value": 3}});
+        let doc =
+            json!({"template": {"id": "RT-1"}, "status": "pending", "name": "a b", "progress": {"value": 3}});
         assert!(q.matches(&doc, &["limit", "offset"]));
-        assert!(!q.matches(&json!({"template": {"id": "RT-2"}, "status": "pending", "name": "a b"}), &["limit", "offset"]));
+        assert!(!q.matches(
+            &json!({"template": {"id": "RT-2"}, "status": "pending", "name": "a b"}),
+            &["limit", "offset"]
+        ));
         let like = parse("ilike(name,*B),ne(progress.value,4),not(eq(status,failed))").expect("rql");
         assert!(like.matches(&doc, &[]));
         assert!(parse("frobnicate(x)").is_err());

@@ -48,7 +48,12 @@ impl SimServer {
         let app = router(&sim);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, app, stopped));
-        Ok(SimServer { sim, addr, stop, task: Mutex::new(Some(task)) })
+        Ok(SimServer {
+            sim,
+            addr,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -114,7 +119,11 @@ impl SimServer {
     /// A new invoice on the RDE platform: every ON_INVOICE template gets a report file.
     /// Returns the new files' APS ids.
     pub fn rde_invoice(&self) -> Vec<String> {
-        rde::invoice(&self.sim, Utc::now()).files.into_iter().map(|f| f.id).collect()
+        rde::invoice(&self.sim, Utc::now())
+            .files
+            .into_iter()
+            .map(|f| f.id)
+            .collect()
     }
 
     /// A new invoice on CMP: a completed `on_invoice` report named `name` for the previous
@@ -173,5 +182,8 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Router) {
         }
     });
     // A connection error (client gone, answer dropped on purpose) ends only this connection.
-    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

@@ -44,7 +44,9 @@ pub(crate) struct Claims {
 impl Signer {
     /// HMAC takes keys of any length, so this fails only on a broken hmac crate.
     pub fn new(key: &[u8]) -> Result<Self, hmac::digest::InvalidLength> {
-        Ok(Signer { mac: HmacSha256::new_from_slice(key)? })
+        Ok(Signer {
+            mac: HmacSha256::new_from_slice(key)?,
+        })
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -95,7 +97,10 @@ impl Signer {
         if !self.verify(signed.as_bytes(), signature) {
             return Err(TokenError::Invalid);
         }
-        let body = signed.split_once('.').map(|(_, b)| b).ok_or(TokenError::Invalid)?;
+        let body = signed
+            .split_once('.')
+            .map(|(_, b)| b)
+            .ok_or(TokenError::Invalid)?;
         let raw = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Invalid)?;
         let claims: Claims = serde_json::from_slice(&raw).map_err(|_| TokenError::Invalid)?;
         if claims.aud != aud {
@@ -118,15 +123,31 @@ mod tests {
         let now = DateTime::from_timestamp(1_000, 0).expect("time");
         let token = signer.mint("cmp", "sub", 10, now);
         assert_eq!(token.split('.').count(), 3, "JWT-shaped: {token}");
-        assert_eq!(signer.check("cmp", &token, now).map(|c| c.sub), Ok("sub".to_string()));
-        assert_eq!(signer.check("fusion-access", &token, now), Err(TokenError::Invalid));
-        assert_eq!(signer.check("cmp", &token, now + chrono::Duration::seconds(10)), Err(TokenError::Expired));
+        assert_eq!(
+            signer.check("cmp", &token, now).map(|c| c.sub),
+            Ok("sub".to_string())
+        );
+        assert_eq!(
+            signer.check("fusion-access", &token, now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            signer.check("cmp", &token, now + chrono::Duration::seconds(10)),
+            Err(TokenError::Expired)
+        );
         // A lifetime is rounded up to whole seconds, never down.
         let late = DateTime::from_timestamp(1_000, 900_000_000).expect("time");
         let short = signer.mint("cmp", "sub", 1, late);
-        assert!(signer.check("cmp", &short, late + chrono::Duration::milliseconds(999)).is_ok());
+        assert!(
+            signer
+                .check("cmp", &short, late + chrono::Duration::milliseconds(999))
+                .is_ok()
+        );
         let tampered = format!("{}x", token);
         assert_eq!(signer.check("cmp", &tampered, now), Err(TokenError::Invalid));
-        assert_eq!(Signer::new(b"other").expect("key").check("cmp", &token, now), Err(TokenError::Invalid));
+        assert_eq!(
+            Signer::new(b"other").expect("key").check("cmp", &token, now),
+            Err(TokenError::Invalid)
+        );
     }
 }

@@ -61,7 +61,15 @@ impl Storage {
 
 /// A name with everything but letters, digits, `-`, `_` and `.` replaced by `-`.
 pub(crate) fn safe_name(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// What is signed: the path and the other query parameters, decoded and sorted, so that any
@@ -77,7 +85,11 @@ pub(crate) fn signed_url(signer: &Signer, base: &str, path: &str, expires: DateT
     let url_path = format!("{PREFIX}{path}");
     let se = expires.to_rfc3339_opts(SecondsFormat::Secs, true);
     let epoch = expires.timestamp().to_string();
-    let params = vec![("se".to_string(), se.clone()), ("sp".into(), "r".into()), ("expires".into(), epoch.clone())];
+    let params = vec![
+        ("se".to_string(), se.clone()),
+        ("sp".into(), "r".into()),
+        ("expires".into(), epoch.clone()),
+    ];
     let sig = signer.sign(canonical(&url_path, params).as_bytes());
     let se = percent_encoding::utf8_percent_encode(&se, percent_encoding::NON_ALPHANUMERIC);
     format!("{base}{url_path}?se={se}&sp=r&expires={epoch}&sig={sig}")
@@ -87,12 +99,17 @@ pub(crate) fn signed_url(signer: &Signer, base: &str, path: &str, expires: DateT
 /// seconds, rounded up.
 pub(crate) fn expiry_after(now: DateTime<Utc>, lifetime_secs: u64) -> DateTime<Utc> {
     let secs = i64::try_from(lifetime_secs).unwrap_or(i64::MAX / 2);
-    let rounded = now.timestamp().saturating_add(secs).saturating_add(i64::from(now.timestamp_subsec_nanos() > 0));
+    let rounded = now
+        .timestamp()
+        .saturating_add(secs)
+        .saturating_add(i64::from(now.timestamp_subsec_nanos() > 0));
     DateTime::from_timestamp(rounded, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n"
+    );
     (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
 }
 
@@ -100,12 +117,21 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
 pub(crate) async fn download(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
     let path = uri.path();
     let mut params: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let Some(at) = params.iter().position(|(k, _)| k == "sig") else {
-        return xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Query-string authentication requires the sig parameter");
+        return xml_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Query-string authentication requires the sig parameter",
+        );
     };
     let (_, sig) = params.remove(at);
-    let expires = params.iter().find(|(k, _)| k == "expires").and_then(|(_, v)| v.parse::<i64>().ok());
+    let expires = params
+        .iter()
+        .find(|(k, _)| k == "expires")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
     if !sim.signer.verify(canonical(path, params).as_bytes(), &sig) {
         return xml_error(
             StatusCode::FORBIDDEN,
@@ -119,7 +145,11 @@ pub(crate) async fn download(State(sim): State<Arc<Sim>>, uri: Uri) -> Response 
     }
     let key = path.strip_prefix(PREFIX).unwrap_or(path);
     let Some(object) = sim.storage.get(key) else {
-        return xml_error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
+        return xml_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+        );
     };
     let (_, content_type) = file_type(object.content.format, &object.packaging);
     let file_name = key.rsplit('/').next().unwrap_or(key).to_string();
@@ -130,13 +160,16 @@ pub(crate) async fn download(State(sim): State<Arc<Sim>>, uri: Uri) -> Response 
                 bytes.resize(bytes.len().saturating_add(padding), b'\n');
             }
             (
-            [
-                (header::CONTENT_TYPE, content_type.to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\"")),
-            ],
-            bytes,
-        )
-            .into_response()
+                [
+                    (header::CONTENT_TYPE, content_type.to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{file_name}\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
         }
         Err(e) => xml_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
     }
@@ -155,7 +188,10 @@ mod tests {
         let mut params: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
         let (_, sig) = params.pop().expect("sig last");
         assert!(signer.verify(canonical(parsed.path(), params.clone()).as_bytes(), &sig));
-        assert!(!signer.verify(canonical("/storage/cmp/c/g.json", params.clone()).as_bytes(), &sig));
+        assert!(!signer.verify(
+            canonical("/storage/cmp/c/g.json", params.clone()).as_bytes(),
+            &sig
+        ));
         params[2].1 = "2000000001".into();
         assert!(!signer.verify(canonical(parsed.path(), params).as_bytes(), &sig));
     }

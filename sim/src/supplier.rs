@@ -69,8 +69,14 @@ impl Records {
     pub fn new(config: &SupplierConfig) -> Self {
         Records {
             reports: Vec::new(),
-            endpoints: Limits::new(vec![(config.requests_per_window, StdDuration::from_secs(config.window_secs))]),
-            tokens: Limits::new(vec![(config.token_requests_per_window, StdDuration::from_secs(config.token_window_secs))]),
+            endpoints: Limits::new(vec![(
+                config.requests_per_window,
+                StdDuration::from_secs(config.window_secs),
+            )]),
+            tokens: Limits::new(vec![(
+                config.token_requests_per_window,
+                StdDuration::from_secs(config.token_window_secs),
+            )]),
         }
     }
 }
@@ -92,7 +98,14 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn rate_limited(wait: StdDuration) -> Response {
-    with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Exceeded rate limit"), retry_after_secs(wait))
+    with_retry_after(
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Exceeded rate limit",
+        ),
+        retry_after_secs(wait),
+    )
 }
 
 fn invalid(message: &str) -> Response {
@@ -108,7 +121,10 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let reports = format!("{PREFIX}/v1/vehicle-suppliers/suppliers/{{org}}/reports");
     Router::new()
         .route(TOKEN_PATH, ep("token", post(token)))
-        .route(&reports, ep("generate", post(generate)).merge(ep("list", get(list))))
+        .route(
+            &reports,
+            ep("generate", post(generate)).merge(ep("list", get(list))),
+        )
         .route(&format!("{reports}/{{id}}"), ep("get", get(get_report)))
         .route(&format!("{reports}/{{id}}/link"), ep("link", post(link)))
 }
@@ -122,23 +138,46 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let (client_id, client_secret) = match basic(&headers) {
         Some(pair) => pair,
-        None => (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default()),
+        None => (
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        ),
     };
-    if let Err(wait) = lock(&sim.supplier).tokens.acquire(client_id.clone(), Instant::now()) {
+    if let Err(wait) = lock(&sim.supplier)
+        .tokens
+        .acquire(client_id.clone(), Instant::now())
+    {
         return rate_limited(wait);
     }
     let config = &sim.config.supplier;
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
     if !(same_secret(&client_id, &config.client_id) && same_secret(&client_secret, &config.client_secret)) {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        );
     }
     let scope = form.get("scope").cloned().unwrap_or_default();
-    if scope.split_whitespace().any(|s| !config.scopes.iter().any(|allowed| allowed == s)) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "The requested scope is not allowed");
+    if scope
+        .split_whitespace()
+        .any(|s| !config.scopes.iter().any(|allowed| allowed == s))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "The requested scope is not allowed",
+        );
     }
-    let access = sim.signer.mint(TOKEN_KIND, &client_id, config.token_lifetime_secs, Utc::now());
+    let access = sim
+        .signer
+        .mint(TOKEN_KIND, &client_id, config.token_lifetime_secs, Utc::now());
     json(
         StatusCode::OK,
         json!({"access_token": access, "expires_in": config.token_lifetime_secs, "token_type": "Bearer", "scope": scope}),
@@ -146,7 +185,12 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// A valid token's client, counted against its window on `endpoint`.
-fn authorize(sim: &Sim, state: &mut Records, headers: &HeaderMap, endpoint: &'static str) -> Result<String, Response> {
+fn authorize(
+    sim: &Sim,
+    state: &mut Records,
+    headers: &HeaderMap,
+    endpoint: &'static str,
+) -> Result<String, Response> {
     let unauthenticated = |m: &str| error(StatusCode::UNAUTHORIZED, "unauthenticated", m);
     let token = bearer_token(headers).ok_or_else(|| unauthenticated("Missing bearer token"))?;
     let client = match sim.signer.check(TOKEN_KIND, token, Utc::now()) {
@@ -154,7 +198,10 @@ fn authorize(sim: &Sim, state: &mut Records, headers: &HeaderMap, endpoint: &'st
         Err(TokenError::Expired) => return Err(unauthenticated("Token expired")),
         Err(TokenError::Invalid) => return Err(unauthenticated("Invalid token")),
     };
-    state.endpoints.acquire((client.clone(), endpoint), Instant::now()).map_err(rate_limited)?;
+    state
+        .endpoints
+        .acquire((client.clone(), endpoint), Instant::now())
+        .map_err(rate_limited)?;
     Ok(client)
 }
 
@@ -162,9 +209,15 @@ impl Report {
     fn to_json(&self, now: DateTime<Utc>) -> Value {
         let phase = self.job.phase(now);
         let (status, reason) = match phase {
-            Phase::Queued | Phase::Running => ("REPORT_STATUS_IN_PROGRESS", "REPORT_GENERATION_FAILED_REASON_NONE"),
+            Phase::Queued | Phase::Running => (
+                "REPORT_STATUS_IN_PROGRESS",
+                "REPORT_GENERATION_FAILED_REASON_NONE",
+            ),
             Phase::Succeeded => ("REPORT_STATUS_COMPLETED", "REPORT_GENERATION_FAILED_REASON_NONE"),
-            Phase::Failed => ("REPORT_STATUS_FAILED", "REPORT_GENERATION_FAILED_REASON_INTERNAL_ERROR"),
+            Phase::Failed => (
+                "REPORT_STATUS_FAILED",
+                "REPORT_GENERATION_FAILED_REASON_INTERNAL_ERROR",
+            ),
         };
         let mut doc = json!({
             "id": self.id,
@@ -206,7 +259,10 @@ struct Filter {
 
 /// The `dateRange` filter's window.
 fn date_range(filters: &[Filter]) -> Result<(DateTime<Utc>, DateTime<Utc>), Response> {
-    let range = filters.iter().find(|f| f.field == "dateRange").ok_or_else(|| invalid("a dateRange filter is required"))?;
+    let range = filters
+        .iter()
+        .find(|f| f.field == "dateRange")
+        .ok_or_else(|| invalid("a dateRange filter is required"))?;
     if range.operator != "OPERATOR_IN_RANGE" {
         return Err(invalid("dateRange takes the operator OPERATOR_IN_RANGE"));
     }
@@ -221,7 +277,12 @@ fn date_range(filters: &[Filter]) -> Result<(DateTime<Utc>, DateTime<Utc>), Resp
     }
 }
 
-async fn generate(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn generate(
+    State(sim): State<Arc<Sim>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut state = lock(&sim.supplier);
     if let Err(r) = authorize(&sim, &mut state, &headers, "generate") {
         return r;
@@ -230,7 +291,10 @@ async fn generate(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers:
         Ok(r) => r,
         Err(e) => return invalid(&e),
     };
-    let Some(report_type) = req.report_type.filter(|t| t.starts_with("REPORT_TYPE_") && t != "REPORT_TYPE_UNSPECIFIED") else {
+    let Some(report_type) = req
+        .report_type
+        .filter(|t| t.starts_with("REPORT_TYPE_") && t != "REPORT_TYPE_UNSPECIFIED")
+    else {
         return invalid("reportType must be a REPORT_TYPE_… value");
     };
     let (start, end) = match date_range(&req.filters) {
@@ -238,15 +302,28 @@ async fn generate(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers:
         Err(r) => return r,
     };
     let now = Utc::now();
-    let running: Vec<&Report> = state.reports.iter().filter(|r| r.org == org && r.job.is_active(now)).collect();
+    let running: Vec<&Report> = state
+        .reports
+        .iter()
+        .filter(|r| r.org == org && r.job.is_active(now))
+        .collect();
     if running.len() >= sim.config.supplier.max_in_progress as usize {
         let first_done = running.iter().map(|r| r.job.done_at).min().unwrap_or(now);
         return rate_limited((first_done - now).to_std().unwrap_or_default());
     }
-    let names = std::iter::once(report_type.as_str()).chain(req.filters.iter().flat_map(|f| f.value.iter().map(String::as_str)));
+    let names = std::iter::once(report_type.as_str()).chain(
+        req.filters
+            .iter()
+            .flat_map(|f| f.value.iter().map(String::as_str)),
+    );
     let job = sim.new_job(SUPPLIER, names, now);
     let id = uuid::Uuid::new_v4().to_string();
-    let file_name = format!("{}_{}_{}.csv", report_type.to_ascii_lowercase(), start.format("%Y%m%d"), end.format("%Y%m%d"));
+    let file_name = format!(
+        "{}_{}_{}.csv",
+        report_type.to_ascii_lowercase(),
+        start.format("%Y%m%d"),
+        end.format("%Y%m%d")
+    );
     let content = ReportContent {
         backend: SUPPLIER,
         name: report_type.clone(),
@@ -255,26 +332,63 @@ async fn generate(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers:
         start: Some(start),
         end: Some(end),
     };
-    let path = sim.storage.put(&org, &format!("{id}/{file_name}"), StoredObject { content, packaging: Packaging::Plain });
-    let extra: Vec<String> =
-        req.filters.iter().filter(|f| f.field != "dateRange").map(|f| format!("{}:{}:{}", f.field, f.operator, f.value.join("+"))).collect();
-    let key = format!("{org}|{report_type}|{}..{}|{}", time(start), time(end), extra.join(","));
-    let report = Report { id, org: org.clone(), report_type, start, end, file_name, job, path };
+    let path = sim.storage.put(
+        &org,
+        &format!("{id}/{file_name}"),
+        StoredObject {
+            content,
+            packaging: Packaging::Plain,
+        },
+    );
+    let extra: Vec<String> = req
+        .filters
+        .iter()
+        .filter(|f| f.field != "dateRange")
+        .map(|f| format!("{}:{}:{}", f.field, f.operator, f.value.join("+")))
+        .collect();
+    let key = format!(
+        "{org}|{report_type}|{}..{}|{}",
+        time(start),
+        time(end),
+        extra.join(",")
+    );
+    let report = Report {
+        id,
+        org: org.clone(),
+        report_type,
+        start,
+        end,
+        file_name,
+        job,
+        path,
+    };
     let doc = report.to_json(now);
     state.reports.push(report);
-    let running = state.reports.iter().filter(|r| r.org == org && r.job.is_active(now)).count();
+    let running = state
+        .reports
+        .iter()
+        .filter(|r| r.org == org && r.job.is_active(now))
+        .count();
     sim.stats.generation(SUPPLIER, key, &org, running);
     json(StatusCode::OK, json!({"report": doc}))
 }
 
-async fn get_report(State(sim): State<Arc<Sim>>, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn get_report(
+    State(sim): State<Arc<Sim>>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let mut state = lock(&sim.supplier);
     if let Err(r) = authorize(&sim, &mut state, &headers, "get") {
         return r;
     }
     match state.reports.iter().find(|r| r.id == id && r.org == org) {
         Some(r) => json(StatusCode::OK, json!({"report": r.to_json(Utc::now())})),
-        None => error(StatusCode::NOT_FOUND, "not_found", &format!("report {id} not found")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("report {id} not found"),
+        ),
     }
 }
 
@@ -286,7 +400,12 @@ struct Page {
     page_token: Option<String>,
 }
 
-async fn list(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers: HeaderMap, Query(page): Query<Page>) -> Response {
+async fn list(
+    State(sim): State<Arc<Sim>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Response {
     let mut state = lock(&sim.supplier);
     if let Err(r) = authorize(&sim, &mut state, &headers, "list") {
         return r;
@@ -300,31 +419,63 @@ async fn list(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers: Hea
     // The token is opaque to clients: the offset, base64url.
     let offset = match page.page_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
-        Some(t) => match URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse::<usize>().ok()) {
+        Some(t) => match URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<usize>().ok())
+        {
             Some(o) => o,
             None => return invalid("page_token is not valid"),
         },
     };
     let now = Utc::now();
     let mine: Vec<&Report> = state.reports.iter().rev().filter(|r| r.org == org).collect();
-    let items: Vec<Value> = mine.iter().skip(offset).take(size).map(|r| r.to_json(now)).collect();
+    let items: Vec<Value> = mine
+        .iter()
+        .skip(offset)
+        .take(size)
+        .map(|r| r.to_json(now))
+        .collect();
     let next = offset + items.len();
-    let next_token = if next < mine.len() { URL_SAFE_NO_PAD.encode(next.to_string()) } else { String::new() };
-    json(StatusCode::OK, json!({"report": items, "paginationResult": {"nextPageToken": next_token}}))
+    let next_token = if next < mine.len() {
+        URL_SAFE_NO_PAD.encode(next.to_string())
+    } else {
+        String::new()
+    };
+    json(
+        StatusCode::OK,
+        json!({"report": items, "paginationResult": {"nextPageToken": next_token}}),
+    )
 }
 
-async fn link(State(sim): State<Arc<Sim>>, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn link(
+    State(sim): State<Arc<Sim>>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let mut state = lock(&sim.supplier);
     if let Err(r) = authorize(&sim, &mut state, &headers, "link") {
         return r;
     }
     let now = Utc::now();
     let Some(report) = state.reports.iter().find(|r| r.id == id && r.org == org) else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("report {id} not found"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("report {id} not found"),
+        );
     };
     if report.job.phase(now) != Phase::Succeeded {
-        return error(StatusCode::BAD_REQUEST, "failed_precondition", "the report is not REPORT_STATUS_COMPLETED");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "failed_precondition",
+            "the report is not REPORT_STATUS_COMPLETED",
+        );
     }
-    let url = sim.signed_url(&report.path, expiry_after(now, sim.config.supplier.url_lifetime_secs));
+    let url = sim.signed_url(
+        &report.path,
+        expiry_after(now, sim.config.supplier.url_lifetime_secs),
+    );
     json(StatusCode::OK, json!({"data": {"signedUrl": {"value": url}}}))
 }

@@ -20,7 +20,11 @@ pub(crate) struct SlidingWindow {
 
 impl SlidingWindow {
     pub fn new(limit: u32, window: Duration) -> Self {
-        SlidingWindow { limit: limit as usize, window, accepted: VecDeque::new() }
+        SlidingWindow {
+            limit: limit as usize,
+            window,
+            accepted: VecDeque::new(),
+        }
     }
 
     /// Counts a request at `now`, or says how long until one would be accepted.
@@ -33,7 +37,11 @@ impl SlidingWindow {
 
     /// Whether a request at `now` would be accepted, without counting it.
     fn check(&mut self, now: Instant) -> Result<(), Duration> {
-        while self.accepted.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while self
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             self.accepted.pop_front();
         }
         if self.accepted.len() < self.limit {
@@ -54,15 +62,20 @@ pub(crate) struct Limits<K> {
 
 impl<K: Eq + Hash> Limits<K> {
     pub fn new(shape: Vec<(u32, Duration)>) -> Self {
-        Limits { shape, keys: HashMap::new() }
+        Limits {
+            shape,
+            keys: HashMap::new(),
+        }
     }
 
     /// Counts a request of `key` at `now`, or returns the longest wait among the limits it
     /// would break.
     pub fn acquire(&mut self, key: K, now: Instant) -> Result<(), Duration> {
         let shape = &self.shape;
-        let windows =
-            self.keys.entry(key).or_insert_with(|| shape.iter().map(|(n, w)| SlidingWindow::new(*n, *w)).collect());
+        let windows = self
+            .keys
+            .entry(key)
+            .or_insert_with(|| shape.iter().map(|(n, w)| SlidingWindow::new(*n, *w)).collect());
         // Check all first, so that a refused request counts in none.
         if let Some(wait) = windows.iter_mut().filter_map(|w| w.check(now).err()).max() {
             return Err(wait);
@@ -88,7 +101,10 @@ mod tests {
         for i in 0..3 {
             assert!(w.acquire(start + Duration::from_secs(i)).is_ok());
         }
-        assert_eq!(w.acquire(start + Duration::from_secs(4)), Err(Duration::from_secs(6)));
+        assert_eq!(
+            w.acquire(start + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
         // The first request leaves the window at 10 s.
         assert!(w.acquire(start + Duration::from_secs(10)).is_ok());
         assert!(w.acquire(start + Duration::from_secs(10)).is_err());

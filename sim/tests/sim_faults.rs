@@ -21,8 +21,14 @@ fn template(name: &str) -> serde_json::Value {
 }
 
 async fn templates_named(rde: &Rde, name: &str) -> usize {
-    let path = format!("/aps/2/resources?implementing({TYPE}),eq(commonName,{})", name.replace(' ', "%20"));
-    body_json(rde.get(&path).await).await.as_array().map_or(0, Vec::len)
+    let path = format!(
+        "/aps/2/resources?implementing({TYPE}),eq(commonName,{})",
+        name.replace(' ', "%20")
+    );
+    body_json(rde.get(&path).await)
+        .await
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 #[tokio::test]
@@ -35,7 +41,11 @@ async fn an_injected_5xx_does_nothing_and_strikes_count_times() {
         assert_eq!(refused.status(), 503);
         assert_eq!(body_json(refused).await["code"], 503, "in the APS error shape");
     }
-    assert_eq!(templates_named(&rde, "NW Finance").await, 0, "a 5xx created nothing");
+    assert_eq!(
+        templates_named(&rde, "NW Finance").await,
+        0,
+        "a 5xx created nothing"
+    );
     assert_eq!(rde.create(template("NW Finance")).await.status(), 202);
     let stats = sim.stats();
     assert_eq!(stats.requests_with_status("RDE", "create", 503), 2);
@@ -47,8 +57,15 @@ async fn a_lost_response_creates_but_the_client_gets_no_answer() {
     let sim = start(quick(0)).await;
     let rde = Rde::new(&sim);
     sim.inject(Fault::new(BackendType::Rde, "create", FaultKind::LostResponse, 1));
-    let lost = rde.request(reqwest::Method::POST, "/aps/2/resources").json(&template("NW Finance")).send().await;
-    assert!(lost.is_err(), "the connection should close without an answer: {lost:?}");
+    let lost = rde
+        .request(reqwest::Method::POST, "/aps/2/resources")
+        .json(&template("NW Finance"))
+        .send()
+        .await;
+    assert!(
+        lost.is_err(),
+        "the connection should close without an answer: {lost:?}"
+    );
     // The template exists: a client must look it up before it creates again.
     assert_eq!(templates_named(&rde, "NW Finance").await, 1);
     let stats = sim.stats();
@@ -74,16 +91,33 @@ async fn a_lost_response_creates_but_the_client_gets_no_answer() {
 
 #[tokio::test]
 async fn a_timeout_holds_the_answer_after_carrying_the_call_out() {
-    let config = SimConfig { hang_ms: 2_000, ..quick(0) };
+    let config = SimConfig {
+        hang_ms: 2_000,
+        ..quick(0)
+    };
     let sim = start(config).await;
     let token = supplier_token(&sim).await;
-    sim.inject(Fault::new(BackendType::Supplier, "generate", FaultKind::Timeout, 1));
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    sim.inject(Fault::new(
+        BackendType::Supplier,
+        "generate",
+        FaultKind::Timeout,
+        1,
+    ));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
     let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
-    let url = format!("{}/v1/vehicle-suppliers/suppliers/org-1/reports", sim.backend_url(BackendType::Supplier));
+    let url = format!(
+        "{}/v1/vehicle-suppliers/suppliers/org-1/reports",
+        sim.backend_url(BackendType::Supplier)
+    );
     let started = Instant::now();
     let answer = impatient.post(&url).bearer_auth(&token).json(&body).send().await;
-    assert!(answer.as_ref().is_err_and(reqwest::Error::is_timeout), "{answer:?}");
+    assert!(
+        answer.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "{answer:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(sim.stats().total_generations(BackendType::Supplier), 1);
 }
@@ -100,26 +134,75 @@ async fn faults_are_injected_listed_and_cleared_over_http() {
         .await
         .expect("inject");
     assert_eq!(injected.status(), 201);
-    assert_eq!(http.post(&faults).json(&json!({"backend": "NOPE", "kind": "5xx"})).send().await.expect("inject").status(), 400);
+    assert_eq!(
+        http.post(&faults)
+            .json(&json!({"backend": "NOPE", "kind": "5xx"}))
+            .send()
+            .await
+            .expect("inject")
+            .status(),
+        400
+    );
     let pending = body_json(http.get(&faults).send().await.expect("list")).await;
     assert_eq!(pending[0]["count"], 2);
 
     let token = supplier_token(&sim).await;
-    let url = format!("{}/v1/vehicle-suppliers/suppliers/org-1/reports", sim.backend_url(BackendType::Supplier));
+    let url = format!(
+        "{}/v1/vehicle-suppliers/suppliers/org-1/reports",
+        sim.backend_url(BackendType::Supplier)
+    );
     let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
-    let refused = http.post(&url).bearer_auth(&token).json(&body).send().await.expect("generate");
+    let refused = http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .expect("generate");
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["retry-after"], "7");
-    assert_eq!(body_json(refused).await, json!({"message": "Exceeded rate limit", "code": "rate_limited"}));
-    assert_eq!(body_json(http.get(&faults).send().await.expect("list")).await[0]["count"], 1);
+    assert_eq!(
+        body_json(refused).await,
+        json!({"message": "Exceeded rate limit", "code": "rate_limited"})
+    );
+    assert_eq!(
+        body_json(http.get(&faults).send().await.expect("list")).await[0]["count"],
+        1
+    );
     assert_eq!(http.delete(&faults).send().await.expect("clear").status(), 200);
-    assert_eq!(http.post(&url).bearer_auth(&token).json(&body).send().await.expect("generate").status(), 200);
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("generate")
+            .status(),
+        200
+    );
 
     // A wildcard endpoint hits every endpoint of its API.
     sim.inject(Fault::new(BackendType::Supplier, "*", FaultKind::ServerError, 1).with_status(502));
-    assert_eq!(http.get(&url).bearer_auth(&token).send().await.expect("list").status(), 502);
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list")
+            .status(),
+        502
+    );
 
-    let over_http: SimStats = serde_json::from_value(body_json(http.get(format!("{}/_sim/stats", sim.base_url())).send().await.expect("stats")).await).expect("stats");
+    let over_http: SimStats = serde_json::from_value(
+        body_json(
+            http.get(format!("{}/_sim/stats", sim.base_url()))
+                .send()
+                .await
+                .expect("stats"),
+        )
+        .await,
+    )
+    .expect("stats");
     assert_eq!(over_http, sim.stats());
     assert_eq!(over_http.rate_limited(BackendType::Supplier), 1);
     assert_eq!(over_http.requests_with_status("SUPPLIER", "list", 502), 1);
@@ -144,7 +227,10 @@ async fn rates_and_latency_come_from_the_config() {
     assert!(token.headers().contains_key("x-correlation-id"));
     let started = Instant::now();
     let list = http
-        .get(format!("{}/reporting/reports", sim.backend_url(BackendType::Connect)))
+        .get(format!(
+            "{}/reporting/reports",
+            sim.backend_url(BackendType::Connect)
+        ))
         .header("authorization", "ApiKey SU-000-000-000:connect-secret-key")
         .send()
         .await
@@ -161,7 +247,11 @@ async fn random_lost_answers_still_create() {
     let sim = start(config).await;
     let token_call = client()
         .post(sim.supplier_token_url())
-        .form(&[("grant_type", "client_credentials"), ("client_id", "supplier-client"), ("client_secret", "supplier-secret")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "supplier-client"),
+            ("client_secret", "supplier-secret"),
+        ])
         .send()
         .await;
     assert!(token_call.is_err(), "every answer is lost");
@@ -179,14 +269,32 @@ struct Cli {
 fn the_config_file_and_flags_set_the_knobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("sim.yaml");
-    std::fs::write(&path, "supplier:\n  urlLifetimeSecs: 5\n  maxInProgress: 2\ncmp:\n  username: alice\n").expect("write");
-    let cli = Cli::parse_from(["sim", "--listen", "127.0.0.1:0", "--config", path.to_str().expect("path"), "--generation-ms", "7", "--error-rate", "0.5"]);
+    std::fs::write(
+        &path,
+        "supplier:\n  urlLifetimeSecs: 5\n  maxInProgress: 2\ncmp:\n  username: alice\n",
+    )
+    .expect("write");
+    let cli = Cli::parse_from([
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().expect("path"),
+        "--generation-ms",
+        "7",
+        "--error-rate",
+        "0.5",
+    ]);
     let config = cli.sim.to_config().expect("config");
     assert_eq!(config.supplier.url_lifetime_secs, 5);
     assert_eq!(config.supplier.max_in_progress, 2);
     assert_eq!(config.cmp.username, "alice");
     assert_eq!(config.cmp.password, "cmp-password");
-    assert!(report_sim::ALL_BACKENDS.iter().all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5));
+    assert!(
+        report_sim::ALL_BACKENDS
+            .iter()
+            .all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5)
+    );
     let bad = Cli::parse_from(["sim", "--error-rate", "2"]);
     assert!(bad.sim.to_config().is_err());
     std::fs::write(&path, "supplier: [not, a, map]\n").expect("write");

@@ -83,7 +83,14 @@ impl ReportFormat {
 
     /// The format a backend names, in either case (RDE `JSON`, CMP `json`).
     pub fn parse(name: &str) -> Option<ReportFormat> {
-        [ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx].into_iter().find(|f| name.eq_ignore_ascii_case(f.upper()))
+        [
+            ReportFormat::Json,
+            ReportFormat::Xml,
+            ReportFormat::Csv,
+            ReportFormat::Xlsx,
+        ]
+        .into_iter()
+        .find(|f| name.eq_ignore_ascii_case(f.upper()))
     }
 
     /// Upper-case name, as the CRDs and RDE spell it.

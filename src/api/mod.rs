@@ -17,8 +17,8 @@ pub use file::*;
 pub use generator::*;
 pub use store::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// The API group of every kind this operator serves.
 pub const GROUP: &str = "reporting.report-operator.io";
@@ -34,7 +34,12 @@ pub const ANNOTATION_REFRESH_URL: &str = "reporting.report-operator.io/refresh-u
 
 /// All CRDs, in the order they are printed and installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ReportBackend::crd(), ReportGenerator::crd(), ReportFile::crd(), ReportStore::crd()]
+    vec![
+        ReportBackend::crd(),
+        ReportGenerator::crd(),
+        ReportFile::crd(),
+        ReportStore::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, as `crds/` and the chart hold them.

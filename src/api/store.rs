@@ -118,12 +118,17 @@ impl ReportStoreSpec {
     pub const DEFAULT_PRESIGNED_SECONDS: i64 = 86_400;
 
     pub fn path_template(&self) -> &str {
-        self.path_template.as_deref().unwrap_or(Self::DEFAULT_PATH_TEMPLATE)
+        self.path_template
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_PATH_TEMPLATE)
     }
 
     /// How long a presigned URL works: 60 s to S3's 7 days.
     pub fn presigned_lifetime(&self) -> std::time::Duration {
-        let seconds = self.presigned_url_lifetime_seconds.unwrap_or(Self::DEFAULT_PRESIGNED_SECONDS).clamp(60, 604_800);
+        let seconds = self
+            .presigned_url_lifetime_seconds
+            .unwrap_or(Self::DEFAULT_PRESIGNED_SECONDS)
+            .clamp(60, 604_800);
         std::time::Duration::from_secs(seconds.unsigned_abs())
     }
 

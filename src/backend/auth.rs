@@ -54,7 +54,8 @@ impl Credentials<'_> {
     }
 
     pub fn required(&self, key: &str) -> Result<Secret, BackendError> {
-        self.optional(key)?.ok_or_else(|| BackendError::CredentialsMissing { key: key.to_string() })
+        self.optional(key)?
+            .ok_or_else(|| BackendError::CredentialsMissing { key: key.to_string() })
     }
 
     /// Every value of the Secret, for masking in error excerpts.
@@ -80,15 +81,22 @@ pub(crate) struct OAuth1 {
 
 impl OAuth1 {
     pub fn new(consumer_key: Secret, consumer_secret: Secret) -> Self {
-        OAuth1 { consumer_key, consumer_secret }
+        OAuth1 {
+            consumer_key,
+            consumer_secret,
+        }
     }
 
     /// The `Authorization` header value for `method url`; `nonce` and `timestamp` are pinned
     /// only in tests.
     pub fn header(&self, method: &Method, url: &Url, nonce: Option<&str>, timestamp: Option<u64>) -> String {
-        let client = oauth1_request::Credentials::new(self.consumer_key.expose(), self.consumer_secret.expose());
-        let mut builder = oauth1_request::Builder::<_, &str, &str>::new(client, oauth1_request::HmacSha1::new());
-        builder.nonce(nonce).timestamp(timestamp.and_then(std::num::NonZeroU64::new));
+        let client =
+            oauth1_request::Credentials::new(self.consumer_key.expose(), self.consumer_secret.expose());
+        let mut builder =
+            oauth1_request::Builder::<_, &str, &str>::new(client, oauth1_request::HmacSha1::new());
+        builder
+            .nonce(nonce)
+            .timestamp(timestamp.and_then(std::num::NonZeroU64::new));
         let mut base = url.clone();
         base.set_query(None);
         base.set_fragment(None);
@@ -101,7 +109,9 @@ impl OAuth1 {
 /// twice itself, so keys go in already encoded twice. That matters for RQL queries such as
 /// `implementing(http://…),eq(commonName,NW%20Finance)`, which are one key with no value.
 pub(crate) fn signature_parameters(url: &Url) -> oauth1_request::ParameterList<String, String> {
-    url.query_pairs().map(|(k, v)| (rfc3986(&rfc3986(&k)), v.into_owned())).collect()
+    url.query_pairs()
+        .map(|(k, v)| (rfc3986(&rfc3986(&k)), v.into_owned()))
+        .collect()
 }
 
 const RFC3986_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -117,9 +127,17 @@ pub(crate) fn rfc3986(s: &str) -> String {
 
 #[async_trait::async_trait]
 impl Auth for OAuth1 {
-    async fn authorize(&self, _: &HttpClient, method: &Method, url: &Url) -> Result<Credential, BackendError> {
+    async fn authorize(
+        &self,
+        _: &HttpClient,
+        method: &Method,
+        url: &Url,
+    ) -> Result<Credential, BackendError> {
         let value = secret_header(&self.header(method, url, None, None))?;
-        Ok(Credential { headers: vec![(AUTHORIZATION, value)], generation: 0 })
+        Ok(Credential {
+            headers: vec![(AUTHORIZATION, value)],
+            generation: 0,
+        })
     }
 }
 
@@ -132,7 +150,10 @@ pub(crate) struct StaticHeaders(pub Vec<(HeaderName, HeaderValue)>);
 #[async_trait::async_trait]
 impl Auth for StaticHeaders {
     async fn authorize(&self, _: &HttpClient, _: &Method, _: &Url) -> Result<Credential, BackendError> {
-        Ok(Credential { headers: self.0.clone(), generation: 0 })
+        Ok(Credential {
+            headers: self.0.clone(),
+            generation: 0,
+        })
     }
 }
 
@@ -160,7 +181,11 @@ impl Tokens {
             if m >= l { l / 2 } else { m }
         };
         let expires_at = lifetime.map(|l| Instant::now() + l.saturating_sub(margin(l)));
-        Tokens { access: Some(access), expires_at, refresh }
+        Tokens {
+            access: Some(access),
+            expires_at,
+            refresh,
+        }
     }
 
     fn usable(&self) -> Option<&Secret> {
@@ -176,7 +201,10 @@ impl Tokens {
 /// the credentials are wrong.
 pub(crate) fn token_refused(e: BackendError) -> BackendError {
     match e {
-        BackendError::Rejected { status: 400 | 401 | 403, reason } => BackendError::Unauthorized { message: reason },
+        BackendError::Rejected {
+            status: 400 | 401 | 403,
+            reason,
+        } => BackendError::Unauthorized { message: reason },
         other => other,
     }
 }
@@ -207,7 +235,14 @@ struct TokenState {
 
 impl<S: TokenSource> BearerAuth<S> {
     pub fn new(source: S, initial: Option<Tokens>, extra: Vec<(HeaderName, HeaderValue)>) -> Self {
-        BearerAuth { source, state: tokio::sync::Mutex::new(TokenState { tokens: initial, generation: 1 }), extra }
+        BearerAuth {
+            source,
+            state: tokio::sync::Mutex::new(TokenState {
+                tokens: initial,
+                generation: 1,
+            }),
+            extra,
+        }
     }
 
     /// A usable access token, fetched if there is none; with the cache generation.
@@ -217,7 +252,10 @@ impl<S: TokenSource> BearerAuth<S> {
             return Ok((access.clone(), state.generation));
         }
         let fresh = self.source.fetch(http, state.tokens.as_ref()).await?;
-        let access = fresh.access.clone().ok_or_else(|| BackendError::protocol("the token answer holds no access token"))?;
+        let access = fresh
+            .access
+            .clone()
+            .ok_or_else(|| BackendError::protocol("the token answer holds no access token"))?;
         state.tokens = Some(fresh);
         state.generation += 1;
         tracing::debug!(generation = state.generation, "new access token");
@@ -230,7 +268,10 @@ impl<S: TokenSource> Auth for BearerAuth<S> {
     async fn authorize(&self, http: &HttpClient, _: &Method, _: &Url) -> Result<Credential, BackendError> {
         let (token, generation) = self.token(http).await?;
         let mut headers = self.extra.clone();
-        headers.push((AUTHORIZATION, secret_header(&format!("Bearer {}", token.expose()))?));
+        headers.push((
+            AUTHORIZATION,
+            secret_header(&format!("Bearer {}", token.expose()))?,
+        ));
         Ok(Credential { headers, generation })
     }
 
@@ -255,11 +296,17 @@ mod tests {
 
     /// RFC 5849's base string, written out independently of `oauth1-request`.
     fn base_string(method: &str, url: &Url, oauth: &[(&str, &str)]) -> String {
-        let mut params: Vec<(String, String)> =
-            url.query_pairs().map(|(k, v)| (rfc3986(&k), rfc3986(&v))).collect();
+        let mut params: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (rfc3986(&k), rfc3986(&v)))
+            .collect();
         params.extend(oauth.iter().map(|(k, v)| (rfc3986(k), rfc3986(v))));
         params.sort();
-        let normalized = params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let normalized = params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
         let mut base = url.clone();
         base.set_query(None);
         format!("{}&{}&{}", method, rfc3986(base.as_str()), rfc3986(&normalized))
@@ -275,7 +322,10 @@ mod tests {
     fn signature_of(header: &str) -> String {
         let start = header.find("oauth_signature=\"").expect("signature") + "oauth_signature=\"".len();
         let end = header[start..].find('"').expect("closing quote") + start;
-        percent_encoding::percent_decode_str(&header[start..end]).decode_utf8().expect("utf8").into_owned()
+        percent_encoding::percent_decode_str(&header[start..end])
+            .decode_utf8()
+            .expect("utf8")
+            .into_owned()
     }
 
     fn check(url: &str, method: Method) {
@@ -292,7 +342,11 @@ mod tests {
                 ("oauth_timestamp", "1539077032"),
             ],
         );
-        assert_eq!(signature_of(&header), sign(&base, "rde secret&x"), "base string: {base}");
+        assert_eq!(
+            signature_of(&header),
+            sign(&base, "rde secret&x"),
+            "base string: {base}"
+        );
         assert!(header.starts_with("OAuth "), "{header}");
         assert!(!header.contains("rde secret"), "{header}");
     }
@@ -300,7 +354,10 @@ mod tests {
     #[test]
     fn oauth1_signatures_match_rfc5849_base_strings() {
         check("http://127.0.0.1:8080/rde/aps/2/resources", Method::POST);
-        check("http://127.0.0.1:8080/rde/aps/2/resources/07cd68e6/reportFiles", Method::GET);
+        check(
+            "http://127.0.0.1:8080/rde/aps/2/resources/07cd68e6/reportFiles",
+            Method::GET,
+        );
         check("https://h/aps/2/resources?b=2&a=1%202&a=0", Method::GET);
         check(
             "https://h/p/aps/2/resources?implementing(http://www.odin.com/rde/report-template/1.1),eq(commonName,NW%20Finance)",
@@ -330,11 +387,20 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
-        let data: BTreeMap<String, Vec<u8>> =
-            [("apiKey".to_string(), b" SU-1:k\n".to_vec()), ("empty".to_string(), Vec::new())].into();
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("apiKey".to_string(), b" SU-1:k\n".to_vec()),
+            ("empty".to_string(), Vec::new()),
+        ]
+        .into();
         let creds = Credentials(&data);
         assert_eq!(creds.required("apiKey").expect("present").expose(), "SU-1:k");
-        assert_eq!(creds.required("empty"), Err(BackendError::CredentialsMissing { key: "empty".into() }));
-        assert!(matches!(creds.required("other"), Err(BackendError::CredentialsMissing { .. })));
+        assert_eq!(
+            creds.required("empty"),
+            Err(BackendError::CredentialsMissing { key: "empty".into() })
+        );
+        assert!(matches!(
+            creds.required("other"),
+            Err(BackendError::CredentialsMissing { .. })
+        ));
     }
 }

@@ -29,7 +29,11 @@ pub(crate) struct Capped {
 
 impl Capped {
     pub fn new(limit: usize) -> Self {
-        Capped { bytes: Vec::new(), cut: false, limit }
+        Capped {
+            bytes: Vec::new(),
+            cut: false,
+            limit,
+        }
     }
 
     /// Keeps what fits of `chunk`; false once more than the cap came (stop reading then).

@@ -5,8 +5,8 @@
 use std::io::Read;
 
 use bytes::{Buf, Bytes};
-use futures::{Stream, StreamExt};
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -59,7 +59,11 @@ where
             }
         }
     });
-    ChannelReader { rx, buf: Bytes::new(), feeder }
+    ChannelReader {
+        rx,
+        buf: Bytes::new(),
+        feeder,
+    }
 }
 
 /// Runs `work` on a blocking thread with a sender of what it makes, and returns that as a

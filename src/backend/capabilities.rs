@@ -43,16 +43,27 @@ impl Capabilities {
     /// `Unsupported` unless this backend can make `req`.
     pub(crate) fn check(&self, backend: BackendType, req: &ReportRequest) -> Result<(), BackendError> {
         if !self.formats.contains(&req.format) {
-            return Err(BackendError::unsupported(format!("format {} on {}", req.format.upper(), backend.as_str())));
+            return Err(BackendError::unsupported(format!(
+                "format {} on {}",
+                req.format.upper(),
+                backend.as_str()
+            )));
         }
         if !self.event_types.contains(&req.event_type) {
-            return Err(BackendError::unsupported(format!("eventType {:?} on {}", req.event_type, backend.as_str())));
+            return Err(BackendError::unsupported(format!(
+                "eventType {:?} on {}",
+                req.event_type,
+                backend.as_str()
+            )));
         }
         if let Some(period) = req.parameters.period
             && req.event_type == EventType::Periodic
             && !self.periods.contains(&period)
         {
-            return Err(BackendError::unsupported(format!("period {period:?} on {}", backend.as_str())));
+            return Err(BackendError::unsupported(format!(
+                "period {period:?} on {}",
+                backend.as_str()
+            )));
         }
         Ok(())
     }
@@ -141,13 +152,20 @@ impl Setting {
     /// Whether `spec` asks for something with this setting: `suspend: false` and a time zone
     /// of UTC (the default) ask for nothing; a run-now value asks until it was acted on
     /// (`last_run_now`).
-    pub fn asked(self, spec: &ReportGeneratorSpec, run_now: Option<&str>, last_run_now: Option<&str>) -> bool {
+    pub fn asked(
+        self,
+        spec: &ReportGeneratorSpec,
+        run_now: Option<&str>,
+        last_run_now: Option<&str>,
+    ) -> bool {
         let sched = spec.schedule.as_ref();
         let p = spec.parameters.as_ref();
         match self {
             Setting::Suspend => sched.and_then(|s| s.suspend) == Some(true),
             Setting::Cron => sched.is_some_and(|s| s.cron.is_some()),
-            Setting::TimeZone => sched.and_then(|s| s.time_zone.as_deref()).is_some_and(|z| !matches!(z, "UTC" | "Etc/UTC")),
+            Setting::TimeZone => sched
+                .and_then(|s| s.time_zone.as_deref())
+                .is_some_and(|z| !matches!(z, "UTC" | "Etc/UTC")),
             Setting::StartingDeadline => sched.is_some_and(|s| s.starting_deadline_seconds.is_some()),
             Setting::ConcurrencyPolicy => sched.is_some_and(|s| s.concurrency_policy.is_some()),
             Setting::CatchUpPolicy => sched.is_some_and(|s| s.catch_up_policy.is_some()),
@@ -208,12 +226,24 @@ generators; remove the setting",
 /// The refusals of a type whose reports the operator requests (CONNECT, FUSION, SUPPLIER):
 /// the ONETIME ones, the `foreign` parameters of other types (`why_foreign`), and an e-mail,
 /// which only RDE sends (`why_mail`).
-pub const fn requested_by_operator(foreign: &'static [Setting], why_foreign: &'static str, why_mail: &'static str) -> [Refusal; 4] {
+pub const fn requested_by_operator(
+    foreign: &'static [Setting],
+    why_foreign: &'static str,
+    why_mail: &'static str,
+) -> [Refusal; 4] {
     [
         ONETIME_REFUSALS[0],
         ONETIME_REFUSALS[1],
-        Refusal { settings: foreign, event_types: ALL_EVENT_TYPES, why: why_foreign },
-        Refusal { settings: &[Setting::NotifyByEmail], event_types: ALL_EVENT_TYPES, why: why_mail },
+        Refusal {
+            settings: foreign,
+            event_types: ALL_EVENT_TYPES,
+            why: why_foreign,
+        },
+        Refusal {
+            settings: &[Setting::NotifyByEmail],
+            event_types: ALL_EVENT_TYPES,
+            why: why_mail,
+        },
     ]
 }
 
@@ -223,11 +253,25 @@ pub const ALL_EVENT_TYPES: &[EventType] = &[EventType::Onetime, EventType::Perio
 /// The first setting of `spec` (with the run-now annotation's value, and the last value acted
 /// on) that a backend of `type_` cannot honour, as a condition message that names the field,
 /// the type and what to do; `None` when it honours them all.
-pub fn unsupported_setting(type_: BackendType, spec: &ReportGeneratorSpec, run_now: Option<&str>, last_run_now: Option<&str>) -> Option<String> {
-    refusals(type_).iter().filter(|r| r.event_types.contains(&spec.event_type)).find_map(|r| {
-        let setting = r.settings.iter().find(|s| s.asked(spec, run_now, last_run_now))?;
-        Some(format!("{} on {} {}: {}", setting.field(), type_.as_str(), spec.event_type.as_str(), r.why))
-    })
+pub fn unsupported_setting(
+    type_: BackendType,
+    spec: &ReportGeneratorSpec,
+    run_now: Option<&str>,
+    last_run_now: Option<&str>,
+) -> Option<String> {
+    refusals(type_)
+        .iter()
+        .filter(|r| r.event_types.contains(&spec.event_type))
+        .find_map(|r| {
+            let setting = r.settings.iter().find(|s| s.asked(spec, run_now, last_run_now))?;
+            Some(format!(
+                "{} on {} {}: {}",
+                setting.field(),
+                type_.as_str(),
+                spec.event_type.as_str(),
+                r.why
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -239,39 +283,64 @@ mod tests {
         assert!(Setting::RunNow.field().ends_with(crate::api::ANNOTATION_RUN_NOW));
         let spec: ReportGeneratorSpec = serde_json::from_value(serde_json::json!({
             "backendRef": {"name": "b"}, "commonName": "x", "eventType": "PERIODIC", "format": "JSON",
-            "parameters": {"period": "P1D"}, "schedule": {"suspend": true}})).expect("spec");
+            "parameters": {"period": "P1D"}, "schedule": {"suspend": true}}))
+        .expect("spec");
         let message = unsupported_setting(BackendType::Rde, &spec, None, None).expect("refused");
-        assert!(message.starts_with("schedule.suspend on RDE PERIODIC: "), "{message}");
+        assert!(
+            message.starts_with("schedule.suspend on RDE PERIODIC: "),
+            "{message}"
+        );
         // The types the operator schedules honour it.
-        for type_ in [BackendType::Cmp, BackendType::Connect, BackendType::Fusion, BackendType::Supplier] {
+        for type_ in [
+            BackendType::Cmp,
+            BackendType::Connect,
+            BackendType::Fusion,
+            BackendType::Supplier,
+        ] {
             assert_eq!(unsupported_setting(type_, &spec, None, None), None, "{type_:?}");
         }
         // A run-now value asks until it is the one acted on.
         let plain: ReportGeneratorSpec = serde_json::from_value(serde_json::json!({
             "backendRef": {"name": "b"}, "commonName": "x", "eventType": "PERIODIC", "format": "JSON", "parameters": {"period": "P1D"}})).expect("spec");
         assert!(unsupported_setting(BackendType::Rde, &plain, Some("2"), Some("1")).is_some());
-        assert_eq!(unsupported_setting(BackendType::Rde, &plain, Some("1"), Some("1")), None);
+        assert_eq!(
+            unsupported_setting(BackendType::Rde, &plain, Some("1"), Some("1")),
+            None
+        );
     }
 
     #[test]
     fn each_type_names_the_parameter_it_lacks() {
         let empty = ReportParameters::default();
-        let blank = ReportParameters { template: Some(String::new()), report_type: Some(String::new()), ..empty.clone() };
+        let blank = ReportParameters {
+            template: Some(String::new()),
+            report_type: Some(String::new()),
+            ..empty.clone()
+        };
         let table = [
             (BackendType::Rde, None),
             (BackendType::Cmp, None),
             (BackendType::Connect, Some("parameters.template (the RT-… id)")),
-            (BackendType::Supplier, Some("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)")),
+            (
+                BackendType::Supplier,
+                Some("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)"),
+            ),
             (BackendType::Fusion, Some("parameters.scope (level and uuid)")),
         ];
         for (type_, want) in table {
             assert_eq!(missing_parameter(type_, &empty), want, "{type_:?}");
-            assert_eq!(missing_parameter(type_, &blank), want, "{type_:?}: empty strings count as missing");
+            assert_eq!(
+                missing_parameter(type_, &blank),
+                want,
+                "{type_:?}: empty strings count as missing"
+            );
         }
         let full = ReportParameters {
             template: Some("RT-1".into()),
             report_type: Some("REPORT_TYPE_TRIP_ACTIVITY".into()),
-            scope: Some(serde_json::from_value(serde_json::json!({"level": "group", "uuid": "g"})).expect("scope")),
+            scope: Some(
+                serde_json::from_value(serde_json::json!({"level": "group", "uuid": "g"})).expect("scope"),
+            ),
             ..empty
         };
         for (type_, _) in table {

@@ -17,17 +17,23 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 
-use super::capabilities::{Refusal, Setting};
 use super::auth::{BearerAuth, Credentials, Secret, StaticHeaders, TokenSource, Tokens, token_refused};
+use super::capabilities::{Refusal, Setting};
 use super::http::{Auth, Body, Call, HttpClient, secret_header};
 use super::{
-    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, de_time, known_download, seg, settle_find, track, url_expiry,
+    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest,
+    ReportState, ReportingBackend, create_in_slot, de_time, known_download, seg, settle_find, track,
+    url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
 pub(super) const CAPABILITIES: Capabilities = Capabilities {
-    formats: &[ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx],
+    formats: &[
+        ReportFormat::Json,
+        ReportFormat::Xml,
+        ReportFormat::Csv,
+        ReportFormat::Xlsx,
+    ],
     event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
     periods: &[Period::P1D, Period::P1W, Period::P1M],
     platform_scheduled: false,
@@ -35,7 +41,10 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
     file_in_answer: false,
     // 60 calls a minute and 5,000 a day, counted together for the subscription.
     limits: DefaultLimits {
-        budgets: &[Budget::new(60, Duration::from_secs(60)), Budget::new(5000, Duration::from_secs(86_400))],
+        budgets: &[
+            Budget::new(60, Duration::from_secs(60)),
+            Budget::new(5000, Duration::from_secs(86_400)),
+        ],
         per_endpoint: false,
         endpoint_budgets: &[],
         max_in_flight: None,
@@ -69,11 +78,23 @@ struct TokenAnswer {
 #[async_trait::async_trait]
 impl TokenSource for CmpTokenSource {
     async fn fetch(&self, http: &HttpClient, _: Option<&Tokens>) -> Result<Tokens, BackendError> {
-        let call = Call::post_idempotent(http.url("/token"), "token", Body::Json(json!({"marketplace": self.marketplace})))
-            .header(AUTHORIZATION, self.basic.clone())
-            .header(SUBSCRIPTION_KEY, self.subscription_key.clone());
-        let answer: TokenAnswer = http.send(&call, &super::http::NoAuth).await.map_err(token_refused)?.json("token")?;
-        Ok(Tokens::expiring(Secret::new(answer.token), answer.expires_in_seconds.map(Duration::from_secs), None))
+        let call = Call::post_idempotent(
+            http.url("/token"),
+            "token",
+            Body::Json(json!({"marketplace": self.marketplace})),
+        )
+        .header(AUTHORIZATION, self.basic.clone())
+        .header(SUBSCRIPTION_KEY, self.subscription_key.clone());
+        let answer: TokenAnswer = http
+            .send(&call, &super::http::NoAuth)
+            .await
+            .map_err(token_refused)?
+            .json("token")?;
+        Ok(Tokens::expiring(
+            Secret::new(answer.token),
+            answer.expires_in_seconds.map(Duration::from_secs),
+            None,
+        ))
     }
 }
 
@@ -88,7 +109,12 @@ pub(super) const REFUSED: &[Refusal] = &[
 schedule; remove the setting (the history limits apply)",
     },
     Refusal {
-        settings: &[Setting::StartDate, Setting::EndDate, Setting::Period, Setting::CustomizationName],
+        settings: &[
+            Setting::StartDate,
+            Setting::EndDate,
+            Setting::Period,
+            Setting::CustomizationName,
+        ],
         event_types: &[EventType::OnInvoice],
         why: "invoice reports are made by the platform for each invoice and found by commonName alone; remove it",
     },
@@ -158,9 +184,13 @@ impl CmpReport {
     fn into_remote(self) -> RemoteReport {
         let state = match self.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("completed") => ReportState::Ready,
-            Some("error" | "failed") => {
-                ReportState::Failed { reason: self.error.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| "error".into()) }
-            }
+            Some("error" | "failed") => ReportState::Failed {
+                reason: self
+                    .error
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "error".into()),
+            },
             // The seed's list entries have no status: listed with a URL means done.
             None if self.download_url.is_some() => ReportState::Ready,
             // submitted, processing, unknown: wait (the deadline catches reports stuck in "unknown").
@@ -168,13 +198,19 @@ impl CmpReport {
         };
         let id = self.id.clone().unwrap_or_else(|| self.synthetic_id());
         let download = match (&state, self.download_url) {
-            (ReportState::Ready, Some(url)) if !url.is_empty() => Some(Download::Url { expires_at: url_expiry(&url), url }),
+            (ReportState::Ready, Some(url)) if !url.is_empty() => Some(Download::Url {
+                expires_at: url_expiry(&url),
+                url,
+            }),
             _ => None,
         };
         let file_name = match &download {
             Some(Download::Url { url, .. }) => url::Url::parse(url)
                 .ok()
-                .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_string)))
+                .and_then(|u| {
+                    u.path_segments()
+                        .and_then(|mut s| s.next_back().map(str::to_string))
+                })
                 .filter(|n| !n.is_empty()),
             _ => None,
         };
@@ -182,12 +218,15 @@ impl CmpReport {
             id,
             state,
             name: self.name,
-            event_type: self.type_.as_deref().and_then(|t| match t.to_ascii_lowercase().as_str() {
-                "onetime" => Some(EventType::Onetime),
-                "periodic" | "daily" | "monthly" => Some(EventType::Periodic),
-                "on_invoice" => Some(EventType::OnInvoice),
-                _ => None,
-            }),
+            event_type: self
+                .type_
+                .as_deref()
+                .and_then(|t| match t.to_ascii_lowercase().as_str() {
+                    "onetime" => Some(EventType::Onetime),
+                    "periodic" | "daily" | "monthly" => Some(EventType::Periodic),
+                    "on_invoice" => Some(EventType::OnInvoice),
+                    _ => None,
+                }),
             start_date: self.start_date,
             end_date: self.end_date,
             generate_date: self.creation_date,
@@ -206,15 +245,25 @@ impl CmpReport {
         h.update(self.creation_date.map(|t| t.to_rfc3339()).unwrap_or_default());
         h.update([0]);
         // The URL's path names the file; its query (the signature) changes.
-        h.update(self.download_url.as_deref().map(|u| u.split('?').next().unwrap_or(u)).unwrap_or_default());
+        h.update(
+            self.download_url
+                .as_deref()
+                .map(|u| u.split('?').next().unwrap_or(u))
+                .unwrap_or_default(),
+        );
         let digest = h.finalize();
         digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
     }
 
     fn matches(&self, req: &ReportRequest) -> bool {
-        let same = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| a.map(|t| t.timestamp()) == b.map(|t| t.timestamp());
+        let same = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| {
+            a.map(|t| t.timestamp()) == b.map(|t| t.timestamp())
+        };
         self.name.as_deref() == Some(req.name.as_str())
-            && self.format.as_deref().is_none_or(|f| f.eq_ignore_ascii_case(req.format.lower()))
+            && self
+                .format
+                .as_deref()
+                .is_none_or(|f| f.eq_ignore_ascii_case(req.format.lower()))
             && same(self.start_date, req.parameters.start_date)
             && same(self.end_date, req.parameters.end_date)
     }
@@ -225,18 +274,28 @@ fn day(t: DateTime<Utc>) -> String {
 }
 
 impl CmpBackend {
-    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+    pub(crate) fn new(
+        http: HttpClient,
+        spec: &ReportBackendSpec,
+        creds: &Credentials<'_>,
+    ) -> Result<Self, BackendError> {
         let subscription_key = secret_header(creds.required("subscriptionKey")?.expose())?;
         let auth: Box<dyn Auth> = match creds.optional("token")? {
             Some(token) => Box::new(StaticHeaders(vec![
                 (SUBSCRIPTION_KEY, subscription_key),
-                (AUTHORIZATION, secret_header(&format!("Bearer {}", token.expose()))?),
+                (
+                    AUTHORIZATION,
+                    secret_header(&format!("Bearer {}", token.expose()))?,
+                ),
             ])),
             None => {
                 let user = creds.required("username")?;
                 let password = creds.required("password")?;
-                let basic = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{}", user.expose(), password.expose()));
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    user.expose(),
+                    password.expose()
+                ));
                 let source = CmpTokenSource {
                     basic: secret_header(&format!("Basic {basic}"))?,
                     subscription_key: subscription_key.clone(),
@@ -247,7 +306,11 @@ impl CmpBackend {
                         .filter(|m| !m.is_empty())
                         .unwrap_or_else(|| "us".into()),
                 };
-                Box::new(BearerAuth::new(source, None, vec![(SUBSCRIPTION_KEY, subscription_key)]))
+                Box::new(BearerAuth::new(
+                    source,
+                    None,
+                    vec![(SUBSCRIPTION_KEY, subscription_key)],
+                ))
             }
         };
         Ok(CmpBackend { http, auth })
@@ -282,7 +345,11 @@ impl CmpBackend {
                 q.append_pair("type", t);
             }
         }
-        let list: ReportList = self.http.send(&Call::get(url, op), self.auth.as_ref()).await?.json("report list")?;
+        let list: ReportList = self
+            .http
+            .send(&Call::get(url, op), self.auth.as_ref())
+            .await?
+            .json("report list")?;
         Ok(list.data)
     }
 }
@@ -299,13 +366,17 @@ impl ReportingBackend for CmpBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         let today = Utc::now();
-        self.reports(today, today, None, None, None, "probe").await.map(drop)
+        self.reports(today, today, None, None, None, "probe")
+            .await
+            .map(drop)
     }
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         CAPABILITIES.check(BackendType::Cmp, req)?;
         if req.event_type == EventType::OnInvoice {
-            return Err(BackendError::unsupported("asking CMP for an ON_INVOICE report: the platform makes them; list them"));
+            return Err(BackendError::unsupported(
+                "asking CMP for an ON_INVOICE report: the platform makes them; list them",
+            ));
         }
         let (start, end) = req.window()?;
         let mut body = json!({
@@ -314,7 +385,12 @@ impl ReportingBackend for CmpBackend {
             "startDate": start.to_rfc3339_opts(SecondsFormat::Millis, true),
             "endDate": end.to_rfc3339_opts(SecondsFormat::Millis, true),
         });
-        if let Some(c) = req.parameters.customization_name.as_deref().filter(|c| !c.is_empty()) {
+        if let Some(c) = req
+            .parameters
+            .customization_name
+            .as_deref()
+            .filter(|c| !c.is_empty())
+        {
             body["customizationName"] = json!(c);
         }
         let call = Call::create(self.http.url("/reports"), "create", body);
@@ -322,13 +398,19 @@ impl ReportingBackend for CmpBackend {
         create_in_slot(limiter, ORG, &req.key, self.report(call)).await
     }
 
-    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(
+        &self,
+        req: &ReportRequest,
+        taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError> {
         let (start, end) = req.window()?;
         // `from`/`to` may filter on the window or on the creation day: cover both.
         let now = Utc::now();
         let from = start.min(now - chrono::Duration::days(2));
         let to = end.max(now + chrono::Duration::days(1));
-        let reports = self.reports(from, to, Some(&req.name), None, None, "find").await?;
+        let reports = self
+            .reports(from, to, Some(&req.name), None, None, "find")
+            .await?;
         let found = reports
             .into_iter()
             .filter(|r| r.matches(req) && !r.id.as_ref().is_some_and(|id| taken.contains(id)))
@@ -339,7 +421,9 @@ impl ReportingBackend for CmpBackend {
     }
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
-        let report = self.report(Call::get(self.http.url(&format!("/reports/{}", seg(id)?)), "get")).await?;
+        let report = self
+            .report(Call::get(self.http.url(&format!("/reports/{}", seg(id)?)), "get"))
+            .await?;
         track(self.http.limiter(), ORG, &report);
         Ok(report)
     }
@@ -351,9 +435,24 @@ impl ReportingBackend for CmpBackend {
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
         let to = query.to.unwrap_or_else(Utc::now);
         let from = query.from.unwrap_or(to - chrono::Duration::days(31));
-        let reports = self.reports(from, to, query.name.as_deref(), query.event_type.map(report_type), query.format, "list").await?;
+        let reports = self
+            .reports(
+                from,
+                to,
+                query.name.as_deref(),
+                query.event_type.map(report_type),
+                query.format,
+                "list",
+            )
+            .await?;
         // The filters again: a gateway that ignores a query parameter must not widen the list.
-        let format_ok = |r: &CmpReport| query.format.is_none_or(|f| r.format.as_deref().is_none_or(|rf| rf.eq_ignore_ascii_case(f.lower())));
+        let format_ok = |r: &CmpReport| {
+            query.format.is_none_or(|f| {
+                r.format
+                    .as_deref()
+                    .is_none_or(|rf| rf.eq_ignore_ascii_case(f.lower()))
+            })
+        };
         Ok(reports
             .into_iter()
             .filter(|r| query.name.as_deref().is_none_or(|n| r.name.as_deref() == Some(n)))
@@ -385,8 +484,14 @@ mod tests {
             }
             other => panic!("expected a URL, got {other:?}"),
         }
-        let failed: CmpReport = serde_json::from_value(json!({"id": "x", "status": "error"})).expect("report");
-        assert_eq!(failed.into_remote().state, ReportState::Failed { reason: "error".into() });
+        let failed: CmpReport =
+            serde_json::from_value(json!({"id": "x", "status": "error"})).expect("report");
+        assert_eq!(
+            failed.into_remote().state,
+            ReportState::Failed {
+                reason: "error".into()
+            }
+        );
         let listed: CmpReport = serde_json::from_value(json!({
             "name": "daily-dr1", "format": "JSON", "creationDate": "2019-11-14T20:57:29Z",
             "downloadUrl": "https://st.example/c/daily-dr1.json.gz?sig=A"
@@ -399,6 +504,9 @@ mod tests {
         .expect("report");
         let (a, b) = (listed.into_remote(), again.into_remote());
         assert_eq!(a.state, ReportState::Ready);
-        assert_eq!(a.id, b.id, "a listing's synthetic id must not depend on the signature");
+        assert_eq!(
+            a.id, b.id,
+            "a listing's synthetic id must not depend on the signature"
+        );
     }
 }

@@ -13,19 +13,19 @@
 //! URL. A backend that answers with the ZIP itself gets it inline. A READY report can be
 //! removed (seed 002), which `delete_report` does; a failed one is terminal and cannot.
 
-use std::collections::HashSet;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{AUTHORIZATION, CONTENT_DISPOSITION, LOCATION};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashSet;
 
 use super::auth::{Credentials, StaticHeaders, rfc3986};
 use super::body::MAX_INLINE_BYTES;
-use super::http::{Call, HttpClient, secret_header};
 use super::capabilities::{Refusal, Setting};
+use super::http::{Call, HttpClient, secret_header};
 use super::{
-    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, de_time, seg, settle_find, track, url_expiry,
+    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState,
+    ReportingBackend, create_in_slot, de_time, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportFormat, ReportParameters};
 
@@ -41,7 +41,14 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 
 /// What a CONNECT generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
 pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
-    &[Setting::CustomizationName, Setting::ReportType, Setting::Filters, Setting::Organizations, Setting::Scope, Setting::Dataset],
+    &[
+        Setting::CustomizationName,
+        Setting::ReportType,
+        Setting::Filters,
+        Setting::Organizations,
+        Setting::Scope,
+        Setting::Dataset,
+    ],
     "a Connect report request has no such parameter (it belongs to another backend type); remove it",
     "Connect cannot e-mail a report (only RDE can); remove notifyByEmail",
 );
@@ -99,13 +106,21 @@ struct Stats {
 
 /// The id of the template parameter that gets the window.
 pub fn date_parameter(params: &ReportParameters) -> &str {
-    params.date_parameter.as_deref().filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATE_PARAMETER)
+    params
+        .date_parameter
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(DEFAULT_DATE_PARAMETER)
 }
 
 /// The template a report is made from, or (unset or empty) how
 /// [`missing_parameter`](super::missing_parameter) names it.
 pub(super) fn template(params: &ReportParameters) -> Result<&str, &'static str> {
-    params.template.as_deref().filter(|t| !t.is_empty()).ok_or("parameters.template (the RT-… id)")
+    params
+        .template
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or("parameters.template (the RT-… id)")
 }
 
 /// The create body: the one place that knows its shape.
@@ -149,7 +164,10 @@ impl ConnectReport {
     fn answers(&self, body: &serde_json::Value) -> bool {
         self.name.as_deref() == body["name"].as_str()
             && self.template.as_ref().and_then(|t| t.id.as_deref()) == body["template"]["id"].as_str()
-            && self.renderer.as_deref().is_none_or(|r| Some(r) == body["renderer"].as_str())
+            && self
+                .renderer
+                .as_deref()
+                .is_none_or(|r| Some(r) == body["renderer"].as_str())
             && self.parameters.as_ref().unwrap_or(&serde_json::Value::Null) == &body["parameters"]
     }
 
@@ -157,14 +175,22 @@ impl ConnectReport {
     fn into_remote(self, date_param: &str) -> RemoteReport {
         let state = match self.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("ready" | "succeeded") => ReportState::Ready,
-            Some("failed") => {
-                ReportState::Failed { reason: self.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "failed".into()) }
-            }
+            Some("failed") => ReportState::Failed {
+                reason: self
+                    .reason
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "failed".into()),
+            },
             // pending, deploying, processing
             _ => ReportState::InProgress,
         };
         let date = self.parameters.as_ref().and_then(|p| p.get(date_param));
-        let time_of = |key: &str| date.and_then(|d| d.get(key)).and_then(|v| v.as_str()).and_then(super::parse_time);
+        let time_of = |key: &str| {
+            date.and_then(|d| d.get(key))
+                .and_then(|v| v.as_str())
+                .and_then(super::parse_time)
+        };
         RemoteReport {
             start_date: time_of("after"),
             end_date: time_of("before"),
@@ -178,7 +204,10 @@ impl ConnectReport {
 impl ConnectBackend {
     pub(crate) fn new(http: HttpClient, creds: &Credentials<'_>) -> Result<Self, BackendError> {
         let key = creds.required("apiKey")?;
-        let auth = StaticHeaders(vec![(AUTHORIZATION, secret_header(&format!("ApiKey {}", key.expose()))?)]);
+        let auth = StaticHeaders(vec![(
+            AUTHORIZATION,
+            secret_header(&format!("ApiKey {}", key.expose()))?,
+        )]);
         Ok(ConnectBackend { http, auth })
     }
 
@@ -201,7 +230,10 @@ impl ConnectBackend {
             let items: Vec<ConnectReport> = response.json("report list")?;
             let count = items.len();
             all.extend(items);
-            let total = response.header("content-range").and_then(parse_content_range).map(|(_, _, t)| t);
+            let total = response
+                .header("content-range")
+                .and_then(parse_content_range)
+                .map(|(_, _, t)| t);
             let more = match total {
                 Some(total) => offset + count < total,
                 None => count == PAGE,
@@ -228,7 +260,11 @@ impl ReportingBackend for ConnectBackend {
         let mut url = self.http.url("/reporting/reports");
         url.set_query(Some("limit=1"));
         // An answer is only a yes when it is the API's: a report list.
-        self.http.send(&Call::get(url, "probe"), &self.auth).await?.json::<Vec<serde_json::Value>>("report list").map(drop)
+        self.http
+            .send(&Call::get(url, "probe"), &self.auth)
+            .await?
+            .json::<Vec<serde_json::Value>>("report list")
+            .map(drop)
     }
 
     async fn submit(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
@@ -241,9 +277,15 @@ impl ReportingBackend for ConnectBackend {
         .await
     }
 
-    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(
+        &self,
+        req: &ReportRequest,
+        taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError> {
         let body = create_body(req)?;
-        let reports = self.reports(Some(&format!("eq(name,{})", rfc3986(&req.name))), "find").await?;
+        let reports = self
+            .reports(Some(&format!("eq(name,{})", rfc3986(&req.name))), "find")
+            .await?;
         let found = reports
             .into_iter()
             .find(|r| r.answers(&body) && !taken.contains(&r.id))
@@ -253,8 +295,11 @@ impl ReportingBackend for ConnectBackend {
     }
 
     async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
-        let report: ConnectReport =
-            self.http.send(&Call::get(self.report_url(id, "")?, "get"), &self.auth).await?.json("report")?;
+        let report: ConnectReport = self
+            .http
+            .send(&Call::get(self.report_url(id, "")?, "get"), &self.auth)
+            .await?
+            .json("report")?;
         let report = report.into_remote(date_parameter(&req.parameters));
         track(self.http.limiter(), ORG, &report);
         Ok(report)
@@ -264,14 +309,21 @@ impl ReportingBackend for ConnectBackend {
         let url = self.report_url(&report.id, "/download")?;
         // A redirect is the answer (its Location is the file); a ZIP answered directly is
         // kept inline, so it is read up to what a Secret holds.
-        let call = Call::get(url.clone(), "download").limit(MAX_INLINE_BYTES).redirect_ok();
+        let call = Call::get(url.clone(), "download")
+            .limit(MAX_INLINE_BYTES)
+            .redirect_ok();
         let response = self.http.send(&call, &self.auth).await?;
         if response.status.is_redirection() {
             let location = response
                 .header(LOCATION.as_str())
                 .ok_or_else(|| BackendError::protocol("the download redirect has no Location"))?;
-            let target = url.join(location).map_err(|_| BackendError::protocol("the download redirect's Location is not a URL"))?;
-            return Ok(Download::Url { expires_at: url_expiry(target.as_str()), url: target.to_string() });
+            let target = url
+                .join(location)
+                .map_err(|_| BackendError::protocol("the download redirect's Location is not a URL"))?;
+            return Ok(Download::Url {
+                expires_at: url_expiry(target.as_str()),
+                url: target.to_string(),
+            });
         }
         let file_name = response
             .header(CONTENT_DISPOSITION.as_str())
@@ -279,7 +331,10 @@ impl ReportingBackend for ConnectBackend {
             .map(|n| n.trim_matches(|c| c == '"' || c == ';' || c == ' ').to_string())
             .filter(|n| !n.is_empty() && !n.contains(['/', '\\']))
             .unwrap_or_else(|| format!("{}.zip", report.id));
-        Ok(Download::Inline { file_name, content: response.body })
+        Ok(Download::Inline {
+            file_name,
+            content: response.body,
+        })
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
@@ -294,7 +349,11 @@ impl ReportingBackend for ConnectBackend {
 
     /// `DELETE /reporting/reports/{id}`; a report already gone is as good as deleted.
     async fn delete_report(&self, id: &str) -> Result<(), BackendError> {
-        match self.http.send(&Call::delete(self.report_url(id, "")?, "delete"), &self.auth).await {
+        match self
+            .http
+            .send(&Call::delete(self.report_url(id, "")?, "delete"), &self.auth)
+            .await
+        {
             Ok(_) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -317,13 +376,21 @@ mod tests {
     #[test]
     fn statuses_map_to_states() {
         let r = |status: &str| {
-            serde_json::from_value::<ConnectReport>(json!({"id": "RP-1", "status": status})).expect("report").into_remote("date").state
+            serde_json::from_value::<ConnectReport>(json!({"id": "RP-1", "status": status}))
+                .expect("report")
+                .into_remote("date")
+                .state
         };
         assert_eq!(r("pending"), ReportState::InProgress);
         assert_eq!(r("deploying"), ReportState::InProgress);
         assert_eq!(r("succeeded"), ReportState::Ready);
         assert_eq!(r("ready"), ReportState::Ready);
-        assert_eq!(r("failed"), ReportState::Failed { reason: "failed".into() });
+        assert_eq!(
+            r("failed"),
+            ReportState::Failed {
+                reason: "failed".into()
+            }
+        );
     }
 }
 
@@ -356,8 +423,18 @@ mod body_tests {
         let rows = [
             ("default", None, json!({}), json!({"date": window})),
             ("named", Some("period"), json!({}), json!({"period": window})),
-            ("named, values keep theirs", Some("period"), json!({"period": "x", "date": 1}), json!({"period": "x", "date": 1})),
-            ("default, another parameter is left alone", None, json!({"period": 1}), json!({"period": 1, "date": window})),
+            (
+                "named, values keep theirs",
+                Some("period"),
+                json!({"period": "x", "date": 1}),
+                json!({"period": "x", "date": 1}),
+            ),
+            (
+                "default, another parameter is left alone",
+                None,
+                json!({"period": 1}),
+                json!({"period": 1, "date": window}),
+            ),
         ];
         for (what, param, values, want) in rows {
             let body = create_body(&request(param, values)).expect("body");
@@ -382,8 +459,13 @@ mod body_tests {
         assert!(!report(json!({"name": "Sales [ns/file]"})).answers(&body));
         assert!(!report(json!({"template": {"id": "RT-2"}})).answers(&body));
         assert!(!report(json!({"renderer": "json"})).answers(&body));
-        assert!(!report(json!({"parameters": {"date": body["parameters"]["period"].clone()}})).answers(&body));
+        assert!(
+            !report(json!({"parameters": {"date": body["parameters"]["period"].clone()}})).answers(&body)
+        );
         let remote = report(json!({})).into_remote(date_parameter(&req.parameters));
-        assert_eq!(remote.start_date, req.parameters.start_date, "the window is read from the named parameter");
+        assert_eq!(
+            remote.start_date, req.parameters.start_date,
+            "the window is read from the named parameter"
+        );
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 pub enum BackendError {
     /// Timeout, connection failure or 5xx on a call that is safe to repeat.
     #[error("transient backend error: {message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The backend answered 429, or our own request budget for it is spent for longer than a
     /// call may wait.
     #[error("rate limited{}", fmt_after(.retry_after))]
@@ -18,7 +21,11 @@ pub enum BackendError {
     /// The organization already has `max` reports in progress (SUPPLIER: 6); the report is
     /// asked for once one of them is finished.
     #[error("{max} reports already in progress for organization {organization:?}; waiting for one to finish")]
-    InFlightLimit { organization: String, max: u32, retry_after: Duration },
+    InFlightLimit {
+        organization: String,
+        max: u32,
+        retry_after: Duration,
+    },
     /// The backend refused the credentials.
     #[error("unauthorized: {message}")]
     Unauthorized { message: String },
@@ -59,7 +66,9 @@ pub enum BackendError {
 }
 
 fn fmt_after(after: &Option<Duration>) -> String {
-    after.map(|d| format!(", retry after {}s", d.as_secs_f64().ceil())).unwrap_or_default()
+    after
+        .map(|d| format!(", retry after {}s", d.as_secs_f64().ceil()))
+        .unwrap_or_default()
 }
 
 /// What the controller does with an error.
@@ -83,22 +92,31 @@ impl BackendError {
             Transient { retry_after, .. } | RateLimited { retry_after } => {
                 ErrorAction::Retry { after: *retry_after }
             }
-            InFlightLimit { retry_after, .. } => ErrorAction::Retry { after: Some(*retry_after) },
+            InFlightLimit { retry_after, .. } => ErrorAction::Retry {
+                after: Some(*retry_after),
+            },
             // The caller looks the request up (`find`) before it submits again.
             Ambiguous { .. } | Protocol { .. } => ErrorAction::Retry { after: None },
             Unauthorized { .. }
             | TwoFactorRequired
             | CredentialsMissing { .. }
             | InvalidSpec { .. }
-            | DestinationDenied { .. } => {
-                ErrorAction::BackendNotReady { reason: self.ready_reason(), message: self.to_string() }
-            }
-            Rejected { status, reason } => ErrorAction::FailReport { reason: format!("HTTP {status}: {reason}") },
-            NotFound { what } => ErrorAction::FailReport { reason: format!("HTTP 404: {what}") },
-            Unsupported { .. } => ErrorAction::FailReport { reason: self.to_string() },
-            TooLarge { what, limit } => {
-                ErrorAction::FailReport { reason: format!("TooLarge: {what} is larger than {limit} bytes") }
-            }
+            | DestinationDenied { .. } => ErrorAction::BackendNotReady {
+                reason: self.ready_reason(),
+                message: self.to_string(),
+            },
+            Rejected { status, reason } => ErrorAction::FailReport {
+                reason: format!("HTTP {status}: {reason}"),
+            },
+            NotFound { what } => ErrorAction::FailReport {
+                reason: format!("HTTP 404: {what}"),
+            },
+            Unsupported { .. } => ErrorAction::FailReport {
+                reason: self.to_string(),
+            },
+            TooLarge { what, limit } => ErrorAction::FailReport {
+                reason: format!("TooLarge: {what} is larger than {limit} bytes"),
+            },
         }
     }
 
@@ -108,7 +126,9 @@ impl BackendError {
     pub fn ready_reason(&self) -> &'static str {
         match self {
             BackendError::Unauthorized { .. } => "Unauthorized",
-            BackendError::Rejected { status: 401 | 403, .. } => "Unauthorized",
+            BackendError::Rejected {
+                status: 401 | 403, ..
+            } => "Unauthorized",
             BackendError::TwoFactorRequired => "TwoFactorRequired",
             BackendError::CredentialsMissing { .. } => "CredentialsMissing",
             BackendError::InvalidSpec { .. } => "InvalidSpec",
@@ -146,7 +166,10 @@ impl BackendError {
             Transient { .. } => "transient",
             RateLimited { .. } => "rate_limited",
             InFlightLimit { .. } => "in_flight_limit",
-            Unauthorized { .. } | Rejected { status: 401 | 403, .. } => "unauthorized",
+            Unauthorized { .. }
+            | Rejected {
+                status: 401 | 403, ..
+            } => "unauthorized",
             TwoFactorRequired => "two_factor_required",
             CredentialsMissing { .. } => "credentials_missing",
             InvalidSpec { .. } => "invalid_spec",
@@ -162,18 +185,25 @@ impl BackendError {
 
     /// Whether repeating the same call may succeed (used by the retry loop).
     pub(crate) fn is_retryable(&self) -> bool {
-        matches!(self, BackendError::Transient { .. } | BackendError::RateLimited { .. })
+        matches!(
+            self,
+            BackendError::Transient { .. } | BackendError::RateLimited { .. }
+        )
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
-            BackendError::Transient { retry_after, .. } | BackendError::RateLimited { retry_after } => *retry_after,
+            BackendError::Transient { retry_after, .. } | BackendError::RateLimited { retry_after } => {
+                *retry_after
+            }
             _ => None,
         }
     }
 
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
-        BackendError::Protocol { message: message.into() }
+        BackendError::Protocol {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn unsupported(what: impl Into<String>) -> Self {
@@ -256,7 +286,10 @@ mod tests {
             redact_url("https://user:pw@store.example.com/c/r.json?sig=abc&se=2020#x"),
             "https://store.example.com/c/r.json?…"
         );
-        assert_eq!(redact_url("http://127.0.0.1:8080/a/b"), "http://127.0.0.1:8080/a/b");
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/a/b"),
+            "http://127.0.0.1:8080/a/b"
+        );
         assert_eq!(redact_url("not a url?token=x"), "not a url?…");
         assert_eq!(redact_url("weird://u:p@h/x?y"), "weird://h/x?…");
     }
@@ -275,66 +308,172 @@ mod tests {
     fn every_error_has_a_documented_metric_code() {
         let d = Some(Duration::from_secs(1));
         let cases = [
-            (BackendError::Transient { message: "m".into(), retry_after: d }, "transient"),
+            (
+                BackendError::Transient {
+                    message: "m".into(),
+                    retry_after: d,
+                },
+                "transient",
+            ),
             (BackendError::RateLimited { retry_after: d }, "rate_limited"),
-            (BackendError::InFlightLimit { organization: "o".into(), max: 6, retry_after: Duration::ZERO }, "in_flight_limit"),
+            (
+                BackendError::InFlightLimit {
+                    organization: "o".into(),
+                    max: 6,
+                    retry_after: Duration::ZERO,
+                },
+                "in_flight_limit",
+            ),
             (BackendError::Unauthorized { message: "m".into() }, "unauthorized"),
             (BackendError::TwoFactorRequired, "two_factor_required"),
-            (BackendError::CredentialsMissing { key: "k".into() }, "credentials_missing"),
+            (
+                BackendError::CredentialsMissing { key: "k".into() },
+                "credentials_missing",
+            ),
             (BackendError::InvalidSpec { message: "m".into() }, "invalid_spec"),
-            (BackendError::Rejected { status: 400, reason: "r".into() }, "rejected"),
-            (BackendError::Rejected { status: 401, reason: "r".into() }, "unauthorized"),
-            (BackendError::Rejected { status: 403, reason: "r".into() }, "unauthorized"),
+            (
+                BackendError::Rejected {
+                    status: 400,
+                    reason: "r".into(),
+                },
+                "rejected",
+            ),
+            (
+                BackendError::Rejected {
+                    status: 401,
+                    reason: "r".into(),
+                },
+                "unauthorized",
+            ),
+            (
+                BackendError::Rejected {
+                    status: 403,
+                    reason: "r".into(),
+                },
+                "unauthorized",
+            ),
             (BackendError::NotFound { what: "w".into() }, "not_found"),
             (BackendError::Unsupported { what: "w".into() }, "unsupported"),
             (BackendError::Ambiguous { message: "m".into() }, "ambiguous"),
             (BackendError::Protocol { message: "m".into() }, "protocol"),
-            (BackendError::TooLarge { what: "w".into(), limit: 1 }, "too_large"),
-            (BackendError::DestinationDenied { message: "m".into() }, "destination_denied"),
+            (
+                BackendError::TooLarge {
+                    what: "w".into(),
+                    limit: 1,
+                },
+                "too_large",
+            ),
+            (
+                BackendError::DestinationDenied { message: "m".into() },
+                "destination_denied",
+            ),
         ];
         for (e, code) in &cases {
             assert_eq!(e.metric_code(), *code, "{e:?}");
-            assert!(BackendError::METRIC_CODES.contains(code), "{code} is not in METRIC_CODES");
+            assert!(
+                BackendError::METRIC_CODES.contains(code),
+                "{code} is not in METRIC_CODES"
+            );
         }
         // Every documented code is reachable, and "ok" is kept for success.
         for code in BackendError::METRIC_CODES {
             assert!(cases.iter().any(|(_, c)| *c == code), "{code} is never returned");
-            assert!(code != "ok" && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
-            assert!(include_str!("../../README.md").contains(&format!("`{code}`")), "the README does not list {code}");
+            assert!(
+                code != "ok" && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+            assert!(
+                include_str!("../../README.md").contains(&format!("`{code}`")),
+                "the README does not list {code}"
+            );
         }
     }
 
     #[test]
     fn actions_follow_the_contract() {
-        let retry = BackendError::RateLimited { retry_after: Some(Duration::from_secs(3)) };
-        assert_eq!(retry.action(), ErrorAction::Retry { after: Some(Duration::from_secs(3)) });
+        let retry = BackendError::RateLimited {
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            retry.action(),
+            ErrorAction::Retry {
+                after: Some(Duration::from_secs(3))
+            }
+        );
         assert!(matches!(
             BackendError::Unauthorized { message: "x".into() }.action(),
-            ErrorAction::BackendNotReady { reason: "Unauthorized", .. }
+            ErrorAction::BackendNotReady {
+                reason: "Unauthorized",
+                ..
+            }
         ));
         assert!(matches!(
             BackendError::TwoFactorRequired.action(),
-            ErrorAction::BackendNotReady { reason: "TwoFactorRequired", .. }
+            ErrorAction::BackendNotReady {
+                reason: "TwoFactorRequired",
+                ..
+            }
         ));
         assert!(matches!(
             BackendError::CredentialsMissing { key: "apiKey".into() }.action(),
-            ErrorAction::BackendNotReady { reason: "CredentialsMissing", .. }
+            ErrorAction::BackendNotReady {
+                reason: "CredentialsMissing",
+                ..
+            }
         ));
         assert_eq!(
-            BackendError::Rejected { status: 400, reason: "bad range".into() }.action(),
-            ErrorAction::FailReport { reason: "HTTP 400: bad range".into() }
+            BackendError::Rejected {
+                status: 400,
+                reason: "bad range".into()
+            }
+            .action(),
+            ErrorAction::FailReport {
+                reason: "HTTP 400: bad range".into()
+            }
         );
-        assert_eq!(BackendError::Ambiguous { message: "x".into() }.action(), ErrorAction::Retry { after: None });
-        let unreachable = BackendError::Transient { message: "connect".into(), retry_after: None };
+        assert_eq!(
+            BackendError::Ambiguous { message: "x".into() }.action(),
+            ErrorAction::Retry { after: None }
+        );
+        let unreachable = BackendError::Transient {
+            message: "connect".into(),
+            retry_after: None,
+        };
         assert_eq!(unreachable.ready_reason(), "Unreachable");
-        assert_eq!(BackendError::Rejected { status: 403, reason: String::new() }.ready_reason(), "Unauthorized");
-        let too_large = BackendError::TooLarge { what: "the answer to GET https://h/x".into(), limit: 4 };
-        let ErrorAction::FailReport { reason } = too_large.action() else { panic!("{:?}", too_large.action()) };
-        assert!(reason.starts_with("TooLarge") && reason.contains(" 4 bytes"), "{reason}");
+        assert_eq!(
+            BackendError::Rejected {
+                status: 403,
+                reason: String::new()
+            }
+            .ready_reason(),
+            "Unauthorized"
+        );
+        let too_large = BackendError::TooLarge {
+            what: "the answer to GET https://h/x".into(),
+            limit: 4,
+        };
+        let ErrorAction::FailReport { reason } = too_large.action() else {
+            panic!("{:?}", too_large.action())
+        };
+        assert!(
+            reason.starts_with("TooLarge") && reason.contains(" 4 bytes"),
+            "{reason}"
+        );
         assert_eq!(too_large.ready_reason(), "InvalidResponse");
-        assert_eq!(BackendError::protocol("login: expected a string").ready_reason(), "InvalidResponse");
-        let denied = BackendError::DestinationDenied { message: "169.254.169.254 is link-local".into() };
-        assert!(matches!(denied.action(), ErrorAction::BackendNotReady { reason: "DestinationDenied", .. }));
+        assert_eq!(
+            BackendError::protocol("login: expected a string").ready_reason(),
+            "InvalidResponse"
+        );
+        let denied = BackendError::DestinationDenied {
+            message: "169.254.169.254 is link-local".into(),
+        };
+        assert!(matches!(
+            denied.action(),
+            ErrorAction::BackendNotReady {
+                reason: "DestinationDenied",
+                ..
+            }
+        ));
         assert_eq!(denied.ready_reason(), "DestinationDenied");
         assert!(!denied.is_retryable() && !too_large.is_retryable());
     }

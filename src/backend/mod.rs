@@ -27,8 +27,8 @@ pub mod rde;
 pub mod supplier;
 pub mod transfer;
 
-use std::collections::HashSet;
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -85,7 +85,9 @@ impl ReportRequest {
     pub(crate) fn window(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), BackendError> {
         match (self.parameters.start_date, self.parameters.end_date) {
             (Some(start), Some(end)) => Ok((start, end)),
-            _ => Err(BackendError::unsupported("a report without parameters.startDate and parameters.endDate")),
+            _ => Err(BackendError::unsupported(
+                "a report without parameters.startDate and parameters.endDate",
+            )),
         }
     }
 }
@@ -96,7 +98,9 @@ pub enum ReportState {
     InProgress,
     Ready,
     /// Terminal, with the backend's reason.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl ReportState {
@@ -147,7 +151,10 @@ impl RemoteReport {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Download {
     /// A URL, possibly signed (its query is the signature: never log it).
-    Url { url: String, expires_at: Option<DateTime<Utc>> },
+    Url {
+        url: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
     /// The file itself (FUSION).
     Inline { file_name: String, content: Vec<u8> },
     /// A file too large to hold (FUSION, with a ReportStore): only the copy into the store
@@ -161,13 +168,19 @@ pub type FileStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, B
 impl fmt::Debug for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Download::Url { url, expires_at } => {
-                f.debug_struct("Url").field("url", &redact_url(url)).field("expires_at", expires_at).finish()
+            Download::Url { url, expires_at } => f
+                .debug_struct("Url")
+                .field("url", &redact_url(url))
+                .field("expires_at", expires_at)
+                .finish(),
+            Download::Inline { file_name, content } => f
+                .debug_struct("Inline")
+                .field("file_name", file_name)
+                .field("bytes", &content.len())
+                .finish(),
+            Download::Streamed { file_name } => {
+                f.debug_struct("Streamed").field("file_name", file_name).finish()
             }
-            Download::Inline { file_name, content } => {
-                f.debug_struct("Inline").field("file_name", file_name).field("bytes", &content.len()).finish()
-            }
-            Download::Streamed { file_name } => f.debug_struct("Streamed").field("file_name", file_name).finish(),
         }
     }
 }
@@ -204,7 +217,11 @@ pub trait ReportingBackend: Send + Sync {
     /// Looks the request up after an ambiguous create (RDE: the template by commonName and
     /// parameters). Reports whose id is in `taken` belong to other requests of this operator
     /// that look the same: they are never returned, so that twins cannot adopt each other's.
-    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError>;
+    async fn find(
+        &self,
+        req: &ReportRequest,
+        taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError>;
     /// The state of one report (RDE: a report file by its APS id). A finished report no longer
     /// counts against its organization's in-flight cap.
     async fn get(&self, id: &str, req: &ReportRequest) -> Result<RemoteReport, BackendError>;
@@ -214,19 +231,28 @@ pub trait ReportingBackend: Send + Sync {
     /// the request is the file itself ([`Capabilities::file_in_answer`]), which is then asked
     /// for again; others give their file behind the [`download`](Self::download).
     async fn stream(&self, _req: &ReportRequest) -> Result<FileStream, BackendError> {
-        Err(BackendError::unsupported(format!("{} files are downloaded, not streamed from the answer", self.backend_type().as_str())))
+        Err(BackendError::unsupported(format!(
+            "{} files are downloaded, not streamed from the answer",
+            self.backend_type().as_str()
+        )))
     }
     /// RDE: a template's reportFiles; CMP: reports by name/type/from/to (ON_INVOICE mirroring);
     /// CONNECT: reports by name; SUPPLIER: an organization's reports.
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError>;
     /// RDE: deletes a report template (already gone is success); others: Unsupported.
     async fn delete_template(&self, _id: &str) -> Result<(), BackendError> {
-        Err(BackendError::unsupported(format!("{} has no report templates", self.backend_type().as_str())))
+        Err(BackendError::unsupported(format!(
+            "{} has no report templates",
+            self.backend_type().as_str()
+        )))
     }
     /// CONNECT: removes a report (already gone is success); others keep no reports the
     /// operator may remove: Unsupported.
     async fn delete_report(&self, _id: &str) -> Result<(), BackendError> {
-        Err(BackendError::unsupported(format!("removing reports on {}", self.backend_type().as_str())))
+        Err(BackendError::unsupported(format!(
+            "removing reports on {}",
+            self.backend_type().as_str()
+        )))
     }
 }
 
@@ -243,8 +269,12 @@ pub(crate) async fn known_download(
     let fresh = backend.get(&report.id, req).await?;
     match (fresh.state, fresh.download) {
         (_, Some(d)) => Ok(d),
-        (ReportState::Ready, None) => Err(BackendError::protocol("the report is READY but has no download location")),
-        (state, None) => Err(BackendError::protocol(format!("the report is not READY but {state:?}"))),
+        (ReportState::Ready, None) => Err(BackendError::protocol(
+            "the report is READY but has no download location",
+        )),
+        (state, None) => Err(BackendError::protocol(format!(
+            "the report is not READY but {state:?}"
+        ))),
     }
 }
 
@@ -317,7 +347,10 @@ pub(crate) fn track(limiter: &Limiter, organization: &str, report: &RemoteReport
 
 /// After `find`: a found running report takes over the ambiguous create's slot.
 pub(crate) fn settle_find(limiter: &Limiter, organization: &str, key: &str, found: &Option<RemoteReport>) {
-    let running = found.as_ref().filter(|r| !r.state.is_finished()).map(|r| r.id.as_str());
+    let running = found
+        .as_ref()
+        .filter(|r| !r.state.is_finished())
+        .map(|r| r.id.as_str());
     limiter.adopt(organization, key, running);
 }
 
@@ -327,7 +360,9 @@ pub(crate) fn settle_find(limiter: &Limiter, organization: &str, key: &str, foun
 /// "%2e" is safe: its "%" is encoded.
 pub(crate) fn seg(s: &str) -> Result<String, BackendError> {
     if matches!(s, "" | "." | "..") {
-        return Err(BackendError::unsupported(format!("the id {s:?} as a URL path segment")));
+        return Err(BackendError::unsupported(format!(
+            "the id {s:?} as a URL path segment"
+        )));
     }
     Ok(auth::rfc3986(s))
 }
@@ -337,7 +372,9 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// The expiry a signed storage URL carries in its query: `se` (Azure SAS, as CMP's and
@@ -346,7 +383,10 @@ pub(crate) fn url_expiry(url: &str) -> Option<DateTime<Utc>> {
     let parsed = url::Url::parse(url).ok()?;
     parsed.query_pairs().find_map(|(k, v)| match k.as_ref() {
         "se" => parse_time(&v).or_else(|| {
-            chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+            chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
         }),
         "expires" | "Expires" => v.parse::<i64>().ok().and_then(|s| DateTime::from_timestamp(s, 0)),
         _ => None,
@@ -365,10 +405,16 @@ mod tests {
 
     #[test]
     fn download_debug_hides_the_signature() {
-        let d = Download::Url { url: "https://s/f.csv?sig=SECRET".into(), expires_at: None };
+        let d = Download::Url {
+            url: "https://s/f.csv?sig=SECRET".into(),
+            expires_at: None,
+        };
         let text = format!("{d:?}");
         assert!(!text.contains("SECRET"), "{text}");
-        let d = Download::Inline { file_name: "f.json".into(), content: b"{\"secret\":1}".to_vec() };
+        let d = Download::Inline {
+            file_name: "f.json".into(),
+            content: b"{\"secret\":1}".to_vec(),
+        };
         assert!(!format!("{d:?}").contains("secret\""));
     }
 
@@ -379,7 +425,10 @@ mod tests {
         assert_eq!(seg("...").expect("three dots are a name"), "...");
         assert_eq!(seg("%2e").expect("a literal percent is encoded"), "%252e");
         for bad in ["", ".", ".."] {
-            assert!(matches!(seg(bad), Err(BackendError::Unsupported { .. })), "{bad:?}");
+            assert!(
+                matches!(seg(bad), Err(BackendError::Unsupported { .. })),
+                "{bad:?}"
+            );
         }
         // What the refusal prevents: set_path resolves the segment away.
         let mut url = url::Url::parse("https://h/api").expect("url");
@@ -389,7 +438,9 @@ mod tests {
 
     #[test]
     fn times_in_api_forms() {
-        let want = DateTime::parse_from_rfc3339("2019-11-07T17:02:59Z").expect("time").with_timezone(&Utc);
+        let want = DateTime::parse_from_rfc3339("2019-11-07T17:02:59Z")
+            .expect("time")
+            .with_timezone(&Utc);
         assert_eq!(parse_time("2019-11-07T17:02:59.000Z"), Some(want));
         assert_eq!(parse_time("2019-11-07T17:02:59Z"), Some(want));
         assert_eq!(parse_time("2019-11-07T18:02:59+01:00"), Some(want));
@@ -400,8 +451,14 @@ mod tests {
     #[test]
     fn signed_urls_say_when_they_expire() {
         let want = parse_time("2020-02-19T12:52:20Z");
-        assert_eq!(url_expiry("https://s/c/f.json?sig=x&se=2020-02-19T12%3A52%3A20Z&sp=r"), want);
-        assert_eq!(url_expiry("https://s/c/f.json?Expires=1582116740&Signature=x"), want);
+        assert_eq!(
+            url_expiry("https://s/c/f.json?sig=x&se=2020-02-19T12%3A52%3A20Z&sp=r"),
+            want
+        );
+        assert_eq!(
+            url_expiry("https://s/c/f.json?Expires=1582116740&Signature=x"),
+            want
+        );
         assert_eq!(url_expiry("https://s/c/f.json?sig=x"), None);
     }
 }

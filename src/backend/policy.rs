@@ -71,7 +71,9 @@ impl Denial {
                 format!("is in {net}, which the operator's outbound policy denies ({FLAG_DENY_CIDR})")
             }
             Denial::Default(what) => {
-                format!("is {what}; the operator's outbound policy denies it: allow it with {FLAG_ALLOW_CIDR}")
+                format!(
+                    "is {what}; the operator's outbound policy denies it: allow it with {FLAG_ALLOW_CIDR}"
+                )
             }
         }
     }
@@ -133,7 +135,9 @@ impl OutboundPolicy {
     /// Whether `ip` is the address of a denied socket with one of `ports`.
     fn is_denied_socket_ip(&self, ip: IpAddr, ports: &BTreeSet<u16>) -> bool {
         let ip = ip.to_canonical();
-        self.denied_sockets.iter().any(|s| s.ip() == ip && ports.contains(&s.port()))
+        self.denied_sockets
+            .iter()
+            .any(|s| s.ip() == ip && ports.contains(&s.port()))
     }
 }
 
@@ -196,7 +200,10 @@ pub(crate) struct ResolveDenied {
 
 impl Guard {
     pub fn new(policy: Arc<OutboundPolicy>) -> Self {
-        Guard { policy, ports: Arc::default() }
+        Guard {
+            policy,
+            ports: Arc::default(),
+        }
     }
 
     pub fn policy(&self) -> &OutboundPolicy {
@@ -215,19 +222,29 @@ impl Guard {
         if url.scheme() == "http" && !self.policy.allow_http {
             return Err(http_denied(url.as_str(), "the URL"));
         }
-        let port = url.port_or_known_default().ok_or_else(|| BackendError::protocol("a URL without a port"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| BackendError::protocol("a URL without a port"))?;
         self.ports().insert(port);
         let (name, addrs) = match url.host() {
             Some(Host::Ipv4(ip)) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
             Some(Host::Ipv6(ip)) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
             Some(Host::Domain(name)) => {
-                let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| BackendError::Transient {
-                    message: format!("cannot resolve {name}: {e}"),
-                    retry_after: None,
-                })?;
+                let addrs =
+                    tokio::net::lookup_host((name, port))
+                        .await
+                        .map_err(|e| BackendError::Transient {
+                            message: format!("cannot resolve {name}: {e}"),
+                            retry_after: None,
+                        })?;
                 (Some(name), addrs.collect())
             }
-            None => return Err(BackendError::protocol(format!("{} has no host", redact_url(url.as_str())))),
+            None => {
+                return Err(BackendError::protocol(format!(
+                    "{} has no host",
+                    redact_url(url.as_str())
+                )));
+            }
         };
         let mut first_denial = None;
         for addr in &addrs {
@@ -249,7 +266,9 @@ impl Guard {
             None if denial == Denial::ApiServer => addr.to_string(),
             None => addr.ip().to_string(),
         };
-        Err(BackendError::DestinationDenied { message: format!("{subject} {}", denial.explain()) })
+        Err(BackendError::DestinationDenied {
+            message: format!("{subject} {}", denial.explain()),
+        })
     }
 
     /// The addresses of `name` the client may connect to.
@@ -271,9 +290,9 @@ impl Guard {
             })
             .collect();
         match (allowed.is_empty(), denied) {
-            (true, Some((ip, d))) => {
-                Err(ResolveDenied { message: format!("{name} resolves to {ip}, which {}", d.explain()) })
-            }
+            (true, Some((ip, d))) => Err(ResolveDenied {
+                message: format!("{name} resolves to {ip}, which {}", d.explain()),
+            }),
             _ => Ok(allowed),
         }
     }
@@ -370,7 +389,10 @@ mod tests {
             ("10.2.3.4:443", None),
             ("10.1.2.3:443", Some(Denial::DenyCidr(net("10.1.0.0/16")))),
             ("169.254.1.1:443", None),
-            ("169.254.169.254:80", Some(Denial::DenyCidr(net("169.254.169.254/32")))),
+            (
+                "169.254.169.254:80",
+                Some(Denial::DenyCidr(net("169.254.169.254/32"))),
+            ),
             // The API server: by socket, whatever the CIDRs say, in either address form.
             ("10.96.0.1:443", Some(Denial::ApiServer)),
             ("10.96.0.1:8443", None),
@@ -387,32 +409,87 @@ mod tests {
     #[test]
     fn messages_name_the_rule_and_the_flag() {
         let m = Denial::Default("link-local (cloud metadata)").explain();
-        assert!(m.contains("link-local (cloud metadata)") && m.contains(FLAG_ALLOW_CIDR), "{m}");
-        assert!(Denial::DenyCidr(net("10.0.0.0/8")).explain().contains(FLAG_DENY_CIDR));
-        assert!(http_denied("http://h/p?sig=SECRET", "spec.url").to_string().contains(FLAG_ALLOW_HTTP));
-        assert!(!http_denied("http://h/p?sig=SECRET", "spec.url").to_string().contains("SECRET"));
-        assert!(insecure_tls_denied().to_string().contains(FLAG_ALLOW_INSECURE_TLS));
+        assert!(
+            m.contains("link-local (cloud metadata)") && m.contains(FLAG_ALLOW_CIDR),
+            "{m}"
+        );
+        assert!(
+            Denial::DenyCidr(net("10.0.0.0/8"))
+                .explain()
+                .contains(FLAG_DENY_CIDR)
+        );
+        assert!(
+            http_denied("http://h/p?sig=SECRET", "spec.url")
+                .to_string()
+                .contains(FLAG_ALLOW_HTTP)
+        );
+        assert!(
+            !http_denied("http://h/p?sig=SECRET", "spec.url")
+                .to_string()
+                .contains("SECRET")
+        );
+        assert!(
+            insecure_tls_denied()
+                .to_string()
+                .contains(FLAG_ALLOW_INSECURE_TLS)
+        );
     }
 
     #[tokio::test]
     async fn checks_before_a_call() {
         let strict = Guard::new(Arc::new(OutboundPolicy::default()));
         let url = |s: &str| Url::parse(s).expect("url");
-        let err = strict.check(&url("https://169.254.169.254/latest?token=SECRET")).await.expect_err("metadata");
-        let BackendError::DestinationDenied { message } = &err else { panic!("{err:?}") };
-        assert!(message.starts_with("169.254.169.254 is link-local (cloud metadata)"), "{message}");
+        let err = strict
+            .check(&url("https://169.254.169.254/latest?token=SECRET"))
+            .await
+            .expect_err("metadata");
+        let BackendError::DestinationDenied { message } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.starts_with("169.254.169.254 is link-local (cloud metadata)"),
+            "{message}"
+        );
         assert!(!message.contains("SECRET"), "{message}");
-        let err = strict.check(&url("http://93.184.216.34/")).await.expect_err("plain http");
+        let err = strict
+            .check(&url("http://93.184.216.34/"))
+            .await
+            .expect_err("plain http");
         assert!(err.to_string().contains(FLAG_ALLOW_HTTP), "{err}");
-        strict.check(&url("https://93.184.216.34/")).await.expect("a public address");
-        let err = strict.check(&url("https://localhost:1/")).await.expect_err("localhost");
-        assert!(err.to_string().starts_with("destination denied: localhost resolves to "), "{err}");
+        strict
+            .check(&url("https://93.184.216.34/"))
+            .await
+            .expect("a public address");
+        let err = strict
+            .check(&url("https://localhost:1/"))
+            .await
+            .expect_err("localhost");
+        assert!(
+            err.to_string()
+                .starts_with("destination denied: localhost resolves to "),
+            "{err}"
+        );
 
         let api = sock("127.0.0.1:6443");
-        let open = Guard::new(Arc::new(OutboundPolicy::new(vec![net("127.0.0.0/8")], vec![], vec![api], true, false)));
-        open.check(&url("http://localhost:6444/")).await.expect("loopback is allowed");
-        let err = open.check(&url("https://127.0.0.1:6443/")).await.expect_err("the API server");
-        assert!(err.to_string().contains("127.0.0.1:6443 is the Kubernetes API server"), "{err}");
+        let open = Guard::new(Arc::new(OutboundPolicy::new(
+            vec![net("127.0.0.0/8")],
+            vec![],
+            vec![api],
+            true,
+            false,
+        )));
+        open.check(&url("http://localhost:6444/"))
+            .await
+            .expect("loopback is allowed");
+        let err = open
+            .check(&url("https://127.0.0.1:6443/"))
+            .await
+            .expect_err("the API server");
+        assert!(
+            err.to_string()
+                .contains("127.0.0.1:6443 is the Kubernetes API server"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -425,9 +502,22 @@ mod tests {
         let denied = err.downcast_ref::<ResolveDenied>().expect("a policy denial");
         assert!(denied.message.contains("loopback"), "{}", denied.message);
 
-        let v4_only = Guard::new(Arc::new(OutboundPolicy::new(vec![net("127.0.0.1/32")], vec![], vec![], true, false)));
-        let addrs: Vec<SocketAddr> = v4_only.resolve(name()).await.expect("127.0.0.1 is allowed").collect();
-        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST)), "{addrs:?}");
+        let v4_only = Guard::new(Arc::new(OutboundPolicy::new(
+            vec![net("127.0.0.1/32")],
+            vec![],
+            vec![],
+            true,
+            false,
+        )));
+        let addrs: Vec<SocketAddr> = v4_only
+            .resolve(name())
+            .await
+            .expect("127.0.0.1 is allowed")
+            .collect();
+        assert!(
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
 
         // The API server's address is dropped once the client has called its port.
         let api = Guard::new(Arc::new(OutboundPolicy::new(

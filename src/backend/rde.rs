@@ -6,16 +6,16 @@
 //! `list` reads a template's reportFiles and `get` reads one report file by its APS id. Every
 //! call is signed with two-legged OAuth 1.0a (HMAC-SHA1).
 
-use std::collections::HashSet;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashSet;
 
 use super::auth::{Credentials, OAuth1, rfc3986};
 use super::http::{Call, HttpClient};
 use super::{
-    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    de_time, known_download, seg, url_expiry,
+    BackendError, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState,
+    ReportingBackend, de_time, known_download, seg, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat};
 
@@ -23,7 +23,12 @@ use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat
 pub const DEFAULT_TEMPLATE_TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
 
 pub(super) const CAPABILITIES: Capabilities = Capabilities {
-    formats: &[ReportFormat::Json, ReportFormat::Xml, ReportFormat::Csv, ReportFormat::Xlsx],
+    formats: &[
+        ReportFormat::Json,
+        ReportFormat::Xml,
+        ReportFormat::Csv,
+        ReportFormat::Xlsx,
+    ],
     event_types: &[EventType::Onetime, EventType::Periodic, EventType::OnInvoice],
     periods: &[Period::P1D, Period::P1M],
     platform_scheduled: true,
@@ -50,7 +55,13 @@ or delete the generator to stop its reports (its template is deleted with it)",
         why: "the platform has no call that runs a template now (its periodic task runs on its own); remove the annotation",
     },
     Refusal {
-        settings: &[Setting::Cron, Setting::TimeZone, Setting::StartingDeadline, Setting::ConcurrencyPolicy, Setting::CatchUpPolicy],
+        settings: &[
+            Setting::Cron,
+            Setting::TimeZone,
+            Setting::StartingDeadline,
+            Setting::ConcurrencyPolicy,
+            Setting::CatchUpPolicy,
+        ],
         event_types: super::capabilities::ALL_EVENT_TYPES,
         why: "the platform runs a template's reports on its own schedule (PERIODIC: once a day or month, each on the UTC day or \
 month before) and takes no schedule settings; remove the setting",
@@ -180,7 +191,11 @@ pub fn template_settings(req: &ReportRequest) -> Result<String, BackendError> {
 }
 
 impl RdeBackend {
-    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+    pub(crate) fn new(
+        http: HttpClient,
+        spec: &ReportBackendSpec,
+        creds: &Credentials<'_>,
+    ) -> Result<Self, BackendError> {
         let auth = OAuth1::new(creds.required("consumerKey")?, creds.required("consumerSecret")?);
         let template_type = spec
             .rde
@@ -188,7 +203,11 @@ impl RdeBackend {
             .and_then(|r| r.template_type.clone())
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| DEFAULT_TEMPLATE_TYPE.to_string());
-        Ok(RdeBackend { http, auth, template_type })
+        Ok(RdeBackend {
+            http,
+            auth,
+            template_type,
+        })
     }
 
     /// `GET /aps/2/resources?<rql>`.
@@ -198,7 +217,11 @@ impl RdeBackend {
         url
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: url::Url, op: &'static str) -> Result<T, BackendError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: url::Url,
+        op: &'static str,
+    ) -> Result<T, BackendError> {
         self.http.send(&Call::get(url, op), &self.auth).await?.json(op)
     }
 
@@ -211,7 +234,9 @@ impl RdeBackend {
                 json!({"startDate": rfc3339(start), "endDate": rfc3339(end)})
             }
             EventType::Periodic => {
-                let period = p.period.ok_or_else(|| BackendError::unsupported("PERIODIC without parameters.period"))?;
+                let period = p
+                    .period
+                    .ok_or_else(|| BackendError::unsupported("PERIODIC without parameters.period"))?;
                 json!({"period": period_name(period)})
             }
             EventType::OnInvoice => json!({}),
@@ -232,7 +257,10 @@ impl RdeBackend {
         };
         template.common_name.as_deref() == Some(req.name.as_str())
             && template.event_type.as_deref().and_then(event_type) == Some(req.event_type)
-            && template.format.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(req.format.upper()))
+            && template
+                .format
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(req.format.upper()))
             && same_window
     }
 
@@ -240,7 +268,9 @@ impl RdeBackend {
         // Report files have a status; templates only their APS provisioning state.
         let state = match (r.status.as_deref(), r.aps.status.as_deref()) {
             (Some("READY"), _) => ReportState::Ready,
-            (Some("FAILED"), _) => ReportState::Failed { reason: r.failed_reason.clone().unwrap_or_else(|| "FAILED".into()) },
+            (Some("FAILED"), _) => ReportState::Failed {
+                reason: r.failed_reason.clone().unwrap_or_else(|| "FAILED".into()),
+            },
             (Some(_), _) => ReportState::InProgress,
             (None, Some("aps:ready")) => ReportState::Ready,
             (None, _) => ReportState::InProgress,
@@ -249,7 +279,10 @@ impl RdeBackend {
             (ReportState::Ready, Some(path)) if !path.is_empty() => {
                 // A path without a host is on the platform itself.
                 let url = url::Url::parse(path).or_else(|_| self.http.url("/").join(path));
-                url.ok().map(|u| Download::Url { expires_at: url_expiry(u.as_str()), url: u.to_string() })
+                url.ok().map(|u| Download::Url {
+                    expires_at: url_expiry(u.as_str()),
+                    url: u.to_string(),
+                })
             }
             _ => None,
         };
@@ -263,9 +296,12 @@ impl RdeBackend {
             end_date: params.end_date,
             generate_date: r.generate_date,
             format: r.format.as_deref().and_then(ReportFormat::parse),
-            file_name: r.file_path.as_deref().and_then(|p| p.rsplit('/').next()).filter(|n| !n.is_empty()).map(|n| {
-                n.split('?').next().unwrap_or(n).to_string()
-            }),
+            file_name: r
+                .file_path
+                .as_deref()
+                .and_then(|p| p.rsplit('/').next())
+                .filter(|n| !n.is_empty())
+                .map(|n| n.split('?').next().unwrap_or(n).to_string()),
             download,
             next_report_date: r.next_report_date,
         }
@@ -292,19 +328,38 @@ impl ReportingBackend for RdeBackend {
         CAPABILITIES.check(BackendType::Rde, req)?;
         let mut body = template_body(req)?;
         body["aps"] = json!({"type": self.template_type});
-        let response = self.http.send(&Call::create(self.http.url("/aps/2/resources"), "create", body), &self.auth).await?;
+        let response = self
+            .http
+            .send(
+                &Call::create(self.http.url("/aps/2/resources"), "create", body),
+                &self.auth,
+            )
+            .await?;
         let template: ApsResource = response.json("created template")?;
         Ok(self.remote(template))
     }
 
-    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
-        let rql = format!("implementing({}),eq(commonName,{})", self.template_type, rfc3986(&req.name));
+    async fn find(
+        &self,
+        req: &ReportRequest,
+        taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError> {
+        let rql = format!(
+            "implementing({}),eq(commonName,{})",
+            self.template_type,
+            rfc3986(&req.name)
+        );
         let templates: Vec<ApsResource> = self.get_json(self.rql_url(&rql), "find").await?;
-        Ok(templates.into_iter().find(|t| Self::matches(t, req) && !taken.contains(&t.aps.id)).map(|t| self.remote(t)))
+        Ok(templates
+            .into_iter()
+            .find(|t| Self::matches(t, req) && !taken.contains(&t.aps.id))
+            .map(|t| self.remote(t)))
     }
 
     async fn get(&self, id: &str, _req: &ReportRequest) -> Result<RemoteReport, BackendError> {
-        let file: ApsResource = self.get_json(self.http.url(&format!("/aps/2/resources/{}", seg(id)?)), "get").await?;
+        let file: ApsResource = self
+            .get_json(self.http.url(&format!("/aps/2/resources/{}", seg(id)?)), "get")
+            .await?;
         Ok(self.remote(file))
     }
 
@@ -317,7 +372,9 @@ impl ReportingBackend for RdeBackend {
             .template_id
             .as_deref()
             .ok_or_else(|| BackendError::unsupported("listing RDE reports without a template id"))?;
-        let url = self.http.url(&format!("/aps/2/resources/{}/reportFiles", seg(template)?));
+        let url = self
+            .http
+            .url(&format!("/aps/2/resources/{}/reportFiles", seg(template)?));
         let files: Vec<ApsResource> = self.get_json(url, "list").await?;
         Ok(files.into_iter().map(|f| self.remote(f)).collect())
     }

@@ -23,11 +23,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
-use super::http::{Body, Call, HttpClient, NoAuth, parse_base_url};
 use super::capabilities::{Refusal, Setting};
+use super::http::{Body, Call, HttpClient, NoAuth, parse_base_url};
 use super::{
-    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest, ReportState, ReportingBackend,
-    create_in_slot, parse_time, seg, settle_find, track, url_expiry,
+    BackendError, Budget, Capabilities, DefaultLimits, Download, ListQuery, RemoteReport, ReportRequest,
+    ReportState, ReportingBackend, create_in_slot, parse_time, seg, settle_find, track, url_expiry,
 };
 use crate::api::{BackendType, EventType, Period, ReportBackendSpec, ReportFormat, ReportParameters};
 
@@ -58,7 +58,14 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 
 /// What a SUPPLIER generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
 pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
-    &[Setting::CustomizationName, Setting::Template, Setting::DateParameter, Setting::Values, Setting::Scope, Setting::Dataset],
+    &[
+        Setting::CustomizationName,
+        Setting::Template,
+        Setting::DateParameter,
+        Setting::Values,
+        Setting::Scope,
+        Setting::Dataset,
+    ],
     "a supplier report request has no such parameter (it belongs to another backend type); remove it",
     "the supplier API cannot e-mail a report (only RDE can); remove notifyByEmail",
 );
@@ -110,8 +117,16 @@ impl TokenSource for ClientCredentials {
             ("scope", self.scope.clone()),
         ]);
         let call = Call::post_idempotent(self.token_url.clone(), TOKEN_ENDPOINT, form);
-        let answer: TokenAnswer = http.send(&call, &NoAuth).await.map_err(token_refused)?.json("token")?;
-        Ok(Tokens::expiring(Secret::new(answer.access_token), answer.expires_in.map(Duration::from_secs), None))
+        let answer: TokenAnswer = http
+            .send(&call, &NoAuth)
+            .await
+            .map_err(token_refused)?
+            .json("token")?;
+        Ok(Tokens::expiring(
+            Secret::new(answer.access_token),
+            answer.expires_in.map(Duration::from_secs),
+            None,
+        ))
     }
 }
 
@@ -211,18 +226,27 @@ impl SupplierReport {
 /// The report type to generate, or (unset or empty) how
 /// [`missing_parameter`](super::missing_parameter) names it.
 pub(super) fn report_type(params: &ReportParameters) -> Result<&str, &'static str> {
-    params.report_type.as_deref().filter(|t| !t.is_empty()).ok_or("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)")
+    params
+        .report_type
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or("parameters.reportType (e.g. REPORT_TYPE_TRIP_ACTIVITY)")
 }
 
 fn required_report_type(req: &ReportRequest) -> Result<&str, BackendError> {
-    report_type(&req.parameters).map_err(|_| BackendError::unsupported("a SUPPLIER report without parameters.reportType"))
+    report_type(&req.parameters)
+        .map_err(|_| BackendError::unsupported("a SUPPLIER report without parameters.reportType"))
 }
 
 /// The organization a request for the SUPPLIER backend `spec` is for: `organization`, or
 /// (unset or empty) the backend's `supplier.organizationId`. The in-flight cap counts per
 /// organization, so whoever counts reports must pick it as the backend does.
 pub fn organization_of<'a>(spec: &'a ReportBackendSpec, organization: Option<&'a str>) -> &'a str {
-    let default = spec.supplier.as_ref().and_then(|s| s.organization_id.as_deref()).unwrap_or_default();
+    let default = spec
+        .supplier
+        .as_ref()
+        .and_then(|s| s.organization_id.as_deref())
+        .unwrap_or_default();
     chosen_organization(organization, default)
 }
 
@@ -231,21 +255,33 @@ fn chosen_organization<'a>(requested: Option<&'a str>, default: &'a str) -> &'a 
 }
 
 impl SupplierBackend {
-    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+    pub(crate) fn new(
+        http: HttpClient,
+        spec: &ReportBackendSpec,
+        creds: &Credentials<'_>,
+    ) -> Result<Self, BackendError> {
         let settings = spec.supplier.clone().unwrap_or_default();
-        let organization = settings.organization_id.filter(|o| !o.is_empty()).ok_or_else(|| {
-            BackendError::InvalidSpec { message: "a SUPPLIER backend needs supplier.organizationId".into() }
-        })?;
+        let organization = settings
+            .organization_id
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| BackendError::InvalidSpec {
+                message: "a SUPPLIER backend needs supplier.organizationId".into(),
+            })?;
         let token_url = settings
             .token_url
             .as_deref()
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| BackendError::InvalidSpec { message: "a SUPPLIER backend needs supplier.tokenUrl".into() })?;
+            .ok_or_else(|| BackendError::InvalidSpec {
+                message: "a SUPPLIER backend needs supplier.tokenUrl".into(),
+            })?;
         let source = ClientCredentials {
             token_url: parse_base_url(token_url, "supplier.tokenUrl", http.policy())?,
             client_id: creds.required("clientId")?,
             client_secret: creds.required("clientSecret")?,
-            scope: settings.scope.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SCOPE.into()),
+            scope: settings
+                .scope
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_SCOPE.into()),
         };
         Ok(SupplierBackend {
             http,
@@ -267,23 +303,38 @@ impl SupplierBackend {
             listings.entry(org.to_string()).or_default().clone()
         };
         let mut listing = slot.lock().await;
-        let fresh = listing.as_ref().is_some_and(|l| l.taken.elapsed() < LISTING_FRESH);
+        let fresh = listing
+            .as_ref()
+            .is_some_and(|l| l.taken.elapsed() < LISTING_FRESH);
         // A report submitted after the listing was taken is not in it: list again.
-        let listed = listing.as_ref().is_some_and(|l| l.reports.iter().any(|r| r.id == id));
+        let listed = listing
+            .as_ref()
+            .is_some_and(|l| l.reports.iter().any(|r| r.id == id));
         if !(fresh && listed) {
             let taken = Instant::now();
             let reports = self.reports(org, PAGE_SIZE, 1, "list").await?;
             *listing = Some(Listing { taken, reports });
         }
-        Ok(listing.as_ref().and_then(|l| l.reports.iter().find(|r| r.id == id).cloned()))
+        Ok(listing
+            .as_ref()
+            .and_then(|l| l.reports.iter().find(|r| r.id == id).cloned()))
     }
 
     fn reports_url(&self, org: &str, tail: &str) -> Result<url::Url, BackendError> {
-        Ok(self.http.url(&format!("/v1/vehicle-suppliers/suppliers/{}/reports{tail}", seg(org)?)))
+        Ok(self.http.url(&format!(
+            "/v1/vehicle-suppliers/suppliers/{}/reports{tail}",
+            seg(org)?
+        )))
     }
 
     /// The organization's reports, newest first, at most `pages` pages of `page_size`.
-    async fn reports(&self, org: &str, page_size: u32, pages: usize, op: &'static str) -> Result<Vec<SupplierReport>, BackendError> {
+    async fn reports(
+        &self,
+        org: &str,
+        page_size: u32,
+        pages: usize,
+        op: &'static str,
+    ) -> Result<Vec<SupplierReport>, BackendError> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..pages {
@@ -295,9 +346,16 @@ impl SupplierBackend {
                     q.append_pair("page_token", t);
                 }
             }
-            let page: ReportPage = self.http.send(&Call::get(url, op), &self.auth).await?.json("report list")?;
+            let page: ReportPage = self
+                .http
+                .send(&Call::get(url, op), &self.auth)
+                .await?
+                .json("report list")?;
             all.extend(page.report);
-            token = page.pagination_result.and_then(|p| p.next_page_token).filter(|t| !t.is_empty());
+            token = page
+                .pagination_result
+                .and_then(|p| p.next_page_token)
+                .filter(|t| !t.is_empty());
             if token.is_none() {
                 break;
             }
@@ -335,13 +393,21 @@ impl ReportingBackend for SupplierBackend {
         let body = json!({"reportType": required_report_type(req)?, "filters": filters});
         let call = Call::create(self.reports_url(org, "")?, "generate", body);
         create_in_slot(self.http.limiter(), org, &req.key, async {
-            let created: OneReport = self.http.send(&call, &self.auth).await?.json("generated report")?;
+            let created: OneReport = self
+                .http
+                .send(&call, &self.auth)
+                .await?
+                .json("generated report")?;
             Ok(created.report.into_remote())
         })
         .await
     }
 
-    async fn find(&self, req: &ReportRequest, taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(
+        &self,
+        req: &ReportRequest,
+        taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError> {
         let (start, end) = req.window()?;
         let wanted_type = required_report_type(req)?;
         let org = self.org(req.organization.as_deref());
@@ -369,7 +435,11 @@ impl ReportingBackend for SupplierBackend {
             Some(listed) => listed,
             None => {
                 let url = self.reports_url(org, &format!("/{}", seg(id)?))?;
-                let one: OneReport = self.http.send(&Call::get(url, "get"), &self.auth).await?.json("report")?;
+                let one: OneReport = self
+                    .http
+                    .send(&Call::get(url, "get"), &self.auth)
+                    .await?
+                    .json("report")?;
                 one.report
             }
         };
@@ -384,18 +454,30 @@ impl ReportingBackend for SupplierBackend {
         let url = self.reports_url(org, &format!("/{}/link", seg(&report.id)?))?;
         // The URL's clock starts before we ask, so the expiry is never later than the real one.
         let asked = Utc::now();
-        let link: LinkAnswer =
-            self.http.send(&Call::post_idempotent(url, "link", Body::Empty), &self.auth).await?.json("report link")?;
-        let lifetime = chrono::Duration::from_std(URL_LIFETIME).unwrap_or_else(|_| chrono::Duration::seconds(60));
+        let link: LinkAnswer = self
+            .http
+            .send(&Call::post_idempotent(url, "link", Body::Empty), &self.auth)
+            .await?
+            .json("report link")?;
+        let lifetime =
+            chrono::Duration::from_std(URL_LIFETIME).unwrap_or_else(|_| chrono::Duration::seconds(60));
         // The documented 60 seconds, or sooner if the signed URL itself says so.
         let documented = asked + lifetime;
         let expires_at = url_expiry(&link.data.signed_url.value).map_or(documented, |e| e.min(documented));
-        Ok(Download::Url { url: link.data.signed_url.value, expires_at: Some(expires_at) })
+        Ok(Download::Url {
+            url: link.data.signed_url.value,
+            expires_at: Some(expires_at),
+        })
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<RemoteReport>, BackendError> {
         let org = self.org(query.organization.as_deref());
-        Ok(self.reports(org, PAGE_SIZE, MAX_PAGES, "list").await?.into_iter().map(SupplierReport::into_remote).collect())
+        Ok(self
+            .reports(org, PAGE_SIZE, MAX_PAGES, "list")
+            .await?
+            .into_iter()
+            .map(SupplierReport::into_remote)
+            .collect())
     }
 }
 
@@ -412,7 +494,11 @@ mod tests {
         .expect("spec");
         assert_eq!(organization_of(&spec, Some("org-1")), "org-1");
         assert_eq!(organization_of(&spec, None), "org-default");
-        assert_eq!(organization_of(&spec, Some("")), "org-default", "an empty organization is unset");
+        assert_eq!(
+            organization_of(&spec, Some("")),
+            "org-default",
+            "an empty organization is unset"
+        );
     }
 
     #[test]
@@ -423,12 +509,18 @@ mod tests {
         }))
         .expect("report");
         let remote = r.into_remote();
-        assert_eq!(remote.state, ReportState::Failed { reason: "REPORT_GENERATION_FAILED_REASON_TIMEOUT".into() });
+        assert_eq!(
+            remote.state,
+            ReportState::Failed {
+                reason: "REPORT_GENERATION_FAILED_REASON_TIMEOUT".into()
+            }
+        );
         assert_eq!(remote.start_date, parse_time("2018-10-09T00:00:00Z"));
         assert_eq!(remote.end_date, parse_time("2018-10-09T23:59:59Z"));
-        let r: SupplierReport =
-            serde_json::from_value(json!({"id": "r2", "status": "REPORT_STATUS_COMPLETED", "startTime": "2018-10-09T00:00:00Z"}))
-                .expect("report");
+        let r: SupplierReport = serde_json::from_value(
+            json!({"id": "r2", "status": "REPORT_STATUS_COMPLETED", "startTime": "2018-10-09T00:00:00Z"}),
+        )
+        .expect("report");
         let remote = r.into_remote();
         assert_eq!(remote.state, ReportState::Ready);
         assert_eq!(remote.start_date, parse_time("2018-10-09T00:00:00Z"));

@@ -34,7 +34,10 @@ impl PolicyClient {
     /// timeout of the store's requests and is the longest wait between two reads of a
     /// download, whose whole is bounded by [`MAX_COPY_TIME`].
     pub fn new(options: &ClientOptions, timeout: Duration) -> Result<Self, BackendError> {
-        let options = ClientOptions { timeout, ..options.clone() };
+        let options = ClientOptions {
+            timeout,
+            ..options.clone()
+        };
         let guard = Guard::new(options.policy.clone());
         let client = build_client(None, false, &options, &guard)?;
         Ok(PolicyClient { client, guard })
@@ -53,20 +56,41 @@ impl PolicyClient {
     /// Starts a GET of a report file at `url` and returns the response once its status is a
     /// success, for the caller to read chunk by chunk: the body is never held whole.
     pub async fn open(&self, url: &str) -> Result<reqwest::Response, BackendError> {
-        let parsed = Url::parse(url).map_err(|_| BackendError::protocol(format!("the download URL {} is not a URL", redact_url(url))))?;
-        self.check(&parsed).await?;
-        let response = self.client.get(parsed).timeout(MAX_COPY_TIME).send().await.map_err(|e| BackendError::Transient {
-            message: format!("GET {}: {}", redact_url(url), if e.is_timeout() { "timed out" } else { "cannot connect" }),
-            retry_after: None,
+        let parsed = Url::parse(url).map_err(|_| {
+            BackendError::protocol(format!("the download URL {} is not a URL", redact_url(url)))
         })?;
+        self.check(&parsed).await?;
+        let response = self
+            .client
+            .get(parsed)
+            .timeout(MAX_COPY_TIME)
+            .send()
+            .await
+            .map_err(|e| BackendError::Transient {
+                message: format!(
+                    "GET {}: {}",
+                    redact_url(url),
+                    if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "cannot connect"
+                    }
+                ),
+                retry_after: None,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let target = format!("GET {}", redact_url(url));
         Err(match status.as_u16() {
-            403 | 404 | 410 => BackendError::NotFound { what: format!("{target}: HTTP {status} (the download URL expired or the file is gone)") },
-            429 | 500..=599 => BackendError::Transient { message: format!("{target}: HTTP {status}"), retry_after: None },
+            403 | 404 | 410 => BackendError::NotFound {
+                what: format!("{target}: HTTP {status} (the download URL expired or the file is gone)"),
+            },
+            429 | 500..=599 => BackendError::Transient {
+                message: format!("{target}: HTTP {status}"),
+                retry_after: None,
+            },
             _ => BackendError::protocol(format!("{target}: unexpected HTTP {status}")),
         })
     }
@@ -87,7 +111,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
             // The request first: an answer sent before it is one the client refuses.
             let mut request = Vec::new();
             let mut buf = [0u8; 1024];
@@ -111,8 +137,17 @@ mod tests {
 
     /// The bytes of a download through a client whose whole-request timeout is 1 s.
     async fn download(url: &str) -> Result<usize, String> {
-        let policy = OutboundPolicy::new(vec!["127.0.0.0/8".parse().expect("net")], Vec::new(), Vec::new(), true, false);
-        let options = ClientOptions { policy: Arc::new(policy), ..ClientOptions::default() };
+        let policy = OutboundPolicy::new(
+            vec!["127.0.0.0/8".parse().expect("net")],
+            Vec::new(),
+            Vec::new(),
+            true,
+            false,
+        );
+        let options = ClientOptions {
+            policy: Arc::new(policy),
+            ..ClientOptions::default()
+        };
         let client = PolicyClient::new(&options, Duration::from_secs(1)).expect("client");
         let mut body = client.open(url).await.map_err(|e| e.to_string())?.bytes_stream();
         let mut n = 0;
@@ -125,19 +160,35 @@ mod tests {
     #[tokio::test]
     async fn a_download_that_flows_may_outlast_the_request_timeout_but_not_stall() {
         // 2.5 s in all, a byte every 100 ms: longer than the 1 s timeout, and complete.
-        assert_eq!(download(&dripping(25, Duration::from_millis(100)).await).await, Ok(25));
+        assert_eq!(
+            download(&dripping(25, Duration::from_millis(100)).await).await,
+            Ok(25)
+        );
         // A byte after 1.5 s of silence: a stall, ended.
-        assert!(download(&dripping(2, Duration::from_millis(1500)).await).await.is_err());
+        assert!(
+            download(&dripping(2, Duration::from_millis(1500)).await)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn downloads_obey_the_outbound_policy() {
         let strict = PolicyClient::new(&ClientOptions::default(), Duration::from_secs(5)).expect("client");
-        let err = strict.open("http://127.0.0.1:9/report.csv?sig=SECRET").await.expect_err("plain http");
+        let err = strict
+            .open("http://127.0.0.1:9/report.csv?sig=SECRET")
+            .await
+            .expect_err("plain http");
         assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
-        let err = strict.open("https://127.0.0.1:9/report.csv?sig=SECRET").await.expect_err("loopback");
+        let err = strict
+            .open("https://127.0.0.1:9/report.csv?sig=SECRET")
+            .await
+            .expect_err("loopback");
         assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
-        let err = strict.open("https://169.254.169.254/latest/meta-data").await.expect_err("metadata");
+        let err = strict
+            .open("https://169.254.169.254/latest/meta-data")
+            .await
+            .expect_err("metadata");
         assert!(matches!(&err, BackendError::DestinationDenied { .. }), "{err:?}");
         assert!(!err.to_string().contains("SECRET"));
     }

@@ -7,21 +7,21 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tracing::info;
 
 use super::context::Context;
-use super::registry::NotReady;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
-use crate::api::{ReportBackend, ReportBackendStatus, find_condition, CONDITION_READY};
+use super::registry::NotReady;
+use crate::api::{CONDITION_READY, ReportBackend, ReportBackendStatus, find_condition};
 
 /// How often a Ready backend is probed again, so that revoked credentials show up.
 const REPROBE_READY: Duration = Duration::from_secs(300);
@@ -51,7 +51,10 @@ pub async fn controller(
         // A Secret change wakes the backends that read it (credentials or CA).
         .watches(secrets, watcher::Config::default(), move |secret| {
             let readers = index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
-            readers.iter().map(|rb| ObjectRef::from_obj(&**rb)).collect::<Vec<_>>()
+            readers
+                .iter()
+                .map(|rb| ObjectRef::from_obj(&**rb))
+                .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -64,7 +67,9 @@ async fn reconcile(rb: Arc<ReportBackend>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Error> {
-    let namespace = rb.namespace().ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
+    let namespace = rb
+        .namespace()
+        .ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
     if let Some(wait) = ctx.hold_back(rb).await {
@@ -72,23 +77,36 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     }
     ctx.registry.forget_deleted(&ctx.backends);
     let old = rb.status.clone().unwrap_or_default();
-    let checked = find_condition(&old.conditions, CONDITION_READY).filter(|c| c.observed_generation == rb.metadata.generation);
+    let checked = find_condition(&old.conditions, CONDITION_READY)
+        .filter(|c| c.observed_generation == rb.metadata.generation);
     if let Some(c) = checked
         && ctx.registry.probed_recently(rb)
     {
-        return Ok(Action::requeue(if c.status == "True" { REPROBE_READY } else { reprobe_not_ready(not_ready_for(c)) }));
+        return Ok(Action::requeue(if c.status == "True" {
+            REPROBE_READY
+        } else {
+            reprobe_not_ready(not_ready_for(c))
+        }));
     }
     let outcome: Result<(), NotReady> = match ctx.registry.client(rb).await {
         Ok(client) => {
             let probe = async {
-                tokio::time::timeout(PROBE_TIMEOUT, client.probe()).await.unwrap_or_else(|_| {
-                    Err(crate::backend::BackendError::Transient {
-                        message: format!("the API did not answer the check within {} s", PROBE_TIMEOUT.as_secs()),
-                        retry_after: None,
+                tokio::time::timeout(PROBE_TIMEOUT, client.probe())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::backend::BackendError::Transient {
+                            message: format!(
+                                "the API did not answer the check within {} s",
+                                PROBE_TIMEOUT.as_secs()
+                            ),
+                            retry_after: None,
+                        })
                     })
-                })
             };
-            ctx.metrics.call(type_, "probe", probe).await.map_err(NotReady::from)
+            ctx.metrics
+                .call(type_, "probe", probe)
+                .await
+                .map_err(NotReady::from)
         }
         Err(not_ready) => Err(not_ready),
     };
@@ -96,11 +114,19 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     let previous = find_condition(&old.conditions, CONDITION_READY);
     let outcome = match outcome {
         Ok(()) => {
-            let message = format!("{type_} API at {} accepted the credentials", crate::backend::redact_url(&rb.spec.url));
-            Outcome::ready("Authenticated", message.clone()).requeue(REPROBE_READY).noting(EventType::Normal, "Ready", message)
+            let message = format!(
+                "{type_} API at {} accepted the credentials",
+                crate::backend::redact_url(&rb.spec.url)
+            );
+            Outcome::ready("Authenticated", message.clone())
+                .requeue(REPROBE_READY)
+                .noting(EventType::Normal, "Ready", message)
         }
         Err(n) => {
-            let broken_for = previous.filter(|c| c.status == "False").map(not_ready_for).unwrap_or_default();
+            let broken_for = previous
+                .filter(|c| c.status == "False")
+                .map(not_ready_for)
+                .unwrap_or_default();
             Outcome::waiting(n.reason, n.message, reprobe_not_ready(broken_for)).warned()
         }
     }
@@ -108,13 +134,18 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
         info!(backend = %name, namespace = %namespace, ready = cond.status, reason = cond.reason, "backend checked");
     }
-    let status = ReportBackendStatus { observed_generation: rb.metadata.generation, ..old.clone() };
+    let status = ReportBackendStatus {
+        observed_generation: rb.metadata.generation,
+        ..old.clone()
+    };
     conclude(ctx, rb, rb.status.as_ref(), status, outcome, Utc::now()).await
 }
 
 /// How long the Ready condition `c` has had its status.
 fn not_ready_for(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> Duration {
-    (Utc::now() - super::conditions::from_k8s_time(&c.last_transition_time)).to_std().unwrap_or_default()
+    (Utc::now() - super::conditions::from_k8s_time(&c.last_transition_time))
+        .to_std()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -125,7 +156,11 @@ mod tests {
     fn a_backend_left_broken_is_probed_less_and_less_often() {
         let table = [(0, 30), (60, 30), (200, 50), (1200, 300), (86_400, 300)];
         for (broken_s, want_s) in table {
-            assert_eq!(reprobe_not_ready(Duration::from_secs(broken_s)), Duration::from_secs(want_s), "broken {broken_s} s");
+            assert_eq!(
+                reprobe_not_ready(Duration::from_secs(broken_s)),
+                Duration::from_secs(want_s),
+                "broken {broken_s} s"
+            );
         }
     }
 }

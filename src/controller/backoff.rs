@@ -42,14 +42,20 @@ impl Backoff {
 
 fn key<K: Resource>(obj: &K) -> String {
     let meta = obj.meta();
-    meta.uid.clone().unwrap_or_else(|| format!("{:?}/{:?}", meta.namespace, meta.name))
+    meta.uid
+        .clone()
+        .unwrap_or_else(|| format!("{:?}/{:?}", meta.namespace, meta.name))
 }
 
 /// The wait after the `failures`-th failure in a row, times `jitter` (so that many objects
 /// failing together do not retry together), within [`FIRST_RETRY`]..=[`MAX_RETRY`].
 fn retry_delay(failures: u32, jitter: f64) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
-    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY).mul_f64(jitter).clamp(FIRST_RETRY, MAX_RETRY)
+    FIRST_RETRY
+        .saturating_mul(1 << doublings)
+        .min(MAX_RETRY)
+        .mul_f64(jitter)
+        .clamp(FIRST_RETRY, MAX_RETRY)
 }
 
 #[cfg(test)]
@@ -58,11 +64,21 @@ mod tests {
 
     #[test]
     fn retries_double_per_failure_and_stay_capped() {
-        let table = [(1, FIRST_RETRY), (2, Duration::from_secs(4)), (3, Duration::from_secs(8)), (8, Duration::from_secs(256)), (9, MAX_RETRY), (u32::MAX, MAX_RETRY)];
+        let table = [
+            (1, FIRST_RETRY),
+            (2, Duration::from_secs(4)),
+            (3, Duration::from_secs(8)),
+            (8, Duration::from_secs(256)),
+            (9, MAX_RETRY),
+            (u32::MAX, MAX_RETRY),
+        ];
         for (failures, want) in table {
             assert_eq!(retry_delay(failures, 1.0), want, "after {failures} failures");
         }
-        assert!(retry_delay(3, 0.8) < retry_delay(3, 1.2), "jitter spreads retries");
+        assert!(
+            retry_delay(3, 0.8) < retry_delay(3, 1.2),
+            "jitter spreads retries"
+        );
         assert_eq!(retry_delay(u32::MAX, 1.2), MAX_RETRY);
     }
 
@@ -79,8 +95,14 @@ mod tests {
         let first = backoff.failed(&a);
         let second = backoff.failed(&a);
         assert!(second > first, "{first:?} then {second:?}");
-        assert!(backoff.failed(&b) <= FIRST_RETRY.mul_f64(1.2), "another object starts afresh");
+        assert!(
+            backoff.failed(&b) <= FIRST_RETRY.mul_f64(1.2),
+            "another object starts afresh"
+        );
         backoff.succeeded(&a);
-        assert!(backoff.failed(&a) <= FIRST_RETRY.mul_f64(1.2), "a success forgets the streak");
+        assert!(
+            backoff.failed(&a) <= FIRST_RETRY.mul_f64(1.2),
+            "a success forgets the streak"
+        );
     }
 }

@@ -28,20 +28,36 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME", default_value = "report-operator")]
+    #[arg(
+        long,
+        env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME",
+        default_value = "report-operator"
+    )]
     pub leader_election_lease_name: String,
     /// Seconds a leader's Lease is valid without renewal: how long a new leader may wait
     /// after the old one died.
-    #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    #[arg(
+        long,
+        env = "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS",
+        default_value_t = 15
+    )]
     pub leader_election_lease_seconds: u64,
     /// Address ranges backend calls may reach although the outbound policy denies them by
     /// default (loopback, link-local and cloud metadata addresses), e.g. 127.0.0.1/32 for
     /// simulators on the same host. The Kubernetes API server stays denied.
-    #[arg(long = "outbound-allow-cidr", env = "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "outbound-allow-cidr",
+        env = "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
     pub outbound_allow_cidrs: Vec<ipnet::IpNet>,
     /// More address ranges backend calls may not reach (e.g. the cluster's pod and service
     /// ranges), on top of the defaults.
-    #[arg(long = "outbound-deny-cidr", env = "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "outbound-deny-cidr",
+        env = "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS",
+        value_delimiter = ','
+    )]
     pub outbound_deny_cidrs: Vec<ipnet::IpNet>,
     /// Allow backend URLs with http:// (credentials in clear text); default: https only.
     #[arg(long, env = "REPORT_OPERATOR_OUTBOUND_ALLOW_HTTP")]
@@ -110,9 +126,15 @@ fn init_logging_at(format: LogFormat, level: LogLevel) {
 /// RUST_LOG, when set and valid, wins over `level`; an invalid one is reported (the second
 /// value), not fatal: a typo in a filter should not stop the operator.
 fn choose_filter(rust_log: Option<&str>, level: LogLevel) -> (tracing_subscriber::EnvFilter, Option<String>) {
-    match rust_log.filter(|v| !v.trim().is_empty()).map(tracing_subscriber::EnvFilter::try_new) {
+    match rust_log
+        .filter(|v| !v.trim().is_empty())
+        .map(tracing_subscriber::EnvFilter::try_new)
+    {
         Some(Ok(filter)) => (filter, None),
-        Some(Err(e)) => (tracing_subscriber::EnvFilter::new(level.filter()), Some(e.to_string())),
+        Some(Err(e)) => (
+            tracing_subscriber::EnvFilter::new(level.filter()),
+            Some(e.to_string()),
+        ),
         None => (tracing_subscriber::EnvFilter::new(level.filter()), None),
     }
 }
@@ -137,21 +159,39 @@ mod tests {
             ("leader-elect", "REPORT_OPERATOR_LEADER_ELECT"),
             // The downward API's name for the pod's own namespace, which is the default.
             ("leader-election-namespace", "POD_NAMESPACE"),
-            ("leader-election-lease-name", "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME"),
-            ("leader-election-lease-seconds", "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS"),
+            (
+                "leader-election-lease-name",
+                "REPORT_OPERATOR_LEADER_ELECTION_LEASE_NAME",
+            ),
+            (
+                "leader-election-lease-seconds",
+                "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS",
+            ),
             // Repeatable flags: the variable holds a comma-separated list.
             ("outbound-allow-cidr", "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS"),
             ("outbound-deny-cidr", "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS"),
             ("outbound-allow-http", "REPORT_OPERATOR_OUTBOUND_ALLOW_HTTP"),
-            ("outbound-allow-insecure-tls", "REPORT_OPERATOR_OUTBOUND_ALLOW_INSECURE_TLS"),
+            (
+                "outbound-allow-insecure-tls",
+                "REPORT_OPERATOR_OUTBOUND_ALLOW_INSECURE_TLS",
+            ),
         ];
         let command = RunArgs::augment_args(Command::new("run"));
         let actual: Vec<(String, Option<String>)> = command
             .get_arguments()
-            .filter_map(|a| a.get_long().map(|long| (long.to_string(), a.get_env().map(|e| e.to_string_lossy().into_owned()))))
+            .filter_map(|a| {
+                a.get_long().map(|long| {
+                    (
+                        long.to_string(),
+                        a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                    )
+                })
+            })
             .collect();
-        let expected: Vec<(String, Option<String>)> =
-            expected.iter().map(|(flag, env)| (flag.to_string(), Some(env.to_string()))).collect();
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(flag, env)| (flag.to_string(), Some(env.to_string())))
+            .collect();
         assert_eq!(actual, expected);
     }
 
@@ -161,18 +201,31 @@ mod tests {
             ("error", "error"),
             ("warn", "warn"),
             ("info", "info,kube=warn,tower=warn,hyper=warn"),
-            ("debug", "info,kube=warn,tower=warn,hyper=warn,report_operator=debug,report_sim=debug"),
-            ("trace", "info,kube=warn,tower=warn,hyper=warn,report_operator=trace,report_sim=trace"),
+            (
+                "debug",
+                "info,kube=warn,tower=warn,hyper=warn,report_operator=debug,report_sim=debug",
+            ),
+            (
+                "trace",
+                "info,kube=warn,tower=warn,hyper=warn,report_operator=trace,report_sim=trace",
+            ),
         ];
         for (flag, filter) in table {
             let args = <RunArgs as clap::FromArgMatches>::from_arg_matches(
-                &RunArgs::augment_args(Command::new("run")).no_binary_name(true).get_matches_from(["--log-level", flag]),
+                &RunArgs::augment_args(Command::new("run"))
+                    .no_binary_name(true)
+                    .get_matches_from(["--log-level", flag]),
             )
             .expect("parse");
             assert_eq!(args.log_level.filter(), filter, "--log-level={flag}");
-            assert!(tracing_subscriber::EnvFilter::try_new(filter).is_ok(), "{filter} parses");
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(filter).is_ok(),
+                "{filter} parses"
+            );
         }
-        let unknown = RunArgs::augment_args(Command::new("run")).no_binary_name(true).try_get_matches_from(["--log-level", "loud"]);
+        let unknown = RunArgs::augment_args(Command::new("run"))
+            .no_binary_name(true)
+            .try_get_matches_from(["--log-level", "loud"]);
         assert!(unknown.is_err(), "an unknown level is refused");
     }
 
@@ -188,7 +241,11 @@ mod tests {
         ];
         for (rust_log, level, expected, ignored) in table {
             let (filter, why) = choose_filter(rust_log, level);
-            assert_eq!(filter.to_string(), tracing_subscriber::EnvFilter::new(expected).to_string(), "{rust_log:?} {level:?}");
+            assert_eq!(
+                filter.to_string(),
+                tracing_subscriber::EnvFilter::new(expected).to_string(),
+                "{rust_log:?} {level:?}"
+            );
             assert_eq!(why.is_some(), ignored, "{rust_log:?}: {why:?}");
         }
     }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
 use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -14,7 +14,10 @@ pub const FIELD_MANAGER: &str = "report-operator";
 /// chrono → k8s `Time`.
 pub fn to_k8s_time(t: DateTime<Utc>) -> Time {
     // Out of jiff's range only for dates beyond year 9999, which no report has.
-    Time(Timestamp::from_nanosecond(t.timestamp_nanos_opt().unwrap_or_default().into()).unwrap_or(Timestamp::UNIX_EPOCH))
+    Time(
+        Timestamp::from_nanosecond(t.timestamp_nanos_opt().unwrap_or_default().into())
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// k8s `Time` → chrono.
@@ -37,13 +40,23 @@ impl<'a> Cond<'a> {
     }
 
     pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
-        Cond { type_, status, reason, message: message.into() }
+        Cond {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status did not change (so that
 /// "Ready since" means what it says) and recording the generation it describes.
-pub fn set_condition(conditions: &mut Vec<Condition>, cond: Cond<'_>, generation: Option<i64>, now: DateTime<Utc>) {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    cond: Cond<'_>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
     let status = if cond.status { "True" } else { "False" }.to_string();
     let last_transition_time = match conditions.iter().find(|c| c.type_ == cond.type_) {
         Some(old) if old.status == status => old.last_transition_time.clone(),
@@ -98,7 +111,12 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -118,14 +136,35 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_the_status_is_unchanged() {
         let mut conds = Vec::new();
-        set_condition(&mut conds, Cond::ready(false, "InProgress", "submitted"), Some(1), t("2026-01-01T00:00:00Z"));
-        set_condition(&mut conds, Cond::ready(false, "InProgress", "still running"), Some(2), t("2026-01-01T00:05:00Z"));
+        set_condition(
+            &mut conds,
+            Cond::ready(false, "InProgress", "submitted"),
+            Some(1),
+            t("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut conds,
+            Cond::ready(false, "InProgress", "still running"),
+            Some(2),
+            t("2026-01-01T00:05:00Z"),
+        );
         assert_eq!(conds.len(), 1);
-        assert_eq!(from_k8s_time(&conds[0].last_transition_time), t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            from_k8s_time(&conds[0].last_transition_time),
+            t("2026-01-01T00:00:00Z")
+        );
         assert_eq!(conds[0].message, "still running");
         assert_eq!(conds[0].observed_generation, Some(2));
-        set_condition(&mut conds, Cond::ready(true, "Ready", "done"), Some(2), t("2026-01-01T00:09:00Z"));
-        assert_eq!(from_k8s_time(&conds[0].last_transition_time), t("2026-01-01T00:09:00Z"));
+        set_condition(
+            &mut conds,
+            Cond::ready(true, "Ready", "done"),
+            Some(2),
+            t("2026-01-01T00:09:00Z"),
+        );
+        assert_eq!(
+            from_k8s_time(&conds[0].last_transition_time),
+            t("2026-01-01T00:09:00Z")
+        );
         assert_eq!(conds[0].status, "True");
     }
 
@@ -133,10 +172,20 @@ mod tests {
     fn long_messages_are_cut_on_a_character_boundary() {
         let mut conds = Vec::new();
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        set_condition(&mut conds, Cond::ready(false, "Failed", long), None, t("2026-01-01T00:00:00Z"));
+        set_condition(
+            &mut conds,
+            Cond::ready(false, "Failed", long),
+            None,
+            t("2026-01-01T00:00:00Z"),
+        );
         assert!(conds[0].message.len() <= MAX_MESSAGE_BYTES);
         assert!(conds[0].message.ends_with('…'));
-        set_condition(&mut conds, Cond::ready(false, "Failed", "short"), None, t("2026-01-01T00:00:00Z"));
+        set_condition(
+            &mut conds,
+            Cond::ready(false, "Failed", "short"),
+            None,
+            t("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(conds[0].message, "short");
     }
 }

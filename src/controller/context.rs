@@ -15,12 +15,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backoff::Backoff;
-use super::events::Events;
 use super::conditions::apply_status;
+use super::events::Events;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
-use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition, CONDITION_READY};
+use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
 
 /// Shared state of the three controllers.
@@ -85,7 +85,13 @@ impl Context {
 
     /// Publishes an Event about `obj` without waiting for the API server (see [`Events`]). A
     /// failure to publish is logged, never fatal: Events are for people, status is the record.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let reference: ObjectReference = obj.object_ref(&());
         let event = Event {
             type_,
@@ -107,7 +113,12 @@ impl Context {
         let rb = self
             .backends
             .get(&ObjectRef::new(name).within(namespace))
-            .ok_or_else(|| NotReady::new("BackendNotFound", format!("ReportBackend {name:?} does not exist in namespace {namespace:?}")))?;
+            .ok_or_else(|| {
+                NotReady::new(
+                    "BackendNotFound",
+                    format!("ReportBackend {name:?} does not exist in namespace {namespace:?}"),
+                )
+            })?;
         let ready = rb
             .status
             .as_ref()
@@ -118,10 +129,18 @@ impl Context {
             Some(c) => {
                 return Err(NotReady::new(
                     "BackendNotReady",
-                    format!("ReportBackend {name:?} is not Ready ({}): {}", c.reason, c.message),
+                    format!(
+                        "ReportBackend {name:?} is not Ready ({}): {}",
+                        c.reason, c.message
+                    ),
                 ));
             }
-            None => return Err(NotReady::new("BackendNotReady", format!("ReportBackend {name:?} has not been checked yet"))),
+            None => {
+                return Err(NotReady::new(
+                    "BackendNotReady",
+                    format!("ReportBackend {name:?} has not been checked yet"),
+                ));
+            }
         }
         let client = self.registry.client(&rb).await?;
         Ok((rb, client))
@@ -152,7 +171,9 @@ impl Context {
     pub async fn hold_back<K: Resource>(&self, obj: &K) -> Option<Action> {
         // The sender lives in `self`, so waiting ends only with `true`.
         let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
-        self.own_writes.cache_is_behind(obj).then(|| Action::requeue(CACHE_CATCH_UP))
+        self.own_writes
+            .cache_is_behind(obj)
+            .then(|| Action::requeue(CACHE_CATCH_UP))
     }
 
     /// Waits until every cache has listed once and then lets [`Context::hold_back`] go on.
@@ -209,7 +230,9 @@ impl OwnWrites {
     /// caught up the entry is dropped, so the map holds only writes still in flight.
     fn cache_is_behind<K: Resource>(&self, cached: &K) -> bool {
         let meta = cached.meta();
-        let (Some(uid), Some(version)) = (meta.uid.as_deref(), resource_version(meta)) else { return false };
+        let (Some(uid), Some(version)) = (meta.uid.as_deref(), resource_version(meta)) else {
+            return false;
+        };
         let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match writes.get(uid) {
             Some(&written) if written > version => true,
@@ -250,7 +273,10 @@ mod tests {
         assert!(!writes.cache_is_behind(&object("b", "1")), "another object");
         assert!(!writes.cache_is_behind(&object("a", "120")));
         assert!(writes.0.lock().expect("lock").is_empty(), "caught up: forgotten");
-        assert!(!writes.cache_is_behind(&object("a", "100")), "nothing recorded any more");
+        assert!(
+            !writes.cache_is_behind(&object("a", "100")),
+            "nothing recorded any more"
+        );
     }
 
     #[test]

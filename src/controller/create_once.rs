@@ -80,7 +80,11 @@ mod tests {
     impl Fake {
         fn step(&mut self, what: &'static str) -> Result<(), &'static str> {
             self.log.push(what);
-            if self.crash_after == Some(self.log.len()) { Err("crash") } else { Ok(()) }
+            if self.crash_after == Some(self.log.len()) {
+                Err("crash")
+            } else {
+                Ok(())
+            }
         }
     }
 
@@ -116,7 +120,14 @@ mod tests {
 
     /// A reconcile after a crash starts from what was saved.
     fn restart(f: &Fake) -> Fake {
-        Fake { saved_pending: f.saved_pending, saved_id: f.saved_id, pending: f.saved_pending, id: f.saved_id, backend: f.backend.clone(), ..Default::default() }
+        Fake {
+            saved_pending: f.saved_pending,
+            saved_id: f.saved_id,
+            pending: f.saved_pending,
+            id: f.saved_id,
+            backend: f.backend.clone(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -125,8 +136,15 @@ mod tests {
         assert_eq!(create_once(&mut fresh).await, Ok(Created::Submitted(1)));
         assert_eq!(fresh.log, ["save", "submit", "save"]);
         for crash_after in 1..=3 {
-            let mut first = Fake { crash_after: Some(crash_after), ..Default::default() };
-            assert_eq!(create_once(&mut first).await, Err("crash"), "crash after step {crash_after}");
+            let mut first = Fake {
+                crash_after: Some(crash_after),
+                ..Default::default()
+            };
+            assert_eq!(
+                create_once(&mut first).await,
+                Err("crash"),
+                "crash after step {crash_after}"
+            );
             let mut again = restart(&first);
             let made = match again.saved_id {
                 Some(id) => id,
@@ -140,7 +158,10 @@ mod tests {
             assert_eq!(again.saved_id, Some(1));
         }
         // A lost submit answer after the mark was saved: the restart finds the report.
-        let mut lost = Fake { crash_after: Some(2), ..Default::default() };
+        let mut lost = Fake {
+            crash_after: Some(2),
+            ..Default::default()
+        };
         let _ = create_once(&mut lost).await;
         let mut again = restart(&lost);
         assert_eq!(create_once(&mut again).await, Ok(Created::Found(1)));

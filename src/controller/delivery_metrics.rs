@@ -27,12 +27,30 @@ impl DeliveryMetrics {
             bytes: Family::default(),
             objects: Family::default(),
             failures: Family::default(),
-            duration: Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.05, 2.0, 14)))),
+            duration: Family::new_with_constructor(Buckets(|| {
+                Histogram::new(exponential_buckets(0.05, 2.0, 14))
+            })),
         };
-        registry.register("delivered_bytes", "Bytes of reports copied into ReportStores, by backend type", m.bytes.clone());
-        registry.register("delivered_objects", "Reports copied into ReportStores, by backend type", m.objects.clone());
-        registry.register("delivery_failures", "Copies into ReportStores (and object deletions) that failed, by reason", m.failures.clone());
-        registry.register("delivery_duration_seconds", "Time a copy into a ReportStore took, download included", m.duration.clone());
+        registry.register(
+            "delivered_bytes",
+            "Bytes of reports copied into ReportStores, by backend type",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "delivered_objects",
+            "Reports copied into ReportStores, by backend type",
+            m.objects.clone(),
+        );
+        registry.register(
+            "delivery_failures",
+            "Copies into ReportStores (and object deletions) that failed, by reason",
+            m.failures.clone(),
+        );
+        registry.register(
+            "delivery_duration_seconds",
+            "Time a copy into a ReportStore took, download included",
+            m.duration.clone(),
+        );
         m
     }
 

@@ -26,21 +26,33 @@ impl Error {
     pub fn condition(&self) -> Option<(&'static str, String)> {
         match self {
             Error::Kube(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 413 | 422) => {
-                let hint = if e.code == 403 { "; the operator's RBAC does not allow it" } else { "" };
+                let hint = if e.code == 403 {
+                    "; the operator's RBAC does not allow it"
+                } else {
+                    ""
+                };
                 Some((
                     "KubernetesApiError",
-                    format!("the Kubernetes API refused a request for this object: {} {}: {}{hint}; retried with backoff", e.code, e.reason, e.message),
+                    format!(
+                        "the Kubernetes API refused a request for this object: {} {}: {}{hint}; retried with backoff",
+                        e.code, e.reason, e.message
+                    ),
                 ))
             }
             Error::Kube(_) => None,
             Error::Invalid(message) => Some(("Invalid", message.clone())),
             Error::TimedOut(limit) => Some((
                 "ReconcileTimeout",
-                format!("handling this object took longer than {} s and was stopped (is a backend answering slowly?); retried with backoff", limit.as_secs()),
+                format!(
+                    "handling this object took longer than {} s and was stopped (is a backend answering slowly?); retried with backoff",
+                    limit.as_secs()
+                ),
             )),
             Error::Panicked(message) => Some((
                 "InternalError",
-                format!("the operator failed on this object (a bug; please report it): {message}; retried with backoff"),
+                format!(
+                    "the operator failed on this object (a bug; please report it): {message}; retried with backoff"
+                ),
             )),
         }
     }

@@ -3,9 +3,9 @@
 //! SUPPLIER window wait seconds for its `Created` Events on a busy API server before the next
 //! window's files were made.
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -24,15 +24,18 @@ impl Events {
     /// Starts the publishing task on the current runtime.
     pub fn start(recorder: Recorder) -> Self {
         let (tx, rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
-        let queued = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        tokio::spawn(queued.for_each_concurrent(CONCURRENCY, move |(event, reference)| {
-            let recorder = recorder.clone();
-            async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    warn!(error = %e, reason = %event.reason, "could not publish event");
+        let queued =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        tokio::spawn(
+            queued.for_each_concurrent(CONCURRENCY, move |(event, reference)| {
+                let recorder = recorder.clone();
+                async move {
+                    if let Err(e) = recorder.publish(&event, &reference).await {
+                        warn!(error = %e, reason = %event.reason, "could not publish event");
+                    }
                 }
-            }
-        }));
+            }),
+        );
         Events(tx)
     }
 

@@ -34,7 +34,9 @@ where
         return Ok(());
     }
     let nothing_to_apply = |_: Finalizing<K>| async { Ok::<_, NotYet>(Action::await_change()) };
-    finalizer(api, name, Arc::new(obj.clone()), nothing_to_apply).await.or_else(outcome)?;
+    finalizer(api, name, Arc::new(obj.clone()), nothing_to_apply)
+        .await
+        .or_else(outcome)?;
     Ok(())
 }
 
@@ -60,7 +62,9 @@ where
 /// A [`finalizer()`] failure as a reconcile result: [`NotYet`] is a plain requeue.
 fn outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
     match e {
-        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => Ok(Action::requeue(after)),
+        finalizer::Error::ApplyFailed(NotYet(after)) | finalizer::Error::CleanupFailed(NotYet(after)) => {
+            Ok(Action::requeue(after))
+        }
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
         other => Err(Error::Invalid(other.to_string())),
     }

@@ -32,8 +32,13 @@ fn generator(g: &ReportGenerator) -> GeneratorGauges {
         _ => None,
     };
     GeneratorGauges {
-        labels: GeneratorLabels { namespace: g.namespace().unwrap_or_default(), generator: g.name_any() },
-        last_success: status.and_then(|s| s.last_successful_time).map(|t| t.timestamp_millis() as f64 / 1000.0),
+        labels: GeneratorLabels {
+            namespace: g.namespace().unwrap_or_default(),
+            generator: g.name_any(),
+        },
+        last_success: status
+            .and_then(|s| s.last_successful_time)
+            .map(|t| t.timestamp_millis() as f64 / 1000.0),
         expected_interval,
     }
 }
@@ -55,7 +60,11 @@ fn backend(rb: &ReportBackend) -> BackendReadiness {
         .and_then(|s| find_condition(&s.conditions, CONDITION_READY))
         .is_some_and(|c| c.status == "True" && c.observed_generation == rb.metadata.generation);
     BackendReadiness {
-        labels: BackendReadyLabels { namespace: rb.namespace().unwrap_or_default(), backend: rb.name_any(), r#type: rb.spec.type_.as_str() },
+        labels: BackendReadyLabels {
+            namespace: rb.namespace().unwrap_or_default(),
+            backend: rb.name_any(),
+            r#type: rb.spec.type_.as_str(),
+        },
         ready,
     }
 }
@@ -89,16 +98,47 @@ mod tests {
         let done = json!({"lastSuccessfulTime": "2026-01-02T03:04:05Z"});
         // (spec, status, last success, expected interval)
         let table = [
-            (base("PERIODIC", json!({})), done.clone(), Some(1_767_323_045.0), Some(604_800.0)),
-            (base("PERIODIC", json!({"schedule": {"suspend": true}})), done.clone(), Some(1_767_323_045.0), None),
-            (base("PERIODIC", json!({"schedule": {"suspend": false}})), json!({}), None, Some(604_800.0)),
-            (base("ONETIME", json!({})), done.clone(), Some(1_767_323_045.0), None),
+            (
+                base("PERIODIC", json!({})),
+                done.clone(),
+                Some(1_767_323_045.0),
+                Some(604_800.0),
+            ),
+            (
+                base("PERIODIC", json!({"schedule": {"suspend": true}})),
+                done.clone(),
+                Some(1_767_323_045.0),
+                None,
+            ),
+            (
+                base("PERIODIC", json!({"schedule": {"suspend": false}})),
+                json!({}),
+                None,
+                Some(604_800.0),
+            ),
+            (
+                base("ONETIME", json!({})),
+                done.clone(),
+                Some(1_767_323_045.0),
+                None,
+            ),
             (base("ON_INVOICE", json!({})), done, Some(1_767_323_045.0), None),
         ];
         for (i, (spec, status, last, every)) in table.into_iter().enumerate() {
             let got = generator(&generator_from(spec, status));
-            assert_eq!(got.labels, GeneratorLabels { namespace: "ns".into(), generator: "g".into() }, "row {i}");
-            assert_eq!((got.last_success, got.expected_interval), (last, every), "row {i}");
+            assert_eq!(
+                got.labels,
+                GeneratorLabels {
+                    namespace: "ns".into(),
+                    generator: "g".into()
+                },
+                "row {i}"
+            );
+            assert_eq!(
+                (got.last_success, got.expected_interval),
+                (last, every),
+                "row {i}"
+            );
         }
         assert_eq!(period_seconds(Period::P1D), 86_400.0);
         assert_eq!(period_seconds(Period::P1M), 31.0 * 86_400.0);
@@ -123,11 +163,24 @@ mod tests {
             }))
             .expect("a valid ReportBackend")
         };
-        let table = [(2, Some(("True", 2)), true), (2, Some(("True", 1)), false), (2, Some(("False", 2)), false), (2, None, false)];
+        let table = [
+            (2, Some(("True", 2)), true),
+            (2, Some(("True", 1)), false),
+            (2, Some(("False", 2)), false),
+            (2, None, false),
+        ];
         for (i, (generation, ready, want)) in table.into_iter().enumerate() {
             let got = backend(&backend_with(generation, ready));
             assert_eq!(got.ready, want, "row {i}");
-            assert_eq!(got.labels, BackendReadyLabels { namespace: "ns".into(), backend: "b".into(), r#type: "CONNECT" }, "row {i}");
+            assert_eq!(
+                got.labels,
+                BackendReadyLabels {
+                    namespace: "ns".into(),
+                    backend: "b".into(),
+                    r#type: "CONNECT"
+                },
+                "row {i}"
+            );
         }
     }
 }

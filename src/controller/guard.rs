@@ -21,13 +21,24 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, error, info_span, warn};
 
-use super::error::Error;
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
-use crate::api::{ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus, ReportStore, ReportStoreStatus};
+use super::error::Error;
+use crate::api::{
+    ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus,
+    ReportStore, ReportStoreStatus,
+};
 
 /// A kind whose status carries a Ready condition.
-pub trait HasReady: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+pub trait HasReady:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     type Status: Serialize + Clone + Default + PartialEq + Send;
     /// The kind's name in logs and metrics.
     const KIND: &'static str;
@@ -65,7 +76,12 @@ where
 }
 
 /// [`reconcile`] with another limit than [`RECONCILE_TIMEOUT`] (a copy into a ReportStore).
-pub async fn reconcile_within<K, Fut>(obj: &K, ctx: &Context, limit: Duration, fut: Fut) -> Result<Action, Error>
+pub async fn reconcile_within<K, Fut>(
+    obj: &K,
+    ctx: &Context,
+    limit: Duration,
+    fut: Fut,
+) -> Result<Action, Error>
 where
     K: HasReady,
     Fut: Future<Output = Result<Action, Error>>,
@@ -96,7 +112,10 @@ pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The reconcile's result, with a panic turned into [`Error::Panicked`] and an overrun of
 /// `limit` into [`Error::TimedOut`].
-async fn catch<Fut: Future<Output = Result<Action, Error>>>(fut: Fut, limit: Duration) -> Result<Action, Error> {
+async fn catch<Fut: Future<Output = Result<Action, Error>>>(
+    fut: Fut,
+    limit: Duration,
+) -> Result<Action, Error> {
     match tokio::time::timeout(limit, AssertUnwindSafe(fut).catch_unwind()).await {
         Ok(Ok(result)) => result,
         Ok(Err(payload)) => Err(Error::Panicked(panic_message(payload.as_ref()))),
@@ -122,7 +141,12 @@ async fn report<K: HasReady>(obj: &K, ctx: &Context, reason: &'static str, messa
     };
     let old = current.status().cloned().unwrap_or_default();
     let mut status = old.clone();
-    set_condition(K::conditions(&mut status), Cond::ready(false, reason, message.clone()), current.meta().generation, Utc::now());
+    set_condition(
+        K::conditions(&mut status),
+        Cond::ready(false, reason, message.clone()),
+        current.meta().generation,
+        Utc::now(),
+    );
     if status == old {
         return;
     }

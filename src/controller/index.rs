@@ -17,9 +17,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use kube::{Resource, ResourceExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
 
 use super::metrics::ReportsByStatus;
 use crate::api::{BackendType, FileState, ReportBackend, ReportFile, ReportGenerator};
@@ -49,7 +49,10 @@ struct Table<K: Resource<DynamicType = ()>> {
 
 impl<K: Resource<DynamicType = ()>> Default for Table<K> {
     fn default() -> Self {
-        Table { keys_of: HashMap::new(), under: HashMap::new() }
+        Table {
+            keys_of: HashMap::new(),
+            under: HashMap::new(),
+        }
     }
 }
 
@@ -69,7 +72,9 @@ impl<K: Resource<DynamicType = ()>> Table<K> {
     }
 
     fn remove(&mut self, r: &ObjectRef<K>) {
-        let Some((r, keys)) = self.keys_of.remove_entry(r) else { return };
+        let Some((r, keys)) = self.keys_of.remove_entry(r) else {
+            return;
+        };
         for key in keys {
             if let Some(set) = self.under.get_mut(&key) {
                 set.remove(&r);
@@ -81,7 +86,10 @@ impl<K: Resource<DynamicType = ()>> Table<K> {
     }
 
     fn under(&self, key: &Key) -> Vec<Arc<ObjectRef<K>>> {
-        self.under.get(key).map(|set| set.iter().cloned().collect()).unwrap_or_default()
+        self.under
+            .get(key)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn count(&self, key: &Key) -> usize {
@@ -99,7 +107,11 @@ struct Indexed<K: Resource<DynamicType = ()>> {
 
 impl<K: Resource<DynamicType = ()>> Indexed<K> {
     fn new(keys: fn(&K) -> Vec<Key>) -> Self {
-        Indexed { live: Table::default(), relist: None, keys }
+        Indexed {
+            live: Table::default(),
+            relist: None,
+            keys,
+        }
     }
 
     fn apply(&mut self, event: &Event<K>) {
@@ -130,7 +142,11 @@ pub struct Index {
 impl Index {
     /// An empty index over these stores; the watches that fill them feed it with
     /// [`Index::apply_file`], [`Index::apply_generator`] and [`Index::apply_backend`].
-    pub fn new(files: Store<ReportFile>, generators: Store<ReportGenerator>, backends: Store<ReportBackend>) -> Self {
+    pub fn new(
+        files: Store<ReportFile>,
+        generators: Store<ReportGenerator>,
+        backends: Store<ReportBackend>,
+    ) -> Self {
         Index {
             files,
             generators,
@@ -160,28 +176,48 @@ impl Index {
 
     /// The ReportFiles that name ReportBackend `backend` in `namespace`.
     pub fn files_of_backend(&self, namespace: &str, backend: &str) -> Vec<Arc<ReportFile>> {
-        lookup(&self.file_keys, &self.files, &Key::Backend(namespace.into(), backend.into()))
+        lookup(
+            &self.file_keys,
+            &self.files,
+            &Key::Backend(namespace.into(), backend.into()),
+        )
     }
 
     /// The ReportFiles IN_PROGRESS on ReportBackend `backend` in `namespace`.
     pub fn files_in_flight(&self, namespace: &str, backend: &str) -> Vec<Arc<ReportFile>> {
-        lookup(&self.file_keys, &self.files, &Key::InFlight(namespace.into(), backend.into()))
+        lookup(
+            &self.file_keys,
+            &self.files,
+            &Key::InFlight(namespace.into(), backend.into()),
+        )
     }
 
     /// The ReportGenerators that name ReportBackend `backend` in `namespace`.
     pub fn generators_of_backend(&self, namespace: &str, backend: &str) -> Vec<Arc<ReportGenerator>> {
-        lookup(&self.generator_keys, &self.generators, &Key::Backend(namespace.into(), backend.into()))
+        lookup(
+            &self.generator_keys,
+            &self.generators,
+            &Key::Backend(namespace.into(), backend.into()),
+        )
     }
 
     /// The ReportBackends in `namespace` that read Secret `secret` (credentials or CA).
     pub fn backends_reading(&self, namespace: &str, secret: &str) -> Vec<Arc<ReportBackend>> {
-        lookup(&self.backend_keys, &self.backends, &Key::Secret(namespace.into(), secret.into()))
+        lookup(
+            &self.backend_keys,
+            &self.backends,
+            &Key::Secret(namespace.into(), secret.into()),
+        )
     }
 
     /// The ReportBackends, in any namespace, of the same type and URL as `rb` (`rb` too):
     /// one API, whose report ids they all share.
     fn backends_on_api_of(&self, rb: &ReportBackend) -> Vec<Arc<ReportBackend>> {
-        lookup(&self.backend_keys, &self.backends, &Key::Api(rb.spec.type_, rb.spec.url.clone()))
+        lookup(
+            &self.backend_keys,
+            &self.backends,
+            &Key::Api(rb.spec.type_, rb.spec.url.clone()),
+        )
     }
 
     /// The backend ids that ReportFiles other than `me_uid` hold on the API of `rb` (same
@@ -189,17 +225,39 @@ impl Index {
     /// status, else the one in spec. `find` must not adopt them: two requests that look the
     /// same would end up sharing one report.
     pub fn ids_taken_by_files(&self, rb: &ReportBackend, me_uid: Option<&str>) -> HashSet<String> {
-        self.ids_taken(rb, me_uid, |b| self.files_of_backend(b.0, b.1), |rf: &ReportFile| {
-            rf.status.as_ref().and_then(|s| s.external_id.clone()).or_else(|| rf.spec.external_id.clone())
-        })
+        self.ids_taken(
+            rb,
+            me_uid,
+            |b| self.files_of_backend(b.0, b.1),
+            |rf: &ReportFile| {
+                rf.status
+                    .as_ref()
+                    .and_then(|s| s.external_id.clone())
+                    .or_else(|| rf.spec.external_id.clone())
+            },
+        )
     }
 
     /// The same for ReportGenerators (RDE templates): the id in status, and the replaced
     /// templates not deleted yet (deleted by their generator soon: never to be adopted).
     pub fn ids_taken_by_generators(&self, rb: &ReportBackend, me_uid: Option<&str>) -> HashSet<String> {
-        self.ids_taken(rb, me_uid, |b| self.generators_of_backend(b.0, b.1), |g: &ReportGenerator| {
-            g.status.as_ref().map(|s| s.external_id.iter().chain(&s.retired_templates).cloned().collect::<Vec<_>>()).unwrap_or_default()
-        })
+        self.ids_taken(
+            rb,
+            me_uid,
+            |b| self.generators_of_backend(b.0, b.1),
+            |g: &ReportGenerator| {
+                g.status
+                    .as_ref()
+                    .map(|s| {
+                        s.external_id
+                            .iter()
+                            .chain(&s.retired_templates)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            },
+        )
     }
 
     fn ids_taken<K: Resource, I: IntoIterator<Item = String>>(
@@ -211,8 +269,18 @@ impl Index {
     ) -> HashSet<String> {
         let mut taken = HashSet::new();
         for backend in self.backends_on_api_of(rb) {
-            let (Some(namespace), Some(name)) = (backend.meta().namespace.as_deref(), backend.meta().name.as_deref()) else { continue };
-            taken.extend(users((namespace, name)).iter().filter(|o| o.meta().uid.as_deref() != me_uid).flat_map(|o| holds(o)));
+            let (Some(namespace), Some(name)) = (
+                backend.meta().namespace.as_deref(),
+                backend.meta().name.as_deref(),
+            ) else {
+                continue;
+            };
+            taken.extend(
+                users((namespace, name))
+                    .iter()
+                    .filter(|o| o.meta().uid.as_deref() != me_uid)
+                    .flat_map(|o| holds(o)),
+            );
         }
         taken
     }
@@ -221,7 +289,11 @@ impl Index {
     pub fn reports_by_status(&self) -> ReportsByStatus {
         let keys = read(&self.file_keys);
         let count = |state| i64::try_from(keys.live.count(&Key::Status(state))).unwrap_or(i64::MAX);
-        ReportsByStatus { in_progress: count(FileState::InProgress), ready: count(FileState::Ready), failed: count(FileState::Failed) }
+        ReportsByStatus {
+            in_progress: count(FileState::InProgress),
+            ready: count(FileState::Ready),
+            failed: count(FileState::Failed),
+        }
     }
 }
 
@@ -229,7 +301,10 @@ fn file_keys(rf: &ReportFile) -> Vec<Key> {
     let namespace = rf.namespace().unwrap_or_default();
     let backend = &rf.spec.backend_ref.name;
     let state = rf.status.as_ref().and_then(|s| s.status);
-    let mut keys = vec![Key::Backend(namespace.clone(), backend.clone()), Key::Status(state.unwrap_or(FileState::InProgress))];
+    let mut keys = vec![
+        Key::Backend(namespace.clone(), backend.clone()),
+        Key::Status(state.unwrap_or(FileState::InProgress)),
+    ];
     if let Some(owner) = rf.owner_references().iter().find(|o| o.controller == Some(true)) {
         keys.push(Key::Owner(owner.uid.clone()));
     }
@@ -240,7 +315,10 @@ fn file_keys(rf: &ReportFile) -> Vec<Key> {
 }
 
 fn generator_keys(g: &ReportGenerator) -> Vec<Key> {
-    vec![Key::Backend(g.namespace().unwrap_or_default(), g.spec.backend_ref.name.clone())]
+    vec![Key::Backend(
+        g.namespace().unwrap_or_default(),
+        g.spec.backend_ref.name.clone(),
+    )]
 }
 
 fn backend_keys(rb: &ReportBackend) -> Vec<Key> {
@@ -264,7 +342,10 @@ where
         let index = read(index);
         (index.live.under(key), index.keys)
     };
-    refs.iter().filter_map(|r| store.get(r)).filter(|obj| keys(obj).contains(key)).collect()
+    refs.iter()
+        .filter_map(|r| store.get(r))
+        .filter(|obj| keys(obj).contains(key))
+        .collect()
 }
 
 /// The key of `obj` in its store: namespace and name.

@@ -15,7 +15,12 @@ impl Fixture {
     fn new() -> Self {
         let (files, generators, backends) = (Writer::default(), Writer::default(), Writer::default());
         let index = Index::new(files.as_reader(), generators.as_reader(), backends.as_reader());
-        Fixture { index, files, generators, backends }
+        Fixture {
+            index,
+            files,
+            generators,
+            backends,
+        }
     }
 
     fn file(&mut self, event: Event<ReportFile>) {
@@ -35,7 +40,14 @@ impl Fixture {
 }
 
 /// A ReportFile `ns/name` (uid `uid-<name>`) on backend `backend`, controlled by `owner`.
-fn rf(ns: &str, name: &str, backend: &str, owner: Option<&str>, state: Option<&str>, ids: (Option<&str>, Option<&str>)) -> ReportFile {
+fn rf(
+    ns: &str,
+    name: &str,
+    backend: &str,
+    owner: Option<&str>,
+    state: Option<&str>,
+    ids: (Option<&str>, Option<&str>),
+) -> ReportFile {
     let owners: Vec<_> = owner
         .map(|uid| json!({"apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportGenerator", "name": "g", "uid": uid, "controller": true}))
         .into_iter()
@@ -70,7 +82,10 @@ fn backend(ns: &str, name: &str, type_: &str, url: &str, ca: Option<&str>) -> Re
 }
 
 fn names<K: kube::Resource>(objects: Vec<Arc<K>>) -> Vec<String> {
-    let mut names: Vec<String> = objects.iter().map(|o| o.meta().name.clone().unwrap_or_default()).collect();
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .collect();
     names.sort();
     names
 }
@@ -86,7 +101,14 @@ const NONE: (Option<&str>, Option<&str>) = (None, None);
 #[test]
 fn applied_objects_are_found_under_each_of_their_keys() {
     let mut f = Fixture::new();
-    f.file(Event::Apply(rf("a", "f1", "rb", Some("g1"), Some("IN_PROGRESS"), (Some("r1"), None))));
+    f.file(Event::Apply(rf(
+        "a",
+        "f1",
+        "rb",
+        Some("g1"),
+        Some("IN_PROGRESS"),
+        (Some("r1"), None),
+    )));
     f.file(Event::Apply(rf("a", "f2", "rb", Some("g1"), Some("READY"), NONE)));
     f.file(Event::Apply(rf("a", "f3", "other", Some("g2"), None, NONE)));
     f.file(Event::Apply(rf("b", "f4", "rb", None, Some("FAILED"), NONE)));
@@ -99,13 +121,28 @@ fn applied_objects_are_found_under_each_of_their_keys() {
     assert_eq!(names(f.index.files_of_owner("nobody")), Vec::<String>::new());
     assert_eq!(names(f.index.files_of_backend("a", "rb")), ["f1", "f2"]);
     assert_eq!(names(f.index.files_of_backend("b", "rb")), ["f4"]);
-    assert_eq!(names(f.index.files_in_flight("a", "rb")), ["f1"], "IN_PROGRESS only; no status yet is not in flight");
+    assert_eq!(
+        names(f.index.files_in_flight("a", "rb")),
+        ["f1"],
+        "IN_PROGRESS only; no status yet is not in flight"
+    );
     assert_eq!(names(f.index.files_in_flight("a", "other")), Vec::<String>::new());
     assert_eq!(names(f.index.generators_of_backend("a", "rb")), ["g1"]);
     assert_eq!(names(f.index.backends_reading("a", "rb-creds")), ["rb"]);
     assert_eq!(names(f.index.backends_reading("a", "ca")), ["rb"]);
-    assert_eq!(names(f.index.backends_reading("b", "ca")), Vec::<String>::new(), "another namespace");
-    assert_eq!(f.index.reports_by_status(), ReportsByStatus { in_progress: 2, ready: 1, failed: 1 });
+    assert_eq!(
+        names(f.index.backends_reading("b", "ca")),
+        Vec::<String>::new(),
+        "another namespace"
+    );
+    assert_eq!(
+        f.index.reports_by_status(),
+        ReportsByStatus {
+            in_progress: 2,
+            ready: 1,
+            failed: 1
+        }
+    );
 }
 
 #[test]
@@ -118,30 +155,78 @@ fn a_deleted_object_leaves_every_key() {
     assert_eq!(names(f.index.files_of_owner("g1")), ["f2"]);
     assert_eq!(names(f.index.files_of_backend("a", "rb")), ["f2"]);
     assert!(f.index.files_in_flight("a", "rb").is_empty());
-    assert_eq!(f.index.reports_by_status(), ReportsByStatus { in_progress: 0, ready: 1, failed: 0 });
+    assert_eq!(
+        f.index.reports_by_status(),
+        ReportsByStatus {
+            in_progress: 0,
+            ready: 1,
+            failed: 0
+        }
+    );
     let keys = f.index.file_keys.read().expect("lock");
     assert_eq!(keys.live.keys_of.len(), 1, "nothing left of f1");
-    assert!(!keys.live.under.contains_key(&Key::InFlight("a".into(), "rb".into())), "empty sets are dropped");
+    assert!(
+        !keys
+            .live
+            .under
+            .contains_key(&Key::InFlight("a".into(), "rb".into())),
+        "empty sets are dropped"
+    );
 }
 
 #[test]
 fn a_relist_replaces_the_index_when_complete_and_drops_vanished_objects() {
     let mut f = Fixture::new();
-    f.file(Event::Apply(rf("a", "kept", "rb", Some("g1"), Some("IN_PROGRESS"), NONE)));
-    f.file(Event::Apply(rf("a", "gone", "rb", Some("g1"), Some("IN_PROGRESS"), NONE)));
+    f.file(Event::Apply(rf(
+        "a",
+        "kept",
+        "rb",
+        Some("g1"),
+        Some("IN_PROGRESS"),
+        NONE,
+    )));
+    f.file(Event::Apply(rf(
+        "a",
+        "gone",
+        "rb",
+        Some("g1"),
+        Some("IN_PROGRESS"),
+        NONE,
+    )));
     f.generator(Event::Apply(generator("a", "gone", "rb", None)));
 
     f.file(Event::Init);
-    f.file(Event::InitApply(rf("a", "kept", "rb", Some("g1"), Some("READY"), NONE)));
-    assert_eq!(names(f.index.files_of_owner("g1")), ["gone", "kept"], "until the re-list is complete, the old answer stands");
+    f.file(Event::InitApply(rf(
+        "a",
+        "kept",
+        "rb",
+        Some("g1"),
+        Some("READY"),
+        NONE,
+    )));
+    assert_eq!(
+        names(f.index.files_of_owner("g1")),
+        ["gone", "kept"],
+        "until the re-list is complete, the old answer stands"
+    );
     f.file(Event::InitDone);
     assert_eq!(names(f.index.files_of_owner("g1")), ["kept"]);
     assert!(f.index.files_in_flight("a", "rb").is_empty(), "kept is READY now");
-    assert_eq!(f.index.reports_by_status(), ReportsByStatus { in_progress: 0, ready: 1, failed: 0 });
+    assert_eq!(
+        f.index.reports_by_status(),
+        ReportsByStatus {
+            in_progress: 0,
+            ready: 1,
+            failed: 0
+        }
+    );
 
     f.generator(Event::Init);
     f.generator(Event::InitDone);
-    assert!(f.index.generators_of_backend("a", "rb").is_empty(), "an empty re-list empties the index");
+    assert!(
+        f.index.generators_of_backend("a", "rb").is_empty(),
+        "an empty re-list empties the index"
+    );
     assert!(f.index.generator_keys.read().expect("lock").live.under.is_empty());
 }
 
@@ -172,7 +257,10 @@ fn a_backend_change_moves_an_object_between_backends() {
     assert_eq!(names(f.index.files_in_flight("a", "y")), ["f1"]);
     assert!(f.index.generators_of_backend("a", "x").is_empty());
     assert_eq!(names(f.index.generators_of_backend("a", "y")), ["g1"]);
-    assert!(f.index.backends_reading("a", "ca").is_empty(), "the CA Secret was dropped");
+    assert!(
+        f.index.backends_reading("a", "ca").is_empty(),
+        "the CA Secret was dropped"
+    );
     assert_eq!(names(f.index.backends_reading("a", "rb-creds")), ["rb"]);
 }
 
@@ -181,11 +269,20 @@ fn an_object_is_answered_only_once_the_store_matches_its_key() {
     // The index hears of a change just before the store applies it.
     let mut f = Fixture::new();
     f.file(Event::Apply(rf("a", "f1", "x", None, None, NONE)));
-    f.index.apply_file(&Event::Apply(rf("a", "f1", "y", None, None, NONE)));
-    assert!(f.index.files_of_backend("a", "y").is_empty(), "the store still says x");
-    f.index.apply_file(&Event::Apply(rf("a", "f2", "y", None, None, NONE)));
-    assert!(f.index.files_of_backend("a", "y").is_empty(), "not in the store yet");
-    f.files.apply_watcher_event(&Event::Apply(rf("a", "f1", "y", None, None, NONE)));
+    f.index
+        .apply_file(&Event::Apply(rf("a", "f1", "y", None, None, NONE)));
+    assert!(
+        f.index.files_of_backend("a", "y").is_empty(),
+        "the store still says x"
+    );
+    f.index
+        .apply_file(&Event::Apply(rf("a", "f2", "y", None, None, NONE)));
+    assert!(
+        f.index.files_of_backend("a", "y").is_empty(),
+        "not in the store yet"
+    );
+    f.files
+        .apply_watcher_event(&Event::Apply(rf("a", "f1", "y", None, None, NONE)));
     assert_eq!(names(f.index.files_of_backend("a", "y")), ["f1"]);
 }
 
@@ -197,33 +294,109 @@ fn ids_taken_are_those_held_on_the_same_api_by_others() {
     let rb = backend("a", "rb", "SUPPLIER", "http://api", None);
     f.backend(Event::Apply(rb.clone()));
     f.backend(Event::Apply(backend("b", "twin", "SUPPLIER", "http://api", None)));
-    f.backend(Event::Apply(backend("a", "elsewhere", "SUPPLIER", "http://other", None)));
+    f.backend(Event::Apply(backend(
+        "a",
+        "elsewhere",
+        "SUPPLIER",
+        "http://other",
+        None,
+    )));
     f.backend(Event::Apply(backend("a", "kind", "CMP", "http://api", None)));
-    f.file(Event::Apply(rf("a", "me", "rb", None, Some("IN_PROGRESS"), (Some("mine"), None))));
-    f.file(Event::Apply(rf("a", "status", "rb", None, Some("READY"), (Some("s1"), Some("ignored")))));
-    f.file(Event::Apply(rf("a", "spec", "rb", None, None, (None, Some("s2")))));
-    f.file(Event::Apply(rf("b", "twin-file", "twin", None, None, (Some("s3"), None))));
+    f.file(Event::Apply(rf(
+        "a",
+        "me",
+        "rb",
+        None,
+        Some("IN_PROGRESS"),
+        (Some("mine"), None),
+    )));
+    f.file(Event::Apply(rf(
+        "a",
+        "status",
+        "rb",
+        None,
+        Some("READY"),
+        (Some("s1"), Some("ignored")),
+    )));
+    f.file(Event::Apply(rf(
+        "a",
+        "spec",
+        "rb",
+        None,
+        None,
+        (None, Some("s2")),
+    )));
+    f.file(Event::Apply(rf(
+        "b",
+        "twin-file",
+        "twin",
+        None,
+        None,
+        (Some("s3"), None),
+    )));
     f.file(Event::Apply(rf("a", "no-id", "rb", None, None, NONE)));
-    f.file(Event::Apply(rf("a", "other-url", "elsewhere", None, None, (Some("o1"), None))));
-    f.file(Event::Apply(rf("a", "other-type", "kind", None, None, (Some("o2"), None))));
-    f.file(Event::Apply(rf("a", "missing", "deleted-backend", None, None, (Some("o3"), None))));
-    assert_eq!(sorted(f.index.ids_taken_by_files(&rb, Some("uid-me"))), ["s1", "s2", "s3"]);
-    assert_eq!(sorted(f.index.ids_taken_by_files(&rb, None)), ["mine", "s1", "s2", "s3"]);
+    f.file(Event::Apply(rf(
+        "a",
+        "other-url",
+        "elsewhere",
+        None,
+        None,
+        (Some("o1"), None),
+    )));
+    f.file(Event::Apply(rf(
+        "a",
+        "other-type",
+        "kind",
+        None,
+        None,
+        (Some("o2"), None),
+    )));
+    f.file(Event::Apply(rf(
+        "a",
+        "missing",
+        "deleted-backend",
+        None,
+        None,
+        (Some("o3"), None),
+    )));
+    assert_eq!(
+        sorted(f.index.ids_taken_by_files(&rb, Some("uid-me"))),
+        ["s1", "s2", "s3"]
+    );
+    assert_eq!(
+        sorted(f.index.ids_taken_by_files(&rb, None)),
+        ["mine", "s1", "s2", "s3"]
+    );
 
     f.generator(Event::Apply(generator("a", "g-me", "rb", Some("t0"))));
     f.generator(Event::Apply(generator("b", "g-twin", "twin", Some("t1"))));
     f.generator(Event::Apply(generator("a", "g-none", "rb", None)));
     f.generator(Event::Apply(generator("a", "g-other", "elsewhere", Some("t2"))));
-    assert_eq!(sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))), ["t1"]);
+    assert_eq!(
+        sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))),
+        ["t1"]
+    );
     // A template the twin replaced and has not deleted yet is taken too.
     let mut replaced = generator("b", "g-twin", "twin", Some("t1"));
     replaced.status.get_or_insert_default().retired_templates = vec!["t1-old".into()];
     f.generator(Event::Apply(replaced));
-    assert_eq!(sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))), ["t1", "t1-old"]);
+    assert_eq!(
+        sorted(f.index.ids_taken_by_generators(&rb, Some("uid-g-me"))),
+        ["t1", "t1-old"]
+    );
 
     // The twin moves to another API: its reports' ids are no longer in the way.
-    f.backend(Event::Apply(backend("b", "twin", "SUPPLIER", "http://moved", None)));
-    assert_eq!(sorted(f.index.ids_taken_by_files(&rb, Some("uid-me"))), ["s1", "s2"]);
+    f.backend(Event::Apply(backend(
+        "b",
+        "twin",
+        "SUPPLIER",
+        "http://moved",
+        None,
+    )));
+    assert_eq!(
+        sorted(f.index.ids_taken_by_files(&rb, Some("uid-me"))),
+        ["s1", "s2"]
+    );
 }
 
 /// Prints what one reconcile's questions cost with the index and with a scan of the store, as
@@ -236,15 +409,32 @@ fn lookups_against_scans() {
         let mut f = Fixture::new();
         let rb = backend("a", "rb-0", "SUPPLIER", "http://api", None);
         for b in 0..100 {
-            f.backend(Event::Apply(backend("a", &format!("rb-{b}"), "SUPPLIER", &format!("http://api-{b}"), None)));
+            f.backend(Event::Apply(backend(
+                "a",
+                &format!("rb-{b}"),
+                "SUPPLIER",
+                &format!("http://api-{b}"),
+                None,
+            )));
         }
         f.backend(Event::Apply(rb.clone()));
         for i in 0..total {
             let state = if i % 10 == 0 { "IN_PROGRESS" } else { "READY" };
             let id = format!("r{i}");
             // The first 100 are the ones asked about; the others are unrelated.
-            let (on, owner) = if i < 100 { (0, 7) } else { (1 + i % 99, 8 + i % 500) };
-            f.file(Event::Apply(rf("a", &format!("f{i}"), &format!("rb-{on}"), Some(&format!("g{owner}")), Some(state), (Some(&id), None))));
+            let (on, owner) = if i < 100 {
+                (0, 7)
+            } else {
+                (1 + i % 99, 8 + i % 500)
+            };
+            f.file(Event::Apply(rf(
+                "a",
+                &format!("f{i}"),
+                &format!("rb-{on}"),
+                Some(&format!("g{owner}")),
+                Some(state),
+                (Some(&id), None),
+            )));
         }
         let rounds = 200;
         let started = std::time::Instant::now();
@@ -259,11 +449,30 @@ fn lookups_against_scans() {
         for _ in 0..rounds {
             let state = store.state();
             let on_rb = |rf: &&Arc<ReportFile>| rf.spec.backend_ref.name == "rb-0";
-            std::hint::black_box(state.iter().filter(on_rb).filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress)).count());
-            std::hint::black_box(state.iter().filter(|rf| rf.owner_references().iter().any(|o| o.uid == "g7")).count());
-            std::hint::black_box(state.iter().filter(on_rb).filter_map(|rf| rf.status.as_ref()?.external_id.clone()).collect::<HashSet<_>>());
+            std::hint::black_box(
+                state
+                    .iter()
+                    .filter(on_rb)
+                    .filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(FileState::InProgress))
+                    .count(),
+            );
+            std::hint::black_box(
+                state
+                    .iter()
+                    .filter(|rf| rf.owner_references().iter().any(|o| o.uid == "g7"))
+                    .count(),
+            );
+            std::hint::black_box(
+                state
+                    .iter()
+                    .filter(on_rb)
+                    .filter_map(|rf| rf.status.as_ref()?.external_id.clone())
+                    .collect::<HashSet<_>>(),
+            );
         }
         let scanned = started.elapsed() / rounds;
-        println!("{total} reports, 100 related: index {indexed:?}, scans {scanned:?} per reconcile's three questions");
+        println!(
+            "{total} reports, 100 related: index {indexed:?}, scans {scanned:?} per reconcile's three questions"
+        );
     }
 }

@@ -91,10 +91,13 @@ pub struct Leadership {
 pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunError> {
     let seconds = args.leader_election_lease_seconds;
     if seconds < MIN_LEASE_SECONDS {
-        return Err(RunError::LeaseTooShort { min: MIN_LEASE_SECONDS });
+        return Err(RunError::LeaseTooShort {
+            min: MIN_LEASE_SECONDS,
+        });
     }
     let duration = Duration::from_secs(seconds);
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
     let lease = args.leader_election_lease_name.clone();
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
         .with_namespace(&args.leader_election_namespace)
@@ -117,14 +120,28 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
         }
     };
     info!(identity = %identity, "acquired the leader-election Lease");
-    Ok(Leadership { lost: leader, api, lease, identity, duration, renewed })
+    Ok(Leadership {
+        lost: leader,
+        api,
+        lease,
+        identity,
+        duration,
+        renewed,
+    })
 }
 
 impl Leadership {
     /// Resolves when this process must stop reconciling: the Lease went to another replica,
     /// or its renewal is too old for the Lease to be still ours by the time anyone checks.
     pub async fn lost(self) -> RunError {
-        let Leadership { mut lost, api, lease, identity, duration, renewed } = self;
+        let Leadership {
+            mut lost,
+            api,
+            lease,
+            identity,
+            duration,
+            renewed,
+        } = self;
         tokio::select! {
             _ = async {
                 while *lost.borrow_and_update() {
@@ -145,7 +162,13 @@ impl Leadership {
 
 /// Returns (with the renewal's age) once the newest renewal read back under our identity is
 /// `duration − margin` old. The deadline runs on its own timer, so a slow read cannot delay it.
-async fn watchdog(api: &Api<Lease>, lease: &str, identity: &str, duration: Duration, mut renewed: SystemTime) -> Duration {
+async fn watchdog(
+    api: &Api<Lease>,
+    lease: &str,
+    identity: &str,
+    duration: Duration,
+    mut renewed: SystemTime,
+) -> Duration {
     let poll = poll_interval(duration);
     let timeout = request_timeout(duration);
     loop {
@@ -229,8 +252,16 @@ mod tests {
             (15.0, -2.0, Verdict::Keep(secs(12.0))),
         ];
         for (duration, age, expected) in table {
-            let now = if age >= 0.0 { renewed + secs(age) } else { renewed - secs(-age) };
-            assert_eq!(verdict(renewed, now, secs(duration)), expected, "duration {duration}, age {age}");
+            let now = if age >= 0.0 {
+                renewed + secs(age)
+            } else {
+                renewed - secs(-age)
+            };
+            assert_eq!(
+                verdict(renewed, now, secs(duration)),
+                expected,
+                "duration {duration}, age {age}"
+            );
         }
     }
 
@@ -242,7 +273,10 @@ mod tests {
             let duration = Duration::from_secs(seconds);
             let renewal = Duration::from_secs(seconds - grace(seconds));
             let seen = renewal + poll_interval(duration) + request_timeout(duration);
-            assert!(seen < duration - margin(duration), "{seconds} s: renewal seen at {seen:?}");
+            assert!(
+                seen < duration - margin(duration),
+                "{seconds} s: renewal seen at {seen:?}"
+            );
             assert!(grace(seconds) < seconds);
         }
     }

@@ -10,9 +10,9 @@
 //! per-object gauges): a standby's caches are empty, and its zeros would make alerts fire on
 //! every failover. `leader` says which replica that is.
 
-use std::sync::{Arc, Mutex};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -165,11 +165,16 @@ impl Metrics {
         let backend_call_duration =
             Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))));
         let reports = Family::<StatusLabels, Gauge>::default();
-        let time_to_ready = Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))));
+        let time_to_ready =
+            Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))));
         let rate_limit_waits = Family::<BackendLabels, Counter>::default();
         let missed_windows = Counter::default();
         registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Time a reconcile took", reconcile_duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            reconcile_duration.clone(),
+        );
         registry.register(
             "backend_calls",
             "Calls to reporting APIs by backend type, operation and outcome code",
@@ -191,7 +196,11 @@ impl Metrics {
             "Times a call was held back or refused by a backend's rate limit",
             rate_limit_waits.clone(),
         );
-        registry.register("missed_windows", "Report windows recorded as missed", missed_windows.clone());
+        registry.register(
+            "missed_windows",
+            "Report windows recorded as missed",
+            missed_windows.clone(),
+        );
         let delivery = super::delivery_metrics::DeliveryMetrics::register(&mut registry);
         let reports_completed = Family::<CompletedLabels, Counter>::default();
         registry.register(
@@ -202,7 +211,10 @@ impl Metrics {
         // From zero, so that `increase()` sees a type's first failure too.
         for type_ in BACKEND_TYPES {
             for result in ["ready", "failed"] {
-                let _ = reports_completed.get_or_create(&CompletedLabels { backend: BackendLabels { r#type: type_ }, result });
+                let _ = reports_completed.get_or_create(&CompletedLabels {
+                    backend: BackendLabels { r#type: type_ },
+                    result,
+                });
             }
         }
         let generator_last_success = Family::<GeneratorLabels, Gauge<f64, AtomicU64>>::default();
@@ -218,12 +230,24 @@ impl Metrics {
             generator_expected_interval.clone(),
         );
         let backend_ready = Family::<BackendReadyLabels, Gauge>::default();
-        registry.register("backend_ready", "1 when the ReportBackend is Ready for its current spec, else 0", backend_ready.clone());
+        registry.register(
+            "backend_ready",
+            "1 when the ReportBackend is Ready for its current spec, else 0",
+            backend_ready.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
-        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         registry.register("build_info", "The operator's version; always 1", build_info);
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica reconciles (holds the Lease, or runs without leader election)", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the Lease, or runs without leader election)",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -253,15 +277,24 @@ impl Metrics {
     /// FAILED from unfinished.
     pub fn report_changed(&self, type_: &'static str, before: Option<FileState>, after: Option<FileState>) {
         if let Some(result) = completion(before, after) {
-            self.reports_completed.get_or_create(&CompletedLabels { backend: BackendLabels { r#type: type_ }, result }).inc();
+            self.reports_completed
+                .get_or_create(&CompletedLabels {
+                    backend: BackendLabels { r#type: type_ },
+                    result,
+                })
+                .inc();
         }
     }
 
     /// Counts one reconcile.
     pub fn reconciled(&self, kind: &'static str, ok: bool, took: Duration) {
         let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
-        self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(took.as_secs_f64());
     }
 
     /// Runs one backend call: the only place calls are timed and counted, so that every
@@ -277,10 +310,19 @@ impl Metrics {
         let result = fut.await;
         let backend = BackendLabels { r#type: type_ };
         self.backend_call_duration
-            .get_or_create(&OperationLabels { backend: backend.clone(), operation })
+            .get_or_create(&OperationLabels {
+                backend: backend.clone(),
+                operation,
+            })
             .observe(start.elapsed().as_secs_f64());
         let code = result.as_ref().err().map_or("ok", BackendError::metric_code);
-        self.backend_calls.get_or_create(&CallLabels { backend, operation, code }).inc();
+        self.backend_calls
+            .get_or_create(&CallLabels {
+                backend,
+                operation,
+                code,
+            })
+            .inc();
         result
     }
 
@@ -293,20 +335,36 @@ impl Metrics {
         self.generator_expected_interval.clear();
         self.backend_ready.clear();
         if self.leader.get() == 1 {
-            let Snapshot { reports, generators, backends } = snapshot();
-            self.reports.get_or_create(&StatusLabels { status: "IN_PROGRESS" }).set(reports.in_progress);
-            self.reports.get_or_create(&StatusLabels { status: "READY" }).set(reports.ready);
-            self.reports.get_or_create(&StatusLabels { status: "FAILED" }).set(reports.failed);
+            let Snapshot {
+                reports,
+                generators,
+                backends,
+            } = snapshot();
+            self.reports
+                .get_or_create(&StatusLabels {
+                    status: "IN_PROGRESS",
+                })
+                .set(reports.in_progress);
+            self.reports
+                .get_or_create(&StatusLabels { status: "READY" })
+                .set(reports.ready);
+            self.reports
+                .get_or_create(&StatusLabels { status: "FAILED" })
+                .set(reports.failed);
             for g in generators {
                 if let Some(t) = g.last_success {
                     self.generator_last_success.get_or_create(&g.labels).set(t);
                 }
                 if let Some(every) = g.expected_interval {
-                    self.generator_expected_interval.get_or_create(&g.labels).set(every);
+                    self.generator_expected_interval
+                        .get_or_create(&g.labels)
+                        .set(every);
                 }
             }
             for b in backends {
-                self.backend_ready.get_or_create(&b.labels).set(i64::from(b.ready));
+                self.backend_ready
+                    .get_or_create(&b.labels)
+                    .set(i64::from(b.ready));
             }
         }
         let mut out = String::new();
@@ -354,12 +412,21 @@ struct Served {
 /// synced).
 /// The listener is bound at start, so that a port in use stops the operator at once rather
 /// than leaving it running without probes.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, snapshot: TakeSnapshot, ready: Arc<AtomicBool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    snapshot: TakeSnapshot,
+    ready: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Served { metrics, snapshot, ready });
+        .with_state(Served {
+            metrics,
+            snapshot,
+            ready,
+        });
     axum::serve(listener, app).await
 }
 
@@ -367,7 +434,10 @@ async fn metrics_handler(State(served): State<Served>) -> impl IntoResponse {
     match served.metrics.render(|| (served.snapshot)()) {
         Ok(body) => (
             StatusCode::OK,
-            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
@@ -376,7 +446,11 @@ async fn metrics_handler(State(served): State<Served>) -> impl IntoResponse {
 }
 
 async fn readyz(State(served): State<Served>) -> impl IntoResponse {
-    if served.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+    if served.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
 }
 
 #[cfg(test)]
@@ -388,7 +462,11 @@ mod tests {
         let m = Metrics::new();
         let ok = m.call("RDE", "submit", async { Ok::<_, BackendError>(1) }).await;
         assert_eq!(ok, Ok(1));
-        let refused = m.call("RDE", "probe", async { Err::<(), _>(BackendError::Unauthorized { message: "no".into() }) }).await;
+        let refused = m
+            .call("RDE", "probe", async {
+                Err::<(), _>(BackendError::Unauthorized { message: "no".into() })
+            })
+            .await;
         assert!(refused.is_err());
         let mut out = String::new();
         encode(&mut out, &m.registry).expect("encode");
@@ -424,20 +502,36 @@ mod tests {
     #[test]
     fn every_backend_type_has_counters_from_zero() {
         let schema = serde_json::to_value(schemars::schema_for!(crate::api::BackendType)).expect("schema");
-        let types: Vec<&str> = schema["enum"].as_array().expect("an enum").iter().filter_map(|v| v.as_str()).collect();
+        let types: Vec<&str> = schema["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
         assert_eq!(types, BACKEND_TYPES);
     }
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            reports: ReportsByStatus { in_progress: 1, ready: 2, failed: 3 },
+            reports: ReportsByStatus {
+                in_progress: 1,
+                ready: 2,
+                failed: 3,
+            },
             generators: vec![GeneratorGauges {
-                labels: GeneratorLabels { namespace: "ns".into(), generator: "daily".into() },
+                labels: GeneratorLabels {
+                    namespace: "ns".into(),
+                    generator: "daily".into(),
+                },
                 last_success: Some(1_767_323_045.5),
                 expected_interval: Some(86_400.0),
             }],
             backends: vec![BackendReadiness {
-                labels: BackendReadyLabels { namespace: "ns".into(), backend: "rde".into(), r#type: "RDE" },
+                labels: BackendReadyLabels {
+                    namespace: "ns".into(),
+                    backend: "rde".into(),
+                    r#type: "RDE",
+                },
                 ready: false,
             }],
         }
@@ -456,24 +550,51 @@ mod tests {
         let always = [
             r#"report_operator_reports_completed_total{type="RDE",result="failed"} 1"#,
             r#"report_operator_reports_completed_total{type="CONNECT",result="failed"} 0"#,
-            concat!(r#"report_operator_build_info{version=""#, env!("CARGO_PKG_VERSION"), r#""} 1"#),
+            concat!(
+                r#"report_operator_build_info{version=""#,
+                env!("CARGO_PKG_VERSION"),
+                r#""} 1"#
+            ),
         ];
-        let standby = m.render(|| panic!("a standby does not read its caches")).expect("render");
-        assert!(standby.lines().any(|l| l == "report_operator_leader 0"), "{standby}");
+        let standby = m
+            .render(|| panic!("a standby does not read its caches"))
+            .expect("render");
+        assert!(
+            standby.lines().any(|l| l == "report_operator_leader 0"),
+            "{standby}"
+        );
         for line in from_caches {
             let name = line.split('{').next().unwrap_or_default();
-            assert!(!standby.lines().any(|l| l.starts_with(&format!("{name}{{"))), "a standby exports {name}:\n{standby}");
+            assert!(
+                !standby.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+                "a standby exports {name}:\n{standby}"
+            );
         }
         m.set_leader(true);
         let leading = m.render(snapshot).expect("render");
-        for line in from_caches.iter().chain(&always).chain(&["report_operator_leader 1"]) {
-            assert!(leading.lines().any(|l| l == *line), "{line} missing from\n{leading}");
+        for line in from_caches
+            .iter()
+            .chain(&always)
+            .chain(&["report_operator_leader 1"])
+        {
+            assert!(
+                leading.lines().any(|l| l == *line),
+                "{line} missing from\n{leading}"
+            );
         }
         for line in always {
-            assert!(standby.lines().any(|l| l == line), "{line} missing from a standby's\n{standby}");
+            assert!(
+                standby.lines().any(|l| l == line),
+                "{line} missing from a standby's\n{standby}"
+            );
         }
         // A generator gone from the caches is gone from the next scrape.
-        let gone = m.render(|| Snapshot { generators: vec![], ..snapshot() }).expect("render");
+        let gone = m
+            .render(|| Snapshot {
+                generators: vec![],
+                ..snapshot()
+            })
+            .expect("render");
         assert!(!gone.contains(r#"generator="daily""#), "{gone}");
     }
 }

@@ -40,17 +40,17 @@ mod guard;
 mod index;
 mod leader;
 mod metrics;
-mod outcome;
 mod outbound;
+mod outcome;
 mod registry;
 mod store;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::Controller;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -58,8 +58,8 @@ use tracing::{info, warn};
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore};
 pub use cli::{LogFormat, RunArgs, init_logging};
 pub use context::Context;
-use index::Index;
 pub use error::{Error, RunError};
+use index::Index;
 pub use metrics::Metrics;
 
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
@@ -71,9 +71,13 @@ const EVENT_BUFFER: usize = 256;
 /// `--leader-elect`, only while this process holds the Lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // First, so that a port in use is an error before anything else starts.
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await.map_err(|e| RunError::Metrics(args.metrics_addr, e))?;
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| RunError::Metrics(args.metrics_addr, e))?;
     info!(addr = %listener.local_addr().unwrap_or(args.metrics_addr), "metrics server listening");
-    let config = kube::Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let policy = Arc::new(outbound::policy(&args, &config).await);
     let client = Client::try_from(config)?;
     let scope = match &args.namespace {
@@ -90,8 +94,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // gives the resourceVersion of each credentials Secret (a change rebuilds that backend's
     // client), and the controllers watch for changed credentials and deleted report Secrets.
     let (secret_store, secret_writer) = reflector::store();
-    let secret_reflector = reflector(secret_writer, watcher(secrets.clone(), watch_config()).default_backoff().modify(slim))
-        .for_each(|_| async {});
+    let secret_reflector = reflector(
+        secret_writer,
+        watcher(secrets.clone(), watch_config())
+            .default_backoff()
+            .modify(slim),
+    )
+    .for_each(|_| async {});
 
     // One watch per kind fills its store and `ctx.index`, and drives its controller; the
     // ReportFile watch also wakes their generators. Subscribers hear of a change only once the
@@ -101,21 +110,45 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
     let (generator_store, generator_writer) = reflector::store_shared(EVENT_BUFFER);
     let (backend_store, backend_writer) = reflector::store_shared(EVENT_BUFFER);
-    let index = Arc::new(Index::new(file_store.clone(), generator_store.clone(), backend_store.clone()));
+    let index = Arc::new(Index::new(
+        file_store.clone(),
+        generator_store.clone(),
+        backend_store.clone(),
+    ));
     let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
     let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
-    let generator_events = generator_writer.subscribe().expect("a shared store takes subscribers");
-    let backend_events = backend_writer.subscribe().expect("a shared store takes subscribers");
-    let file_reflector = indexed_watch(files, file_writer, { let index = index.clone(); move |e| index.apply_file(e) });
-    let generator_reflector = indexed_watch(generators, generator_writer, { let index = index.clone(); move |e| index.apply_generator(e) });
-    let backend_reflector = indexed_watch(backends.clone(), backend_writer, { let index = index.clone(); move |e| index.apply_backend(e) });
+    let generator_events = generator_writer
+        .subscribe()
+        .expect("a shared store takes subscribers");
+    let backend_events = backend_writer
+        .subscribe()
+        .expect("a shared store takes subscribers");
+    let file_reflector = indexed_watch(files, file_writer, {
+        let index = index.clone();
+        move |e| index.apply_file(e)
+    });
+    let generator_reflector = indexed_watch(generators, generator_writer, {
+        let index = index.clone();
+        move |e| index.apply_generator(e)
+    });
+    let backend_reflector = indexed_watch(backends.clone(), backend_writer, {
+        let index = index.clone();
+        move |e| index.apply_backend(e)
+    });
 
     let backend_controller = Controller::for_shared_stream(backend_events, backend_store);
     let generator_controller = Controller::for_shared_stream(generator_events, generator_store);
     let file_controller = Controller::for_shared_stream(file_events, file_store);
     let store_controller = Controller::new(stores, watch_config());
 
-    let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::new()), index, secret_store, store_controller.store(), policy));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        index,
+        secret_store,
+        store_controller.store(),
+        policy,
+    ));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {
@@ -175,7 +208,13 @@ fn indexed_watch<K>(
     index: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     watcher(api, watch_config())
         .default_backoff()

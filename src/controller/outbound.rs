@@ -17,8 +17,10 @@ pub async fn policy(args: &RunArgs, config: &kube::Config) -> OutboundPolicy {
         denied.extend(resolve(host.trim_start_matches('[').trim_end_matches(']'), port).await);
     }
     // In a pod, the API server's Service address (the kubeconfig may name another route).
-    if let (Ok(host), Ok(port)) = (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT"))
-        && let Ok(port) = port.parse()
+    if let (Ok(host), Ok(port)) = (
+        std::env::var("KUBERNETES_SERVICE_HOST"),
+        std::env::var("KUBERNETES_SERVICE_PORT"),
+    ) && let Ok(port) = port.parse()
     {
         denied.extend(resolve(&host, port).await);
     }
@@ -53,13 +55,26 @@ mod tests {
     async fn the_api_server_of_the_kubeconfig_is_denied() {
         let config = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
         let args = <RunArgs as clap::FromArgMatches>::from_arg_matches(
-            &<RunArgs as clap::Args>::augment_args(clap::Command::new("run"))
-                .get_matches_from(["run", "--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"]),
+            &<RunArgs as clap::Args>::augment_args(clap::Command::new("run")).get_matches_from([
+                "run",
+                "--outbound-allow-cidr=127.0.0.1/32",
+                "--outbound-allow-http",
+            ]),
         )
         .expect("flags");
         let policy = policy(&args, &config).await;
-        assert!(policy.socket_denial("127.0.0.1:6443".parse().expect("addr")).is_some(), "the API server");
-        assert!(policy.socket_denial("127.0.0.1:18080".parse().expect("addr")).is_none(), "an allowed simulator");
+        assert!(
+            policy
+                .socket_denial("127.0.0.1:6443".parse().expect("addr"))
+                .is_some(),
+            "the API server"
+        );
+        assert!(
+            policy
+                .socket_denial("127.0.0.1:18080".parse().expect("addr"))
+                .is_none(),
+            "an allowed simulator"
+        );
         assert!(policy.allows_http());
         assert!(!policy.allows_insecure_tls());
     }

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
@@ -68,24 +68,41 @@ pub struct Note {
 impl Outcome {
     /// Working as asked; Ready is the object's own (already in its status).
     pub fn working(requeue: Option<Duration>) -> Self {
-        Outcome { ready: None, requeue, event: None }
+        Outcome {
+            ready: None,
+            requeue,
+            event: None,
+        }
     }
 
     /// Ready=True with this reason.
     pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
-        Outcome { ready: Some(Cond::ready(true, reason, message)), requeue: None, event: None }
+        Outcome {
+            ready: Some(Cond::ready(true, reason, message)),
+            requeue: None,
+            event: None,
+        }
     }
 
     /// Ready=False while something outside the object is not there yet (a backend, a
     /// budget): it changes by itself, so the owner is not warned.
     pub fn waiting(reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
-        Outcome { ready: Some(Cond::ready(false, reason, message)), requeue: Some(requeue), event: None }
+        Outcome {
+            ready: Some(Cond::ready(false, reason, message)),
+            requeue: Some(requeue),
+            event: None,
+        }
     }
 
     /// Ready=False until the object is changed: a Warning Event, and no requeue (a change
     /// wakes it).
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
-        Outcome { ready: Some(Cond::ready(false, reason, message)), requeue: None, event: None }.warned()
+        Outcome {
+            ready: Some(Cond::ready(false, reason, message)),
+            requeue: None,
+            event: None,
+        }
+        .warned()
     }
 
     /// Also look again after `requeue`.
@@ -104,13 +121,23 @@ impl Outcome {
 
     /// With a Warning Event that says what the condition says.
     pub fn warned(mut self) -> Self {
-        self.event = self.ready.as_ref().map(|c| Box::new(Note { type_: EventType::Warning, reason: c.reason, message: c.message.clone() }));
+        self.event = self.ready.as_ref().map(|c| {
+            Box::new(Note {
+                type_: EventType::Warning,
+                reason: c.reason,
+                message: c.message.clone(),
+            })
+        });
         self
     }
 
     /// With this Event.
     pub fn noting(mut self, type_: EventType, reason: &'static str, message: impl Into<String>) -> Self {
-        self.event = Some(Box::new(Note { type_, reason, message: message.into() }));
+        self.event = Some(Box::new(Note {
+            type_,
+            reason,
+            message: message.into(),
+        }));
         self
     }
 
@@ -135,7 +162,11 @@ impl From<NotReady> for Outcome {
     /// has no one else to tell, gets a Warning here.
     fn from(n: NotReady) -> Self {
         let outcome = Outcome::waiting(n.reason, n.message, BACKEND_WAIT);
-        if n.reason == "BackendNotFound" { outcome.warned() } else { outcome }
+        if n.reason == "BackendNotFound" {
+            outcome.warned()
+        } else {
+            outcome
+        }
     }
 }
 
@@ -161,7 +192,8 @@ pub async fn conclude<K: HasReady>(
         ctx.apply_status(&api, obj, &status).await?;
     }
     if let Some(note) = &outcome.event {
-        ctx.event(obj, note.type_, note.reason, note.message.clone()).await;
+        ctx.event(obj, note.type_, note.reason, note.message.clone())
+            .await;
     }
     Ok(outcome.action())
 }
@@ -173,27 +205,96 @@ mod tests {
     #[test]
     fn each_outcome_maps_to_one_condition_requeue_and_event() {
         let secs = Duration::from_secs;
-        let warning = |reason: &'static str, message: &str| Some(Box::new(Note { type_: EventType::Warning, reason, message: message.into() }));
+        let warning = |reason: &'static str, message: &str| {
+            Some(Box::new(Note {
+                type_: EventType::Warning,
+                reason,
+                message: message.into(),
+            }))
+        };
         // (outcome, Ready, requeue, Event)
-        type Row = (Outcome, Option<(bool, &'static str)>, Option<Duration>, Option<Box<Note>>);
+        type Row = (
+            Outcome,
+            Option<(bool, &'static str)>,
+            Option<Duration>,
+            Option<Box<Note>>,
+        );
         let cases: Vec<Row> = vec![
             (Outcome::working(None), None, None, None),
             (Outcome::working(Some(secs(5))), None, Some(secs(5)), None),
-            (Outcome::working(None).or_requeue(secs(30)), None, Some(secs(30)), None),
-            (Outcome::working(Some(secs(1))).or_requeue(secs(30)), None, Some(secs(1)), None),
-            (Outcome::ready("Throttled", "m").requeue(secs(60)).warned(), Some((true, "Throttled")), Some(secs(60)), warning("Throttled", "m")),
-            (Outcome::waiting("BackendError", "m", secs(5)), Some((false, "BackendError")), Some(secs(5)), None),
-            (Outcome::waiting("BackendError", "m", secs(5)).or_requeue(secs(30)), Some((false, "BackendError")), Some(secs(5)), None),
-            (Outcome::invalid("InvalidSchedule", "m"), Some((false, "InvalidSchedule")), None, warning("InvalidSchedule", "m")),
-            (Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("InvalidSchedule")), Some((false, "InvalidSchedule")), None, None),
-            (Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("Scheduled")), Some((false, "InvalidSchedule")), None, warning("InvalidSchedule", "m")),
-            (NotReady::new("BackendNotReady", "m").into(), Some((false, "BackendNotReady")), Some(BACKEND_WAIT), None),
-            (NotReady::new("BackendNotFound", "m").into(), Some((false, "BackendNotFound")), Some(BACKEND_WAIT), warning("BackendNotFound", "m")),
+            (
+                Outcome::working(None).or_requeue(secs(30)),
+                None,
+                Some(secs(30)),
+                None,
+            ),
+            (
+                Outcome::working(Some(secs(1))).or_requeue(secs(30)),
+                None,
+                Some(secs(1)),
+                None,
+            ),
+            (
+                Outcome::ready("Throttled", "m").requeue(secs(60)).warned(),
+                Some((true, "Throttled")),
+                Some(secs(60)),
+                warning("Throttled", "m"),
+            ),
+            (
+                Outcome::waiting("BackendError", "m", secs(5)),
+                Some((false, "BackendError")),
+                Some(secs(5)),
+                None,
+            ),
+            (
+                Outcome::waiting("BackendError", "m", secs(5)).or_requeue(secs(30)),
+                Some((false, "BackendError")),
+                Some(secs(5)),
+                None,
+            ),
+            (
+                Outcome::invalid("InvalidSchedule", "m"),
+                Some((false, "InvalidSchedule")),
+                None,
+                warning("InvalidSchedule", "m"),
+            ),
+            (
+                Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("InvalidSchedule")),
+                Some((false, "InvalidSchedule")),
+                None,
+                None,
+            ),
+            (
+                Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("Scheduled")),
+                Some((false, "InvalidSchedule")),
+                None,
+                warning("InvalidSchedule", "m"),
+            ),
+            (
+                NotReady::new("BackendNotReady", "m").into(),
+                Some((false, "BackendNotReady")),
+                Some(BACKEND_WAIT),
+                None,
+            ),
+            (
+                NotReady::new("BackendNotFound", "m").into(),
+                Some((false, "BackendNotFound")),
+                Some(BACKEND_WAIT),
+                warning("BackendNotFound", "m"),
+            ),
         ];
         for (i, (outcome, ready, requeue, event)) in cases.into_iter().enumerate() {
-            assert_eq!(outcome.ready.as_ref().map(|c| (c.status, c.reason)), ready, "row {i}");
+            assert_eq!(
+                outcome.ready.as_ref().map(|c| (c.status, c.reason)),
+                ready,
+                "row {i}"
+            );
             assert_eq!(outcome.requeue, requeue, "row {i}");
-            assert_eq!(outcome.action(), requeue.map_or_else(Action::await_change, Action::requeue), "row {i}");
+            assert_eq!(
+                outcome.action(),
+                requeue.map_or_else(Action::await_change, Action::requeue),
+                "row {i}"
+            );
             assert_eq!(outcome.event, event, "row {i}");
         }
     }

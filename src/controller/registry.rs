@@ -22,7 +22,10 @@ pub struct NotReady {
 
 impl NotReady {
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        NotReady { reason, message: message.into() }
+        NotReady {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -57,8 +60,18 @@ pub struct BackendRegistry {
 const PROBE_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl BackendRegistry {
-    pub fn new(client: Client, secrets: Store<PartialObjectMeta<Secret>>, outbound: Arc<OutboundPolicy>) -> Self {
-        BackendRegistry { client, secrets, outbound, entries: Mutex::default(), probes: Mutex::default() }
+    pub fn new(
+        client: Client,
+        secrets: Store<PartialObjectMeta<Secret>>,
+        outbound: Arc<OutboundPolicy>,
+    ) -> Self {
+        BackendRegistry {
+            client,
+            secrets,
+            outbound,
+            entries: Mutex::default(),
+            probes: Mutex::default(),
+        }
     }
 
     /// The client of `rb`, built afresh if its spec or Secrets changed since the last call.
@@ -81,7 +94,10 @@ impl BackendRegistry {
             Some(sel) => {
                 let data = read_secret(&secrets, &sel.name).await?;
                 let pem = data.get(&sel.key).cloned().ok_or_else(|| {
-                    NotReady::new("InvalidSpec", format!("CA Secret {:?} has no key {:?}", sel.name, sel.key))
+                    NotReady::new(
+                        "InvalidSpec",
+                        format!("CA Secret {:?} has no key {:?}", sel.name, sel.key),
+                    )
                 })?;
                 Some(pem)
             }
@@ -92,9 +108,20 @@ impl BackendRegistry {
             Some(l) if *l.config() == LimiterConfig::for_backend(&rb.spec) => l,
             _ => Limiter::for_backend(&rb.spec),
         };
-        let options = backend::ClientOptions { policy: self.outbound.clone(), ..Default::default() };
-        let client = backend::connect_with_options(&rb.spec, &credentials, ca.as_deref(), limiter.clone(), &options)?;
-        lock(&self.entries).insert(key, Entry { fingerprint, client: client.clone(), limiter });
+        let options = backend::ClientOptions {
+            policy: self.outbound.clone(),
+            ..Default::default()
+        };
+        let client =
+            backend::connect_with_options(&rb.spec, &credentials, ca.as_deref(), limiter.clone(), &options)?;
+        lock(&self.entries).insert(
+            key,
+            Entry {
+                fingerprint,
+                client: client.clone(),
+                limiter,
+            },
+        );
         Ok(client)
     }
 
@@ -114,7 +141,9 @@ impl BackendRegistry {
 
     /// The limiter of a backend whose client was built, for scheduling decisions.
     pub fn limiter(&self, rb: &ReportBackend) -> Option<Arc<Limiter>> {
-        lock(&self.entries).get(&ObjectRef::from_obj(rb)).map(|e| e.limiter.clone())
+        lock(&self.entries)
+            .get(&ObjectRef::from_obj(rb))
+            .map(|e| e.limiter.clone())
     }
 
     /// Forgets the clients and probes of ReportBackends that no longer exist.
@@ -131,24 +160,48 @@ impl BackendRegistry {
                 .and_then(|s| s.metadata.resource_version.clone())
                 .unwrap_or_default()
         };
-        let ca = rb.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()).map(|s| rv(&s.name)).unwrap_or_default();
-        format!("{}/{}/{}", rb.metadata.generation.unwrap_or_default(), rv(&rb.spec.credentials_secret_ref.name), ca)
+        let ca = rb
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_secret_ref.as_ref())
+            .map(|s| rv(&s.name))
+            .unwrap_or_default();
+        format!(
+            "{}/{}/{}",
+            rb.metadata.generation.unwrap_or_default(),
+            rv(&rb.spec.credentials_secret_ref.name),
+            ca
+        )
     }
 }
 
-pub(super) async fn read_secret(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {
+pub(super) async fn read_secret(
+    api: &Api<Secret>,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, NotReady> {
     match api.get_opt(name).await {
         Ok(Some(secret)) => {
-            let mut data: BTreeMap<String, Vec<u8>> =
-                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            let mut data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
             // stringData is write-only in the API, but a client may still send it.
             for (k, v) in secret.string_data.unwrap_or_default() {
                 data.entry(k).or_insert_with(|| v.into_bytes());
             }
             Ok(data)
         }
-        Ok(None) => Err(NotReady::new("CredentialsMissing", format!("Secret {name:?} does not exist"))),
-        Err(e) => Err(NotReady::new("Unreachable", format!("reading Secret {name:?}: {e}"))),
+        Ok(None) => Err(NotReady::new(
+            "CredentialsMissing",
+            format!("Secret {name:?} does not exist"),
+        )),
+        Err(e) => Err(NotReady::new(
+            "Unreachable",
+            format!("reading Secret {name:?}: {e}"),
+        )),
     }
 }
 

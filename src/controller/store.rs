@@ -8,13 +8,13 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tracing::info;
 
 use super::context::Context;
@@ -33,7 +33,12 @@ const REPROBE_NOT_READY: Duration = Duration::from_secs(20);
 /// The longest a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn controller(ctl: Controller<ReportStore>, secrets: Api<PartialObjectMeta<Secret>>, ctx: Arc<Context>, concurrency: u16) {
+pub async fn controller(
+    ctl: Controller<ReportStore>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
     let stores = ctl.store();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A credentials change wakes the stores that read that Secret.
@@ -57,19 +62,28 @@ async fn reconcile(rs: Arc<ReportStore>, ctx: Arc<Context>) -> Result<Action, Er
 }
 
 async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Error> {
-    let namespace = rs.namespace().ok_or_else(|| Error::Invalid("ReportStore without namespace".into()))?;
+    let namespace = rs
+        .namespace()
+        .ok_or_else(|| Error::Invalid("ReportStore without namespace".into()))?;
     let probe = async {
         let store = open_store(ctx, &namespace, rs).await?;
         tokio::time::timeout(PROBE_TIMEOUT, store.probe())
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unreachable(format!("the store did not answer within {} s", PROBE_TIMEOUT.as_secs()))))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unreachable(format!(
+                    "the store did not answer within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )))
+            })
     };
     let old = rs.status.clone().unwrap_or_default();
     let previous = find_condition(&old.conditions, CONDITION_READY);
     let outcome = match probe.await {
         Ok(()) => {
             let message = format!("bucket {} answers and accepts the credentials", rs.spec.url);
-            Outcome::ready("Reachable", message.clone()).requeue(REPROBE_READY).noting(EventType::Normal, "Ready", message)
+            Outcome::ready("Reachable", message.clone())
+                .requeue(REPROBE_READY)
+                .noting(EventType::Normal, "Ready", message)
         }
         Err(e) => Outcome::waiting(e.reason(), e.to_string(), REPROBE_NOT_READY).warned(),
     }
@@ -77,7 +91,10 @@ async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Erro
     if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
         info!(store = %rs.name_any(), namespace = %namespace, ready = cond.status, reason = cond.reason, "store checked");
     }
-    let status = ReportStoreStatus { observed_generation: rs.metadata.generation, ..old.clone() };
+    let status = ReportStoreStatus {
+        observed_generation: rs.metadata.generation,
+        ..old.clone()
+    };
     conclude(ctx, rs, rs.status.as_ref(), status, outcome, Utc::now()).await
 }
 
@@ -85,10 +102,15 @@ async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Erro
 /// needed once per copy or re-mint, not on every reconcile).
 pub async fn open_store(ctx: &Context, namespace: &str, rs: &ReportStore) -> Result<Store, StoreError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let data = read_secret(&secrets, &rs.spec.credentials_secret_ref.name).await.map_err(|n| match n.reason {
-        "CredentialsMissing" => StoreError::CredentialsMissing(n.message),
-        _ => StoreError::Unreachable(n.message),
-    })?;
-    let options = ClientOptions { policy: ctx.outbound.clone(), ..Default::default() };
+    let data = read_secret(&secrets, &rs.spec.credentials_secret_ref.name)
+        .await
+        .map_err(|n| match n.reason {
+            "CredentialsMissing" => StoreError::CredentialsMissing(n.message),
+            _ => StoreError::Unreachable(n.message),
+        })?;
+    let options = ClientOptions {
+        policy: ctx.outbound.clone(),
+        ..Default::default()
+    };
     Store::open(&rs.spec, &data, &options)
 }

@@ -28,7 +28,9 @@ pub fn object_key(prefix: &str, template: &str, k: &KeyInputs) -> Result<String,
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| format!("pathTemplate {template:?} has a \"{{\" without \"}}\""))?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("pathTemplate {template:?} has a \"{{\" without \"}}\""))?;
         let value = match &after[..close] {
             "namespace" => safe(k.namespace),
             "reportFile" => safe(k.report_file),
@@ -37,7 +39,11 @@ pub fn object_key(prefix: &str, template: &str, k: &KeyInputs) -> Result<String,
             "organization" => safe(k.organization.unwrap_or("default")),
             "format" => k.format.lower().to_string(),
             "ext" => extension(k.format, k.file_name),
-            other => return Err(format!("pathTemplate {template:?} has an unknown placeholder {{{other}}}")),
+            other => {
+                return Err(format!(
+                    "pathTemplate {template:?} has an unknown placeholder {{{other}}}"
+                ));
+            }
         };
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -48,17 +54,30 @@ pub fn object_key(prefix: &str, template: &str, k: &KeyInputs) -> Result<String,
         p => format!("{p}/{out}"),
     };
     if key.split('/').any(|s| matches!(s, "" | "." | "..")) {
-        return Err(format!("the object key {key:?} has an empty, \".\" or \"..\" segment; fix pathTemplate or the url's prefix"));
+        return Err(format!(
+            "the object key {key:?} has an empty, \".\" or \"..\" segment; fix pathTemplate or the url's prefix"
+        ));
     }
     if key.len() > 1024 {
-        return Err(format!("the object key has {} bytes, more than S3's 1024", key.len()));
+        return Err(format!(
+            "the object key has {} bytes, more than S3's 1024",
+            key.len()
+        ));
     }
     Ok(key)
 }
 
 /// `s` with every character but ASCII letters, digits, `-`, `_` and `.` made `-`.
 pub(super) fn safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// `YYYYMMDD-YYYYMMDD` in UTC, or `once` for a report without a window (ON_INVOICE).
@@ -106,15 +125,44 @@ mod tests {
     #[test]
     fn keys_from_templates() {
         let default = crate::api::ReportStoreSpec::DEFAULT_PATH_TEMPLATE;
-        let zip = KeyInputs { file_name: Some("RP-1.ZIP"), format: ReportFormat::Json, ..inputs() };
-        let gz = KeyInputs { file_name: Some("r.json.gz"), format: ReportFormat::Json, ..inputs() };
-        let no_window = KeyInputs { start: None, end: None, generator: None, organization: Some("org/1"), ..inputs() };
+        let zip = KeyInputs {
+            file_name: Some("RP-1.ZIP"),
+            format: ReportFormat::Json,
+            ..inputs()
+        };
+        let gz = KeyInputs {
+            file_name: Some("r.json.gz"),
+            format: ReportFormat::Json,
+            ..inputs()
+        };
+        let no_window = KeyInputs {
+            start: None,
+            end: None,
+            generator: None,
+            organization: Some("org/1"),
+            ..inputs()
+        };
         let rows: Vec<(&str, &str, KeyInputs, Result<&str, &str>)> = vec![
-            ("", default, inputs(), Ok("billing/nw-finance/20181008-20181008/nw-finance-20181008.csv")),
-            ("/reports/", default, inputs(), Ok("reports/billing/nw-finance/20181008-20181008/nw-finance-20181008.csv")),
+            (
+                "",
+                default,
+                inputs(),
+                Ok("billing/nw-finance/20181008-20181008/nw-finance-20181008.csv"),
+            ),
+            (
+                "/reports/",
+                default,
+                inputs(),
+                Ok("reports/billing/nw-finance/20181008-20181008/nw-finance-20181008.csv"),
+            ),
             ("", "{reportFile}.{ext}", zip, Ok("nw-finance-20181008.zip")),
             ("", "{reportFile}.{ext}", gz, Ok("nw-finance-20181008.json.gz")),
-            ("p", "{generator}/{organization}/{window}.{format}", no_window, Ok("p/nw-finance-20181008/org-1/once.csv")),
+            (
+                "p",
+                "{generator}/{organization}/{window}.{format}",
+                no_window,
+                Ok("p/nw-finance-20181008/org-1/once.csv"),
+            ),
             ("", "{nope}", inputs(), Err("unknown placeholder {nope}")),
             ("", "{namespace", inputs(), Err("without")),
             ("", "a//{reportFile}", inputs(), Err("empty")),

@@ -98,9 +98,19 @@ impl StoreError {
     fn from_store(e: object_store::Error) -> Self {
         let text = e.to_string();
         match e {
-            object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => StoreError::Unauthorized(text),
+            object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
+                StoreError::Unauthorized(text)
+            }
             _ if text.contains("NoSuchBucket") => StoreError::BucketNotFound(text),
-            _ if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"].iter().any(|m| text.contains(m)) => {
+            _ if [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "403 Forbidden",
+            ]
+            .iter()
+            .any(|m| text.contains(m)) =>
+            {
                 StoreError::Unauthorized(text)
             }
             object_store::Error::NotFound { .. } => StoreError::BucketNotFound(text),
@@ -140,12 +150,22 @@ pub struct Store {
 impl Store {
     /// The store `spec` describes, with the data of its credentials Secret, under the
     /// operator's outbound policy (in `options`).
-    pub fn open(spec: &ReportStoreSpec, credentials: &BTreeMap<String, Vec<u8>>, options: &ClientOptions) -> Result<Store, StoreError> {
+    pub fn open(
+        spec: &ReportStoreSpec,
+        credentials: &BTreeMap<String, Vec<u8>>,
+        options: &ClientOptions,
+    ) -> Result<Store, StoreError> {
         let (bucket, prefix) = parse_store_url(&spec.url)?;
         let credentials = Credentials(credentials);
-        let key = |k: &str| credentials.optional(k).map_err(|e| StoreError::CredentialsMissing(e.to_string()));
+        let key = |k: &str| {
+            credentials
+                .optional(k)
+                .map_err(|e| StoreError::CredentialsMissing(e.to_string()))
+        };
         let (Some(access), Some(secret)) = (key("accessKeyId")?, key("secretAccessKey")?) else {
-            return Err(StoreError::CredentialsMissing("the credentials Secret needs keys accessKeyId and secretAccessKey".into()));
+            return Err(StoreError::CredentialsMissing(
+                "the credentials Secret needs keys accessKeyId and secretAccessKey".into(),
+            ));
         };
         let http = PolicyClient::new(options, REQUEST_TIMEOUT).map_err(StoreError::from_backend)?;
         let mut builder = AmazonS3Builder::new()
@@ -154,7 +174,11 @@ impl Store {
             .with_access_key_id(access.expose())
             .with_secret_access_key(secret.expose())
             // A store that is down is retried by the controller with backoff, not here.
-            .with_retry(RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(20), ..Default::default() })
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(20),
+                ..Default::default()
+            })
             .with_http_connector(PolicyConnector(http.clone()));
         if let Some(token) = key("sessionToken")? {
             builder = builder.with_token(token.expose());
@@ -162,14 +186,25 @@ impl Store {
         let endpoint = match &spec.endpoint {
             Some(raw) => {
                 let url = parse_endpoint(raw, options)?;
-                builder = builder.with_endpoint(url.as_str().trim_end_matches('/')).with_allow_http(url.scheme() == "http");
+                builder = builder
+                    .with_endpoint(url.as_str().trim_end_matches('/'))
+                    .with_allow_http(url.scheme() == "http");
                 Some(url)
             }
             None => None,
         };
-        let s3 = builder.build().map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
+        let s3 = builder
+            .build()
+            .map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
         let lifetime = spec.presigned_lifetime();
-        Ok(Store { s3: Arc::new(s3), bucket, prefix, lifetime, http, endpoint })
+        Ok(Store {
+            s3: Arc::new(s3),
+            bucket,
+            prefix,
+            lifetime,
+            http,
+            endpoint,
+        })
     }
 
     /// The key prefix of the store's url (may be empty).
@@ -201,7 +236,10 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.check_endpoint().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        self.s3.list_with_delimiter(prefix.as_ref()).await.map_err(StoreError::from_store)?;
+        self.s3
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(StoreError::from_store)?;
         Ok(())
     }
 
@@ -212,23 +250,36 @@ impl Store {
     }
 
     /// Streams the ZIP at `url` into one object per file under `stem` (see [`super::unzip`]).
-    pub async fn extract_from_url(&self, url: &str, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+    pub async fn extract_from_url(
+        &self,
+        url: &str,
+        stem: &str,
+    ) -> Result<Vec<super::unzip::Extracted>, StoreError> {
         let body = self.download(url).await?;
         super::unzip::extract(self, stem, body).await
     }
 
     /// The body of a GET of `url`, once the store's endpoint has been checked (a copy needs
     /// both ends).
-    async fn download(&self, url: &str) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
+    async fn download(
+        &self,
+        url: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
         self.check_endpoint().await?;
         let response = self.http.open(url).await.map_err(StoreError::source)?;
         let redacted = redact_url(url);
-        Ok(response.bytes_stream().map(move |chunk| chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url())))))
+        Ok(response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| StoreError::Source(format!("GET {redacted}: {}", e.without_url())))
+        }))
     }
 
     /// Unpacks the ZIP `body` (a file the backend sends itself) into one object per file
     /// under `stem`.
-    pub async fn extract_stream(&self, body: FileStream, stem: &str) -> Result<Vec<super::unzip::Extracted>, StoreError> {
+    pub async fn extract_stream(
+        &self,
+        body: FileStream,
+        stem: &str,
+    ) -> Result<Vec<super::unzip::Extracted>, StoreError> {
         self.check_endpoint().await?;
         super::unzip::extract(self, stem, body.map(|chunk| chunk.map_err(StoreError::source))).await
     }
@@ -248,7 +299,8 @@ impl Store {
     /// Streams `body` (a file the backend sends itself) into the object `key`.
     pub async fn copy_stream(&self, body: FileStream, key: &str) -> Result<Uploaded, StoreError> {
         self.check_endpoint().await?;
-        self.upload(key, body.map(|chunk| chunk.map_err(StoreError::source))).await
+        self.upload(key, body.map(|chunk| chunk.map_err(StoreError::source)))
+            .await
     }
 
     /// Multipart upload of `body` to `key`, hashing on the way: at most [`PARTS_IN_FLIGHT`]
@@ -277,14 +329,30 @@ impl Store {
     /// Starts a multipart upload to `key`.
     pub(super) async fn begin(&self, key: &str) -> Result<Upload, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        let upload = self.s3.put_multipart(&path).await.map_err(StoreError::from_store)?;
-        Ok(Upload { writer: WriteMultipart::new_with_chunk_size(upload, PART_BYTES), hasher: Sha256::new(), size: 0 })
+        let upload = self
+            .s3
+            .put_multipart(&path)
+            .await
+            .map_err(StoreError::from_store)?;
+        Ok(Upload {
+            writer: WriteMultipart::new_with_chunk_size(upload, PART_BYTES),
+            hasher: Sha256::new(),
+            size: 0,
+        })
     }
 
     /// A GET URL of `key` that works for [`Store::lifetime`] from `now`, and when it stops.
-    pub async fn presign(&self, key: &str, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), StoreError> {
+    pub async fn presign(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        let url = self.s3.signed_url(reqwest::Method::GET, &path, self.lifetime).await.map_err(StoreError::from_store)?;
+        let url = self
+            .s3
+            .signed_url(reqwest::Method::GET, &path, self.lifetime)
+            .await
+            .map_err(StoreError::from_store)?;
         let expires = now + chrono::Duration::from_std(self.lifetime).unwrap_or_default();
         Ok((url.to_string(), expires))
     }
@@ -315,7 +383,10 @@ pub(super) struct Upload {
 impl Upload {
     /// Adds `chunk`, first waiting while [`PARTS_IN_FLIGHT`] parts are being sent.
     pub async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(StoreError::from_store)?;
+        self.writer
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(StoreError::from_store)?;
         self.hasher.update(&chunk);
         self.size = self.size.saturating_add(chunk.len() as u64);
         self.writer.put(chunk);
@@ -325,8 +396,16 @@ impl Upload {
     /// Completes the upload: the object appears now.
     pub async fn finish(self) -> Result<Uploaded, StoreError> {
         self.writer.finish().await.map_err(StoreError::from_store)?;
-        let sha256 = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Uploaded { size: self.size, sha256 })
+        let sha256 = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Uploaded {
+            size: self.size,
+            sha256,
+        })
     }
 
     /// Gives the upload up (best effort: an upload left behind is removed by the bucket's
@@ -340,8 +419,16 @@ impl Upload {
 pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
     let invalid = |why: &str| StoreError::InvalidSpec(format!("url {raw:?}: {why}"));
     // Before parsing, which resolves "." and ".." away.
-    let raw_prefix = raw.trim().split_once("://").and_then(|(_, rest)| rest.split_once('/')).map_or("", |(_, p)| p);
-    if raw_prefix.trim_end_matches('/').split('/').any(|s| matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..")) {
+    let raw_prefix = raw
+        .trim()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map_or("", |(_, p)| p);
+    if raw_prefix
+        .trim_end_matches('/')
+        .split('/')
+        .any(|s| matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | ".."))
+    {
         return Err(invalid("the prefix must not have \".\" or \"..\" segments"));
     }
     let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
@@ -352,11 +439,15 @@ pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
     }
     let bucket = url.host_str().unwrap_or_default().to_string();
     if bucket.is_empty() || url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must be s3://<bucket>[/<prefix>], without query or user info"));
+        return Err(invalid(
+            "must be s3://<bucket>[/<prefix>], without query or user info",
+        ));
     }
     let prefix = url.path().trim_matches('/').to_string();
     if prefix.split('/').any(|s| matches!(s, "." | "..")) || prefix.contains("//") {
-        return Err(invalid("the prefix must not have empty, \".\" or \"..\" segments"));
+        return Err(invalid(
+            "the prefix must not have empty, \".\" or \"..\" segments",
+        ));
     }
     Ok((bucket, prefix))
 }
@@ -369,7 +460,9 @@ fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError>
         return Err(invalid("must start with http:// or https://"));
     }
     if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not have a query or user info; credentials belong in the Secret"));
+        return Err(invalid(
+            "must not have a query or user info; credentials belong in the Secret",
+        ));
     }
     if url.scheme() == "http" && !options.policy.allows_http() {
         return Err(StoreError::DestinationDenied(format!(
@@ -386,10 +479,26 @@ mod tests {
 
     #[test]
     fn store_urls() {
-        assert_eq!(parse_store_url("s3://reports").expect("bucket"), ("reports".into(), String::new()));
-        assert_eq!(parse_store_url("s3://reports/a/b/").expect("prefix"), ("reports".into(), "a/b".into()));
-        for bad in ["https://reports", "s3://", "gs://b/p", "s3://b/a/../c", "s3://b/a//c", "s3://u:p@b/"] {
-            assert!(matches!(parse_store_url(bad), Err(StoreError::InvalidSpec(_))), "{bad}");
+        assert_eq!(
+            parse_store_url("s3://reports").expect("bucket"),
+            ("reports".into(), String::new())
+        );
+        assert_eq!(
+            parse_store_url("s3://reports/a/b/").expect("prefix"),
+            ("reports".into(), "a/b".into())
+        );
+        for bad in [
+            "https://reports",
+            "s3://",
+            "gs://b/p",
+            "s3://b/a/../c",
+            "s3://b/a//c",
+            "s3://u:p@b/",
+        ] {
+            assert!(
+                matches!(parse_store_url(bad), Err(StoreError::InvalidSpec(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -400,10 +509,21 @@ mod tests {
         }))
         .expect("spec");
         let creds: BTreeMap<String, Vec<u8>> = [("accessKeyId".to_string(), b"a".to_vec())].into();
-        assert!(matches!(Store::open(&spec, &creds, &ClientOptions::default()), Err(StoreError::CredentialsMissing(_))));
-        let creds: BTreeMap<String, Vec<u8>> =
-            [("accessKeyId".to_string(), b"a".to_vec()), ("secretAccessKey".to_string(), b"s".to_vec())].into();
-        let err = Store::open(&spec, &creds, &ClientOptions::default()).err().expect("http is denied by default");
-        assert!(matches!(&err, StoreError::DestinationDenied(m) if m.contains("--outbound-allow-http")), "{err:?}");
+        assert!(matches!(
+            Store::open(&spec, &creds, &ClientOptions::default()),
+            Err(StoreError::CredentialsMissing(_))
+        ));
+        let creds: BTreeMap<String, Vec<u8>> = [
+            ("accessKeyId".to_string(), b"a".to_vec()),
+            ("secretAccessKey".to_string(), b"s".to_vec()),
+        ]
+        .into();
+        let err = Store::open(&spec, &creds, &ClientOptions::default())
+            .err()
+            .expect("http is denied by default");
+        assert!(
+            matches!(&err, StoreError::DestinationDenied(m) if m.contains("--outbound-allow-http")),
+            "{err:?}"
+        );
     }
 }

@@ -58,7 +58,9 @@ fn unpack(mut reader: ChannelReader, tx: mpsc::Sender<Result<Piece, String>>) {
                 return;
             }
         };
-        let Some(name) = entry_name(file.name()).filter(|_| !file.is_dir()) else { continue };
+        let Some(name) = entry_name(file.name()).filter(|_| !file.is_dir()) else {
+            continue;
+        };
         entries += 1;
         if entries > MAX_ENTRIES {
             send(Err(format!("the ZIP has more than {MAX_ENTRIES} files")));
@@ -111,15 +113,23 @@ async fn upload_pieces(
             Err(message) => Err(StoreError::InvalidArchive(message)),
             Ok(Piece::Start(name)) => {
                 let key = format!("{stem}/{name}");
-                store.begin(&key).await.map(|upload| current = Some((key, upload)))
+                store
+                    .begin(&key)
+                    .await
+                    .map(|upload| current = Some((key, upload)))
             }
             Ok(Piece::Data(chunk)) => match current.as_mut() {
                 Some((_, upload)) => upload.push(chunk).await,
                 None => Err(StoreError::InvalidArchive("data outside a file".into())),
             },
             Ok(Piece::End) => match current.take() {
-                Some((key, upload)) => upload.finish().await.map(|uploaded| done.push(Extracted { key, uploaded })),
-                None => Err(StoreError::InvalidArchive("a file ended that did not start".into())),
+                Some((key, upload)) => upload
+                    .finish()
+                    .await
+                    .map(|uploaded| done.push(Extracted { key, uploaded })),
+                None => Err(StoreError::InvalidArchive(
+                    "a file ended that did not start".into(),
+                )),
             },
         };
         if let Err(e) = step {
@@ -142,7 +152,10 @@ mod tests {
     #[test]
     fn entry_names_are_one_safe_component() {
         assert_eq!(entry_name("report.json").as_deref(), Some("report.json"));
-        assert_eq!(entry_name("dir/sub/report v1.csv").as_deref(), Some("report-v1.csv"));
+        assert_eq!(
+            entry_name("dir/sub/report v1.csv").as_deref(),
+            Some("report-v1.csv")
+        );
         assert_eq!(entry_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(entry_name("dir/"), None);
         assert_eq!(entry_name("a/.."), None);

@@ -36,24 +36,54 @@ pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), Plugi
     let rf: ReportFile = get(ctx, "ReportFile", name).await?;
     let status = rf.status.clone().unwrap_or_default();
     if status.status != Some(FileState::Ready) {
-        let why = find_condition(&status.conditions, CONDITION_READY).map(|c| format!(" ({}: {})", c.reason, c.message)).unwrap_or_default();
-        let state = status.status.map(|s| format!("{s:?}")).unwrap_or_else(|| "new".into());
-        return Err(PluginError::NotUsable(format!("ReportFile {name} is not READY but {state}{why}")));
+        let why = find_condition(&status.conditions, CONDITION_READY)
+            .map(|c| format!(" ({}: {})", c.reason, c.message))
+            .unwrap_or_default();
+        let state = status
+            .status
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "new".into());
+        return Err(PluginError::NotUsable(format!(
+            "ReportFile {name} is not READY but {state}{why}"
+        )));
     }
-    let secret_name = status.download_secret_ref.as_ref().map(|r| r.name.clone()).unwrap_or_else(|| name.to_string());
+    let secret_name = status
+        .download_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| name.to_string());
     let mut data = secret_data(ctx, &secret_name).await?;
-    let target = target_path(opts.output.as_deref(), data.get("fileName").map(|v| String::from_utf8_lossy(v).into_owned()).or(status.file_name.clone()), name);
+    let target = target_path(
+        opts.output.as_deref(),
+        data.get("fileName")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .or(status.file_name.clone()),
+        name,
+    );
     if let Some(content) = data.get("content") {
         write_all(&target, content).await?;
-        eprintln!("Saved {} ({}) from Secret {secret_name}", target.display(), bytes(content.len() as u64));
+        eprintln!(
+            "Saved {} ({}) from Secret {secret_name}",
+            target.display(),
+            bytes(content.len() as u64)
+        );
         return Ok(());
     }
-    let expires = status.url_expires_at.or_else(|| data.get("expiresAt").and_then(|v| std::str::from_utf8(v).ok()?.parse::<DateTime<Utc>>().ok()));
+    let expires = status.url_expires_at.or_else(|| {
+        data.get("expiresAt")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<DateTime<Utc>>().ok())
+    });
     let now = Utc::now();
     if opts.force_refresh || needs_refresh(expires, now) {
         match expires {
-            Some(e) if e <= now => eprintln!("The download URL expired at {}; asking the operator for a fresh one…", rfc3339(e)),
-            Some(e) => eprintln!("The download URL expires at {}; asking the operator for a fresh one…", rfc3339(e)),
+            Some(e) if e <= now => eprintln!(
+                "The download URL expired at {}; asking the operator for a fresh one…",
+                rfc3339(e)
+            ),
+            Some(e) => eprintln!(
+                "The download URL expires at {}; asking the operator for a fresh one…",
+                rfc3339(e)
+            ),
             None => eprintln!("Asking the operator for a fresh download URL…"),
         }
         refresh(ctx, name, opts.timeout).await?;
@@ -62,9 +92,15 @@ pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), Plugi
     let url = data
         .get("url")
         .and_then(|v| String::from_utf8(v.clone()).ok())
-        .ok_or_else(|| PluginError::NotUsable(format!("Secret {secret_name} holds neither url nor content")))?;
+        .ok_or_else(|| {
+            PluginError::NotUsable(format!("Secret {secret_name} holds neither url nor content"))
+        })?;
     let size = fetch_to(&url, &target, opts.max_bytes).await?;
-    eprintln!("Saved {} ({}) from Secret {secret_name}", target.display(), bytes(size));
+    eprintln!(
+        "Saved {} ({}) from Secret {secret_name}",
+        target.display(),
+        bytes(size)
+    );
     Ok(())
 }
 
@@ -92,9 +128,17 @@ async fn refresh(ctx: &Ctx, name: &str, deadline: Duration) -> Result<(), Plugin
     .await
 }
 
-async fn secret_data(ctx: &Ctx, name: &str) -> Result<std::collections::BTreeMap<String, Vec<u8>>, PluginError> {
+async fn secret_data(
+    ctx: &Ctx,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, PluginError> {
     let secret: Secret = get(ctx, "Secret", name).await?;
-    Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
 }
 
 /// `-o` as given ("-" is standard output), else the report's file name without any
@@ -105,7 +149,11 @@ pub fn target_path(output: Option<&str>, file_name: Option<String>, report: &str
     }
     file_name
         .as_deref()
-        .and_then(|f| Path::new(f.rsplit(['/', '\\']).next().unwrap_or(f)).file_name().map(PathBuf::from))
+        .and_then(|f| {
+            Path::new(f.rsplit(['/', '\\']).next().unwrap_or(f))
+                .file_name()
+                .map(PathBuf::from)
+        })
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from(report))
 }
@@ -127,13 +175,21 @@ impl Sink {
     async fn open(target: &Path) -> Result<Sink, PluginError> {
         if is_stdout(target) {
             let out: Box<dyn Write + Send> = Box::new(std::io::stdout());
-            return Ok(Sink { target: target.into(), part: target.into(), out: std::io::BufWriter::new(out) });
+            return Ok(Sink {
+                target: target.into(),
+                part: target.into(),
+                out: std::io::BufWriter::new(out),
+            });
         }
         let mut part = target.as_os_str().to_owned();
         part.push(".part");
         let part = PathBuf::from(part);
         let file: Box<dyn Write + Send> = Box::new(std::fs::File::create(&part).map_err(io_error(&part))?);
-        Ok(Sink { target: target.into(), part, out: std::io::BufWriter::with_capacity(1 << 20, file) })
+        Ok(Sink {
+            target: target.into(),
+            part,
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
@@ -176,10 +232,18 @@ async fn write_all(target: &Path, content: &[u8]) -> Result<(), PluginError> {
 /// its query string, which holds the signature.
 async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError> {
     let shown = redact_url(url);
-    let fail = |e: reqwest::Error| PluginError::Download(format!("{shown}: {}", error_chain(&e.without_url())));
+    let fail =
+        |e: reqwest::Error| PluginError::Download(format!("{shown}: {}", error_chain(&e.without_url())));
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let same_host = attempt.previous().first().is_some_and(|first| first.host_str() == attempt.url().host_str() && first.port_or_known_default() == attempt.url().port_or_known_default());
-        if same_host && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+        let same_host = attempt.previous().first().is_some_and(|first| {
+            first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if same_host && attempt.previous().len() <= MAX_REDIRECTS {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
     });
     let client = reqwest::Client::builder()
         .user_agent(concat!("kubectl-report/", env!("CARGO_PKG_VERSION")))
@@ -190,11 +254,18 @@ async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError
         .map_err(|e| PluginError::Download(format!("building the HTTP client: {}", error_chain(&e))))?;
     let mut resp = client.get(url).send().await.map_err(fail)?;
     if !resp.status().is_success() {
-        return Err(PluginError::Download(format!("{shown} answered HTTP {}", resp.status())));
+        return Err(PluginError::Download(format!(
+            "{shown} answered HTTP {}",
+            resp.status()
+        )));
     }
     let total = resp.content_length();
     if let Some(t) = total.filter(|t| *t > max) {
-        return Err(PluginError::Download(format!("the file is {} (over the limit of {}; see --max-bytes)", bytes(t), bytes(max))));
+        return Err(PluginError::Download(format!(
+            "the file is {} (over the limit of {}; see --max-bytes)",
+            bytes(t),
+            bytes(max)
+        )));
     }
     let mut sink = Sink::open(target).await?;
     let mut progress = Progress::new(total);
@@ -211,7 +282,10 @@ async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError
         done = done.saturating_add(chunk.len() as u64);
         if done > max {
             sink.abandon().await;
-            return Err(PluginError::Download(format!("the file is over the limit of {} (see --max-bytes)", bytes(max))));
+            return Err(PluginError::Download(format!(
+                "the file is over the limit of {} (see --max-bytes)",
+                bytes(max)
+            )));
         }
         if let Err(e) = sink.write(&chunk).await {
             sink.abandon().await;
@@ -243,7 +317,14 @@ mod tests {
     fn expiry_decides_the_refresh() {
         let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
         let at = |s: i64| Some(now + chrono::Duration::seconds(s));
-        for (expires, want) in [(None, false), (at(-60), true), (at(0), true), (at(4), true), (at(5), false), (at(3600), false)] {
+        for (expires, want) in [
+            (None, false),
+            (at(-60), true),
+            (at(0), true),
+            (at(4), true),
+            (at(5), false),
+            (at(3600), false),
+        ] {
             assert_eq!(needs_refresh(expires, now), want, "{expires:?}");
         }
     }
@@ -261,7 +342,11 @@ mod tests {
             (None, None, "rf-1"),
         ];
         for (output, file_name, want) in cases {
-            assert_eq!(target_path(output, file_name.map(String::from), "rf-1"), PathBuf::from(want), "{output:?} {file_name:?}");
+            assert_eq!(
+                target_path(output, file_name.map(String::from), "rf-1"),
+                PathBuf::from(want),
+                "{output:?} {file_name:?}"
+            );
         }
     }
 }

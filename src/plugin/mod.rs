@@ -25,7 +25,11 @@ pub enum PluginError {
     Kube { what: String, source: kube::Error },
     /// The object is not there.
     #[error("{kind} {name:?} not found in namespace {namespace:?}")]
-    NotFound { kind: &'static str, name: String, namespace: String },
+    NotFound {
+        kind: &'static str,
+        name: String,
+        namespace: String,
+    },
     /// The object is not in a state the command can use (not READY, not PERIODIC, …).
     #[error("{0}")]
     NotUsable(String),
@@ -44,9 +48,14 @@ impl PluginError {
     /// Whether the same command may succeed later without anyone changing anything.
     pub fn retry(&self) -> bool {
         match self {
-            PluginError::Kube { source, .. } => !matches!(source, kube::Error::Api(s) if s.code == 401 || s.code == 403 || s.code == 422),
+            PluginError::Kube { source, .. } => {
+                !matches!(source, kube::Error::Api(s) if s.code == 401 || s.code == 403 || s.code == 422)
+            }
             PluginError::Timeout(_) | PluginError::Download(_) => true,
-            PluginError::Config(_) | PluginError::NotFound { .. } | PluginError::NotUsable(_) | PluginError::Io { .. } => false,
+            PluginError::Config(_)
+            | PluginError::NotFound { .. }
+            | PluginError::NotUsable(_)
+            | PluginError::Io { .. } => false,
         }
     }
 
@@ -70,10 +79,21 @@ pub struct PluginArgs {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A ReportGenerator.
-    #[value(name = "rg", alias = "reportgenerator", alias = "reportgenerators", alias = "generator")]
+    #[value(
+        name = "rg",
+        alias = "reportgenerator",
+        alias = "reportgenerators",
+        alias = "generator"
+    )]
     Generator,
     /// A ReportFile.
-    #[value(name = "rf", alias = "reportfile", alias = "reportfiles", alias = "file", alias = "report")]
+    #[value(
+        name = "rf",
+        alias = "reportfile",
+        alias = "reportfiles",
+        alias = "file",
+        alias = "report"
+    )]
     File,
 }
 
@@ -119,16 +139,32 @@ pub enum PluginCommand {
 
 /// Runs one plugin command with the kubeconfig's client and namespace.
 pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
-    let config = kube::Config::infer().await.map_err(|e| PluginError::Config(e.to_string()))?;
-    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| PluginError::Config(e.to_string()))?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
     let ctx = Ctx { client, namespace };
     match args.command {
         PluginCommand::Get { name: None } => show::list(&ctx).await,
         PluginCommand::Get { name: Some(name) } => show::get_named(&ctx, &name).await,
         PluginCommand::Status { kind, name } => show::status(&ctx, kind, &name).await,
-        PluginCommand::Download { name, output, timeout, max_bytes, refresh } => {
-            let opts = download::Options { output, timeout: Duration::from_secs(timeout), max_bytes, force_refresh: refresh };
+        PluginCommand::Download {
+            name,
+            output,
+            timeout,
+            max_bytes,
+            refresh,
+        } => {
+            let opts = download::Options {
+                output,
+                timeout: Duration::from_secs(timeout),
+                max_bytes,
+                force_refresh: refresh,
+            };
             download::download(&ctx, &name, &opts).await
         }
         PluginCommand::Run { name, wait } => run::run_now(&ctx, &name, Duration::from_secs(wait)).await,

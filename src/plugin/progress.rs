@@ -21,7 +21,12 @@ impl Progress {
     /// file is large or of unknown size.
     pub fn new(total: Option<u64>) -> Progress {
         let large = total.is_none_or(|t| t >= SHOW_FROM_BYTES);
-        Progress { total, visible: large && std::io::stderr().is_terminal(), started: Instant::now(), drawn: None }
+        Progress {
+            total,
+            visible: large && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            drawn: None,
+        }
     }
 
     pub fn update(&mut self, done: u64) {
@@ -68,7 +73,11 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
@@ -80,7 +89,12 @@ mod tests {
         let cases = [
             (0, Some(0), 0, "0 B"),
             (512, None, 0, "512 B"),
-            (12 << 20, Some(40 << 20), 2, "12.0 MiB of 40.0 MiB (30%), 6.0 MiB/s"),
+            (
+                12 << 20,
+                Some(40 << 20),
+                2,
+                "12.0 MiB of 40.0 MiB (30%), 6.0 MiB/s",
+            ),
             (3 << 30, None, 1, "3.0 GiB, 3.0 GiB/s"),
             // More than the total (a server that lies about its length) stays at 100%.
             (u64::MAX, Some(1), 0, "16777216.0 TiB of 1 B (100%)"),

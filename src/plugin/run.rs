@@ -22,7 +22,10 @@ pub async fn run_now(ctx: &Ctx, name: &str, wait: Duration) -> Result<(), Plugin
     }
     let value = fresh_annotation_value();
     annotate::<ReportGenerator>(ctx, "ReportGenerator", name, ANNOTATION_RUN_NOW, &value).await?;
-    println!("ReportGenerator {}/{name}: asked for a run now ({ANNOTATION_RUN_NOW}={value})", ctx.namespace);
+    println!(
+        "ReportGenerator {}/{name}: asked for a run now ({ANNOTATION_RUN_NOW}={value})",
+        ctx.namespace
+    );
     if let Some(window) = window_of(&g) {
         println!("It reports on the latest complete window: {window}");
     }
@@ -36,7 +39,8 @@ pub async fn run_now(ctx: &Ctx, name: &str, wait: Duration) -> Result<(), Plugin
         "the operator to take the run-now request",
         |g| {
             let s = g.status.as_ref()?;
-            (s.last_run_now.as_deref() == Some(value.as_str())).then(|| s.active.iter().map(|a| a.name.clone()).collect())
+            (s.last_run_now.as_deref() == Some(value.as_str()))
+                .then(|| s.active.iter().map(|a| a.name.clone()).collect())
         },
         |g| {
             let c = find_condition(&g.status.as_ref()?.conditions, CONDITION_READY)?;
@@ -45,9 +49,14 @@ pub async fn run_now(ctx: &Ctx, name: &str, wait: Duration) -> Result<(), Plugin
     )
     .await?;
     if active.is_empty() {
-        println!("The operator took the request; the report is finished already or was not needed (see kubectl report status rg {name}).");
+        println!(
+            "The operator took the request; the report is finished already or was not needed (see kubectl report status rg {name})."
+        );
     } else {
-        println!("The operator took the request; reports in progress: {}", active.join(", "));
+        println!(
+            "The operator took the request; reports in progress: {}",
+            active.join(", ")
+        );
     }
     Ok(())
 }
@@ -57,7 +66,12 @@ pub async fn run_now(ctx: &Ctx, name: &str, wait: Duration) -> Result<(), Plugin
 fn window_of(g: &ReportGenerator) -> Option<String> {
     let period = g.spec.parameters.as_ref()?.period?;
     let schedule = g.spec.schedule.as_ref();
-    let schedule = ReportSchedule::new(period, schedule.and_then(|s| s.time_zone.as_deref()), schedule.and_then(|s| s.cron.as_deref())).ok()?;
+    let schedule = ReportSchedule::new(
+        period,
+        schedule.and_then(|s| s.time_zone.as_deref()),
+        schedule.and_then(|s| s.cron.as_deref()),
+    )
+    .ok()?;
     let w = schedule.latest_complete_window(Utc::now());
     Some(format!("{} .. {}", rfc3339(w.start), rfc3339(w.end)))
 }

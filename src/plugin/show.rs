@@ -20,38 +20,88 @@ pub async fn list(ctx: &Ctx) -> Result<(), PluginError> {
     let generators: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let files: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let lp = ListParams::default();
-    let generators = generators.list(&lp).await.map_err(PluginError::kube("listing ReportGenerators"))?.items;
-    let files = files.list(&lp).await.map_err(PluginError::kube("listing ReportFiles"))?.items;
+    let generators = generators
+        .list(&lp)
+        .await
+        .map_err(PluginError::kube("listing ReportGenerators"))?
+        .items;
+    let files = files
+        .list(&lp)
+        .await
+        .map_err(PluginError::kube("listing ReportFiles"))?
+        .items;
     if generators.is_empty() && files.is_empty() {
-        println!("No ReportGenerators or ReportFiles in namespace {}.", ctx.namespace);
+        println!(
+            "No ReportGenerators or ReportFiles in namespace {}.",
+            ctx.namespace
+        );
         return Ok(());
     }
-    let mut rows = vec![["NAME".to_string(), "STATUS".into(), "READY".into(), "REASON".into(), "AGE".into()]];
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATUS".into(),
+        "READY".into(),
+        "REASON".into(),
+        "AGE".into(),
+    ]];
     for g in &generators {
         let s = g.status.clone().unwrap_or_default();
-        let counts = format!("{} in progress, {} ready, {} failed", s.reports.in_progress, s.reports.ready, s.reports.failed);
-        rows.push(row(format!("rg/{}", g.name_any()), counts, &s.conditions, g.creation_timestamp().map(|t| from_k8s_time(&t)), now));
+        let counts = format!(
+            "{} in progress, {} ready, {} failed",
+            s.reports.in_progress, s.reports.ready, s.reports.failed
+        );
+        rows.push(row(
+            format!("rg/{}", g.name_any()),
+            counts,
+            &s.conditions,
+            g.creation_timestamp().map(|t| from_k8s_time(&t)),
+            now,
+        ));
     }
     for f in &files {
         let s = f.status.clone().unwrap_or_default();
-        rows.push(row(format!("rf/{}", f.name_any()), file_state(s.status).into(), &s.conditions, f.creation_timestamp().map(|t| from_k8s_time(&t)), now));
+        rows.push(row(
+            format!("rf/{}", f.name_any()),
+            file_state(s.status).into(),
+            &s.conditions,
+            f.creation_timestamp().map(|t| from_k8s_time(&t)),
+            now,
+        ));
     }
     print!("{}", table(&rows));
     Ok(())
 }
 
-fn row(name: String, status: String, conditions: &[Condition], created: Option<DateTime<Utc>>, now: DateTime<Utc>) -> [String; 5] {
+fn row(
+    name: String,
+    status: String,
+    conditions: &[Condition],
+    created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> [String; 5] {
     let ready = find_condition(conditions, CONDITION_READY);
     let age = created.map(|c| ago(c, now)).unwrap_or_default();
-    [name, status, ready.map(|c| c.status.clone()).unwrap_or("-".into()), ready.map(|c| c.reason.clone()).unwrap_or("-".into()), age]
+    [
+        name,
+        status,
+        ready.map(|c| c.status.clone()).unwrap_or("-".into()),
+        ready.map(|c| c.reason.clone()).unwrap_or("-".into()),
+        age,
+    ]
 }
 
 /// Left-aligned columns, three spaces apart, as kubectl prints them.
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(line.join("   ").trim_end());
         out.push('\n');
     }
@@ -64,11 +114,17 @@ pub async fn get_named(ctx: &Ctx, name: &str) -> Result<(), PluginError> {
     let f = get::<ReportFile>(ctx, "ReportFile", name).await;
     match (g, f) {
         (Err(PluginError::NotFound { .. }), Err(PluginError::NotFound { .. })) => {
-            Err(PluginError::NotUsable(format!("no ReportGenerator or ReportFile named {name:?} in namespace {:?}", ctx.namespace)))
+            Err(PluginError::NotUsable(format!(
+                "no ReportGenerator or ReportFile named {name:?} in namespace {:?}",
+                ctx.namespace
+            )))
         }
         (g, f) => {
             let mut shown = false;
-            for found in [g.map(|g| Found::Generator(Box::new(g))), f.map(|f| Found::File(Box::new(f)))] {
+            for found in [
+                g.map(|g| Found::Generator(Box::new(g))),
+                f.map(|f| Found::File(Box::new(f))),
+            ] {
                 match found {
                     Ok(obj) => {
                         if shown {
@@ -103,8 +159,14 @@ enum Found {
 async fn show(ctx: &Ctx, obj: Found) -> Result<(), PluginError> {
     let now = Utc::now();
     let (text, events) = match obj {
-        Found::Generator(g) => (describe_generator(&g, &ctx.namespace, now), events_of(ctx, g.as_ref()).await?),
-        Found::File(f) => (describe_file(&f, &ctx.namespace, now), events_of(ctx, f.as_ref()).await?),
+        Found::Generator(g) => (
+            describe_generator(&g, &ctx.namespace, now),
+            events_of(ctx, g.as_ref()).await?,
+        ),
+        Found::File(f) => (
+            describe_file(&f, &ctx.namespace, now),
+            events_of(ctx, f.as_ref()).await?,
+        ),
     };
     print!("{text}{}", describe_events(&events, now));
     Ok(())
@@ -115,15 +177,43 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
     let s = g.status.clone().unwrap_or_default();
     let mut out = format!("ReportGenerator {namespace}/{}\n", g.name_any());
     let spec = &g.spec;
-    let period = spec.parameters.as_ref().and_then(|p| p.period).map(|p| format!(" {p:?}")).unwrap_or_default();
+    let period = spec
+        .parameters
+        .as_ref()
+        .and_then(|p| p.period)
+        .map(|p| format!(" {p:?}"))
+        .unwrap_or_default();
     let suspended = spec.schedule.as_ref().and_then(|s| s.suspend).unwrap_or(false);
     let _ = writeln!(out, "  Backend:      {}", spec.backend_ref.name);
-    let _ = writeln!(out, "  Kind:         {}{period}, {}{}", api_name(&spec.event_type), spec.format.upper(), if suspended { ", SUSPENDED" } else { "" });
-    out.push_str(&describe_conditions(&s.conditions, g.metadata.generation, s.observed_generation, now));
+    let _ = writeln!(
+        out,
+        "  Kind:         {}{period}, {}{}",
+        api_name(&spec.event_type),
+        spec.format.upper(),
+        if suspended { ", SUSPENDED" } else { "" }
+    );
+    out.push_str(&describe_conditions(
+        &s.conditions,
+        g.metadata.generation,
+        s.observed_generation,
+        now,
+    ));
     let r = &s.reports;
-    let _ = writeln!(out, "  Reports:      {} in progress, {} ready, {} failed", r.in_progress, r.ready, r.failed);
+    let _ = writeln!(
+        out,
+        "  Reports:      {} in progress, {} ready, {} failed",
+        r.in_progress, r.ready, r.failed
+    );
     let active: Vec<&str> = s.active.iter().map(|a| a.name.as_str()).collect();
-    let _ = writeln!(out, "  Active:       {}", if active.is_empty() { "none".to_string() } else { active.join(", ") });
+    let _ = writeln!(
+        out,
+        "  Active:       {}",
+        if active.is_empty() {
+            "none".to_string()
+        } else {
+            active.join(", ")
+        }
+    );
     for (label, t) in [
         ("Next report", s.next_report_date),
         ("Last run", s.last_schedule_time),
@@ -146,15 +236,28 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
     let s = f.status.clone().unwrap_or_default();
     let mut out = format!("ReportFile {namespace}/{}\n", f.name_any());
     let spec = &f.spec;
-    let generator = spec.generator_ref.as_ref().map(|g| g.name.as_str()).unwrap_or("none");
-    let _ = writeln!(out, "  Generator:    {generator} (backend {})", spec.backend_ref.name);
+    let generator = spec
+        .generator_ref
+        .as_ref()
+        .map(|g| g.name.as_str())
+        .unwrap_or("none");
+    let _ = writeln!(
+        out,
+        "  Generator:    {generator} (backend {})",
+        spec.backend_ref.name
+    );
     if let Some(p) = &spec.parameters
         && let (Some(start), Some(end)) = (p.start_date, p.end_date)
     {
         let _ = writeln!(out, "  Window:       {} .. {}", rfc3339(start), rfc3339(end));
     }
     let _ = writeln!(out, "  Status:       {}", file_state(s.status));
-    out.push_str(&describe_conditions(&s.conditions, f.metadata.generation, s.observed_generation, now));
+    out.push_str(&describe_conditions(
+        &s.conditions,
+        f.metadata.generation,
+        s.observed_generation,
+        now,
+    ));
     if let Some(reason) = &s.failed_reason {
         let _ = writeln!(out, "  Failed:       {reason}");
     }
@@ -169,7 +272,10 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
     }
     if let Some(secret) = &s.download_secret_ref {
         let expiry = match s.url_expires_at {
-            Some(e) if e <= now => format!("; URL expired {} (kubectl report download re-mints it)", when(e, now)),
+            Some(e) if e <= now => format!(
+                "; URL expired {} (kubectl report download re-mints it)",
+                when(e, now)
+            ),
             Some(e) => format!("; URL valid until {}", when(e, now)),
             None => String::new(),
         };
@@ -181,14 +287,26 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
     out
 }
 
-fn describe_conditions(conditions: &[Condition], generation: Option<i64>, observed: Option<i64>, now: DateTime<Utc>) -> String {
+fn describe_conditions(
+    conditions: &[Condition],
+    generation: Option<i64>,
+    observed: Option<i64>,
+    now: DateTime<Utc>,
+) -> String {
     let mut out = String::new();
     if conditions.is_empty() {
         out.push_str("  Conditions:   none yet (has the operator seen it?)\n");
     }
     for c in conditions {
         let since = from_k8s_time(&c.last_transition_time);
-        let _ = writeln!(out, "  {:<13} {} ({}) since {}", format!("{}:", c.type_), c.status, c.reason, when(since, now));
+        let _ = writeln!(
+            out,
+            "  {:<13} {} ({}) since {}",
+            format!("{}:", c.type_),
+            c.status,
+            c.reason,
+            when(since, now)
+        );
         if !c.message.is_empty() {
             let _ = writeln!(out, "                {}", c.message);
         }
@@ -196,7 +314,10 @@ fn describe_conditions(conditions: &[Condition], generation: Option<i64>, observ
     if let (Some(g), Some(o)) = (generation, observed)
         && o < g
     {
-        let _ = writeln!(out, "  Note:         the status describes generation {o}; the operator has not acted on generation {g} yet");
+        let _ = writeln!(
+            out,
+            "  Note:         the status describes generation {o}; the operator has not acted on generation {g} yet"
+        );
     }
     out
 }
@@ -208,7 +329,14 @@ fn describe_events(events: &[Event], now: DateTime<Utc>) -> String {
     let mut out = String::from("Events:\n");
     for e in events {
         let age = event_time(e).map(|t| ago(t, now)).unwrap_or_else(|| "?".into());
-        let count = e.series.as_ref().and_then(|s| s.count).or(e.count).filter(|c| *c > 1).map(|c| format!(" (x{c})")).unwrap_or_default();
+        let count = e
+            .series
+            .as_ref()
+            .and_then(|s| s.count)
+            .or(e.count)
+            .filter(|c| *c > 1)
+            .map(|c| format!(" (x{c})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {age:>6} ago  {:<7}  {}{count}: {}",
@@ -231,7 +359,11 @@ fn file_state(s: Option<FileState>) -> &'static str {
 
 /// An instant with how far it is from now.
 fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    if t <= now { format!("{} ({} ago)", rfc3339(t), ago(t, now)) } else { format!("{} (in {})", rfc3339(t), ago(now, t)) }
+    if t <= now {
+        format!("{} ({} ago)", rfc3339(t), ago(t, now))
+    } else {
+        format!("{} (in {})", rfc3339(t), ago(now, t))
+    }
 }
 
 /// RFC 3339 to the second, in UTC, as kubectl prints times.
@@ -265,14 +397,25 @@ mod tests {
     #[test]
     fn ages_read_like_kubectl() {
         let now: DateTime<Utc> = "2026-01-10T00:00:00Z".parse().expect("time");
-        for (secs, want) in [(0, "0s"), (119, "119s"), (120, "2m"), (7199, "119m"), (7200, "2h"), (172_800, "2d"), (-5, "0s")] {
+        for (secs, want) in [
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (7199, "119m"),
+            (7200, "2h"),
+            (172_800, "2d"),
+            (-5, "0s"),
+        ] {
             assert_eq!(ago(now - chrono::Duration::seconds(secs), now), want, "{secs}s");
         }
     }
 
     #[test]
     fn columns_line_up() {
-        let rows = [["NAME".to_string(), "X".into()], ["rg/a-long-name".into(), "READY".into()]];
+        let rows = [
+            ["NAME".to_string(), "X".into()],
+            ["rg/a-long-name".into(), "READY".into()],
+        ];
         assert_eq!(table(&rows), "NAME             X\nrg/a-long-name   READY\n");
     }
 }

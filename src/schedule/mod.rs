@@ -10,8 +10,8 @@
 //! - Each run reports on the latest complete window as of the run time.
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
-    TimeZone, Utc,
+    DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone,
+    Utc,
 };
 use chrono_tz::Tz;
 use croner::Cron;
@@ -73,11 +73,7 @@ impl ReportSchedule {
     /// window boundary). An empty or blank string counts as unset, since `cron: ""` is how
     /// API.md shows the default. `cron` takes 5 fields or `@yearly`, `@annually`, `@monthly`,
     /// `@weekly`, `@daily`, `@midnight`, `@hourly`.
-    pub fn new(
-        period: Period,
-        time_zone: Option<&str>,
-        cron: Option<&str>,
-    ) -> Result<Self, ScheduleError> {
+    pub fn new(period: Period, time_zone: Option<&str>, cron: Option<&str>) -> Result<Self, ScheduleError> {
         let tz = match time_zone.map(str::trim).filter(|s| !s.is_empty()) {
             None => Tz::UTC,
             Some(name) => name
@@ -231,11 +227,7 @@ impl ReportSchedule {
             (Period::P1M, true) => key.checked_add_months(Months::new(1)),
             (Period::P1M, false) => key.checked_sub_months(Months::new(1)),
         };
-        moved.unwrap_or(if forward {
-            NaiveDate::MAX
-        } else {
-            NaiveDate::MIN
-        })
+        moved.unwrap_or(if forward { NaiveDate::MAX } else { NaiveDate::MIN })
     }
 
     /// The first instant of local date `day`: midnight, its earlier occurrence if the clock
@@ -254,8 +246,7 @@ impl ReportSchedule {
         // UTC offsets stay within ±26 h, so `local` read as UTC ± 26 h brackets the jump.
         const BRACKET: i64 = 26 * 3600;
         let reads_at_least_local = |secs: i64| {
-            DateTime::from_timestamp(secs, 0)
-                .is_none_or(|t| t.with_timezone(&self.tz).naive_local() >= local)
+            DateTime::from_timestamp(secs, 0).is_none_or(|t| t.with_timezone(&self.tz).naive_local() >= local)
         };
         let centre = local.and_utc().timestamp();
         let (mut before, mut after) = (centre - BRACKET, centre + BRACKET);

@@ -26,7 +26,9 @@ pub const DEFAULT_ORG: &str = "5d3c1a8e-0000-4000-8000-000000000001";
 
 /// An in-process simulator on a free port.
 pub async fn start(config: SimConfig) -> SimServer {
-    SimServer::start(config, "127.0.0.1:0".parse().expect("address")).await.expect("start simulator")
+    SimServer::start(config, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("start simulator")
 }
 
 pub fn fast() -> SimConfig {
@@ -36,15 +38,26 @@ pub fn fast() -> SimConfig {
 /// The simulator's default credentials of `t`.
 pub fn credentials(t: BackendType) -> BTreeMap<String, Vec<u8>> {
     let pairs: &[(&str, &str)] = match t {
-        BackendType::Rde => &[("consumerKey", "rde-consumer-key"), ("consumerSecret", "rde-consumer-secret")],
-        BackendType::Cmp => {
-            &[("subscriptionKey", "cmp-subscription-key"), ("username", "cmp-user"), ("password", "cmp-password")]
-        }
+        BackendType::Rde => &[
+            ("consumerKey", "rde-consumer-key"),
+            ("consumerSecret", "rde-consumer-secret"),
+        ],
+        BackendType::Cmp => &[
+            ("subscriptionKey", "cmp-subscription-key"),
+            ("username", "cmp-user"),
+            ("password", "cmp-password"),
+        ],
         BackendType::Connect => &[("apiKey", "SU-000-000-000:connect-secret-key")],
         BackendType::Fusion => &[("username", "fusion-user"), ("password", "fusion-password")],
-        BackendType::Supplier => &[("clientId", "supplier-client"), ("clientSecret", "supplier-secret")],
+        BackendType::Supplier => &[
+            ("clientId", "supplier-client"),
+            ("clientSecret", "supplier-secret"),
+        ],
     };
-    pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 /// The same credentials with the secret part wrong.
@@ -61,7 +74,8 @@ pub fn wrong_credentials(t: BackendType) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn spec(sim: &SimServer, t: BackendType, limits: Option<serde_json::Value>) -> ReportBackendSpec {
-    let mut doc = json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "creds"}});
+    let mut doc =
+        json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "creds"}});
     if t == BackendType::Supplier {
         doc["supplier"] = json!({"organizationId": DEFAULT_ORG, "tokenUrl": sim.supplier_token_url()});
     }
@@ -73,7 +87,13 @@ pub fn spec(sim: &SimServer, t: BackendType, limits: Option<serde_json::Value>) 
 
 /// The simulators listen on 127.0.0.1 over plain http: a policy that allows that, explicitly.
 pub fn loopback_policy() -> OutboundPolicy {
-    OutboundPolicy::new(vec!["127.0.0.1/32".parse().expect("cidr")], Vec::new(), Vec::new(), true, false)
+    OutboundPolicy::new(
+        vec!["127.0.0.1/32".parse().expect("cidr")],
+        Vec::new(),
+        Vec::new(),
+        true,
+        false,
+    )
 }
 
 /// Short timeouts and backoff so that retries take milliseconds; loopback and http allowed.
@@ -121,10 +141,16 @@ pub fn request(t: BackendType, name: &str) -> ReportRequest {
             parameters.values = Some([("title".to_string(), json!(name))].into());
         }
         BackendType::Fusion => {
-            parameters.scope = Some(FusionScope { level: FusionLevel::Group, uuid: FUSION_GROUP.into(), subscription_id: None });
+            parameters.scope = Some(FusionScope {
+                level: FusionLevel::Group,
+                uuid: FUSION_GROUP.into(),
+                subscription_id: None,
+            });
             parameters.dataset = Some(FusionDataset::Licenses);
         }
-        BackendType::Supplier => parameters.report_type = Some(format!("REPORT_TYPE_{}", name.to_uppercase())),
+        BackendType::Supplier => {
+            parameters.report_type = Some(format!("REPORT_TYPE_{}", name.to_uppercase()))
+        }
         BackendType::Rde | BackendType::Cmp => {}
     }
     ReportRequest {
@@ -157,11 +183,24 @@ where
 }
 
 /// The report `submitted` stands for (RDE: the template's one report file), once finished.
-pub async fn finish(backend: &dyn ReportingBackend, req: &ReportRequest, submitted: RemoteReport) -> RemoteReport {
+pub async fn finish(
+    backend: &dyn ReportingBackend,
+    req: &ReportRequest,
+    submitted: RemoteReport,
+) -> RemoteReport {
     let id = if backend.backend_type() == BackendType::Rde {
-        let query = ListQuery { template_id: Some(submitted.id.clone()), ..Default::default() };
+        let query = ListQuery {
+            template_id: Some(submitted.id.clone()),
+            ..Default::default()
+        };
         poll("the template's report file", || async {
-            backend.list(&query).await.expect("list report files").into_iter().next().map(|f| f.id)
+            backend
+                .list(&query)
+                .await
+                .expect("list report files")
+                .into_iter()
+                .next()
+                .map(|f| f.id)
         })
         .await
     } else if submitted.state.is_finished() {
@@ -189,7 +228,11 @@ pub async fn run(backend: &dyn ReportingBackend, req: &ReportRequest) -> (Remote
 /// Fetches a download URL and returns the body (the simulator's storage checks signatures).
 pub async fn fetch(url: &str) -> Vec<u8> {
     let response = reqwest::get(url).await.expect("storage answers");
-    assert!(response.status().is_success(), "storage said {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "storage said {}",
+        response.status()
+    );
     response.bytes().await.expect("body").to_vec()
 }
 
@@ -203,4 +246,3 @@ pub fn endpoints(t: BackendType) -> (&'static str, &'static str) {
         BackendType::Supplier => ("generate", "list"),
     }
 }
-

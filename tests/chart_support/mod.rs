@@ -20,27 +20,35 @@ pub fn chart_dir() -> PathBuf {
 pub fn helm_bin() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     // hack/test.sh exports it; empty (its build failed there) or unset: build it here.
-    HELM.get_or_init(|| match std::env::var_os("REPORT_OPERATOR_HELM").filter(|p| !p.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let out = Command::new("bash")
-                .arg(common::repo_root().join("hack/helm.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run hack/helm.sh");
-            assert!(out.status.success(), "hack/helm.sh failed");
-            PathBuf::from(stdout(&out).trim())
-        }
-    })
+    HELM.get_or_init(
+        || match std::env::var_os("REPORT_OPERATOR_HELM").filter(|p| !p.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let out = Command::new("bash")
+                    .arg(common::repo_root().join("hack/helm.sh"))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run hack/helm.sh");
+                assert!(out.status.success(), "hack/helm.sh failed");
+                PathBuf::from(stdout(&out).trim())
+            }
+        },
+    )
 }
 
 pub fn helm(args: &[&str]) -> Output {
-    Command::new(helm_bin()).args(args).current_dir(common::repo_root()).output().expect("run helm")
+    Command::new(helm_bin())
+        .args(args)
+        .current_dir(common::repo_root())
+        .output()
+        .expect("run helm")
 }
 
 /// `--set` pairs as helm arguments.
 pub fn set_args(sets: &[&str]) -> Vec<String> {
-    sets.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
+    sets.iter()
+        .flat_map(|s| ["--set".to_string(), s.to_string()])
+        .collect()
 }
 
 /// `helm template` of the chart as release `report-operator` in `namespace`; fails the test
@@ -51,13 +59,19 @@ pub fn render(namespace: &str, sets: &[&str], extra: &[&str]) -> String {
 
 /// `helm template` of the chart as `release` in `namespace`.
 pub fn render_release(release: &str, namespace: &str, sets: &[&str], extra: &[&str]) -> String {
-    let mut args: Vec<String> =
-        ["template", release, CHART, "--namespace", namespace].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["template", release, CHART, "--namespace", namespace]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend(set_args(sets));
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = helm(&args);
-    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "helm template {sets:?} failed:\n{}",
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -70,13 +84,20 @@ pub fn documents(yaml: &str) -> Vec<Value> {
 }
 
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }
 
 /// RBAC rules flattened to (apiGroup, resource, verb, resourceName or "*") for comparison.
 pub fn flat_rules(role: &Value) -> BTreeSet<(String, String, String, String)> {
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().map(|s| s.as_str().expect("string").to_string()).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().expect("string").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let mut out = BTreeSet::new();
     for rule in role["rules"].as_array().expect("rules") {
@@ -102,10 +123,14 @@ pub fn expected_rules(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, S
     for (group, resources, verbs) in table {
         for resource in *resources {
             for verb in *verbs {
-                out.insert((group.to_string(), resource.to_string(), verb.to_string(), "*".to_string()));
+                out.insert((
+                    group.to_string(),
+                    resource.to_string(),
+                    verb.to_string(),
+                    "*".to_string(),
+                ));
             }
         }
     }
     out
 }
-

@@ -26,15 +26,26 @@ pub struct World {
 impl World {
     pub async fn start(prefix: &str, config: SimConfig) -> World {
         let ns = TestNamespace::new(prefix).await;
-        let sim = SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("start simulator");
+        let sim = SimServer::start(config, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start simulator");
         let operator = Operator::start(ns.cp(), &ns.name);
         let client = ns.cp().client().await;
-        World { operator, sim, ns, client }
+        World {
+            operator,
+            sim,
+            ns,
+            client,
+        }
     }
 
     pub fn apply(&self, yaml: &str) {
         let out = self.ns.kubectl_stdin(&["apply", "-f", "-"], yaml);
-        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            stderr(&out)
+        );
     }
 
     pub fn files(&self) -> Api<ReportFile> {
@@ -61,12 +72,20 @@ impl World {
 
     /// Waits until `generator` has `n` ReportFiles, all finished, and returns them.
     pub async fn wait_finished(&self, generator: &str, n: usize, deadline: Duration) -> Vec<ReportFile> {
-        let what = format!("{n} finished ReportFiles of {generator} (operator log: {})", self.operator.log.display());
+        let what = format!(
+            "{n} finished ReportFiles of {generator} (operator log: {})",
+            self.operator.log.display()
+        );
         wait_for(&what, deadline, || async {
             let files = self.files_of(generator).await;
             let done = files
                 .iter()
-                .filter(|f| f.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
+                .filter(|f| {
+                    f.status
+                        .as_ref()
+                        .and_then(|s| s.status)
+                        .is_some_and(FileState::is_finished)
+                })
                 .count();
             (files.len() == n && done == n).then_some(files)
         })
@@ -76,11 +95,16 @@ impl World {
     /// Waits for the backend's Ready condition to have `status` ("True"/"False") and returns
     /// its reason and message.
     pub async fn wait_backend(&self, name: &str, status: &str) -> (String, String) {
-        wait_for(&format!("ReportBackend {name} Ready={status}"), Duration::from_secs(60), || async {
-            let rb = self.backends().get(name).await.ok()?;
-            let c = find_condition(&rb.status?.conditions, "Ready")?.clone();
-            (c.status == status && c.observed_generation == rb.metadata.generation).then_some((c.reason, c.message))
-        })
+        wait_for(
+            &format!("ReportBackend {name} Ready={status}"),
+            Duration::from_secs(60),
+            || async {
+                let rb = self.backends().get(name).await.ok()?;
+                let c = find_condition(&rb.status?.conditions, "Ready")?.clone();
+                (c.status == status && c.observed_generation == rb.metadata.generation)
+                    .then_some((c.reason, c.message))
+            },
+        )
         .await
     }
 
@@ -92,32 +116,52 @@ impl World {
         let out = seen.clone();
         let api = self.files();
         let task = tokio::spawn(async move {
-            let mut objects = std::pin::pin!(kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).applied_objects());
+            let mut objects = std::pin::pin!(
+                kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).applied_objects()
+            );
             while let Ok(Some(rf)) = objects.try_next().await {
-                if let Some(c) = rf.status.as_ref().and_then(|s| find_condition(&s.conditions, "Ready")) {
-                    out.lock().expect("reason log").push((rf.metadata.name.clone().unwrap_or_default(), c.reason.clone()));
+                if let Some(c) = rf
+                    .status
+                    .as_ref()
+                    .and_then(|s| find_condition(&s.conditions, "Ready"))
+                {
+                    out.lock()
+                        .expect("reason log")
+                        .push((rf.metadata.name.clone().unwrap_or_default(), c.reason.clone()));
                 }
             }
         });
-        ReasonLog { seen, _watch: AbortOnDrop(task) }
+        ReasonLog {
+            seen,
+            _watch: AbortOnDrop(task),
+        }
     }
 
     /// The `externalId` a generator's status holds (RDE: its template), which must be there.
     pub async fn generator_external_id(&self, generator: &str) -> String {
         let g = self.generators().get(generator).await.expect("generator");
-        g.status.and_then(|s| s.external_id).expect("externalId in the generator's status")
+        g.status
+            .and_then(|s| s.external_id)
+            .expect("externalId in the generator's status")
     }
 
     /// The Events of this namespace with `reason`.
     pub async fn events(&self, reason: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
-        api.list(&ListParams::default().fields(&format!("reason={reason}"))).await.expect("list Events").items
+        api.list(&ListParams::default().fields(&format!("reason={reason}")))
+            .await
+            .expect("list Events")
+            .items
     }
 
     /// A Secret's data as strings.
     pub async fn secret_data(&self, name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
         let s = self.secrets().get(name).await.expect("get Secret");
-        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()
     }
 }
 

@@ -5,8 +5,13 @@ use report_operator::api::BackendType;
 use report_sim::SimServer;
 
 /// The five backend types, for tests that run once per type.
-pub const ALL_TYPES: [BackendType; 5] =
-    [BackendType::Rde, BackendType::Cmp, BackendType::Connect, BackendType::Fusion, BackendType::Supplier];
+pub const ALL_TYPES: [BackendType; 5] = [
+    BackendType::Rde,
+    BackendType::Cmp,
+    BackendType::Connect,
+    BackendType::Fusion,
+    BackendType::Supplier,
+];
 
 pub fn lower(t: BackendType) -> String {
     t.as_str().to_ascii_lowercase()
@@ -15,7 +20,10 @@ pub fn lower(t: BackendType) -> String {
 /// The default simulator credentials of `t`, as Secret stringData lines.
 pub fn good_credentials(t: BackendType) -> Vec<(&'static str, &'static str)> {
     match t {
-        BackendType::Rde => vec![("consumerKey", "rde-consumer-key"), ("consumerSecret", "rde-consumer-secret")],
+        BackendType::Rde => vec![
+            ("consumerKey", "rde-consumer-key"),
+            ("consumerSecret", "rde-consumer-secret"),
+        ],
         BackendType::Cmp => vec![
             ("subscriptionKey", "cmp-subscription-key"),
             ("username", "cmp-user"),
@@ -23,13 +31,25 @@ pub fn good_credentials(t: BackendType) -> Vec<(&'static str, &'static str)> {
         ],
         BackendType::Connect => vec![("apiKey", "SU-000-000-000:connect-secret-key")],
         BackendType::Fusion => vec![("username", "fusion-user"), ("password", "fusion-password")],
-        BackendType::Supplier => vec![("clientId", "supplier-client"), ("clientSecret", "supplier-secret")],
+        BackendType::Supplier => vec![
+            ("clientId", "supplier-client"),
+            ("clientSecret", "supplier-secret"),
+        ],
     }
 }
 
 /// A Secret and a ReportBackend named `name` of type `t` at `sim`, with `credentials`.
-pub fn backend(sim: &SimServer, t: BackendType, name: &str, credentials: &[(&str, &str)], extra_spec: &str) -> String {
-    let data: String = credentials.iter().map(|(k, v)| format!("  {k}: {v:?}\n")).collect();
+pub fn backend(
+    sim: &SimServer,
+    t: BackendType,
+    name: &str,
+    credentials: &[(&str, &str)],
+    extra_spec: &str,
+) -> String {
+    let data: String = credentials
+        .iter()
+        .map(|(k, v)| format!("  {k}: {v:?}\n"))
+        .collect();
     let per_type = match t {
         BackendType::Supplier => format!(
             "  supplier:\n    organizationId: 6f1c2d3e-0000-4000-8000-000000000001\n    tokenUrl: {}\n",
@@ -50,7 +70,9 @@ pub fn required_parameters(t: BackendType) -> &'static str {
     match t {
         BackendType::Connect => "    template: RT-0000-0001\n",
         BackendType::Supplier => "    reportType: REPORT_TYPE_TRIP_ACTIVITY\n",
-        BackendType::Fusion => "    dataset: licenses\n    scope:\n      level: tenant\n      uuid: 53fd92c7-fbef-44fd-af76-d92334432ac9\n",
+        BackendType::Fusion => {
+            "    dataset: licenses\n    scope:\n      level: tenant\n      uuid: 53fd92c7-fbef-44fd-af76-d92334432ac9\n"
+        }
         BackendType::Rde | BackendType::Cmp => "",
     }
 }

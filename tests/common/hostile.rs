@@ -35,8 +35,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] =
-        [Mode::Endless, Mode::Drip, Mode::Malformed, Mode::HugeJson, Mode::HugeError, Mode::RedirectLoop, Mode::RedirectMetadata];
+    pub const ALL: [Mode; 7] = [
+        Mode::Endless,
+        Mode::Drip,
+        Mode::Malformed,
+        Mode::HugeJson,
+        Mode::HugeError,
+        Mode::RedirectLoop,
+        Mode::RedirectMetadata,
+    ];
 
     /// The path segment that selects the mode, also fit for a namespace name.
     pub fn name(self) -> &'static str {
@@ -85,7 +92,9 @@ pub struct HostileServer {
 
 impl HostileServer {
     pub async fn start() -> HostileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hostile server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind hostile server");
         let addr = listener.local_addr().expect("hostile server address");
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
@@ -161,7 +170,10 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(Some(Request { path, echo: String::from_utf8_lossy(&buf).into_owned() }))
+    Ok(Some(Request {
+        path,
+        echo: String::from_utf8_lossy(&buf).into_owned(),
+    }))
 }
 
 fn mode_of(path: &str) -> Option<Mode> {
@@ -170,9 +182,13 @@ fn mode_of(path: &str) -> Option<Mode> {
 }
 
 async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::io::Result<()> {
-    let Some(req) = read_request(&mut stream).await? else { return Ok(()) };
+    let Some(req) = read_request(&mut stream).await? else {
+        return Ok(());
+    };
     let Some(mode) = mode_of(&req.path) else {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        return stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
     };
     stats.requests[mode.index()].fetch_add(1, Ordering::Relaxed);
     let count = |n: usize| {
@@ -208,7 +224,10 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
             }
         }
         Mode::Malformed => {
-            let body = format!("{{\"message\": {:?}, \"data\": [1, 2, {{\"access_token\": \"tok", req.echo);
+            let body = format!(
+                "{{\"message\": {:?}, \"data\": [1, 2, {{\"access_token\": \"tok",
+                req.echo
+            );
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -220,9 +239,17 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
         }
         Mode::HugeJson => {
             let (open, item, close) = if req.path.ends_with("/auth/login") {
-                ("{\"data\":{\"access_token\":\"", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "\",\"refresh_token\":\"r\"}}")
+                (
+                    "{\"data\":{\"access_token\":\"",
+                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                    "\",\"refresh_token\":\"r\"}}",
+                )
             } else {
-                ("[", "{\"id\":\"RP-0000-0000\",\"name\":\"x\",\"status\":\"ready\"},", "{\"id\":\"RP-LAST\"}]")
+                (
+                    "[",
+                    "{\"id\":\"RP-0000-0000\",\"name\":\"x\",\"status\":\"ready\"},",
+                    "{\"id\":\"RP-LAST\"}]",
+                )
             };
             let repeats = (HUGE_JSON_BYTES - open.len() - close.len()) / item.len();
             let total = open.len() + repeats * item.len() + close.len();
@@ -269,7 +296,9 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
             stream.write_all(head.as_bytes()).await
         }
         Mode::RedirectMetadata => {
-            let head = format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {METADATA_URL}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let head = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {METADATA_URL}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             stream.write_all(head.as_bytes()).await
         }
     }

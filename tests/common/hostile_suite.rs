@@ -73,10 +73,16 @@ impl Suite {
     pub async fn kubectl(&self, ns: &str, verb: &str, yaml: &str) -> Result<String, String> {
         let cp = self.cp.clone();
         let (ns, verb, yaml) = (ns.to_string(), verb.to_string(), yaml.to_string());
-        let out = tokio::task::spawn_blocking(move || cp.kubectl_with_stdin(&["-n", &ns, &verb, "-f", "-"], Some(&yaml)))
-            .await
-            .expect("kubectl task");
-        if out.status.success() { Ok(super::stdout(&out)) } else { Err(super::stderr(&out)) }
+        let out = tokio::task::spawn_blocking(move || {
+            cp.kubectl_with_stdin(&["-n", &ns, &verb, "-f", "-"], Some(&yaml))
+        })
+        .await
+        .expect("kubectl task");
+        if out.status.success() {
+            Ok(super::stdout(&out))
+        } else {
+            Err(super::stderr(&out))
+        }
     }
 
     pub async fn apply(&self, ns: &str, yaml: &str) -> Result<String, String> {
@@ -103,7 +109,11 @@ impl Suite {
 
     /// How a wait that gave no answer ended, for failure messages.
     pub fn ended(&self, deadline: Duration) -> String {
-        if self.operator_gone.load(Ordering::Relaxed) { "before the operator went away".into() } else { format!("within {deadline:?}") }
+        if self.operator_gone.load(Ordering::Relaxed) {
+            "before the operator went away".into()
+        } else {
+            format!("within {deadline:?}")
+        }
     }
 
     pub fn backends(&self, ns: &str) -> Api<ReportBackend> {
@@ -130,12 +140,23 @@ impl Suite {
     }
 
     pub async fn file_count(&self, ns: &str) -> usize {
-        self.files(ns).list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0)
+        self.files(ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
     }
 
     /// Waits for a ReportBackend to be Ready=False with one of `expected`, failing at once if
     /// it is marked Authenticated; then checks the message.
-    pub async fn expect_backend_refused(&self, case: &str, ns: &str, name: &str, expected: &[&str], deadline: Duration) {
+    pub async fn expect_backend_refused(
+        &self,
+        case: &str,
+        ns: &str,
+        name: &str,
+        expected: &[&str],
+        deadline: Duration,
+    ) {
         let last: Mutex<Option<String>> = Mutex::new(None);
         let started = Instant::now();
         let outcome = self
@@ -151,35 +172,59 @@ impl Suite {
         let what = format!("ReportBackend {name}");
         match outcome {
             Some(Ok(c)) => {
-                note(case, format!("{what}: Ready=False {} after {:?}", c.reason, started.elapsed()));
+                note(
+                    case,
+                    format!("{what}: Ready=False {} after {:?}", c.reason, started.elapsed()),
+                );
                 self.check_message(case, &what, &c.message);
             }
-            Some(Err(e)) => self.findings.fail(case, format!("{what} {e} (expected Ready=False with {expected:?})")),
+            Some(Err(e)) => self.findings.fail(
+                case,
+                format!("{what} {e} (expected Ready=False with {expected:?})"),
+            ),
             None => self.findings.fail(
                 case,
-                format!("{what}: no Ready=False with {expected:?} {}; last seen: {:?}", self.ended(deadline), last.lock().expect("last")),
+                format!(
+                    "{what}: no Ready=False with {expected:?} {}; last seen: {:?}",
+                    self.ended(deadline),
+                    last.lock().expect("last")
+                ),
             ),
         }
-        self.finals.lock().expect("finals").push(FinalCheck::NeverAuthenticated {
-            case: case.to_string(),
-            ns: ns.to_string(),
-            name: name.to_string(),
-        });
+        self.finals
+            .lock()
+            .expect("finals")
+            .push(FinalCheck::NeverAuthenticated {
+                case: case.to_string(),
+                ns: ns.to_string(),
+                name: name.to_string(),
+            });
     }
 
     /// A condition message says something, briefly, and holds no credential.
     pub fn check_message(&self, case: &str, what: &str, message: &str) {
-        self.findings.check(case, !message.trim().is_empty(), || format!("{what}: empty condition message"));
-        self.findings.check(case, !message.contains(&self.marker), || format!("{what}: the condition message holds a credential"));
-        self.findings.check(case, message.chars().count() <= MAX_MESSAGE_CHARS, || {
-            format!("{what}: condition message of {} chars copies too much of the answer", message.chars().count())
+        self.findings.check(case, !message.trim().is_empty(), || {
+            format!("{what}: empty condition message")
         });
+        self.findings.check(case, !message.contains(&self.marker), || {
+            format!("{what}: the condition message holds a credential")
+        });
+        self.findings
+            .check(case, message.chars().count() <= MAX_MESSAGE_CHARS, || {
+                format!(
+                    "{what}: condition message of {} chars copies too much of the answer",
+                    message.chars().count()
+                )
+            });
     }
 }
 
 /// The credentials Secret and ReportBackend of a backend at any URL.
 pub fn backend_yaml(name: &str, t: BackendType, url: &str, credentials: &[(&str, &str)]) -> String {
-    let data: String = credentials.iter().map(|(k, v)| format!("  {k}: {v:?}\n")).collect();
+    let data: String = credentials
+        .iter()
+        .map(|(k, v)| format!("  {k}: {v:?}\n"))
+        .collect();
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}-credentials\nstringData:\n{data}---\n\
 apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportBackend\nmetadata:\n  name: {name}\nspec:\n  type: {}\n  url: {url:?}\n  credentialsSecretRef:\n    name: {name}-credentials\n",
@@ -216,16 +261,25 @@ impl Watchdog {
                 };
                 peak.fetch_max(hwm, Ordering::Relaxed);
                 if rss > WATCHDOG_KILL_MIB * 1024 {
-                    eprintln!("[hostile] watchdog: the operator uses {} MiB; killing it (pid {pid})", rss / 1024);
+                    eprintln!(
+                        "[hostile] watchdog: the operator uses {} MiB; killing it (pid {pid})",
+                        rss / 1024
+                    );
                     killed.store(rss, Ordering::Relaxed);
-                    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
                     gone.store(true, Ordering::Relaxed);
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        Watchdog { peak_kib, killed_at_kib, task }
+        Watchdog {
+            peak_kib,
+            killed_at_kib,
+            task,
+        }
     }
 }
 
@@ -239,6 +293,8 @@ pub fn log_tail(operator: &Operator, n: usize) -> String {
 
 /// Whether the operator binary has the outbound policy, which the metadata case needs.
 pub fn has_outbound_policy() -> bool {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_report-operator")).args(["run", "--help"]).output();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_report-operator"))
+        .args(["run", "--help"])
+        .output();
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--outbound-allow-cidr"))
 }

@@ -69,7 +69,10 @@ pub async fn control_plane() -> &'static ControlPlane {
                     repo_root().join("target/control-plane/kubeconfig")
                 }
             };
-            let cp = ControlPlane { kubeconfig, bin_dir: PathBuf::from(script_output("bin-dir")) };
+            let cp = ControlPlane {
+                kubeconfig,
+                bin_dir: PathBuf::from(script_output("bin-dir")),
+            };
             install_crds(&cp.client().await).await;
             cp
         })
@@ -99,7 +102,12 @@ impl ControlPlane {
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("spawn kubectl");
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         drop(child.stdin.take());
         child.wait_with_output().expect("kubectl output")
@@ -114,7 +122,9 @@ pub async fn install_crds(client: &Client) {
     let params = PatchParams::apply("report-operator-tests").force();
     for crd in report_operator::api::crds() {
         let name = crd.metadata.name.clone().expect("crd name");
-        api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("apply CRD");
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD");
         tokio::time::timeout(
             Duration::from_secs(30),
             await_condition(api.clone(), &name, conditions::is_crd_established()),
@@ -137,10 +147,15 @@ impl TestNamespace {
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
         let api: Api<Namespace> = Api::all(cp.client().await);
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
         TestNamespace { name, cp }
     }
 
@@ -166,13 +181,17 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         // Deletion is asynchronous in the API server; the garbage collector and namespace
         // controller of kube-controller-manager finish it.
-        let _ = self.cp.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = self
+            .cp
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
         // The test's operator has stopped (a World drops it first), so nobody would remove
         // the finalizers of its ReportFiles and generators: the namespace would stay
         // Terminating and its objects would load the tests that come after.
         let (cp, ns) = (self.cp.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async {
                 let client = cp.client().await;
                 futures::join!(
@@ -188,11 +207,19 @@ impl Drop for TestNamespace {
 /// Removes the finalizers of every `K` in `ns`.
 async fn release<K>(client: &Client, ns: &str)
 where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let Ok(list) = api.list_metadata(&Default::default()).await else { return };
-    let held = list.items.into_iter().filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()));
+    let Ok(list) = api.list_metadata(&Default::default()).await else {
+        return;
+    };
+    let held = list
+        .items
+        .into_iter()
+        .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()));
     let patch = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
     futures::future::join_all(held.filter_map(|o| o.metadata.name).map(|name| {
         let (api, patch) = (api.clone(), &patch);
@@ -212,7 +239,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -226,12 +256,18 @@ pub const DATED_TEST_SPAN: Duration = Duration::from_secs(6 * 60);
 /// the same day to the test and to the operator from start to end.
 pub async fn clear_of_midnight() {
     let now = chrono::Utc::now();
-    let since_midnight = now.signed_duration_since(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
+    let since_midnight =
+        now.signed_duration_since(now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc());
     let until_midnight = chrono::Duration::days(1) - since_midnight;
     let span = chrono::Duration::from_std(DATED_TEST_SPAN).unwrap_or(chrono::Duration::MAX);
     if until_midnight < span {
-        let wait = (until_midnight + chrono::Duration::seconds(5)).to_std().unwrap_or_default();
-        eprintln!("UTC midnight is {}s away: waiting until it has passed", until_midnight.num_seconds());
+        let wait = (until_midnight + chrono::Duration::seconds(5))
+            .to_std()
+            .unwrap_or_default();
+        eprintln!(
+            "UTC midnight is {}s away: waiting until it has passed",
+            until_midnight.num_seconds()
+        );
         tokio::time::sleep(wait).await;
     }
 }

@@ -53,19 +53,31 @@ impl Operator {
 
     /// Whether the process has exited (and how), without waiting.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().expect("poll report-operator"))
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("poll report-operator"))
     }
 
     /// Starts the process again (after [`Operator::kill`]), with a new log file.
     pub fn restart(&mut self) {
         let dir = super::repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
-        self.log = dir.join(format!("{}-operator-{:08x}.log", self.namespace, rand::random::<u32>()));
+        self.log = dir.join(format!(
+            "{}-operator-{:08x}.log",
+            self.namespace,
+            rand::random::<u32>()
+        ));
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_report-operator"))
             // Port 0: the operator picks a free port and logs it, so that tests running at once
             // never race for one ([`Operator::metrics`] reads it from the log).
-            .args(["run", "--namespace", &self.namespace, "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "run",
+                "--namespace",
+                &self.namespace,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             // The simulators listen on loopback over plain HTTP, which the outbound policy
             // denies unless told otherwise.
             .args(LOOPBACK_SIMULATORS)
@@ -94,9 +106,16 @@ impl Operator {
 
     /// The operator's Prometheus metrics.
     pub async fn metrics(&self) -> String {
-        let addr = super::wait_for("the operator's metrics address in its log", std::time::Duration::from_secs(30), || async {
-            self.logs().lines().find(|l| l.contains("metrics server listening")).and_then(listening_addr)
-        })
+        let addr = super::wait_for(
+            "the operator's metrics address in its log",
+            std::time::Duration::from_secs(30),
+            || async {
+                self.logs()
+                    .lines()
+                    .find(|l| l.contains("metrics server listening"))
+                    .and_then(listening_addr)
+            },
+        )
         .await;
         let url = format!("http://{addr}/metrics");
         match reqwest::get(&url).await {
@@ -133,7 +152,14 @@ pub fn listening_addr(line: &str) -> Option<String> {
     if let Some(json) = plain.split("\"addr\":\"").nth(1) {
         return Some(json.split('"').next()?.to_string());
     }
-    Some(plain.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
+    Some(
+        plain
+            .split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_string(),
+    )
 }
 
 /// The command line of `report-operator run` with `args`, its output to `log`.
@@ -153,8 +179,15 @@ fn spawn_run(kubeconfig: &std::path::Path, log: &std::path::Path, args: &[String
 /// One line of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`), while the process lives.
 fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
-    line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    line[key.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Operator {

@@ -55,7 +55,8 @@ impl Proxy {
             }
         }
         let path = like.with_extension("kubeconfig");
-        std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig yaml")).expect("write kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig yaml"))
+            .expect("write kubeconfig");
         path
     }
 }
@@ -77,7 +78,9 @@ pub fn upstream_of(kubeconfig: &Path) -> SocketAddr {
         .and_then(|c| c.server.clone())
         .expect("kubeconfig server");
     let hostport = server.trim_start_matches("https://").trim_end_matches('/');
-    hostport.parse().unwrap_or_else(|e| panic!("server {server} is not an IP address and port: {e}"))
+    hostport
+        .parse()
+        .unwrap_or_else(|e| panic!("server {server} is not an IP address and port: {e}"))
 }
 
 async fn connection(client: TcpStream, upstream: SocketAddr, mut cut: watch::Receiver<Cut>) {
@@ -87,7 +90,9 @@ async fn connection(client: TcpStream, upstream: SocketAddr, mut cut: watch::Rec
         Cut::Reset => return reset(client),
         Cut::Hang => return hang(client, cut).await,
     }
-    let Ok(server) = TcpStream::connect(upstream).await else { return reset(client) };
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return reset(client);
+    };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let forward = async {

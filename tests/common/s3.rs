@@ -30,8 +30,15 @@ fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("REPORT_OPERATOR_S3") {
         return PathBuf::from(path);
     }
-    let out = Command::new("bash").arg(repo_root().join("hack/s3.sh")).output().expect("run hack/s3.sh");
-    assert!(out.status.success(), "hack/s3.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/s3.sh"))
+        .output()
+        .expect("run hack/s3.sh");
+    assert!(
+        out.status.success(),
+        "hack/s3.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -43,8 +50,17 @@ impl S3Server {
             std::fs::create_dir_all(dir.path().join("data").join(b)).expect("bucket dir");
         }
         std::fs::create_dir_all(dir.path().join("meta")).expect("sidecar dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let mut server = S3Server { child: None, port, dir, log: PathBuf::new() };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut server = S3Server {
+            child: None,
+            port,
+            dir,
+            log: PathBuf::new(),
+        };
         server.restart().await;
         server
     }
@@ -58,12 +74,21 @@ impl S3Server {
     pub async fn restart(&mut self) {
         let logs = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        self.log = logs.join(format!("versitygw-{}-{:08x}.log", self.port, rand::random::<u32>()));
+        self.log = logs.join(format!(
+            "versitygw-{}-{:08x}.log",
+            self.port,
+            rand::random::<u32>()
+        ));
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(binary())
             .env("ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("ROOT_SECRET_KEY", SECRET_KEY)
-            .args(["--port", &format!("127.0.0.1:{}", self.port), "posix", "--sidecar"])
+            .args([
+                "--port",
+                &format!("127.0.0.1:{}", self.port),
+                "posix",
+                "--sidecar",
+            ])
             .arg(self.dir.path().join("meta"))
             .arg(self.dir.path().join("data"))
             .stdout(Stdio::from(log.try_clone().expect("log")))
@@ -72,10 +97,14 @@ impl S3Server {
             .expect("start versitygw");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        wait_for(&format!("versitygw on {addr} (log {})", self.log.display()), Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(&addr).await.ok().map(drop) }
-        })
+        wait_for(
+            &format!("versitygw on {addr} (log {})", self.log.display()),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move { tokio::net::TcpStream::connect(&addr).await.ok().map(drop) }
+            },
+        )
         .await;
     }
 
@@ -105,7 +134,10 @@ impl S3Server {
     pub async fn objects(&self, bucket: &str) -> Vec<(String, u64)> {
         let store = self.client(bucket);
         let listed: Vec<_> = store.list(None).try_collect().await.expect("list bucket");
-        let mut out: Vec<(String, u64)> = listed.into_iter().map(|m| (m.location.to_string(), m.size)).collect();
+        let mut out: Vec<(String, u64)> = listed
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
         out.sort();
         out
     }

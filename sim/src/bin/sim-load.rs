@@ -46,7 +46,10 @@ enum LoadError {
 /// One request of the mix, ready to send.
 #[derive(Clone)]
 enum Call {
-    Get { url: String, headers: Vec<(&'static str, String)> },
+    Get {
+        url: String,
+        headers: Vec<(&'static str, String)>,
+    },
     /// RDE: signed afresh for every request (a nonce may be used once).
     RdeGet { url: String },
 }
@@ -80,16 +83,29 @@ fn config() -> SimConfig {
 
 async fn run(args: Args) -> Result<(), LoadError> {
     let started = Instant::now();
-    let sim = SimServer::start(config(), "127.0.0.1:0".parse().map_err(|e| LoadError::Setup(format!("{e}")))?).await?;
+    let sim = SimServer::start(
+        config(),
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| LoadError::Setup(format!("{e}")))?,
+    )
+    .await?;
     let startup = started.elapsed();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(args.concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let first = Instant::now();
     let probe = http.get(format!("{}/_sim/stats", sim.base_url())).send().await?;
     let first_answer = first.elapsed();
     if !probe.status().is_success() {
         return Err(LoadError::Setup(format!("stats answered {}", probe.status())));
     }
-    println!("start-up: {:.2} ms to listen, first answer after {:.2} ms", startup.as_secs_f64() * 1e3, first_answer.as_secs_f64() * 1e3);
+    println!(
+        "start-up: {:.2} ms to listen, first answer after {:.2} ms",
+        startup.as_secs_f64() * 1e3,
+        first_answer.as_secs_f64() * 1e3
+    );
 
     let calls = Arc::new(setup(&sim, &http).await?);
     let sent = Arc::new(AtomicU64::new(0));
@@ -117,7 +133,11 @@ async fn run(args: Args) -> Result<(), LoadError> {
     }
     while workers.join_next().await.is_some() {}
     let elapsed = begin.elapsed();
-    let total = sent.load(Ordering::Relaxed).min(if args.requests > 0 { args.requests } else { u64::MAX });
+    let total = sent.load(Ordering::Relaxed).min(if args.requests > 0 {
+        args.requests
+    } else {
+        u64::MAX
+    });
     let failed = failed.load(Ordering::Relaxed);
     println!(
         "{total} requests in {:.2} s with concurrency {}: {:.0} requests/s, {failed} failed",
@@ -155,8 +175,11 @@ async fn send(http: &reqwest::Client, call: &Call) -> bool {
     }
 }
 
-const RFC3986: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const RFC3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Signs as the RDE client does (see `backend::auth::OAuth1`).
 fn rde_sign(method: &str, url: &str) -> String {
@@ -164,8 +187,10 @@ fn rde_sign(method: &str, url: &str) -> String {
         return String::new();
     };
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, RFC3986).to_string();
-    let params: oauth1_request::ParameterList<String, String> =
-        parsed.query_pairs().map(|(k, v)| (enc(&enc(&k)), v.into_owned())).collect();
+    let params: oauth1_request::ParameterList<String, String> = parsed
+        .query_pairs()
+        .map(|(k, v)| (enc(&enc(&k)), v.into_owned()))
+        .collect();
     let mut base = parsed.clone();
     base.set_query(None);
     let credentials = oauth1_request::Credentials::new("rde-consumer-key", "rde-consumer-secret");
@@ -176,7 +201,8 @@ fn rde_sign(method: &str, url: &str) -> String {
 async fn json_of(response: reqwest::Response) -> Result<Value, LoadError> {
     let status = response.status();
     let text = response.text().await?;
-    serde_json::from_str(&text).map_err(|e| LoadError::Setup(format!("answer {status} is not JSON ({e}): {text}")))
+    serde_json::from_str(&text)
+        .map_err(|e| LoadError::Setup(format!("answer {status} is not JSON ({e}): {text}")))
 }
 
 /// Creates one report per API and returns the mix of reads.
@@ -189,9 +215,20 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
     let body = json!({"aps": {"type": "http://www.odin.com/rde/report-template/1.1"}, "commonName": "Load", "eventType": "ONETIME", "format": "JSON",
         "parameters": {"startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-01T23:59:59Z"}});
     let signed = rde_sign("POST", &create);
-    let template = json_of(http.post(&create).header("authorization", signed).json(&body).send().await?).await?;
-    let id = template["aps"]["id"].as_str().ok_or_else(|| LoadError::Setup(format!("RDE: {template}")))?;
-    calls.push(Call::RdeGet { url: url(BackendType::Rde, &format!("/aps/2/resources/{id}/reportFiles")) });
+    let template = json_of(
+        http.post(&create)
+            .header("authorization", signed)
+            .json(&body)
+            .send()
+            .await?,
+    )
+    .await?;
+    let id = template["aps"]["id"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("RDE: {template}")))?;
+    calls.push(Call::RdeGet {
+        url: url(BackendType::Rde, &format!("/aps/2/resources/{id}/reportFiles")),
+    });
 
     // CMP: a token and a report.
     let token = json_of(
@@ -203,8 +240,14 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
             .await?,
     )
     .await?;
-    let token = token["token"].as_str().ok_or_else(|| LoadError::Setup(format!("CMP token: {token}")))?.to_string();
-    let cmp_headers = vec![("authorization", format!("Bearer {token}")), ("x-subscription-key", "cmp-subscription-key".to_string())];
+    let token = token["token"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("CMP token: {token}")))?
+        .to_string();
+    let cmp_headers = vec![
+        ("authorization", format!("Bearer {token}")),
+        ("x-subscription-key", "cmp-subscription-key".to_string()),
+    ];
     let report = json_of(
         cmp_headers
             .iter()
@@ -214,11 +257,19 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
             .await?,
     )
     .await?;
-    let cmp_id = report["id"].as_str().ok_or_else(|| LoadError::Setup(format!("CMP: {report}")))?;
-    calls.push(Call::Get { url: url(BackendType::Cmp, &format!("/reports/{cmp_id}")), headers: cmp_headers.clone() });
+    let cmp_id = report["id"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("CMP: {report}")))?;
+    calls.push(Call::Get {
+        url: url(BackendType::Cmp, &format!("/reports/{cmp_id}")),
+        headers: cmp_headers.clone(),
+    });
 
     // CONNECT: a report; read it, and list.
-    let connect_headers = vec![("authorization", "ApiKey SU-000-000-000:connect-secret-key".to_string())];
+    let connect_headers = vec![(
+        "authorization",
+        "ApiKey SU-000-000-000:connect-secret-key".to_string(),
+    )];
     let report = json_of(
         http.post(url(BackendType::Connect, "/reporting/reports"))
             .header("authorization", "ApiKey SU-000-000-000:connect-secret-key")
@@ -227,9 +278,17 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
             .await?,
     )
     .await?;
-    let connect_id = report["id"].as_str().ok_or_else(|| LoadError::Setup(format!("CONNECT: {report}")))?;
-    calls.push(Call::Get { url: url(BackendType::Connect, &format!("/reporting/reports/{connect_id}")), headers: connect_headers.clone() });
-    calls.push(Call::Get { url: url(BackendType::Connect, "/reporting/reports?limit=10"), headers: connect_headers });
+    let connect_id = report["id"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("CONNECT: {report}")))?;
+    calls.push(Call::Get {
+        url: url(BackendType::Connect, &format!("/reporting/reports/{connect_id}")),
+        headers: connect_headers.clone(),
+    });
+    calls.push(Call::Get {
+        url: url(BackendType::Connect, "/reporting/reports?limit=10"),
+        headers: connect_headers,
+    });
 
     // FUSION: phone usage of a group.
     let login = json_of(
@@ -239,22 +298,37 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
             .await?,
     )
     .await?;
-    let access = login["data"]["access_token"].as_str().ok_or_else(|| LoadError::Setup(format!("FUSION: {login}")))?;
+    let access = login["data"]["access_token"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("FUSION: {login}")))?;
     calls.push(Call::Get {
-        url: url(BackendType::Fusion, "/api/v01/draas/draas_v1/groups/53fd92c7-fbef-44fd-af76-d92334432ac9/sdrs/phone_usage"),
+        url: url(
+            BackendType::Fusion,
+            "/api/v01/draas/draas_v1/groups/53fd92c7-fbef-44fd-af76-d92334432ac9/sdrs/phone_usage",
+        ),
         headers: vec![("authorization", format!("Bearer {access}"))],
     });
 
     // SUPPLIER: a token and a report; read it, and download it by a fresh link.
     let token = json_of(
         http.post(sim.supplier_token_url())
-            .form(&[("grant_type", "client_credentials"), ("client_id", "supplier-client"), ("client_secret", "supplier-secret")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "supplier-client"),
+                ("client_secret", "supplier-secret"),
+            ])
             .send()
             .await?,
     )
     .await?;
-    let access = token["access_token"].as_str().ok_or_else(|| LoadError::Setup(format!("SUPPLIER token: {token}")))?.to_string();
-    let reports = url(BackendType::Supplier, "/v1/vehicle-suppliers/suppliers/org-1/reports");
+    let access = token["access_token"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("SUPPLIER token: {token}")))?
+        .to_string();
+    let reports = url(
+        BackendType::Supplier,
+        "/v1/vehicle-suppliers/suppliers/org-1/reports",
+    );
     let report = json_of(
         http.post(&reports)
             .bearer_auth(&access)
@@ -263,11 +337,27 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
             .await?,
     )
     .await?;
-    let supplier_id = report["report"]["id"].as_str().ok_or_else(|| LoadError::Setup(format!("SUPPLIER: {report}")))?;
-    calls.push(Call::Get { url: format!("{reports}/{supplier_id}"), headers: vec![("authorization", format!("Bearer {access}"))] });
-    let link = json_of(http.post(format!("{reports}/{supplier_id}/link")).bearer_auth(&access).send().await?).await?;
-    let file = link["data"]["signedUrl"]["value"].as_str().ok_or_else(|| LoadError::Setup(format!("SUPPLIER link: {link}")))?;
+    let supplier_id = report["report"]["id"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("SUPPLIER: {report}")))?;
+    calls.push(Call::Get {
+        url: format!("{reports}/{supplier_id}"),
+        headers: vec![("authorization", format!("Bearer {access}"))],
+    });
+    let link = json_of(
+        http.post(format!("{reports}/{supplier_id}/link"))
+            .bearer_auth(&access)
+            .send()
+            .await?,
+    )
+    .await?;
+    let file = link["data"]["signedUrl"]["value"]
+        .as_str()
+        .ok_or_else(|| LoadError::Setup(format!("SUPPLIER link: {link}")))?;
     // A 60-second link: long enough for the run.
-    calls.push(Call::Get { url: file.to_string(), headers: Vec::new() });
+    calls.push(Call::Get {
+        url: file.to_string(),
+        headers: Vec::new(),
+    });
     Ok(calls)
 }

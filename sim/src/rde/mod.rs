@@ -96,17 +96,31 @@ pub(crate) struct ReportFile {
 
 /// APS errors: `{"code","type","message"}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    json(status, json!({"code": status.as_u16(), "type": code, "message": message}))
+    json(
+        status,
+        json!({"code": status.as_u16(), "type": code, "message": message}),
+    )
 }
 
 fn unauthorized(e: &OAuthError) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, "APS::Security::Unauthorized", &e.to_string());
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("OAuth realm=\"APS\""));
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "APS::Security::Unauthorized",
+        &e.to_string(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("OAuth realm=\"APS\""),
+    );
     response
 }
 
 fn not_found(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "APS::Util::ResourceNotFound", &format!("Resource {id} not found"))
+    error(
+        StatusCode::NOT_FOUND,
+        "APS::Util::ResourceNotFound",
+        &format!("Resource {id} not found"),
+    )
 }
 
 fn bad_request(message: &str) -> Response {
@@ -114,8 +128,18 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// Checks the OAuth signature of a request as the client addressed it.
-fn authenticate(sim: &Sim, state: &mut Records, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+fn authenticate(
+    sim: &Sim,
+    state: &mut Records,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let host = host.strip_suffix(":80").unwrap_or(&host);
     let request = SignedRequest {
         method: method.as_str(),
@@ -129,7 +153,9 @@ fn authenticate(sim: &Sim, state: &mut Records, method: &Method, uri: &Uri, head
         consumer_secret: &sim.config.rde.consumer_secret,
         tolerance_secs: i64::try_from(sim.config.rde.timestamp_tolerance_secs).unwrap_or(i64::MAX),
     };
-    verifier.verify(&request, Utc::now().timestamp(), &mut state.nonces).map_err(|e| unauthorized(&e))
+    verifier
+        .verify(&request, Utc::now().timestamp(), &mut state.nonces)
+        .map_err(|e| unauthorized(&e))
 }
 
 /// Locks the state and authenticates; the handlers' common start.
@@ -147,9 +173,18 @@ fn enter<'a>(
 pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     let ep = |name, route| endpoint(sim, Some(RDE), name, route);
     Router::new()
-        .route(&format!("{PREFIX}{RESOURCES}"), ep("create", post(create)).merge(ep("lookup", get(lookup))))
-        .route(&format!("{PREFIX}{RESOURCES}/{{id}}"), ep("get", get(get_resource)).merge(ep("delete", axum::routing::delete(delete))))
-        .route(&format!("{PREFIX}{RESOURCES}/{{id}}/reportFiles"), ep("reportFiles", get(report_files)))
+        .route(
+            &format!("{PREFIX}{RESOURCES}"),
+            ep("create", post(create)).merge(ep("lookup", get(lookup))),
+        )
+        .route(
+            &format!("{PREFIX}{RESOURCES}/{{id}}"),
+            ep("get", get(get_resource)).merge(ep("delete", axum::routing::delete(delete))),
+        )
+        .route(
+            &format!("{PREFIX}{RESOURCES}/{{id}}/reportFiles"),
+            ep("reportFiles", get(report_files)),
+        )
         .route("/_sim/rde/templates/{id}/run", post(platform::run_handler))
         .route("/_sim/rde/invoice", post(platform::invoice_handler))
 }
@@ -159,7 +194,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    v.and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+    v.and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn parse_format(s: &str) -> Option<ReportFormat> {
@@ -182,7 +219,9 @@ fn period_of(event_type: &str, parameters: &Value) -> Option<&'static str> {
 }
 
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
-    d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn first_of_month(d: NaiveDate) -> NaiveDate {
@@ -200,10 +239,18 @@ fn periodic_window(period: &str, at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<
     if period == "P1M" {
         let this_month = first_of_month(today);
         let previous = first_of_month(this_month - Duration::days(1));
-        (midnight(previous), midnight(this_month) - Duration::seconds(1), midnight(next_month(today)))
+        (
+            midnight(previous),
+            midnight(this_month) - Duration::seconds(1),
+            midnight(next_month(today)),
+        )
     } else {
         let yesterday = today - Duration::days(1);
-        (midnight(yesterday), midnight(today) - Duration::seconds(1), midnight(today + Duration::days(1)))
+        (
+            midnight(yesterday),
+            midnight(today) - Duration::seconds(1),
+            midnight(today + Duration::days(1)),
+        )
     }
 }
 
@@ -263,7 +310,10 @@ impl ReportFile {
                 doc["tmpPath"] = json!(self.path.split_once('/').map_or(self.path.as_str(), |(_, p)| p));
             }
             Phase::Failed => {
-                doc["failedReason"] = json!(format!("Report generation failed: the data export of {:?} aborted", self.name));
+                doc["failedReason"] = json!(format!(
+                    "Report generation failed: the data export of {:?} aborted",
+                    self.name
+                ));
             }
             Phase::Queued | Phase::Running => {}
         }
@@ -272,7 +322,15 @@ impl ReportFile {
 }
 
 /// Adds a report file to `template` for the window `start..end`; returns its id.
-fn add_file(sim: &Sim, state: &mut Records, template_id: &str, mut parameters: Value, start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+fn add_file(
+    sim: &Sim,
+    state: &mut Records,
+    template_id: &str,
+    mut parameters: Value,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let template = state.templates.get(template_id)?;
     let id = uuid::Uuid::new_v4().to_string();
     let job = sim.new_job(RDE, [template.common_name.as_str()], now);
@@ -285,14 +343,31 @@ fn add_file(sim: &Sim, state: &mut Records, template_id: &str, mut parameters: V
         end: Some(end),
     };
     // Seed 000 and 001: RDE's JSON files are gzipped (`.json.gz`); XLSX is zipped already.
-    let packaging = if template.format == ReportFormat::Xlsx { Packaging::Plain } else { Packaging::Gzip };
-    let stem = format!("{}.{id}.{}", template.common_name, now.format("%Y-%m-%d.%H-%M-%S%.3f+0000"));
-    let path = sim.storage.put("rdecontainer", &stem, StoredObject { content, packaging });
+    let packaging = if template.format == ReportFormat::Xlsx {
+        Packaging::Plain
+    } else {
+        Packaging::Gzip
+    };
+    let stem = format!(
+        "{}.{id}.{}",
+        template.common_name,
+        now.format("%Y-%m-%d.%H-%M-%S%.3f+0000")
+    );
+    let path = sim
+        .storage
+        .put("rdecontainer", &stem, StoredObject { content, packaging });
     if let Some(p) = parameters.as_object_mut() {
         p.insert("startDate".into(), json!(rfc3339(start)));
         p.insert("endDate".into(), json!(rfc3339(end)));
     }
-    let key = format!("{}|{}|{}|{}..{}", template.owner, template.common_name, template.format.upper(), rfc3339(start), rfc3339(end));
+    let key = format!(
+        "{}|{}|{}|{}..{}",
+        template.owner,
+        template.common_name,
+        template.format.upper(),
+        rfc3339(start),
+        rfc3339(end)
+    );
     let file = ReportFile {
         id: id.clone(),
         type_: template.type_.replace("report-template", "report-file"),
@@ -310,7 +385,11 @@ fn add_file(sim: &Sim, state: &mut Records, template_id: &str, mut parameters: V
     if let Some(t) = state.templates.get_mut(template_id) {
         t.files.push(id.clone());
     }
-    let running = state.files.values().filter(|f| f.owner == owner && f.job.is_active(now)).count();
+    let running = state
+        .files
+        .values()
+        .filter(|f| f.owner == owner && f.job.is_active(now))
+        .count();
     sim.stats.generation(RDE, key, &owner, running);
     Some(id)
 }
@@ -337,7 +416,13 @@ struct ApsType {
     type_: String,
 }
 
-async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut state = match enter(&sim, &method, &uri, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -364,9 +449,14 @@ async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     let mut next_report_date = None;
     let mut window = None;
     match event_type.as_str() {
-        "ONETIME" => match (parse_time(parameters.get("startDate")), parse_time(parameters.get("endDate"))) {
+        "ONETIME" => match (
+            parse_time(parameters.get("startDate")),
+            parse_time(parameters.get("endDate")),
+        ) {
             (Some(start), Some(end)) if end > start => window = Some((start, end)),
-            (Some(_), Some(_)) => return bad_request("parameters.endDate must be after parameters.startDate"),
+            (Some(_), Some(_)) => {
+                return bad_request("parameters.endDate must be after parameters.startDate");
+            }
             _ => return bad_request("ONETIME needs parameters.startDate and parameters.endDate (RFC 3339)"),
         },
         "PERIODIC" | "DAILY" | "MONTHLY" => match period_of(&event_type, &parameters) {
@@ -374,7 +464,11 @@ async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
             None => return bad_request("PERIODIC needs parameters.period P1D or P1M"),
         },
         "ON_INVOICE" => {}
-        other => return bad_request(&format!("eventType {other:?} is not one of ONETIME, PERIODIC, ON_INVOICE, DAILY, MONTHLY")),
+        other => {
+            return bad_request(&format!(
+                "eventType {other:?} is not one of ONETIME, PERIODIC, ON_INVOICE, DAILY, MONTHLY"
+            ));
+        }
     }
     let id = uuid::Uuid::new_v4().to_string();
     let template = Template {
@@ -416,11 +510,17 @@ async fn lookup(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
         Err(e) => return bad_request(&e.to_string()),
     };
     let now = Utc::now();
-    let templates = state.order.iter().filter_map(|id| state.templates.get(id)).map(|t| t.to_json(now));
+    let templates = state
+        .order
+        .iter()
+        .filter_map(|id| state.templates.get(id))
+        .map(|t| t.to_json(now));
     let mut files: Vec<&ReportFile> = state.files.values().collect();
     files.sort_by(|a, b| (a.job.created, &a.id).cmp(&(b.job.created, &b.id)));
-    let all: Vec<Value> =
-        templates.chain(files.into_iter().map(|f| f.to_json(&sim, now))).filter(|d| query.matches(d, &[])).collect();
+    let all: Vec<Value> = templates
+        .chain(files.into_iter().map(|f| f.to_json(&sim, now)))
+        .filter(|d| query.matches(d, &[]))
+        .collect();
     let total = all.len();
     let (start, count) = query.limit.unwrap_or((0, total));
     let page: Vec<Value> = all.into_iter().skip(start).take(count).collect();
@@ -436,7 +536,13 @@ async fn lookup(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     response
 }
 
-async fn get_resource(State(sim): State<Arc<Sim>>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn get_resource(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let state = match enter(&sim, &method, &uri, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -451,7 +557,13 @@ async fn get_resource(State(sim): State<Arc<Sim>>, Path(id): Path<String>, metho
     }
 }
 
-async fn report_files(State(sim): State<Arc<Sim>>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn report_files(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let state = match enter(&sim, &method, &uri, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -460,11 +572,22 @@ async fn report_files(State(sim): State<Arc<Sim>>, Path(id): Path<String>, metho
         return not_found(&id);
     };
     let now = Utc::now();
-    let files: Vec<Value> = template.files.iter().filter_map(|f| state.files.get(f)).map(|f| f.to_json(&sim, now)).collect();
+    let files: Vec<Value> = template
+        .files
+        .iter()
+        .filter_map(|f| state.files.get(f))
+        .map(|f| f.to_json(&sim, now))
+        .collect();
     json(StatusCode::OK, Value::Array(files))
 }
 
-async fn delete(State(sim): State<Arc<Sim>>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn delete(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let mut state = match enter(&sim, &method, &uri, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -479,7 +602,10 @@ async fn delete(State(sim): State<Arc<Sim>>, Path(id): Path<String>, method: Met
     }
     match state.files.remove(&id) {
         Some(_) => {
-            state.templates.values_mut().for_each(|t| t.files.retain(|f| *f != id));
+            state
+                .templates
+                .values_mut()
+                .for_each(|t| t.files.retain(|f| *f != id));
             StatusCode::NO_CONTENT.into_response()
         }
         None => not_found(&id),
@@ -501,9 +627,23 @@ mod tests {
     #[test]
     fn periodic_windows_are_the_previous_day_or_month() {
         let (s, e, n) = periodic_window("P1D", at("2018-10-09T10:21:25Z"));
-        assert_eq!((s, e, n), (at("2018-10-08T00:00:00Z"), at("2018-10-08T23:59:59Z"), at("2018-10-10T00:00:00Z")));
+        assert_eq!(
+            (s, e, n),
+            (
+                at("2018-10-08T00:00:00Z"),
+                at("2018-10-08T23:59:59Z"),
+                at("2018-10-10T00:00:00Z")
+            )
+        );
         let (s, e, n) = periodic_window("P1M", at("2024-03-01T00:00:00Z"));
-        assert_eq!((s, e, n), (at("2024-02-01T00:00:00Z"), at("2024-02-29T23:59:59Z"), at("2024-04-01T00:00:00Z")));
+        assert_eq!(
+            (s, e, n),
+            (
+                at("2024-02-01T00:00:00Z"),
+                at("2024-02-29T23:59:59Z"),
+                at("2024-04-01T00:00:00Z")
+            )
+        );
         let (s, _, n) = periodic_window("P1M", at("2024-12-15T00:00:00Z"));
         assert_eq!((s, n), (at("2024-11-01T00:00:00Z"), at("2025-01-01T00:00:00Z")));
     }

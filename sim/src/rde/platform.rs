@@ -26,9 +26,13 @@ pub(crate) struct Made {
 /// The platform's periodic task for template `id`, run on the day of `at`.
 pub(crate) fn run_template(sim: &Sim, id: &str, at: DateTime<Utc>) -> Result<Made, SimError> {
     let mut state = lock(&sim.rde);
-    let template = state.templates.get(id).ok_or_else(|| SimError::NotFound(format!("RDE has no template {id}")))?;
-    let period = period_of(&template.event_type, &template.parameters)
-        .ok_or_else(|| SimError::Control(format!("template {id} is {}, not PERIODIC", template.event_type)))?;
+    let template = state
+        .templates
+        .get(id)
+        .ok_or_else(|| SimError::NotFound(format!("RDE has no template {id}")))?;
+    let period = period_of(&template.event_type, &template.parameters).ok_or_else(|| {
+        SimError::Control(format!("template {id} is {}, not PERIODIC", template.event_type))
+    })?;
     let (start, end, next) = periodic_window(period, at);
     let parameters = json!({"period": period});
     let now = Utc::now();
@@ -38,7 +42,11 @@ pub(crate) fn run_template(sim: &Sim, id: &str, at: DateTime<Utc>) -> Result<Mad
         t.last_report_date = Some(at);
         t.next_report_date = Some(next);
     }
-    let doc = state.files.get(&file).map(|f| f.to_json(sim, now)).unwrap_or_default();
+    let doc = state
+        .files
+        .get(&file)
+        .map(|f| f.to_json(sim, now))
+        .unwrap_or_default();
     Ok(Made { id: file, doc })
 }
 
@@ -65,8 +73,20 @@ pub(crate) fn invoice(sim: &Sim, at: DateTime<Utc>) -> Invoice {
     let now = Utc::now();
     let mut files = Vec::new();
     for (template, since) in targets {
-        if let Some(file) = add_file(sim, &mut state, &template, json!({"invoiceId": invoice_id}), since, at, now) {
-            let doc = state.files.get(&file).map(|f| f.to_json(sim, now)).unwrap_or_default();
+        if let Some(file) = add_file(
+            sim,
+            &mut state,
+            &template,
+            json!({"invoiceId": invoice_id}),
+            since,
+            at,
+            now,
+        ) {
+            let doc = state
+                .files
+                .get(&file)
+                .map(|f| f.to_json(sim, now))
+                .unwrap_or_default();
             files.push(Made { id: file, doc });
         }
     }
@@ -79,7 +99,11 @@ struct At {
     at: Option<DateTime<Utc>>,
 }
 
-pub(super) async fn run_handler(State(sim): State<Arc<Sim>>, Path(id): Path<String>, body: Bytes) -> Response {
+pub(super) async fn run_handler(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let at = match optional_body::<At>(&body) {
         Ok(a) => a.at.unwrap_or_else(Utc::now),
         Err(r) => return r,
@@ -97,5 +121,8 @@ pub(super) async fn invoice_handler(State(sim): State<Arc<Sim>>, body: Bytes) ->
     };
     let made = invoice(&sim, at);
     let files: Vec<Value> = made.files.into_iter().map(|f| f.doc).collect();
-    json(StatusCode::CREATED, json!({"invoiceId": made.invoice_id, "files": files}))
+    json(
+        StatusCode::CREATED,
+        json!({"invoiceId": made.invoice_id, "files": files}),
+    )
 }

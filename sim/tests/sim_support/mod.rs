@@ -12,7 +12,9 @@ use report_sim::{SimConfig, SimServer};
 use serde_json::Value;
 
 pub async fn start(config: SimConfig) -> SimServer {
-    SimServer::start(config, "127.0.0.1:0".parse().expect("address")).await.expect("start simulator")
+    SimServer::start(config, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("start simulator")
 }
 
 /// Plain HTTP (no TLS provider needed), redirects not followed, short timeout.
@@ -37,7 +39,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -52,7 +57,13 @@ pub async fn sleep_past(epoch_secs: i64) {
 /// The `expires` query parameter of a signed storage URL.
 pub fn url_expiry(url: &str) -> i64 {
     let parsed = url::Url::parse(url).expect("url");
-    parsed.query_pairs().find(|(k, _)| k == "expires").expect("expires").1.parse().expect("epoch")
+    parsed
+        .query_pairs()
+        .find(|(k, _)| k == "expires")
+        .expect("expires")
+        .1
+        .parse()
+        .expect("epoch")
 }
 
 /// A config whose reports take `generation_ms` on every API.
@@ -68,7 +79,9 @@ pub async fn body_json(response: reqwest::Response) -> Value {
 
 pub fn gunzip(bytes: &[u8]) -> String {
     let mut out = String::new();
-    flate2::read::GzDecoder::new(bytes).read_to_string(&mut out).expect("gzip");
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .expect("gzip");
     out
 }
 
@@ -85,8 +98,11 @@ pub fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-const RFC3986: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const RFC3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn rfc3986(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, RFC3986).to_string()
@@ -96,12 +112,15 @@ fn rfc3986(s: &str) -> String {
 /// `oauth1-request`; query keys go in encoded twice, see `backend::auth`).
 pub fn oauth(method: &str, url: &str, key: &str, secret: &str, timestamp: Option<u64>) -> String {
     let parsed = url::Url::parse(url).expect("url");
-    let params: oauth1_request::ParameterList<String, String> =
-        parsed.query_pairs().map(|(k, v)| (rfc3986(&rfc3986(&k)), v.into_owned())).collect();
+    let params: oauth1_request::ParameterList<String, String> = parsed
+        .query_pairs()
+        .map(|(k, v)| (rfc3986(&rfc3986(&k)), v.into_owned()))
+        .collect();
     let mut base = parsed.clone();
     base.set_query(None);
     let credentials = oauth1_request::Credentials::new(key, secret);
-    let mut builder = oauth1_request::Builder::<_, &str, &str>::new(credentials, oauth1_request::HmacSha1::new());
+    let mut builder =
+        oauth1_request::Builder::<_, &str, &str>::new(credentials, oauth1_request::HmacSha1::new());
     builder.timestamp(timestamp.and_then(std::num::NonZeroU64::new));
     builder.authorize(method, base.as_str(), &params)
 }
@@ -132,11 +151,18 @@ impl Rde {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::GET, path).send().await.expect("send")
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("send")
     }
 
     pub async fn create(&self, body: Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, "/aps/2/resources").json(&body).send().await.expect("send")
+        self.request(reqwest::Method::POST, "/aps/2/resources")
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
     }
 }
 
@@ -152,7 +178,10 @@ pub async fn cmp_token(sim: &SimServer) -> String {
         .await
         .expect("token");
     assert_eq!(response.status(), 200);
-    body_json(response).await["token"].as_str().expect("token").to_string()
+    body_json(response).await["token"]
+        .as_str()
+        .expect("token")
+        .to_string()
 }
 
 /// A SUPPLIER access token for the default client.
@@ -164,13 +193,19 @@ pub async fn supplier_token(sim: &SimServer) -> String {
         .await
         .expect("token");
     assert_eq!(response.status(), 200);
-    body_json(response).await["access_token"].as_str().expect("access_token").to_string()
+    body_json(response).await["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 /// A FUSION access and refresh token for the default user.
 pub async fn fusion_login(sim: &SimServer) -> (String, String) {
     let response = client()
-        .post(format!("{}/api/v01/auth/login", sim.backend_url(BackendType::Fusion)))
+        .post(format!(
+            "{}/api/v01/auth/login",
+            sim.backend_url(BackendType::Fusion)
+        ))
         .json(&serde_json::json!({"username": "fusion-user", "password": "fusion-password"}))
         .send()
         .await
@@ -178,7 +213,13 @@ pub async fn fusion_login(sim: &SimServer) -> (String, String) {
     assert_eq!(response.status(), 200);
     let body = body_json(response).await;
     (
-        body["data"]["access_token"].as_str().expect("access_token").to_string(),
-        body["data"]["refresh_token"].as_str().expect("refresh_token").to_string(),
+        body["data"]["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string(),
+        body["data"]["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_string(),
     )
 }

@@ -4,11 +4,26 @@
 use serde_json::Value;
 
 /// Columns of the phone usage SDR, in the seed's order.
-pub(super) const PHONE_USAGE_COLUMNS: &[&str] =
-    &["distributor", "reseller", "tenant", "subscription", "group", "username", "phoneNumber"];
+pub(super) const PHONE_USAGE_COLUMNS: &[&str] = &[
+    "distributor",
+    "reseller",
+    "tenant",
+    "subscription",
+    "group",
+    "username",
+    "phoneNumber",
+];
 /// Columns of the product usage SDR, in the seed's order.
-pub(super) const PRODUCT_USAGE_COLUMNS: &[&str] =
-    &["distributor", "reseller", "tenant", "subscription", "group", "sku", "quantity", "used"];
+pub(super) const PRODUCT_USAGE_COLUMNS: &[&str] = &[
+    "distributor",
+    "reseller",
+    "tenant",
+    "subscription",
+    "group",
+    "sku",
+    "quantity",
+    "used",
+];
 
 /// A CSV field, quoted when it must be.
 fn field(v: &Value) -> String {
@@ -41,21 +56,32 @@ pub(super) fn columns(rows: &[Value], documented: &[&str]) -> Vec<String> {
 
 /// The header line of `columns`.
 pub(super) fn header(columns: &[String]) -> String {
-    let mut out = columns.iter().map(|c| field(&Value::String(c.clone()))).collect::<Vec<_>>().join(",");
+    let mut out = columns
+        .iter()
+        .map(|c| field(&Value::String(c.clone())))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push_str("\r\n");
     out
 }
 
 /// One row as a line of `columns` (missing fields are empty).
 pub(super) fn line(row: &Value, columns: &[String]) -> String {
-    let mut out = columns.iter().map(|c| field(row.get(c).unwrap_or(&Value::Null))).collect::<Vec<_>>().join(",");
+    let mut out = columns
+        .iter()
+        .map(|c| field(row.get(c).unwrap_or(&Value::Null)))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push_str("\r\n");
     out
 }
 
 /// A field of `row` that `columns` lacks, if any.
 pub(super) fn unknown_field<'a>(row: &'a Value, columns: &[String]) -> Option<&'a str> {
-    row.as_object()?.keys().find(|k| !columns.contains(k)).map(String::as_str)
+    row.as_object()?
+        .keys()
+        .find(|k| !columns.contains(k))
+        .map(String::as_str)
 }
 
 /// An array of flat objects as CSV, every field of every row kept.

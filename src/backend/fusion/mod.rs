@@ -21,27 +21,27 @@
 mod csv;
 mod stream;
 
-use std::collections::HashSet;
 use base64::Engine as _;
 use chrono::Utc;
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashSet;
 
 use super::auth::{BearerAuth, Credentials, Secret, TokenSource, Tokens, token_refused};
 use super::body::{MAX_INLINE_BASE64_ANSWER_BYTES, MAX_INLINE_BYTES};
-use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
 use super::capabilities::{Refusal, Setting};
+use super::http::{Body, Call, HttpClient, NoAuth, secret_header};
 use super::{
-    BackendError, Capabilities, DefaultLimits, Download, FileStream, ListQuery, RemoteReport, ReportRequest, ReportState,
-    ReportingBackend, known_download, seg,
+    BackendError, Capabilities, DefaultLimits, Download, FileStream, ListQuery, RemoteReport, ReportRequest,
+    ReportState, ReportingBackend, known_download, seg,
 };
-use csv::{PHONE_USAGE_COLUMNS, PRODUCT_USAGE_COLUMNS, to_csv};
-use stream::Shape;
 use crate::api::{
     BackendType, EventType, FusionDataset, FusionLevel, FusionScope, Period, ReportBackendSpec, ReportFormat,
     ReportParameters,
 };
+use csv::{PHONE_USAGE_COLUMNS, PRODUCT_USAGE_COLUMNS, to_csv};
+use stream::Shape;
 
 pub(super) const CAPABILITIES: Capabilities = Capabilities {
     formats: &[ReportFormat::Json, ReportFormat::Csv],
@@ -55,7 +55,15 @@ pub(super) const CAPABILITIES: Capabilities = Capabilities {
 
 /// What a FUSION generator cannot ask for (see [`super::capabilities::unsupported_setting`]).
 pub(super) const REFUSED: &[Refusal] = &super::capabilities::requested_by_operator(
-    &[Setting::CustomizationName, Setting::Template, Setting::DateParameter, Setting::Values, Setting::ReportType, Setting::Filters, Setting::Organizations],
+    &[
+        Setting::CustomizationName,
+        Setting::Template,
+        Setting::DateParameter,
+        Setting::Values,
+        Setting::ReportType,
+        Setting::Filters,
+        Setting::Organizations,
+    ],
     "a Fusion report request has no such parameter (it belongs to another backend type); remove it",
     "Fusion cannot e-mail a report (only RDE can); remove notifyByEmail",
 );
@@ -91,12 +99,21 @@ struct TokenData {
 
 impl TokenAnswer {
     fn into_tokens(self, previous_refresh: Option<&Secret>) -> Result<Tokens, BackendError> {
-        let data = self.data.unwrap_or(TokenData { access_token: None, refresh_token: None, two_factor: None });
+        let data = self.data.unwrap_or(TokenData {
+            access_token: None,
+            refresh_token: None,
+            two_factor: None,
+        });
         if self.two_factor.or(data.two_factor).is_some_and(|p| !p.is_null()) {
             return Err(BackendError::TwoFactorRequired);
         }
-        let access = data.access_token.ok_or_else(|| BackendError::protocol("the login answer has no access_token"))?;
-        let refresh = data.refresh_token.map(Secret::new).or_else(|| previous_refresh.cloned());
+        let access = data
+            .access_token
+            .ok_or_else(|| BackendError::protocol("the login answer has no access_token"))?;
+        let refresh = data
+            .refresh_token
+            .map(Secret::new)
+            .or_else(|| previous_refresh.cloned());
         // Fusion does not say how long its tokens last: they are renewed when refused.
         Ok(Tokens::expiring(Secret::new(access), None, refresh))
     }
@@ -106,10 +123,16 @@ impl TokenAnswer {
 impl TokenSource for FusionLogin {
     async fn fetch(&self, http: &HttpClient, previous: Option<&Tokens>) -> Result<Tokens, BackendError> {
         if let Some(refresh) = previous.and_then(|p| p.refresh.as_ref()) {
-            let call = Call::get(http.url("/api/v01/auth/access_token"), "refresh")
-                .header(AUTHORIZATION, secret_header(&format!("Bearer {}", refresh.expose()))?);
+            let call = Call::get(http.url("/api/v01/auth/access_token"), "refresh").header(
+                AUTHORIZATION,
+                secret_header(&format!("Bearer {}", refresh.expose()))?,
+            );
             match http.send(&call, &NoAuth).await.map_err(token_refused) {
-                Ok(answer) => return answer.json::<TokenAnswer>("token refresh")?.into_tokens(Some(refresh)),
+                Ok(answer) => {
+                    return answer
+                        .json::<TokenAnswer>("token refresh")?
+                        .into_tokens(Some(refresh));
+                }
                 // A refused refresh token means: log in again, if we can.
                 Err(BackendError::Unauthorized { message }) if self.login.is_none() => {
                     return Err(BackendError::Unauthorized { message });
@@ -119,11 +142,17 @@ impl TokenSource for FusionLogin {
             }
         }
         let Some((username, password)) = &self.login else {
-            return Err(BackendError::Unauthorized { message: "no refresh token and no password to log in with".into() });
+            return Err(BackendError::Unauthorized {
+                message: "no refresh token and no password to log in with".into(),
+            });
         };
         let body = json!({"username": username.expose(), "password": password.expose()});
         let call = Call::post_idempotent(http.url("/api/v01/auth/login"), "login", Body::Json(body));
-        http.send(&call, &NoAuth).await.map_err(token_refused)?.json::<TokenAnswer>("login")?.into_tokens(None)
+        http.send(&call, &NoAuth)
+            .await
+            .map_err(token_refused)?
+            .json::<TokenAnswer>("login")?
+            .into_tokens(None)
     }
 }
 
@@ -140,14 +169,26 @@ pub(super) fn scope(params: &ReportParameters) -> Result<&FusionScope, &'static 
 }
 
 impl FusionBackend {
-    pub(crate) fn new(http: HttpClient, spec: &ReportBackendSpec, creds: &Credentials<'_>) -> Result<Self, BackendError> {
+    pub(crate) fn new(
+        http: HttpClient,
+        spec: &ReportBackendSpec,
+        creds: &Credentials<'_>,
+    ) -> Result<Self, BackendError> {
         let login = match creds.optional("username")? {
             Some(user) => Some((user, creds.required("password")?)),
             None => None,
         };
         let initial = match creds.optional("accessToken")? {
-            Some(access) => Some(Tokens::expiring(access, None, Some(creds.required("refreshToken")?))),
-            None if login.is_none() => return Err(BackendError::CredentialsMissing { key: "username".into() }),
+            Some(access) => Some(Tokens::expiring(
+                access,
+                None,
+                Some(creds.required("refreshToken")?),
+            )),
+            None if login.is_none() => {
+                return Err(BackendError::CredentialsMissing {
+                    key: "username".into(),
+                });
+            }
             None => None,
         };
         let draas_instance = spec
@@ -156,14 +197,18 @@ impl FusionBackend {
             .and_then(|f| f.draas_instance.clone())
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| "draas_v1".into());
-        Ok(FusionBackend { http, auth: BearerAuth::new(FusionLogin { login }, initial, Vec::new()), draas_instance })
+        Ok(FusionBackend {
+            http,
+            auth: BearerAuth::new(FusionLogin { login }, initial, Vec::new()),
+            draas_instance,
+        })
     }
 
     /// The request for `req`'s file, the file's name, and how the answer becomes the file.
     fn ask(&self, req: &ReportRequest) -> Result<Ask, BackendError> {
         CAPABILITIES.check(BackendType::Fusion, req)?;
-        let scope =
-            scope(&req.parameters).map_err(|_| BackendError::unsupported("a FUSION report without parameters.scope"))?;
+        let scope = scope(&req.parameters)
+            .map_err(|_| BackendError::unsupported("a FUSION report without parameters.scope"))?;
         let root = format!("/api/v01/draas/{}", seg(&self.draas_instance)?);
         let format = req.format.lower();
         match req.parameters.dataset.unwrap_or(FusionDataset::Licenses) {
@@ -171,38 +216,55 @@ impl FusionBackend {
                 let uuid = seg(&scope.uuid)?;
                 let (owner, named) = match (scope.level, scope.subscription_id) {
                     (FusionLevel::Group, _) => (format!("groups/{uuid}"), format!("group_{uuid}")),
-                    (FusionLevel::Distributor, _) => (format!("distributors/{uuid}"), format!("distributor_{uuid}")),
+                    (FusionLevel::Distributor, _) => {
+                        (format!("distributors/{uuid}"), format!("distributor_{uuid}"))
+                    }
                     (FusionLevel::Reseller, _) => (format!("resellers/{uuid}"), format!("reseller_{uuid}")),
                     (FusionLevel::Tenant, _) => (format!("tenants/{uuid}"), format!("tenant_{uuid}")),
-                    (FusionLevel::Subscription, Some(id)) => {
-                        (format!("tenants/{uuid}/subscriptions/{id}"), format!("tenant_{uuid}_subscription_{id}"))
-                    }
+                    (FusionLevel::Subscription, Some(id)) => (
+                        format!("tenants/{uuid}/subscriptions/{id}"),
+                        format!("tenant_{uuid}_subscription_{id}"),
+                    ),
                     (FusionLevel::Subscription, None) => {
-                        return Err(BackendError::unsupported("scope level subscription without subscriptionId"));
+                        return Err(BackendError::unsupported(
+                            "scope level subscription without subscriptionId",
+                        ));
                     }
                 };
                 let url = self.http.url(&format!("{root}/{owner}/downloads/report"));
                 let call = Call::post_idempotent(url, "license", Body::Json(json!({"format": format})));
                 // The seed's naming, for a file too large to read its fileName from.
                 let file_name = format!("licenses_{named}_{}.{format}", Utc::now().format("%Y%m%d"));
-                Ok(Ask { call, file_name, shape: Shape::License })
+                Ok(Ask {
+                    call,
+                    file_name,
+                    shape: Shape::License,
+                })
             }
             dataset => {
                 if scope.level != FusionLevel::Group {
-                    return Err(BackendError::unsupported("usage SDRs exist for groups only (scope.level group)"));
+                    return Err(BackendError::unsupported(
+                        "usage SDRs exist for groups only (scope.level group)",
+                    ));
                 }
                 let (path, field, columns) = match dataset {
                     FusionDataset::PhoneUsage => ("phone_usage", "phoneUsages", PHONE_USAGE_COLUMNS),
                     _ => ("product_usage", "productUsages", PRODUCT_USAGE_COLUMNS),
                 };
-                let url = self.http.url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)?));
+                let url = self
+                    .http
+                    .url(&format!("{root}/groups/{}/sdrs/{path}", seg(&scope.uuid)?));
                 let stamp = Utc::now().format("%Y%m%d%H%M%S");
                 let file_name = format!("{path}_group_{}_{stamp}.{format}", scope.uuid);
                 let shape = match req.format {
                     ReportFormat::Csv => Shape::Csv { field, columns },
                     _ => Shape::Raw,
                 };
-                Ok(Ask { call: Call::get(url, "sdr"), file_name, shape })
+                Ok(Ask {
+                    call: Call::get(url, "sdr"),
+                    file_name,
+                    shape,
+                })
             }
         }
     }
@@ -211,8 +273,15 @@ impl FusionBackend {
     /// when the file is too large for a Secret: the copy into the store streams it.
     async fn generate(&self, req: &ReportRequest) -> Result<RemoteReport, BackendError> {
         let ask = self.ask(req)?;
-        let limit = if let Shape::License = ask.shape { MAX_INLINE_BASE64_ANSWER_BYTES } else { MAX_INLINE_BYTES };
-        let too_large = || BackendError::TooLarge { what: format!("the file {}", ask.file_name), limit: MAX_INLINE_BYTES };
+        let limit = if let Shape::License = ask.shape {
+            MAX_INLINE_BASE64_ANSWER_BYTES
+        } else {
+            MAX_INLINE_BYTES
+        };
+        let too_large = || BackendError::TooLarge {
+            what: format!("the file {}", ask.file_name),
+            limit: MAX_INLINE_BYTES,
+        };
         let content = match self.http.send(&ask.call.clone().limit(limit), &self.auth).await {
             Err(BackendError::TooLarge { .. }) if req.stored => None,
             Err(e) => return Err(e),
@@ -241,7 +310,12 @@ impl FusionBackend {
         };
         let (file_name, download) = match content {
             Some((file_name, content)) => (file_name.clone(), Download::Inline { file_name, content }),
-            None => (ask.file_name.clone(), Download::Streamed { file_name: ask.file_name }),
+            None => (
+                ask.file_name.clone(),
+                Download::Streamed {
+                    file_name: ask.file_name,
+                },
+            ),
         };
         Ok(RemoteReport {
             name: Some(req.name.clone()),
@@ -284,7 +358,11 @@ impl ReportingBackend for FusionBackend {
     }
 
     /// A request that may or may not have reached Fusion left nothing behind: submit again.
-    async fn find(&self, _req: &ReportRequest, _taken: &HashSet<String>) -> Result<Option<RemoteReport>, BackendError> {
+    async fn find(
+        &self,
+        _req: &ReportRequest,
+        _taken: &HashSet<String>,
+    ) -> Result<Option<RemoteReport>, BackendError> {
         Ok(None)
     }
 
@@ -300,7 +378,10 @@ impl ReportingBackend for FusionBackend {
     async fn stream(&self, req: &ReportRequest) -> Result<FileStream, BackendError> {
         let ask = self.ask(req)?;
         let mut answer = self.http.send(&ask.call.streamed(), &self.auth).await?;
-        let body = answer.stream.take().ok_or_else(|| BackendError::protocol("the answer has no body"))?;
+        let body = answer
+            .stream
+            .take()
+            .ok_or_else(|| BackendError::protocol("the answer has no body"))?;
         Ok(stream::file(body, ask.shape))
     }
 
@@ -316,9 +397,13 @@ mod tests {
     #[test]
     fn two_factor_answers() {
         let a: TokenAnswer = serde_json::from_value(json!({"2fa_payload": "abc"})).expect("answer");
-        assert!(matches!(a.into_tokens(None), Err(BackendError::TwoFactorRequired)));
+        assert!(matches!(
+            a.into_tokens(None),
+            Err(BackendError::TwoFactorRequired)
+        ));
         let a: TokenAnswer =
-            serde_json::from_value(json!({"data": {"access_token": "a", "refresh_token": "r"}})).expect("answer");
+            serde_json::from_value(json!({"data": {"access_token": "a", "refresh_token": "r"}}))
+                .expect("answer");
         let t = a.into_tokens(None).expect("tokens");
         assert_eq!(t.refresh.map(|r| r.expose().to_string()), Some("r".into()));
     }

@@ -29,7 +29,10 @@ pub(super) enum Shape {
     /// The answer is the file (an SDR asked for as JSON).
     Raw,
     /// An SDR asked for as CSV: the array `field` of the answer, as CSV with `columns` first.
-    Csv { field: &'static str, columns: &'static [&'static str] },
+    Csv {
+        field: &'static str,
+        columns: &'static [&'static str],
+    },
     /// A license export: the base64 `fileBody` of the answer, decoded.
     License,
 }
@@ -38,7 +41,10 @@ pub(super) enum Shape {
 pub(super) fn file(response: reqwest::Response, shape: Shape) -> FileStream {
     let body = response.bytes_stream().map(|chunk| {
         chunk.map_err(|e| BackendError::Transient {
-            message: format!("reading the file from Fusion: connection lost ({})", e.without_url()),
+            message: format!(
+                "reading the file from Fusion: connection lost ({})",
+                e.without_url()
+            ),
             retry_after: None,
         })
     });
@@ -52,14 +58,19 @@ pub(super) fn file(response: reqwest::Response, shape: Shape) -> FileStream {
 /// Makes the file of `shape` from the answer in `reader` and sends it on `tx`, chunk by
 /// chunk, then an error if the answer was not what Fusion documents.
 fn make(reader: ChannelReader, shape: Shape, tx: mpsc::Sender<Result<Bytes, BackendError>>) {
-    let mut out = Out { tx, buf: Vec::with_capacity(CHUNK_BYTES) };
+    let mut out = Out {
+        tx,
+        buf: Vec::with_capacity(CHUNK_BYTES),
+    };
     let made = match shape {
         Shape::Csv { field, columns } => rows_as_csv(reader, field, columns, &mut out),
         Shape::License => license(reader, &mut out),
         Shape::Raw => copy(reader, &mut out),
     };
     if let Err(Made::Invalid(message)) = made.and_then(|()| out.flush()) {
-        let _ = out.tx.blocking_send(Err(BackendError::protocol(format!("the file Fusion sent: {message}"))));
+        let _ = out.tx.blocking_send(Err(BackendError::protocol(format!(
+            "the file Fusion sent: {message}"
+        ))));
     }
 }
 
@@ -97,7 +108,11 @@ struct Out {
 impl Out {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Made> {
         self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK_BYTES { self.flush() } else { Ok(()) }
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush()
+        } else {
+            Ok(())
+        }
     }
 
     fn flush(&mut self) -> Result<(), Made> {
@@ -121,7 +136,9 @@ impl Read for Metered {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let left = self.left.get();
         if left == 0 {
-            return Err(std::io::Error::other(format!("a value of the answer is larger than {MAX_JSON_BYTES} bytes")));
+            return Err(std::io::Error::other(format!(
+                "a value of the answer is larger than {MAX_JSON_BYTES} bytes"
+            )));
         }
         let room = out.len().min(left);
         let n = self.inner.read(&mut out[..room])?;
@@ -133,7 +150,13 @@ impl Read for Metered {
 /// A JSON reader over `reader` and the budget of its next value.
 fn json(reader: ChannelReader) -> (JsonStreamReader<Metered>, Rc<Cell<usize>>) {
     let left = Rc::new(Cell::new(MAX_JSON_BYTES));
-    (JsonStreamReader::new(Metered { inner: reader, left: left.clone() }), left)
+    (
+        JsonStreamReader::new(Metered {
+            inner: reader,
+            left: left.clone(),
+        }),
+        left,
+    )
 }
 
 /// Reads the rest of the top-level object and checks that nothing but whitespace follows.
@@ -253,8 +276,11 @@ mod tests {
 
     /// The file made of `answer` sent in chunks of `chunk` bytes.
     async fn made(answer: &str, chunk: usize, shape: Shape) -> Result<Vec<u8>, String> {
-        let chunks: Vec<Result<Bytes, BackendError>> =
-            answer.as_bytes().chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let chunks: Vec<Result<Bytes, BackendError>> = answer
+            .as_bytes()
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
         let reader = bridge::reader(futures::stream::iter(chunks));
         let mut stream = bridge::produce(move |tx| make(reader, shape, tx));
         let mut file = Vec::new();
@@ -264,7 +290,10 @@ mod tests {
         Ok(file)
     }
 
-    const USAGE: Shape = Shape::Csv { field: "productUsages", columns: &["group", "sku"] };
+    const USAGE: Shape = Shape::Csv {
+        field: "productUsages",
+        columns: &["group", "sku"],
+    };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sdr_rows_become_the_same_csv_as_inline() {
@@ -272,11 +301,22 @@ mod tests {
         let rows: serde_json::Value = serde_json::from_str(answer).expect("json");
         let inline = csv::to_csv(rows["productUsages"].as_array().expect("rows"), &["group", "sku"]);
         for chunk in [1, 7, 4096] {
-            assert_eq!(made(answer, chunk, USAGE).await.expect("csv"), inline.as_bytes(), "chunks of {chunk}");
+            assert_eq!(
+                made(answer, chunk, USAGE).await.expect("csv"),
+                inline.as_bytes(),
+                "chunks of {chunk}"
+            );
         }
-        assert_eq!(made(r#"{"productUsages": []}"#, 3, USAGE).await.expect("csv"), b"group,sku\r\n");
+        assert_eq!(
+            made(r#"{"productUsages": []}"#, 3, USAGE).await.expect("csv"),
+            b"group,sku\r\n"
+        );
         // Whitespace and skipped values cost nothing kept, however long.
-        let padded = format!(r#"{{"skipped": "{}", "productUsages": []}}{}"#, "x".repeat(MAX_JSON_BYTES + 100_000), "\n".repeat(MAX_JSON_BYTES + 100_000));
+        let padded = format!(
+            r#"{{"skipped": "{}", "productUsages": []}}{}"#,
+            "x".repeat(MAX_JSON_BYTES + 100_000),
+            "\n".repeat(MAX_JSON_BYTES + 100_000)
+        );
         assert_eq!(made(&padded, 65536, USAGE).await.expect("csv"), b"group,sku\r\n");
     }
 
@@ -284,12 +324,26 @@ mod tests {
     async fn what_cannot_be_a_streamed_csv_is_an_error() {
         let late_field = r#"{"productUsages": [{"sku": "S"}, {"sku": "T", "zone": "eu"}]}"#;
         let err = made(late_field, 5, USAGE).await.expect_err("late field");
-        assert!(err.contains("row 2") && err.contains("\"zone\"") && err.contains("format JSON"), "{err}");
+        assert!(
+            err.contains("row 2") && err.contains("\"zone\"") && err.contains("format JSON"),
+            "{err}"
+        );
         let cut = r#"{"productUsages": [{"sku": "S"}, {"sku""#;
-        assert!(made(cut, 5, USAGE).await.is_err(), "a truncated answer is no file");
-        assert!(made(r#"{"phoneUsages": []}"#, 5, USAGE).await.expect_err("no array").contains("no productUsages"));
+        assert!(
+            made(cut, 5, USAGE).await.is_err(),
+            "a truncated answer is no file"
+        );
+        assert!(
+            made(r#"{"phoneUsages": []}"#, 5, USAGE)
+                .await
+                .expect_err("no array")
+                .contains("no productUsages")
+        );
         // The budget counts from each row's start, give or take struson's read-ahead.
-        let huge = format!(r#"{{"productUsages": [{{"sku": "{}"}}]}}"#, "x".repeat(MAX_JSON_BYTES + 100_000));
+        let huge = format!(
+            r#"{{"productUsages": [{{"sku": "{}"}}]}}"#,
+            "x".repeat(MAX_JSON_BYTES + 100_000)
+        );
         match made(&huge, 65536, USAGE).await {
             Err(e) => assert!(e.contains("larger than"), "{e}"),
             Ok(file) => panic!("a row of {} bytes was read", file.len()),
@@ -305,10 +359,28 @@ mod tests {
         let wrapped = format!("{}\\n{}", &escaped[..76], &escaped[76..]);
         let answer = format!(r#"{{"fileBody": "{wrapped}", "fileName": "licenses_group_g_20261126.csv"}}"#);
         for chunk in [3, 8192] {
-            assert_eq!(made(&answer, chunk, Shape::License).await.expect("file"), file, "chunks of {chunk}");
+            assert_eq!(
+                made(&answer, chunk, Shape::License).await.expect("file"),
+                file,
+                "chunks of {chunk}"
+            );
         }
-        assert!(made(r#"{"fileName": "x.csv"}"#, 5, Shape::License).await.expect_err("no body").contains("no fileBody"));
-        assert!(made(r#"{"fileBody": "not base64!"}"#, 5, Shape::License).await.is_err());
-        assert!(made(&answer[..answer.len() / 2], 4096, Shape::License).await.is_err(), "a truncated answer is no file");
+        assert!(
+            made(r#"{"fileName": "x.csv"}"#, 5, Shape::License)
+                .await
+                .expect_err("no body")
+                .contains("no fileBody")
+        );
+        assert!(
+            made(r#"{"fileBody": "not base64!"}"#, 5, Shape::License)
+                .await
+                .is_err()
+        );
+        assert!(
+            made(&answer[..answer.len() / 2], 4096, Shape::License)
+                .await
+                .is_err(),
+            "a truncated answer is no file"
+        );
     }
 }

@@ -43,8 +43,16 @@ pub(super) fn error_excerpt(body: &[u8], secrets: &[String]) -> String {
 }
 
 fn collect_messages(v: &serde_json::Value, out: &mut Vec<String>, depth: usize) {
-    const KEYS: [&str; 8] =
-        ["message", "error_description", "error", "detail", "failedReason", "reason", "code", "error_code"];
+    const KEYS: [&str; 8] = [
+        "message",
+        "error_description",
+        "error",
+        "detail",
+        "failedReason",
+        "reason",
+        "code",
+        "error_code",
+    ];
     if depth > 3 {
         return;
     }
@@ -80,7 +88,11 @@ pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -91,10 +103,16 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
         let d = parse_retry_after(&later).expect("date");
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 

@@ -40,7 +40,17 @@ pub(crate) struct Call {
 
 impl Call {
     fn new(method: Method, url: Url, endpoint: &'static str, idempotent: bool, body: Body) -> Self {
-        Call { method, url, endpoint, idempotent, body, headers: Vec::new(), limit: MAX_JSON_BYTES, redirect_ok: false, streamed: false }
+        Call {
+            method,
+            url,
+            endpoint,
+            idempotent,
+            body,
+            headers: Vec::new(),
+            limit: MAX_JSON_BYTES,
+            redirect_ok: false,
+            streamed: false,
+        }
     }
 
     pub fn get(url: Url, endpoint: &'static str) -> Self {
@@ -90,7 +100,12 @@ impl Call {
 #[async_trait::async_trait]
 pub(crate) trait Auth: Send + Sync {
     /// Headers that authenticate one attempt of `method url`.
-    async fn authorize(&self, http: &HttpClient, method: &Method, url: &Url) -> Result<Credential, BackendError>;
+    async fn authorize(
+        &self,
+        http: &HttpClient,
+        method: &Method,
+        url: &Url,
+    ) -> Result<Credential, BackendError>;
 
     /// The backend answered 401 to an attempt sent with `used`. Returns whether a new
     /// credential may help (after dropping `used` from any cache).
@@ -119,8 +134,9 @@ impl Auth for NoAuth {
 
 /// A header value that holds a secret: marked sensitive so that no debug output shows it.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, BackendError> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| BackendError::InvalidSpec { message: "a credential holds characters not allowed in a header".into() })?;
+    let mut v = HeaderValue::from_str(value).map_err(|_| BackendError::InvalidSpec {
+        message: "a credential holds characters not allowed in a header".into(),
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -138,7 +154,8 @@ pub(crate) struct Response {
 impl Response {
     /// The body as JSON. Parse errors name the place, never the values (they could be tokens).
     pub fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, BackendError> {
-        serde_json::from_slice(&self.body).map_err(|e| BackendError::protocol(format!("{what}: {}", serde_message(&e))))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| BackendError::protocol(format!("{what}: {}", serde_message(&e))))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -167,7 +184,6 @@ fn serde_message(e: &serde_json::Error) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

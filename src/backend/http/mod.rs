@@ -17,18 +17,18 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 use url::Url;
 
-pub(crate) use call::{Auth, Body, Call, Credential, NoAuth, secret_header};
 use call::Response;
-pub(crate) use options::{build_client, parse_base_url};
+pub(crate) use call::{Auth, Body, Call, Credential, NoAuth, secret_header};
 pub use options::{ClientOptions, RetryPolicy};
+pub(crate) use options::{build_client, parse_base_url};
 
-use answer::{error_chain, error_excerpt, parse_retry_after};
 use super::body::{Capped, MAX_ERROR_BODY_BYTES};
 use super::error::{BackendError, redact_text, redact_url};
 use super::policy::{Guard, OutboundPolicy, ResolveDenied};
 use super::ratelimit::Limiter;
 use super::transfer::MAX_COPY_TIME;
 use crate::api::{BackendType, ReportBackendSpec};
+use answer::{error_chain, error_excerpt, parse_retry_after};
 
 /// The HTTP side of one backend client.
 pub(crate) struct HttpClient {
@@ -60,10 +60,22 @@ impl HttpClient {
         secrets: Vec<String>,
     ) -> Result<Self, BackendError> {
         let base = parse_base_url(&spec.url, "spec.url", &options.policy)?;
-        let insecure = spec.tls.as_ref().and_then(|t| t.insecure_skip_verify).unwrap_or(false);
+        let insecure = spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.insecure_skip_verify)
+            .unwrap_or(false);
         let guard = Guard::new(options.policy.clone());
         let client = build_client(ca_pem, insecure, options, &guard)?;
-        Ok(HttpClient { client, base, limiter, retry: options.retry.clone(), backend: spec.type_, secrets, guard })
+        Ok(HttpClient {
+            client,
+            base,
+            limiter,
+            retry: options.retry.clone(),
+            backend: spec.type_,
+            secrets,
+            guard,
+        })
     }
 
     pub fn limiter(&self) -> &Limiter {
@@ -102,7 +114,9 @@ impl HttpClient {
             let mut correlation = None;
             let (error, not_acted_on) = match outcome {
                 Ok(response) => {
-                    correlation = response.header("x-correlation-id").map(|id| redact_text(id, &self.secrets, 80));
+                    correlation = response
+                        .header("x-correlation-id")
+                        .map(|id| redact_text(id, &self.secrets, 80));
                     tracing::debug!(
                         backend = self.backend.as_str(),
                         op = call.endpoint,
@@ -114,10 +128,14 @@ impl HttpClient {
                         correlation_id = correlation.as_deref(),
                         "backend call"
                     );
-                    if response.status.is_success() || (response.status.is_redirection() && call.redirect_ok) {
+                    if response.status.is_success() || (response.status.is_redirection() && call.redirect_ok)
+                    {
                         return Ok(response);
                     }
-                    if response.status == StatusCode::UNAUTHORIZED && !renewed && auth.rejected(&credential).await {
+                    if response.status == StatusCode::UNAUTHORIZED
+                        && !renewed
+                        && auth.rejected(&credential).await
+                    {
                         renewed = true;
                         attempt -= 1;
                         continue;
@@ -129,7 +147,9 @@ impl HttpClient {
                     // after the work was done (500, or a gateway's 502/504).
                     let refused = matches!(
                         status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                        StatusCode::TOO_MANY_REQUESTS
+                            | StatusCode::UNAUTHORIZED
+                            | StatusCode::SERVICE_UNAVAILABLE
                     );
                     (error, refused)
                 }
@@ -141,7 +161,10 @@ impl HttpClient {
                 }
                 other => other,
             };
-            if let BackendError::RateLimited { retry_after: Some(after) } = &error {
+            if let BackendError::RateLimited {
+                retry_after: Some(after),
+            } = &error
+            {
                 self.limiter.back_off(call.endpoint, *after);
             }
             let may_repeat = call.idempotent || not_acted_on;
@@ -160,7 +183,14 @@ impl HttpClient {
 
     /// The correlation id (CMP) goes to the log, for support; it stays out of the error, whose
     /// message becomes condition messages that would otherwise change on every retry.
-    fn log_failure(&self, call: &Call, attempt: u32, error: &BackendError, correlation: Option<&str>, retrying: bool) {
+    fn log_failure(
+        &self,
+        call: &Call,
+        attempt: u32,
+        error: &BackendError,
+        correlation: Option<&str>,
+        retrying: bool,
+    ) {
         tracing::warn!(
             backend = self.backend.as_str(),
             op = call.endpoint,
@@ -175,7 +205,13 @@ impl HttpClient {
     }
 
     async fn once(&self, call: &Call, credential: &Credential) -> Result<Response, TransportFailure> {
-        self.guard.check(&call.url).await.map_err(|error| TransportFailure { error, maybe_sent: false })?;
+        self.guard
+            .check(&call.url)
+            .await
+            .map_err(|error| TransportFailure {
+                error,
+                maybe_sent: false,
+            })?;
         let mut request = self.client.request(call.method.clone(), call.url.clone());
         for (name, value) in call.headers.iter().chain(&credential.headers) {
             request = request.header(name, value);
@@ -189,7 +225,10 @@ impl HttpClient {
             Body::Json(v) => request.json(v),
             Body::Form(pairs) => request.form(pairs),
         };
-        let mut response = request.send().await.map_err(|e| self.transport_failure(call, e))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(call, e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let too_large = || TransportFailure {
@@ -201,16 +240,29 @@ impl HttpClient {
         };
         // Of an error or redirect only an excerpt is kept: read enough for it, never fail.
         if call.streamed && status.is_success() {
-            return Ok(Response { status, headers, body: Vec::new(), stream: Some(response) });
+            return Ok(Response {
+                status,
+                headers,
+                body: Vec::new(),
+                stream: Some(response),
+            });
         }
         let wanted = status.is_success() || (status.is_redirection() && call.redirect_ok);
-        let limit = if wanted { call.limit } else { call.limit.min(MAX_ERROR_BODY_BYTES) };
+        let limit = if wanted {
+            call.limit
+        } else {
+            call.limit.min(MAX_ERROR_BODY_BYTES)
+        };
         if wanted && response.content_length().is_some_and(|n| n > call.limit as u64) {
             return Err(too_large());
         }
         // Dropping `response` at the cap drops the connection: the rest is never read.
         let mut body = Capped::new(limit);
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_failure(call, e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_failure(call, e))?
+        {
             if !body.push(&chunk) {
                 break;
             }
@@ -218,12 +270,20 @@ impl HttpClient {
         if wanted && body.cut {
             return Err(too_large());
         }
-        Ok(Response { status, headers, body: body.bytes, stream: None })
+        Ok(Response {
+            status,
+            headers,
+            body: body.bytes,
+            stream: None,
+        })
     }
 
     fn transport_failure(&self, call: &Call, e: reqwest::Error) -> TransportFailure {
         if let Some(denied) = denied_by_resolver(&e) {
-            return TransportFailure { error: BackendError::DestinationDenied { message: denied }, maybe_sent: false };
+            return TransportFailure {
+                error: BackendError::DestinationDenied { message: denied },
+                maybe_sent: false,
+            };
         }
         let what = if e.is_connect() {
             "cannot connect"
@@ -235,32 +295,53 @@ impl HttpClient {
             "request failed"
         };
         let maybe_sent = !e.is_connect();
-        let message = format!("{} {}: {what}: {}", call.method, redact_url(call.url.as_str()), error_chain(e));
-        TransportFailure { error: BackendError::Transient { message, retry_after: None }, maybe_sent }
+        let message = format!(
+            "{} {}: {what}: {}",
+            call.method,
+            redact_url(call.url.as_str()),
+            error_chain(e)
+        );
+        TransportFailure {
+            error: BackendError::Transient {
+                message,
+                retry_after: None,
+            },
+            maybe_sent,
+        }
     }
 
     fn status_error(&self, call: &Call, response: &Response) -> BackendError {
         let status = response.status.as_u16();
         let mut reason = error_excerpt(&response.body, &self.secrets);
         if reason.is_empty() {
-            reason = response.status.canonical_reason().unwrap_or("no reason given").to_string();
+            reason = response
+                .status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string();
         }
         let retry_after = response.header("retry-after").and_then(parse_retry_after);
         let target = format!("{} {}", call.method, redact_url(call.url.as_str()));
         match response.status {
             StatusCode::TOO_MANY_REQUESTS => BackendError::RateLimited { retry_after },
-            StatusCode::UNAUTHORIZED => BackendError::Unauthorized { message: format!("{target}: {reason}") },
-            StatusCode::NOT_FOUND => BackendError::NotFound { what: format!("{target}: {reason}") },
-            StatusCode::REQUEST_TIMEOUT => {
-                BackendError::Transient { message: format!("{target}: HTTP {status}: {reason}"), retry_after }
-            }
-            s if s.is_server_error() => {
-                BackendError::Transient { message: format!("{target}: HTTP {status}: {reason}"), retry_after }
-            }
+            StatusCode::UNAUTHORIZED => BackendError::Unauthorized {
+                message: format!("{target}: {reason}"),
+            },
+            StatusCode::NOT_FOUND => BackendError::NotFound {
+                what: format!("{target}: {reason}"),
+            },
+            StatusCode::REQUEST_TIMEOUT => BackendError::Transient {
+                message: format!("{target}: HTTP {status}: {reason}"),
+                retry_after,
+            },
+            s if s.is_server_error() => BackendError::Transient {
+                message: format!("{target}: HTTP {status}: {reason}"),
+                retry_after,
+            },
             s if s.is_client_error() => BackendError::Rejected { status, reason },
-            s if s.is_redirection() => {
-                BackendError::protocol(format!("{target}: answered with a redirect (HTTP {status}), which is not followed"))
-            }
+            s if s.is_redirection() => BackendError::protocol(format!(
+                "{target}: answered with a redirect (HTTP {status}), which is not followed"
+            )),
             _ => BackendError::protocol(format!("{target}: unexpected HTTP {status}")),
         }
     }
@@ -277,4 +358,3 @@ fn denied_by_resolver(e: &reqwest::Error) -> Option<String> {
     }
     None
 }
-

@@ -108,26 +108,31 @@ pub(crate) fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(guard.clone());
     if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|_| BackendError::InvalidSpec { message: "the CA bundle is not valid PEM".into() })?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|_| BackendError::InvalidSpec {
+            message: "the CA bundle is not valid PEM".into(),
+        })?;
         if certs.is_empty() {
-            return Err(BackendError::InvalidSpec { message: "the CA bundle holds no certificate".into() });
+            return Err(BackendError::InvalidSpec {
+                message: "the CA bundle holds no certificate".into(),
+            });
         }
         builder = builder.tls_certs_merge(certs);
     }
     if insecure_skip_verify {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder
-        .build()
-        .map_err(|e| BackendError::InvalidSpec { message: format!("building the HTTP client: {}", error_chain(e)) })
+    builder.build().map_err(|e| BackendError::InvalidSpec {
+        message: format!("building the HTTP client: {}", error_chain(e)),
+    })
 }
 
 /// Parses a base or token URL: https (http only where `policy` allows it), no query string,
 /// no "." or ".." segments (which would be resolved away: the URL would not say where calls
 /// go). A trailing slash is dropped so that documented paths can be appended as written.
 pub(crate) fn parse_base_url(raw: &str, what: &str, policy: &OutboundPolicy) -> Result<Url, BackendError> {
-    let invalid = |why: &str| BackendError::InvalidSpec { message: format!("{what} {}: {why}", redact_url(raw)) };
+    let invalid = |why: &str| BackendError::InvalidSpec {
+        message: format!("{what} {}: {why}", redact_url(raw)),
+    };
     if has_dot_segment(raw.trim()) {
         return Err(invalid("must not have \".\" or \"..\" path segments"));
     }
@@ -139,7 +144,9 @@ pub(crate) fn parse_base_url(raw: &str, what: &str, policy: &OutboundPolicy) -> 
         return Err(invalid("must not have a query string or fragment"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("must not hold user info; credentials belong in the Secret"));
+        return Err(invalid(
+            "must not hold user info; credentials belong in the Secret",
+        ));
     }
     if url.scheme() == "http" && !policy.allows_http() {
         return Err(http_denied(raw.trim(), what));
@@ -154,13 +161,14 @@ pub(crate) fn parse_base_url(raw: &str, what: &str, policy: &OutboundPolicy) -> 
 fn has_dot_segment(raw: &str) -> bool {
     let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
     let end = after_scheme.find(['?', '#']).unwrap_or(after_scheme.len());
-    let Some(start) = after_scheme[..end].find(['/', '\\']) else { return false };
+    let Some(start) = after_scheme[..end].find(['/', '\\']) else {
+        return false;
+    };
     after_scheme[start..end].split(['/', '\\']).any(|segment| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -185,16 +193,30 @@ mod tests {
         }))
         .expect("spec");
         let limiter = Arc::new(Limiter::new(LimiterConfig::unlimited()));
-        let http = HttpClient::for_spec(&spec, None, limiter, &ClientOptions::default(), Vec::new()).expect("client");
-        assert_eq!(http.url("/aps/2/resources").as_str(), "https://host/api/aps/2/resources");
-        let root = HttpClient { base: parse_base_url("https://host", "url", &strict).expect("valid"), ..http };
-        assert_eq!(root.url("/api/v01/auth/login").as_str(), "https://host/api/v01/auth/login");
+        let http = HttpClient::for_spec(&spec, None, limiter, &ClientOptions::default(), Vec::new())
+            .expect("client");
+        assert_eq!(
+            http.url("/aps/2/resources").as_str(),
+            "https://host/api/aps/2/resources"
+        );
+        let root = HttpClient {
+            base: parse_base_url("https://host", "url", &strict).expect("valid"),
+            ..http
+        };
+        assert_eq!(
+            root.url("/api/v01/auth/login").as_str(),
+            "https://host/api/v01/auth/login"
+        );
     }
 
     #[test]
     fn bad_ca_bundles_are_invalid_specs() {
-        for pem in [&b"not a certificate"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
-            let err = build_client(Some(pem), false, &ClientOptions::default(), &guard()).expect_err("no usable CA");
+        for pem in [
+            &b"not a certificate"[..],
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = build_client(Some(pem), false, &ClientOptions::default(), &guard())
+                .expect_err("no usable CA");
             assert!(matches!(err, BackendError::InvalidSpec { .. }), "{err:?}");
         }
     }
@@ -203,14 +225,28 @@ mod tests {
     fn the_policy_decides_on_http_and_insecure_tls() {
         let strict = ClientOptions::default();
         let err = build_client(None, true, &strict, &guard()).expect_err("insecureSkipVerify is refused");
-        assert!(matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-insecure-tls")), "{err:?}");
-        let err = parse_base_url("http://host/api?sig=SECRET", "spec.url", &strict.policy).expect_err("plain http");
-        assert!(matches!(&err, BackendError::InvalidSpec { .. }), "a query is refused first: {err:?}");
+        assert!(
+            matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-insecure-tls")),
+            "{err:?}"
+        );
+        let err =
+            parse_base_url("http://host/api?sig=SECRET", "spec.url", &strict.policy).expect_err("plain http");
+        assert!(
+            matches!(&err, BackendError::InvalidSpec { .. }),
+            "a query is refused first: {err:?}"
+        );
         let err = parse_base_url("http://host/api", "spec.url", &strict.policy).expect_err("plain http");
-        assert!(matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-http")), "{err:?}");
+        assert!(
+            matches!(&err, BackendError::DestinationDenied { message } if message.contains("--outbound-allow-http")),
+            "{err:?}"
+        );
         let open = OutboundPolicy::new(Vec::new(), Vec::new(), Vec::new(), true, true);
-        let options = ClientOptions { policy: Arc::new(open.clone()), ..ClientOptions::default() };
-        build_client(None, true, &options, &Guard::new(options.policy.clone())).expect("insecureSkipVerify builds");
+        let options = ClientOptions {
+            policy: Arc::new(open.clone()),
+            ..ClientOptions::default()
+        };
+        build_client(None, true, &options, &Guard::new(options.policy.clone()))
+            .expect("insecureSkipVerify builds");
         parse_base_url("http://host/api", "spec.url", &open).expect("plain http is allowed");
     }
 
@@ -229,14 +265,23 @@ mod tests {
             let err = parse_base_url(raw, "spec.url", &strict).expect_err(raw);
             assert!(matches!(err, BackendError::InvalidSpec { .. }), "{raw}: {err:?}");
         }
-        for raw in ["https://host/api/...", "https://host/a.b/v1.0", "https://host/api?x=..", "https://..host/"] {
+        for raw in [
+            "https://host/api/...",
+            "https://host/a.b/v1.0",
+            "https://host/api?x=..",
+            "https://..host/",
+        ] {
             assert!(!has_dot_segment(raw), "{raw}");
         }
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), ..Default::default() };
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..Default::default()
+        };
         assert!(p.backoff(1) <= Duration::from_millis(100) && p.backoff(1) >= Duration::from_millis(50));
         assert!(p.backoff(3) >= Duration::from_millis(200));
         assert!(p.backoff(30) <= Duration::from_secs(1));

@@ -18,9 +18,14 @@ pub(super) struct InFlight {
 
 impl InFlight {
     fn count(&mut self, org: &str, now: Instant) -> usize {
-        let Some(slots) = self.by_org.get_mut(org) else { return 0 };
-        let lapsed: Vec<String> =
-            slots.iter().filter(|(_, exp)| exp.is_some_and(|e| e <= now)).map(|(k, _)| k.clone()).collect();
+        let Some(slots) = self.by_org.get_mut(org) else {
+            return 0;
+        };
+        let lapsed: Vec<String> = slots
+            .iter()
+            .filter(|(_, exp)| exp.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in lapsed {
             slots.remove(&id);
             self.org_of.remove(&id);
@@ -35,7 +40,10 @@ impl InFlight {
         {
             slots.remove(id);
         }
-        self.by_org.entry(org.to_string()).or_default().insert(id.to_string(), lapse);
+        self.by_org
+            .entry(org.to_string())
+            .or_default()
+            .insert(id.to_string(), lapse);
     }
 
     fn remove(&mut self, id: &str) {
@@ -87,7 +95,12 @@ impl Limiter {
             }
             in_flight.insert(organization, &slot, Some(now + self.config.pending_ttl));
         }
-        Ok(Reservation { limiter: self, organization: organization.to_string(), slot, done: false })
+        Ok(Reservation {
+            limiter: self,
+            organization: organization.to_string(),
+            slot,
+            done: false,
+        })
     }
 
     /// A report found by `find` after an ambiguous create: it takes over the create's
@@ -150,7 +163,10 @@ mod tests {
         let limiter = Limiter::new(cfg);
         limiter.note_in_flight("org", "r1");
         let r = limiter.reserve("org", "ns/a").expect("one slot left");
-        assert!(matches!(limiter.reserve("org", "ns/b"), Err(BackendError::InFlightLimit { max: 2, .. })));
+        assert!(matches!(
+            limiter.reserve("org", "ns/b"),
+            Err(BackendError::InFlightLimit { max: 2, .. })
+        ));
         assert_eq!(limiter.reserve("other", "ns/c").map(|_| ()), Ok(()));
         r.commit("r2", true);
         assert_eq!(limiter.in_flight("org"), 2);
@@ -168,5 +184,4 @@ mod tests {
         limiter.release("r2");
         assert_eq!(limiter.in_flight("org"), 0);
     }
-
 }

@@ -14,7 +14,6 @@
 //! controller can rebuild it after a restart ([`Limiter::note_in_flight`]) and a lost `get`
 //! never leaks a slot for longer than it takes to see the report again.
 
-
 mod in_flight;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,8 +23,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::error::BackendError;
 use super::Capabilities;
+use super::error::BackendError;
 use crate::api::ReportBackendSpec;
 
 /// One budget: at most `requests` sends in any `window`.
@@ -82,7 +81,12 @@ pub struct DefaultLimits {
 
 impl DefaultLimits {
     /// No budget and no in-flight cap.
-    pub const NONE: DefaultLimits = DefaultLimits { budgets: &[], per_endpoint: false, endpoint_budgets: &[], max_in_flight: None };
+    pub const NONE: DefaultLimits = DefaultLimits {
+        budgets: &[],
+        per_endpoint: false,
+        endpoint_budgets: &[],
+        max_in_flight: None,
+    };
 }
 
 impl LimiterConfig {
@@ -92,8 +96,11 @@ impl LimiterConfig {
         let limits = spec.limits.clone().unwrap_or_default();
         // The schema says at least 1; anything else is treated as unset.
         let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
-        let (max_in_flight, requests_per_window, window_seconds) =
-            (positive(limits.max_in_flight), positive(limits.requests_per_window), positive(limits.window_seconds));
+        let (max_in_flight, requests_per_window, window_seconds) = (
+            positive(limits.max_in_flight),
+            positive(limits.requests_per_window),
+            positive(limits.window_seconds),
+        );
         let (default_primary, secondary) = match defaults.budgets.split_first() {
             Some((primary, rest)) => (Some(*primary), rest),
             None => (None, &[][..]),
@@ -111,7 +118,11 @@ impl LimiterConfig {
         LimiterConfig {
             budgets: primary.into_iter().chain(secondary.iter().copied()).collect(),
             per_endpoint: defaults.per_endpoint,
-            endpoint_budgets: defaults.endpoint_budgets.iter().map(|(name, budgets)| (*name, budgets.to_vec())).collect(),
+            endpoint_budgets: defaults
+                .endpoint_budgets
+                .iter()
+                .map(|(name, budgets)| (*name, budgets.to_vec()))
+                .collect(),
             max_in_flight: max_in_flight.or(defaults.max_in_flight),
             ..LimiterConfig::unlimited()
         }
@@ -185,7 +196,11 @@ const SHARED_KEY: &str = "*";
 
 impl Limiter {
     pub fn new(config: LimiterConfig) -> Self {
-        Limiter { config, logs: Mutex::default(), in_flight: Mutex::default() }
+        Limiter {
+            config,
+            logs: Mutex::default(),
+            in_flight: Mutex::default(),
+        }
     }
 
     /// The limiter for a backend, with [`LimiterConfig::for_backend`].
@@ -200,10 +215,19 @@ impl Limiter {
     }
 
     fn budgets_of(&self, endpoint: &'static str) -> (&'static str, &[Budget]) {
-        if let Some((name, budgets)) = self.config.endpoint_budgets.iter().find(|(name, _)| *name == endpoint) {
+        if let Some((name, budgets)) = self
+            .config
+            .endpoint_budgets
+            .iter()
+            .find(|(name, _)| *name == endpoint)
+        {
             return (name, budgets);
         }
-        let key = if self.config.per_endpoint { endpoint } else { SHARED_KEY };
+        let key = if self.config.per_endpoint {
+            endpoint
+        } else {
+            SHARED_KEY
+        };
         (key, &self.config.budgets)
     }
 
@@ -229,16 +253,24 @@ impl Limiter {
                         return Ok(Permit { limiter: self, key });
                     }
                     Some(Some(at)) if at > deadline => {
-                        return Err(BackendError::RateLimited { retry_after: Some(at - now) });
+                        return Err(BackendError::RateLimited {
+                            retry_after: Some(at - now),
+                        });
                     }
                     Some(at) if now >= deadline => {
                         let window = budgets.iter().map(|b| b.window).max().unwrap_or_default();
-                        return Err(BackendError::RateLimited { retry_after: Some(at.map_or(window, |a| a - now)) });
+                        return Err(BackendError::RateLimited {
+                            retry_after: Some(at.map_or(window, |a| a - now)),
+                        });
                     }
                     Some(at) => at.unwrap_or(deadline),
                 }
             };
-            tracing::debug!(endpoint, wait_ms = wait.saturating_duration_since(Instant::now()).as_millis() as u64, "waiting for request budget");
+            tracing::debug!(
+                endpoint,
+                wait_ms = wait.saturating_duration_since(Instant::now()).as_millis() as u64,
+                "waiting for request budget"
+            );
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(wait) => {}
@@ -257,7 +289,14 @@ impl Limiter {
             .iter()
             .map(|b| {
                 let window = b.guarded_window();
-                let used = log.map_or(0, |l| l.open + l.answered.iter().rev().take_while(|t| now.duration_since(**t) < window).count());
+                let used = log.map_or(0, |l| {
+                    l.open
+                        + l.answered
+                            .iter()
+                            .rev()
+                            .take_while(|t| now.duration_since(**t) < window)
+                            .count()
+                });
                 u32::try_from((b.requests as usize).saturating_sub(used)).unwrap_or(u32::MAX)
             })
             .min()
@@ -306,7 +345,11 @@ mod tests {
     use super::*;
 
     fn config(budgets: Vec<Budget>) -> LimiterConfig {
-        LimiterConfig { budgets, per_endpoint: true, ..LimiterConfig::unlimited() }
+        LimiterConfig {
+            budgets,
+            per_endpoint: true,
+            ..LimiterConfig::unlimited()
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -319,7 +362,10 @@ mod tests {
             sends.push(Instant::now() - start);
         }
         for (i, t) in sends.iter().enumerate().skip(5) {
-            assert!(*t >= sends[i - 5] + Duration::from_secs(10), "send {i} at {t:?}: {sends:?}");
+            assert!(
+                *t >= sends[i - 5] + Duration::from_secs(10),
+                "send {i} at {t:?}: {sends:?}"
+            );
         }
         // Another endpoint has its own budget.
         let before = Instant::now();
@@ -354,7 +400,9 @@ mod tests {
         let limiter = Limiter::new(cfg);
         drop(limiter.acquire("generate").await.expect("first is free"));
         let err = limiter.acquire("generate").await.expect_err("budget spent");
-        assert!(matches!(err, BackendError::RateLimited { retry_after: Some(d) } if d > Duration::from_secs(590)));
+        assert!(
+            matches!(err, BackendError::RateLimited { retry_after: Some(d) } if d > Duration::from_secs(590))
+        );
         // A request still open fills the budget until its answer comes.
         let held = limiter.acquire("other").await.expect("free");
         let err = limiter.acquire("other").await.expect_err("open request");

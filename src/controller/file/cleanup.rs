@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 
 use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed, poll_interval};
 use crate::api::{BackendType, ReportFile};
@@ -48,12 +48,18 @@ pub enum Removal {
 
 /// Pure: what to do with report `id` in `state` of a ReportFile created at `created` with
 /// `deadline_secs`, at `now`.
-pub fn removal(id: &str, state: &ReportState, created: Option<DateTime<Utc>>, deadline_secs: Option<i64>, now: DateTime<Utc>) -> Removal {
+pub fn removal(
+    id: &str,
+    state: &ReportState,
+    created: Option<DateTime<Utc>>,
+    deadline_secs: Option<i64>,
+    now: DateTime<Utc>,
+) -> Removal {
     match state {
         ReportState::Ready => Removal::Delete,
-        ReportState::Failed { .. } => {
-            Removal::Leave(format!("report {id} stays on CONNECT: a failed report is terminal and Connect cannot remove it"))
-        }
+        ReportState::Failed { .. } => Removal::Leave(format!(
+            "report {id} stays on CONNECT: a failed report is terminal and Connect cannot remove it"
+        )),
         ReportState::InProgress => {
             let deadline = deadline_secs.unwrap_or(DEFAULT_ACTIVE_DEADLINE);
             if created.is_some_and(|c| deadline_passed(c, deadline, now)) {
@@ -78,7 +84,10 @@ pub async fn ensure_finalizer(rf: &ReportFile, api: &Api<ReportFile>) -> Result<
 /// The ReportFile `rf` is being deleted: removes its report on Connect, then the finalizer.
 pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &rf.namespace().unwrap_or_default());
-    finalizers::run(Arc::new(rf.clone()), &api, CONNECT_FINALIZER, |rf| async move { remove_report(&rf, ctx).await }).await
+    finalizers::run(Arc::new(rf.clone()), &api, CONNECT_FINALIZER, |rf| async move {
+        remove_report(&rf, ctx).await
+    })
+    .await
 }
 
 /// Removes the report, or says in an Event why it stays; `NotYet` keeps the finalizer.
@@ -93,11 +102,23 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
         Ok(found) => found,
         Err(n) if n.reason == "BackendNotFound" => {
             let what = status.external_id.as_deref().unwrap_or("the report");
-            ctx.event(rf, EventType::Warning, "ReportLeft", format!("{what} was not removed on CONNECT: {}", n.message)).await;
+            ctx.event(
+                rf,
+                EventType::Warning,
+                "ReportLeft",
+                format!("{what} was not removed on CONNECT: {}", n.message),
+            )
+            .await;
             return Ok(Action::await_change());
         }
         Err(n) => {
-            ctx.event(rf, EventType::Warning, "BackendError", format!("cannot remove the report on CONNECT yet: {}", n.message)).await;
+            ctx.event(
+                rf,
+                EventType::Warning,
+                "BackendError",
+                format!("cannot remove the report on CONNECT yet: {}", n.message),
+            )
+            .await;
             return Err(NotYet(Duration::from_secs(30)));
         }
     };
@@ -122,10 +143,26 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
         Err(e) => return settle(rf, ctx, "looking up", &e).await,
     };
     let created = rf.metadata.creation_timestamp.as_ref().map(from_k8s_time);
-    match removal(&report.id, &report.state, created, rf.spec.active_deadline_seconds, Utc::now()) {
-        Removal::Delete => match ctx.metrics.call(type_, "delete", backend.delete_report(&report.id)).await {
+    match removal(
+        &report.id,
+        &report.state,
+        created,
+        rf.spec.active_deadline_seconds,
+        Utc::now(),
+    ) {
+        Removal::Delete => match ctx
+            .metrics
+            .call(type_, "delete", backend.delete_report(&report.id))
+            .await
+        {
             Ok(()) => {
-                ctx.event(rf, EventType::Normal, "ReportRemoved", format!("removed report {} on CONNECT", report.id)).await;
+                ctx.event(
+                    rf,
+                    EventType::Normal,
+                    "ReportRemoved",
+                    format!("removed report {} on CONNECT", report.id),
+                )
+                .await;
                 Ok(Action::await_change())
             }
             Err(e) => settle(rf, ctx, "removing", &e).await,
@@ -142,10 +179,20 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
 async fn settle(rf: &ReportFile, ctx: &Context, doing: &str, e: &BackendError) -> Result<Action, NotYet> {
     match e.action() {
         ErrorAction::FailReport { reason } => {
-            ctx.event(rf, EventType::Warning, "ReportLeft", format!("the report stays on CONNECT: {doing} it was refused: {reason}")).await;
+            ctx.event(
+                rf,
+                EventType::Warning,
+                "ReportLeft",
+                format!("the report stays on CONNECT: {doing} it was refused: {reason}"),
+            )
+            .await;
             Ok(Action::await_change())
         }
-        ErrorAction::Retry { after } => Err(NotYet(after.unwrap_or(RETRY).clamp(Duration::from_secs(1), Duration::from_secs(300)))),
+        ErrorAction::Retry { after } => Err(NotYet(
+            after
+                .unwrap_or(RETRY)
+                .clamp(Duration::from_secs(1), Duration::from_secs(300)),
+        )),
         ErrorAction::BackendNotReady { .. } => Err(NotYet(Duration::from_secs(30))),
     }
 }
@@ -176,21 +223,60 @@ mod tests {
         let late = t("2026-01-01T07:00:00Z");
         let failed = ReportState::Failed { reason: "x".into() };
         /// (situation, the report's state, activeDeadlineSeconds, now, what happens)
-        type Row = (&'static str, ReportState, Option<i64>, DateTime<Utc>, &'static str);
+        type Row = (
+            &'static str,
+            ReportState,
+            Option<i64>,
+            DateTime<Utc>,
+            &'static str,
+        );
         let rows: Vec<Row> = vec![
             ("ready: removed", ReportState::Ready, None, early, "delete"),
-            ("ready long after: removed", ReportState::Ready, None, late, "delete"),
+            (
+                "ready long after: removed",
+                ReportState::Ready,
+                None,
+                late,
+                "delete",
+            ),
             ("failed: terminal, left", failed, None, early, "leave"),
-            ("in progress: waited for", ReportState::InProgress, None, early, "wait"),
-            ("in progress past the default 6 h deadline: left", ReportState::InProgress, None, late, "leave"),
-            ("in progress within a longer deadline: waited for", ReportState::InProgress, Some(86_400), late, "wait"),
-            ("an absurd deadline never passes", ReportState::InProgress, Some(i64::MAX), late, "wait"),
+            (
+                "in progress: waited for",
+                ReportState::InProgress,
+                None,
+                early,
+                "wait",
+            ),
+            (
+                "in progress past the default 6 h deadline: left",
+                ReportState::InProgress,
+                None,
+                late,
+                "leave",
+            ),
+            (
+                "in progress within a longer deadline: waited for",
+                ReportState::InProgress,
+                Some(86_400),
+                late,
+                "wait",
+            ),
+            (
+                "an absurd deadline never passes",
+                ReportState::InProgress,
+                Some(i64::MAX),
+                late,
+                "wait",
+            ),
         ];
         for (what, state, deadline, now, want) in rows {
             let got = match removal("RP-1", &state, created, deadline, now) {
                 Removal::Delete => "delete",
                 Removal::Leave(why) => {
-                    assert!(why.contains("RP-1") && why.contains("stays on CONNECT"), "{what}: {why}");
+                    assert!(
+                        why.contains("RP-1") && why.contains("stays on CONNECT"),
+                        "{what}: {why}"
+                    );
                     "leave"
                 }
                 Removal::Wait(_) => "wait",

@@ -9,7 +9,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::secret::{Observed, conflict_message};
 use crate::api::{
-    ANNOTATION_REFRESH_URL, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState, LocalObjectReference, ReportFileStatus, find_condition,
+    ANNOTATION_REFRESH_URL, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState,
+    LocalObjectReference, ReportFileStatus, find_condition,
 };
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
 use crate::controller::conditions::{Cond, set_condition};
@@ -77,7 +78,11 @@ pub enum Next {
     Download,
     /// Write status, then try again after `after`; with a Warning Event `(reason, message)`
     /// unless the report only waits its turn. `rate_limited`: count a rate-limit wait.
-    Retry { after: Duration, event: Option<(&'static str, String)>, rate_limited: bool },
+    Retry {
+        after: Duration,
+        event: Option<(&'static str, String)>,
+        rate_limited: bool,
+    },
     /// Write status; if `first`, log and send a Warning Event with `message`; look again in
     /// [`super::secret::CONFLICT_RETRY`].
     SecretConflict { first: bool, message: String },
@@ -100,7 +105,11 @@ pub fn outcome(next: Next) -> Option<Outcome> {
         }
         Next::SecretConflict { first, message } => {
             let outcome = Outcome::working(Some(super::secret::CONFLICT_RETRY));
-            if first { outcome.noting(EventType::Warning, SECRET_CONFLICT, message) } else { outcome }
+            if first {
+                outcome.noting(EventType::Warning, SECRET_CONFLICT, message)
+            } else {
+                outcome
+            }
         }
         _ => return None,
     })
@@ -110,7 +119,12 @@ pub fn outcome(next: Next) -> Option<Outcome> {
 /// conditions: every step that changes the state goes through here, so they never disagree.
 fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: &str, message: String) {
     set_outcome(s, f, reason, &message);
-    set_condition(&mut s.conditions, Cond::ready(status, reason, message), f.generation, f.now);
+    set_condition(
+        &mut s.conditions,
+        Cond::ready(status, reason, message),
+        f.generation,
+        f.now,
+    );
 }
 
 /// `Complete` and `Failed`, as a Job has them, so that `kubectl wait` can wait for either
@@ -122,8 +136,18 @@ fn set_outcome(s: &mut ReportFileStatus, f: &Facts, reason: &str, message: &str)
         Some(FileState::Failed) => (false, true, reason, message),
         Some(FileState::InProgress) | None => (false, false, "InProgress", "the report is not finished yet"),
     };
-    set_condition(&mut s.conditions, Cond::new(CONDITION_COMPLETE, complete, reason, message), f.generation, f.now);
-    set_condition(&mut s.conditions, Cond::new(CONDITION_FAILED, failed, reason, message), f.generation, f.now);
+    set_condition(
+        &mut s.conditions,
+        Cond::new(CONDITION_COMPLETE, complete, reason, message),
+        f.generation,
+        f.now,
+    );
+    set_condition(
+        &mut s.conditions,
+        Cond::new(CONDITION_FAILED, failed, reason, message),
+        f.generation,
+        f.now,
+    );
 }
 
 /// A report finished before the operator set `Complete` and `Failed` gets them from its
@@ -133,7 +157,9 @@ fn outcome_missing(s: &mut ReportFileStatus, f: &Facts) -> bool {
         return false;
     }
     let (reason, message) = match find_condition(&s.conditions, CONDITION_READY) {
-        Some(c) if ["DeadlineExceeded", "TooLarge"].contains(&c.reason.as_str()) => (c.reason.clone(), c.message.clone()),
+        Some(c) if ["DeadlineExceeded", "TooLarge"].contains(&c.reason.as_str()) => {
+            (c.reason.clone(), c.message.clone())
+        }
         Some(c) => ("Failed".to_string(), c.message.clone()),
         None => ("Failed".to_string(), "the report FAILED".to_string()),
     };
@@ -148,25 +174,42 @@ fn ready_reason(s: &ReportFileStatus) -> Option<&str> {
 /// The backend's id of this report, if known: recorded by us, or given in the spec for a
 /// report the backend made itself (RDE report files, CMP invoice reports).
 pub fn known_id(s: &ReportFileStatus, f: &Facts) -> Option<String> {
-    s.external_id.clone().or_else(|| f.spec_external_id.map(str::to_string))
+    s.external_id
+        .clone()
+        .or_else(|| f.spec_external_id.map(str::to_string))
 }
 
 /// The start of a reconcile.
 pub fn start(s: &mut ReportFileStatus, f: &Facts) -> Next {
     match s.status {
-        Some(FileState::Failed) => return if outcome_missing(s, f) { Next::Done { requeue: None } } else { Next::Leave { requeue: None } },
+        Some(FileState::Failed) => {
+            return if outcome_missing(s, f) {
+                Next::Done { requeue: None }
+            } else {
+                Next::Leave { requeue: None }
+            };
+        }
         Some(FileState::Ready) => return Next::CheckSecret,
         Some(FileState::InProgress) | None => {}
     }
     if let Some(created) = f.created {
         let deadline = f.active_deadline_seconds.unwrap_or(DEFAULT_ACTIVE_DEADLINE);
         if deadline_passed(created, deadline, f.now) {
-            return fail(s, f, "DeadlineExceeded", format!("the report was not READY within activeDeadlineSeconds ({deadline} s)"));
+            return fail(
+                s,
+                f,
+                "DeadlineExceeded",
+                format!("the report was not READY within activeDeadlineSeconds ({deadline} s)"),
+            );
         }
     }
     // While the Secret name is taken the backend is not asked again (a FUSION `get`
     // generates the report again).
-    if ready_reason(s) == Some(SECRET_CONFLICT) { Next::CheckSecret } else { Next::AskBackend }
+    if ready_reason(s) == Some(SECRET_CONFLICT) {
+        Next::CheckSecret
+    } else {
+        Next::AskBackend
+    }
 }
 
 /// The Secret was looked at before the backend is asked (after [`start`] or in [`answer`]'s
@@ -181,8 +224,16 @@ pub fn secret_seen(s: &mut ReportFileStatus, f: &Facts, seen: &Observed, then: N
 /// The backend is not Ready: the report waits for it (`Pending`).
 pub fn backend_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> Next {
     s.status = Some(FileState::InProgress);
-    set_ready(s, f, false, "Pending", format!("waiting for the backend: {message}"));
-    Next::Done { requeue: Some(BACKEND_WAIT) }
+    set_ready(
+        s,
+        f,
+        false,
+        "Pending",
+        format!("waiting for the backend: {message}"),
+    );
+    Next::Done {
+        requeue: Some(BACKEND_WAIT),
+    }
 }
 
 /// The backend is Ready: follow the report it knows, or make it. A report submitted less
@@ -195,7 +246,13 @@ pub fn with_backend(s: &mut ReportFileStatus, f: &Facts) -> Next {
     }
     let since_submit = s.submit_time.and_then(|t| (f.now - t).to_std().ok());
     match known_id(s, f) {
-        Some(_) if let Some(wait) = since_submit.and_then(|d| FIRST_POLL.checked_sub(d)).filter(|w| !w.is_zero()) => Next::Leave { requeue: Some(wait) },
+        Some(_)
+            if let Some(wait) = since_submit
+                .and_then(|d| FIRST_POLL.checked_sub(d))
+                .filter(|w| !w.is_zero()) =>
+        {
+            Next::Leave { requeue: Some(wait) }
+        }
         Some(id) => Next::Get { id },
         None => Next::Create,
     }
@@ -218,7 +275,13 @@ pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
 /// status write in the same reconcile. `accepted`: when the backend's answer came, which the
 /// polls count from (the reconcile's start would put each poll a little early, and a poll
 /// just before a report of a whole number of seconds finishes costs a whole interval).
-pub fn record_id(s: &mut ReportFileStatus, f: &Facts, type_: &str, id: &str, accepted: DateTime<Utc>) -> Next {
+pub fn record_id(
+    s: &mut ReportFileStatus,
+    f: &Facts,
+    type_: &str,
+    id: &str,
+    accepted: DateTime<Utc>,
+) -> Next {
     s.external_id = Some(id.to_string());
     s.create_pending_since = None;
     s.submit_time.get_or_insert(accepted.max(f.now));
@@ -251,27 +314,58 @@ pub fn answer(s: &mut ReportFileStatus, f: &Facts, type_: &str, state: &ReportSt
 }
 
 /// A backend call failed with `e`: fail the report, wait for the backend, or try again.
-pub fn backend_error(s: &mut ReportFileStatus, f: &Facts, type_: &str, operation: &str, e: &BackendError) -> Next {
+pub fn backend_error(
+    s: &mut ReportFileStatus,
+    f: &Facts,
+    type_: &str,
+    operation: &str,
+    e: &BackendError,
+) -> Next {
     match e.action() {
         ErrorAction::FailReport { reason } => {
             let message = format!("{type_} refused the report: {reason}");
             s.failed_reason = Some(reason);
-            fail(s, f, if matches!(e, BackendError::TooLarge { .. }) { "TooLarge" } else { "Failed" }, message)
+            fail(
+                s,
+                f,
+                if matches!(e, BackendError::TooLarge { .. }) {
+                    "TooLarge"
+                } else {
+                    "Failed"
+                },
+                message,
+            )
         }
         ErrorAction::BackendNotReady { message, .. } => backend_not_ready(s, f, &message),
         ErrorAction::Retry { after } => {
-            let after = after.unwrap_or(Duration::from_secs(5)).clamp(Duration::from_millis(500), MAX_REQUEUE);
+            let after = after
+                .unwrap_or(Duration::from_secs(5))
+                .clamp(Duration::from_millis(500), MAX_REQUEUE);
             let (reason, queued) = match e {
                 BackendError::InFlightLimit { .. } => ("Queued", true),
                 BackendError::RateLimited { .. } => ("RateLimited", false),
                 _ => ("BackendError", false),
             };
-            let rate_limited = matches!(e, BackendError::RateLimited { .. } | BackendError::InFlightLimit { .. });
-            let message = format!("{operation} on {type_}: {e}; retrying in {}s", after.as_secs_f64().ceil());
+            let rate_limited = matches!(
+                e,
+                BackendError::RateLimited { .. } | BackendError::InFlightLimit { .. }
+            );
+            let message = format!(
+                "{operation} on {type_}: {e}; retrying in {}s",
+                after.as_secs_f64().ceil()
+            );
             s.status = Some(FileState::InProgress);
-            let cond_reason = if known_id(s, f).is_some() { "InProgress" } else { "Pending" };
+            let cond_reason = if known_id(s, f).is_some() {
+                "InProgress"
+            } else {
+                "Pending"
+            };
             set_ready(s, f, false, cond_reason, message.clone());
-            Next::Retry { after, event: (!queued).then_some((reason, message)), rate_limited }
+            Next::Retry {
+                after,
+                event: (!queued).then_some((reason, message)),
+                rate_limited,
+            }
         }
     }
 }
@@ -284,7 +378,17 @@ pub fn fail(s: &mut ReportFileStatus, f: &Facts, reason: &'static str, message: 
     if s.failed_reason.is_none() {
         s.failed_reason = Some(reason.to_string());
     }
-    set_ready(s, f, false, if reason == "DeadlineExceeded" || reason == "TooLarge" { reason } else { "Failed" }, message.clone());
+    set_ready(
+        s,
+        f,
+        false,
+        if reason == "DeadlineExceeded" || reason == "TooLarge" {
+            reason
+        } else {
+            "Failed"
+        },
+        message.clone(),
+    );
     Next::Fail { reason, message }
 }
 
@@ -299,16 +403,32 @@ pub fn secret_conflict(s: &mut ReportFileStatus, f: &Facts, why: &str) -> Next {
 }
 
 /// The Secret holds the download: the report is READY.
-pub fn completed(s: &mut ReportFileStatus, f: &Facts, generate_date: DateTime<Utc>, file_name: Option<String>, download: &Download) -> Next {
+pub fn completed(
+    s: &mut ReportFileStatus,
+    f: &Facts,
+    generate_date: DateTime<Utc>,
+    file_name: Option<String>,
+    download: &Download,
+) -> Next {
     s.status = Some(FileState::Ready);
     s.generate_date = Some(generate_date);
     s.file_name = file_name;
     s.completion_time = Some(f.now);
-    s.download_secret_ref = Some(LocalObjectReference { name: f.name.to_string() });
+    s.download_secret_ref = Some(LocalObjectReference {
+        name: f.name.to_string(),
+    });
     s.url_expires_at = url_expiry(download);
     s.last_url_refresh = f.refresh.map(str::to_string);
-    set_ready(s, f, true, "Ready", format!("the report is ready; Secret {:?} holds its download", f.name));
-    Next::Done { requeue: ready_requeue_after(s.url_expires_at, f.now) }
+    set_ready(
+        s,
+        f,
+        true,
+        "Ready",
+        format!("the report is ready; Secret {:?} holds its download", f.name),
+    );
+    Next::Done {
+        requeue: ready_requeue_after(s.url_expires_at, f.now),
+    }
 }
 
 /// A READY report, with its Secret seen: keep the Secret in place, re-mint the URL on
@@ -322,7 +442,9 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
     // A Secret that is ours again after a conflict may still hold someone else's data.
     let after_conflict = ready_reason(s) == Some(SECRET_CONFLICT);
     let renew = s.url_expires_at.is_some_and(|e| {
-        let fresh_window = s.completion_time.is_some_and(|c| f.now.signed_duration_since(c) < f.keep_url_fresh);
+        let fresh_window = s
+            .completion_time
+            .is_some_and(|c| f.now.signed_duration_since(c) < f.keep_url_fresh);
         fresh_window && f.now < e && e.signed_duration_since(f.now) <= URL_RENEW_MARGIN
     });
     let why = if wants_refresh {
@@ -336,7 +458,11 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
     } else {
         let requeue = ready_requeue_after(s.url_expires_at, f.now);
         let Some(expires) = s.url_expires_at.filter(|e| f.now >= *e) else {
-            return if outcome_missing(s, f) { Next::Done { requeue } } else { Next::Leave { requeue } };
+            return if outcome_missing(s, f) {
+                Next::Done { requeue }
+            } else {
+                Next::Leave { requeue }
+            };
         };
         let message = format!(
             "the download URL expired at {}; set the annotation {ANNOTATION_REFRESH_URL} to a new value for a fresh one",
@@ -350,16 +476,35 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
 
 /// The URL cannot be renewed while the backend is not Ready.
 pub fn renewal_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> Next {
-    set_ready(s, f, false, "UrlExpired", format!("cannot re-mint the download URL: {message}"));
-    Next::Done { requeue: Some(BACKEND_WAIT) }
+    set_ready(
+        s,
+        f,
+        false,
+        "UrlExpired",
+        format!("cannot re-mint the download URL: {message}"),
+    );
+    Next::Done {
+        requeue: Some(BACKEND_WAIT),
+    }
 }
 
 /// The Secret holds a fresh download.
 pub fn renewed(s: &mut ReportFileStatus, f: &Facts, download: &Download) -> Next {
     s.url_expires_at = url_expiry(download);
     s.last_url_refresh = f.refresh.map(str::to_string);
-    set_ready(s, f, true, "Ready", format!("the report is ready; Secret {:?} holds a fresh download URL", f.name));
-    Next::Done { requeue: ready_requeue_after(s.url_expires_at, f.now) }
+    set_ready(
+        s,
+        f,
+        true,
+        "Ready",
+        format!(
+            "the report is ready; Secret {:?} holds a fresh download URL",
+            f.name
+        ),
+    );
+    Next::Done {
+        requeue: ready_requeue_after(s.url_expires_at, f.now),
+    }
 }
 
 /// The Secret holds a presigned URL of the report's copy in a ReportStore (made or re-minted
@@ -367,13 +512,20 @@ pub fn renewed(s: &mut ReportFileStatus, f: &Facts, download: &Download) -> Next
 pub fn store_url_written(s: &mut ReportFileStatus, f: &Facts, location: &str, expires: DateTime<Utc>) {
     s.url_expires_at = Some(expires);
     s.last_url_refresh = f.refresh.map(str::to_string);
-    let message = format!("the report is ready; Secret {:?} holds a presigned URL of its copy {location}", f.name);
+    let message = format!(
+        "the report is ready; Secret {:?} holds a presigned URL of its copy {location}",
+        f.name
+    );
     set_ready(s, f, true, "Ready", message);
 }
 
 /// The generate date and file name the Secret and status carry: the backend's, else now and
 /// the name the download gives.
-pub fn delivered(report: &RemoteReport, download: &Download, now: DateTime<Utc>) -> (DateTime<Utc>, Option<String>) {
+pub fn delivered(
+    report: &RemoteReport,
+    download: &Download,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, Option<String>) {
     let file_name = report.file_name.clone().or_else(|| match download {
         Download::Inline { file_name, .. } | Download::Streamed { file_name } => Some(file_name.clone()),
         Download::Url { url, .. } => file_name_of(url),
@@ -383,8 +535,15 @@ pub fn delivered(report: &RemoteReport, download: &Download, now: DateTime<Utc>)
 
 /// The last path segment of a download URL, when the API names the file only there.
 fn file_name_of(url: &str) -> Option<String> {
-    let path = url::Url::parse(url).ok()?.path_segments()?.next_back()?.to_string();
-    let decoded = percent_encoding::percent_decode_str(&path).decode_utf8().ok()?.into_owned();
+    let path = url::Url::parse(url)
+        .ok()?
+        .path_segments()?
+        .next_back()?
+        .to_string();
+    let decoded = percent_encoding::percent_decode_str(&path)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     (!decoded.is_empty()).then_some(decoded)
 }
 
@@ -402,16 +561,25 @@ fn ready_requeue_after(expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Op
     let expires = expires.filter(|e| *e > now)?;
     let at = match expires.checked_sub_signed(URL_RENEW_MARGIN) {
         Some(renew_at) if renew_at > now => renew_at,
-        _ => expires.checked_add_signed(TimeDelta::milliseconds(200)).unwrap_or(expires),
+        _ => expires
+            .checked_add_signed(TimeDelta::milliseconds(200))
+            .unwrap_or(expires),
     };
-    Some(at.signed_duration_since(now).to_std().unwrap_or(Duration::from_secs(1)).min(MAX_REQUEUE))
+    Some(
+        at.signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .min(MAX_REQUEUE),
+    )
 }
 
 /// Whether a report created at `created` has run past `deadline_secs` at `now`. The user
 /// sets the deadline, up to `i64::MAX` seconds: one beyond the last representable date is
 /// never reached.
 pub fn deadline_passed(created: DateTime<Utc>, deadline_secs: i64, now: DateTime<Utc>) -> bool {
-    TimeDelta::try_seconds(deadline_secs).and_then(|d| created.checked_add_signed(d)).is_some_and(|end| now > end)
+    TimeDelta::try_seconds(deadline_secs)
+        .and_then(|d| created.checked_add_signed(d))
+        .is_some_and(|end| now > end)
 }
 
 /// Poll interval for a report running for `elapsed`, when a round of polls of all running
@@ -445,7 +613,12 @@ const SPEND_HORIZON: Duration = Duration::from_secs(10);
 /// that finish in seconds is polled every second instead of at the steady-state rate that a
 /// full window of polling would need; as reports run longer, or the budget runs low, the
 /// interval grows back to [`poll_interval`]'s, never beyond it.
-pub fn poll_interval_spending(elapsed: Duration, polls_per_round: usize, budget: Option<(u32, Duration)>, spare: u32) -> Duration {
+pub fn poll_interval_spending(
+    elapsed: Duration,
+    polls_per_round: usize,
+    budget: Option<(u32, Duration)>,
+    spare: u32,
+) -> Duration {
     let steady = poll_interval(elapsed, polls_per_round, budget);
     let Some((_, window)) = budget else { return steady };
     if spare == 0 {
@@ -454,7 +627,9 @@ pub fn poll_interval_spending(elapsed: Duration, polls_per_round: usize, budget:
     let horizon = elapsed.min(window).max(SPEND_HORIZON);
     let secs = horizon.as_secs_f64() * 1.25 * polls_per_round.max(1) as f64 / f64::from(spare);
     let spending = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
-    poll_interval(elapsed, polls_per_round, None).max(spending).min(steady)
+    poll_interval(elapsed, polls_per_round, None)
+        .max(spending)
+        .min(steady)
 }
 
 #[cfg(test)]

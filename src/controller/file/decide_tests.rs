@@ -24,9 +24,15 @@ fn facts() -> Facts<'static> {
 /// A status in `state` whose Ready condition has `reason`, with the outcome conditions the
 /// operator writes with it.
 fn status(state: Option<FileState>, reason: Option<&str>) -> ReportFileStatus {
-    let mut s = ReportFileStatus { status: state, ..Default::default() };
+    let mut s = ReportFileStatus {
+        status: state,
+        ..Default::default()
+    };
     if let Some(reason) = reason {
-        let f = Facts { now: t("2026-01-01T00:00:00Z"), ..facts() };
+        let f = Facts {
+            now: t("2026-01-01T00:00:00Z"),
+            ..facts()
+        };
         set_ready(&mut s, &f, reason == "Ready", reason, "before".into());
     }
     s
@@ -41,11 +47,20 @@ fn without_outcome(mut s: ReportFileStatus) -> ReportFileStatus {
 /// The outcome conditions in a few words: "" none, "-" neither yet, "Complete", or
 /// "Failed <reason>"; both must agree.
 fn outcome_of(s: &ReportFileStatus) -> String {
-    let (Some(complete), Some(failed)) = (find_condition(&s.conditions, CONDITION_COMPLETE), find_condition(&s.conditions, CONDITION_FAILED)) else {
-        assert!(find_condition(&s.conditions, CONDITION_FAILED).is_none(), "Failed without Complete");
+    let (Some(complete), Some(failed)) = (
+        find_condition(&s.conditions, CONDITION_COMPLETE),
+        find_condition(&s.conditions, CONDITION_FAILED),
+    ) else {
+        assert!(
+            find_condition(&s.conditions, CONDITION_FAILED).is_none(),
+            "Failed without Complete"
+        );
         return String::new();
     };
-    assert_eq!(complete.reason, failed.reason, "Complete and Failed give one reason");
+    assert_eq!(
+        complete.reason, failed.reason,
+        "Complete and Failed give one reason"
+    );
     match (complete.status.as_str(), failed.status.as_str()) {
         ("False", "False") => "-".into(),
         ("True", "False") => "Complete".into(),
@@ -55,15 +70,22 @@ fn outcome_of(s: &ReportFileStatus) -> String {
 }
 
 fn url(expires: &str) -> Download {
-    Download::Url { url: "https://s/f.json?sig=abc".into(), expires_at: Some(t(expires)) }
+    Download::Url {
+        url: "https://s/f.json?sig=abc".into(),
+        expires_at: Some(t(expires)),
+    }
 }
 
 fn ours() -> Observed {
-    Observed::Ours { resource_version: Some("7".into()) }
+    Observed::Ours {
+        resource_version: Some("7".into()),
+    }
 }
 
 fn foreign() -> Observed {
-    Observed::Foreign { why: "it has no controlling owner".into() }
+    Observed::Foreign {
+        why: "it has no controlling owner".into(),
+    }
 }
 
 fn remote(id: &str) -> RemoteReport {
@@ -98,7 +120,9 @@ fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> Next {
         At::Answer(state) => answer(s, f, "COMMERCE", &state),
         At::Error(e) => backend_error(s, f, "COMMERCE", "get", &e),
         At::SecretBeforeWriting(seen) => secret_seen(s, f, &seen, Next::Download),
-        At::Completed(download) => completed(s, f, t("2026-01-01T00:30:00Z"), Some("f.json".into()), &download),
+        At::Completed(download) => {
+            completed(s, f, t("2026-01-01T00:30:00Z"), Some("f.json".into()), &download)
+        }
         At::Ready(seen) => ready(s, f, &seen),
         At::RenewalNotReady => renewal_not_ready(s, f, "ReportBackend \"commerce\" is not Ready"),
         At::Renewed(download) => renewed(s, f, &download),
@@ -120,8 +144,16 @@ fn short(n: &Next) -> String {
         Next::Recorded => "Recorded".into(),
         Next::Poll { first } => format!("Poll first={first}"),
         Next::Download => "Download".into(),
-        Next::Retry { after, event, rate_limited } => {
-            format!("Retry {}ms event={} rate_limited={rate_limited}", after.as_millis(), event.as_ref().map_or("none", |e| e.0))
+        Next::Retry {
+            after,
+            event,
+            rate_limited,
+        } => {
+            format!(
+                "Retry {}ms event={} rate_limited={rate_limited}",
+                after.as_millis(),
+                event.as_ref().map_or("none", |e| e.0)
+            )
         }
         Next::SecretConflict { first, .. } => format!("SecretConflict first={first}"),
         Next::RenewUrl { why } => format!("RenewUrl {why}"),
@@ -132,7 +164,17 @@ type Setup = fn(&mut ReportFileStatus, &mut Facts<'static>);
 
 /// (situation, status before, facts, decision point, next, state after, Ready reason after,
 /// outcome conditions after (see [`outcome_of`]), in the Ready message)
-type Row = (&'static str, ReportFileStatus, Setup, At, &'static str, Option<FileState>, &'static str, &'static str, &'static str);
+type Row = (
+    &'static str,
+    ReportFileStatus,
+    Setup,
+    At,
+    &'static str,
+    Option<FileState>,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 fn nothing(_: &mut ReportFileStatus, _: &mut Facts<'static>) {}
 
@@ -260,7 +302,11 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         assert_eq!(short(&next), want, "{what}");
         assert_eq!(s.status, state, "{what}: state");
         let cond = find_condition(&s.conditions, CONDITION_READY);
-        assert_eq!(cond.map_or("", |c| c.reason.as_str()), reason, "{what}: Ready reason");
+        assert_eq!(
+            cond.map_or("", |c| c.reason.as_str()),
+            reason,
+            "{what}: Ready reason"
+        );
         let text = cond.map_or("", |c| c.message.as_str());
         assert!(text.contains(message), "{what}: {text:?} lacks {message:?}");
         assert_eq!(outcome_of(&s), outcome, "{what}: Complete and Failed");
@@ -287,24 +333,48 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
     let mut s = ReportFileStatus::default();
     assert_eq!(with_backend(&mut s, &f), Next::Create);
     assert_eq!(mark_pending(&mut s, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
-    assert_eq!((s.create_pending_since, s.attempts, s.external_id.as_deref()), (Some(f.now), Some(1), None));
+    assert_eq!(
+        (s.create_pending_since, s.attempts, s.external_id.as_deref()),
+        (Some(f.now), Some(1), None)
+    );
     assert_eq!(record_id(&mut s, &f, "COMMERCE", "r-1", f.now), Next::Recorded);
-    assert_eq!((s.create_pending_since, s.submit_time, s.external_id.as_deref()), (None, Some(f.now), Some("r-1")));
+    assert_eq!(
+        (s.create_pending_since, s.submit_time, s.external_id.as_deref()),
+        (None, Some(f.now), Some("r-1"))
+    );
     // Polls count from when the backend answered, not from the reconcile's start.
     let answered = f.now + chrono::Duration::milliseconds(400);
     let mut late = ReportFileStatus::default();
     record_id(&mut late, &f, "COMMERCE", "r-2", answered);
     assert_eq!(late.submit_time, Some(answered));
-    let woken = Facts { now: f.now + chrono::Duration::milliseconds(500), ..facts() };
-    assert_eq!(with_backend(&mut late, &woken), Next::Leave { requeue: Some(Duration::from_millis(900)) });
+    let woken = Facts {
+        now: f.now + chrono::Duration::milliseconds(500),
+        ..facts()
+    };
+    assert_eq!(
+        with_backend(&mut late, &woken),
+        Next::Leave {
+            requeue: Some(Duration::from_millis(900))
+        }
+    );
     // A lost answer: the mark is there without an id, so the next reconcile finds first.
-    let mut lost = ReportFileStatus { create_pending_since: Some(f.now), attempts: Some(i32::MAX), ..Default::default() };
+    let mut lost = ReportFileStatus {
+        create_pending_since: Some(f.now),
+        attempts: Some(i32::MAX),
+        ..Default::default()
+    };
     assert_eq!(with_backend(&mut lost, &f), Next::Create);
-    assert_eq!(mark_pending(&mut lost, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
+    assert_eq!(
+        mark_pending(&mut lost, &f, "COMMERCE"),
+        Next::MarkPendingThenSubmit
+    );
     assert_eq!(lost.attempts, Some(i32::MAX), "attempts saturate");
     // Failing clears the mark, so nothing is looked up again.
     fail(&mut lost, &f, "Failed", "x".into());
-    assert_eq!((lost.create_pending_since, lost.failed_reason.as_deref()), (None, Some("Failed")));
+    assert_eq!(
+        (lost.create_pending_since, lost.failed_reason.as_deref()),
+        (None, Some("Failed"))
+    );
 }
 
 #[test]
@@ -312,26 +382,53 @@ fn completion_records_the_download_and_the_refresh_served() {
     let mut f = facts();
     f.refresh = Some("3");
     let mut s = ReportFileStatus::default();
-    let report = RemoteReport { file_name: None, ..remote("r-1") };
-    let download = Download::Url { url: "https://s/c/report%201.zip?sig=x".into(), expires_at: Some(t("2026-01-01T02:00:00Z")) };
+    let report = RemoteReport {
+        file_name: None,
+        ..remote("r-1")
+    };
+    let download = Download::Url {
+        url: "https://s/c/report%201.zip?sig=x".into(),
+        expires_at: Some(t("2026-01-01T02:00:00Z")),
+    };
     let (generate_date, file_name) = delivered(&report, &download, f.now);
-    assert_eq!((generate_date, file_name.as_deref()), (f.now, Some("report 1.zip")));
+    assert_eq!(
+        (generate_date, file_name.as_deref()),
+        (f.now, Some("report 1.zip"))
+    );
     completed(&mut s, &f, generate_date, file_name, &download);
-    assert_eq!(s.download_secret_ref.map(|r| r.name).as_deref(), Some("nw-finance-20181008"));
-    assert_eq!((s.url_expires_at, s.last_url_refresh.as_deref(), s.completion_time), (Some(t("2026-01-01T02:00:00Z")), Some("3"), Some(f.now)));
+    assert_eq!(
+        s.download_secret_ref.map(|r| r.name).as_deref(),
+        Some("nw-finance-20181008")
+    );
+    assert_eq!(
+        (s.url_expires_at, s.last_url_refresh.as_deref(), s.completion_time),
+        (Some(t("2026-01-01T02:00:00Z")), Some("3"), Some(f.now))
+    );
 }
 
 #[test]
 fn file_names_come_from_the_url_path_without_the_signature() {
-    assert_eq!(file_name_of("https://s/c/report%201.zip?sig=x").as_deref(), Some("report 1.zip"));
+    assert_eq!(
+        file_name_of("https://s/c/report%201.zip?sig=x").as_deref(),
+        Some("report 1.zip")
+    );
     assert_eq!(file_name_of("https://s/"), None);
 }
 
 #[test]
 fn polling_starts_fast_backs_off_and_respects_the_budget() {
-    assert_eq!(poll_interval(Duration::from_secs(0), 1, None), Duration::from_secs(1));
-    assert_eq!(poll_interval(Duration::from_secs(30), 1, None), Duration::from_secs(3));
-    assert_eq!(poll_interval(Duration::from_secs(3600), 1, None), Duration::from_secs(30));
+    assert_eq!(
+        poll_interval(Duration::from_secs(0), 1, None),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        poll_interval(Duration::from_secs(30), 1, None),
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        poll_interval(Duration::from_secs(3600), 1, None),
+        Duration::from_secs(30)
+    );
     // 120 reports on 600 requests per 10 minutes: each polled at most every 150 s.
     let spread = poll_interval(Duration::from_secs(0), 120, Some((600, Duration::from_secs(600))));
     assert_eq!(spread, Duration::from_secs(150));
@@ -344,10 +441,25 @@ fn deadlines_from_the_user_never_overflow() {
         ("within", 3600, "2026-01-01T00:59:59Z", false),
         ("just past", 3600, "2026-01-01T01:00:01Z", true),
         ("default", DEFAULT_ACTIVE_DEADLINE, "2026-01-01T06:00:01Z", true),
-        ("i64::MAX seconds: not a date", i64::MAX, "2026-01-01T06:00:01Z", false),
-        ("past the last date", i64::MAX / 1000, "9999-12-31T23:59:59Z", false),
+        (
+            "i64::MAX seconds: not a date",
+            i64::MAX,
+            "2026-01-01T06:00:01Z",
+            false,
+        ),
+        (
+            "past the last date",
+            i64::MAX / 1000,
+            "9999-12-31T23:59:59Z",
+            false,
+        ),
         ("i64::MIN seconds", i64::MIN, "2026-01-01T00:00:01Z", false),
-        ("before the first date", -(i64::MAX / 1000), "2026-01-01T00:00:01Z", false),
+        (
+            "before the first date",
+            -(i64::MAX / 1000),
+            "2026-01-01T00:00:01Z",
+            false,
+        ),
     ];
     for (what, deadline, now, passed) in rows {
         assert_eq!(deadline_passed(created, deadline, t(now)), passed, "{what}");
@@ -361,21 +473,42 @@ fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
         ("no expiry", None, None),
         ("expired", Some(t("2025-12-31T23:59:00Z")), None),
         ("year 0001", Some(t("0001-01-01T00:00:00Z")), None),
-        ("renew before expiry", Some(t("2026-01-01T00:01:00Z")), Some(Duration::from_secs(50))),
-        ("too close to renew: just after", Some(t("2026-01-01T00:00:05Z")), Some(Duration::from_millis(5200))),
-        ("year 9999: tomorrow", Some(t("9999-12-31T23:59:59Z")), Some(MAX_REQUEUE)),
+        (
+            "renew before expiry",
+            Some(t("2026-01-01T00:01:00Z")),
+            Some(Duration::from_secs(50)),
+        ),
+        (
+            "too close to renew: just after",
+            Some(t("2026-01-01T00:00:05Z")),
+            Some(Duration::from_millis(5200)),
+        ),
+        (
+            "year 9999: tomorrow",
+            Some(t("9999-12-31T23:59:59Z")),
+            Some(MAX_REQUEUE),
+        ),
         ("the last date", Some(DateTime::<Utc>::MAX_UTC), Some(MAX_REQUEUE)),
     ];
     for (what, expires, want) in rows {
         assert_eq!(ready_requeue_after(expires, now), want, "{what}");
     }
-    assert_eq!(ready_requeue_after(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC), Some(MAX_REQUEUE));
+    assert_eq!(
+        ready_requeue_after(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC),
+        Some(MAX_REQUEUE)
+    );
 }
 
 #[test]
 fn huge_rate_budgets_do_not_overflow_the_poll_interval() {
-    assert_eq!(poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))), Duration::from_secs(600));
-    assert_eq!(poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))), Duration::from_secs(30));
+    assert_eq!(
+        poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))),
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))),
+        Duration::from_secs(30)
+    );
 }
 
 #[test]
@@ -400,7 +533,11 @@ fn polls_spend_the_spare_budget_over_the_time_reports_are_expected_to_run() {
         (3600, 1, 600, secs(30)),
     ];
     for (running, orgs, spare, want) in rows {
-        assert_eq!(poll_interval_spending(secs(running), orgs, supplier, spare), want, "running {running} s, {orgs} orgs, {spare} spare");
+        assert_eq!(
+            poll_interval_spending(secs(running), orgs, supplier, spare),
+            want,
+            "running {running} s, {orgs} orgs, {spare} spare"
+        );
     }
     // Without a budget, the base schedule.
     assert_eq!(poll_interval_spending(secs(0), 120, None, 0), secs(1));

@@ -18,13 +18,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tracing::{debug, info};
 
 use self::decide::{Facts, Next};
@@ -32,12 +32,12 @@ use self::secret::{FileFacts, Observed, ReportSecrets, Written, build_secret};
 use super::conditions::from_k8s_time;
 use super::context::Context;
 use super::create_once::{CreateOnce, Created, create_once};
-use super::outcome::{Halt, Outcome, conclude};
-use super::guard::{self, error_policy};
 use super::error::Error;
+use super::guard::{self, error_policy};
+use super::outcome::{Halt, Outcome, conclude};
 use crate::api::{
-    ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE, ReportBackend, ReportFile,
-    ReportFileStatus,
+    ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE,
+    ReportBackend, ReportFile, ReportFileStatus,
 };
 use crate::backend::transfer::MAX_COPY_TIME;
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
@@ -56,7 +56,10 @@ pub async fn controller(
         // A backend that becomes Ready wakes the reports waiting for it.
         .watches(backends, watcher::Config::default(), move |rb| {
             let namespace = rb.namespace().unwrap_or_default();
-            let waiting = index.files_of_backend(&namespace, &rb.name_any()).into_iter().filter(|rf| !is_finished(rf));
+            let waiting = index
+                .files_of_backend(&namespace, &rb.name_any())
+                .into_iter()
+                .filter(|rf| !is_finished(rf));
             waiting.map(|rf| ObjectRef::from_obj(&*rf)).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
@@ -72,7 +75,10 @@ fn cached_backend_type(ctx: &Context, rf: &ReportFile) -> Option<crate::api::Bac
 }
 
 fn is_finished(rf: &ReportFile) -> bool {
-    rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished)
+    rf.status
+        .as_ref()
+        .and_then(|s| s.status)
+        .is_some_and(FileState::is_finished)
 }
 
 /// How long a reconcile of `rf` may take: a READY report not yet copied into its store gets
@@ -80,8 +86,14 @@ fn is_finished(rf: &ReportFile) -> bool {
 fn reconcile_limit(rf: &ReportFile) -> Duration {
     let status = rf.status.as_ref();
     let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
-    let copying = rf.spec.store_ref.is_some() && ready && !deliver::is_delivered(status.and_then(|s| s.delivery.as_ref()));
-    if copying { guard::RECONCILE_TIMEOUT + MAX_COPY_TIME } else { guard::RECONCILE_TIMEOUT }
+    let copying = rf.spec.store_ref.is_some()
+        && ready
+        && !deliver::is_delivered(status.and_then(|s| s.delivery.as_ref()));
+    if copying {
+        guard::RECONCILE_TIMEOUT + MAX_COPY_TIME
+    } else {
+        guard::RECONCILE_TIMEOUT
+    }
 }
 
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -121,11 +133,15 @@ struct Reconciler<'a> {
 
 impl<'a> Reconciler<'a> {
     fn new(rf: &'a ReportFile, ctx: &'a Context) -> Result<Self, Error> {
-        let namespace = rf.namespace().ok_or_else(|| Error::Invalid("ReportFile without namespace".into()))?;
+        let namespace = rf
+            .namespace()
+            .ok_or_else(|| Error::Invalid("ReportFile without namespace".into()))?;
         let mut status = rf.status.clone().unwrap_or_default();
         status.observed_generation = rf.metadata.generation;
         let now = Utc::now();
-        let backend = ctx.backends.get(&ObjectRef::new(&rf.spec.backend_ref.name).within(&namespace));
+        let backend = ctx
+            .backends
+            .get(&ObjectRef::new(&rf.spec.backend_ref.name).within(&namespace));
         let keep_fresh_secs = backend
             .and_then(|rb| rb.spec.supplier.as_ref().and_then(|s| s.keep_url_fresh_seconds))
             .unwrap_or(DEFAULT_KEEP_URL_FRESH_SECONDS);
@@ -137,12 +153,24 @@ impl<'a> Reconciler<'a> {
             spec_external_id: rf.spec.external_id.as_deref(),
             refresh: rf.annotations().get(ANNOTATION_REFRESH_URL).map(String::as_str),
             // The schema bounds it to 30 days; an older object's value is clamped, not trusted.
-            keep_url_fresh: chrono::TimeDelta::try_seconds(keep_fresh_secs.clamp(0, crate::api::MAX_KEEP_URL_FRESH_SECONDS))
-                .unwrap_or_default(),
+            keep_url_fresh: chrono::TimeDelta::try_seconds(
+                keep_fresh_secs.clamp(0, crate::api::MAX_KEEP_URL_FRESH_SECONDS),
+            )
+            .unwrap_or_default(),
             now,
         };
         let written = rf.status.clone();
-        Ok(Reconciler { api: Api::namespaced(ctx.client.clone(), &namespace), name: rf.name_any(), namespace, rf, ctx, status, written, facts, now })
+        Ok(Reconciler {
+            api: Api::namespaced(ctx.client.clone(), &namespace),
+            name: rf.name_any(),
+            namespace,
+            rf,
+            ctx,
+            status,
+            written,
+            facts,
+            now,
+        })
     }
 
     /// Runs the reconcile to its [`Outcome`] and writes that down.
@@ -151,8 +179,20 @@ impl<'a> Reconciler<'a> {
             Ok(outcome) | Err(Halt::Outcome(outcome)) => outcome,
             Err(Halt::Error(e)) => return Err(e),
         };
-        let (before, after, type_) = (self.rf.status.as_ref().and_then(|s| s.status), self.status.status, self.backend_type());
-        let action = conclude(self.ctx, self.rf, self.written.as_ref(), self.status, outcome, self.now).await?;
+        let (before, after, type_) = (
+            self.rf.status.as_ref().and_then(|s| s.status),
+            self.status.status,
+            self.backend_type(),
+        );
+        let action = conclude(
+            self.ctx,
+            self.rf,
+            self.written.as_ref(),
+            self.status,
+            outcome,
+            self.now,
+        )
+        .await?;
         // Counted once the status that says so is written.
         self.ctx.metrics.report_changed(type_, before, after);
         Ok(action)
@@ -181,7 +221,11 @@ impl<'a> Reconciler<'a> {
         if next != Next::AskBackend {
             return self.end(next);
         }
-        let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
+        let (rb, backend) = match self
+            .ctx
+            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
+            .await
+        {
             Ok(found) => found,
             Err(not_ready) => {
                 let next = decide::backend_not_ready(&mut self.status, &self.facts, &not_ready.message);
@@ -198,7 +242,12 @@ impl<'a> Reconciler<'a> {
                 if cleanup::needs_finalizer(rb.spec.type_) {
                     cleanup::ensure_finalizer(self.rf, &self.api).await?;
                 }
-                let mut making = Making { r: self, rb: &rb, backend: backend.as_ref(), req: &req };
+                let mut making = Making {
+                    r: self,
+                    rb: &rb,
+                    backend: backend.as_ref(),
+                    req: &req,
+                };
                 match create_once(&mut making).await? {
                     Created::Found(report) => {
                         info!(report = %self.name, id = %report.id, "found the report an earlier request created");
@@ -206,7 +255,9 @@ impl<'a> Reconciler<'a> {
                     }
                     Created::Submitted(report) => {
                         let message = format!("{type_} accepted the report request (id {})", report.id);
-                        self.ctx.event(self.rf, EventType::Normal, "Submitted", message).await;
+                        self.ctx
+                            .event(self.rf, EventType::Normal, "Submitted", message)
+                            .await;
                         report
                     }
                 }
@@ -218,7 +269,9 @@ impl<'a> Reconciler<'a> {
                 if first {
                     debug!(report = %self.name, "report in progress");
                 }
-                Ok(Outcome::working(Some(self.poll_interval(&rb, &backend.capabilities()))))
+                Ok(Outcome::working(Some(
+                    self.poll_interval(&rb, &backend.capabilities()),
+                )))
             }
             Next::Download => self.complete(&rb, backend.as_ref(), &req, report).await,
             other => self.end(other),
@@ -227,19 +280,26 @@ impl<'a> Reconciler<'a> {
 
     /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.
     fn ids_taken(&self, rb: &ReportBackend) -> HashSet<String> {
-        self.ctx.index.ids_taken_by_files(rb, self.rf.metadata.uid.as_deref())
+        self.ctx
+            .index
+            .ids_taken_by_files(rb, self.rf.metadata.uid.as_deref())
     }
 
     /// After a restart the limiter does not know which reports are running: tell it, from
     /// the ReportFiles, before asking for one more (SUPPLIER's cap per organization).
     fn seed_in_flight(&self, rb: &ReportBackend) {
-        let Some(limiter) = self.ctx.registry.limiter(rb) else { return };
+        let Some(limiter) = self.ctx.registry.limiter(rb) else {
+            return;
+        };
         if limiter.config().max_in_flight.is_none() {
             return;
         }
         for rf in self.ctx.index.files_in_flight(&self.namespace, &rb.name_any()) {
             if let Some(id) = rf.status.as_ref().and_then(|s| s.external_id.as_deref()) {
-                limiter.note_in_flight(crate::backend::organization_of(&rb.spec, rf.spec.organization.as_deref()), id);
+                limiter.note_in_flight(
+                    crate::backend::organization_of(&rb.spec, rf.spec.organization.as_deref()),
+                    id,
+                );
             }
         }
     }
@@ -261,7 +321,10 @@ impl<'a> Reconciler<'a> {
         }
         let download = match report.download.clone() {
             Some(d) => d,
-            None => self.call(type_, "download", backend.download(&report, req)).await?,
+            None => {
+                self.call(type_, "download", backend.download(&report, req))
+                    .await?
+            }
         };
         let (generate_date, file_name) = decide::delivered(&report, &download, self.now);
         let facts = FileFacts::of(rb.spec.type_, self.rf.spec.format, generate_date);
@@ -284,7 +347,11 @@ impl<'a> Reconciler<'a> {
             .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
             .observe(self.now.signed_duration_since(created).num_milliseconds().max(0) as f64 / 1000.0);
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
-        let mut outcome = self.end(done)?.noting(EventType::Normal, "Ready", format!("the report is ready in Secret {:?}", self.name));
+        let mut outcome = self.end(done)?.noting(
+            EventType::Normal,
+            "Ready",
+            format!("the report is ready in Secret {:?}", self.name),
+        );
         if self.rf.spec.store_ref.is_some() {
             // The copy is the next reconcile's, which sees the Secret just written.
             outcome.requeue = Some(Duration::from_millis(500));
@@ -298,11 +365,19 @@ impl<'a> Reconciler<'a> {
         // With a store: its copy replaces the backend's download once made; until then the
         // backend's download is kept up as without one, and the copy retried.
         let mut retry_copy = None;
-        if let Some(store) = self.rf.spec.store_ref.as_ref().filter(|_| !matches!(seen, Observed::Foreign { .. })) {
+        if let Some(store) = self
+            .rf
+            .spec
+            .store_ref
+            .as_ref()
+            .filter(|_| !matches!(seen, Observed::Foreign { .. }))
+        {
             match self.deliver(&seen, &store.name.clone()).await? {
                 Ok(outcome) => return Ok(outcome),
                 // A copy's URL is never replaced by the backend's: the re-mint is retried.
-                Err(retry) if deliver::is_delivered(self.status.delivery.as_ref()) => return Ok(Outcome::working(Some(retry))),
+                Err(retry) if deliver::is_delivered(self.status.delivery.as_ref()) => {
+                    return Ok(Outcome::working(Some(retry)));
+                }
                 Err(retry) => retry_copy = Some(retry),
             }
         }
@@ -324,7 +399,11 @@ impl<'a> Reconciler<'a> {
 
     /// Gets the report and its download again and writes the Secret.
     async fn renew(&mut self, seen: Observed, why: &'static str) -> Result<Outcome, Halt> {
-        let (rb, backend) = match self.ctx.ready_backend(&self.namespace, &self.rf.spec.backend_ref.name).await {
+        let (rb, backend) = match self
+            .ctx
+            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
+            .await
+        {
             Ok(found) => found,
             Err(not_ready) => {
                 let next = decide::renewal_not_ready(&mut self.status, &self.facts, &not_ready.message);
@@ -337,7 +416,9 @@ impl<'a> Reconciler<'a> {
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
         let report = self.call(type_, "get", backend.get(&id, &req)).await?;
-        let download = self.call(type_, "download", backend.download(&report, &req)).await?;
+        let download = self
+            .call(type_, "download", backend.download(&report, &req))
+            .await?;
         // A FUSION `get` takes a new snapshot: the Secret and status say when.
         let generate_date = match rb.spec.type_ {
             BackendType::Fusion => report.generate_date.unwrap_or(self.now),
@@ -345,7 +426,13 @@ impl<'a> Reconciler<'a> {
         };
         self.status.generate_date = Some(generate_date);
         let facts = FileFacts::of(rb.spec.type_, self.rf.spec.format, generate_date);
-        let secret = match build_secret(self.rf, &download, generate_date, self.status.file_name.as_deref(), &facts) {
+        let secret = match build_secret(
+            self.rf,
+            &download,
+            generate_date,
+            self.status.file_name.as_deref(),
+            &facts,
+        ) {
             Ok(secret) => secret,
             Err(msg) => {
                 let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
@@ -357,7 +444,13 @@ impl<'a> Reconciler<'a> {
             return self.end(next);
         }
         let done = decide::renewed(&mut self.status, &self.facts, &download);
-        self.end(done).map(|o| o.noting(EventType::Normal, "UrlRefreshed", format!("wrote the download again {why}")))
+        self.end(done).map(|o| {
+            o.noting(
+                EventType::Normal,
+                "UrlRefreshed",
+                format!("wrote the download again {why}"),
+            )
+        })
     }
 
     /// How long until the next poll: quick at first, slower as the report takes longer, and
@@ -365,14 +458,27 @@ impl<'a> Reconciler<'a> {
     /// together (one request each, or one per organization where the backend polls by
     /// organization).
     fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
-        let elapsed = self.status.submit_time.map(|t| (self.now - t).to_std().unwrap_or_default()).unwrap_or_default();
-        let running = self.ctx.index.files_in_flight(&rb.namespace().unwrap_or_default(), &rb.name_any());
+        let elapsed = self
+            .status
+            .submit_time
+            .map(|t| (self.now - t).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        let running = self
+            .ctx
+            .index
+            .files_in_flight(&rb.namespace().unwrap_or_default(), &rb.name_any());
         let polls_per_round = if caps.polls_by_organization {
-            running.iter().map(|rf| rf.spec.organization.as_deref()).collect::<HashSet<_>>().len()
+            running
+                .iter()
+                .map(|rf| rf.spec.organization.as_deref())
+                .collect::<HashSet<_>>()
+                .len()
         } else {
             running.len()
         };
-        let Some(limiter) = self.ctx.registry.limiter(rb) else { return decide::poll_interval(elapsed, polls_per_round, None) };
+        let Some(limiter) = self.ctx.registry.limiter(rb) else {
+            return decide::poll_interval(elapsed, polls_per_round, None);
+        };
         let budget = limiter.config().budgets.first().map(|b| (b.requests, b.window));
         // Polls go out as one listing per organization where the backend polls by organization.
         let spare = limiter.spare(if caps.polls_by_organization { "list" } else { "get" });
@@ -391,8 +497,15 @@ impl<'a> Reconciler<'a> {
             Ok(v) => Ok(v),
             Err(e) => {
                 let next = decide::backend_error(&mut self.status, &self.facts, type_, operation, &e);
-                if let Next::Retry { rate_limited: true, .. } = next {
-                    self.ctx.metrics.rate_limit_waits.get_or_create(&super::metrics::BackendLabels { r#type: type_ }).inc();
+                if let Next::Retry {
+                    rate_limited: true, ..
+                } = next
+                {
+                    self.ctx
+                        .metrics
+                        .rate_limit_waits
+                        .get_or_create(&super::metrics::BackendLabels { r#type: type_ })
+                        .inc();
                 }
                 Err(Halt::Outcome(self.end(next)?))
             }
@@ -402,13 +515,17 @@ impl<'a> Reconciler<'a> {
     /// The outcome of a step that ends the reconcile, logged where it is news.
     fn end(&self, next: Next) -> Result<Outcome, Halt> {
         match &next {
-            Next::Fail { reason, .. } => info!(report = %self.name, namespace = %self.namespace, reason, "report failed"),
+            Next::Fail { reason, .. } => {
+                info!(report = %self.name, namespace = %self.namespace, reason, "report failed")
+            }
             Next::SecretConflict { first: true, .. } => {
                 info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it")
             }
             _ => {}
         }
-        decide::outcome(next.clone()).ok_or_else(|| Error::Invalid(format!("the ReportFile step {next:?} does not end a reconcile")).into())
+        decide::outcome(next.clone()).ok_or_else(|| {
+            Error::Invalid(format!("the ReportFile step {next:?} does not end a reconcile")).into()
+        })
     }
 
     async fn save(&mut self) -> Result<(), Error> {
@@ -421,7 +538,10 @@ impl<'a> Reconciler<'a> {
 
     fn report_secrets(&self) -> ReportSecrets<'a> {
         let uid = self.rf.metadata.uid.as_deref().unwrap_or_default();
-        ReportSecrets { api: Api::namespaced(self.ctx.client.clone(), &self.namespace), uid }
+        ReportSecrets {
+            api: Api::namespaced(self.ctx.client.clone(), &self.namespace),
+            uid,
+        }
     }
 }
 
@@ -446,7 +566,13 @@ impl CreateOnce for Making<'_, '_> {
     }
 
     fn record(&mut self, made: &RemoteReport) {
-        decide::record_id(&mut self.r.status, &self.r.facts, self.rb.spec.type_.as_str(), &made.id, Utc::now());
+        decide::record_id(
+            &mut self.r.status,
+            &self.r.facts,
+            self.rb.spec.type_.as_str(),
+            &made.id,
+            Utc::now(),
+        );
     }
 
     async fn save(&mut self) -> Result<(), Halt> {
@@ -455,12 +581,24 @@ impl CreateOnce for Making<'_, '_> {
 
     async fn find(&mut self) -> Result<Option<RemoteReport>, Halt> {
         let taken = self.r.ids_taken(self.rb);
-        self.r.call(self.rb.spec.type_.as_str(), "find", self.backend.find(self.req, &taken)).await
+        self.r
+            .call(
+                self.rb.spec.type_.as_str(),
+                "find",
+                self.backend.find(self.req, &taken),
+            )
+            .await
     }
 
     async fn submit(&mut self) -> Result<RemoteReport, Halt> {
         self.r.seed_in_flight(self.rb);
-        self.r.call(self.rb.spec.type_.as_str(), "submit", self.backend.submit(self.req)).await
+        self.r
+            .call(
+                self.rb.spec.type_.as_str(),
+                "submit",
+                self.backend.submit(self.req),
+            )
+            .await
     }
 }
 
@@ -484,7 +622,10 @@ mod tests {
         let long = guard::RECONCILE_TIMEOUT + MAX_COPY_TIME;
         assert_eq!(reconcile_limit(&file(true, ready.clone())), long);
         assert_eq!(reconcile_limit(&file(true, copied)), guard::RECONCILE_TIMEOUT);
-        assert_eq!(reconcile_limit(&file(true, serde_json::json!({"status": "IN_PROGRESS"}))), guard::RECONCILE_TIMEOUT);
+        assert_eq!(
+            reconcile_limit(&file(true, serde_json::json!({"status": "IN_PROGRESS"}))),
+            guard::RECONCILE_TIMEOUT
+        );
         assert_eq!(reconcile_limit(&file(false, ready)), guard::RECONCILE_TIMEOUT);
     }
 }

@@ -37,9 +37,13 @@ const WRITE_ATTEMPTS: usize = 3;
 pub enum Observed {
     Missing,
     /// Controlled by this ReportFile, at this resourceVersion.
-    Ours { resource_version: Option<String> },
+    Ours {
+        resource_version: Option<String>,
+    },
     /// Someone else's Secret; `why`, in words for a condition message.
-    Foreign { why: String },
+    Foreign {
+        why: String,
+    },
 }
 
 /// Whom a Secret with metadata `meta` belongs to, seen from the ReportFile with `uid`: ours
@@ -47,15 +51,30 @@ pub enum Observed {
 /// deleted and created again has another UID, and its Secret is not ours (garbage collection
 /// removes it).
 pub fn classify(meta: Option<&ObjectMeta>, uid: &str) -> Observed {
-    let Some(meta) = meta else { return Observed::Missing };
-    let controller = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    let Some(meta) = meta else {
+        return Observed::Missing;
+    };
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
     match controller {
-        Some(o) if o.uid == uid => Observed::Ours { resource_version: meta.resource_version.clone() },
-        Some(o) if o.kind == "ReportFile" && Some(&o.name) == meta.name.as_ref() => Observed::Foreign {
-            why: format!("it belongs to an earlier ReportFile of the same name (UID {})", o.uid),
+        Some(o) if o.uid == uid => Observed::Ours {
+            resource_version: meta.resource_version.clone(),
         },
-        Some(o) => Observed::Foreign { why: format!("it is controlled by {} {:?}", o.kind, o.name) },
-        None => Observed::Foreign { why: "it was not created by the operator (it has no controlling owner)".into() },
+        Some(o) if o.kind == "ReportFile" && Some(&o.name) == meta.name.as_ref() => Observed::Foreign {
+            why: format!(
+                "it belongs to an earlier ReportFile of the same name (UID {})",
+                o.uid
+            ),
+        },
+        Some(o) => Observed::Foreign {
+            why: format!("it is controlled by {} {:?}", o.kind, o.name),
+        },
+        None => Observed::Foreign {
+            why: "it was not created by the operator (it has no controlling owner)".into(),
+        },
     }
 }
 
@@ -73,7 +92,9 @@ pub fn conflict_message(name: &str, why: &str) -> String {
 pub enum Written {
     Done,
     /// The name is someone else's Secret; nothing was written.
-    Foreign { why: String },
+    Foreign {
+        why: String,
+    },
 }
 
 /// The report Secrets of one ReportFile's namespace, seen from that ReportFile.
@@ -100,14 +121,20 @@ impl ReportSecrets<'_> {
             let result = match seen {
                 Observed::Foreign { why } => return Ok(Written::Foreign { why }),
                 Observed::Missing => {
-                    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                    let params = PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
                     self.api.create(&params, secret).await.map(drop)
                 }
                 Observed::Ours { resource_version } => {
                     let mut conditional = secret.clone();
                     conditional.metadata.resource_version = resource_version;
                     let params = PatchParams::apply(FIELD_MANAGER).force();
-                    self.api.patch(name, &params, &Patch::Apply(&conditional)).await.map(drop)
+                    self.api
+                        .patch(name, &params, &Patch::Apply(&conditional))
+                        .await
+                        .map(drop)
                 }
             };
             match result {
@@ -146,9 +173,19 @@ impl FileFacts {
         match type_ {
             BackendType::Connect => {
                 let (kind, metadata) = connect::ARCHIVE;
-                FileFacts { archive: Some(Archive { kind, report: format!("report.{}", format.lower()), metadata }), snapshot_time: None }
+                FileFacts {
+                    archive: Some(Archive {
+                        kind,
+                        report: format!("report.{}", format.lower()),
+                        metadata,
+                    }),
+                    snapshot_time: None,
+                }
             }
-            BackendType::Fusion => FileFacts { archive: None, snapshot_time: Some(generated) },
+            BackendType::Fusion => FileFacts {
+                archive: None,
+                snapshot_time: Some(generated),
+            },
             BackendType::Rde | BackendType::Cmp | BackendType::Supplier => FileFacts::default(),
         }
     }
@@ -175,7 +212,10 @@ pub fn build_secret(
         data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
     };
     put("format", rf.spec.format.upper());
-    put("generateDate", &generate_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    put(
+        "generateDate",
+        &generate_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     if let Some(f) = file_name {
         put("fileName", f);
     }
@@ -185,7 +225,10 @@ pub fn build_secret(
         put("archiveMetadata", a.metadata);
     }
     if let Some(t) = facts.snapshot_time {
-        put("snapshotTime", &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        put(
+            "snapshotTime",
+            &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
     }
     match download {
         Download::Url { url, expires_at } => {
@@ -226,7 +269,11 @@ pub fn build_secret(
 /// the copy's presigned URL): `location` (`s3://bucket/key`), `size` (bytes) and `sha256`.
 pub fn add_delivery(secret: &mut Secret, location: &str, size: i64, sha256: &str) {
     let data = secret.data.get_or_insert_with(BTreeMap::new);
-    for (k, v) in [("location", location.to_string()), ("size", size.to_string()), ("sha256", sha256.to_string())] {
+    for (k, v) in [
+        ("location", location.to_string()),
+        ("size", size.to_string()),
+        ("sha256", sha256.to_string()),
+    ] {
         data.insert(k.to_string(), ByteString(v.into_bytes()));
     }
 }
@@ -234,8 +281,10 @@ pub fn add_delivery(secret: &mut Secret, location: &str, size: i64, sha256: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{
+        EventType as ReportEventType, LocalObjectReference, ReportFileSpec, ReportFormat, SecretTemplate,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-    use crate::api::{EventType as ReportEventType, LocalObjectReference, ReportFileSpec, ReportFormat, SecretTemplate};
 
     fn owner(kind: &str, name: &str, uid: &str, controller: Option<bool>) -> OwnerReference {
         OwnerReference {
@@ -260,17 +309,30 @@ mod tests {
     #[test]
     fn only_a_secret_this_report_file_controls_is_ours() {
         let name = "victim-20240301-20240301";
-        let ours = Observed::Ours { resource_version: Some("42".into()) };
+        let ours = Observed::Ours {
+            resource_version: Some("42".into()),
+        };
         let foreign = |why: &str| Observed::Foreign { why: why.into() };
         let rows: Vec<(&str, Option<ObjectMeta>, Observed)> = vec![
             ("missing", None, Observed::Missing),
-            ("our controller reference", Some(meta(vec![owner("ReportFile", name, "uid-1", Some(true))])), ours.clone()),
+            (
+                "our controller reference",
+                Some(meta(vec![owner("ReportFile", name, "uid-1", Some(true))])),
+                ours.clone(),
+            ),
             (
                 "ours among other owners",
-                Some(meta(vec![owner("ConfigMap", "x", "uid-9", None), owner("ReportFile", name, "uid-1", Some(true))])),
+                Some(meta(vec![
+                    owner("ConfigMap", "x", "uid-9", None),
+                    owner("ReportFile", name, "uid-1", Some(true)),
+                ])),
                 ours,
             ),
-            ("no owner", Some(meta(vec![])), foreign("it was not created by the operator (it has no controlling owner)")),
+            (
+                "no owner",
+                Some(meta(vec![])),
+                foreign("it was not created by the operator (it has no controlling owner)"),
+            ),
             (
                 "our UID, but only as a plain owner",
                 Some(meta(vec![owner("ReportFile", name, "uid-1", None)])),
@@ -303,8 +365,12 @@ mod tests {
         let mut rf = ReportFile::new(
             "nw-finance-20181008",
             ReportFileSpec {
-                generator_ref: Some(LocalObjectReference { name: "nw-finance".into() }),
-                backend_ref: LocalObjectReference { name: "commerce".into() },
+                generator_ref: Some(LocalObjectReference {
+                    name: "nw-finance".into(),
+                }),
+                backend_ref: LocalObjectReference {
+                    name: "commerce".into(),
+                },
                 name: "NW Finance".into(),
                 event_type: ReportEventType::Periodic,
                 format: ReportFormat::Json,
@@ -332,8 +398,18 @@ mod tests {
 
     #[test]
     fn secret_has_the_contract_keys_labels_and_owner() {
-        let d = Download::Url { url: "https://s/f.json?sig=abc".into(), expires_at: Some(t("2026-01-01T00:01:00Z")) };
-        let s = build_secret(&report_file(), &d, t("2026-01-01T00:00:00Z"), Some("f.json"), &FileFacts::default()).expect("secret");
+        let d = Download::Url {
+            url: "https://s/f.json?sig=abc".into(),
+            expires_at: Some(t("2026-01-01T00:01:00Z")),
+        };
+        let s = build_secret(
+            &report_file(),
+            &d,
+            t("2026-01-01T00:00:00Z"),
+            Some("f.json"),
+            &FileFacts::default(),
+        )
+        .expect("secret");
         let data = s.data.expect("data");
         let get = |k: &str| String::from_utf8(data.get(k).expect(k).0.clone()).expect("utf8");
         assert_eq!(get("url"), "https://s/f.json?sig=abc");
@@ -347,30 +423,60 @@ mod tests {
         assert_eq!(labels["team"], "finance");
         assert_eq!(s.metadata.annotations.expect("annotations")["note"], "x");
         let owner = &s.metadata.owner_references.expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("ReportFile", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ReportFile", Some(true))
+        );
     }
 
     #[test]
     fn inline_files_go_under_content_and_too_large_ones_are_refused() {
-        let small = Download::Inline { file_name: "l.csv".into(), content: b"a,b\n".to_vec() };
-        let s = build_secret(&report_file(), &small, t("2026-01-01T00:00:00Z"), None, &FileFacts::default()).expect("secret");
+        let small = Download::Inline {
+            file_name: "l.csv".into(),
+            content: b"a,b\n".to_vec(),
+        };
+        let s = build_secret(
+            &report_file(),
+            &small,
+            t("2026-01-01T00:00:00Z"),
+            None,
+            &FileFacts::default(),
+        )
+        .expect("secret");
         let data = s.data.expect("data");
         assert_eq!(data["content"].0, b"a,b\n");
         assert_eq!(data["fileName"].0, b"l.csv");
         assert!(!data.contains_key("url"));
-        let big = Download::Inline { file_name: "l.csv".into(), content: vec![b'x'; MAX_INLINE_BYTES + 1] };
-        let err = build_secret(&report_file(), &big, t("2026-01-01T00:00:00Z"), None, &FileFacts::default()).expect_err("too large");
+        let big = Download::Inline {
+            file_name: "l.csv".into(),
+            content: vec![b'x'; MAX_INLINE_BYTES + 1],
+        };
+        let err = build_secret(
+            &report_file(),
+            &big,
+            t("2026-01-01T00:00:00Z"),
+            None,
+            &FileFacts::default(),
+        )
+        .expect_err("too large");
         assert!(err.contains("not truncated"), "{err}");
     }
 
     #[test]
     fn the_secret_says_what_the_file_is() {
         let at = t("2026-01-01T00:00:00Z");
-        let d = Download::Url { url: "https://s/RP-1.zip?sig=abc".into(), expires_at: None };
+        let d = Download::Url {
+            url: "https://s/RP-1.zip?sig=abc".into(),
+            expires_at: None,
+        };
         let keys = |type_: BackendType| {
             let facts = FileFacts::of(type_, ReportFormat::Csv, at);
             let s = build_secret(&report_file(), &d, at, Some("RP-1.zip"), &facts).expect("secret");
-            s.data.expect("data").into_iter().map(|(k, v)| (k, String::from_utf8(v.0).expect("utf8"))).collect::<BTreeMap<_, _>>()
+            s.data
+                .expect("data")
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf8")))
+                .collect::<BTreeMap<_, _>>()
         };
         let connect = keys(BackendType::Connect);
         assert_eq!(connect["archive"], "zip");
@@ -382,7 +488,10 @@ mod tests {
         assert!(!fusion.contains_key("archive"));
         for plain in [BackendType::Rde, BackendType::Cmp, BackendType::Supplier] {
             let k = keys(plain);
-            assert!(!k.contains_key("archive") && !k.contains_key("snapshotTime"), "{plain:?}");
+            assert!(
+                !k.contains_key("archive") && !k.contains_key("snapshotTime"),
+                "{plain:?}"
+            );
         }
     }
 }

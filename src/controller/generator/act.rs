@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::info;
 
 use super::decide::{self, MIRROR_INTERVAL, PeriodicPass};
 use super::files::{Ensured, FileConflict, PlannedFile, ensure_file};
 use super::pacing;
-use crate::api::{BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, label_value};
+use crate::api::{
+    BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator,
+    ReportGeneratorStatus, label_value,
+};
 use crate::backend::{ListQuery, RemoteReport, ReportingBackend};
 use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
@@ -30,7 +33,13 @@ const CREATE_CONCURRENCY: usize = 32;
 /// Creates `files`, [`CREATE_CONCURRENCY`] at a time. The first conflict in plan order, if
 /// any, is the outcome, with the index of its file; an error ends the pass, and the next pass
 /// finds the files made.
-pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Option<(usize, FileConflict)>, Error> {
+pub async fn create(
+    ctx: &Context,
+    g: &ReportGenerator,
+    files: Vec<PlannedFile>,
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Result<Option<(usize, FileConflict)>, Error> {
     let results: Vec<_> = futures::stream::iter(files.into_iter().map(|file| async move {
         // Each create writes only `lastScheduleTime` (to `now`): a copy per file, merged below.
         let mut own = ReportGeneratorStatus::default();
@@ -52,10 +61,17 @@ pub async fn create(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>,
     Ok(conflict)
 }
 
-
 /// ONETIME: creates the report's ReportFiles.
-pub async fn onetime(ctx: &Context, g: &ReportGenerator, files: Vec<PlannedFile>, status: &mut ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Outcome, Error> {
-    Ok(create(ctx, g, files, status, now).await?.map_or(Outcome::working(None), |(_, c)| decide::file_conflict(c)))
+pub async fn onetime(
+    ctx: &Context,
+    g: &ReportGenerator,
+    files: Vec<PlannedFile>,
+    status: &mut ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    Ok(create(ctx, g, files, status, now)
+        .await?
+        .map_or(Outcome::working(None), |(_, c)| decide::file_conflict(c)))
 }
 
 /// PERIODIC on a backend the operator schedules: creates the ReportFiles of the windows that
@@ -73,15 +89,25 @@ pub async fn periodic(
         Err(outcome) => return Ok(outcome),
     };
     let cached = decide::in_progress(owned);
-    let active = if decide::needs_live_count(g, cached) { running_files(ctx, g).await? } else { cached };
+    let active = if decide::needs_live_count(g, cached) {
+        running_files(ctx, g).await?
+    } else {
+        cached
+    };
     let pass = schedulable.pass(g, status, active, now);
     // The files of all the windows due are made at once (a backfill or a fan-out does not
     // wait window by window). The start of the first window whose file name is taken by
     // another's file is where the pass stops: it and the windows after it are recorded by a
     // later pass, which finds the later windows' files made already.
-    let (starts, files): (Vec<_>, Vec<_>) =
-        pass.plan.create.iter().flat_map(|window| pass.files(g, window).into_iter().map(|file| (window.start, file))).unzip();
-    let stop = create(ctx, g, files, status, now).await?.and_then(|(i, c)| Some((*starts.get(i)?, c)));
+    let (starts, files): (Vec<_>, Vec<_>) = pass
+        .plan
+        .create
+        .iter()
+        .flat_map(|window| pass.files(g, window).into_iter().map(|file| (window.start, file)))
+        .unzip();
+    let stop = create(ctx, g, files, status, now)
+        .await?
+        .and_then(|(i, c)| Some((*starts.get(i)?, c)));
     record_missed(ctx, g, &pass, stop.as_ref().map(|(s, _)| *s)).await;
     let outcome = decide::finish_periodic(&pass, stop, status, now);
     prune(ctx, g, owned).await?;
@@ -91,7 +117,13 @@ pub async fn periodic(
 async fn record_missed(ctx: &Context, g: &ReportGenerator, pass: &PeriodicPass, stop: Option<DateTime<Utc>>) {
     for (window, why) in decide::missed_before(pass, stop) {
         ctx.metrics.missed_windows.inc();
-        ctx.event(g, EventType::Warning, "Missed", decide::missed_message(&window, why, pass.snapshots)).await;
+        ctx.event(
+            g,
+            EventType::Warning,
+            "Missed",
+            decide::missed_message(&window, why, pass.snapshots),
+        )
+        .await;
     }
 }
 
@@ -100,8 +132,16 @@ async fn running_files(ctx: &Context, g: &ReportGenerator) -> Result<usize, Erro
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
     let selector = format!("{LABEL_GENERATOR}={}", label_value(&g.name_any()));
     let list = api.list(&ListParams::default().labels(&selector)).await?;
-    let mine: Vec<Arc<ReportFile>> =
-        list.items.into_iter().filter(|rf| rf.owner_references().iter().any(|o| Some(&o.uid) == g.uid().as_ref())).map(Arc::new).collect();
+    let mine: Vec<Arc<ReportFile>> = list
+        .items
+        .into_iter()
+        .filter(|rf| {
+            rf.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == g.uid().as_ref())
+        })
+        .map(Arc::new)
+        .collect();
     Ok(decide::in_progress(&mine))
 }
 
@@ -111,7 +151,9 @@ pub async fn prune(ctx: &Context, g: &ReportGenerator, owned: &[Arc<ReportFile>]
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
     for name in decide::to_prune(g, owned) {
         match api.delete(&name, &Default::default()).await {
-            Ok(_) => info!(generator = %g.name_any(), file = %name, "deleted ReportFile beyond the history limit"),
+            Ok(_) => {
+                info!(generator = %g.name_any(), file = %name, "deleted ReportFile beyond the history limit")
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
@@ -134,7 +176,11 @@ pub struct Mirror<'a> {
 
 impl Mirror<'_> {
     /// Mirrors each report `query` lists into a ReportFile named after its id, exactly once.
-    pub async fn once(&self, query: &ListQuery, status: &mut ReportGeneratorStatus) -> Result<Outcome, Error> {
+    pub async fn once(
+        &self,
+        query: &ListQuery,
+        status: &mut ReportGeneratorStatus,
+    ) -> Result<Outcome, Error> {
         let Mirror { ctx, rb, backend, .. } = *self;
         let type_ = rb.spec.type_.as_str();
         let remote = match ctx.metrics.call(type_, "list", backend.list(query)).await {
@@ -147,11 +193,29 @@ impl Mirror<'_> {
 
     /// Mirrors the reports `remote` that (RDE) `template` made; also returns the ReportFiles
     /// created.
-    pub async fn listed(&self, remote: &[RemoteReport], template: Option<&str>, status: &mut ReportGeneratorStatus) -> Result<(Outcome, Vec<PlannedFile>), Error> {
-        let Mirror { ctx, g, owned, mirrored_now, .. } = *self;
+    pub async fn listed(
+        &self,
+        remote: &[RemoteReport],
+        template: Option<&str>,
+        status: &mut ReportGeneratorStatus,
+    ) -> Result<(Outcome, Vec<PlannedFile>), Error> {
+        let Mirror {
+            ctx,
+            g,
+            owned,
+            mirrored_now,
+            ..
+        } = *self;
         let (mut mirrored, mut blocked, mut conflict) = (Vec::new(), Vec::new(), None);
         let mut created = Vec::new();
-        for (report, file) in decide::to_mirror(g, remote, owned, status.last_mirrored_time, template, mirrored_now) {
+        for (report, file) in decide::to_mirror(
+            g,
+            remote,
+            owned,
+            status.last_mirrored_time,
+            template,
+            mirrored_now,
+        ) {
             match ensure_file(ctx, g, file.clone(), status, Utc::now()).await? {
                 Ensured::Done => {
                     created.push(file);
@@ -167,11 +231,22 @@ impl Mirror<'_> {
         if let Some(c) = conflict {
             return Ok((decide::file_conflict(c), created));
         }
-        Ok((Outcome::working(if remote.is_empty() { Some(self.waits(status, Utc::now()).0) } else { None }), created))
+        Ok((
+            Outcome::working(if remote.is_empty() {
+                Some(self.waits(status, Utc::now()).0)
+            } else {
+                None
+            }),
+            created,
+        ))
     }
 
     /// Mirrors, prunes the history, and lists again after the steady interval at the latest.
-    pub async fn and_prune(&self, query: &ListQuery, status: &mut ReportGeneratorStatus) -> Result<Outcome, Error> {
+    pub async fn and_prune(
+        &self,
+        query: &ListQuery,
+        status: &mut ReportGeneratorStatus,
+    ) -> Result<Outcome, Error> {
         let outcome = self.once(query, status).await?;
         prune(self.ctx, self.g, self.owned).await?;
         Ok(outcome.or_requeue(self.waits(status, Utc::now()).1))
@@ -188,7 +263,13 @@ impl Mirror<'_> {
         let budgets: Vec<(u32, Duration)> = ctx
             .registry
             .limiter(rb)
-            .map(|l| l.config().budgets.iter().map(|b| (b.requests, b.window)).collect())
+            .map(|l| {
+                l.config()
+                    .budgets
+                    .iter()
+                    .map(|b| (b.requests, b.window))
+                    .collect()
+            })
             .unwrap_or_default();
         // Generators that list this backend for reports to mirror.
         let pollers = ctx

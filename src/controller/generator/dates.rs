@@ -16,7 +16,9 @@ pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Out
     let params = g.spec.parameters.clone().unwrap_or_default();
     let catch_up = g.spec.schedule.as_ref().and_then(|s| s.catch_up_policy);
     if !takes_snapshots(type_) {
-        if g.spec.event_type == EventType::Onetime && (params.start_date.is_none() || params.end_date.is_none()) {
+        if g.spec.event_type == EventType::Onetime
+            && (params.start_date.is_none() || params.end_date.is_none())
+        {
             return Err(Outcome::invalid(
                 "InvalidParameters",
                 format!(
@@ -47,5 +49,8 @@ pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Out
 /// Ready=False, reason `UnsupportedSetting`, a message that starts with the field and the
 /// backend type, and a Warning Event.
 fn unsupported(field: &str, type_: BackendType, why: &str) -> Outcome {
-    Outcome::invalid("UnsupportedSetting", format!("UnsupportedSetting: {field} on {}: {why}", type_.as_str()))
+    Outcome::invalid(
+        "UnsupportedSetting",
+        format!("UnsupportedSetting: {field} on {}: {why}", type_.as_str()),
+    )
 }

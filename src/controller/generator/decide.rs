@@ -12,14 +12,15 @@ use kube::ResourceExt;
 use super::dates::{takes_snapshots, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 pub use super::mirror::{TemplateStep, mirror_mark, retired_template_done, template_step, to_mirror};
+use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
 use crate::api::{
-    ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState, LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator,
-    ReportGeneratorStatus, ReportParameters, find_condition,
+    ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState,
+    LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator, ReportGeneratorStatus,
+    ReportParameters, find_condition,
 };
 use crate::backend::{BackendError, Capabilities, ErrorAction, ListQuery};
 use crate::controller::conditions::{Cond, from_k8s_time};
 use crate::controller::outcome::Outcome;
-use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
 use crate::schedule::{ReportSchedule, Window};
 
 /// How often the backend is asked for new reports to mirror (RDE report files, CMP invoice
@@ -56,11 +57,19 @@ pub enum Start {
 
 /// The first decision: what the CRD schema cannot check (the backend's formats, event types
 /// and periods, the parameters each type needs), then what to do.
-pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, status: &ReportGeneratorStatus, now: DateTime<Utc>) -> Result<Start, Outcome> {
+pub fn start(
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    caps: &Capabilities,
+    status: &ReportGeneratorStatus,
+    now: DateTime<Utc>,
+) -> Result<Start, Outcome> {
     validate(g, rb, caps)?;
     // A setting the backend type cannot honour is refused rather than ignored.
     let run_now = g.annotations().get(ANNOTATION_RUN_NOW).map(String::as_str);
-    if let Some(message) = crate::backend::unsupported_setting(rb.spec.type_, &g.spec, run_now, status.last_run_now.as_deref()) {
+    if let Some(message) =
+        crate::backend::unsupported_setting(rb.spec.type_, &g.spec, run_now, status.last_run_now.as_deref())
+    {
         return Err(Outcome::invalid("UnsupportedSetting", message));
     }
     if caps.platform_scheduled {
@@ -73,14 +82,33 @@ pub fn start(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities, statu
             let name = g.name_any();
             // A FUSION snapshot without dates is named as one; with dates, they name it only
             // (its file carries none: the data is as it is when taken).
-            let parts: Vec<&str> = if params.start_date.is_none() { vec![&name, "snapshot"] } else { vec![&name, &from, &to] };
-            let params = if takes_snapshots(rb.spec.type_) { ReportParameters { start_date: None, end_date: None, ..params } } else { params };
+            let parts: Vec<&str> = if params.start_date.is_none() {
+                vec![&name, "snapshot"]
+            } else {
+                vec![&name, &from, &to]
+            };
+            let params = if takes_snapshots(rb.spec.type_) {
+                ReportParameters {
+                    start_date: None,
+                    end_date: None,
+                    ..params
+                }
+            } else {
+                params
+            };
             Start::Onetime(fan_out(g, &parts, params))
         }
-        EventType::Periodic => Start::Periodic { snapshots: takes_snapshots(rb.spec.type_) },
+        EventType::Periodic => Start::Periodic {
+            snapshots: takes_snapshots(rb.spec.type_),
+        },
         // CMP makes invoice reports itself; validate() refused the other backends.
         EventType::OnInvoice => {
-            let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
+            let created = g
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(from_k8s_time)
+                .unwrap_or(now);
             Start::Mirror(ListQuery {
                 name: Some(g.spec.common_name.clone()),
                 event_type: Some(EventType::OnInvoice),
@@ -101,14 +129,23 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if !caps.event_types.contains(&spec.event_type) {
         return Err(Outcome::invalid(
             "UnsupportedEventType",
-            format!("{} backends do not support eventType {}", type_.as_str(), spec.event_type.as_str()),
+            format!(
+                "{} backends do not support eventType {}",
+                type_.as_str(),
+                spec.event_type.as_str()
+            ),
         ));
     }
     if !caps.formats.contains(&spec.format) {
         let supported: Vec<&str> = caps.formats.iter().map(|f| f.upper()).collect();
         return Err(Outcome::invalid(
             "UnsupportedFormat",
-            format!("{} backends support format {}, not {}", type_.as_str(), supported.join(", "), spec.format.upper()),
+            format!(
+                "{} backends support format {}, not {}",
+                type_.as_str(),
+                supported.join(", "),
+                spec.format.upper()
+            ),
         ));
     }
     let params = spec.parameters.clone().unwrap_or_default();
@@ -116,10 +153,16 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         && let Some(period) = params.period
         && !caps.periods.contains(&period)
     {
-        return Err(Outcome::invalid("UnsupportedPeriod", format!("{} backends do not support period {period:?}", type_.as_str())));
+        return Err(Outcome::invalid(
+            "UnsupportedPeriod",
+            format!("{} backends do not support period {period:?}", type_.as_str()),
+        ));
     }
     if let Some(field) = crate::backend::missing_parameter(type_, &params) {
-        return Err(Outcome::invalid("InvalidParameters", format!("{} reports need {field}", type_.as_str())));
+        return Err(Outcome::invalid(
+            "InvalidParameters",
+            format!("{} reports need {field}", type_.as_str()),
+        ));
     }
     validate_dates(g, type_)?;
     // The schema bounds it, but an object written before it may hold any number, and the
@@ -129,7 +172,10 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     {
         return Err(Outcome::invalid(
             "InvalidParameters",
-            format!("activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)", crate::api::MAX_DEADLINE_SECONDS),
+            format!(
+                "activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)",
+                crate::api::MAX_DEADLINE_SECONDS
+            ),
         ));
     }
     Ok(())
@@ -154,40 +200,77 @@ impl PeriodicPass {
     pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
         let params = g.spec.parameters.clone().unwrap_or_default();
         let window_params = if self.snapshots {
-            ReportParameters { start_date: None, end_date: None, ..params }
+            ReportParameters {
+                start_date: None,
+                end_date: None,
+                ..params
+            }
         } else {
-            ReportParameters { start_date: Some(window.start), end_date: Some(window.end), ..params }
+            ReportParameters {
+                start_date: Some(window.start),
+                end_date: Some(window.end),
+                ..params
+            }
         };
-        fan_out(g, &[&g.name_any(), &self.schedule.window_suffix(window)], window_params)
+        fan_out(
+            g,
+            &[&g.name_any(), &self.schedule.window_suffix(window)],
+            window_params,
+        )
     }
 }
 
 /// Whether the in-progress count must come from the API server rather than the cache: under
 /// Forbid, or near the cap, a file created a moment ago may not be in the cache yet.
 pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool {
-    let forbid = g.spec.schedule.as_ref().and_then(|s| s.concurrency_policy) == Some(ConcurrencyPolicy::Forbid);
+    let forbid =
+        g.spec.schedule.as_ref().and_then(|s| s.concurrency_policy) == Some(ConcurrencyPolicy::Forbid);
     let per_pass = MAX_WINDOWS_PER_PASS.saturating_mul(files_per_window(g));
     forbid || cached_in_progress.saturating_add(per_pass) > MAX_IN_PROGRESS_PER_GENERATOR
 }
 
 /// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
 /// `snapshots`: see [`Start::Periodic`].
-pub fn periodic(g: &ReportGenerator, status: &ReportGeneratorStatus, now: DateTime<Utc>, snapshots: bool) -> Result<Schedulable, Outcome> {
+pub fn periodic(
+    g: &ReportGenerator,
+    status: &ReportGeneratorStatus,
+    now: DateTime<Utc>,
+    snapshots: bool,
+) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
-        return Err(Outcome::invalid("InvalidParameters", "PERIODIC reports need parameters.period"));
+        return Err(Outcome::invalid(
+            "InvalidParameters",
+            "PERIODIC reports need parameters.period",
+        ));
     };
     let schedule = ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref())
         .map_err(|e| Outcome::invalid("InvalidSchedule", e.to_string()))?;
     let starting_deadline = starting_deadline(sched.starting_deadline_seconds)?;
-    let created = g.metadata.creation_timestamp.as_ref().map(from_k8s_time).unwrap_or(now);
+    let created = g
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(from_k8s_time)
+        .unwrap_or(now);
     if let Some(from) = params.start_date
-        && let Some(earliest) = periodic::backfill_too_long(&schedule, from, status.last_window_end, created.min(now), MAX_BACKFILL_WINDOWS)
+        && let Some(earliest) = periodic::backfill_too_long(
+            &schedule,
+            from,
+            status.last_window_end,
+            created.min(now),
+            MAX_BACKFILL_WINDOWS,
+        )
     {
         return Err(backfill_too_long(from, period, earliest));
     }
-    Ok(Schedulable { schedule, starting_deadline, created, snapshots })
+    Ok(Schedulable {
+        schedule,
+        starting_deadline,
+        created,
+        snapshots,
+    })
 }
 
 /// A PERIODIC generator whose schedule is valid, ready to plan a pass.
@@ -201,12 +284,27 @@ pub struct Schedulable {
 
 impl Schedulable {
     /// Plans the pass with `active` reports in progress.
-    pub fn pass(self, g: &ReportGenerator, status: &ReportGeneratorStatus, active: usize, now: DateTime<Utc>) -> PeriodicPass {
-        let Schedulable { schedule, starting_deadline, created, snapshots } = self;
+    pub fn pass(
+        self,
+        g: &ReportGenerator,
+        status: &ReportGeneratorStatus,
+        active: usize,
+        now: DateTime<Utc>,
+    ) -> PeriodicPass {
+        let Schedulable {
+            schedule,
+            starting_deadline,
+            created,
+            snapshots,
+        } = self;
         let params = g.spec.parameters.clone().unwrap_or_default();
         let sched = g.spec.schedule.clone().unwrap_or_default();
         let forbid = sched.concurrency_policy == Some(ConcurrencyPolicy::Forbid);
-        let run_now = g.annotations().get(ANNOTATION_RUN_NOW).filter(|v| Some(*v) != status.last_run_now.as_ref()).cloned();
+        let run_now = g
+            .annotations()
+            .get(ANNOTATION_RUN_NOW)
+            .filter(|v| Some(*v) != status.last_run_now.as_ref())
+            .cloned();
         let plan = periodic::plan(&PlanInput {
             schedule: &schedule,
             now,
@@ -218,7 +316,11 @@ impl Schedulable {
             starting_deadline,
             // A snapshot taken late would show today's data under a past window's name: only
             // the latest missed run is taken (validate refused an explicit All).
-            catch_up: if snapshots { sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest) } else { sched.catch_up_policy.unwrap_or_default() },
+            catch_up: if snapshots {
+                sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest)
+            } else {
+                sched.catch_up_policy.unwrap_or_default()
+            },
             forbid,
             active,
             max_in_progress: MAX_IN_PROGRESS_PER_GENERATOR,
@@ -226,7 +328,14 @@ impl Schedulable {
             max_per_pass: MAX_WINDOWS_PER_PASS,
             run_now: run_now.is_some(),
         });
-        PeriodicPass { schedule, plan, forbid, active, run_now, snapshots }
+        PeriodicPass {
+            schedule,
+            plan,
+            forbid,
+            active,
+            run_now,
+            snapshots,
+        }
     }
 }
 
@@ -235,16 +344,26 @@ impl Schedulable {
 /// than crashing the operator.
 pub fn starting_deadline(seconds: Option<i64>) -> Result<Option<TimeDelta>, Outcome> {
     let Some(s) = seconds else { return Ok(None) };
-    TimeDelta::try_seconds(s).filter(|_| s >= 0).map(Some).ok_or_else(|| {
-        Outcome::invalid(
-            "InvalidSchedule",
-            format!("schedule.startingDeadlineSeconds {s} is out of range: use 0 to {} (30 days)", crate::api::MAX_DEADLINE_SECONDS),
-        )
-    })
+    TimeDelta::try_seconds(s)
+        .filter(|_| s >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            Outcome::invalid(
+                "InvalidSchedule",
+                format!(
+                    "schedule.startingDeadlineSeconds {s} is out of range: use 0 to {} (30 days)",
+                    crate::api::MAX_DEADLINE_SECONDS
+                ),
+            )
+        })
 }
 
 /// Why a backfill is refused, and what to change.
-pub fn backfill_too_long(from: DateTime<Utc>, period: crate::api::Period, earliest: DateTime<Utc>) -> Outcome {
+pub fn backfill_too_long(
+    from: DateTime<Utc>,
+    period: crate::api::Period,
+    earliest: DateTime<Utc>,
+) -> Outcome {
     Outcome::invalid(
         "BackfillTooLong",
         format!(
@@ -265,13 +384,22 @@ pub fn missed_message(window: &Window, why: Missed, snapshots: bool) -> String {
         }
         Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
     };
-    format!("no report for {} to {}: {why}", window.start.to_rfc3339(), window.end.to_rfc3339())
+    format!(
+        "no report for {} to {}: {why}",
+        window.start.to_rfc3339(),
+        window.end.to_rfc3339()
+    )
 }
 
 /// The missed windows to record: those before `stop`, the start of the first window whose
 /// file name was taken (it and the windows after it wait for the next pass).
 pub fn missed_before(pass: &PeriodicPass, stop: Option<DateTime<Utc>>) -> Vec<(Window, Missed)> {
-    pass.plan.missed.iter().filter(|(w, _)| stop.is_none_or(|s| w.end < s)).cloned().collect()
+    pass.plan
+        .missed
+        .iter()
+        .filter(|(w, _)| stop.is_none_or(|s| w.end < s))
+        .cloned()
+        .collect()
 }
 
 /// After the windows' files were created (up to a conflict at the window starting at
@@ -296,21 +424,33 @@ pub fn finish_periodic(
     }
     // The check time is only a marker of the operator running: refreshing it at most once a
     // minute keeps the generator's own status writes from waking it again and again.
-    if status.last_schedule_check_time.is_none_or(|t| now - t >= TimeDelta::minutes(1)) || !plan.create.is_empty() {
+    if status
+        .last_schedule_check_time
+        .is_none_or(|t| now - t >= TimeDelta::minutes(1))
+        || !plan.create.is_empty()
+    {
         status.last_schedule_check_time = Some(now);
     }
     if let Some((_, c)) = stop {
         return file_conflict(c);
     }
-    let until_next_run = plan.next_run.map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100));
+    let until_next_run = plan
+        .next_run
+        .map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100));
     if plan.throttled {
         // The same words each time, so that repeated Events fold into one series.
         let message = format!(
             "at most {MAX_IN_PROGRESS_PER_GENERATOR} reports of one generator run at once: the next windows start, oldest first, as reports finish"
         );
-        return Outcome::ready("Throttled", message).requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY))).warned();
+        return Outcome::ready("Throttled", message)
+            .requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY)))
+            .warned();
     }
-    let requeue = if plan.more_pending && !(pass.forbid && pass.active > 0) { Some(Duration::from_secs(1)) } else { until_next_run };
+    let requeue = if plan.more_pending && !(pass.forbid && pass.active > 0) {
+        Some(Duration::from_secs(1))
+    } else {
+        until_next_run
+    };
     Outcome::working(requeue)
 }
 
@@ -335,15 +475,30 @@ pub fn file_conflict(c: FileConflict) -> Outcome {
 /// listing reports to mirror).
 pub fn backend_failed(type_: &str, operation: &str, e: &BackendError) -> Outcome {
     match e.action() {
-        ErrorAction::Retry { after } => Outcome::waiting("BackendError", format!("{operation} on {type_}: {e}"), after.unwrap_or(BACKEND_RETRY)),
-        ErrorAction::BackendNotReady { reason, message } => crate::controller::registry::NotReady::new(reason, message).into(),
-        ErrorAction::FailReport { reason } => Outcome::invalid("Rejected", format!("{type_} refused the report template: {reason}")),
+        ErrorAction::Retry { after } => Outcome::waiting(
+            "BackendError",
+            format!("{operation} on {type_}: {e}"),
+            after.unwrap_or(BACKEND_RETRY),
+        ),
+        ErrorAction::BackendNotReady { reason, message } => {
+            crate::controller::registry::NotReady::new(reason, message).into()
+        }
+        ErrorAction::FailReport { reason } => Outcome::invalid(
+            "Rejected",
+            format!("{type_} refused the report template: {reason}"),
+        ),
     }
 }
 
 /// The last step: a working generator's Ready comes from its reports (`latest` is the newest
 /// finished one); a problem is told in an Event once per change of reason (`previous`).
-pub fn conclude(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>, outcome: Outcome, previous: Option<&str>) -> Outcome {
+pub fn conclude(
+    g: &ReportGenerator,
+    status: &ReportGeneratorStatus,
+    latest: Option<&Latest>,
+    outcome: Outcome,
+    previous: Option<&str>,
+) -> Outcome {
     let mut outcome = outcome.once_per_reason(previous);
     if outcome.ready.is_none() {
         outcome.ready = Some(ready_condition(g, status, latest));
@@ -364,14 +519,24 @@ pub struct Latest {
 /// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
 /// that it is scheduling reports and that the newest finished report did not FAIL (so that
 /// a generator whose reports fail is not shown healthy).
-pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>) -> Cond<'static> {
+pub fn ready_condition(
+    g: &ReportGenerator,
+    status: &ReportGeneratorStatus,
+    latest: Option<&Latest>,
+) -> Cond<'static> {
     let r = &status.reports;
     match g.spec.event_type {
         EventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
-        EventType::Onetime if r.failed > 0 => Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile"),
+        EventType::Onetime if r.failed > 0 => {
+            Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile")
+        }
         EventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
         _ => match latest {
-            Some(Latest { name, state: FileState::Failed, why }) => Cond::ready(
+            Some(Latest {
+                name,
+                state: FileState::Failed,
+                why,
+            }) => Cond::ready(
                 false,
                 "LastReportFailed",
                 format!(
@@ -382,7 +547,14 @@ pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, late
                     r.failed
                 ),
             ),
-            _ => Cond::ready(true, "Scheduled", format!("{} READY, {} in progress, {} FAILED", r.ready, r.in_progress, r.failed)),
+            _ => Cond::ready(
+                true,
+                "Scheduled",
+                format!(
+                    "{} READY, {} in progress, {} FAILED",
+                    r.ready, r.in_progress, r.failed
+                ),
+            ),
         },
     }
 }
@@ -399,12 +571,21 @@ fn recency(rf: &ReportFile) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, St
 pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) -> Option<Latest> {
     let latest = files
         .iter()
-        .filter(|rf| rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished))
+        .filter(|rf| {
+            rf.status
+                .as_ref()
+                .and_then(|s| s.status)
+                .is_some_and(FileState::is_finished)
+        })
         .max_by_key(|rf| recency(rf))
         .and_then(|rf| {
             let st = rf.status.as_ref()?;
             let why = find_condition(&st.conditions, CONDITION_READY).map(|c| c.message.clone());
-            Some(Latest { name: rf.name_any(), state: st.status?, why })
+            Some(Latest {
+                name: rf.name_any(),
+                state: st.status?,
+                why,
+            })
         });
     let mut counts = ReportCounts::default();
     let mut active = Vec::new();
@@ -435,14 +616,28 @@ pub fn roll_up(files: &[Arc<ReportFile>], status: &mut ReportGeneratorStatus) ->
 
 /// Files of `files` that are not finished.
 pub fn in_progress(files: &[Arc<ReportFile>]) -> usize {
-    files.iter().filter(|rf| !rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished)).count()
+    files
+        .iter()
+        .filter(|rf| {
+            !rf.status
+                .as_ref()
+                .and_then(|s| s.status)
+                .is_some_and(FileState::is_finished)
+        })
+        .count()
 }
 
 /// The finished ReportFiles to delete: beyond the generator's history limits.
 pub fn to_prune(g: &ReportGenerator, owned: &[Arc<ReportFile>]) -> Vec<String> {
     let sched = g.spec.schedule.clone().unwrap_or_default();
-    let keep_ready = sched.successful_reports_history_limit.unwrap_or(DEFAULT_SUCCESSFUL_HISTORY).max(0) as usize;
-    let keep_failed = sched.failed_reports_history_limit.unwrap_or(DEFAULT_FAILED_HISTORY).max(0) as usize;
+    let keep_ready = sched
+        .successful_reports_history_limit
+        .unwrap_or(DEFAULT_SUCCESSFUL_HISTORY)
+        .max(0) as usize;
+    let keep_failed = sched
+        .failed_reports_history_limit
+        .unwrap_or(DEFAULT_FAILED_HISTORY)
+        .max(0) as usize;
     beyond_history(owned, keep_ready, keep_failed)
 }
 
@@ -451,8 +646,10 @@ pub fn to_prune(g: &ReportGenerator, owned: &[Arc<ReportFile>]) -> Vec<String> {
 pub fn beyond_history(files: &[Arc<ReportFile>], keep_ready: usize, keep_failed: usize) -> Vec<String> {
     let mut out = Vec::new();
     for (state, keep) in [(FileState::Ready, keep_ready), (FileState::Failed, keep_failed)] {
-        let mut of_state: Vec<&Arc<ReportFile>> =
-            files.iter().filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(state)).collect();
+        let mut of_state: Vec<&Arc<ReportFile>> = files
+            .iter()
+            .filter(|rf| rf.status.as_ref().and_then(|s| s.status) == Some(state))
+            .collect();
         of_state.sort_by_key(|rf| std::cmp::Reverse(recency(rf)));
         out.extend(of_state.into_iter().skip(keep).map(|rf| rf.name_any()));
     }

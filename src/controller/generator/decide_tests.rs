@@ -34,13 +34,16 @@ fn generator(spec: Value) -> ReportGenerator {
 
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => p.into_iter().for_each(|(k, v)| merge(b.entry(k).or_insert(Value::Null), v)),
+        (Value::Object(b), Value::Object(p)) => p
+            .into_iter()
+            .for_each(|(k, v)| merge(b.entry(k).or_insert(Value::Null), v)),
         (b, p) => *b = p,
     }
 }
 
 fn periodic(extra: Value) -> ReportGenerator {
-    let mut spec = json!({"eventType": "PERIODIC", "parameters": {"startDate": null, "endDate": null, "period": "P1D"}});
+    let mut spec =
+        json!({"eventType": "PERIODIC", "parameters": {"startDate": null, "endDate": null, "period": "P1D"}});
     merge(&mut spec, extra);
     generator(spec)
 }
@@ -52,7 +55,9 @@ fn periodic(extra: Value) -> ReportGenerator {
 /// them to another value keeps it.
 fn for_type(g: &ReportGenerator, type_: Option<BackendType>) -> ReportGenerator {
     let mut g = g.clone();
-    let Some(p) = g.spec.parameters.as_mut() else { return g };
+    let Some(p) = g.spec.parameters.as_mut() else {
+        return g;
+    };
     let base_scope = || Some(serde_json::from_value(json!({"level": "tenant", "uuid": "u"})).expect("scope"));
     let (template, report_type, scope) = match type_ {
         Some(BackendType::Connect) => (false, true, true),
@@ -79,7 +84,8 @@ fn own(spec: Value) -> ReportGenerator {
 }
 
 fn backend(type_: BackendType) -> ReportBackend {
-    let spec = json!({"type": type_.as_str(), "url": "https://api.example", "credentialsSecretRef": {"name": "c"}});
+    let spec =
+        json!({"type": type_.as_str(), "url": "https://api.example", "credentialsSecretRef": {"name": "c"}});
     ReportBackend::new("b", serde_json::from_value(spec).expect("backend"))
 }
 
@@ -89,21 +95,36 @@ fn caps(type_: BackendType) -> Capabilities {
 }
 
 fn file(name: &str, state: Option<FileState>) -> Arc<ReportFile> {
-    let spec = serde_json::from_value(json!({"backendRef": {"name": "b"}, "name": "Usage", "eventType": "ONETIME", "format": "CSV"})).expect("file");
+    let spec = serde_json::from_value(
+        json!({"backendRef": {"name": "b"}, "name": "Usage", "eventType": "ONETIME", "format": "CSV"}),
+    )
+    .expect("file");
     let mut rf = ReportFile::new(name, spec);
-    rf.status = Some(ReportFileStatus { status: state, completion_time: Some(t(NOW)), ..Default::default() });
+    rf.status = Some(ReportFileStatus {
+        status: state,
+        completion_time: Some(t(NOW)),
+        ..Default::default()
+    });
     Arc::new(rf)
 }
 
 /// A finished file of the window ending at `end`, completed at `done`.
 fn dated(name: &str, state: FileState, end: &str, done: &str) -> Arc<ReportFile> {
     let mut rf = (*file(name, Some(state))).clone();
-    rf.spec.parameters = Some(ReportParameters { end_date: Some(t(end)), ..Default::default() });
+    rf.spec.parameters = Some(ReportParameters {
+        end_date: Some(t(end)),
+        ..Default::default()
+    });
     let why = (state == FileState::Failed).then(|| "COMMERCE failed the report: NO_DATA".to_string());
     let status = rf.status.get_or_insert_default();
     status.completion_time = Some(t(done));
     if let Some(why) = why {
-        crate::controller::conditions::set_condition(&mut status.conditions, Cond::ready(false, "Failed", why), Some(1), t(done));
+        crate::controller::conditions::set_condition(
+            &mut status.conditions,
+            Cond::ready(false, "Failed", why),
+            Some(1),
+            t(done),
+        );
     }
     Arc::new(rf)
 }
@@ -130,7 +151,10 @@ fn pass(
 ) -> (Outcome, Option<PeriodicPass>) {
     let now = t(NOW);
     let previous = status.conditions.first().map(|c| c.reason.clone());
-    let conflict = |name: &str, deleting| FileConflict { name: name.into(), deleting };
+    let conflict = |name: &str, deleting| FileConflict {
+        name: name.into(),
+        deleting,
+    };
     let mut planned = None;
     let g = &for_type(g, answer.as_ref().ok().copied());
     let outcome = match answer {
@@ -139,33 +163,50 @@ fn pass(
             Err(o) => o,
             Ok(step) => match (step, acted) {
                 (_, Acted::Failed(e)) => backend_failed(type_.as_str(), "submit", &e),
-                (Start::Onetime(files), Acted::Conflict { deleting, .. }) => file_conflict(conflict(&files[0].name, deleting)),
-                (Start::Periodic { snapshots }, acted) => match super::periodic(g, status, now, snapshots).map(|s| s.pass(g, status, active, now)) {
-                    Err(o) => o,
-                    Ok(p) => {
-                        let stop = match acted {
-                            Acted::Conflict { window, deleting } => p.plan.create.get(window).map(|w| (w.start, conflict("taken", deleting))),
-                            _ => None,
-                        };
-                        let outcome = finish_periodic(&p, stop, status, now);
-                        planned = Some(p);
-                        outcome
+                (Start::Onetime(files), Acted::Conflict { deleting, .. }) => {
+                    file_conflict(conflict(&files[0].name, deleting))
+                }
+                (Start::Periodic { snapshots }, acted) => {
+                    match super::periodic(g, status, now, snapshots).map(|s| s.pass(g, status, active, now)) {
+                        Err(o) => o,
+                        Ok(p) => {
+                            let stop = match acted {
+                                Acted::Conflict { window, deleting } => p
+                                    .plan
+                                    .create
+                                    .get(window)
+                                    .map(|w| (w.start, conflict("taken", deleting))),
+                                _ => None,
+                            };
+                            let outcome = finish_periodic(&p, stop, status, now);
+                            planned = Some(p);
+                            outcome
+                        }
                     }
-                },
+                }
                 _ => Outcome::working(None),
             },
         },
     };
     let latest = roll_up(files, status);
-    (conclude(g, status, latest.as_ref(), outcome, previous.as_deref()), planned)
+    (
+        conclude(g, status, latest.as_ref(), outcome, previous.as_deref()),
+        planned,
+    )
 }
 
 fn not_found() -> Result<BackendType, NotReady> {
-    Err(NotReady::new("BackendNotFound", "ReportBackend \"b\" does not exist in namespace \"ns\""))
+    Err(NotReady::new(
+        "BackendNotFound",
+        "ReportBackend \"b\" does not exist in namespace \"ns\"",
+    ))
 }
 
 fn not_ready() -> Result<BackendType, NotReady> {
-    Err(NotReady::new("BackendNotReady", "ReportBackend \"b\" is not Ready: Unauthorized"))
+    Err(NotReady::new(
+        "BackendNotReady",
+        "ReportBackend \"b\" is not Ready: Unauthorized",
+    ))
 }
 
 /// A PERIODIC RDE generator with `extra` merged in.
@@ -183,7 +224,18 @@ fn run_now(mut g: ReportGenerator, value: &str) -> ReportGenerator {
 
 /// (situation, generator, backend, reports in progress, files, calls' result,
 ///  Ready status and reason, in the message, requeue in ms or "change", Warning Event)
-type Row = (&'static str, ReportGenerator, Result<BackendType, NotReady>, usize, Vec<Arc<ReportFile>>, Acted, (bool, &'static str), &'static str, &'static str, bool);
+type Row = (
+    &'static str,
+    ReportGenerator,
+    Result<BackendType, NotReady>,
+    usize,
+    Vec<Arc<ReportFile>>,
+    Acted,
+    (bool, &'static str),
+    &'static str,
+    &'static str,
+    bool,
+);
 
 #[test]
 fn every_ready_reason_of_a_generator_is_reached() {
@@ -191,9 +243,17 @@ fn every_ready_reason_of_a_generator_is_reached() {
     use FileState::{Failed, InProgress, Ready};
     let ok = Acted::Created;
     let none = Vec::new;
-    let transient = BackendError::Transient { message: "503".into(), retry_after: Some(Duration::from_secs(7)) };
-    let refused = BackendError::Rejected { status: 400, reason: "bad template".into() };
-    let unauthorized = BackendError::Unauthorized { message: "401".into() };
+    let transient = BackendError::Transient {
+        message: "503".into(),
+        retry_after: Some(Duration::from_secs(7)),
+    };
+    let refused = BackendError::Rejected {
+        status: 400,
+        reason: "bad template".into(),
+    };
+    let unauthorized = BackendError::Unauthorized {
+        message: "401".into(),
+    };
     #[rustfmt::skip]
     let rows: Vec<Row> = vec![
         ("no backend of that name", generator(json!({})), not_found(), 0, none(), ok.clone(), (false, "BackendNotFound"), "does not exist", "30000", true),
@@ -269,13 +329,32 @@ fn every_ready_reason_of_a_generator_is_reached() {
             Ok(Cmp), 0, none(), ok.clone(), (true, "Scheduled"), "", "change", false),
     ];
     for (situation, g, answer, active, files, acted, (ready, reason), needle, requeue, warned) in rows {
-        let mut status = ReportGeneratorStatus { last_run_now: Some("done".into()), ..Default::default() };
+        let mut status = ReportGeneratorStatus {
+            last_run_now: Some("done".into()),
+            ..Default::default()
+        };
         let (outcome, _) = pass(&g, answer, &mut status, active, &files, acted);
-        let cond = outcome.ready.clone().expect("a concluded outcome has a Ready condition");
+        let cond = outcome
+            .ready
+            .clone()
+            .expect("a concluded outcome has a Ready condition");
         assert_eq!((cond.status, cond.reason), (ready, reason), "{situation}");
-        assert!(cond.message.contains(needle), "{situation}: {:?} lacks {needle:?}", cond.message);
-        assert_eq!(outcome.requeue.map_or("change".to_string(), |d| d.as_millis().to_string()), requeue, "{situation}");
-        let event = outcome.event.as_ref().map(|n| (n.type_ == K8sEvent::Warning, n.reason));
+        assert!(
+            cond.message.contains(needle),
+            "{situation}: {:?} lacks {needle:?}",
+            cond.message
+        );
+        assert_eq!(
+            outcome
+                .requeue
+                .map_or("change".to_string(), |d| d.as_millis().to_string()),
+            requeue,
+            "{situation}"
+        );
+        let event = outcome
+            .event
+            .as_ref()
+            .map(|n| (n.type_ == K8sEvent::Warning, n.reason));
         assert_eq!(event, warned.then_some((true, reason)), "{situation}");
     }
 }
@@ -289,12 +368,25 @@ fn a_problem_is_told_once_per_change_of_reason() {
     let cond = first.ready.clone().expect("ready");
     crate::controller::conditions::set_condition(&mut status.conditions, cond, Some(1), t(NOW));
     let (again, _) = pass(&g, Ok(BackendType::Supplier), &mut status, 0, &[], Acted::Created);
-    assert_eq!((again.ready.map(|c| c.reason), again.event), (Some("UnsupportedFormat"), None));
+    assert_eq!(
+        (again.ready.map(|c| c.reason), again.event),
+        (Some("UnsupportedFormat"), None)
+    );
 }
 
 /// (situation, generator, status before, reports in progress, calls' result,
 ///  windows created (day of month), windows missed, lastWindowEnd after, requeue ms or "change")
-type PeriodicRow = (&'static str, ReportGenerator, ReportGeneratorStatus, usize, Acted, Vec<u32>, usize, Option<&'static str>, &'static str);
+type PeriodicRow = (
+    &'static str,
+    ReportGenerator,
+    ReportGeneratorStatus,
+    usize,
+    Acted,
+    Vec<u32>,
+    usize,
+    Option<&'static str>,
+    &'static str,
+);
 
 #[test]
 fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
@@ -330,11 +422,21 @@ fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
     for (situation, g, mut status, active, acted, created, missed, mark, requeue) in rows {
         let (outcome, planned) = pass(&g, Ok(BackendType::Connect), &mut status, active, &[], acted);
         let plan = planned.expect(situation).plan;
-        let days: Vec<u32> = plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
+        let days: Vec<u32> = plan
+            .create
+            .iter()
+            .map(|w| chrono::Datelike::day(&w.start))
+            .collect();
         assert_eq!(days, created, "{situation}");
         assert_eq!(plan.missed.len(), missed, "{situation}");
         assert_eq!(status.last_window_end, mark.map(t), "{situation}");
-        assert_eq!(outcome.requeue.map_or("change".to_string(), |d| d.as_millis().to_string()), requeue, "{situation}");
+        assert_eq!(
+            outcome
+                .requeue
+                .map_or("change".to_string(), |d| d.as_millis().to_string()),
+            requeue,
+            "{situation}"
+        );
         if missed > 0 {
             assert_eq!(status.last_missed_time, Some(t(NOW)), "{situation}");
         }
@@ -345,22 +447,43 @@ fn every_catch_up_and_concurrency_case_plans_as_a_cronjob_would() {
 fn fusion_takes_snapshots_never_backfilled_windows() {
     let now = t(NOW);
     // ONETIME without dates: one snapshot, named as one.
-    let g = for_type(&generator(json!({"parameters": {"startDate": null, "endDate": null}})), Some(BackendType::Fusion));
+    let g = for_type(
+        &generator(json!({"parameters": {"startDate": null, "endDate": null}})),
+        Some(BackendType::Fusion),
+    );
     let status = ReportGeneratorStatus::default();
-    match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
+    match start(
+        &g,
+        &backend(BackendType::Fusion),
+        &caps(BackendType::Fusion),
+        &status,
+        now,
+    ) {
         Ok(Start::Onetime(files)) => {
             assert_eq!(files.len(), 1);
             assert_eq!(files[0].name, "g-snapshot");
-            assert_eq!((files[0].parameters.start_date, files[0].parameters.end_date), (None, None));
+            assert_eq!(
+                (files[0].parameters.start_date, files[0].parameters.end_date),
+                (None, None)
+            );
         }
         other => panic!("a FUSION snapshot without dates: {other:?}"),
     }
     // ONETIME with dates: they name the file, which carries none.
     let g = for_type(&generator(json!({})), Some(BackendType::Fusion));
-    match start(&g, &backend(BackendType::Fusion), &caps(BackendType::Fusion), &status, now) {
+    match start(
+        &g,
+        &backend(BackendType::Fusion),
+        &caps(BackendType::Fusion),
+        &status,
+        now,
+    ) {
         Ok(Start::Onetime(files)) => {
             assert_eq!(files[0].name, "g-20261101-20261101");
-            assert_eq!((files[0].parameters.start_date, files[0].parameters.end_date), (None, None));
+            assert_eq!(
+                (files[0].parameters.start_date, files[0].parameters.end_date),
+                (None, None)
+            );
         }
         other => panic!("a FUSION snapshot with dates: {other:?}"),
     }
@@ -373,17 +496,28 @@ fn fusion_takes_snapshots_never_backfilled_windows() {
             last_schedule_check_time: Some(t("2026-11-01T00:30:00Z")),
             ..Default::default()
         };
-        pass(&g, Ok(type_), &mut status, 0, &[], Acted::Created).1.expect("planned")
+        pass(&g, Ok(type_), &mut status, 0, &[], Acted::Created)
+            .1
+            .expect("planned")
     };
     let p = down(BackendType::Fusion);
     assert!(p.snapshots);
-    let days: Vec<u32> = p.plan.create.iter().map(|w| chrono::Datelike::day(&w.start)).collect();
+    let days: Vec<u32> = p
+        .plan
+        .create
+        .iter()
+        .map(|w| chrono::Datelike::day(&w.start))
+        .collect();
     assert_eq!(days, vec![4], "only the latest run");
     assert_eq!(p.plan.missed.len(), 3);
     let (window, why) = p.plan.missed[0];
     assert!(missed_message(&window, why, true).contains("FUSION snapshot taken now"));
     for f in p.files(&g, &p.plan.create[0]) {
-        assert_eq!((f.parameters.start_date, f.parameters.end_date), (None, None), "a snapshot covers no window");
+        assert_eq!(
+            (f.parameters.start_date, f.parameters.end_date),
+            (None, None),
+            "a snapshot covers no window"
+        );
     }
     // A CONNECT generator in the same situation makes every window, each with its dates.
     let p = down(BackendType::Connect);
@@ -404,12 +538,19 @@ fn run_now_makes_the_latest_window_once_per_value() {
     assert_eq!(planned.expect("plan").plan.create.len(), 1);
     assert_eq!(status.last_run_now.as_deref(), Some("1"));
     let (_, again) = pass(&g, Ok(BackendType::Connect), &mut status, 0, &[], Acted::Created);
-    assert!(again.expect("plan").plan.create.is_empty(), "the same value does not run again");
+    assert!(
+        again.expect("plan").plan.create.is_empty(),
+        "the same value does not run again"
+    );
 }
 
 #[test]
 fn the_mirror_mark_never_passes_a_report_whose_file_name_is_taken() {
-    let (d1, d2, d3) = (t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), t("2026-11-03T00:00:00Z"));
+    let (d1, d2, d3) = (
+        t("2026-11-01T00:00:00Z"),
+        t("2026-11-02T00:00:00Z"),
+        t("2026-11-03T00:00:00Z"),
+    );
     // (old mark, mirrored, blocked, new mark)
     let cases = [
         (None, vec![], vec![], None),
@@ -420,18 +561,36 @@ fn the_mirror_mark_never_passes_a_report_whose_file_name_is_taken() {
         (None, vec![d2], vec![d2], None),
     ];
     for (old, mirrored, blocked, expected) in cases {
-        assert_eq!(mirror_mark(old, &mirrored, &blocked), expected, "{old:?} {mirrored:?} {blocked:?}");
+        assert_eq!(
+            mirror_mark(old, &mirrored, &blocked),
+            expected,
+            "{old:?} {mirrored:?} {blocked:?}"
+        );
     }
 }
 
 #[test]
 fn mirrored_reports_are_the_new_ones_only() {
     let g = generator(json!({"eventType": "ON_INVOICE"}));
-    let at = |s: &str, id: &str| RemoteReport { generate_date: Some(t(s)), ..RemoteReport::new(id, crate::backend::ReportState::Ready) };
-    let remote = [at("2026-11-01T00:00:00Z", "old"), at("2026-11-03T00:00:00Z", "held"), at("2026-11-04T00:00:00Z", "new")];
+    let at = |s: &str, id: &str| RemoteReport {
+        generate_date: Some(t(s)),
+        ..RemoteReport::new(id, crate::backend::ReportState::Ready)
+    };
+    let remote = [
+        at("2026-11-01T00:00:00Z", "old"),
+        at("2026-11-03T00:00:00Z", "held"),
+        at("2026-11-04T00:00:00Z", "new"),
+    ];
     let mut held = (*file("g-held", Some(FileState::Ready))).clone();
     held.spec.external_id = Some("held".into());
-    let picked = to_mirror(&g, &remote, &[Arc::new(held)], Some(t("2026-11-02T00:00:00Z")), None, &[]);
+    let picked = to_mirror(
+        &g,
+        &remote,
+        &[Arc::new(held)],
+        Some(t("2026-11-02T00:00:00Z")),
+        None,
+        &[],
+    );
     let names: Vec<&str> = picked.iter().map(|(_, f)| f.name.as_str()).collect();
     assert_eq!(names, ["g-new"]);
     assert_eq!(picked[0].1.external_id.as_deref(), Some("new"));
@@ -441,7 +600,9 @@ fn mirrored_reports_are_the_new_ones_only() {
 fn a_mirrored_file_describes_the_report_the_platform_made_not_the_generator() {
     // The generator says JSON, "Usage", 2026-11-01; the platform made a CSV report named
     // "NW Finance" for 2026-11-04 (an older template's, before the generator was edited).
-    let g = own(json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}, "format": "JSON"}));
+    let g = own(
+        json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}, "format": "JSON"}),
+    );
     let report = RemoteReport {
         name: Some("NW Finance".into()),
         format: Some(crate::api::ReportFormat::Csv),
@@ -449,23 +610,41 @@ fn a_mirrored_file_describes_the_report_the_platform_made_not_the_generator() {
         end_date: Some(t("2026-11-04T23:59:59Z")),
         ..RemoteReport::new("r-1", crate::backend::ReportState::Ready)
     };
-    let picked = to_mirror(&g, std::slice::from_ref(&report), &[], None, Some("tmpl-old"), &[]);
+    let picked = to_mirror(
+        &g,
+        std::slice::from_ref(&report),
+        &[],
+        None,
+        Some("tmpl-old"),
+        &[],
+    );
     let rf = super::super::files::build_file(&g, picked[0].1.clone());
-    assert_eq!((rf.spec.name.as_str(), rf.spec.format), ("NW Finance", crate::api::ReportFormat::Csv));
+    assert_eq!(
+        (rf.spec.name.as_str(), rf.spec.format),
+        ("NW Finance", crate::api::ReportFormat::Csv)
+    );
     let p = rf.spec.parameters.clone().expect("parameters");
-    assert_eq!((p.start_date, p.end_date, p.period), (report.start_date, report.end_date, Some(crate::api::Period::P1D)));
+    assert_eq!(
+        (p.start_date, p.end_date, p.period),
+        (report.start_date, report.end_date, Some(crate::api::Period::P1D))
+    );
     assert_eq!(rf.spec.template_id.as_deref(), Some("tmpl-old"));
     // A report that says nothing of itself takes the generator's name and format, and no dates.
     let bare = RemoteReport::new("r-2", crate::backend::ReportState::Ready);
     let picked = to_mirror(&g, std::slice::from_ref(&bare), &[], None, None, &[]);
     let rf = super::super::files::build_file(&g, picked[0].1.clone());
-    assert_eq!((rf.spec.name.as_str(), rf.spec.format), ("Usage", crate::api::ReportFormat::Json));
+    assert_eq!(
+        (rf.spec.name.as_str(), rf.spec.format),
+        ("Usage", crate::api::ReportFormat::Json)
+    );
     assert_eq!(rf.spec.parameters.and_then(|p| p.start_date), None);
 }
 
 #[test]
 fn a_period_another_template_reported_on_is_not_mirrored_twice() {
-    let g = own(json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}}));
+    let g = own(
+        json!({"eventType": "PERIODIC", "parameters": {"period": "P1D", "startDate": null, "endDate": null}}),
+    );
     let day = |id: &str, d: &str| RemoteReport {
         start_date: Some(t(&format!("{d}T00:00:00Z"))),
         end_date: Some(t(&format!("{d}T23:59:59Z"))),
@@ -473,20 +652,48 @@ fn a_period_another_template_reported_on_is_not_mirrored_twice() {
     };
     let mut old = (*file("g-a", Some(FileState::Ready))).clone();
     old.spec.template_id = Some("tmpl-old".into());
-    old.spec.parameters = Some(ReportParameters { start_date: day("", "2026-11-04").start_date, end_date: day("", "2026-11-04").end_date, ..Default::default() });
+    old.spec.parameters = Some(ReportParameters {
+        start_date: day("", "2026-11-04").start_date,
+        end_date: day("", "2026-11-04").end_date,
+        ..Default::default()
+    });
     let owned = [Arc::new(old)];
     let remote = [day("b", "2026-11-04"), day("c", "2026-11-05")];
-    let ids = |template: Option<&str>| to_mirror(&g, &remote, &owned, None, template, &[]).iter().map(|(r, _)| r.id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(Some("tmpl-new")), ["c"], "the new template's report of Nov 4 is the old one's period");
-    assert_eq!(ids(Some("tmpl-old")), ["b", "c"], "one template's own reports are all its own");
-    assert_eq!(ids(None), ["b", "c"], "CMP invoice reports are not matched by period");
+    let ids = |template: Option<&str>| {
+        to_mirror(&g, &remote, &owned, None, template, &[])
+            .iter()
+            .map(|(r, _)| r.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(Some("tmpl-new")),
+        ["c"],
+        "the new template's report of Nov 4 is the old one's period"
+    );
+    assert_eq!(
+        ids(Some("tmpl-old")),
+        ["b", "c"],
+        "one template's own reports are all its own"
+    );
+    assert_eq!(
+        ids(None),
+        ["b", "c"],
+        "CMP invoice reports are not matched by period"
+    );
     let onetime = own(json!({}));
-    assert_eq!(to_mirror(&onetime, &remote, &owned, None, Some("tmpl-new"), &[]).len(), 2, "an edited ONETIME generator reports again");
+    assert_eq!(
+        to_mirror(&onetime, &remote, &owned, None, Some("tmpl-new"), &[]).len(),
+        2,
+        "an edited ONETIME generator reports again"
+    );
     // The old template's report of Nov 5 was mirrored earlier in this pass: not in the cache yet.
     let nov5 = [day("d", "2026-11-05")];
     let just_now = to_mirror(&g, &nov5, &[], None, Some("tmpl-old"), &[]);
     let planned: Vec<PlannedFile> = just_now.into_iter().map(|(_, f)| f).collect();
-    assert!(to_mirror(&g, &remote, &owned, None, Some("tmpl-new"), &planned).is_empty(), "Nov 4 and Nov 5 are reported on");
+    assert!(
+        to_mirror(&g, &remote, &owned, None, Some("tmpl-new"), &planned).is_empty(),
+        "Nov 4 and Nov 5 are reported on"
+    );
 }
 
 #[test]
@@ -499,8 +706,16 @@ fn an_rde_template_is_replaced_when_its_settings_change() {
     // (status, settings the spec makes now, step)
     let cases = [
         (st(None, None), Some("a"), TemplateStep::Create),
-        (st(Some("t1"), Some("a")), Some("a"), TemplateStep::Keep("t1".into())),
-        (st(Some("t1"), Some("a")), Some("b"), TemplateStep::Replace("t1".into())),
+        (
+            st(Some("t1"), Some("a")),
+            Some("a"),
+            TemplateStep::Keep("t1".into()),
+        ),
+        (
+            st(Some("t1"), Some("a")),
+            Some("b"),
+            TemplateStep::Replace("t1".into()),
+        ),
         (st(Some("t1"), None), Some("b"), TemplateStep::Adopt("t1".into())),
         (st(Some("t1"), Some("a")), None, TemplateStep::Keep("t1".into())),
     ];
@@ -515,7 +730,10 @@ fn an_rde_template_is_replaced_when_its_settings_change() {
             event_type: EventType::Periodic,
             format: crate::api::ReportFormat::Json,
             notify_by_email: false,
-            parameters: ReportParameters { period: Some(crate::api::Period::P1D), ..Default::default() },
+            parameters: ReportParameters {
+                period: Some(crate::api::Period::P1D),
+                ..Default::default()
+            },
             organization: None,
             stored: false,
         };
@@ -527,7 +745,10 @@ fn an_rde_template_is_replaced_when_its_settings_change() {
         ("commonName", req(|r| r.name = "Other".into())),
         ("format", req(|r| r.format = crate::api::ReportFormat::Csv)),
         ("notifyByEmail", req(|r| r.notify_by_email = true)),
-        ("period", req(|r| r.parameters.period = Some(crate::api::Period::P1M))),
+        (
+            "period",
+            req(|r| r.parameters.period = Some(crate::api::Period::P1M)),
+        ),
         ("eventType", req(|r| r.event_type = EventType::OnInvoice)),
     ] {
         assert_ne!(base, changed, "{what}");
@@ -545,22 +766,42 @@ fn a_replaced_template_is_deleted_only_once_its_reports_are_finished() {
     };
     // (reports on the platform, created in this pass, files, deletable)
     let cases = [
-        (remote(ReportState::Ready), 0, mirrored(Some(FileState::Ready), "old"), true),
+        (
+            remote(ReportState::Ready),
+            0,
+            mirrored(Some(FileState::Ready), "old"),
+            true,
+        ),
         (vec![], 0, vec![], true),
         (remote(ReportState::InProgress), 0, vec![], false),
         (remote(ReportState::Ready), 1, vec![], false),
-        (remote(ReportState::Ready), 0, mirrored(Some(FileState::InProgress), "old"), false),
+        (
+            remote(ReportState::Ready),
+            0,
+            mirrored(Some(FileState::InProgress), "old"),
+            false,
+        ),
         (remote(ReportState::Ready), 0, mirrored(None, "old"), false),
-        (remote(ReportState::Ready), 0, mirrored(Some(FileState::InProgress), "new"), true),
+        (
+            remote(ReportState::Ready),
+            0,
+            mirrored(Some(FileState::InProgress), "new"),
+            true,
+        ),
     ];
     for (i, (remote, created, owned, done)) in cases.into_iter().enumerate() {
-        assert_eq!(retired_template_done("old", &remote, created, &owned), done, "case {i}");
+        assert_eq!(
+            retired_template_done("old", &remote, created, &owned),
+            done,
+            "case {i}"
+        );
     }
 }
 
 #[test]
 fn history_keeps_the_newest_of_each_outcome() {
-    let g = periodic(json!({"schedule": {"successfulReportsHistoryLimit": 1, "failedReportsHistoryLimit": 0}}));
+    let g =
+        periodic(json!({"schedule": {"successfulReportsHistoryLimit": 1, "failedReportsHistoryLimit": 0}}));
     let files = [
         dated("g-1", FileState::Ready, "2026-11-01T23:59:59Z", NOW),
         dated("g-2", FileState::Ready, "2026-11-02T23:59:59Z", NOW),
@@ -576,7 +817,10 @@ fn starting_deadlines_no_duration_holds_are_refused_not_a_panic() {
     assert_eq!(starting_deadline(Some(0)), Ok(Some(TimeDelta::zero())));
     assert_eq!(starting_deadline(Some(2_592_000)), Ok(Some(TimeDelta::days(30))));
     for bad in [i64::MAX, i64::MIN, -1, i64::MAX / 1000 + 1] {
-        let err = starting_deadline(Some(bad)).unwrap_err().ready.expect("condition");
+        let err = starting_deadline(Some(bad))
+            .unwrap_err()
+            .ready
+            .expect("condition");
         assert_eq!(err.reason, "InvalidSchedule", "{bad}");
         assert!(err.message.contains(&bad.to_string()), "{}", err.message);
     }
@@ -584,9 +828,19 @@ fn starting_deadlines_no_duration_holds_are_refused_not_a_panic() {
 
 #[test]
 fn backfill_message_names_the_limit_and_what_to_change() {
-    let i = backfill_too_long(t("0001-01-01T00:00:00Z"), crate::api::Period::P1D, t("2024-03-01T00:00:00Z")).ready.expect("condition");
+    let i = backfill_too_long(
+        t("0001-01-01T00:00:00Z"),
+        crate::api::Period::P1D,
+        t("2024-03-01T00:00:00Z"),
+    )
+    .ready
+    .expect("condition");
     assert_eq!(i.reason, "BackfillTooLong");
-    for needle in ["0001-01-01T00:00:00+00:00", "1000 P1D windows", "2024-03-01T00:00:00+00:00 or later"] {
+    for needle in [
+        "0001-01-01T00:00:00+00:00",
+        "1000 P1D windows",
+        "2024-03-01T00:00:00+00:00 or later",
+    ] {
         assert!(i.message.contains(needle), "{needle}: {}", i.message);
     }
 }

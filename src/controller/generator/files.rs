@@ -9,7 +9,10 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::names::derived_name;
-use crate::api::{LABEL_GENERATOR, LocalObjectReference, ReportFile, ReportFileSpec, ReportFormat, ReportGenerator, ReportGeneratorStatus, ReportParameters, label_value};
+use crate::api::{
+    LABEL_GENERATOR, LocalObjectReference, ReportFile, ReportFileSpec, ReportFormat, ReportGenerator,
+    ReportGeneratorStatus, ReportParameters, label_value,
+};
 use crate::controller::Error;
 use crate::controller::context::Context;
 
@@ -17,7 +20,10 @@ use crate::controller::context::Context;
 /// first and last day, so that a retry or restart finds the same object and a changed period
 /// makes a new one.
 pub fn onetime_days(params: &ReportParameters) -> [String; 2] {
-    let day = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y%m%d").to_string()).unwrap_or_else(|| "x".into());
+    let day = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y%m%d").to_string())
+            .unwrap_or_else(|| "x".into())
+    };
     [day(params.start_date), day(params.end_date)]
 }
 
@@ -52,9 +58,20 @@ pub struct Made {
 /// The ReportFiles of one report named by `parts` (the generator and the window): one, or
 /// (SUPPLIER `parameters.organizations`) one per organization, each named after it too.
 pub fn fan_out(g: &ReportGenerator, parts: &[&str], parameters: ReportParameters) -> Vec<PlannedFile> {
-    let orgs = g.spec.parameters.as_ref().and_then(|p| p.organizations.clone()).unwrap_or_default();
+    let orgs = g
+        .spec
+        .parameters
+        .as_ref()
+        .and_then(|p| p.organizations.clone())
+        .unwrap_or_default();
     if orgs.is_empty() {
-        return vec![PlannedFile { name: derived_name(parts), parameters, organization: None, external_id: None, made: None }];
+        return vec![PlannedFile {
+            name: derived_name(parts),
+            parameters,
+            organization: None,
+            external_id: None,
+            made: None,
+        }];
     }
     orgs.into_iter()
         .map(|org| {
@@ -62,7 +79,10 @@ pub fn fan_out(g: &ReportGenerator, parts: &[&str], parameters: ReportParameters
             named.push(&org);
             PlannedFile {
                 name: derived_name(&named),
-                parameters: ReportParameters { organizations: None, ..parameters.clone() },
+                parameters: ReportParameters {
+                    organizations: None,
+                    ..parameters.clone()
+                },
                 organization: Some(org.clone()),
                 external_id: None,
                 made: None,
@@ -73,13 +93,23 @@ pub fn fan_out(g: &ReportGenerator, parts: &[&str], parameters: ReportParameters
 
 /// ReportFiles one window makes: one per SUPPLIER organization, else one.
 pub fn files_per_window(g: &ReportGenerator) -> usize {
-    g.spec.parameters.as_ref().and_then(|p| p.organizations.as_ref()).map_or(1, |o| o.len().max(1))
+    g.spec
+        .parameters
+        .as_ref()
+        .and_then(|p| p.organizations.as_ref())
+        .map_or(1, |o| o.len().max(1))
 }
 
 /// The ReportFile a generator owns for one report: a snapshot of the request, which is
 /// immutable from then on.
 pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
-    let PlannedFile { name, parameters, organization, external_id, made } = planned;
+    let PlannedFile {
+        name,
+        parameters,
+        organization,
+        external_id,
+        made,
+    } = planned;
     let made = made.unwrap_or_default();
     let spec = &g.spec;
     let mut labels = std::collections::BTreeMap::new();
@@ -102,7 +132,9 @@ pub fn build_file(g: &ReportGenerator, planned: PlannedFile) -> ReportFile {
             parameters: Some(parameters),
             organization,
             external_id,
-            template_id: made.template_id.or_else(|| g.status.as_ref().and_then(|s| s.external_id.clone())),
+            template_id: made
+                .template_id
+                .or_else(|| g.status.as_ref().and_then(|s| s.external_id.clone())),
             secret_template: spec.secret_template.clone(),
             active_deadline_seconds: spec.active_deadline_seconds,
             store_ref: spec.store_ref.clone(),
@@ -133,11 +165,17 @@ pub struct FileConflict {
 /// Whether an existing ReportFile is this generator's (`uid`): its controller owner
 /// reference, not its name, says so.
 pub fn existing_file(existing: &ReportFile, uid: Option<&str>) -> Ensured {
-    let controlled = existing.owner_references().iter().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
+    let controlled = existing
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
     if controlled {
         return Ensured::Done;
     }
-    Ensured::Conflict(FileConflict { name: existing.name_any(), deleting: existing.metadata.deletion_timestamp.is_some() })
+    Ensured::Conflict(FileConflict {
+        name: existing.name_any(),
+        deleting: existing.metadata.deletion_timestamp.is_some(),
+    })
 }
 
 /// Creates a ReportFile unless this generator has it already. AlreadyExists counts only when
@@ -157,11 +195,26 @@ pub async fn ensure_file(
     }
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &namespace);
     let file = build_file(g, file);
-    match api.create(&PostParams { field_manager: Some(crate::controller::conditions::FIELD_MANAGER.into()), ..Default::default() }, &file).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(crate::controller::conditions::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &file,
+        )
+        .await
+    {
         Ok(_) => {
             status.last_schedule_time = Some(now);
             info!(generator = %g.name_any(), file = %name, "created ReportFile");
-            ctx.event(g, EventType::Normal, "Created", format!("created ReportFile {name:?}")).await;
+            ctx.event(
+                g,
+                EventType::Normal,
+                "Created",
+                format!("created ReportFile {name:?}"),
+            )
+            .await;
             Ok(Ensured::Done)
         }
         Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await? {
@@ -192,22 +245,46 @@ mod tests {
         let mut g = ReportGenerator::new("trips", serde_json::from_value(spec).expect("spec"));
         g.metadata.namespace = Some("ns".into());
         g.metadata.uid = Some("uid-g".into());
-        g.status = Some(ReportGeneratorStatus { external_id: Some("tmpl-1".into()), ..Default::default() });
-        let window = ReportParameters { start_date: Some(t("2026-11-01T00:00:00Z")), end_date: Some(t("2026-11-01T23:59:59Z")), ..Default::default() };
+        g.status = Some(ReportGeneratorStatus {
+            external_id: Some("tmpl-1".into()),
+            ..Default::default()
+        });
+        let window = ReportParameters {
+            start_date: Some(t("2026-11-01T00:00:00Z")),
+            end_date: Some(t("2026-11-01T23:59:59Z")),
+            ..Default::default()
+        };
         let planned = fan_out(&g, &["trips", "20261101"], window.clone());
         let names: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["trips-20261101-org-a", "trips-20261101-org-b"]);
         assert_eq!(files_per_window(&g), 2);
         let rf = build_file(&g, planned[1].clone());
         assert_eq!(rf.spec.organization.as_deref(), Some("org-b"));
-        assert_eq!(rf.spec.parameters.as_ref().and_then(|p| p.organizations.as_ref()), None, "one organization per file");
-        assert_eq!(rf.spec.parameters.as_ref().and_then(|p| p.start_date), window.start_date);
-        assert_eq!((rf.spec.template_id.as_deref(), rf.spec.active_deadline_seconds), (Some("tmpl-1"), Some(600)));
-        assert_eq!(rf.labels().get(LABEL_GENERATOR).map(String::as_str), Some("trips"));
+        assert_eq!(
+            rf.spec.parameters.as_ref().and_then(|p| p.organizations.as_ref()),
+            None,
+            "one organization per file"
+        );
+        assert_eq!(
+            rf.spec.parameters.as_ref().and_then(|p| p.start_date),
+            window.start_date
+        );
+        assert_eq!(
+            (rf.spec.template_id.as_deref(), rf.spec.active_deadline_seconds),
+            (Some("tmpl-1"), Some(600))
+        );
+        assert_eq!(
+            rf.labels().get(LABEL_GENERATOR).map(String::as_str),
+            Some("trips")
+        );
         let owner = &rf.owner_references()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("uid-g", Some(true)));
-        let single = ReportGenerator::new("one", serde_json::from_value(serde_json::json!({
-            "backendRef": {"name": "b"}, "commonName": "x", "eventType": "ONETIME", "format": "CSV"})).expect("spec"));
+        let single = ReportGenerator::new(
+            "one",
+            serde_json::from_value(serde_json::json!({
+            "backendRef": {"name": "b"}, "commonName": "x", "eventType": "ONETIME", "format": "CSV"}))
+            .expect("spec"),
+        );
         assert_eq!(fan_out(&single, &["one", "a", "b"], window).len(), 1);
         assert_eq!(files_per_window(&single), 1);
     }
@@ -223,13 +300,20 @@ mod tests {
             let [from, to] = onetime_days(params);
             derived_name(&[generator, &from, &to])
         };
-        assert_eq!(onetime_file_name("nw-finance", &params), "nw-finance-20181009-20181010");
+        assert_eq!(
+            onetime_file_name("nw-finance", &params),
+            "nw-finance-20181009-20181010"
+        );
         assert_eq!(
             mirrored_file_name("nw-finance", "A7F79686-f6a6-4319-bb8b-4a40ed2ecbb3"),
             "nw-finance-a7f79686-f6a6-4319-bb8b-4a40ed2ecbb3"
         );
         // Years 1 and 9999 and a generator name of 253 characters still make valid names.
-        let extreme = ReportParameters { start_date: Some(t("0001-01-01T00:00:00Z")), end_date: Some(t("9999-12-31T23:59:59Z")), ..Default::default() };
+        let extreme = ReportParameters {
+            start_date: Some(t("0001-01-01T00:00:00Z")),
+            end_date: Some(t("9999-12-31T23:59:59Z")),
+            ..Default::default()
+        };
         let name = onetime_file_name(&"g".repeat(253), &extreme);
         assert!(super::super::names::is_dns_subdomain(&name), "{name}");
         assert!(name.contains("00010101-99991231"), "{name}");
@@ -270,7 +354,12 @@ mod tests {
 
     #[test]
     fn an_existing_file_counts_only_when_this_generator_controls_it() {
-        let conflict = |deleting| Ensured::Conflict(FileConflict { name: "nw-finance-20181008".into(), deleting });
+        let conflict = |deleting| {
+            Ensured::Conflict(FileConflict {
+                name: "nw-finance-20181008".into(),
+                deleting,
+            })
+        };
         // (owner uid and controller flag, being deleted, verdict)
         let cases = [
             (Some(("me", Some(true))), false, Ensured::Done),
@@ -282,8 +371,15 @@ mod tests {
             (None, false, conflict(false)),
         ];
         for (owner, deleting, verdict) in cases {
-            assert_eq!(existing_file(&file(owner, deleting), Some("me")), verdict, "{owner:?} deleting={deleting}");
+            assert_eq!(
+                existing_file(&file(owner, deleting), Some("me")),
+                verdict,
+                "{owner:?} deleting={deleting}"
+            );
         }
-        assert_eq!(existing_file(&file(Some(("me", Some(true))), false), None), conflict(false));
+        assert_eq!(
+            existing_file(&file(Some(("me", Some(true))), false), None),
+            conflict(false)
+        );
     }
 }

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
 use super::files::{Made, PlannedFile, mirrored_file_name};
-use crate::api::{EventType, FileState, ReportFile, ReportGenerator, ReportGeneratorStatus, ReportParameters};
+use crate::api::{
+    EventType, FileState, ReportFile, ReportGenerator, ReportGeneratorStatus, ReportParameters,
+};
 use crate::backend::{RemoteReport, ReportState};
 
 /// The reports the backend made that are not mirrored yet: not held by one of `owned`, not
@@ -26,16 +28,28 @@ pub fn to_mirror<'a>(
 ) -> Vec<(&'a RemoteReport, PlannedFile)> {
     remote
         .iter()
-        .filter(|report| !owned.iter().any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str())))
+        .filter(|report| {
+            !owned
+                .iter()
+                .any(|rf| rf.spec.external_id.as_deref() == Some(report.id.as_str()))
+        })
         .filter(|report| !matches!((report.generate_date, mark), (Some(t), Some(m)) if t < m))
-        .filter(|report| template.is_none() || g.spec.event_type == EventType::Onetime || !reported_by_another(report, owned, mirrored_now, template))
+        .filter(|report| {
+            template.is_none()
+                || g.spec.event_type == EventType::Onetime
+                || !reported_by_another(report, owned, mirrored_now, template)
+        })
         .map(|report| {
             let file = PlannedFile {
                 name: mirrored_file_name(&g.name_any(), &report.id),
                 parameters: mirrored_parameters(g, report),
                 organization: None,
                 external_id: Some(report.id.clone()),
-                made: Some(Made { name: report.name.clone(), format: report.format, template_id: template.map(str::to_string) }),
+                made: Some(Made {
+                    name: report.name.clone(),
+                    format: report.format,
+                    template_id: template.map(str::to_string),
+                }),
             };
             (report, file)
         })
@@ -45,28 +59,57 @@ pub fn to_mirror<'a>(
 /// Whether a ReportFile of another template than `template` (one of `owned`, or one created
 /// in this pass, `mirrored_now`, which the cache may not hold yet) covers the same period as
 /// `report`.
-fn reported_by_another(report: &RemoteReport, owned: &[Arc<ReportFile>], mirrored_now: &[PlannedFile], template: Option<&str>) -> bool {
-    let (Some(start), Some(end)) = (report.start_date, report.end_date) else { return false };
-    let same = |p: Option<&ReportParameters>, of: Option<&str>| {
-        of != template && p.and_then(|p| p.start_date) == Some(start) && p.and_then(|p| p.end_date) == Some(end)
+fn reported_by_another(
+    report: &RemoteReport,
+    owned: &[Arc<ReportFile>],
+    mirrored_now: &[PlannedFile],
+    template: Option<&str>,
+) -> bool {
+    let (Some(start), Some(end)) = (report.start_date, report.end_date) else {
+        return false;
     };
-    owned.iter().any(|rf| same(rf.spec.parameters.as_ref(), rf.spec.template_id.as_deref()))
-        || mirrored_now.iter().any(|f| same(Some(&f.parameters), f.made.as_ref().and_then(|m| m.template_id.as_deref())))
+    let same = |p: Option<&ReportParameters>, of: Option<&str>| {
+        of != template
+            && p.and_then(|p| p.start_date) == Some(start)
+            && p.and_then(|p| p.end_date) == Some(end)
+    };
+    owned
+        .iter()
+        .any(|rf| same(rf.spec.parameters.as_ref(), rf.spec.template_id.as_deref()))
+        || mirrored_now.iter().any(|f| {
+            same(
+                Some(&f.parameters),
+                f.made.as_ref().and_then(|m| m.template_id.as_deref()),
+            )
+        })
 }
 
 /// The parameters of a mirrored report: its dates are the backend's (the report's, not the
 /// generator's), the rest the generator's.
 fn mirrored_parameters(g: &ReportGenerator, remote: &RemoteReport) -> ReportParameters {
     let params = g.spec.parameters.clone().unwrap_or_default();
-    ReportParameters { start_date: remote.start_date, end_date: remote.end_date, ..params }
+    ReportParameters {
+        start_date: remote.start_date,
+        end_date: remote.end_date,
+        ..params
+    }
 }
 
 /// The new `status.lastMirroredTime`: the newest generation time of the reports mirrored, but
 /// not at or past one whose file name is taken (`blocked`): that report is not mirrored yet,
 /// and a mark past it would skip it for good.
-pub fn mirror_mark(old: Option<DateTime<Utc>>, mirrored: &[DateTime<Utc>], blocked: &[DateTime<Utc>]) -> Option<DateTime<Utc>> {
+pub fn mirror_mark(
+    old: Option<DateTime<Utc>>,
+    mirrored: &[DateTime<Utc>],
+    blocked: &[DateTime<Utc>],
+) -> Option<DateTime<Utc>> {
     let limit = blocked.iter().min();
-    mirrored.iter().filter(|t| limit.is_none_or(|l| *t < l)).copied().chain(old).max()
+    mirrored
+        .iter()
+        .filter(|t| limit.is_none_or(|l| *t < l))
+        .copied()
+        .chain(old)
+        .max()
 }
 
 /// What to do about an RDE generator's template, given the settings its spec makes now.
@@ -99,11 +142,21 @@ pub fn template_step(status: &ReportGeneratorStatus, settings: Option<&str>) -> 
 /// (`mirrored_now`: its ReportFile has not fetched it yet), and every ReportFile mirrored from
 /// it is finished (deleting the template deletes its report files on the platform, which a
 /// ReportFile in progress still reads).
-pub fn retired_template_done(template: &str, remote: &[RemoteReport], mirrored_now: usize, owned: &[Arc<ReportFile>]) -> bool {
+pub fn retired_template_done(
+    template: &str,
+    remote: &[RemoteReport],
+    mirrored_now: usize,
+    owned: &[Arc<ReportFile>],
+) -> bool {
     let platform_idle = remote.iter().all(|r| !matches!(r.state, ReportState::InProgress));
     let files_done = owned
         .iter()
         .filter(|rf| rf.spec.template_id.as_deref() == Some(template))
-        .all(|rf| rf.status.as_ref().and_then(|s| s.status).is_some_and(FileState::is_finished));
+        .all(|rf| {
+            rf.status
+                .as_ref()
+                .and_then(|s| s.status)
+                .is_some_and(FileState::is_finished)
+        });
     platform_idle && mirrored_now == 0 && files_done
 }

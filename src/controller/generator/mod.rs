@@ -19,17 +19,19 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
-use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, find_condition};
+use crate::api::{
+    CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus, find_condition,
+};
 use decide::Start;
 
 pub async fn controller(
@@ -45,7 +47,10 @@ pub async fn controller(
         // A backend that changes (becomes Ready, say) wakes its generators.
         .watches(backends, watcher::Config::default(), move |rb| {
             let users = index.generators_of_backend(&rb.namespace().unwrap_or_default(), &rb.name_any());
-            users.iter().map(|g| ObjectRef::from_obj(&**g)).collect::<Vec<_>>()
+            users
+                .iter()
+                .map(|g| ObjectRef::from_obj(&**g))
+                .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -68,18 +73,35 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
     }
     let now = Utc::now();
     let old = g.status.as_ref();
-    let mut status = ReportGeneratorStatus { observed_generation: g.metadata.generation, ..old.cloned().unwrap_or_default() };
+    let mut status = ReportGeneratorStatus {
+        observed_generation: g.metadata.generation,
+        ..old.cloned().unwrap_or_default()
+    };
     let owned = owned_files(ctx, &g);
 
-    let outcome = match ctx.ready_backend(&g.namespace().unwrap_or_default(), &g.spec.backend_ref.name).await {
+    let outcome = match ctx
+        .ready_backend(&g.namespace().unwrap_or_default(), &g.spec.backend_ref.name)
+        .await
+    {
         Err(not_ready) => Outcome::from(not_ready),
         Ok((rb, backend)) => match decide::start(&g, &rb, &backend.capabilities(), &status, now) {
             Err(outcome) => outcome,
-            Ok(Start::PlatformScheduled) => rde::run(ctx, &g, &rb, backend.as_ref(), &mut status, &owned).await?,
+            Ok(Start::PlatformScheduled) => {
+                rde::run(ctx, &g, &rb, backend.as_ref(), &mut status, &owned).await?
+            }
             Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
-            Ok(Start::Periodic { snapshots }) => act::periodic(ctx, &g, &owned, &mut status, now, snapshots).await?,
+            Ok(Start::Periodic { snapshots }) => {
+                act::periodic(ctx, &g, &owned, &mut status, now, snapshots).await?
+            }
             Ok(Start::Mirror(query)) => {
-                let mirror = act::Mirror { ctx, g: &g, rb: &rb, backend: backend.as_ref(), owned: &owned, mirrored_now: &[] };
+                let mirror = act::Mirror {
+                    ctx,
+                    g: &g,
+                    rb: &rb,
+                    backend: backend.as_ref(),
+                    owned: &owned,
+                    mirrored_now: &[],
+                };
                 mirror.and_prune(&query, &mut status).await?
             }
         },
@@ -87,12 +109,16 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
 
     // Files created in this pass are in the store only after the watch sees them.
     let latest = decide::roll_up(&owned_files(ctx, &g), &mut status);
-    let previous = old.and_then(|s| find_condition(&s.conditions, CONDITION_READY)).map(|c| c.reason.as_str());
+    let previous = old
+        .and_then(|s| find_condition(&s.conditions, CONDITION_READY))
+        .map(|c| c.reason.as_str());
     let outcome = decide::conclude(&g, &status, latest.as_ref(), outcome, previous);
     conclude(ctx, g.as_ref(), old, status, outcome, now).await
 }
 
 /// The ReportFiles this generator controls.
 fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
-    g.uid().map(|uid| ctx.index.files_of_owner(&uid)).unwrap_or_default()
+    g.uid()
+        .map(|uid| ctx.index.files_of_owner(&uid))
+        .unwrap_or_default()
 }

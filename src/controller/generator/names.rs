@@ -48,12 +48,20 @@ pub fn derived_name(parts: &[&str]) -> String {
         // Keep the whole tail when at least a few characters of the first part fit beside it.
         Some(first) if !tail.is_empty() && tail.len() + 1 + 8 <= room => {
             let first = trim_to_alnum(cut(first, room - tail.len() - 1));
-            if first.is_empty() { tail } else { format!("{first}-{tail}") }
+            if first.is_empty() {
+                tail
+            } else {
+                format!("{first}-{tail}")
+            }
         }
         _ => joined,
     };
     let head = trim_to_alnum(cut(&head, room));
-    if head.is_empty() { format!("x-{hash}") } else { format!("{head}-{hash}") }
+    if head.is_empty() {
+        format!("x-{hash}")
+    } else {
+        format!("{head}-{hash}")
+    }
 }
 
 /// Whether `name` is a valid Kubernetes object name: at most 253 characters of `a-z`, `0-9`,
@@ -63,9 +71,7 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
         && name.split('.').all(|label| {
             let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-            label.starts_with(alnum)
-                && label.ends_with(alnum)
-                && label.chars().all(|c| alnum(c) || c == '-')
+            label.starts_with(alnum) && label.ends_with(alnum) && label.chars().all(|c| alnum(c) || c == '-')
         })
 }
 
@@ -76,7 +82,13 @@ fn clean_part(part: &str, keep_dots: bool) -> (String, bool) {
     let lower = part.to_ascii_lowercase();
     let replaced: String = lower
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (keep_dots && c == '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (keep_dots && c == '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = trim_to_alnum(&replaced).to_string();
     let changed = clean != lower;
@@ -102,7 +114,11 @@ fn hash_of(parts: &[&str]) -> String {
         hasher.update([0u8]);
     }
     let digest = hasher.finalize();
-    let mut hex: String = digest.iter().take(HASH_LEN.div_ceil(2)).map(|b| format!("{b:02x}")).collect();
+    let mut hex: String = digest
+        .iter()
+        .take(HASH_LEN.div_ceil(2))
+        .map(|b| format!("{b:02x}"))
+        .collect();
     hex.truncate(HASH_LEN);
     hex
 }
@@ -119,11 +135,20 @@ mod tests {
         // (parts, the name if it must be exactly that)
         let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
             (vec!["nw-finance", "20181008"], Some("nw-finance-20181008")),
-            (vec!["nw-finance", "A7F79686-f6a6-4319"], Some("nw-finance-a7f79686-f6a6-4319")),
-            (vec!["reports.example", "2018w41"], Some("reports.example-2018w41")),
+            (
+                vec!["nw-finance", "A7F79686-f6a6-4319"],
+                Some("nw-finance-a7f79686-f6a6-4319"),
+            ),
+            (
+                vec!["reports.example", "2018w41"],
+                Some("reports.example-2018w41"),
+            ),
             (vec!["g", "20181008", "org-1"], Some("g-20181008-org-1")),
             (vec![&long, "20181008"], None),
-            (vec![&long, "20181008", "0f9a3c1e-7d7b-4bd4-8c52-3d7bd8a2e111"], None),
+            (
+                vec![&long, "20181008", "0f9a3c1e-7d7b-4bd4-8c52-3d7bd8a2e111"],
+                None,
+            ),
             (vec![&long], None),
             (vec![&dotted, "201810"], None),
             (vec!["g", "Org_1"], None),

@@ -101,7 +101,11 @@ impl Plan {
     /// The high-water mark when the windows from the one starting at `start` on could not be
     /// created after all (their ReportFile name is taken): the newest window created or missed
     /// that ends before `start`, or the old mark.
-    pub fn mark_before(&self, start: DateTime<Utc>, old_mark: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    pub fn mark_before(
+        &self,
+        start: DateTime<Utc>,
+        old_mark: Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
         self.create
             .iter()
             .chain(self.missed.iter().map(|(w, _)| w))
@@ -142,7 +146,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     if let Some(from) = input.backfill_from {
         let until = input.created.min(input.now);
-        for w in s.backfill_windows(from, until).filter(is_new).take(MAX_CANDIDATES) {
+        for w in s
+            .backfill_windows(from, until)
+            .filter(is_new)
+            .take(MAX_CANDIDATES)
+        {
             candidates.push((w, w.next_start(), Class::Backfill));
         }
     }
@@ -151,24 +159,43 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // Runs that fell after the last pass and well before now were missed while the operator
     // was down; runs before the last pass were due while it ran (queued, not missed).
     let running_since = input.last_check.unwrap_or(input.created);
-    for due in s.due_windows(after, input.now).filter(|d| is_new(&d.window)).take(MAX_CANDIDATES) {
+    for due in s
+        .due_windows(after, input.now)
+        .filter(|d| is_new(&d.window))
+        .take(MAX_CANDIDATES)
+    {
         if candidates.iter().any(|(w, _, _)| *w == due.window) {
             continue;
         }
         let late = due.run_time > running_since && input.now - due.run_time > LATE_GRACE;
-        candidates.push((due.window, due.run_time, if late { Class::Late } else { Class::OnTime }));
+        candidates.push((
+            due.window,
+            due.run_time,
+            if late { Class::Late } else { Class::OnTime },
+        ));
     }
     candidates.sort_by_key(|(w, _, _)| w.start);
-    let newest_late = candidates.iter().rev().find(|(_, _, c)| *c == Class::Late).map(|(w, _, _)| *w);
+    let newest_late = candidates
+        .iter()
+        .rev()
+        .find(|(_, _, c)| *c == Class::Late)
+        .map(|(w, _, _)| *w);
 
-    let mut plan = Plan { last_window_end: mark, ..Plan::default() };
+    let mut plan = Plan {
+        last_window_end: mark,
+        ..Plan::default()
+    };
     // Windows whose files all fit under the in-progress cap; with none in progress one window
     // always fits, so that a fan-out wider than the cap still moves.
     let mut fits = input.max_in_progress.saturating_sub(input.active) / input.files_per_window.max(1);
     if input.active == 0 {
         fits = fits.max(1);
     }
-    let mut room = if input.forbid { usize::from(input.active == 0) } else { input.max_per_pass.min(fits) };
+    let mut room = if input.forbid {
+        usize::from(input.active == 0)
+    } else {
+        input.max_per_pass.min(fits)
+    };
     let throttled_room = !input.forbid && fits < input.max_per_pass;
     for (w, run_time, class) in candidates {
         let missed = if class == Class::Backfill {
@@ -210,7 +237,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             plan.create.push(w);
         }
     }
-    plan.next_run = if input.suspended { None } else { s.next_run_after(input.now) };
+    plan.next_run = if input.suspended {
+        None
+    } else {
+        s.next_run_after(input.now)
+    };
     plan
 }
 
@@ -248,7 +279,10 @@ mod tests {
     }
 
     fn days(plan_windows: &[Window]) -> Vec<String> {
-        plan_windows.iter().map(|w| w.start.format("%m-%d").to_string()).collect()
+        plan_windows
+            .iter()
+            .map(|w| w.start.format("%m-%d").to_string())
+            .collect()
     }
 
     #[test]
@@ -269,7 +303,10 @@ mod tests {
         let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
         i.backfill_from = Some(t("2026-11-01T00:00:00Z"));
         let p = plan(&i);
-        assert_eq!(days(&p.create), (1..=10).map(|d| format!("11-{d:02}")).collect::<Vec<_>>());
+        assert_eq!(
+            days(&p.create),
+            (1..=10).map(|d| format!("11-{d:02}")).collect::<Vec<_>>()
+        );
         assert!(p.more_pending);
         i.last_window_end = p.last_window_end;
         let p = plan(&i);
@@ -353,7 +390,13 @@ mod tests {
         i.starting_deadline = Some(Duration::hours(1));
         let p = plan(&i);
         assert!(p.create.is_empty());
-        assert_eq!(p.missed, vec![(s.window_containing(t("2026-11-10T12:00:00Z")), Missed::DeadlineExceeded)]);
+        assert_eq!(
+            p.missed,
+            vec![(
+                s.window_containing(t("2026-11-10T12:00:00Z")),
+                Missed::DeadlineExceeded
+            )]
+        );
         assert_eq!(p.last_window_end, Some(t("2026-11-10T23:59:59Z")));
     }
 
@@ -428,12 +471,20 @@ mod tests {
         let third = p.create[2];
         assert_eq!(p.mark_before(third.start, None), Some(p.create[1].end));
         assert_eq!(p.mark_before(p.create[0].start, None), None);
-        assert_eq!(p.mark_before(p.create[0].start, Some(t("2026-10-31T23:59:59Z"))), Some(t("2026-10-31T23:59:59Z")));
+        assert_eq!(
+            p.mark_before(p.create[0].start, Some(t("2026-10-31T23:59:59Z"))),
+            Some(t("2026-10-31T23:59:59Z"))
+        );
         // Missed windows before it count as dealt with too.
         let mut missed = Plan::default();
-        missed.missed.push((s.window_containing(t("2026-11-01T12:00:00Z")), Missed::Suspended));
+        missed
+            .missed
+            .push((s.window_containing(t("2026-11-01T12:00:00Z")), Missed::Suspended));
         missed.create.push(s.window_containing(t("2026-11-02T12:00:00Z")));
-        assert_eq!(missed.mark_before(t("2026-11-02T00:00:00Z"), None), Some(t("2026-11-01T23:59:59Z")));
+        assert_eq!(
+            missed.mark_before(t("2026-11-02T00:00:00Z"), None),
+            Some(t("2026-11-01T23:59:59Z"))
+        );
     }
 
     #[test]
@@ -454,11 +505,30 @@ mod tests {
             assert_eq!(got.is_some(), too_long, "{from} {mark:?}");
         }
         // The earliest start allowed makes exactly the limit.
-        let earliest = backfill_too_long(&daily, t("1970-01-01T00:00:00Z"), None, until, MAX_BACKFILL_WINDOWS).expect("too long");
-        assert_eq!(daily.backfill_windows(earliest, until).count(), MAX_BACKFILL_WINDOWS);
+        let earliest = backfill_too_long(
+            &daily,
+            t("1970-01-01T00:00:00Z"),
+            None,
+            until,
+            MAX_BACKFILL_WINDOWS,
+        )
+        .expect("too long");
+        assert_eq!(
+            daily.backfill_windows(earliest, until).count(),
+            MAX_BACKFILL_WINDOWS
+        );
         assert!(backfill_too_long(&daily, earliest, None, until, MAX_BACKFILL_WINDOWS).is_none());
         let monthly = ReportSchedule::new(Period::P1M, Some("Pacific/Kiritimati"), None).expect("schedule");
-        assert!(backfill_too_long(&monthly, t("1970-01-01T00:00:00Z"), None, until, MAX_BACKFILL_WINDOWS).is_none());
+        assert!(
+            backfill_too_long(
+                &monthly,
+                t("1970-01-01T00:00:00Z"),
+                None,
+                until,
+                MAX_BACKFILL_WINDOWS
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -470,7 +540,11 @@ mod tests {
             (Period::P1M, Some("America/St_Johns"), None),
         ] {
             let s = ReportSchedule::new(period, zone, cron).expect("schedule");
-            for from in ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            for from in [
+                "0000-01-01T00:00:00Z",
+                "0001-01-01T00:00:00Z",
+                "9999-12-31T23:59:59Z",
+            ] {
                 let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
                 i.backfill_from = Some(t(from));
                 i.last_window_end = Some(t(from));

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 
 use super::act::Mirror;
-use super::files::PlannedFile;
 use super::decide::{self, TemplateStep};
-use crate::api::{EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus};
+use super::files::PlannedFile;
+use crate::api::{
+    EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus,
+};
 use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
 use crate::controller::context::Context;
 use crate::controller::create_once::{CreateOnce, Created, create_once};
@@ -57,10 +59,25 @@ pub async fn run(
                 status.template_settings = None;
                 ctx.event(g, EventType::Normal, "Replacing", format!("the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}")).await;
             }
-            let mut template = Template { ctx, g, rb, backend, api: &api, req: &req, settings: settings.clone(), status };
+            let mut template = Template {
+                ctx,
+                g,
+                rb,
+                backend,
+                api: &api,
+                req: &req,
+                settings: settings.clone(),
+                status,
+            };
             match create_once(&mut template).await {
                 Ok(Created::Found(t) | Created::Submitted(t)) => {
-                    ctx.event(g, EventType::Normal, "Submitted", format!("created RDEReportTemplate {}", t.id)).await;
+                    ctx.event(
+                        g,
+                        EventType::Normal,
+                        "Submitted",
+                        format!("created RDEReportTemplate {}", t.id),
+                    )
+                    .await;
                     t.id
                 }
                 Err(Stop::Backend(operation, e)) => return Ok(decide::backend_failed(type_, operation, &e)),
@@ -70,14 +87,39 @@ pub async fn run(
     };
     if g.spec.event_type == ReportEventType::Periodic {
         // The platform schedules: its next report date is the generator's.
-        match ctx.metrics.call(type_, "get", backend.get(&template_id, &req)).await {
+        match ctx
+            .metrics
+            .call(type_, "get", backend.get(&template_id, &req))
+            .await
+        {
             Ok(template) => status.next_report_date = template.next_report_date,
             Err(e) => return Ok(decide::backend_failed(type_, "get", &e)),
         }
     }
-    let query = ListQuery { template_id: Some(template_id), ..Default::default() };
-    let retired_files = retire(&Mirror { ctx, g, rb, backend, owned, mirrored_now: &[] }, status).await?;
-    let mirror = Mirror { ctx, g, rb, backend, owned, mirrored_now: &retired_files };
+    let query = ListQuery {
+        template_id: Some(template_id),
+        ..Default::default()
+    };
+    let retired_files = retire(
+        &Mirror {
+            ctx,
+            g,
+            rb,
+            backend,
+            owned,
+            mirrored_now: &[],
+        },
+        status,
+    )
+    .await?;
+    let mirror = Mirror {
+        ctx,
+        g,
+        rb,
+        backend,
+        owned,
+        mirrored_now: &retired_files,
+    };
     if g.spec.event_type != ReportEventType::Onetime {
         return mirror.and_prune(&query, status).await;
     }
@@ -85,11 +127,19 @@ pub async fn run(
     let current = query.template_id.as_deref();
     let mirrored = owned.iter().any(|rf| rf.spec.template_id.as_deref() == current);
     if mirrored {
-        return Ok(if status.retired_templates.is_empty() { Outcome::working(None) } else { Outcome::working(Some(decide::MIRROR_INTERVAL)) });
+        return Ok(if status.retired_templates.is_empty() {
+            Outcome::working(None)
+        } else {
+            Outcome::working(Some(decide::MIRROR_INTERVAL))
+        });
     }
     let outcome = mirror.once(&query, status).await?;
     // A retired template not deleted yet is looked at again even when nothing else changes.
-    Ok(if status.retired_templates.is_empty() { outcome } else { outcome.or_requeue(decide::MIRROR_INTERVAL) })
+    Ok(if status.retired_templates.is_empty() {
+        outcome
+    } else {
+        outcome.or_requeue(decide::MIRROR_INTERVAL)
+    })
 }
 
 /// The retired templates: mirrors the reports each made since it was last listed, and
@@ -97,11 +147,21 @@ pub async fn run(
 /// it for the next pass (with a Warning): the current template is what the generator's
 /// Ready is about.
 async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Result<Vec<PlannedFile>, Error> {
-    let Mirror { ctx, g, rb, backend, owned, .. } = *mirror;
+    let Mirror {
+        ctx,
+        g,
+        rb,
+        backend,
+        owned,
+        ..
+    } = *mirror;
     let type_ = rb.spec.type_.as_str();
     let mut mirrored = Vec::new();
     for id in status.retired_templates.clone() {
-        let query = ListQuery { template_id: Some(id.clone()), ..Default::default() };
+        let query = ListQuery {
+            template_id: Some(id.clone()),
+            ..Default::default()
+        };
         let remote = match ctx.metrics.call(type_, "list", backend.list(&query)).await {
             Ok(r) => r,
             // Gone already (deleted by hand, or by an earlier pass whose status write was lost).
@@ -110,7 +170,13 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 continue;
             }
             Err(e) => {
-                ctx.event(g, EventType::Warning, "BackendError", format!("listing the reports of the replaced RDEReportTemplate {id}: {e}")).await;
+                ctx.event(
+                    g,
+                    EventType::Warning,
+                    "BackendError",
+                    format!("listing the reports of the replaced RDEReportTemplate {id}: {e}"),
+                )
+                .await;
                 continue;
             }
         };
@@ -120,12 +186,30 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
         if !done {
             continue;
         }
-        match ctx.metrics.call(type_, "delete", backend.delete_template(&id)).await {
+        match ctx
+            .metrics
+            .call(type_, "delete", backend.delete_template(&id))
+            .await
+        {
             Ok(()) => {
                 status.retired_templates.retain(|t| *t != id);
-                ctx.event(g, EventType::Normal, "Deleted", format!("deleted the replaced RDEReportTemplate {id}")).await;
+                ctx.event(
+                    g,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("deleted the replaced RDEReportTemplate {id}"),
+                )
+                .await;
             }
-            Err(e) => ctx.event(g, EventType::Warning, "BackendError", format!("deleting the replaced RDEReportTemplate {id}: {e}")).await,
+            Err(e) => {
+                ctx.event(
+                    g,
+                    EventType::Warning,
+                    "BackendError",
+                    format!("deleting the replaced RDEReportTemplate {id}: {e}"),
+                )
+                .await
+            }
         }
     }
     Ok(mirrored)
@@ -182,21 +266,35 @@ impl CreateOnce for Template<'_> {
     }
 
     async fn save(&mut self) -> Result<(), Stop> {
-        self.ctx.apply_status(self.api, self.g, &*self.status).await.map_err(|e| Stop::Kube(e.into()))
+        self.ctx
+            .apply_status(self.api, self.g, &*self.status)
+            .await
+            .map_err(|e| Stop::Kube(e.into()))
     }
 
     async fn find(&mut self) -> Result<Option<RemoteReport>, Stop> {
         // A retired template may match the spec too (an edit of notifyByEmail alone): it is
         // not the one being made.
-        let mut taken = self.ctx.index.ids_taken_by_generators(self.rb, self.g.metadata.uid.as_deref());
+        let mut taken = self
+            .ctx
+            .index
+            .ids_taken_by_generators(self.rb, self.g.metadata.uid.as_deref());
         taken.extend(self.status.retired_templates.iter().cloned());
         let type_ = self.rb.spec.type_.as_str();
-        self.ctx.metrics.call(type_, "find", self.backend.find(self.req, &taken)).await.map_err(|e| Stop::Backend("find", e))
+        self.ctx
+            .metrics
+            .call(type_, "find", self.backend.find(self.req, &taken))
+            .await
+            .map_err(|e| Stop::Backend("find", e))
     }
 
     async fn submit(&mut self) -> Result<RemoteReport, Stop> {
         let type_ = self.rb.spec.type_.as_str();
-        self.ctx.metrics.call(type_, "submit", self.backend.submit(self.req)).await.map_err(|e| Stop::Backend("submit", e))
+        self.ctx
+            .metrics
+            .call(type_, "submit", self.backend.submit(self.req))
+            .await
+            .map_err(|e| Stop::Backend("submit", e))
     }
 }
 
@@ -211,7 +309,10 @@ async fn ensure_finalizer(g: &ReportGenerator, api: &Api<ReportGenerator>) -> Re
 /// finalizer and removes the finalizer once that succeeded.
 pub async fn finalize(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    finalizers::run(g, &api, RDE_FINALIZER, |g| async move { delete_template(&g, ctx).await }).await
+    finalizers::run(g, &api, RDE_FINALIZER, |g| async move {
+        delete_template(&g, ctx).await
+    })
+    .await
 }
 
 /// Deletes the RDE template and any replaced ones not deleted yet, so that the finalizer can
@@ -220,7 +321,11 @@ pub async fn finalize(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Action, 
 async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, NotYet> {
     let namespace = g.namespace().unwrap_or_default();
     let status = g.status.clone().unwrap_or_default();
-    let templates: Vec<String> = status.external_id.into_iter().chain(status.retired_templates).collect();
+    let templates: Vec<String> = status
+        .external_id
+        .into_iter()
+        .chain(status.retired_templates)
+        .collect();
     if templates.is_empty() {
         return Ok(Action::await_change());
     }
@@ -228,21 +333,55 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
         Ok(found) => found,
         Err(n) if n.reason == "BackendNotFound" => {
             let ids = templates.join(", ");
-            ctx.event(g, EventType::Warning, "TemplateLeft", format!("RDEReportTemplate {ids} was not deleted: {}", n.message)).await;
+            ctx.event(
+                g,
+                EventType::Warning,
+                "TemplateLeft",
+                format!("RDEReportTemplate {ids} was not deleted: {}", n.message),
+            )
+            .await;
             return Ok(Action::await_change());
         }
         Err(n) => {
             let ids = templates.join(", ");
-            ctx.event(g, EventType::Warning, "BackendError", format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message)).await;
+            ctx.event(
+                g,
+                EventType::Warning,
+                "BackendError",
+                format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message),
+            )
+            .await;
             return Err(NotYet(Duration::from_secs(30)));
         }
     };
     // Deleting one that is gone already succeeds: a retry after a partial pass is harmless.
     for template_id in templates {
-        match ctx.metrics.call(rb.spec.type_.as_str(), "delete", backend.delete_template(&template_id)).await {
-            Ok(()) => ctx.event(g, EventType::Normal, "Deleted", format!("deleted RDEReportTemplate {template_id}")).await,
+        match ctx
+            .metrics
+            .call(
+                rb.spec.type_.as_str(),
+                "delete",
+                backend.delete_template(&template_id),
+            )
+            .await
+        {
+            Ok(()) => {
+                ctx.event(
+                    g,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("deleted RDEReportTemplate {template_id}"),
+                )
+                .await
+            }
             Err(e) => {
-                ctx.event(g, EventType::Warning, "BackendError", format!("deleting RDEReportTemplate {template_id}: {e}")).await;
+                ctx.event(
+                    g,
+                    EventType::Warning,
+                    "BackendError",
+                    format!("deleting RDEReportTemplate {template_id}: {e}"),
+                )
+                .await;
                 return Err(NotYet(Duration::from_secs(10)));
             }
         }

@@ -36,10 +36,7 @@ fn due_windows_excludes_after_and_includes_now() {
     let s = schedule(Period::P1D, None, None);
     let boundary = utc("2018-10-09T00:00:00Z");
     assert_eq!(s.due_windows(boundary, boundary).count(), 0);
-    assert_eq!(
-        s.due_windows(utc("2018-10-08T23:59:59Z"), boundary).count(),
-        1
-    );
+    assert_eq!(s.due_windows(utc("2018-10-08T23:59:59Z"), boundary).count(), 1);
     assert_eq!(
         s.due_windows(utc("2018-10-08T23:59:59Z"), utc("2018-10-08T23:59:59.9Z"))
             .count(),
@@ -177,13 +174,7 @@ fn next_run_after_ignores_fractions_of_a_second() {
 
 #[test]
 fn invalid_cron_is_rejected_with_the_pattern_in_the_message() {
-    for bad in [
-        "61 * * * *",
-        "0 0 0 * * *",
-        "@every 5m",
-        "0 0 * *",
-        "0 0 30 2 *",
-    ] {
+    for bad in ["61 * * * *", "0 0 0 * * *", "@every 5m", "0 0 * *", "0 0 30 2 *"] {
         let err = ReportSchedule::new(Period::P1D, None, Some(bad)).unwrap_err();
         assert!(matches!(err, ScheduleError::InvalidCron { .. }), "{bad}");
         let message = err.to_string();
@@ -199,14 +190,8 @@ fn invalid_cron_is_rejected_with_the_pattern_in_the_message() {
 #[test]
 fn unknown_time_zone_is_rejected_with_its_name() {
     let err = ReportSchedule::new(Period::P1D, Some("Europe/Berln"), None).unwrap_err();
-    assert_eq!(
-        err,
-        ScheduleError::UnknownTimeZone("Europe/Berln".to_string())
-    );
-    assert!(
-        err.to_string()
-            .starts_with("unknown time zone \"Europe/Berln\"")
-    );
+    assert_eq!(err, ScheduleError::UnknownTimeZone("Europe/Berln".to_string()));
+    assert!(err.to_string().starts_with("unknown time zone \"Europe/Berln\""));
 }
 
 #[test]
@@ -220,14 +205,8 @@ fn empty_cron_and_time_zone_mean_the_defaults() {
 fn latest_complete_window_for_run_now() {
     let day = schedule(Period::P1D, None, None);
     let oct8 = window("2018-10-08T00:00:00Z", "2018-10-08T23:59:59Z");
-    assert_eq!(
-        day.latest_complete_window(utc("2018-10-09T09:23:52Z")),
-        oct8
-    );
-    assert_eq!(
-        day.latest_complete_window(utc("2018-10-09T00:00:00Z")),
-        oct8
-    );
+    assert_eq!(day.latest_complete_window(utc("2018-10-09T09:23:52Z")), oct8);
+    assert_eq!(day.latest_complete_window(utc("2018-10-09T00:00:00Z")), oct8);
     let month = schedule(Period::P1M, Some("America/Los_Angeles"), None);
     let feb = month.latest_complete_window(utc("2026-03-15T00:00:00Z"));
     assert_eq!(feb, window("2026-02-01T08:00:00Z", "2026-03-01T07:59:59Z"));
@@ -282,20 +261,27 @@ fn window_suffix_names_are_short_and_dns_safe() {
         let s = schedule(period, None, None);
         let name = s.window_suffix(&s.window_containing(t));
         assert_eq!(name, expected);
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-        );
+        assert!(name.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
     }
 }
 
 #[test]
 fn years_0001_and_9999_in_any_zone_give_windows_without_panicking() {
-    for zone in ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/St_Johns", "Asia/Kolkata"] {
+    for zone in [
+        "UTC",
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+        "America/St_Johns",
+        "Asia/Kolkata",
+    ] {
         for period in [Period::P1D, Period::P1W, Period::P1M] {
             for cron in [None, Some("* * * * *"), Some("@yearly")] {
                 let s = schedule(period, Some(zone), cron);
-                for at in ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+                for at in [
+                    "0000-01-01T00:00:00Z",
+                    "0001-01-01T00:00:00Z",
+                    "9999-12-31T23:59:59Z",
+                ] {
                     let w = s.window_containing(utc(at));
                     assert!(w.start <= utc(at) && utc(at) <= w.end, "{zone} {period:?} {at}");
                     let _ = s.latest_complete_window(utc(at));
@@ -303,8 +289,14 @@ fn years_0001_and_9999_in_any_zone_give_windows_without_panicking() {
                     let _ = s.next_run_after(utc(at));
                     assert!(s.due_windows(utc(at), utc(at)).next().is_none());
                 }
-                let _ = s.backfill_windows(utc("0001-01-01T00:00:00Z"), utc("0001-03-01T00:00:00Z")).count();
-                assert_eq!(s.backfill_windows(utc("9999-12-31T23:59:59Z"), utc("2026-01-01T00:00:00Z")).count(), 0);
+                let _ = s
+                    .backfill_windows(utc("0001-01-01T00:00:00Z"), utc("0001-03-01T00:00:00Z"))
+                    .count();
+                assert_eq!(
+                    s.backfill_windows(utc("9999-12-31T23:59:59Z"), utc("2026-01-01T00:00:00Z"))
+                        .count(),
+                    0
+                );
             }
         }
     }

@@ -159,10 +159,7 @@ fn day_starts_after_a_dst_gap_at_midnight() {
     assert_eq!(hours(&w), 23);
     assert_eq!(s.window_suffix(&w), "20260906");
     let before = s.window_before(&w);
-    assert_eq!(
-        before,
-        window("2026-09-05T04:00:00Z", "2026-09-06T03:59:59Z")
-    );
+    assert_eq!(before, window("2026-09-05T04:00:00Z", "2026-09-06T03:59:59Z"));
 }
 
 #[test]

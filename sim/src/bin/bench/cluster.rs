@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use report_operator::api::{BackendType, FileState, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator};
+use report_operator::api::{
+    BackendType, FileState, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator,
+};
 use report_sim::SimServer;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -30,8 +32,12 @@ pub struct Ready {
 
 impl Cluster {
     pub async fn connect(_args: &Args) -> Result<Cluster, BenchError> {
-        let kubeconfig = std::env::var_os("KUBECONFIG").map(PathBuf::from).ok_or_else(|| BenchError::Config("KUBECONFIG is not set".into()))?;
-        let config = kube::Config::infer().await.map_err(|e| BenchError::Config(e.to_string()))?;
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .ok_or_else(|| BenchError::Config("KUBECONFIG is not set".into()))?;
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| BenchError::Config(e.to_string()))?;
         let client = Client::try_from(config)?;
         Ok(Cluster { client, kubeconfig })
     }
@@ -39,8 +45,11 @@ impl Cluster {
     /// A fresh namespace `bench-<scenario>-<random>`.
     pub async fn namespace(&self, scenario: &str) -> Result<String, BenchError> {
         let name = format!("bench-{scenario}-{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| BenchError::Other(e.to_string()))?;
-        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await?;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))
+            .map_err(|e| BenchError::Other(e.to_string()))?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         Ok(name)
     }
 
@@ -48,24 +57,50 @@ impl Cluster {
     /// of one scenario's objects (10,000 generators in (c)) does not load the next scenario.
     pub async fn delete_namespace(&self, name: &str) {
         let api = Api::<Namespace>::all(self.client.clone());
-        let Ok(deleted) = api.delete(name, &DeleteParams::background()).await else { return };
-        let Some(uid) = deleted.left().and_then(|ns| ns.metadata.uid) else { return };
-        let gone = kube::runtime::wait::await_condition(api, name, kube::runtime::wait::conditions::is_deleted(&uid));
-        if tokio::time::timeout(std::time::Duration::from_secs(600), gone).await.is_err() {
+        let Ok(deleted) = api.delete(name, &DeleteParams::background()).await else {
+            return;
+        };
+        let Some(uid) = deleted.left().and_then(|ns| ns.metadata.uid) else {
+            return;
+        };
+        let gone = kube::runtime::wait::await_condition(
+            api,
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        );
+        if tokio::time::timeout(std::time::Duration::from_secs(600), gone)
+            .await
+            .is_err()
+        {
             eprintln!("[bench] namespace {name} still exists after 10 minutes; going on");
         }
     }
 
     /// A credentials Secret and a ReportBackend `b` of type `t` at `sim`, with `spec_extra`
     /// merged into its spec.
-    pub async fn backend(&self, ns: &str, sim: &SimServer, t: BackendType, spec_extra: Value) -> Result<(), BenchError> {
+    pub async fn backend(
+        &self,
+        ns: &str,
+        sim: &SimServer,
+        t: BackendType,
+        spec_extra: Value,
+    ) -> Result<(), BenchError> {
         let data = match t {
             BackendType::Connect => json!({"apiKey": "SU-000-000-000:connect-secret-key"}),
-            BackendType::Supplier => json!({"clientId": "supplier-client", "clientSecret": "supplier-secret"}),
-            other => return Err(BenchError::Other(format!("no bench backend of type {}", other.as_str()))),
+            BackendType::Supplier => {
+                json!({"clientId": "supplier-client", "clientSecret": "supplier-secret"})
+            }
+            other => {
+                return Err(BenchError::Other(format!(
+                    "no bench backend of type {}",
+                    other.as_str()
+                )));
+            }
         };
         let secret: Secret = from_json(json!({"metadata": {"name": "b-credentials"}, "stringData": data}))?;
-        Api::<Secret>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &secret).await?;
+        Api::<Secret>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await?;
         let mut spec = json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "b-credentials"}});
         if t == BackendType::Supplier {
             spec["supplier"] = json!({"organizationId": "6f1c2d3e-0000-4000-8000-000000000001", "tokenUrl": sim.supplier_token_url()});
@@ -77,7 +112,9 @@ impl Cluster {
             "apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportBackend",
             "metadata": {"name": "b"}, "spec": spec,
         }))?;
-        Api::<ReportBackend>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &backend).await?;
+        Api::<ReportBackend>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &backend)
+            .await?;
         Ok(())
     }
 
@@ -87,7 +124,12 @@ impl Cluster {
     }
 
     /// Creates many generators, `concurrency` requests at a time; returns when the last was created.
-    pub async fn generators(&self, ns: &str, items: Vec<(String, Value)>, concurrency: usize) -> Result<(), BenchError> {
+    pub async fn generators(
+        &self,
+        ns: &str,
+        items: Vec<(String, Value)>,
+        concurrency: usize,
+    ) -> Result<(), BenchError> {
         let api: Api<ReportGenerator> = Api::namespaced(self.client.clone(), ns);
         futures::stream::iter(items.into_iter().map(|(name, spec)| {
             let api = api.clone();
@@ -105,14 +147,32 @@ impl Cluster {
         let api: Api<ReportFile> = Api::namespaced(self.client.clone(), ns);
         tokio::spawn(async move {
             let mut seen = HashSet::new();
-            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            let mut events = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
             while let Some(event) = events.next().await {
                 let Ok(file) = event else { continue };
                 let ready = file.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready);
-                let Some(name) = file.metadata.name.clone() else { continue };
+                let Some(name) = file.metadata.name.clone() else {
+                    continue;
+                };
                 if ready && seen.insert(name) {
-                    let generator = file.metadata.labels.as_ref().and_then(|l| l.get(LABEL_GENERATOR)).cloned().unwrap_or_default();
-                    if tx.send(Ready { generator, at: Instant::now() }).is_err() {
+                    let generator = file
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(LABEL_GENERATOR))
+                        .cloned()
+                        .unwrap_or_default();
+                    if tx
+                        .send(Ready {
+                            generator,
+                            at: Instant::now(),
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -128,11 +188,19 @@ impl Cluster {
         let api: Api<ReportGenerator> = Api::namespaced(self.client.clone(), ns);
         tokio::spawn(async move {
             let mut settled = HashSet::new();
-            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            let mut events = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
             while let Some(event) = events.next().await {
                 let Ok(g) = event else { continue };
                 let observed = g.status.as_ref().and_then(|s| s.observed_generation);
-                if observed.is_some() && observed == g.metadata.generation && settled.insert(g.metadata.name.clone().unwrap_or_default()) && tx.send(settled.len()).is_err() {
+                if observed.is_some()
+                    && observed == g.metadata.generation
+                    && settled.insert(g.metadata.name.clone().unwrap_or_default())
+                    && tx.send(settled.len()).is_err()
+                {
                     return;
                 }
             }

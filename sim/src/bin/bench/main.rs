@@ -53,7 +53,11 @@ pub struct Args {
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
     /// RUST_LOG of the operators (debug logs cost CPU; scenario d's log has the timings).
-    #[arg(long, env = "BENCH_OPERATOR_LOG", default_value = "info,report_operator=debug,kube=warn")]
+    #[arg(
+        long,
+        env = "BENCH_OPERATOR_LOG",
+        default_value = "info,report_operator=debug,kube=warn"
+    )]
     operator_log: String,
 }
 
@@ -108,7 +112,11 @@ async fn run(args: Args) -> Result<Vec<Row>, BenchError> {
             "c" => scenarios::idle_generators(&cluster, &args).await?,
             "d" => scenarios::fan_out(&cluster, &args).await?,
             "e" => scale::scale(&cluster, &args).await?,
-            other => return Err(BenchError::Other(format!("no scenario {other:?} (a, b, c, d, e)"))),
+            other => {
+                return Err(BenchError::Other(format!(
+                    "no scenario {other:?} (a, b, c, d, e)"
+                )));
+            }
         };
         for r in &found {
             eprintln!("[bench] {}: {}", r.scenario, r.result);

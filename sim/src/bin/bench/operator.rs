@@ -32,26 +32,44 @@ impl Operator {
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()?;
-        Ok(Operator { child, log, metrics: format!("http://{metrics}/metrics") })
+        Ok(Operator {
+            child,
+            log,
+            metrics: format!("http://{metrics}/metrics"),
+        })
     }
 
     /// The operator's metrics in the Prometheus text format.
     async fn scrape(&self) -> Result<String, BenchError> {
-        Ok(reqwest::get(&self.metrics).await?.error_for_status()?.text().await?)
+        Ok(reqwest::get(&self.metrics)
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 
     /// Reconciles of every kind so far.
     pub async fn reconciles(&self) -> Result<u64, BenchError> {
         let text = self.scrape().await?;
-        Ok(samples(&text, "report_operator_reconciles_total{").map(|v| v as u64).sum())
+        Ok(samples(&text, "report_operator_reconciles_total{")
+            .map(|v| v as u64)
+            .sum())
     }
 
     /// The sum (seconds) and count of the reconciles of `kind` so far.
     pub async fn reconcile_time(&self, kind: &str) -> Result<(f64, u64), BenchError> {
         let text = self.scrape().await?;
         let labels = format!("{{kind=\"{kind}\"}}");
-        let sum = samples(&text, &format!("report_operator_reconcile_duration_seconds_sum{labels}")).sum();
-        let count = samples(&text, &format!("report_operator_reconcile_duration_seconds_count{labels}")).sum::<f64>() as u64;
+        let sum = samples(
+            &text,
+            &format!("report_operator_reconcile_duration_seconds_sum{labels}"),
+        )
+        .sum();
+        let count = samples(
+            &text,
+            &format!("report_operator_reconcile_duration_seconds_count{labels}"),
+        )
+        .sum::<f64>() as u64;
         Ok((sum, count))
     }
 
@@ -63,10 +81,16 @@ impl Operator {
                 return Ok(started.elapsed());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(BenchError::Other(format!("the operator exited ({status}); see {}", self.log.display())));
+                return Err(BenchError::Other(format!(
+                    "the operator exited ({status}); see {}",
+                    self.log.display()
+                )));
             }
             if started.elapsed() > Duration::from_secs(300) {
-                return Err(BenchError::Other(format!("the operator did not sync; see {}", self.log.display())));
+                return Err(BenchError::Other(format!(
+                    "the operator did not sync; see {}",
+                    self.log.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -93,7 +117,10 @@ impl Operator {
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+            .sum();
         ticks.saturating_mul(1000) / clock_ticks()
     }
 }
@@ -107,7 +134,9 @@ impl Drop for Operator {
 
 /// The values of the samples whose line starts with `prefix`.
 fn samples<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = f64> + 'a {
-    text.lines().filter(move |l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+    text.lines()
+        .filter(move |l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {

@@ -25,16 +25,26 @@ const QUIET: Duration = Duration::from_secs(5);
 /// Runs the scale scenario once for each `(generators, files)`.
 pub async fn scale(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
-    for (generators, files) in [(args.scale_generators / 50, args.scale_files / 50), (args.scale_generators, args.scale_files)] {
+    for (generators, files) in [
+        (args.scale_generators / 50, args.scale_files / 50),
+        (args.scale_generators, args.scale_files),
+    ] {
         rows.extend(one(cluster, args, generators.max(1), files.max(1)).await?);
     }
     Ok(rows)
 }
 
-async fn one(cluster: &Cluster, args: &Args, generators: usize, files: usize) -> Result<Vec<Row>, BenchError> {
+async fn one(
+    cluster: &Cluster,
+    args: &Args,
+    generators: usize,
+    files: usize,
+) -> Result<Vec<Row>, BenchError> {
     let sim = sim(2000).await?;
     let ns = cluster.namespace("e").await?;
-    cluster.backend(&ns, &sim, BackendType::Connect, json!({})).await?;
+    cluster
+        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .await?;
     let made = Instant::now();
     make_objects(cluster, &ns, generators, files).await?;
     let made = made.elapsed();
@@ -49,7 +59,9 @@ async fn one(cluster: &Cluster, args: &Args, generators: usize, files: usize) ->
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(BenchError::Other("no reconcile within 10 minutes of the start".into()));
+            return Err(BenchError::Other(
+                "no reconcile within 10 minutes of the start".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -73,7 +85,11 @@ async fn one(cluster: &Cluster, args: &Args, generators: usize, files: usize) ->
     let cpu = op.cpu_ms().saturating_sub(cpu_before);
     times.sort();
     let (sum, count) = (after.0 - before.0, after.1.saturating_sub(before.1));
-    let mean_ms = if count == 0 { 0.0 } else { sum * 1000.0 / count as f64 };
+    let mean_ms = if count == 0 {
+        0.0
+    } else {
+        sum * 1000.0 / count as f64
+    };
     drop(op);
     cluster.delete_namespace(&ns).await;
     Ok(vec![
@@ -114,7 +130,9 @@ async fn settle(op: &Operator, started: Instant) -> Result<Duration, BenchError>
             (last_count, last_change, quiet_since) = (count, started.elapsed(), Instant::now());
         }
         if started.elapsed() > Duration::from_secs(1800) {
-            return Err(BenchError::Other("the operator did not settle within 30 minutes".into()));
+            return Err(BenchError::Other(
+                "the operator did not settle within 30 minutes".into(),
+            ));
         }
     }
     Ok(last_change)
@@ -122,7 +140,12 @@ async fn settle(op: &Operator, started: Instant) -> Result<Duration, BenchError>
 
 /// `generators` idle PERIODIC generators (their first window ends in 2099) and `files`
 /// FAILED ReportFiles spread over them, owned by them, with the status the operator writes.
-async fn make_objects(cluster: &Cluster, ns: &str, generators: usize, files: usize) -> Result<(), BenchError> {
+async fn make_objects(
+    cluster: &Cluster,
+    ns: &str,
+    generators: usize,
+    files: usize,
+) -> Result<(), BenchError> {
     let gapi: Api<ReportGenerator> = Api::namespaced(cluster.client.clone(), ns);
     let spec = json!({
         "backendRef": {"name": "b"}, "commonName": "Idle", "eventType": "PERIODIC", "format": "CSV",
@@ -175,9 +198,7 @@ async fn make_objects(cluster: &Cluster, ns: &str, generators: usize, files: usi
 /// A FAILED report's status as the operator writes it, so that a restart finds nothing to do.
 fn failed_status() -> Value {
     let at = "2026-11-01T00:00:00Z";
-    let cond = |type_: &str, status: &str| {
-        json!({"type": type_, "status": status, "reason": "Failed", "message": "COMMERCE failed the report", "lastTransitionTime": at, "observedGeneration": 1})
-    };
+    let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "reason": "Failed", "message": "COMMERCE failed the report", "lastTransitionTime": at, "observedGeneration": 1});
     json!({"status": {
         "status": "FAILED", "observedGeneration": 1, "failedReason": "COMMERCE failed the report", "externalId": "old",
         "conditions": [cond("Ready", "False"), cond("Complete", "False"), cond("Failed", "True")],

@@ -18,7 +18,13 @@ const DEADLINE: Duration = Duration::from_secs(900);
 
 pub async fn sim(generation_ms: u64) -> Result<SimServer, BenchError> {
     let config = SimConfig::default().for_all(|b| b.generation_ms = generation_ms);
-    Ok(SimServer::start(config, "127.0.0.1:0".parse().map_err(|_| BenchError::Other("address".into()))?).await?)
+    Ok(SimServer::start(
+        config,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| BenchError::Other("address".into()))?,
+    )
+    .await?)
 }
 
 pub fn onetime_connect() -> Value {
@@ -30,7 +36,12 @@ pub fn onetime_connect() -> Value {
 
 /// Every backend call the simulator answered for `api`.
 pub fn calls(sim: &SimServer, api: &str) -> u64 {
-    sim.stats().requests.iter().filter(|r| r.backend == api).map(|r| r.count).sum()
+    sim.stats()
+        .requests
+        .iter()
+        .filter(|r| r.backend == api)
+        .map(|r| r.count)
+        .sum()
 }
 
 /// The next `n` READY ReportFiles; the time the last was seen.
@@ -39,7 +50,11 @@ async fn ready(rx: &mut mpsc::UnboundedReceiver<Ready>, n: usize) -> Result<Inst
     for i in 0..n {
         match tokio::time::timeout(DEADLINE, rx.recv()).await {
             Ok(Some(r)) => last = r.at,
-            _ => return Err(BenchError::Other(format!("only {i} of {n} ReportFiles became READY"))),
+            _ => {
+                return Err(BenchError::Other(format!(
+                    "only {i} of {n} ReportFiles became READY"
+                )));
+            }
         }
     }
     Ok(last)
@@ -51,7 +66,11 @@ pub async fn ready_of(rx: &mut mpsc::UnboundedReceiver<Ready>, name: &str) -> Re
         match tokio::time::timeout(DEADLINE, rx.recv()).await {
             Ok(Some(r)) if r.generator == name => return Ok(r.at),
             Ok(Some(_)) => {}
-            _ => return Err(BenchError::Other(format!("the report of {name} did not become READY"))),
+            _ => {
+                return Err(BenchError::Other(format!(
+                    "the report of {name} did not become READY"
+                )));
+            }
         }
     }
 }
@@ -70,7 +89,9 @@ pub async fn one_report(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Benc
     let sim = sim(2000).await?;
     let ns = cluster.namespace("a").await?;
     let _op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
-    cluster.backend(&ns, &sim, BackendType::Connect, json!({})).await?;
+    cluster
+        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .await?;
     let mut rx = cluster.watch_ready(&ns);
     // One report first, not counted: the backend becomes Ready and its client is built.
     cluster.generator(&ns, "warm-up", onetime_connect()).await?;
@@ -105,7 +126,9 @@ pub async fn many_reports(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Be
     let ns = cluster.namespace("b").await?;
     let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
-    cluster.backend(&ns, &sim, BackendType::Connect, json!({})).await?;
+    cluster
+        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .await?;
     let mut rx = cluster.watch_ready(&ns);
     let cpu_before = op.cpu_ms();
     let first_apply = Instant::now();
@@ -125,7 +148,10 @@ pub async fn many_reports(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Be
     );
     drop(op);
     cluster.delete_namespace(&ns).await;
-    Ok(vec![Row { scenario: format!("(b) {n} ONETIME reports applied at once (CONNECT, generation 2 s)"), result }])
+    Ok(vec![Row {
+        scenario: format!("(b) {n} ONETIME reports applied at once (CONNECT, generation 2 s)"),
+        result,
+    }])
 }
 
 /// (c) Idle PERIODIC generators (their first window ends in the future): memory once
@@ -137,7 +163,9 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
     let ns = cluster.namespace("c").await?;
     let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
-    cluster.backend(&ns, &sim, BackendType::Connect, json!({})).await?;
+    cluster
+        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .await?;
     let empty_rss = op.rss_kib();
     let mut settled = cluster.watch_settled(&ns);
     let spec = json!({
@@ -145,7 +173,13 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
         "parameters": {"period": "P1M", "startDate": "2099-01-01T00:00:00Z", "template": "RT-0000-0001"},
     });
     let started = Instant::now();
-    cluster.generators(&ns, (0..n).map(|i| (format!("idle-{i:05}"), spec.clone())).collect(), 16).await?;
+    cluster
+        .generators(
+            &ns,
+            (0..n).map(|i| (format!("idle-{i:05}"), spec.clone())).collect(),
+            16,
+        )
+        .await?;
     let applied = started.elapsed();
     wait_settled(&mut settled, n).await?;
     let settle = started.elapsed();
@@ -198,7 +232,11 @@ async fn wait_settled(rx: &mut mpsc::UnboundedReceiver<usize>, n: usize) -> Resu
     while count < n {
         match tokio::time::timeout(DEADLINE, rx.recv()).await {
             Ok(Some(c)) => count = c,
-            _ => return Err(BenchError::Other(format!("only {count} of {n} generators settled"))),
+            _ => {
+                return Err(BenchError::Other(format!(
+                    "only {count} of {n} generators settled"
+                )));
+            }
         }
     }
     Ok(())
@@ -215,7 +253,9 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
     let limits = json!({"limits": {"maxInFlight": 6, "requestsPerWindow": 600, "windowSeconds": 600}});
     cluster.backend(&ns, &sim, BackendType::Supplier, limits).await?;
     let mut rx = cluster.watch_ready(&ns);
-    let start = (chrono::Utc::now() - chrono::Duration::days(6)).format("%Y-%m-%dT00:00:00Z").to_string();
+    let start = (chrono::Utc::now() - chrono::Duration::days(6))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
     let spec = json!({
         "commonName": "Fleet", "eventType": "PERIODIC", "format": "CSV",
         "parameters": {"period": "P1D", "startDate": start, "reportType": "REPORT_TYPE_TRIP_ACTIVITY", "organizations": reference::organizations()},
@@ -226,7 +266,13 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
     let last = ready(&mut rx, reference::REPORTS).await?;
     let took = last - started;
     let stats = sim.stats();
-    let peak = stats.peak_in_progress.iter().filter(|p| p.backend == "SUPPLIER").map(|p| p.peak).max().unwrap_or(0);
+    let peak = stats
+        .peak_in_progress
+        .iter()
+        .filter(|p| p.backend == "SUPPLIER")
+        .map(|p| p.peak)
+        .max()
+        .unwrap_or(0);
     let operator = format!(
         "{} to {} READY; {} requests; {} × 429; peak {peak} in progress per organization; log {}",
         secs(took),
@@ -250,7 +296,13 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
     );
     let ratio = took.as_secs_f64() / client.as_secs_f64();
     Ok(vec![
-        Row { scenario: "(d) SUPPLIER fan-out, 20 organizations × 6 days, generation 3 s: the operator".into(), result: format!("{operator}; {ratio:.1}× the hand-written client") },
-        Row { scenario: "(d) the same by the hand-written client (seed 004's recipe)".into(), result: by_hand },
+        Row {
+            scenario: "(d) SUPPLIER fan-out, 20 organizations × 6 days, generation 3 s: the operator".into(),
+            result: format!("{operator}; {ratio:.1}× the hand-written client"),
+        },
+        Row {
+            scenario: "(d) the same by the hand-written client (seed 004's recipe)".into(),
+            result: by_hand,
+        },
     ])
 }
