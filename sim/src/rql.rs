@@ -277,14 +277,6 @@ impl Query {
                 .filter(|(k, _)| !reserved.contains(&k.as_str()))
                 .all(|(k, v)| field(doc, k).as_deref() == Some(v.as_str()))
     }
-
-    /// A plain parameter's value.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 #[cfg(test)]
@@ -310,7 +302,7 @@ mod tests {
         let q =
             parse("and(eq(template.id,RT-1),in(status,(pending,succeeded)))&limit=10&offset=20&name=a%20b")
                 .expect("rql");
-        assert_eq!(q.param("limit"), Some("10"));
+        assert!(q.params.contains(&("limit".into(), "10".into())));
         let doc =
             json!({"template": {"id": "RT-1"}, "status": "pending", "name": "a b", "progress": {"value": 3}});
         assert!(q.matches(&doc, &["limit", "offset"]));

@@ -118,8 +118,26 @@ async fn listings_filter_by_rql_and_page_with_content_range() {
         "/reporting/reports?and(eq(status,failed),eq(renderer,json))",
     )
     .await;
-    assert_eq!(none.headers()["content-range"], "items */0");
-    assert_eq!(get(&sim, "/reporting/reports?limit=x").await.status(), 400);
+    assert_eq!(none.headers()["content-range"], "items 0-0/0");
+    let count = get(&sim, "/reporting/reports?limit=0").await;
+    assert_eq!(
+        count.headers()["content-range"],
+        "items 0-0/5",
+        "limit=0: the total alone"
+    );
+    assert_eq!(body_json(count).await, json!([]));
+    let past = get(&sim, "/reporting/reports?limit=2&offset=7").await;
+    assert_eq!(past.headers()["content-range"], "items 7-7/5");
+    let lenient = get(&sim, "/reporting/reports?limit=x&offset=y").await;
+    assert_eq!(
+        lenient.headers()["content-range"],
+        "items 0-4/5",
+        "the default page"
+    );
+    assert_eq!(
+        get(&sim, "/reporting/reports?limit=1&limit=2").await.status(),
+        400
+    );
     assert_eq!(get(&sim, "/reporting/reports?bogus(1)").await.status(), 400);
 }
 
