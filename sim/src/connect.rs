@@ -281,7 +281,8 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     json(StatusCode::CREATED, doc)
 }
 
-/// One page of `items` (newest first), with its `Content-Range`, paged the way Connect pages:
+/// One page of `items` (newest first unless `ordering(…)` says otherwise), with its
+/// `Content-Range`, paged the way Connect pages:
 /// with CloudBlue's django-rql (`RQLContentRangeLimitOffsetPagination`, the class Connect's
 /// OpenAPI document names for `limit` and `offset`). `limit=0` asks for the total alone and
 /// gets no items; the range always reads `items <first>-<last>/<total>`, an empty page
@@ -294,10 +295,11 @@ fn page(items: Vec<Value>, uri: &Uri) -> Response {
     let Some((limit, offset)) = paging(&query) else {
         return bad_request("Limit and offset are set incorrectly.");
     };
-    let matching: Vec<Value> = items
+    let mut matching: Vec<Value> = items
         .into_iter()
         .filter(|d| query.matches(d, &["limit", "offset", "ordering", "select"]))
         .collect();
+    query.sort(&mut matching);
     let total = matching.len();
     let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
     let last = offset + page.len().saturating_sub(1);

@@ -144,6 +144,19 @@ def test_pages_are_followed_with_limit_and_offset(reports, batch):
     assert list(reports.filter(name=f'{batch} none').limit(2)) == [], 'an empty listing'
 
 
+def test_order_by_sorts_the_listing(reports, batch):
+    c = create(reports, f'{batch} c', renderer='csv')['id']
+    a = create(reports, f'{batch} a', renderer='json')['id']
+    b = create(reports, f'{batch} b', renderer='csv')['id']
+    mine = reports.filter(R().name.like(f'{batch}*'))
+
+    assert ids(mine) == [b, a, c], 'newest first unless ordered'
+    assert ids(mine.order_by('name').limit(2)) == [a, b, c]
+    assert ids(mine.order_by('-name')) == [c, b, a]
+    assert ids(mine.order_by('renderer', '-name')) == [c, b, a]
+    assert ids(mine.order_by('-renderer', 'name')) == [a, b, c]
+
+
 def test_the_download_action_gives_the_reports_zip(reports, batch):
     report = create(reports, f'{batch} download', renderer='csv')
     with pytest.raises(ClientError) as early:
