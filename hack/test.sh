@@ -14,6 +14,7 @@ export REPORT_OPERATOR_HELM="$(hack/helm.sh)"
 export REPORT_OPERATOR_PROMTOOL="$(hack/promtool.sh)"
 # The S3-compatible server of tests/e2e_delivery.rs (versitygw).
 export REPORT_OPERATOR_S3="$(hack/s3.sh)"
+export REPORT_OPERATOR_PYCLIENT="$(hack/pyclient.sh)" # CloudBlue's Connect client: sim/tests/sim_connect_client.rs
 # Incremental compilation only pays off while editing; a test run builds from scratch or
 # nearly so, and skips the incremental caches.
 export CARGO_INCREMENTAL=0

@@ -2,7 +2,7 @@
 //!
 //! Endpoints (names for faults and statistics):
 //! - `list`: `GET /reporting/reports?<RQL>&limit=&offset=` → array, newest first, with
-//!   `Content-Range: items a-b/total`.
+//!   `Content-Range: items a-b/total` (`limit=0`: no items, `items 0-0/total`; see [`page`]).
 //! - `create`: `POST /reporting/reports` `{"template":{"id":"RT-…"},"renderer","parameters","name"}`
 //!   → 201 with the report (`status` pending → processing → succeeded | failed).
 //! - `get`: `GET /reporting/reports/{id}` (`progress {value,max}`, `stats {created,started,terminated}`).
@@ -20,7 +20,8 @@
 //! Connect's date-range form), which is `date` unless `dateParameters` names another for the
 //! template (custom templates may call their parameters anything, seed 002); a failed report
 //! has `reason`; listings are newest first; a download of
-//! a report that is not ready is 400 `REP_002`; two fixed schedules exist.
+//! a report that is not ready is 400 `REP_002`; two fixed schedules exist; a page holds 100
+//! reports unless `limit` says otherwise, and at most 1000.
 
 use std::sync::Arc;
 
@@ -280,36 +281,50 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
     json(StatusCode::CREATED, doc)
 }
 
-/// One page of `items` (newest first), with its `Content-Range`.
+/// One page of `items` (newest first unless `ordering(…)` says otherwise), with its
+/// `Content-Range`, paged the way Connect pages:
+/// with CloudBlue's django-rql (`RQLContentRangeLimitOffsetPagination`, the class Connect's
+/// OpenAPI document names for `limit` and `offset`). `limit=0` asks for the total alone and
+/// gets no items; the range always reads `items <first>-<last>/<total>`, an empty page
+/// `items <offset>-<offset>/<total>` (`0-0/0`): Connect's own client cannot read `*/<total>`.
 fn page(items: Vec<Value>, uri: &Uri) -> Response {
     let query = match rql::parse(uri.query().unwrap_or_default()) {
         Ok(q) => q,
         Err(e) => return bad_request(&e.to_string()),
     };
-    let number = |key: &str, default: usize| query.param(key).map_or(Ok(default), |v| v.parse::<usize>());
-    let (Ok(limit), Ok(offset)) = (number("limit", DEFAULT_LIMIT), number("offset", 0)) else {
-        return bad_request("limit and offset must be non-negative integers.");
+    let Some((limit, offset)) = paging(&query) else {
+        return bad_request("Limit and offset are set incorrectly.");
     };
-    let matching: Vec<Value> = items
+    let mut matching: Vec<Value> = items
         .into_iter()
         .filter(|d| query.matches(d, &["limit", "offset", "ordering", "select"]))
         .collect();
+    query.sort(&mut matching);
     let total = matching.len();
-    let page: Vec<Value> = matching
-        .into_iter()
-        .skip(offset)
-        .take(limit.min(MAX_LIMIT))
-        .collect();
-    let range = if page.is_empty() {
-        format!("items */{total}")
-    } else {
-        format!("items {offset}-{}/{total}", offset + page.len() - 1)
-    };
+    let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+    let last = offset + page.len().saturating_sub(1);
     let mut response = json(StatusCode::OK, Value::Array(page));
-    if let Ok(v) = HeaderValue::from_str(&range) {
+    if let Ok(v) = HeaderValue::from_str(&format!("items {offset}-{last}/{total}")) {
         response.headers_mut().insert(header::CONTENT_RANGE, v);
     }
     response
+}
+
+/// `limit` and `offset` as django-rql reads them: a limit that is not a number is the default,
+/// one over the maximum is the maximum; an offset that is not a number is 0, and so is every
+/// offset of `limit=0`. Either given twice is refused (`None`).
+fn paging(query: &rql::Query) -> Option<(usize, usize)> {
+    let value = |key: &str| {
+        let mut given = query.params.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
+        let first = given.next();
+        given
+            .next()
+            .is_none()
+            .then(|| first.and_then(|v| v.parse::<usize>().ok()))
+    };
+    let limit = value("limit")?.map_or(DEFAULT_LIMIT, |l| l.min(MAX_LIMIT));
+    let offset = value("offset")?.filter(|_| limit > 0).unwrap_or(0);
+    Some((limit, offset))
 }
 
 async fn list(State(sim): State<Arc<Sim>>, headers: HeaderMap, uri: Uri) -> Response {

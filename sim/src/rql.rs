@@ -2,8 +2,9 @@
 //! `implementing(<type>),eq(commonName,NW%20Finance)&limit(0,10)`.
 //!
 //! Supported: `eq`, `ne`, `in`, `out`, `like`, `ilike` (`*` and `?` wildcards), `and`, `or`,
-//! `not`, `implementing` (APS: `aps.type` equals), `limit(start,count)` (APS). `select`,
-//! `sort` and `ordering` are accepted and ignored. Terms are joined by `&` or `,`; plain
+//! `not`, `implementing` (APS: `aps.type` equals), `limit(start,count)` (APS), and the order
+//! of a listing: `ordering(name,-created)` (CONNECT) or `sort(+name,-created)` (APS), which a
+//! listing applies with [`Query::sort`]. `select` is accepted and ignored. Terms are joined by `&` or `,`; plain
 //! `key=value` pairs (CONNECT's `limit=10&offset=0`, or a simple filter) are returned apart.
 //! Field names are dotted paths into the resource's JSON (`template.id`, `aps.id`); values
 //! are percent-decoded.
@@ -32,7 +33,7 @@ pub(crate) enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
-    /// `select`, `sort`, `ordering`: no effect on which resources match.
+    /// `select` (and an order inside a filter): no effect on which resources match.
     Ignored,
 }
 
@@ -42,6 +43,8 @@ pub(crate) struct Query {
     pub filters: Vec<Filter>,
     /// APS `limit(start,count)`.
     pub limit: Option<(usize, usize)>,
+    /// `ordering(…)` / `sort(…)`: dotted paths, each ascending or descending (`-`).
+    pub order: Vec<SortKey>,
     /// Plain `key=value` pairs, decoded.
     pub params: Vec<(String, String)>,
 }
@@ -77,11 +80,58 @@ pub(crate) fn parse(raw: &str) -> Result<Query, RqlError> {
         for node in parser.terms(None)? {
             match node {
                 Node::Call(name, args) if name == "limit" => query.limit = Some(limit(&args)?),
+                Node::Call(name, args) if name == "ordering" || name == "sort" => {
+                    query.order = atoms(&args)?.iter().map(|k| SortKey::parse(k)).collect();
+                }
                 other => query.filters.push(filter(other)?),
             }
         }
     }
     Ok(query)
+}
+
+/// One key of an order: `name`, `+name` (ascending) or `-name` (descending).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SortKey {
+    path: String,
+    descending: bool,
+}
+
+impl SortKey {
+    fn parse(key: &str) -> SortKey {
+        match key.strip_prefix('-') {
+            Some(path) => SortKey {
+                path: path.to_string(),
+                descending: true,
+            },
+            None => SortKey {
+                path: key.strip_prefix('+').unwrap_or(key).to_string(),
+                descending: false,
+            },
+        }
+    }
+
+    /// Numbers by value, anything else by its text; a resource without the field after those
+    /// with it (as PostgreSQL puts NULLs last in ascending order).
+    fn compare(&self, a: &Value, b: &Value) -> std::cmp::Ordering {
+        let at = |doc| lookup(doc, &self.path).filter(|v| !v.is_null());
+        let order = match (at(a), at(b)) {
+            (Some(Value::Number(x)), Some(Value::Number(y))) => {
+                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                x.total_cmp(&y)
+            }
+            (Some(x), Some(y)) => text(x).cmp(&text(y)),
+            (x, y) => y.is_some().cmp(&x.is_some()),
+        };
+        if self.descending { order.reverse() } else { order }
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn limit(args: &[Node]) -> Result<(usize, usize), RqlError> {
@@ -215,13 +265,14 @@ impl Parser<'_> {
     }
 }
 
+/// The value at a dotted path.
+fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, key| v.get(key))
+}
+
 /// The value at a dotted path, as text (`null` for null, absent: `None`).
 fn field(doc: &Value, path: &str) -> Option<String> {
-    let value = path.split('.').try_fold(doc, |v, key| v.get(key))?;
-    Some(match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+    lookup(doc, path).map(text)
 }
 
 /// `*` any run, `?` any one character.
@@ -268,6 +319,18 @@ impl Filter {
 }
 
 impl Query {
+    /// Puts `docs` in the query's order; a stable sort, so resources equal in every key keep
+    /// the order they came in.
+    pub fn sort(&self, docs: &mut [Value]) {
+        docs.sort_by(|a, b| {
+            self.order
+                .iter()
+                .map(|key| key.compare(a, b))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+
     /// Every filter (and every plain pair not in `reserved`, as `eq`) matches.
     pub fn matches(&self, doc: &Value, reserved: &[&str]) -> bool {
         self.filters.iter().all(|f| f.matches(doc))
@@ -276,14 +339,6 @@ impl Query {
                 .iter()
                 .filter(|(k, _)| !reserved.contains(&k.as_str()))
                 .all(|(k, v)| field(doc, k).as_deref() == Some(v.as_str()))
-    }
-
-    /// A plain parameter's value.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -310,7 +365,7 @@ mod tests {
         let q =
             parse("and(eq(template.id,RT-1),in(status,(pending,succeeded)))&limit=10&offset=20&name=a%20b")
                 .expect("rql");
-        assert_eq!(q.param("limit"), Some("10"));
+        assert!(q.params.contains(&("limit".into(), "10".into())));
         let doc =
             json!({"template": {"id": "RT-1"}, "status": "pending", "name": "a b", "progress": {"value": 3}});
         assert!(q.matches(&doc, &["limit", "offset"]));
@@ -321,6 +376,32 @@ mod tests {
         let like = parse("ilike(name,*B),ne(progress.value,4),not(eq(status,failed))").expect("rql");
         assert!(like.matches(&doc, &[]));
         assert!(parse("frobnicate(x)").is_err());
+        let by = |rql: &str| {
+            let mut docs = vec![
+                json!({"name": "b", "progress": {"value": 10}}),
+                json!({"name": "a", "progress": {"value": 9}}),
+                json!({"name": "c"}),
+                json!({"name": "a", "progress": {"value": 100}}),
+            ];
+            parse(rql).expect("rql").sort(&mut docs);
+            docs.iter()
+                .map(|d| format!("{}{}", d["name"].as_str().unwrap_or("?"), d["progress"]["value"]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            by("ordering(name,-progress.value)"),
+            ["a100", "a9", "b10", "cnull"]
+        );
+        assert_eq!(
+            by("ordering(progress.value)"),
+            ["a9", "b10", "a100", "cnull"],
+            "numbers by value"
+        );
+        assert_eq!(
+            by("sort(-name)&limit=2"),
+            ["cnull", "b10", "a9", "a100"],
+            "stable"
+        );
         assert!(parse("eq(a,b").is_err());
     }
 }

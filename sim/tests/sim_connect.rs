@@ -113,13 +113,22 @@ async fn listings_filter_by_rql_and_page_with_content_range() {
     let named = body_json(get(&sim, "/reporting/reports?eq(name,Report%202)").await).await;
     assert_eq!(named.as_array().map(Vec::len), Some(1), "{named}");
     assert_eq!(named[0]["name"], "Report 2");
-    let none = get(
-        &sim,
-        "/reporting/reports?and(eq(status,failed),eq(renderer,json))",
-    )
-    .await;
-    assert_eq!(none.headers()["content-range"], "items */0");
-    assert_eq!(get(&sim, "/reporting/reports?limit=x").await.status(), 400);
+    // As django-rql pages (Connect): always `first-last/total`; limit=0 is the total alone; a
+    // limit or offset that is not a number is the default.
+    for (query, range) in [
+        ("and(eq(status,failed),eq(renderer,json))", "items 0-0/0"),
+        ("limit=0", "items 0-0/5"),
+        ("limit=2&offset=7", "items 7-7/5"),
+        ("limit=x&offset=y", "items 0-4/5"),
+    ] {
+        let answer = get(&sim, &format!("/reporting/reports?{query}")).await;
+        assert_eq!(answer.headers()["content-range"], range, "{query}");
+        if query == "limit=0" {
+            assert_eq!(body_json(answer).await, json!([]), "no reports with the total");
+        }
+    }
+    let twice = get(&sim, "/reporting/reports?limit=1&limit=2").await;
+    assert_eq!(twice.status(), 400, "limit given twice");
     assert_eq!(get(&sim, "/reporting/reports?bogus(1)").await.status(), 400);
 }
 
