@@ -8,7 +8,9 @@ mod download;
 mod fetch;
 mod progress;
 mod run;
+mod save;
 mod show;
+pub mod terminal;
 
 use std::time::Duration;
 
@@ -42,6 +44,15 @@ pub enum PluginError {
     /// Writing the file failed.
     #[error("writing {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The file is there already; `--force` replaces it.
+    #[error("{0} exists; --force replaces it")]
+    Exists(String),
+    /// A `.part` file is in the way (an interrupted download, or planted).
+    #[error("{0} exists (left by an interrupted download?); remove it, or --force replaces it")]
+    PartExists(String),
+    /// The Secret's URL, or a redirect, is one the plugin does not fetch.
+    #[error("download refused: {0}")]
+    Refused(String),
 }
 
 impl PluginError {
@@ -55,8 +66,16 @@ impl PluginError {
             PluginError::Config(_)
             | PluginError::NotFound { .. }
             | PluginError::NotUsable(_)
-            | PluginError::Io { .. } => false,
+            | PluginError::Io { .. }
+            | PluginError::Exists(_)
+            | PluginError::PartExists(_)
+            | PluginError::Refused(_) => false,
         }
+    }
+
+    /// The message for a terminal: API server and backend text in it escaped.
+    pub fn shown(&self) -> String {
+        terminal::escape(&self.to_string()).into_owned()
     }
 
     fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PluginError {
@@ -111,12 +130,24 @@ pub enum PluginCommand {
         name: String,
     },
     /// Save a READY report's file, re-minting an expired download URL first.
+    ///
+    /// The file is named as the backend names it when that is a plain name (no directory, no
+    /// leading dot, no control character), else as the ReportFile. An existing file is not
+    /// replaced without --force. Only https URLs are fetched, redirects only on the same host.
     Download {
         /// The ReportFile.
         name: String,
-        /// Where to write the file ("-": standard output); default: the report's file name.
+        /// Where to write the file ("-": standard output; a directory: the file inside it);
+        /// default: the report's file name in the working directory.
         #[arg(short, long)]
         output: Option<String>,
+        /// Replace the file (and a leftover .part file) if it exists.
+        #[arg(short, long)]
+        force: bool,
+        /// Fetch a plain http:// URL (an object store without TLS); the file and the URL's
+        /// signature travel in clear text.
+        #[arg(long)]
+        allow_http: bool,
         /// Seconds to wait for the operator to re-mint the URL.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -155,6 +186,8 @@ pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
         PluginCommand::Download {
             name,
             output,
+            force,
+            allow_http,
             timeout,
             max_bytes,
             refresh,
@@ -164,6 +197,8 @@ pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
                 timeout: Duration::from_secs(timeout),
                 max_bytes,
                 force_refresh: refresh,
+                force,
+                allow_http,
             };
             download::download(&ctx, &name, &opts).await
         }
