@@ -7,6 +7,7 @@
 mod download;
 mod fetch;
 mod progress;
+pub mod release;
 mod run;
 mod save;
 mod show;
@@ -53,6 +54,14 @@ pub enum PluginError {
     /// The Secret's URL, or a redirect, is one the plugin does not fetch.
     #[error("download refused: {0}")]
     Refused(String),
+    /// `release-finalizers --check`: objects hold the operator's finalizers.
+    #[error(
+        "{0} object(s) hold report-operator's finalizers (listed above), and without the operator nothing removes them: \
+their namespaces would never finish deleting. Delete them while the operator runs (it cleans up on the platforms), \
+or release them and leave what they made behind: kubectl report release-finalizers --all -A. \
+See \"Uninstalling\" in the documentation."
+    )]
+    Held(usize),
 }
 
 impl PluginError {
@@ -69,7 +78,8 @@ impl PluginError {
             | PluginError::Io { .. }
             | PluginError::Exists(_)
             | PluginError::PartExists(_)
-            | PluginError::Refused(_) => false,
+            | PluginError::Refused(_)
+            | PluginError::Held(_) => false,
         }
     }
 
@@ -158,6 +168,30 @@ pub enum PluginCommand {
         #[arg(long)]
         refresh: bool,
     },
+    /// Remove the operator's finalizers, when the operator is gone, so that objects (and
+    /// their namespaces) can be deleted; says for each what stays behind on the platforms.
+    ///
+    /// Only the operator's finalizers go (reporting.report-operator.io/connect-report,
+    /// /delivery and /rde-template); other controllers' stay. Stop the operator first: while
+    /// it runs it adds them back to the objects it reconciles.
+    ReleaseFinalizers {
+        /// rf/NAME, rg/NAME, or NAME (the ReportFile and ReportGenerator of that name).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        objects: Vec<String>,
+        /// Every ReportFile and ReportGenerator of the namespace.
+        #[arg(long)]
+        all: bool,
+        /// With --all: of every namespace.
+        #[arg(short = 'A', long, requires = "all")]
+        all_namespaces: bool,
+        /// Say what would be released and what would stay behind; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Change nothing, and fail when any object holds the operator's finalizers (the
+        /// chart's uninstall check).
+        #[arg(long, conflicts_with = "dry_run")]
+        check: bool,
+    },
     /// Ask a PERIODIC generator to report on its latest complete window now.
     Run {
         /// The ReportGenerator.
@@ -201,6 +235,26 @@ pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
                 allow_http,
             };
             download::download(&ctx, &name, &opts).await
+        }
+        PluginCommand::ReleaseFinalizers {
+            objects,
+            all,
+            all_namespaces,
+            dry_run,
+            check,
+        } => {
+            let mode = match (dry_run, check) {
+                (_, true) => release::Mode::Check,
+                (true, false) => release::Mode::DryRun,
+                (false, false) => release::Mode::Release,
+            };
+            let opts = release::Options {
+                objects,
+                all,
+                all_namespaces,
+                mode,
+            };
+            release::release(&ctx, &opts).await
         }
         PluginCommand::Run { name, wait } => run::run_now(&ctx, &name, Duration::from_secs(wait)).await,
     }
