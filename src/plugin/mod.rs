@@ -56,10 +56,10 @@ pub enum PluginError {
     Refused(String),
     /// `release-finalizers --check`: objects hold the operator's finalizers.
     #[error(
-        "{0} object(s) hold report-operator's finalizers (listed above), and without the operator nothing removes them: \
-their namespaces would never finish deleting. Delete them while the operator runs (it cleans up on the platforms), \
-or release them and leave what they made behind: kubectl report release-finalizers --all -A. \
-See \"Uninstalling\" in the documentation."
+        "{0} object(s) hold report-operator's finalizers (listed above); without the operator nothing removes them, \
+and their namespaces would never finish deleting. Either delete them while the operator runs (it cleans up on \
+the platforms) and try again, or leave what they made behind: stop the operator (helm uninstall --no-hooks), \
+then run kubectl report release-finalizers --all -A. See \"Uninstalling\" in the documentation."
     )]
     Held(usize),
 }
