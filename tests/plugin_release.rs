@@ -28,6 +28,20 @@ const BUCKET: &str = "reports";
 /// Another controller's finalizer, which the command must leave alone.
 const FOREIGN: &str = "example.com/hold";
 
+/// `kubectl patch reportfile NAME --type=json -p PATCH`, as another controller would.
+fn patch_file(ns: &TestNamespace, name: &str, patch: &str) {
+    let out = ns.kubectl(&["patch", "reportfile", name, "--type=json", "-p", patch]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn add_foreign(ns: &TestNamespace, name: &str) {
+    patch_file(
+        ns,
+        name,
+        &format!(r#"[{{"op":"add","path":"/metadata/finalizers/-","value":"{FOREIGN}"}}]"#),
+    );
+}
+
 fn has(obj: &impl ResourceExt, finalizer: &str) -> bool {
     obj.finalizers().iter().any(|f| f == finalizer)
 }
@@ -80,15 +94,7 @@ async fn a_namespace_held_by_the_operators_finalizers_goes_once_they_are_release
     // controller holds one of the reports too.
     world.operator.kill();
     let held = files[0].clone();
-    let out = world.ns.kubectl(&[
-        "patch",
-        "reportfile",
-        &held,
-        "--type=json",
-        "-p",
-        &format!(r#"[{{"op":"add","path":"/metadata/finalizers/-","value":"{FOREIGN}"}}]"#),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    add_foreign(&world.ns, &held);
     let out = world
         .ns
         .cp()
@@ -197,15 +203,11 @@ async fn a_namespace_held_by_the_operators_finalizers_goes_once_they_are_release
     assert_eq!(world.sim.stats().requests("CONNECT", "delete"), 0);
 
     // The other controller finishes: the namespace goes.
-    let out = world.ns.kubectl(&[
-        "patch",
-        "reportfile",
+    patch_file(
+        &world.ns,
         &held,
-        "--type=json",
-        "-p",
         r#"[{"op":"remove","path":"/metadata/finalizers/0"}]"#,
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     let namespaces: Api<Namespace> = Api::all(world.client.clone());
     wait_for("the namespace gone", DEADLINE, || async {
         matches!(namespaces.get_opt(&ns).await, Ok(None)).then_some(())
@@ -231,15 +233,7 @@ async fn a_finalizer_added_meanwhile_is_never_overwritten() {
     let read = files.get("r").await.expect("get");
     let (patch, released) = release_patch(read.finalizers()).expect("a patch");
     assert_eq!(released, vec![FINALIZER_CONNECT_REPORT.to_string()]);
-    let out = ns.kubectl(&[
-        "patch",
-        "reportfile",
-        "r",
-        "--type=json",
-        "-p",
-        &format!(r#"[{{"op":"add","path":"/metadata/finalizers/-","value":"{FOREIGN}"}}]"#),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    add_foreign(&ns, "r");
     let stale = files
         .patch(
             "r",

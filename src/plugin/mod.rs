@@ -143,7 +143,8 @@ pub enum PluginCommand {
     ///
     /// The file is named as the backend names it when that is a plain name (no directory, no
     /// leading dot, no control character), else as the ReportFile. An existing file is not
-    /// replaced without --force. Only https URLs are fetched, redirects only on the same host.
+    /// replaced without --force. Only https URLs are fetched (http with --allow-http), and
+    /// redirects only on the same scheme, host and port.
     Download {
         /// The ReportFile.
         name: String,
