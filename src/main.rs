@@ -52,11 +52,11 @@ fn called_as_plugin() -> bool {
 
 fn main() -> ExitCode {
     if called_as_plugin() {
-        return block_on(report_operator::plugin::run(PluginCli::parse().args));
+        return block_on(plugin(PluginCli::parse().args));
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Report(args) => block_on(report_operator::plugin::run(args)),
+        Command::Report(args) => block_on(plugin(args)),
         Command::Crd => match report_operator::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -72,6 +72,11 @@ fn main() -> ExitCode {
             block_on(report_operator::controller::run(args))
         }
     }
+}
+
+/// A plugin command, its error message escaped for the terminal (it may quote servers).
+async fn plugin(args: report_operator::plugin::PluginArgs) -> Result<(), String> {
+    report_operator::plugin::run(args).await.map_err(|e| e.shown())
 }
 
 /// Runs a command's future on a multi-threaded runtime and turns its error into an exit code.

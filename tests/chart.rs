@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use chart_support::{CHART, chart_dir, documents, expected_rules, find, flat_rules, helm, render, set_args};
+use chart_support::{
+    CHART, chart_dir, documents, expected_rules, find, flat_rules, helm, render, set_args, token_kubeconfig,
+};
 use common::fixtures;
 use common::{TestNamespace, stderr, stdout, wait_for};
 use lua_support::to_lua;
@@ -245,6 +247,7 @@ fn notes_tell_the_user_what_to_apply_next() {
         "kind: ReportGenerator",
         "kubectl -n billing get reporting",
         "kubectl apply --server-side",
+        "helm uninstall stops (\"job report-operator-finalizers failed\")",
     ] {
         assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
     }
@@ -271,6 +274,9 @@ async fn default_install_is_accepted_by_the_api_server_with_cluster_wide_rbac() 
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            // The uninstall hook's (uninstall.finalizers=refuse), with its own ServiceAccount
+            // and ClusterRole.
+            "Job",
             "Service",
             "ServiceAccount"
         ]
@@ -676,22 +682,6 @@ async fn service_monitor_and_network_policy_are_accepted() {
 // ---------------------------------------------------------------------------------------
 // The real operator under the chart's RBAC and flags
 
-/// A kubeconfig that authenticates with `token` against the test control plane.
-fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
-    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
-        .expect("kubeconfig parses");
-    let cluster = &admin["clusters"][0]["cluster"];
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
-        "current-context": "local",
-    });
-    serde_yaml::to_string(&config).expect("kubeconfig yaml")
-}
-
 struct Process(std::process::Child);
 
 impl Drop for Process {
@@ -721,7 +711,8 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
             "outbound.allowHttp=true",
             "rbac.aggregateToDefaultRoles=false",
         ],
-        &[],
+        // What `helm install` creates: the uninstall hook's objects come at uninstall.
+        &["--no-hooks"],
     );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and
     // the operator runs as a local process instead of its pod.

@@ -44,6 +44,34 @@ pub fn helm(args: &[&str]) -> Output {
         .expect("run helm")
 }
 
+/// helm against the test control plane.
+pub fn helm_on(cp: &common::ControlPlane, args: &[&str]) -> Output {
+    Command::new(helm_bin())
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(args)
+        .current_dir(common::repo_root())
+        .output()
+        .expect("run helm")
+}
+
+/// A kubeconfig that authenticates with `token` (a ServiceAccount's) against the test
+/// control plane.
+pub fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
+        .expect("kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "local",
+    });
+    serde_yaml::to_string(&config).expect("kubeconfig yaml")
+}
+
 /// `--set` pairs as helm arguments.
 pub fn set_args(sets: &[&str]) -> Vec<String> {
     sets.iter()
