@@ -4,8 +4,17 @@
 #
 #   hack/docs.sh          build the book and serve it on http://127.0.0.1:3000 (loopback only)
 #   hack/docs.sh build    build it into docs/book (open docs/book/index.html)
+#   hack/docs.sh reference
+#                         regenerate docs/src/reference/ from the code (the CRDs' schemas and
+#                         the command line), with `report-operator docs reference`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "reference" ]]; then
+  cargo run --quiet --locked --bin report-operator -- docs reference --out docs/src/reference
+  echo "wrote docs/src/reference/"
+  exit 0
+fi
 
 mdbook=$(hack/mdbook.sh)
 mermaid=$(hack/mdbook.sh mermaid)
@@ -25,7 +34,7 @@ case "${1:-serve}" in
     exec "$mdbook" serve docs -n 127.0.0.1 -p "${DOCS_PORT:-3000}"
     ;;
   *)
-    echo "usage: hack/docs.sh [build|serve]" >&2
+    echo "usage: hack/docs.sh [build|serve|reference]" >&2
     exit 2
     ;;
 esac
