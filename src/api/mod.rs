@@ -9,6 +9,7 @@ mod backend;
 mod common;
 mod file;
 mod generator;
+mod schema;
 mod store;
 
 pub use backend::*;
@@ -32,14 +33,18 @@ pub const ANNOTATION_RUN_NOW: &str = "reporting.report-operator.io/run-now";
 /// Annotation on a ReportFile: a new value asks for a fresh download URL.
 pub const ANNOTATION_REFRESH_URL: &str = "reporting.report-operator.io/refresh-url";
 
-/// All CRDs, in the order they are printed and installed.
+/// All CRDs, in the order they are printed and installed, their schemas tidied for
+/// `kubectl explain` ([`schema::tidy`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         ReportBackend::crd(),
         ReportGenerator::crd(),
         ReportFile::crd(),
         ReportStore::crd(),
     ]
+    .into_iter()
+    .map(schema::tidy)
+    .collect()
 }
 
 /// The CRDs as one multi-document YAML stream, as `crds/` and the chart hold them.
