@@ -3,11 +3,14 @@
 # hack/mdbook.sh, cached by version outside the clone.
 #
 #   hack/docs.sh          build the book and serve it on http://127.0.0.1:3000 (loopback only)
-#   hack/docs.sh build    build it into docs/book (open docs/book/index.html)
+#   hack/docs.sh build [DIR]
+#                         build it into docs/book, or DIR (open index.html there)
 #   hack/docs.sh reference
 #                         regenerate docs/src/reference/ from the code (the CRDs' schemas and
 #                         the command line), with `report-operator docs reference`
 set -euo pipefail
+# A DIR given relative to where the script was started.
+dest=${2:+$(realpath -m "$2")}
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "reference" ]]; then
@@ -27,10 +30,9 @@ export PATH="$(dirname "$mermaid"):$PATH"
 
 case "${1:-serve}" in
   build)
-    "$mdbook" build docs
+    "$mdbook" build docs ${dest:+--dest-dir "$dest"}
     ;;
   serve)
-    "$mdbook" build docs
     exec "$mdbook" serve docs -n 127.0.0.1 -p "${DOCS_PORT:-3000}"
     ;;
   *)
