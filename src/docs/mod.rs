@@ -31,6 +31,8 @@ pub struct Commands {
 pub fn pages(commands: &Commands) -> Result<Vec<Page>, serde_json::Error> {
     let mut pages = crd::pages()?;
     pages.push(cli::page(commands));
+    // A page of the condition reasons (every kind, condition and reason, what it means and
+    // what to do) is one more push here, from a function like `cli::page`.
     let index = index(&pages);
     pages.insert(0, index);
     Ok(pages)
