@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark of issue 15: the release operator on a control plane of its own, with the
-# simulators, through the scenarios of docs/benchmarks.md; prints their table.
+# simulators, through the scenarios of docs/src/benchmarks.md; prints their table.
 #
 #   hack/bench.sh                 all scenarios (a few minutes)
 #   hack/bench.sh --scenarios c   some of them (a, b, c, d, e)

@@ -1,6 +1,6 @@
 //! The simulator's configuration: per-API timing, fault rates, credentials and limits.
 //!
-//! Every field has a default (`SimConfig::default()` is what `docs/dev/INTERFACES.md`
+//! Every field has a default (`SimConfig::default()` is what `docs/src/development/interfaces.md`
 //! promises), so a config file names only what it changes. Limits are plain numbers so that
 //! tests can make them small (a 3-request window is reached in a test; a 600-request one is
 //! not). Files are YAML or JSON (YAML parses both).

@@ -2,7 +2,7 @@
 //! seed documents, in one HTTP server, for tests, demos and benchmarks.
 //!
 //! Each API lives under its own path prefix, so that clients are also tested for keeping a
-//! base URL's path (`docs/dev/INTERFACES.md`):
+//! base URL's path (`docs/src/development/interfaces.md`):
 //!
 //! | API      | ReportBackend `spec.url`   | endpoint names (for faults and statistics)                   |
 //! |----------|----------------------------|--------------------------------------------------------------|

@@ -9,6 +9,7 @@ mod backend;
 mod common;
 mod file;
 mod generator;
+mod schema;
 mod store;
 
 pub use backend::*;
@@ -48,14 +49,18 @@ pub const FINALIZERS: [&str; 3] = [
     FINALIZER_RDE_TEMPLATE,
 ];
 
-/// All CRDs, in the order they are printed and installed.
+/// All CRDs, in the order they are printed and installed, their schemas tidied for
+/// `kubectl explain` ([`schema::tidy`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         ReportBackend::crd(),
         ReportGenerator::crd(),
         ReportFile::crd(),
         ReportStore::crd(),
     ]
+    .into_iter()
+    .map(schema::tidy)
+    .collect()
 }
 
 /// The CRDs as one multi-document YAML stream, as `crds/` and the chart hold them.

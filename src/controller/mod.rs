@@ -238,7 +238,7 @@ fn watch_config() -> watcher::Config {
 /// Drops from a cached object what no reconcile reads: the server-side apply bookkeeping
 /// (`managedFields`, several entries on every object the operator writes status to) and
 /// kubectl's copy of the whole object in the last-applied annotation. Together they were most
-/// of a small object's cached bytes (docs/benchmarks.md).
+/// of a small object's cached bytes (docs/src/benchmarks.md).
 fn slim<K: kube::Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     // `None` rather than an empty list: a cleared Vec would keep its allocation.
