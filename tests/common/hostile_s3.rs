@@ -1,0 +1,270 @@
+//! A hostile S3 endpoint for tests/e2e_hostile_store.rs: an HTTP/1.1 server on 127.0.0.1,
+//! written by hand so that it can misbehave as no S3 server library would. Requests are
+//! path-style (`/<bucket>?list-type=2…`, as the operator sends them when a ReportStore has an
+//! `endpoint`), and the bucket chooses the behaviour, so one server serves every case.
+//!
+//! Also [`Sentinel`]: a socket that only counts who connects to it, for destinations the
+//! operator must never reach.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the endpoint misbehaves; the bucket of a ReportStore's `url` picks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Mode {
+    /// The bucket listing: 200 and an XML body that never ends, as fast as the client reads.
+    Endless,
+    /// The bucket listing: 200 announcing a MiB, then one byte a second.
+    Drip,
+    /// 403 `SignatureDoesNotMatch`, as AWS answers a bad signature: the body echoes the
+    /// request (its session token and signature included), followed by 20 MiB of padding.
+    EchoError,
+}
+
+impl S3Mode {
+    pub const ALL: [S3Mode; 3] = [S3Mode::Endless, S3Mode::Drip, S3Mode::EchoError];
+
+    /// The bucket that selects the mode.
+    pub fn bucket(self) -> &'static str {
+        match self {
+            S3Mode::Endless => "endless",
+            S3Mode::Drip => "drip",
+            S3Mode::EchoError => "echo-error",
+        }
+    }
+
+    fn index(self) -> usize {
+        S3Mode::ALL.iter().position(|m| *m == self).unwrap_or(0)
+    }
+}
+
+/// The size of the echoing error page.
+pub const ECHO_ERROR_BYTES: usize = 20 << 20;
+/// The pace of the endless listing: gigabytes within the operator's 30 s probe timeout.
+const ENDLESS_BYTES_PER_SEC: u64 = 64 << 20;
+const CHUNK: usize = 64 << 10;
+const MAX_HEAD: usize = 64 << 10;
+
+#[derive(Default)]
+struct Stats {
+    requests: [AtomicU64; 3],
+    bytes_sent: [AtomicU64; 3],
+    /// The head of the last request each mode received (for the echo: what must not leak).
+    last_head: [Mutex<String>; 3],
+}
+
+pub struct HostileS3 {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl HostileS3 {
+    pub async fn start() -> HostileS3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hostile S3");
+        let addr = listener.local_addr().expect("hostile S3 address");
+        let stats = Arc::new(Stats::default());
+        let s = stats.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let s = s.clone();
+                // A connection ends when its client goes away (every write fails then).
+                tokio::spawn(async move {
+                    let _ = serve(stream, &s).await;
+                });
+            }
+        });
+        HostileS3 { addr, stats, accept }
+    }
+
+    /// The `endpoint` of a ReportStore.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests that reached `mode` so far.
+    pub fn requests(&self, mode: S3Mode) -> u64 {
+        self.stats.requests[mode.index()].load(Ordering::Relaxed)
+    }
+
+    /// Body bytes written to clients of `mode` so far.
+    pub fn bytes_sent(&self, mode: S3Mode) -> u64 {
+        self.stats.bytes_sent[mode.index()].load(Ordering::Relaxed)
+    }
+
+    /// The head of the last request of `mode`.
+    pub fn last_head(&self, mode: S3Mode) -> String {
+        self.stats.last_head[mode.index()]
+            .lock()
+            .expect("last head")
+            .clone()
+    }
+}
+
+impl Drop for HostileS3 {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The request's head (the body, if any, is not needed: every mode answers before it).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(&buf[..i + 4]).into_owned()));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn mode_of(head: &str) -> Option<S3Mode> {
+    let path = head.split_whitespace().nth(1)?;
+    let bucket = path.trim_start_matches('/').split(['/', '?']).next()?;
+    S3Mode::ALL.into_iter().find(|m| m.bucket() == bucket)
+}
+
+async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut stream).await? else {
+        return Ok(());
+    };
+    let Some(mode) = mode_of(&head) else {
+        return stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
+    };
+    let i = mode.index();
+    stats.requests[i].fetch_add(1, Ordering::Relaxed);
+    *stats.last_head[i].lock().expect("last head") = head.clone();
+    let count = |n: usize| {
+        stats.bytes_sent[i].fetch_add(n as u64, Ordering::Relaxed);
+    };
+    match mode {
+        S3Mode::Endless => {
+            let open = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{}</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>",
+                mode.bucket()
+            );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{open}\r\n",
+                open.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            let item = "<Contents><Key>reports/endless</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;0&quot;</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>";
+            let block = item.repeat(CHUNK / item.len());
+            let frame = format!("{:x}\r\n{block}\r\n", block.len());
+            let start = tokio::time::Instant::now();
+            let mut sent = 0u64;
+            loop {
+                stream.write_all(frame.as_bytes()).await?;
+                count(block.len());
+                sent += block.len() as u64;
+                // Pacing, not synchronisation: hold the rate at ENDLESS_BYTES_PER_SEC.
+                let due = Duration::from_secs_f64(sent as f64 / ENDLESS_BYTES_PER_SEC as f64);
+                tokio::time::sleep_until(start + due).await;
+            }
+        }
+        S3Mode::Drip => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n<")
+                .await?;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                stream.write_all(b" ").await?;
+                count(1);
+            }
+        }
+        S3Mode::EchoError => {
+            // What AWS echoes (the canonical request, with the session token), and more: the
+            // whole request head, in the message a client is most likely to show.
+            let echo = xml_escape(&head);
+            let signature = head
+                .split("Signature=")
+                .nth(1)
+                .and_then(|s| s.split(['\r', '\n', ',']).next())
+                .unwrap_or_default()
+                .to_string();
+            let body_start = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided. Request: {echo}</Message><SignatureProvided>{signature}</SignatureProvided><CanonicalRequest>{echo}</CanonicalRequest><Padding>"
+            );
+            let body_end = "</Padding></Error>";
+            let padding = ECHO_ERROR_BYTES.saturating_sub(body_start.len() + body_end.len());
+            let response_head = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body_start.len() + padding + body_end.len()
+            );
+            stream.write_all(response_head.as_bytes()).await?;
+            stream.write_all(body_start.as_bytes()).await?;
+            count(body_start.len());
+            let block = vec![b'E'; CHUNK];
+            let mut left = padding;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                stream.write_all(&block[..n]).await?;
+                count(n);
+                left -= n;
+            }
+            stream.write_all(body_end.as_bytes()).await?;
+            count(body_end.len());
+            Ok(())
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A listening socket that accepts and counts connections and answers nothing: a destination
+/// the operator must never reach.
+pub struct Sentinel {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Sentinel {
+    /// Listens on `ip`, port chosen by the system.
+    pub async fn start(ip: &str) -> Sentinel {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind sentinel");
+        let addr = listener.local_addr().expect("sentinel address");
+        let connections = Arc::new(AtomicU64::new(0));
+        let seen = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+            }
+        });
+        Sentinel {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
