@@ -126,7 +126,8 @@ pub struct ReportFileStatus {
     /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
     /// False while the copy is retried, with the reason: Unreachable, Unauthorized,
     /// BucketNotFound, CredentialsMissing, StoreNotFound, InvalidSpec, DestinationDenied,
-    /// SourceUnavailable (the backend's download failed) or InvalidArchive.
+    /// InvalidResponse (the store answered more than the operator reads), SourceUnavailable
+    /// (the backend's download failed) or InvalidArchive.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -105,7 +105,8 @@ pub struct ReportStoreStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` says whether the bucket answers with these credentials; reasons Reachable,
     /// InvalidSpec, CredentialsMissing, Unauthorized, BucketNotFound, Unreachable,
-    /// DestinationDenied (the operator's outbound policy forbids the endpoint).
+    /// InvalidResponse (an answer larger than the operator reads), DestinationDenied (the
+    /// operator's outbound policy forbids the endpoint).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -9,16 +9,16 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::transport::{Refusal, Transport, refusal_in};
 use crate::api::ReportStoreSpec;
 use crate::backend::transfer::PolicyClient;
-use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_url};
+use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_text, redact_url};
 
 /// Bytes per uploaded part: S3's smallest part (the last may be smaller).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -27,6 +27,9 @@ pub const PART_BYTES: usize = 5 * 1024 * 1024;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Longest a single request to the store (or the download from the backend) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
+/// Longest message of a store error: object_store's context (the request) and an excerpt of
+/// the answer of at most 300 characters (see [`super::transport`]).
+const MAX_MESSAGE_CHARS: usize = 800;
 
 /// Why a store cannot be used; each says whether trying again later can help.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,9 @@ pub enum StoreError {
     BucketNotFound(String),
     #[error("{0}")]
     Unreachable(String),
+    /// The store answered more than the operator reads, or something that is not S3's.
+    #[error("{0}")]
+    InvalidResponse(String),
     /// Reading the report from its backend failed.
     #[error("reading the report from the backend: {0}")]
     Source(String),
@@ -61,6 +67,7 @@ impl StoreError {
             StoreError::Unauthorized(_) => "Unauthorized",
             StoreError::BucketNotFound(_) => "BucketNotFound",
             StoreError::Unreachable(_) => "Unreachable",
+            StoreError::InvalidResponse(_) => "InvalidResponse",
             StoreError::Source(_) => "SourceUnavailable",
             StoreError::InvalidArchive(_) => "InvalidArchive",
         }
@@ -75,6 +82,7 @@ impl StoreError {
             StoreError::Unauthorized(_) => "unauthorized",
             StoreError::BucketNotFound(_) => "bucket_not_found",
             StoreError::Unreachable(_) => "unreachable",
+            StoreError::InvalidResponse(_) => "invalid_response",
             StoreError::Source(_) => "source",
             StoreError::InvalidArchive(_) => "invalid_archive",
         }
@@ -93,10 +101,16 @@ impl StoreError {
         }
     }
 
-    /// Maps an object_store error; its text names the request's path, never a signature
-    /// (requests are signed in headers).
+    /// Maps an object_store error. Its text names the request (signed in headers, so without
+    /// a signature) and holds at most a redacted excerpt of an error answer, which the
+    /// transport put there instead of the answer.
     fn from_store(e: object_store::Error) -> Self {
-        let text = e.to_string();
+        let text = redact_text(&e.to_string(), &[], MAX_MESSAGE_CHARS);
+        match refusal_in(&e) {
+            Some(Refusal::Denied(message)) => return StoreError::DestinationDenied(message.clone()),
+            Some(Refusal::TooLarge { .. }) => return StoreError::InvalidResponse(text),
+            None => {}
+        }
         match e {
             object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
                 StoreError::Unauthorized(text)
@@ -116,16 +130,6 @@ impl StoreError {
             object_store::Error::NotFound { .. } => StoreError::BucketNotFound(text),
             _ => StoreError::Unreachable(text),
         }
-    }
-}
-
-/// object_store's HTTP transport, given the operator's own policy-bound reqwest client.
-#[derive(Debug)]
-struct PolicyConnector(PolicyClient);
-
-impl HttpConnector for PolicyConnector {
-    fn connect(&self, _options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(self.0.reqwest()))
     }
 }
 
@@ -167,7 +171,13 @@ impl Store {
                 "the credentials Secret needs keys accessKeyId and secretAccessKey".into(),
             ));
         };
+        let token = key("sessionToken")?;
         let http = PolicyClient::new(options, REQUEST_TIMEOUT).map_err(StoreError::from_backend)?;
+        let secrets = [Some(&access), Some(&secret), token.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose().to_string())
+            .collect();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
             .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
@@ -179,8 +189,8 @@ impl Store {
                 retry_timeout: Duration::from_secs(20),
                 ..Default::default()
             })
-            .with_http_connector(PolicyConnector(http.clone()));
-        if let Some(token) = key("sessionToken")? {
+            .with_http_connector(Transport::new(http.clone(), secrets));
+        if let Some(token) = &token {
             builder = builder.with_token(token.expose());
         }
         let endpoint = match &spec.endpoint {
@@ -232,15 +242,15 @@ impl Store {
     }
 
     /// Lists under the prefix: proves the endpoint answers, the bucket exists and the
-    /// credentials are accepted.
+    /// credentials are accepted. One page is enough, so no more is asked for (a listing that
+    /// claims more pages for ever costs one request).
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.check_endpoint().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        self.s3
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(StoreError::from_store)?;
-        Ok(())
+        match self.s3.list(prefix.as_ref()).next().await {
+            Some(Err(e)) => Err(StoreError::from_store(e)),
+            Some(Ok(_)) | None => Ok(()),
+        }
     }
 
     /// Streams the report at `url` (a backend's download URL) into the object `key`.
@@ -475,7 +485,130 @@ fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::backend::OutboundPolicy;
+
+    /// A server on `ip` that answers every request with `head` (a chunked answer), `body` as
+    /// one chunk (`{request}` replaced by the request's head) and then (if `endless`) chunks
+    /// of `x` for ever; counts its connections.
+    async fn server(ip: &str, head: &'static str, body: String, endless: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let echoed = body.replace("{request}", &String::from_utf8_lossy(&request));
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    if !echoed.is_empty() {
+                        let chunk = format!("{:x}\r\n{echoed}\r\n", echoed.len());
+                        let _ = socket.write_all(chunk.as_bytes()).await;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 65536, "x".repeat(65536));
+                    while endless && socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        (format!("http://{addr}"), connections)
+    }
+
+    /// A store at `endpoint` whose credentials hold `token`, under a policy that allows
+    /// 127.0.0.1 only.
+    fn store_at(endpoint: &str, token: &str) -> Store {
+        let spec: ReportStoreSpec = serde_json::from_value(serde_json::json!({
+            "url": "s3://reports/p", "endpoint": endpoint, "credentialsSecretRef": {"name": "c"}
+        }))
+        .expect("spec");
+        let creds: BTreeMap<String, Vec<u8>> = [
+            ("accessKeyId".to_string(), b"AKIDTEST".to_vec()),
+            ("secretAccessKey".to_string(), b"secret-key".to_vec()),
+            ("sessionToken".to_string(), token.as_bytes().to_vec()),
+        ]
+        .into();
+        let policy = OutboundPolicy::new(
+            vec!["127.0.0.1/32".parse().expect("net")],
+            vec![],
+            vec![],
+            true,
+            false,
+        );
+        let options = ClientOptions {
+            policy: Arc::new(policy),
+            ..ClientOptions::default()
+        };
+        Store::open(&spec, &creds, &options).expect("store")
+    }
+
+    #[tokio::test]
+    async fn an_endless_listing_is_read_up_to_its_cap() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
+        let (endpoint, _) = server("127.0.0.1", head, String::new(), true).await;
+        let err = store_at(&endpoint, "t0ken").probe().await.expect_err("endless");
+        assert!(
+            matches!(&err, StoreError::InvalidResponse(m) if m.contains("larger than 1048576 bytes")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_reaches_the_message_cut_and_redacted() {
+        let token = "FwoGZXIvYXdzEJr-session-token-SECRET";
+        let head =
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
+        // The echo of the request as one chunk, then endless padding.
+        let echo = "<Error><Code>SignatureDoesNotMatch</Code><Message>Request: {request}</Message></Error>";
+        let (endpoint, _) = server("127.0.0.1", head, echo.to_string(), true).await;
+        let err = store_at(&endpoint, token).probe().await.expect_err("403");
+        let StoreError::Unauthorized(message) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+        assert!(
+            !message.contains("SECRET") && !message.contains("Signature="),
+            "{message}"
+        );
+        assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1, "{message}");
+    }
+
+    #[tokio::test]
+    async fn every_request_meets_the_policy_whatever_host_object_store_derives() {
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (endpoint, connections) = server("127.0.0.2", head, String::new(), false).await;
+        let store = store_at(&endpoint, "t0ken");
+        // object_store's own request, past the store's check of its endpoint.
+        let err = store
+            .s3
+            .list(None)
+            .next()
+            .await
+            .expect("an answer")
+            .expect_err("denied");
+        let err = StoreError::from_store(err);
+        assert!(
+            matches!(&err, StoreError::DestinationDenied(m) if m.contains("127.0.0.2")),
+            "{err:?}"
+        );
+        assert_eq!(
+            connections.load(Ordering::Relaxed),
+            0,
+            "a connection to a denied address"
+        );
+    }
 
     #[test]
     fn store_urls() {
