@@ -44,7 +44,7 @@ pub struct ReportStoreSpec {
     pub endpoint: Option<String>,
     /// The bucket's region; default `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), pattern(REGION_PATTERN))]
     pub region: Option<String>,
     /// Secret in the same namespace with keys `accessKeyId` and `secretAccessKey` (and
     /// optionally `sessionToken`).
@@ -75,6 +75,9 @@ pub struct ReportStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_archive: Option<ConnectArchive>,
 }
+
+/// What a `region` may hold: it becomes part of a host name when there is no `endpoint`.
+pub const REGION_PATTERN: &str = "^[a-z0-9-]+$";
 
 /// What happens to a CONNECT ZIP on its way into the store.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -148,7 +148,8 @@ pub struct Store {
     prefix: String,
     lifetime: Duration,
     http: PolicyClient,
-    endpoint: Option<Url>,
+    /// Where requests go: `spec.endpoint`, or AWS's endpoint of the region.
+    endpoint: Url,
 }
 
 impl Store {
@@ -172,6 +173,13 @@ impl Store {
             ));
         };
         let token = key("sessionToken")?;
+        let region = parse_region(spec.region.as_deref())?;
+        let endpoint = match &spec.endpoint {
+            Some(raw) => parse_endpoint(raw, options)?,
+            // object_store's own default, named here so that it is checked like any other.
+            None => Url::parse(&format!("https://s3.{region}.amazonaws.com"))
+                .map_err(|e| StoreError::InvalidSpec(format!("region {region:?}: {e}")))?,
+        };
         let http = PolicyClient::new(options, REQUEST_TIMEOUT).map_err(StoreError::from_backend)?;
         let secrets = [Some(&access), Some(&secret), token.as_ref()]
             .into_iter()
@@ -180,7 +188,9 @@ impl Store {
             .collect();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
-            .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_region(region)
+            .with_endpoint(endpoint.as_str().trim_end_matches('/'))
+            .with_allow_http(endpoint.scheme() == "http")
             .with_access_key_id(access.expose())
             .with_secret_access_key(secret.expose())
             // A store that is down is retried by the controller with backoff, not here.
@@ -193,16 +203,6 @@ impl Store {
         if let Some(token) = &token {
             builder = builder.with_token(token.expose());
         }
-        let endpoint = match &spec.endpoint {
-            Some(raw) => {
-                let url = parse_endpoint(raw, options)?;
-                builder = builder
-                    .with_endpoint(url.as_str().trim_end_matches('/'))
-                    .with_allow_http(url.scheme() == "http");
-                Some(url)
-            }
-            None => None,
-        };
         let s3 = builder
             .build()
             .map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
@@ -233,12 +233,12 @@ impl Store {
     }
 
     /// The endpoint must pass the outbound policy before anything is sent (IP literals are
-    /// not seen by the resolver).
+    /// not seen by the resolver); the transport checks each request again.
     async fn check_endpoint(&self) -> Result<(), StoreError> {
-        if let Some(url) = &self.endpoint {
-            self.http.check(url).await.map_err(StoreError::from_backend)?;
-        }
-        Ok(())
+        self.http
+            .check(&self.endpoint)
+            .await
+            .map_err(StoreError::from_backend)
     }
 
     /// Lists under the prefix: proves the endpoint answers, the bucket exists and the
@@ -462,6 +462,26 @@ pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
     Ok((bucket, prefix))
 }
 
+/// The bucket's region (default `us-east-1`): lower-case letters, digits and `-`, as the
+/// CRD's pattern says. object_store puts it into a host name when there is no `endpoint`, so
+/// anything else could make that name another host (`x@127.0.0.2:80/`); an object admitted
+/// before the CRD had the pattern is refused here.
+fn parse_region(raw: Option<&str>) -> Result<&str, StoreError> {
+    let region = raw.unwrap_or("us-east-1");
+    let valid = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        let shown: String = region.chars().take(64).collect();
+        return Err(StoreError::InvalidSpec(format!(
+            "region {shown:?} must be 1 to 64 lower-case letters, digits and '-' (such as eu-west-1)"
+        )));
+    }
+    Ok(region)
+}
+
 /// An endpoint URL: http(s), no query or user info; http only where the policy allows it.
 fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError> {
     let invalid = |why: &str| StoreError::InvalidSpec(format!("endpoint {}: {why}", redact_url(raw)));
@@ -633,6 +653,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn regions_are_names_not_hosts() {
+        for good in [None, Some("eu-west-1"), Some("us-gov-west-1"), Some("garage")] {
+            assert!(parse_region(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "x@127.0.0.2:8443/",
+            "EU-WEST-1",
+            "",
+            "eu.west",
+            "a/b",
+            &"a".repeat(65),
+        ] {
+            let err = parse_region(Some(bad)).expect_err(bad);
+            assert!(
+                matches!(&err, StoreError::InvalidSpec(m) if m.starts_with("region ")),
+                "{err:?}"
+            );
+        }
+        // The same rule as the CRD's pattern.
+        assert_eq!(crate::api::REGION_PATTERN, "^[a-z0-9-]+$");
     }
 
     #[test]
