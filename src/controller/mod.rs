@@ -110,10 +110,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
     let (generator_store, generator_writer) = reflector::store_shared(EVENT_BUFFER);
     let (backend_store, backend_writer) = reflector::store_shared(EVENT_BUFFER);
+    let (store_store, store_writer) = reflector::store_shared(EVENT_BUFFER);
     let index = Arc::new(Index::new(
         file_store.clone(),
         generator_store.clone(),
         backend_store.clone(),
+        store_store.clone(),
     ));
     let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
     let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
@@ -121,6 +123,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .subscribe()
         .expect("a shared store takes subscribers");
     let backend_events = backend_writer
+        .subscribe()
+        .expect("a shared store takes subscribers");
+    let store_events = store_writer
         .subscribe()
         .expect("a shared store takes subscribers");
     let file_reflector = indexed_watch(files, file_writer, {
@@ -135,18 +140,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let index = index.clone();
         move |e| index.apply_backend(e)
     });
+    let store_reflector = indexed_watch(stores, store_writer, {
+        let index = index.clone();
+        move |e| index.apply_store(e)
+    });
 
     let backend_controller = Controller::for_shared_stream(backend_events, backend_store);
     let generator_controller = Controller::for_shared_stream(generator_events, generator_store);
     let file_controller = Controller::for_shared_stream(file_events, file_store);
-    let store_controller = Controller::new(stores, watch_config());
+    let store_controller = Controller::for_shared_stream(store_events, store_store.clone());
 
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(Metrics::new()),
         index,
         secret_store,
-        store_controller.store(),
+        store_store,
         policy,
     ));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
@@ -173,6 +182,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = file_reflector => warn!("ReportFile watch ended"),
             _ = generator_reflector => warn!("ReportGenerator watch ended"),
             _ = backend_reflector => warn!("ReportBackend watch ended"),
+            _ = store_reflector => warn!("ReportStore watch ended"),
         }
     };
     let work = async {
