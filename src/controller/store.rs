@@ -22,9 +22,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
-use kube::runtime::watcher;
 use tracing::info;
 
+use super::SecretEvents;
 use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
@@ -47,14 +47,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn controller(
     ctl: Controller<ReportStore>,
-    secrets: Api<PartialObjectMeta<Secret>>,
+    secrets: SecretEvents,
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
     let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A credentials change wakes the stores that read that Secret.
-        .watches(secrets, watcher::Config::default(), move |secret| {
+        .watches_shared_stream(secrets, move |secret| {
             let readers = index.stores_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
             readers
                 .iter()
