@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -32,8 +31,8 @@ use report_sim::SimConfig;
 
 use common::e2e::World;
 use common::fixtures;
-use common::hostile_s3::{HostileS3, S3Mode, Sentinel};
-use common::hostile_suite::{MAX_MESSAGE_CHARS, Watchdog};
+use common::hostile_s3::{HostileS3, S3Mode, Sentinel, signature_of};
+use common::hostile_suite::{MAX_MESSAGE_CHARS, Watchdog, create_secrets, memory_growth, mib};
 use common::operator::memory_kib;
 use common::{install_crds, stderr, wait_for};
 
@@ -162,22 +161,52 @@ fn check_message(case: &str, message: &str, token: &str) {
     );
 }
 
+/// One ReportStore at the hostile endpoint in `mode`, with an operator of its own whose memory
+/// is watched, once the store is Ready=False with `reason`.
+struct HostileStore {
+    s3: HostileS3,
+    world: World,
+    memory: Memory,
+    /// The session token in the store's credentials.
+    token: String,
+    /// The store's Ready condition.
+    ready: Condition,
+}
+
+impl HostileStore {
+    async fn refused(case: &str, mode: S3Mode, reason: &str) -> HostileStore {
+        let s3 = HostileS3::start().await;
+        let world = World::start(&format!("hs-{}", mode.bucket()), SimConfig::default()).await;
+        let memory = Memory::watch(&world);
+        let token = marker();
+        let name = mode.bucket();
+        world.apply(&store_yaml(
+            name,
+            mode.bucket(),
+            Some(&s3.endpoint()),
+            None,
+            &token,
+        ));
+        let started = Instant::now();
+        let ready = store_refused(&world, name, reason).await;
+        eprintln!("{case}: Ready=False after {:?}", started.elapsed());
+        check_message(case, &ready.message, &token);
+        HostileStore {
+            s3,
+            world,
+            memory,
+            token,
+            ready,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_bucket_listing_is_read_only_up_to_its_cap() {
     let case = "endless listing";
-    let s3 = HostileS3::start().await;
-    let world = World::start("hs-endless", SimConfig::default()).await;
-    let memory = Memory::watch(&world);
-    let token = marker();
-    world.apply(&store_yaml(
-        "endless",
-        S3Mode::Endless.bucket(),
-        Some(&s3.endpoint()),
-        None,
-        &token,
-    ));
-    let c = store_refused(&world, "endless", "InvalidResponse").await;
-    check_message(case, &c.message, &token);
+    let HostileStore {
+        s3, memory, ready: c, ..
+    } = HostileStore::refused(case, S3Mode::Endless, "InvalidResponse").await;
     assert!(
         c.message.contains("1048576 bytes"),
         "{case}: the message does not name the cap: {}",
@@ -194,55 +223,30 @@ async fn an_endless_bucket_listing_is_read_only_up_to_its_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripping_bucket_listing_ends_with_the_probe_timeout() {
     let case = "dripping listing";
-    let s3 = HostileS3::start().await;
-    let world = World::start("hs-drip", SimConfig::default()).await;
-    let memory = Memory::watch(&world);
-    let token = marker();
-    world.apply(&store_yaml(
-        "drip",
-        S3Mode::Drip.bucket(),
-        Some(&s3.endpoint()),
-        None,
-        &token,
-    ));
-    let started = Instant::now();
-    let c = store_refused(&world, "drip", "Unreachable").await;
-    eprintln!("{case}: Ready=False after {:?}", started.elapsed());
-    check_message(case, &c.message, &token);
-    memory.check(case);
+    let store = HostileStore::refused(case, S3Mode::Drip, "Unreachable").await;
+    store.memory.check(case);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_error_bodies_are_cut_and_redacted() {
     let case = "403 SignatureDoesNotMatch echoing the request";
-    let s3 = HostileS3::start().await;
-    let world = World::start("hs-echo", SimConfig::default()).await;
-    let memory = Memory::watch(&world);
-    let token = marker();
-    world.apply(&store_yaml(
-        "echo",
-        S3Mode::EchoError.bucket(),
-        Some(&s3.endpoint()),
-        None,
-        &token,
-    ));
-    let c = store_refused(&world, "echo", "Unauthorized").await;
+    let HostileStore {
+        s3,
+        world,
+        memory,
+        token,
+        ready: c,
+    } = HostileStore::refused(case, S3Mode::EchoError, "Unauthorized").await;
     let head = s3.last_head(S3Mode::EchoError);
     assert!(
         head.contains(&token),
         "{case}: the request did not carry the session token, so this case proves nothing:\n{head}"
     );
-    let signature = head
-        .split("Signature=")
-        .nth(1)
-        .and_then(|s| s.split(['\r', '\n', ',']).next())
-        .unwrap_or_default()
-        .to_string();
+    let signature = signature_of(&head);
     assert!(
         signature.len() >= 32,
         "{case}: no signature in the request:\n{head}"
     );
-    check_message(case, &c.message, &token);
     assert!(
         !c.message.contains(&signature),
         "{case}: the condition holds the request's signature: {}",
@@ -375,46 +379,28 @@ async fn fat_unrelated_secrets_stay_out_of_the_secret_cache() {
     };
     ready("ready", "Authenticated").await;
     ready("sentinel", "CredentialsMissing").await;
-    let (hwm_before, rss_before) = memory_kib(pid).expect("operator memory");
+    let before = memory_kib(pid).expect("operator memory");
 
     let started = Instant::now();
     let annotation = "x".repeat(FAT_SECRET_ANNOTATION_BYTES);
-    let api = world.secrets();
-    let created = futures::stream::iter(0..FAT_SECRETS)
-        .map(|i| {
-            let api = api.clone();
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(format!("fat-{i:04}")),
-                    labels: Some([("team".to_string(), "unrelated".to_string())].into()),
-                    annotations: Some([("example.com/blob".to_string(), annotation.clone())].into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            async move { api.create(&PostParams::default(), &secret).await.is_ok() }
-        })
-        .buffer_unordered(8)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
-        .await;
+    let created = create_secrets(&world.secrets(), FAT_SECRETS, |i| Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("fat-{i:04}")),
+            labels: Some([("team".to_string(), "unrelated".to_string())].into()),
+            annotations: Some([("example.com/blob".to_string(), annotation.clone())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     assert_eq!(created, FAT_SECRETS, "{case}: not every Secret was created");
     eprintln!("{case}: created in {:?}", started.elapsed());
     world.apply(credentials);
     ready("sentinel", "Authenticated").await;
 
-    let (hwm_after, rss_after) = memory_kib(pid).expect("operator memory");
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    eprintln!(
-        "{case}: VmHWM {:.1} -> {:.1} MiB, VmRSS {:.1} -> {:.1} MiB",
-        mib(hwm_before),
-        mib(hwm_after),
-        mib(rss_before),
-        mib(rss_after)
-    );
-    let growth = hwm_after
-        .saturating_sub(hwm_before)
-        .max(rss_after.saturating_sub(rss_before));
+    let after = memory_kib(pid).expect("operator memory");
+    let (growth, readings) = memory_growth(before, after);
+    eprintln!("{case}: {readings}");
     assert!(
         growth <= FAT_SECRETS_GROWTH_KIB,
         "{case}: the operator's memory grew by {:.1} MiB (at most {:.1} MiB expected)",

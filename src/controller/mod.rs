@@ -100,10 +100,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // controllers that care hear of every Secret applied or deleted (changed credentials,
     // deleted report Secrets) from this one watch.
     let (secret_store, secret_writer) = reflector::store();
-    let (secret_fan_out, secret_events) = FanOut::new(3, SECRET_EVENT_BUFFER);
-    let [backend_secrets, file_secrets, store_secrets]: [SecretEvents; 3] = secret_events
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("three subscribers were made"));
+    let (secret_fan_out, [backend_secrets, file_secrets, store_secrets]) = FanOut::new(SECRET_EVENT_BUFFER);
     let secret_watch = watcher(secrets, watch_config())
         .default_backoff()
         .modify(slim_secret)
@@ -323,16 +320,14 @@ type SecretEvents = BoxStream<'static, Arc<PartialObjectMeta<Secret>>>;
 struct FanOut<K>(Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>);
 
 impl<K: Send + Sync + 'static> FanOut<K> {
-    /// A fan-out to `subscribers` streams.
-    fn new(subscribers: usize, buffer: usize) -> (Self, Vec<BoxStream<'static, Arc<K>>>) {
-        let (senders, streams) = (0..subscribers)
-            .map(|_| {
-                let (tx, rx) = tokio::sync::mpsc::channel(buffer);
-                let stream =
-                    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) });
-                (tx, stream.boxed())
-            })
-            .unzip();
+    /// A fan-out to `N` streams.
+    fn new<const N: usize>(buffer: usize) -> (Self, [BoxStream<'static, Arc<K>>; N]) {
+        let mut senders = Vec::with_capacity(N);
+        let streams = std::array::from_fn(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+            senders.push(tx);
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) }).boxed()
+        });
         (FanOut(Arc::new(senders)), streams)
     }
 
@@ -452,7 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_subscriber_hears_of_applied_listed_and_deleted_objects() {
-        let (fan_out, streams) = FanOut::new(2, 4);
+        let (fan_out, streams) = FanOut::<PartialObjectMeta<Secret>>::new::<2>(4);
         let named = |n: &str| {
             secret(ObjectMeta {
                 name: Some(n.into()),

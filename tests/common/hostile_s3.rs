@@ -9,10 +9,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::hostile::{CHUNK, read_request, send_drip, send_endless, send_padding};
 
 /// How the endpoint misbehaves; the bucket of a ReportStore's `url` picks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,10 +46,6 @@ impl S3Mode {
 
 /// The size of the echoing error page.
 pub const ECHO_ERROR_BYTES: usize = 20 << 20;
-/// The pace of the endless listing: gigabytes within the operator's 30 s probe timeout.
-const ENDLESS_BYTES_PER_SEC: u64 = 64 << 20;
-const CHUNK: usize = 64 << 10;
-const MAX_HEAD: usize = 64 << 10;
 
 #[derive(Default)]
 struct Stats {
@@ -112,36 +109,26 @@ impl Drop for HostileS3 {
     }
 }
 
-/// The request's head (the body, if any, is not needed: every mode answers before it).
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(Some(String::from_utf8_lossy(&buf[..i + 4]).into_owned()));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn mode_of(head: &str) -> Option<S3Mode> {
-    let path = head.split_whitespace().nth(1)?;
+fn mode_of(path: &str) -> Option<S3Mode> {
     let bucket = path.trim_start_matches('/').split(['/', '?']).next()?;
     S3Mode::ALL.into_iter().find(|m| m.bucket() == bucket)
 }
 
+/// The signature of a request signed with AWS SigV4 in its `Authorization` header.
+pub fn signature_of(head: &str) -> String {
+    head.split("Signature=")
+        .nth(1)
+        .and_then(|s| s.split(['\r', '\n', ',']).next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
-    let Some(head) = read_head(&mut stream).await? else {
+    let Some(request) = read_request(&mut stream).await? else {
         return Ok(());
     };
-    let Some(mode) = mode_of(&head) else {
+    let head = request.echo;
+    let Some(mode) = mode_of(&request.path) else {
         return stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
@@ -158,46 +145,25 @@ async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{}</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>",
                 mode.bucket()
             );
-            let head = format!(
+            let response_head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{open}\r\n",
                 open.len()
             );
-            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(response_head.as_bytes()).await?;
             let item = "<Contents><Key>reports/endless</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;0&quot;</ETag><Size>1</Size><StorageClass>STANDARD</StorageClass></Contents>";
-            let block = item.repeat(CHUNK / item.len());
-            let frame = format!("{:x}\r\n{block}\r\n", block.len());
-            let start = tokio::time::Instant::now();
-            let mut sent = 0u64;
-            loop {
-                stream.write_all(frame.as_bytes()).await?;
-                count(block.len());
-                sent += block.len() as u64;
-                // Pacing, not synchronisation: hold the rate at ENDLESS_BYTES_PER_SEC.
-                let due = Duration::from_secs_f64(sent as f64 / ENDLESS_BYTES_PER_SEC as f64);
-                tokio::time::sleep_until(start + due).await;
-            }
+            send_endless(&mut stream, &item.repeat(CHUNK / item.len()), &count).await
         }
         S3Mode::Drip => {
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n<")
                 .await?;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                stream.write_all(b" ").await?;
-                count(1);
-            }
+            send_drip(&mut stream, b" ", &count).await
         }
         S3Mode::EchoError => {
             // What AWS echoes (the canonical request, with the session token), and more: the
             // whole request head, in the message a client is most likely to show.
             let echo = xml_escape(&head);
-            let signature = head
-                .split("Signature=")
-                .nth(1)
-                .and_then(|s| s.split(['\r', '\n', ',']).next())
-                .unwrap_or_default()
-                .to_string();
+            let signature = signature_of(&head);
             let body_start = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided. Request: {echo}</Message><SignatureProvided>{signature}</SignatureProvided><CanonicalRequest>{echo}</CanonicalRequest><Padding>"
             );
@@ -210,14 +176,7 @@ async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
             stream.write_all(response_head.as_bytes()).await?;
             stream.write_all(body_start.as_bytes()).await?;
             count(body_start.len());
-            let block = vec![b'E'; CHUNK];
-            let mut left = padding;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                stream.write_all(&block[..n]).await?;
-                count(n);
-                left -= n;
-            }
+            send_padding(&mut stream, padding, &count).await?;
             stream.write_all(body_end.as_bytes()).await?;
             count(body_end.len());
             Ok(())
