@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, find_condition};
 use report_sim::SimConfig;
@@ -21,7 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 async fn connect_reports(world: &World) -> Vec<Value> {
     let url = format!(
         "{}/reporting/reports?limit=1000",
-        world.sim.backend_url(BackendType::Connect)
+        world.sim.backend_url(sim_api(BackendType::Connect))
     );
     let key = world.sim.config().connect.api_key.clone();
     let resp = reqwest::Client::new()
@@ -191,7 +191,7 @@ async fn connect_reports_pruned_from_history_are_removed_on_connect() {
         || async {
             let files = world.files_of("daily").await;
             let reports = connect_reports(&world).await;
-            let made = world.sim.stats().total_generations(t);
+            let made = world.sim.stats().total_generations(sim_api(t));
             let finished = files.iter().all(|f| {
                 f.status
                     .as_ref()
@@ -292,7 +292,7 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
         .await;
     assert!(data.contains_key("snapshotTime") && data.contains_key("content"));
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         2,
         "one snapshot each: the ONETIME and the run"
     );
@@ -368,7 +368,7 @@ async fn a_supplier_url_past_the_keep_fresh_window_is_reminted_on_request_and_do
         resp.status()
     );
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "re-minting never generates the report again"
     );

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::s3::S3Server;
 use common::wait_for;
 use report_operator::api::{BackendType, CONDITION_DELIVERED, ReportFile, ReportStore, find_condition};
@@ -291,7 +291,7 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
     let name = rf.metadata.name.clone().expect("name");
     let backend_url = text_of(&world.secret_data(&name).await, "url");
     assert!(
-        backend_url.starts_with(&world.sim.backend_url(t)) || backend_url.contains("/storage/"),
+        backend_url.starts_with(&world.sim.backend_url(sim_api(t))) || backend_url.contains("/storage/"),
         "the backend's URL meanwhile"
     );
     assert!(

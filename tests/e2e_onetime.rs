@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures::{self, ALL_TYPES, lower};
+use common::fixtures::{self, ALL_TYPES, lower, sim_api};
 use common::operator::without_colours;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
@@ -69,7 +69,7 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     .await;
     // Exactly one generation reached the backend.
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "stats: {:?}",
         world.sim.stats()
@@ -225,7 +225,7 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
             );
         }
         assert_eq!(
-            world.sim.stats().total_generations(t),
+            world.sim.stats().total_generations(sim_api(t)),
             0,
             "{t:?} generated with bad credentials"
         );

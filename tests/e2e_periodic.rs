@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_sim::SimConfig;
@@ -84,8 +84,8 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     starts.dedup();
     assert_eq!(starts.len(), 14, "a day is missing or doubled");
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 14, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1);
+    assert_eq!(stats.total_generations(sim_api(t)), 14, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +134,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
     })
     .await;
     assert_eq!(world.files_of("minutely").await.len(), 1);
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,11 +161,11 @@ async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
     assert_eq!(ready(&files), 4);
     let stats = world.sim.stats();
     assert_eq!(
-        stats.peak_in_progress(t, "6f1c2d3e-0000-4000-8000-000000000001"),
+        stats.peak_in_progress(sim_api(t), "6f1c2d3e-0000-4000-8000-000000000001"),
         1,
         "{stats:?}"
     );
-    assert_eq!(stats.total_generations(t), 4);
+    assert_eq!(stats.total_generations(sim_api(t)), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +192,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
         Duration::from_secs(180),
         || async {
             let files = world.files_of("pruned").await;
-            (world.sim.stats().total_generations(t) == 5 && files.len() == 2 && ready(&files) == 2)
+            (world.sim.stats().total_generations(sim_api(t)) == 5 && files.len() == 2 && ready(&files) == 2)
                 .then_some(files)
         },
     )
@@ -263,8 +263,8 @@ async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
     let files = world.wait_finished("daily", 6, Duration::from_secs(180)).await;
     assert_eq!(ready(&files), 6);
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 6, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1, "{stats:?}");
+    assert_eq!(stats.total_generations(sim_api(t)), 6, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1, "{stats:?}");
 }
 
 /// Stops the operator, sets the generator's schedule memory back as if the operator had last
@@ -352,8 +352,8 @@ async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
         .collect();
     assert_eq!(days, want, "a day is missing or doubled");
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 3, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1);
+    assert_eq!(stats.total_generations(sim_api(t)), 3, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +403,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     })
     .await;
     assert_eq!(missed, 2, "one Missed event per skipped window");
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +454,7 @@ async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
     .await;
     // A second request for the same window makes nothing new.
     assert_eq!(world.files_of("paused").await.len(), 1);
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures::{self, ALL_TYPES, lower};
+use common::fixtures::{self, ALL_TYPES, lower, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_sim::{Fault, FaultKind, SimConfig};
@@ -68,11 +68,11 @@ async fn operator_killed_while_reports_run_resumes_them_without_generating_twice
     let stats = world.sim.stats();
     for t in asynchronous {
         assert_eq!(
-            stats.total_generations(t),
+            stats.total_generations(sim_api(t)),
             1,
             "{t:?} generated more than once: {stats:?}"
         );
-        assert_eq!(stats.max_duplicates(t), 1, "{t:?}: {stats:?}");
+        assert_eq!(stats.max_duplicates(sim_api(t)), 1, "{t:?}: {stats:?}");
     }
 }
 
@@ -83,7 +83,7 @@ async fn a_lost_create_answer_is_resolved_by_looking_the_report_up() {
         let b = lower(t);
         world
             .sim
-            .inject(Fault::new(t, "create", FaultKind::LostResponse, 1));
+            .inject(Fault::new(sim_api(t), "create", FaultKind::LostResponse, 1));
         world.apply(&fixtures::backend(
             &world.sim,
             t,
@@ -100,7 +100,7 @@ async fn a_lost_create_answer_is_resolved_by_looking_the_report_up() {
         let status = files[0].status.clone().expect("status");
         assert_eq!(status.status, Some(FileState::Ready), "{t:?}: {status:?}");
         assert_eq!(
-            world.sim.stats().total_generations(t),
+            world.sim.stats().total_generations(sim_api(t)),
             1,
             "{t:?} generated twice: {:?}",
             world.sim.stats()
@@ -165,7 +165,7 @@ async fn refresh_annotation_remints_a_supplier_url() {
     let resp = reqwest::get(&url).await.expect("download");
     assert!(resp.status().is_success(), "fresh URL answered {}", resp.status());
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "a refresh never generates the report again"
     );
@@ -202,7 +202,7 @@ async fn a_deleted_report_secret_is_written_again() {
     assert_eq!(after.contains_key("url"), before.contains_key("url"));
     assert_eq!(after["fileName"], before["fileName"]);
     // The report was not generated again for it.
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +261,7 @@ async fn a_lost_create_never_adopts_the_template_of_an_identical_generator() {
     // templates that match, and only one is free.
     world
         .sim
-        .inject(Fault::new(t, "create", FaultKind::LostResponse, 1));
+        .inject(Fault::new(sim_api(t), "create", FaultKind::LostResponse, 1));
     world.apply(&fixtures::onetime(t, "second", "b", "Monthly usage"));
     world.wait_finished("second", 1, DEADLINE).await;
     let second = world.generator_external_id("second").await;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -128,5 +128,9 @@ async fn a_foreign_secret_with_the_report_name_is_left_alone_until_it_is_deleted
             && Some(&o.uid) == rf.metadata.uid.as_ref()),
         "not controlled by the ReportFile: {owner:?}"
     );
-    assert_eq!(world.sim.stats().total_generations(t), 1, "generated once");
+    assert_eq!(
+        world.sim.stats().total_generations(sim_api(t)),
+        1,
+        "generated once"
+    );
 }
