@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::e2e::World;
+use common::e2e::{World, text};
 use common::fixtures::{self, ALL_TYPES, lower, sim_api};
 use common::operator::without_colours;
 use common::wait_for;
@@ -43,7 +43,8 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     assert!(status.external_id.is_some(), "no externalId: {status:?}");
     let secret = status.download_secret_ref.expect("downloadSecretRef").name;
     let data = world.secret_data(&secret).await;
-    for key in ["fileName", "format", "generateDate"] {
+    assert_eq!(text(&data, "format"), fixtures::format_for(t));
+    for key in ["fileName", "generateDate"] {
         assert!(
             data.contains_key(key),
             "Secret lacks {key}: {:?}",
