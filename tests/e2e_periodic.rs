@@ -7,11 +7,18 @@ mod common;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::e2e::World;
 use common::fixtures::{self, sim_api};
 use common::wait_for;
-use report_operator::api::{BackendType, FileState};
+use report_operator::api::{BackendType, FileState, ReportFile};
 use report_sim::SimConfig;
+
+/// The window a ReportFile reports on: its start and end dates.
+fn window(rf: &ReportFile) -> (DateTime<Utc>, DateTime<Utc>) {
+    let params = rf.spec.parameters.clone().expect("parameters");
+    (params.start_date.expect("start"), params.end_date.expect("end"))
+}
 
 /// A PERIODIC daily generator starting `days` days before today (UTC midnight).
 fn periodic(t: BackendType, name: &str, backend: &str, days: i64, schedule: &str) -> String {
@@ -53,8 +60,7 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     assert_eq!(ready(&files), 14);
     let mut starts: Vec<String> = Vec::new();
     for rf in &files {
-        let params = rf.spec.parameters.clone().expect("parameters");
-        let (start, end) = (params.start_date.expect("start"), params.end_date.expect("end"));
+        let (start, end) = window(rf);
         assert_eq!(
             end - start,
             chrono::Duration::seconds(86_399),
@@ -109,12 +115,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
     // Two more runs pass: still one report.
     let first_next = world
@@ -207,15 +208,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
         .to_string();
     let mut days: Vec<String> = kept
         .iter()
-        .map(|f| {
-            f.spec
-                .parameters
-                .clone()
-                .and_then(|p| p.start_date)
-                .expect("start")
-                .format("%Y-%m-%d")
-                .to_string()
-        })
+        .map(|f| window(f).0.format("%Y-%m-%d").to_string())
         .collect();
     days.sort();
     assert_eq!(days, vec![day_before, newest]);
@@ -333,15 +326,7 @@ async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
     assert_eq!(ready(&files), 3);
     let mut days: Vec<String> = files
         .iter()
-        .map(|f| {
-            f.spec
-                .parameters
-                .clone()
-                .and_then(|p| p.start_date)
-                .expect("start")
-                .format("%Y-%m-%d")
-                .to_string()
-        })
+        .map(|f| window(f).0.format("%Y-%m-%d").to_string())
         .collect();
     days.sort();
     let want: Vec<String> = (1..=3)
@@ -376,12 +361,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     wait_checked(&world, "daily").await;
     outage(&mut world, "daily", 3).await;
     let files = world.wait_finished("daily", 1, Duration::from_secs(120)).await;
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
@@ -391,12 +371,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
         s.last_missed_time.map(|_| s)
     })
     .await;
-    let newest_end = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.end_date)
-        .expect("end");
+    let newest_end = window(&files[0]).1;
     assert_eq!(
         status.last_window_end,
         Some(newest_end),
@@ -452,12 +427,7 @@ async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
     wait_for("run-now value recorded", Duration::from_secs(30), || async {
         let s = world.generators().get("paused").await.ok()?.status?;
