@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "[bench] building the release binaries" >&2
-cargo build --locked --release -p report-operator -p report-sim --bin report-operator --bin bench
+cargo build --locked --release -p report-operator -p report-bench --bin report-operator --bin bench
 
 if [[ -n "${BENCH_STATE_DIR:-}" ]]; then
   STATE="$BENCH_STATE_DIR" TEMP_STATE=""

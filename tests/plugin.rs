@@ -8,7 +8,7 @@ mod plugin_support;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures::{self, lower};
+use common::fixtures::{self, lower, sim_api};
 use common::{stderr, stdout, wait_for};
 use plugin_support::{Plugin, ok};
 use report_operator::api::{BackendType, FileState, find_condition};
@@ -270,7 +270,7 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
             .map(String::as_str)
     );
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "a refresh never generates the report again"
     );
