@@ -285,7 +285,7 @@ fn add_report(
         millis(start),
         millis(end)
     );
-    sim.stats.generation(CMP, key, &label, running);
+    sim.stats.generation(CMP, key, job.fails, &label, running);
     id
 }
 

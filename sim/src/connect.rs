@@ -278,7 +278,7 @@ async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) ->
         .iter()
         .filter(|r| r.account == account && r.job.is_active(now))
         .count();
-    sim.stats.generation(CONNECT, key, &account, running);
+    sim.stats.generation(CONNECT, key, job.fails, &account, running);
     json(StatusCode::CREATED, doc)
 }
 

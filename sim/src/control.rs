@@ -1,9 +1,11 @@
 //! `/_sim/`: what tests and demos use to look into and steer the simulator over HTTP.
 //!
 //! - `GET /_sim/stats`: [`SimStats`](super::SimStats) as JSON.
+//! - `GET /_sim/files`: every file served, with its size and SHA-256 ([`SimFile`](super::SimFile)).
 //! - `GET /_sim/faults`: injected faults that have not struck yet.
-//! - `POST /_sim/faults` `{"backend":"CMP","endpoint":"create","kind":"5xx"|"429"|"lost-response"|"timeout","count":N}`
-//!   (optional `status`, `retryAfterSecs`): see [`Fault`].
+//! - `POST /_sim/faults` `{"backend":"CMP","endpoint":"create","kind":"5xx"|"429"|"lost-response"|"timeout"|"cut","count":N}`
+//!   (optional `status`, `retryAfterSecs`; endpoint `storage` for downloads of the API's
+//!   files): see [`Fault`].
 //! - `DELETE /_sim/faults`: forget them.
 //! - `POST /_sim/rde/templates/{id}/run` `{"at":"<rfc3339>"}` (optional), `POST /_sim/rde/invoice`,
 //!   `POST /_sim/cmp/invoice` `{"name":"…"}`: the platforms' own report triggers, in the RDE
@@ -27,6 +29,7 @@ use super::{Fault, Sim, SimError};
 pub(crate) fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/_sim/stats", get(stats))
+        .route("/_sim/files", get(files))
         .route("/_sim/faults", get(list_faults).post(inject).delete(clear_faults))
 }
 
@@ -56,6 +59,13 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Response {
     json(
         StatusCode::OK,
         serde_json::to_value(sim.stats.snapshot()).unwrap_or_default(),
+    )
+}
+
+async fn files(State(sim): State<Arc<Sim>>) -> Response {
+    json(
+        StatusCode::OK,
+        serde_json::to_value(sim.storage.files(sim.config.padding_bytes)).unwrap_or_default(),
     )
 }
 

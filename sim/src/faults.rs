@@ -6,7 +6,13 @@
 //! answer: the connection closes (or, with `status`, the given status comes back, as a
 //! gateway's 504 after the backend did the work), or the answer is held for `hangMs` and then
 //! the connection closes. Those two are the ambiguous failures after which a client must look
-//! before it creates again.
+//! before it creates again. `cut` carries the call out and sends the status, the headers
+//! (with the full `Content-Length`) and half the body, then drops the connection: a download
+//! broken off midway.
+//!
+//! Storage downloads (`{base}/storage/…`) take injected faults too, addressed to the endpoint
+//! `storage` of the API whose file it is (`{"backend":"CONNECT","endpoint":"storage",…}`);
+//! the rates never apply to them.
 
 use std::sync::Mutex;
 
@@ -17,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::config::Behaviour;
 use super::lock;
 use crate::ReportingApi;
+
+/// The endpoint name that addresses downloads of an API's files from storage.
+pub const STORAGE_ENDPOINT: &str = "storage";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum FaultKind {
@@ -32,12 +41,18 @@ pub enum FaultKind {
     /// Carry the call out, then hold the answer for `hangMs` and close the connection.
     #[serde(rename = "timeout")]
     Timeout,
+    /// Carry the call out, send the head and half the body, then close the connection.
+    #[serde(rename = "cut")]
+    Cut,
 }
 
 impl FaultKind {
     /// Whether the call is carried out before the fault strikes.
     pub fn commits(self) -> bool {
-        matches!(self, FaultKind::LostResponse | FaultKind::Timeout)
+        matches!(
+            self,
+            FaultKind::LostResponse | FaultKind::Timeout | FaultKind::Cut
+        )
     }
 }
 
@@ -46,8 +61,9 @@ impl FaultKind {
 #[serde(rename_all = "camelCase")]
 pub struct Fault {
     pub backend: ReportingApi,
-    /// An endpoint name as the API's module documents it (`create`, `get`, `token`, …), or
-    /// `*` for every endpoint of the API.
+    /// An endpoint name as the API's module documents it (`create`, `get`, `token`, …),
+    /// `storage` for downloads of the API's files, or `*` for every endpoint of the API
+    /// (not its downloads).
     pub endpoint: String,
     pub kind: FaultKind,
     /// How many calls it hits.
@@ -88,8 +104,10 @@ impl Fault {
         self
     }
 
+    /// `*` stands for the API's own endpoints, not for downloads of its files from storage.
     fn hits(&self, backend: ReportingApi, endpoint: &str) -> bool {
-        self.backend == backend && (self.endpoint == endpoint || self.endpoint == "*") && self.count > 0
+        let any = self.endpoint == "*" && endpoint != STORAGE_ENDPOINT;
+        self.backend == backend && (self.endpoint == endpoint || any) && self.count > 0
     }
 }
 
@@ -130,18 +148,8 @@ impl Faults {
     /// The fault of this call, if any: the oldest injected one that matches, else one drawn
     /// by the configured rates.
     pub fn take(&self, backend: ReportingApi, endpoint: &str, behaviour: &Behaviour) -> Option<Fault> {
-        {
-            let mut queue = lock(&self.queue);
-            if let Some(at) = queue.iter().position(|f| f.hits(backend, endpoint)) {
-                let fault = &mut queue[at];
-                fault.count -= 1;
-                let taken = Fault {
-                    count: 1,
-                    ..fault.clone()
-                };
-                queue.retain(|f| f.count > 0);
-                return Some(taken);
-            }
+        if let Some(injected) = self.take_injected(backend, endpoint) {
+            return Some(injected);
         }
         if behaviour.error_rate <= 0.0 && behaviour.lost_response_rate <= 0.0 {
             return None;
@@ -154,6 +162,21 @@ impl Faults {
         } else {
             None
         }
+    }
+
+    /// The oldest injected fault that matches this call, if any (storage downloads take only
+    /// these).
+    pub fn take_injected(&self, backend: ReportingApi, endpoint: &str) -> Option<Fault> {
+        let mut queue = lock(&self.queue);
+        let at = queue.iter().position(|f| f.hits(backend, endpoint))?;
+        let fault = &mut queue[at];
+        fault.count -= 1;
+        let taken = Fault {
+            count: 1,
+            ..fault.clone()
+        };
+        queue.retain(|f| f.count > 0);
+        Some(taken)
     }
 
     /// A draw for "does this report fail" at `rate`.

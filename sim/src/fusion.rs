@@ -228,7 +228,7 @@ fn padded_json(sim: &Sim, doc: Value) -> Response {
 
 fn record(sim: &Sim, key: String, organization: &str) {
     // Synchronous: the report is in progress only while the call runs.
-    sim.stats.generation(FUSION, key, organization, 1);
+    sim.stats.generation(FUSION, key, false, organization, 1);
 }
 
 async fn phone_usage(
@@ -530,7 +530,9 @@ fn license(
         format!("licenses|{}|{uuid}|{scope}|{format}", level.name()),
         uuid,
     );
-    let body = base64::engine::general_purpose::STANDARD.encode(padded(sim, content));
+    let file = padded(sim, content);
+    sim.storage.note_served(FUSION, &file_name, &file);
+    let body = base64::engine::general_purpose::STANDARD.encode(file);
     json(StatusCode::OK, json!({"fileBody": body, "fileName": file_name}))
 }
 

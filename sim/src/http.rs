@@ -2,7 +2,7 @@
 //! statistics), JSON answers, `Retry-After`, and reading credentials from headers.
 //!
 //! Each API answers errors in its own shape (`error` in each API module); [`api_error`] picks
-//! the right one for answers made here (injected faults).
+//! the right one for answers made here (injected faults), storage answers S3-style XML.
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use axum::routing::MethodRouter;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
-use super::faults::{Fault, FaultKind};
+use super::faults::{Fault, FaultKind, STORAGE_ENDPOINT};
 use super::stats::STORAGE;
-use super::{Sim, cmp, connect, fusion, rde, supplier};
+use super::{Sim, cmp, connect, cut, fusion, rde, storage, supplier};
 use crate::ReportingApi;
 
 /// Marks an answer that must not be sent: the server closes the connection instead.
@@ -38,7 +38,8 @@ const TOKEN_ENDPOINTS: [&str; 3] = ["token", "login", "refresh"];
 #[derive(Clone)]
 struct Endpoint {
     sim: Arc<Sim>,
-    /// `None`: storage, which has no latency or faults of its own.
+    /// `None`: storage, which has no latency or rates of its own and takes only the faults
+    /// injected for the files of one API (endpoint `storage`).
     backend: Option<ReportingApi>,
     name: &'static str,
 }
@@ -62,7 +63,13 @@ pub(crate) fn endpoint(
 async fn endpoint_layer(State(ep): State<Endpoint>, request: Request, next: Next) -> Response {
     let label = ep.backend.map_or(STORAGE, ReportingApi::as_str);
     let response = match ep.backend {
-        None => next.run(request).await,
+        // A download takes only the faults injected for the files of the API it belongs to.
+        None => match storage::api_of(request.uri().path())
+            .and_then(|api| ep.sim.faults.take_injected(api, STORAGE_ENDPOINT))
+        {
+            None => next.run(request).await,
+            Some(fault) => apply_fault(&ep.sim, fault, Shape::Storage, request, next).await,
+        },
         Some(backend) => {
             if TOKEN_ENDPOINTS.contains(&ep.name) {
                 ep.sim.stats.token_request(label);
@@ -73,7 +80,7 @@ async fn endpoint_layer(State(ep): State<Endpoint>, request: Request, next: Next
             }
             match ep.sim.faults.take(backend, ep.name, behaviour) {
                 None => next.run(request).await,
-                Some(fault) => apply_fault(&ep.sim, fault, request, next).await,
+                Some(fault) => apply_fault(&ep.sim, fault, Shape::Api(backend), request, next).await,
             }
         }
     };
@@ -86,23 +93,40 @@ async fn endpoint_layer(State(ep): State<Endpoint>, request: Request, next: Next
     response
 }
 
-async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> Response {
+/// Whose errors an answer made here looks like.
+#[derive(Clone, Copy)]
+enum Shape {
+    Api(ReportingApi),
+    /// The blob store's S3-style XML.
+    Storage,
+}
+
+impl Shape {
+    fn error(self, status: StatusCode, code: &str, message: &str) -> Response {
+        match self {
+            Shape::Api(backend) => api_error(backend, status, code, message),
+            Shape::Storage => storage::xml_error(status, code, message),
+        }
+    }
+}
+
+async fn apply_fault(sim: &Sim, fault: Fault, shape: Shape, request: Request, next: Next) -> Response {
     let status =
         |s: Option<u16>, default: StatusCode| s.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(default);
-    if fault.kind.commits() {
-        // The call is carried out; only its answer is lost.
-        let _ = next.run(request).await;
-    }
+    // The call is carried out first when only its answer is lost.
+    let answer = if fault.kind.commits() {
+        Some(next.run(request).await)
+    } else {
+        None
+    };
     match fault.kind {
-        FaultKind::ServerError => api_error(
-            fault.backend,
+        FaultKind::ServerError => shape.error(
             status(fault.status, StatusCode::SERVICE_UNAVAILABLE),
             "service_unavailable",
             "The service is temporarily unavailable (simulated fault)",
         ),
         FaultKind::TooManyRequests => with_retry_after(
-            api_error(
-                fault.backend,
+            shape.error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "Exceeded rate limit",
@@ -110,8 +134,7 @@ async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> R
             fault.retry_after_secs.unwrap_or(1),
         ),
         FaultKind::LostResponse => match fault.status {
-            Some(s) => api_error(
-                fault.backend,
+            Some(s) => shape.error(
                 status(Some(s), StatusCode::GATEWAY_TIMEOUT),
                 "gateway_timeout",
                 "The upstream did not answer in time (simulated fault)",
@@ -122,6 +145,10 @@ async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> R
             tokio::time::sleep(sim.config.hang()).await;
             dropped()
         }
+        FaultKind::Cut => match answer {
+            Some(answer) => cut::half(answer).await,
+            None => dropped(),
+        },
     }
 }
 

@@ -31,6 +31,7 @@ mod config;
 mod connect;
 mod content;
 mod control;
+mod cut;
 mod faults;
 mod fusion;
 mod http;
@@ -54,9 +55,11 @@ use chrono::{DateTime, Utc};
 pub use api::ReportingApi;
 pub use cli::{SimArgs, run_cli};
 pub use config::{Behaviour, CmpConfig, ConnectConfig, FusionConfig, RdeConfig, SimConfig, SupplierConfig};
-pub use faults::{Fault, FaultKind};
+pub use faults::{Fault, FaultKind, STORAGE_ENDPOINT};
+pub use rde::RdeTemplate;
 pub use server::SimServer;
 pub use stats::{GenerationCount, PeakInProgress, RequestCount, STORAGE, SimStats};
+pub use storage::SimFile;
 
 /// Why the simulator could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
 use super::http::DropConnection;
-use super::{Fault, Sim, SimConfig, SimError, SimStats, cmp, lock, rde, router, supplier};
+use super::{
+    Fault, RdeTemplate, Sim, SimConfig, SimError, SimFile, SimStats, cmp, lock, rde, router, supplier,
+};
 use crate::ReportingApi;
 
 /// The error that makes hyper close a connection instead of answering.
@@ -100,9 +102,25 @@ impl SimServer {
         self.sim.faults.inject(fault);
     }
 
+    /// Injected faults that have not struck yet (as `GET /_sim/faults`).
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.sim.faults.pending()
+    }
+
     /// Forgets injected faults that have not struck yet.
     pub fn clear_faults(&self) {
         self.sim.faults.clear();
+    }
+
+    /// Every file the simulator serves (stored reports as a download serves them, FUSION's
+    /// license exports as last answered), with its SHA-256: what a copy must equal.
+    pub fn files(&self) -> Vec<SimFile> {
+        self.sim.storage.files(self.sim.config.padding_bytes)
+    }
+
+    /// RDE's templates that exist (not deleted), in creation order, with their report files.
+    pub fn rde_templates(&self) -> Vec<RdeTemplate> {
+        rde::templates(&self.sim)
     }
 
     /// Whether RDE has the RDEReportTemplate `id` (not deleted).

@@ -2,7 +2,7 @@
 //!
 //! Generations are counted per report *content* key (who asked, name, window, format), so a
 //! client that creates the same report twice after a lost answer shows up as a key counted
-//! twice. Peaks of reports in progress are per organization, which is what SUPPLIER limits.
+//! twice; how many of them the simulator decided to fail is counted with them. Peaks of reports in progress are per organization, which is what SUPPLIER limits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -45,6 +45,9 @@ pub struct GenerationCount {
     pub backend: String,
     pub key: String,
     pub count: u64,
+    /// How many of them end failed (by the failure rate or a `FAIL` name).
+    #[serde(default)]
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -126,7 +129,8 @@ pub(crate) struct Recorder {
 #[derive(Default)]
 struct Counters {
     requests: HashMap<(&'static str, &'static str, u16), u64>,
-    generations: HashMap<(&'static str, String), u64>,
+    /// Generations and failures per key.
+    generations: HashMap<(&'static str, String), (u64, u64)>,
     peaks: HashMap<(&'static str, String), u64>,
     rate_limited: HashMap<&'static str, u64>,
     tokens: HashMap<&'static str, u64>,
@@ -145,11 +149,20 @@ impl Recorder {
         *lock(&self.counters).tokens.entry(api).or_default() += 1;
     }
 
-    /// One report generated; `in_progress` is how many of `organization`'s reports run now,
-    /// counting this one.
-    pub fn generation(&self, backend: ReportingApi, key: String, organization: &str, in_progress: usize) {
+    /// One report generated, which will end `failed` or not; `in_progress` is how many of
+    /// `organization`'s reports run now, counting this one.
+    pub fn generation(
+        &self,
+        backend: ReportingApi,
+        key: String,
+        failed: bool,
+        organization: &str,
+        in_progress: usize,
+    ) {
         let mut c = lock(&self.counters);
-        *c.generations.entry((backend.as_str(), key)).or_default() += 1;
+        let (count, failures) = c.generations.entry((backend.as_str(), key)).or_default();
+        *count += 1;
+        *failures += u64::from(failed);
         let peak = c
             .peaks
             .entry((backend.as_str(), organization.to_string()))
@@ -173,10 +186,11 @@ impl Recorder {
         let mut generations: Vec<GenerationCount> = c
             .generations
             .iter()
-            .map(|((b, k), n)| GenerationCount {
+            .map(|((b, k), (n, failed))| GenerationCount {
                 backend: b.to_string(),
                 key: k.clone(),
                 count: *n,
+                failed: *failed,
             })
             .collect();
         generations.sort();

@@ -17,7 +17,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::content::{Packaging, ReportContent, file_type};
 use super::signing::Signer;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
 use super::{Sim, lock};
+use crate::ReportingApi;
 
 /// Where the store lives under the simulator's base URL.
 pub(crate) const PREFIX: &str = "/storage/";
@@ -32,6 +36,37 @@ pub(crate) struct StoredObject {
 #[derive(Default)]
 pub(crate) struct Storage {
     objects: Mutex<HashMap<String, StoredObject>>,
+    /// Files answered inline rather than stored (FUSION's license exports), by file name:
+    /// their API, size and SHA-256.
+    served: Mutex<HashMap<String, (ReportingApi, u64, String)>>,
+}
+
+/// A file as the simulator serves it, for checking a copy made of it elsewhere
+/// ([`SimServer::files`](crate::SimServer::files), `GET /_sim/files`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SimFile {
+    pub backend: String,
+    /// A stored file: its path under `/storage/` (which holds the report's id); a file
+    /// answered inline (FUSION): its file name.
+    pub name: String,
+    pub size: u64,
+    /// Hex.
+    pub sha256: String,
+}
+
+impl SimFile {
+    fn of(backend: ReportingApi, name: String, bytes: &[u8]) -> SimFile {
+        SimFile {
+            backend: backend.as_str().to_string(),
+            name,
+            size: bytes.len() as u64,
+            sha256: hex_sha256(bytes),
+        }
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Storage {
@@ -57,6 +92,50 @@ impl Storage {
     fn get(&self, path: &str) -> Option<StoredObject> {
         lock(&self.objects).get(path).cloned()
     }
+
+    /// Notes a file answered inline by `backend` (the last answer under a name counts).
+    pub fn note_served(&self, backend: ReportingApi, name: &str, bytes: &[u8]) {
+        let file = SimFile::of(backend, name.to_string(), bytes);
+        lock(&self.served).insert(file.name, (backend, file.size, file.sha256));
+    }
+
+    /// Every stored file as a download serves it, and every file answered inline; sorted.
+    pub fn files(&self, padding: u64) -> Vec<SimFile> {
+        let objects: Vec<(String, StoredObject)> = lock(&self.objects)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut files: Vec<SimFile> = objects
+            .into_iter()
+            .filter_map(|(path, object)| {
+                let bytes = served_bytes(&object, padding).ok()?;
+                Some(SimFile::of(object.content.backend, path, &bytes))
+            })
+            .collect();
+        files.extend(
+            lock(&self.served)
+                .iter()
+                .map(|(name, (backend, size, sha256))| SimFile {
+                    backend: backend.as_str().to_string(),
+                    name: name.clone(),
+                    size: *size,
+                    sha256: sha256.clone(),
+                }),
+        );
+        files.sort();
+        files
+    }
+}
+
+/// The bytes a download of `object` serves: packaged, and an unwrapped file padded by
+/// `padding` newlines.
+fn served_bytes(object: &StoredObject, padding: u64) -> Result<Vec<u8>, super::content::ContentError> {
+    let mut bytes = object.content.package(&object.packaging)?;
+    if object.packaging == Packaging::Plain {
+        let padding = usize::try_from(padding).unwrap_or(usize::MAX);
+        bytes.resize(bytes.len().saturating_add(padding), b'\n');
+    }
+    Ok(bytes)
 }
 
 /// A name with everything but letters, digits, `-`, `_` and `.` replaced by `-`.
@@ -106,7 +185,15 @@ pub(crate) fn expiry_after(now: DateTime<Utc>, lifetime_secs: u64) -> DateTime<U
     DateTime::from_timestamp(rounded, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
+/// The API whose file a storage path (`/storage/{api}/…`) holds.
+pub(crate) fn api_of(path: &str) -> Option<ReportingApi> {
+    let api = path.strip_prefix(PREFIX)?.split('/').next()?;
+    ReportingApi::ALL
+        .into_iter()
+        .find(|a| a.as_str().eq_ignore_ascii_case(api))
+}
+
+pub(crate) fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n"
     );
@@ -153,24 +240,18 @@ pub(crate) async fn download(State(sim): State<Arc<Sim>>, uri: Uri) -> Response 
     };
     let (_, content_type) = file_type(object.content.format, &object.packaging);
     let file_name = key.rsplit('/').next().unwrap_or(key).to_string();
-    match object.content.package(&object.packaging) {
-        Ok(mut bytes) => {
-            if object.packaging == Packaging::Plain {
-                let padding = usize::try_from(sim.config.padding_bytes).unwrap_or(usize::MAX);
-                bytes.resize(bytes.len().saturating_add(padding), b'\n');
-            }
-            (
-                [
-                    (header::CONTENT_TYPE, content_type.to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{file_name}\""),
-                    ),
-                ],
-                bytes,
-            )
-                .into_response()
-        }
+    match served_bytes(&object, sim.config.padding_bytes) {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type.to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{file_name}\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
         Err(e) => xml_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
     }
 }

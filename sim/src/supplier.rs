@@ -370,7 +370,7 @@ async fn generate(
         .iter()
         .filter(|r| r.org == org && r.job.is_active(now))
         .count();
-    sim.stats.generation(SUPPLIER, key, &org, running);
+    sim.stats.generation(SUPPLIER, key, job.fails, &org, running);
     json(StatusCode::OK, json!({"report": doc}))
 }
 

@@ -305,3 +305,182 @@ fn the_config_file_and_flags_set_the_knobs() {
     std::fs::write(&path, "supplier: [not, a, map]\n").expect("write");
     assert!(SimConfig::from_file(&path).is_err());
 }
+
+/// A CMP report made at once: its id and download URL.
+async fn cmp_report(sim: &report_sim::SimServer, name: &str) -> (String, String) {
+    let token = cmp_token(sim).await;
+    let base = sim.backend_url(ReportingApi::Cmp);
+    let body = json!({"name": name, "format": "csv", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
+    let created = body_json(
+        client()
+            .post(format!("{base}/reports"))
+            .bearer_auth(&token)
+            .header("x-subscription-key", "cmp-subscription-key")
+            .json(&body)
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_string();
+    let report = body_json(
+        client()
+            .get(format!("{base}/reports/{id}"))
+            .bearer_auth(&token)
+            .header("x-subscription-key", "cmp-subscription-key")
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    let url = report["downloadUrl"].as_str().expect("downloadUrl").to_string();
+    (id, url)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cut_download_breaks_off_midway_and_only_storage_faults_reach_downloads() {
+    let sim = start(quick(0)).await;
+    let (id, url) = cmp_report(&sim, "Daily").await;
+    // `*` is the API's own endpoints: a download is not one of them.
+    sim.inject(Fault::new(ReportingApi::Cmp, "*", FaultKind::ServerError, 1));
+    let whole = client().get(&url).send().await.expect("download");
+    assert_eq!(whole.status(), 200);
+    let whole = whole.bytes().await.expect("whole body");
+    sim.clear_faults();
+
+    sim.inject(Fault::new(
+        ReportingApi::Cmp,
+        report_sim::STORAGE_ENDPOINT,
+        FaultKind::Cut,
+        1,
+    ));
+    // A fault for another API's files leaves this one alone.
+    sim.inject(Fault::new(
+        ReportingApi::Connect,
+        report_sim::STORAGE_ENDPOINT,
+        FaultKind::ServerError,
+        1,
+    ));
+    let cut = client().get(&url).send().await.expect("the head arrives");
+    assert_eq!(cut.status(), 200);
+    assert_eq!(
+        cut.content_length(),
+        Some(whole.len() as u64),
+        "the full length is announced"
+    );
+    let body = cut.bytes().await;
+    assert!(body.is_err(), "the body should break off: {body:?}");
+    assert_eq!(
+        sim.stats()
+            .requests_with_status(report_sim::STORAGE, "download", 200),
+        2
+    );
+
+    // The next download is whole, and the simulator's own record of the file agrees.
+    let again = client().get(&url).send().await.expect("download");
+    assert_eq!(again.bytes().await.expect("body"), whole);
+    let files = sim.files();
+    let file = files
+        .iter()
+        .find(|f| f.backend == "CMP" && f.name.contains(&id))
+        .unwrap_or_else(|| panic!("{id} among {files:?}"));
+    assert_eq!(
+        (file.size, file.sha256.as_str()),
+        (whole.len() as u64, sha256_hex(&whole).as_str())
+    );
+    let listed: Vec<report_sim::SimFile> = body_json(
+        client()
+            .get(format!("{}/_sim/files", sim.base_url()))
+            .send()
+            .await
+            .expect("files"),
+    )
+    .await
+    .as_array()
+    .expect("array")
+    .iter()
+    .map(|f| serde_json::from_value(f.clone()).expect("SimFile"))
+    .collect();
+    assert_eq!(listed, files);
+    assert_eq!(sim.stats().rate_limited(ReportingApi::Cmp), 0);
+    assert_eq!(
+        sim.pending_faults().len(),
+        1,
+        "the CONNECT storage fault is still waiting"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_api_answer_is_carried_out_and_breaks_off() {
+    let sim = start(quick(0)).await;
+    let token = cmp_token(&sim).await;
+    sim.inject(Fault::new(ReportingApi::Cmp, "create", FaultKind::Cut, 1));
+    let body = json!({"name": "Daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
+    let answer = client()
+        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
+        .bearer_auth(&token)
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&body)
+        .send()
+        .await;
+    let text = match answer {
+        Ok(r) => r.text().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(text.is_err(), "the answer should break off: {text:?}");
+    assert_eq!(sim.stats().total_generations(ReportingApi::Cmp), 1, "carried out");
+}
+
+#[tokio::test]
+async fn generations_count_the_reports_the_simulator_fails() {
+    let mut config = quick(0);
+    config.cmp.behaviour.failure_rate = 1.0;
+    let sim = start(config).await;
+    cmp_report_failing(&sim).await;
+    let stats = sim.stats();
+    let failed: u64 = stats.generations.iter().map(|g| g.failed).sum();
+    assert_eq!((stats.total_generations(ReportingApi::Cmp), failed), (1, 1));
+    // A name with FAIL fails whatever the rate.
+    let sim = start(quick(0)).await;
+    cmp_report(&sim, "Daily").await;
+    let token = cmp_token(&sim).await;
+    let body = json!({"name": "FAIL daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
+    client()
+        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
+        .bearer_auth(&token)
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    let failed: Vec<(String, u64)> = sim
+        .stats()
+        .generations
+        .iter()
+        .map(|g| (g.key.split('|').nth(1).unwrap_or_default().to_string(), g.failed))
+        .collect();
+    assert_eq!(failed, [("Daily".to_string(), 0), ("FAIL daily".to_string(), 1)]);
+}
+
+/// A CMP report that the simulator fails (its rate is 1): it has no download URL.
+async fn cmp_report_failing(sim: &report_sim::SimServer) {
+    let token = cmp_token(sim).await;
+    let body = json!({"name": "Daily", "format": "csv", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
+    let created = client()
+        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
+        .bearer_auth(&token)
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 200);
+}

@@ -391,7 +391,7 @@ fn add_file(
         .values()
         .filter(|f| f.owner == owner && f.job.is_active(now))
         .count();
-    sim.stats.generation(RDE, key, &owner, running);
+    sim.stats.generation(RDE, key, job.fails, &owner, running);
     Some(id)
 }
 
@@ -615,6 +615,33 @@ async fn delete(
 
 pub(crate) fn template_exists(sim: &Sim, id: &str) -> bool {
     lock(&sim.rde).templates.contains_key(id)
+}
+
+/// An RDEReportTemplate as the platform holds it, for checks from outside.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdeTemplate {
+    pub id: String,
+    pub common_name: String,
+    pub event_type: String,
+    /// Its report files' APS ids, oldest first.
+    pub files: Vec<String>,
+}
+
+/// The templates that exist (not deleted), in creation order.
+pub(crate) fn templates(sim: &Sim) -> Vec<RdeTemplate> {
+    let state = lock(&sim.rde);
+    state
+        .order
+        .iter()
+        .filter_map(|id| state.templates.get(id))
+        .map(|t| RdeTemplate {
+            id: t.id.clone(),
+            common_name: t.common_name.clone(),
+            event_type: t.event_type.clone(),
+            files: t.files.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
