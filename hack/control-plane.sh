@@ -5,6 +5,9 @@
 #   hack/control-plane.sh build   build (or reuse) the pinned binaries
 #   hack/control-plane.sh up      build, start, wait until ready, write a kubeconfig
 #   hack/control-plane.sh down    stop everything this state dir started
+#   hack/control-plane.sh restart-apiserver
+#                                 stop kube-apiserver and start it again with the same
+#                                 flags, ports, certificates and etcd (the data stays)
 #   hack/control-plane.sh env     print `export KUBECONFIG=… PATH=…` for a shell
 #
 # Binaries are cached outside the clone, keyed by version, in
@@ -167,6 +170,25 @@ start() { # name, command...
   echo $! >"$STATE/pids/$name"
 }
 
+# kube-apiserver on the ports recorded in $STATE/ports, with the state dir's certificates.
+start_apiserver() {
+  local pki="$STATE/pki" etcd_port api_port
+  etcd_port=$(sed -n 's/^etcd_port=//p' "$STATE/ports")
+  api_port=$(sed -n 's/^api_port=//p' "$STATE/ports")
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+    --endpoint-reconciler-type none \
+    --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
+    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+    --disable-admission-plugins ServiceAccount \
+    --authorization-mode RBAC \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer "https://127.0.0.1:$api_port" \
+    --service-account-key-file "$pki/sa.pub" \
+    --service-account-signing-key-file "$pki/sa.key"
+}
+
 up() {
   build
   if running; then
@@ -188,20 +210,10 @@ up() {
     --initial-cluster "default=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true --log-level warn
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  local pki="$STATE/pki"
-  start kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --secure-port "$api_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
-    --endpoint-reconciler-type none \
-    --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
-    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-    --disable-admission-plugins ServiceAccount \
-    --authorization-mode RBAC \
-    --client-ca-file "$pki/ca.crt" \
-    --service-account-issuer "https://127.0.0.1:$api_port" \
-    --service-account-key-file "$pki/sa.pub" \
-    --service-account-signing-key-file "$pki/sa.key"
+  printf 'etcd_port=%s\napi_port=%s\n' "$etcd_port" "$api_port" >"$STATE/ports"
+  start_apiserver
 
+  local pki="$STATE/pki"
   cat >"$STATE/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -231,29 +243,49 @@ EOF
   log "ready: export KUBECONFIG=$STATE/kubeconfig"
 }
 
+stop() { # name: SIGTERM, then SIGKILL after 10 s
+  local f="$STATE/pids/$1"
+  [[ -f "$f" ]] || return 0
+  local pid
+  pid=$(cat "$f")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
 down() {
   [[ -d "$STATE/pids" ]] || return 0
   for name in kube-controller-manager kube-apiserver etcd; do
-    local f="$STATE/pids/$name"
-    [[ -f "$f" ]] || continue
-    local pid
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
+    stop "$name"
   done
   log "stopped"
+}
+
+# The API server goes away and comes back as after a crash or an upgrade; etcd, and so every
+# object, stays. Clients see refused connections meanwhile.
+restart_apiserver() {
+  [[ -f "$STATE/ports" && -f "$STATE/pids/etcd" ]] || {
+    log "no control plane running in $STATE"
+    return 1
+  }
+  stop kube-apiserver
+  log "kube-apiserver stopped; starting it again"
+  mv "$STATE/logs/kube-apiserver.log" "$STATE/logs/kube-apiserver.$(date +%s).log"
+  start_apiserver
+  wait_for kube-apiserver 120 "$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+  log "kube-apiserver ready again"
 }
 
 case "${1:-}" in
 build) build ;;
 up) up ;;
 down) down ;;
+restart-apiserver) restart_apiserver ;;
 env) echo "export KUBECONFIG=$STATE/kubeconfig PATH=$K8S_BIN:\$PATH" ;;
 bin-dir) echo "$K8S_BIN" ;;
 *)
-  echo "usage: $0 build|up|down|env|bin-dir" >&2
+  echo "usage: $0 build|up|down|restart-apiserver|env|bin-dir" >&2
   exit 2
   ;;
 esac
