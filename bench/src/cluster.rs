@@ -11,11 +11,11 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use report_operator::api::{FileState, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator};
-use report_sim::{ReportingApi, SimServer};
+use report_sim::{ReportingApi, SimConfig, SimServer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::{Args, BenchError};
+use crate::BenchError;
 
 pub struct Cluster {
     pub client: Client,
@@ -29,7 +29,7 @@ pub struct Ready {
 }
 
 impl Cluster {
-    pub async fn connect(_args: &Args) -> Result<Cluster, BenchError> {
+    pub async fn connect() -> Result<Cluster, BenchError> {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .ok_or_else(|| BenchError::Config("KUBECONFIG is not set".into()))?;
@@ -83,32 +83,34 @@ impl Cluster {
         t: ReportingApi,
         spec_extra: Value,
     ) -> Result<(), BenchError> {
-        let data = match t {
-            ReportingApi::Connect => json!({"apiKey": "SU-000-000-000:connect-secret-key"}),
-            ReportingApi::Supplier => {
-                json!({"clientId": "supplier-client", "clientSecret": "supplier-secret"})
-            }
-            other => {
-                return Err(BenchError::Other(format!(
-                    "no bench backend of type {}",
-                    other.as_str()
-                )));
-            }
-        };
-        let secret: Secret = from_json(json!({"metadata": {"name": "b-credentials"}, "stringData": data}))?;
+        self.backend_named(ns, "b", sim, t, spec_extra).await
+    }
+
+    /// A credentials Secret `<name>-credentials` and a ReportBackend `name` of type `t` at
+    /// `sim`, with the simulator's own credentials and `spec_extra` merged into its spec.
+    pub async fn backend_named(
+        &self,
+        ns: &str,
+        name: &str,
+        sim: &SimServer,
+        t: ReportingApi,
+        spec_extra: Value,
+    ) -> Result<(), BenchError> {
+        let secret_name = format!("{name}-credentials");
+        let secret: Secret = from_json(
+            json!({"metadata": {"name": secret_name}, "stringData": credentials(sim.config(), t)}),
+        )?;
         Api::<Secret>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &secret)
             .await?;
-        let mut spec = json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "b-credentials"}});
+        let mut spec = json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": secret_name}});
         if t == ReportingApi::Supplier {
             spec["supplier"] = json!({"organizationId": "6f1c2d3e-0000-4000-8000-000000000001", "tokenUrl": sim.supplier_token_url()});
         }
-        if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
-            s.extend(extra.clone());
-        }
+        merge(&mut spec, &spec_extra);
         let backend: ReportBackend = from_json(json!({
             "apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportBackend",
-            "metadata": {"name": "b"}, "spec": spec,
+            "metadata": {"name": name}, "spec": spec,
         }))?;
         Api::<ReportBackend>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &backend)
@@ -217,6 +219,41 @@ async fn create_generator(api: &Api<ReportGenerator>, name: &str, mut spec: Valu
     Ok(())
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, BenchError> {
+/// The simulator's credentials for `t`, as a ReportBackend's Secret holds them.
+pub fn credentials(config: &SimConfig, t: ReportingApi) -> Value {
+    match t {
+        ReportingApi::Rde => {
+            json!({"consumerKey": config.rde.consumer_key, "consumerSecret": config.rde.consumer_secret})
+        }
+        ReportingApi::Cmp => json!({
+            "subscriptionKey": config.cmp.subscription_key, "username": config.cmp.username, "password": config.cmp.password,
+        }),
+        ReportingApi::Connect => json!({"apiKey": config.connect.api_key}),
+        ReportingApi::Fusion => {
+            json!({"username": config.fusion.username, "password": config.fusion.password})
+        }
+        ReportingApi::Supplier => {
+            json!({"clientId": config.supplier.client_id, "clientSecret": config.supplier.client_secret})
+        }
+    }
+}
+
+/// Merges the object `extra` into the object `into` (top-level keys; an object under the
+/// same key is merged one level down).
+fn merge(into: &mut Value, extra: &Value) {
+    let (Some(into), Some(extra)) = (into.as_object_mut(), extra.as_object()) else {
+        return;
+    };
+    for (k, v) in extra {
+        match (into.get_mut(k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => old.extend(new.clone()),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, BenchError> {
     serde_json::from_value(v).map_err(|e| BenchError::Other(format!("object: {e}")))
 }

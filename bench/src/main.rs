@@ -9,8 +9,6 @@
 //! from the simulator's statistics; memory (VmHWM, VmRSS) and CPU (utime + stime) from
 //! `/proc/<pid>`.
 
-mod cluster;
-mod operator;
 mod reference;
 mod scale;
 mod scenarios;
@@ -19,6 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use report_bench::operator::OperatorCommand;
+use report_bench::{BenchError, cluster, operator};
 
 #[derive(Parser, Clone)]
 #[command(about = "Benchmark of report-operator on a real control plane")]
@@ -61,24 +61,21 @@ pub struct Args {
     operator_log: String,
 }
 
+impl Args {
+    /// How the scenarios start operator processes.
+    pub fn operator_command(&self) -> OperatorCommand {
+        OperatorCommand {
+            binary: self.operator.clone(),
+            log_dir: self.log_dir.clone(),
+            rust_log: self.operator_log.clone(),
+        }
+    }
+}
+
 /// One line of the table.
 pub struct Row {
     pub scenario: String,
     pub result: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("Kubernetes: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("kubeconfig: {0}")]
-    Config(String),
-    #[error("simulator: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("{0}")]
-    Other(String),
 }
 
 fn main() -> ExitCode {
@@ -103,7 +100,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<Vec<Row>, BenchError> {
-    let cluster = cluster::Cluster::connect(&args).await?;
+    let cluster = cluster::Cluster::connect().await?;
     let mut rows = Vec::new();
     for s in &args.scenarios {
         let found = match s.as_str() {

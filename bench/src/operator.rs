@@ -1,10 +1,18 @@
 //! The operator as a process, and what `/proc` says about it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Args, BenchError};
+use crate::BenchError;
+
+/// How operator processes are started: the binary, where their logs go, their RUST_LOG.
+#[derive(Debug, Clone)]
+pub struct OperatorCommand {
+    pub binary: PathBuf,
+    pub log_dir: PathBuf,
+    pub rust_log: String,
+}
 
 pub struct Operator {
     child: Child,
@@ -16,19 +24,44 @@ pub struct Operator {
 impl Operator {
     /// `report-operator run --namespace <namespace>`, allowed to reach the simulators on
     /// loopback, logging to `<log_dir>/<namespace>-<n>.log`.
-    pub fn start(args: &Args, kubeconfig: &Path, namespace: &str, n: u32) -> Result<Operator, BenchError> {
-        std::fs::create_dir_all(&args.log_dir)?;
-        let log = args.log_dir.join(format!("{namespace}-{n}.log"));
+    pub fn start(
+        cmd: &OperatorCommand,
+        kubeconfig: &Path,
+        namespace: &str,
+        n: u32,
+    ) -> Result<Operator, BenchError> {
+        Operator::spawn(
+            cmd,
+            kubeconfig,
+            &format!("{namespace}-{n}"),
+            &["--namespace", namespace],
+            &[],
+        )
+    }
+
+    /// `report-operator run <args>`, allowed to reach the simulators (and an object store)
+    /// on loopback, with `env` set, logging to `<log_dir>/<log_name>.log`.
+    pub fn spawn(
+        cmd: &OperatorCommand,
+        kubeconfig: &Path,
+        log_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Operator, BenchError> {
+        std::fs::create_dir_all(&cmd.log_dir)?;
+        let log = cmd.log_dir.join(format!("{log_name}.log"));
         let out = std::fs::File::create(&log)?;
         // A free port for the metrics, found by binding one and letting it go.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics = format!("127.0.0.1:{port}");
-        let child = Command::new(&args.operator)
-            .args(["run", "--namespace", namespace, "--metrics-addr", &metrics])
+        let child = Command::new(&cmd.binary)
+            .args(["run", "--metrics-addr", &metrics])
             .args(["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", &args.operator_log)
+            .env("RUST_LOG", &cmd.rust_log)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()?;
@@ -37,6 +70,17 @@ impl Operator {
             log,
             metrics: format!("http://{metrics}/metrics"),
         })
+    }
+
+    /// SIGKILL, as a node failure or an OOM kill; how the process ended.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The operator's metrics in the Prometheus text format.

@@ -12,7 +12,7 @@ use report_operator::api::{LABEL_GENERATOR, ReportFile, ReportGenerator};
 use report_sim::ReportingApi;
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, from_json};
 use crate::operator::{Operator, mib};
 use crate::scenarios::{calls, onetime_connect, percentile, ready_of, secs, sim};
 use crate::{Args, BenchError, Row};
@@ -53,7 +53,7 @@ async fn one(
     // The restart: the operator starts over everything at once.
     let calls_before = calls(&sim, "CONNECT");
     let started = Instant::now();
-    let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
+    let mut op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     let synced = op.synced().await?;
     let first = loop {
         if op.reconciles().await.unwrap_or(0) > 0 {
@@ -204,8 +204,4 @@ fn failed_status() -> Value {
         "status": "FAILED", "observedGeneration": 1, "failedReason": "COMMERCE failed the report", "externalId": "old",
         "conditions": [cond("Ready", "False"), cond("Complete", "False"), cond("Failed", "True")],
     }})
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, BenchError> {
-    serde_json::from_value(v).map_err(|e| BenchError::Other(format!("object: {e}")))
 }

@@ -87,7 +87,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub async fn one_report(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchError> {
     let sim = sim(2000).await?;
     let ns = cluster.namespace("a").await?;
-    let _op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
+    let _op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     cluster
         .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
@@ -123,7 +123,7 @@ pub async fn many_reports(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Be
     let n = args.reports;
     let sim = sim(2000).await?;
     let ns = cluster.namespace("b").await?;
-    let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
+    let mut op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     cluster
         .backend(&ns, &sim, ReportingApi::Connect, json!({}))
@@ -160,7 +160,7 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
     let window = Duration::from_secs(args.idle_seconds);
     let sim = sim(2000).await?;
     let ns = cluster.namespace("c").await?;
-    let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
+    let mut op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     cluster
         .backend(&ns, &sim, ReportingApi::Connect, json!({}))
@@ -189,7 +189,7 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
     let per_object = rss.saturating_sub(empty_rss).saturating_mul(1024) / n.max(1) as u64;
     drop(op);
 
-    let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 1)?;
+    let mut op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 1)?;
     let synced = op.synced().await?;
     let cpu_before = op.cpu_ms();
     tokio::time::sleep(window).await;
@@ -247,7 +247,7 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
     let generation = Duration::from_secs(3);
     let sim = sim(generation.as_millis() as u64).await?;
     let ns = cluster.namespace("d").await?;
-    let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
+    let mut op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     let limits = json!({"limits": {"maxInFlight": 6, "requestsPerWindow": 600, "windowSeconds": 600}});
     cluster.backend(&ns, &sim, ReportingApi::Supplier, limits).await?;

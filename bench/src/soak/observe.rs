@@ -1,0 +1,153 @@
+//! What the soak watches while it runs: each ReportFile the first time the API server shows
+//! it READY, and the disturbances (episodes) with when each ended; from the two, how long
+//! after each disturbance the first report became READY.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use report_operator::api::{FileState, ReportFile};
+use report_sim::{Fault, ReportingApi};
+
+/// A ReportFile seen READY for the first time.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub at: Instant,
+    /// Its ReportBackend's name, which in the soak is its type in lower case.
+    pub backend: String,
+}
+
+/// Every ReportFile's first READY in the cluster, from a watch (which the API server's
+/// restarts interrupt; a READY while it is away is seen when the watch lists again).
+pub struct ReadyLog {
+    seen: Arc<Mutex<Vec<Ready>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyLog {
+    pub fn start(client: Client) -> ReadyLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = seen.clone();
+        let api: Api<ReportFile> = Api::all(client);
+        let task = tokio::spawn(async move {
+            let mut names = HashSet::new();
+            let mut events = std::pin::pin!(
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects()
+            );
+            while let Some(event) = events.next().await {
+                let Ok(file) = event else { continue };
+                let ready = file.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready);
+                let key = (file.metadata.namespace.clone(), file.metadata.name.clone());
+                if ready && names.insert(key) {
+                    let backend = file.spec.backend_ref.name.clone();
+                    if let Ok(mut seen) = out.lock() {
+                        seen.push(Ready {
+                            at: Instant::now(),
+                            backend,
+                        });
+                    }
+                }
+            }
+        });
+        ReadyLog { seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<Ready> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ReadyLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A disturbance of the run.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    /// What kind of disturbance, for the table: a fault kind, `operator killed`, ….
+    pub kind: String,
+    pub what: String,
+    /// The API it hit; `None`: everything (the operator, the API server, the store).
+    pub api: Option<ReportingApi>,
+    pub started: Instant,
+    /// When it was over: a process back, or an injected fault's last hit (a timeout's held
+    /// answer included). `None` while it lasts.
+    pub ended: Option<Instant>,
+    /// An injected fault, until it has struck every time.
+    pub fault: Option<Fault>,
+}
+
+impl Episode {
+    pub fn new(kind: &str, what: String, api: Option<ReportingApi>) -> Episode {
+        Episode {
+            kind: kind.to_string(),
+            what,
+            api,
+            started: Instant::now(),
+            ended: None,
+            fault: None,
+        }
+    }
+}
+
+/// For each ended episode, the time from its end to the first READY after it of a report on
+/// its API (on any API for an episode that hit everything); `None` when no report became
+/// READY after it.
+pub fn recoveries(episodes: &[Episode], ready: &[Ready]) -> Vec<(usize, Option<Duration>)> {
+    episodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let ended = e.ended?;
+            let wanted = e.api.map(|a| a.as_str().to_ascii_lowercase());
+            let first = ready
+                .iter()
+                .filter(|r| r.at >= ended && wanted.as_ref().is_none_or(|w| *w == r.backend))
+                .map(|r| r.at)
+                .min();
+            Some((i, first.map(|f| f - ended)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_is_to_the_first_ready_on_the_episodes_api_after_its_end() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let ready = |after: u64, backend: &str| Ready {
+            at: t0 + s(after),
+            backend: backend.into(),
+        };
+        let episode = |end: Option<u64>, api: Option<ReportingApi>| Episode {
+            kind: "x".into(),
+            what: "x".into(),
+            api,
+            started: t0,
+            ended: end.map(|e| t0 + s(e)),
+            fault: None,
+        };
+        let seen = [ready(5, "cmp"), ready(12, "connect"), ready(20, "cmp")];
+        let episodes = [
+            episode(Some(4), None),
+            episode(Some(6), Some(ReportingApi::Cmp)),
+            episode(Some(6), Some(ReportingApi::Connect)),
+            episode(Some(21), None),
+            episode(None, None),
+        ];
+        assert_eq!(
+            recoveries(&episodes, &seen),
+            vec![(0, Some(s(1))), (1, Some(s(14))), (2, Some(s(6))), (3, None)]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The soak of issue 24: the operator for a set time against a control plane of its own, the
+# simulators and an S3 server (versitygw), under everything at once (a stream of reports on
+# all five backends, injected faults, the operator SIGKILLed every 20-90 s, kube-apiserver
+# restarted twice, the object store down for a minute, a namespace deleted with reports in
+# flight); then checks from the simulators, the API server and the bucket, printed as a
+# table of figures. Exits non-zero when a check fails.
+#
+#   hack/soak.sh --minutes 30                 the release build, 30 minutes (the book's figures)
+#   hack/soak.sh --minutes 30 --replicas 2    two replicas with --leader-elect; the leader is killed
+#   hack/soak.sh --seed 1234 --minutes 30     replay a run's plan (the seed is printed first)
+#   hack/soak.sh --debug --minutes 3          the debug build as `cargo build --workspace
+#                                             --all-targets` leaves it (what .ci/run runs)
+#
+# Other flags go to the soak binary (`target/release/soak --help`). The control plane's
+# state lives in $SOAK_STATE_DIR (default: a temporary directory) and is stopped on exit;
+# logs and the figures go to target/soak/<run>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=release
+ARGS=()
+for a in "$@"; do
+  case "$a" in
+  --debug) PROFILE=debug ;;
+  *) ARGS+=("$a") ;;
+  esac
+done
+
+if [[ "$PROFILE" == release ]]; then
+  echo "[soak] building the release binaries" >&2
+  cargo build --locked --release -p report-operator -p report-bench --bin report-operator --bin soak
+else
+  # The same command as hack/test.sh, so that in CI it builds nothing.
+  cargo build --locked --workspace --all-targets
+fi
+
+if [[ -n "${SOAK_STATE_DIR:-}" ]]; then
+  STATE="$SOAK_STATE_DIR" TEMP_STATE=""
+else
+  STATE="$(mktemp -d "${TMPDIR:-/tmp}/report-operator-soak.XXXXXX")" TEMP_STATE=1
+fi
+export CP_STATE_DIR="$STATE"
+stop() {
+  hack/control-plane.sh down || true
+  if [[ -n "$TEMP_STATE" ]]; then rm -rf "$STATE"; fi
+}
+trap stop EXIT
+
+hack/control-plane.sh up
+eval "$(hack/control-plane.sh env)"
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=60s \
+  crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
+  crd/reportfiles.reporting.report-operator.io crd/reportstores.reporting.report-operator.io >/dev/null
+S3="${REPORT_OPERATOR_S3:-$(hack/s3.sh)}"
+
+echo "[soak] $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo); load $(cut -d' ' -f1-3 /proc/loadavg); $PROFILE build" >&2
+"target/$PROFILE/soak" --operator "target/$PROFILE/report-operator" --s3 "$S3" \
+  --control-plane-script hack/control-plane.sh "${ARGS[@]}"
