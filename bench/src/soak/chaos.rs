@@ -12,7 +12,7 @@ use report_operator::api::{FileState, ReportFile};
 use report_sim::{Fault, FaultKind};
 use tokio::task::JoinSet;
 
-use super::observe::Episode;
+use super::observe::{Episode, Milestone};
 use super::plan::{Event, GeneratorPlan, Ns, Planned};
 use super::workload::{self, common_name, generator_name, namespace_name};
 use super::{Deletion, Made, Soak};
@@ -210,6 +210,7 @@ async fn store_outage(soak: Arc<Soak>, outage: Duration) {
         format!("object store down {} s", outage.as_secs()),
         None,
     );
+    episode.until = Milestone::Copied;
     soak.store.lock().await.stop();
     eprintln!("[soak] {} object store stopped", elapsed(&soak));
     tokio::time::sleep(outage).await;

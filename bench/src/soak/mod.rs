@@ -28,7 +28,7 @@ use chrono::NaiveDate;
 use clap::Parser;
 use report_sim::{SimConfig, SimServer};
 
-use self::observe::{Episode, ReadyLog};
+use self::observe::{Episode, Milestone, ReadyLog};
 use self::plan::{Event, GeneratorPlan, PlanSettings};
 use self::replicas::{ReplicaMode, Replicas};
 use self::store::ObjectStore;
@@ -259,9 +259,20 @@ async fn run(args: SoakArgs) -> Result<bool, BenchError> {
     let monitor = tokio::spawn({
         let soak = soak.clone();
         async move {
-            loop {
+            for tick in 1u64.. {
                 if let Err(e) = soak.replicas().poll() {
                     eprintln!("[soak] an operator replica did not start: {e}");
+                }
+                if tick % 60 == 0 {
+                    let seen = soak.ready.seen();
+                    let ready = seen.iter().filter(|r| r.milestone == Milestone::Ready).count();
+                    eprintln!(
+                        "[soak] {} {} generators, {ready} READY, {} copies, {} operator processes so far",
+                        chaos::elapsed(&soak),
+                        soak.ledger().made.len(),
+                        seen.len() - ready,
+                        soak.replicas().processes.len()
+                    );
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -12,16 +12,26 @@ use kube::{Api, Client};
 use report_operator::api::{FileState, ReportFile};
 use report_sim::{Fault, ReportingApi};
 
-/// A ReportFile seen READY for the first time.
+/// What a report reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    Ready,
+    /// Its copy recorded in its status.
+    Copied,
+}
+
+/// A ReportFile seen reaching a milestone for the first time.
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub at: Instant,
     /// Its ReportBackend's name, which in the soak is its type in lower case.
     pub backend: String,
+    pub milestone: Milestone,
 }
 
-/// Every ReportFile's first READY in the cluster, from a watch (which the API server's
-/// restarts interrupt; a READY while it is away is seen when the watch lists again).
+/// Every ReportFile's first READY and first recorded copy in the cluster, from a watch
+/// (which the API server's restarts interrupt; what happens while it is away is seen when
+/// the watch lists again).
 pub struct ReadyLog {
     seen: Arc<Mutex<Vec<Ready>>>,
     task: tokio::task::JoinHandle<()>,
@@ -33,7 +43,7 @@ impl ReadyLog {
         let out = seen.clone();
         let api: Api<ReportFile> = Api::all(client);
         let task = tokio::spawn(async move {
-            let mut names = HashSet::new();
+            let mut reached = HashSet::new();
             let mut events = std::pin::pin!(
                 watcher(api, watcher::Config::default())
                     .default_backoff()
@@ -41,15 +51,26 @@ impl ReadyLog {
             );
             while let Some(event) = events.next().await {
                 let Ok(file) = event else { continue };
-                let ready = file.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready);
-                let key = (file.metadata.namespace.clone(), file.metadata.name.clone());
-                if ready && names.insert(key) {
-                    let backend = file.spec.backend_ref.name.clone();
-                    if let Ok(mut seen) = out.lock() {
-                        seen.push(Ready {
-                            at: Instant::now(),
-                            backend,
-                        });
+                let status = file.status.as_ref();
+                let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
+                let copied = status
+                    .and_then(|s| s.delivery.as_ref())
+                    .is_some_and(|d| d.sha256.is_some());
+                for (reached_it, milestone) in [(ready, Milestone::Ready), (copied, Milestone::Copied)] {
+                    let key = (
+                        file.metadata.namespace.clone(),
+                        file.metadata.name.clone(),
+                        milestone as u8,
+                    );
+                    if reached_it && reached.insert(key) {
+                        let backend = file.spec.backend_ref.name.clone();
+                        if let Ok(mut seen) = out.lock() {
+                            seen.push(Ready {
+                                at: Instant::now(),
+                                backend,
+                                milestone,
+                            });
+                        }
                     }
                 }
             }
@@ -82,6 +103,8 @@ pub struct Episode {
     pub ended: Option<Instant>,
     /// An injected fault, until it has struck every time.
     pub fault: Option<Fault>,
+    /// What recovery from it is: a report READY, or (the store's outage) a copy made.
+    pub until: Milestone,
 }
 
 impl Episode {
@@ -93,13 +116,14 @@ impl Episode {
             started: Instant::now(),
             ended: None,
             fault: None,
+            until: Milestone::Ready,
         }
     }
 }
 
-/// For each ended episode, the time from its end to the first READY after it of a report on
-/// its API (on any API for an episode that hit everything); `None` when no report became
-/// READY after it.
+/// For each ended episode, the time from its end to the first READY (or copy) after it of a
+/// report on its API (on any API for an episode that hit everything); `None` when none
+/// came after it.
 pub fn recoveries(episodes: &[Episode], ready: &[Ready]) -> Vec<(usize, Option<Duration>)> {
     episodes
         .iter()
@@ -109,7 +133,8 @@ pub fn recoveries(episodes: &[Episode], ready: &[Ready]) -> Vec<(usize, Option<D
             let wanted = e.api.map(|a| a.as_str().to_ascii_lowercase());
             let first = ready
                 .iter()
-                .filter(|r| r.at >= ended && wanted.as_ref().is_none_or(|w| *w == r.backend))
+                .filter(|r| r.milestone == e.until && r.at >= ended)
+                .filter(|r| wanted.as_ref().is_none_or(|w| *w == r.backend))
                 .map(|r| r.at)
                 .min();
             Some((i, first.map(|f| f - ended)))
@@ -128,6 +153,7 @@ mod tests {
         let ready = |after: u64, backend: &str| Ready {
             at: t0 + s(after),
             backend: backend.into(),
+            milestone: Milestone::Ready,
         };
         let episode = |end: Option<u64>, api: Option<ReportingApi>| Episode {
             kind: "x".into(),
@@ -136,18 +162,32 @@ mod tests {
             started: t0,
             ended: end.map(|e| t0 + s(e)),
             fault: None,
+            until: Milestone::Ready,
         };
-        let seen = [ready(5, "cmp"), ready(12, "connect"), ready(20, "cmp")];
+        let mut seen = vec![ready(5, "cmp"), ready(12, "connect"), ready(20, "cmp")];
+        seen.push(Ready {
+            milestone: Milestone::Copied,
+            ..ready(30, "rde")
+        });
+        let mut store = episode(Some(4), None);
+        store.until = Milestone::Copied;
         let episodes = [
             episode(Some(4), None),
             episode(Some(6), Some(ReportingApi::Cmp)),
             episode(Some(6), Some(ReportingApi::Connect)),
             episode(Some(21), None),
             episode(None, None),
+            store,
         ];
         assert_eq!(
             recoveries(&episodes, &seen),
-            vec![(0, Some(s(1))), (1, Some(s(14))), (2, Some(s(6))), (3, None)]
+            vec![
+                (0, Some(s(1))),
+                (1, Some(s(14))),
+                (2, Some(s(6))),
+                (3, None),
+                (5, Some(s(26)))
+            ]
         );
     }
 }

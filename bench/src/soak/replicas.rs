@@ -1,9 +1,10 @@
 //! The operator's replicas as processes: how they are started (the one place that knows the
 //! replica mode's flags), which one a kill hits, how each process ended, and its peak memory.
 //!
-//! A process that exits on its own is started again at once, as a Deployment's pod would
-//! be, and its exit is recorded: a replica that stepped down because it could not renew its
-//! Lease (documented in high-availability.md) apart from any other exit.
+//! A process that exits on its own is started again as the kubelet restarts a container (at
+//! once the first time, then after 10 s, 20 s, … up to 5 minutes; a process that ran 10
+//! minutes starts the count afresh), and its exit is recorded: a replica that stepped down
+//! after losing its Lease (documented in high-availability.md) apart from any other exit.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -54,8 +55,25 @@ impl Targeting {
     }
 }
 
-/// What the log of a replica that stepped down says (`controller::leader`).
-const STEPPED_DOWN: &str = "stopping reconciles";
+/// What the log of a replica that stepped down says (`controller::leader`): the Lease went to
+/// another replica, or its renewals stopped reaching the API server.
+const LOST_TO_ANOTHER: &str = "another replica holds the leader-election Lease; stopping reconciles";
+const LOST_CONTACT: &str = "lost contact with the API server; stopping reconciles";
+const ACQUIRED: &str = "acquired the leader-election Lease";
+
+/// The Lease duration the replicas run with (the operator's default).
+const LEASE_SECONDS: u64 = 15;
+
+/// How long before the kubelet starts a container again after its `n`th exit in a row.
+fn restart_delay(n: u32) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(10u64.saturating_mul(1 << (n - 2).min(5))).min(Duration::from_secs(300)),
+    }
+}
+
+/// A process that ran this long starts the kubelet's count of exits afresh.
+const STABLE: Duration = Duration::from_secs(600);
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +106,8 @@ pub struct Replicas {
     mode: Option<ReplicaMode>,
     lease_name: String,
     live: Vec<Option<Operator>>,
+    /// Per replica: exits in a row, and when it starts again after the last one.
+    crashes: Vec<(u32, Option<Instant>)>,
     /// Every process started, the live ones last per replica.
     pub processes: Vec<Process>,
     /// Index into `processes` of each replica's live process.
@@ -112,6 +132,7 @@ impl Replicas {
             mode: (count > 1).then_some(mode),
             lease_name: lease_name.to_string(),
             live: (0..count).map(|_| None).collect(),
+            crashes: vec![(0, None); count],
             processes: Vec::new(),
             current: vec![0; count],
         };
@@ -131,6 +152,8 @@ impl Replicas {
                 LEASE_NAMESPACE.into(),
                 "--leader-election-lease-name".into(),
                 self.lease_name.clone(),
+                "--leader-election-lease-seconds".into(),
+                LEASE_SECONDS.to_string(),
             ],
             Some(ReplicaMode::Sharding) => vec!["--sharding".into()],
         }
@@ -166,8 +189,8 @@ impl Replicas {
         Ok(())
     }
 
-    /// Reads each live process's VmHWM; starts again every replica whose process exited by
-    /// itself, recording how.
+    /// Reads each live process's VmHWM; records the exit of every process that exited by
+    /// itself, and starts its replica again when the kubelet would.
     pub fn poll(&mut self) -> Result<(), BenchError> {
         for r in 0..self.live.len() {
             self.sample(r);
@@ -177,11 +200,19 @@ impl Replicas {
                 let p = &mut self.processes[self.current[r]];
                 let log = std::fs::read_to_string(&p.log).unwrap_or_default();
                 p.end = classify(status, &log);
+                let ran = p.started.elapsed();
+                let (n, at) = &mut self.crashes[r];
+                *n = if ran >= STABLE { 1 } else { *n + 1 };
+                *at = Some(Instant::now() + restart_delay(*n));
                 eprintln!(
-                    "[soak] operator replica {r} exited by itself ({status}): {:?}; log {}",
+                    "[soak] operator replica {r} exited by itself ({status}), starting again in {} s: {:?}; log {}",
+                    restart_delay(*n).as_secs(),
                     p.end,
                     p.log.display()
                 );
+            }
+            if self.live[r].is_none() && self.crashes[r].1.is_some_and(|at| Instant::now() >= at) {
+                self.crashes[r].1 = None;
                 self.launch(r)?;
             }
         }
@@ -227,23 +258,41 @@ impl Replicas {
     }
 }
 
-/// An exit the soak did not cause: a step-down after a lost Lease (the log says so, and the
-/// process failed rather than crashed), or anything else.
+/// An exit the soak did not cause. A step-down is as documented when the Lease went to
+/// another replica, or when the process had held the Lease for about the time after which
+/// its watchdog stops it (the duration less a fifth, less 2 s for reading the renewal back):
+/// a renewal this process made cannot be that old sooner. Anything else is unexpected.
 fn classify(status: ExitStatus, log: &str) -> End {
-    let tail: String = log
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join(" | ");
-    if status.code() == Some(1) && log.contains(STEPPED_DOWN) {
-        End::SteppedDown(format!("{status}"))
-    } else {
-        End::Unexpected(format!("{status}: {tail}"))
+    let failed = status.code() == Some(1);
+    if failed && log.contains(LOST_TO_ANOTHER) {
+        return End::SteppedDown("the Lease went to another replica".into());
     }
+    if failed && log.contains(LOST_CONTACT) {
+        let lease = Duration::from_secs(LEASE_SECONDS);
+        let watchdog = lease - (lease / 5).max(Duration::from_secs(1));
+        let held = match (logged_at(log, ACQUIRED), logged_at(log, LOST_CONTACT)) {
+            (Some(from), Some(to)) => (to - from).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        return if held + Duration::from_secs(2) >= watchdog {
+            End::SteppedDown("its renewals stopped reaching the API server".into())
+        } else {
+            End::Unexpected(format!(
+                "stepped down {:.1} s after acquiring the Lease for lack of a renewal {} s old, which this process cannot have made: it took an earlier process's renewal under the same identity for its own",
+                held.as_secs_f64(),
+                watchdog.as_secs()
+            ))
+        };
+    }
+    let tail: Vec<&str> = log.lines().rev().take(2).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    End::Unexpected(format!("{status}: {}", tail.join(" | ")))
+}
+
+/// The timestamp of the first log line holding `text` (lines start with one, RFC 3339).
+fn logged_at(log: &str, text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let line = log.lines().find(|l| l.contains(text))?;
+    chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok()
 }
 
 #[cfg(test)]
@@ -253,15 +302,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_failed_exit_after_a_lost_lease_is_a_step_down() {
+    fn a_step_down_is_documented_only_after_the_lease_was_held_long_enough() {
         let failed = ExitStatus::from_raw(1 << 8);
         let segfault = ExitStatus::from_raw(11);
-        let lost = "WARN lost contact with the API server; stopping reconciles before the Lease can pass\nerror: lost leadership";
-        assert!(matches!(classify(failed, lost), End::SteppedDown(_)));
-        assert!(matches!(classify(segfault, lost), End::Unexpected(_)));
-        match classify(failed, "a\nb\nerror: Kubernetes: connection refused") {
-            End::Unexpected(why) => assert!(why.contains("connection refused"), "{why}"),
+        let log = |acquired: &str, lost: &str| {
+            format!(
+                "{acquired}  INFO report_operator::controller::leader: acquired the leader-election Lease identity=x\n\
+                 {lost}  WARN report_operator::controller::leader: lost contact with the API server; stopping reconciles before the Lease can pass to another replica\n\
+                 error: lost the leader-election Lease\n"
+            )
+        };
+        let held_long = log("2026-12-06T03:38:00.000Z", "2026-12-06T03:38:30.500Z");
+        let at_once = log("2026-12-06T03:38:41.320664Z", "2026-12-06T03:38:41.325566Z");
+        assert!(matches!(classify(failed, &held_long), End::SteppedDown(_)));
+        assert!(matches!(classify(segfault, &held_long), End::Unexpected(_)));
+        match classify(failed, &at_once) {
+            End::Unexpected(why) => assert!(why.starts_with("stepped down 0.0 s after acquiring"), "{why}"),
             other => panic!("{other:?}"),
         }
+        let another = "x WARN another replica holds the leader-election Lease; stopping reconciles\n";
+        assert!(matches!(classify(failed, another), End::SteppedDown(_)));
+        match classify(
+            failed,
+            "a\nb\nerror: leader election: Kube error: ServiceError: client error (Connect)",
+        ) {
+            End::Unexpected(why) => assert!(
+                why.ends_with("b | error: leader election: Kube error: ServiceError: client error (Connect)"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn restarts_back_off_as_the_kubelet_does() {
+        let secs: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300]);
     }
 }
