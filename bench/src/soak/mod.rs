@@ -217,6 +217,7 @@ async fn run(args: SoakArgs) -> Result<bool, BenchError> {
         settings.store_outage.as_secs()
     );
 
+    let load_before = load_average();
     let log_dir = args.log_dir.join(&run);
     std::fs::create_dir_all(&log_dir)?;
     let cluster = Cluster::connect().await?;
@@ -298,11 +299,12 @@ async fn run(args: SoakArgs) -> Result<bool, BenchError> {
     let rendered = table.render();
     println!("\n{rendered}");
     let header = format!(
-        "seed {seed}; {} minutes; {} replica(s); {} cores, {}\n\n",
+        "seed {seed}; {} minutes; {} replica(s); {} cores, {}; load average at the start {load_before}, at the end {}\n\n",
         args.minutes,
         args.replicas,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
+        cpu_model(),
+        load_average()
     );
     std::fs::write(log_dir.join("figures.md"), format!("{header}{rendered}"))?;
     println!(
@@ -315,6 +317,13 @@ async fn run(args: SoakArgs) -> Result<bool, BenchError> {
         log_dir.display()
     );
     Ok(table.passed())
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine shows in the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn cpu_model() -> String {
