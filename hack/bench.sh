@@ -15,24 +15,8 @@ cd "$(dirname "$0")/.."
 echo "[bench] building the release binaries" >&2
 cargo build --locked --release -p report-operator -p report-bench --bin report-operator --bin bench
 
-if [[ -n "${BENCH_STATE_DIR:-}" ]]; then
-  STATE="$BENCH_STATE_DIR" TEMP_STATE=""
-else
-  STATE="$(mktemp -d "${TMPDIR:-/tmp}/report-operator-bench.XXXXXX")" TEMP_STATE=1
-fi
-export CP_STATE_DIR="$STATE"
-stop() {
-  hack/control-plane.sh down || true
-  if [[ -n "$TEMP_STATE" ]]; then rm -rf "$STATE"; fi
-}
-trap stop EXIT
-
-hack/control-plane.sh up
-eval "$(hack/control-plane.sh env)"
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s \
-  crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
-  crd/reportfiles.reporting.report-operator.io >/dev/null
+source hack/lib/own-control-plane.sh
+own_control_plane bench "${BENCH_STATE_DIR:-}"
 
 echo "[bench] $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" >&2
 target/release/bench --operator target/release/report-operator "$@"

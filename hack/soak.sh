@@ -35,24 +35,8 @@ else
   cargo build --locked --workspace --all-targets
 fi
 
-if [[ -n "${SOAK_STATE_DIR:-}" ]]; then
-  STATE="$SOAK_STATE_DIR" TEMP_STATE=""
-else
-  STATE="$(mktemp -d "${TMPDIR:-/tmp}/report-operator-soak.XXXXXX")" TEMP_STATE=1
-fi
-export CP_STATE_DIR="$STATE"
-stop() {
-  hack/control-plane.sh down || true
-  if [[ -n "$TEMP_STATE" ]]; then rm -rf "$STATE"; fi
-}
-trap stop EXIT
-
-hack/control-plane.sh up
-eval "$(hack/control-plane.sh env)"
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s \
-  crd/reportbackends.reporting.report-operator.io crd/reportgenerators.reporting.report-operator.io \
-  crd/reportfiles.reporting.report-operator.io crd/reportstores.reporting.report-operator.io >/dev/null
+source hack/lib/own-control-plane.sh
+own_control_plane soak "${SOAK_STATE_DIR:-}"
 S3="${REPORT_OPERATOR_S3:-$(hack/s3.sh)}"
 
 echo "[soak] $(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo); load $(cut -d' ' -f1-3 /proc/loadavg); $PROFILE build" >&2

@@ -26,3 +26,7 @@ cargo build --locked --workspace --all-targets
 # commands are tested or marked illustrative (tests/docs.rs; the full run repeats it).
 cargo test --locked --test docs
 cargo test --locked --workspace --all-targets --no-fail-fast "$@"
+# The short soak (docs/src/operations/reliability.md): 3 minutes of every fault at once on a
+# control plane of its own, with the debug build just made; fails on a failed check, never on
+# time. SOAK_MINUTES=0 skips it.
+if [[ "${SOAK_MINUTES:-3}" != 0 ]]; then hack/soak.sh --debug --minutes "${SOAK_MINUTES:-3}"; fi

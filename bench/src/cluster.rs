@@ -144,40 +144,31 @@ impl Cluster {
     /// A watch of the namespace's ReportFiles that sends each one the first time it is READY.
     pub fn watch_ready(&self, ns: &str) -> mpsc::UnboundedReceiver<Ready> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let api: Api<ReportFile> = Api::namespaced(self.client.clone(), ns);
-        tokio::spawn(async move {
-            let mut seen = HashSet::new();
-            let mut events = std::pin::pin!(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects()
-            );
-            while let Some(event) = events.next().await {
-                let Ok(file) = event else { continue };
+        let mut seen = HashSet::new();
+        watch_each(
+            Api::<ReportFile>::namespaced(self.client.clone(), ns),
+            move |file| {
                 let ready = file.status.as_ref().and_then(|s| s.status) == Some(FileState::Ready);
                 let Some(name) = file.metadata.name.clone() else {
-                    continue;
+                    return true;
                 };
-                if ready && seen.insert(name) {
-                    let generator = file
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(LABEL_GENERATOR))
-                        .cloned()
-                        .unwrap_or_default();
-                    if tx
-                        .send(Ready {
-                            generator,
-                            at: Instant::now(),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+                if !(ready && seen.insert(name)) {
+                    return true;
                 }
-            }
-        });
+                let generator = file
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_GENERATOR))
+                    .cloned()
+                    .unwrap_or_default();
+                tx.send(Ready {
+                    generator,
+                    at: Instant::now(),
+                })
+                .is_ok()
+            },
+        );
         rx
     }
 
@@ -185,28 +176,45 @@ impl Cluster {
     /// has caught up with their spec (observedGeneration), each time it grows.
     pub fn watch_settled(&self, ns: &str) -> mpsc::UnboundedReceiver<usize> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let api: Api<ReportGenerator> = Api::namespaced(self.client.clone(), ns);
-        tokio::spawn(async move {
-            let mut settled = HashSet::new();
-            let mut events = std::pin::pin!(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects()
-            );
-            while let Some(event) = events.next().await {
-                let Ok(g) = event else { continue };
+        let mut settled = HashSet::new();
+        watch_each(
+            Api::<ReportGenerator>::namespaced(self.client.clone(), ns),
+            move |g| {
                 let observed = g.status.as_ref().and_then(|s| s.observed_generation);
-                if observed.is_some()
+                !(observed.is_some()
                     && observed == g.metadata.generation
                     && settled.insert(g.metadata.name.clone().unwrap_or_default())
-                    && tx.send(settled.len()).is_err()
-                {
-                    return;
-                }
-            }
-        });
+                    && tx.send(settled.len()).is_err())
+            },
+        );
         rx
     }
+}
+
+/// Watches `api` in a task of its own (again after errors, with the watcher's backoff) and
+/// calls `each` with every object applied, until it returns false.
+pub fn watch_each<K>(
+    api: Api<K>,
+    mut each: impl FnMut(K) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+        );
+        while let Some(event) = events.next().await {
+            if let Ok(object) = event
+                && !each(object)
+            {
+                return;
+            }
+        }
+    })
 }
 
 async fn create_generator(api: &Api<ReportGenerator>, name: &str, mut spec: Value) -> Result<(), BenchError> {

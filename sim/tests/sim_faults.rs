@@ -9,7 +9,7 @@ use clap::Parser;
 use report_sim::ReportingApi;
 use report_sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
 use serde_json::json;
-use sim_support::{Rde, body_json, client, cmp_token, quick, start, supplier_token};
+use sim_support::{Rde, body_json, client, cmp_create, cmp_report, cmp_token, quick, start, supplier_token};
 
 const TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
 
@@ -306,37 +306,6 @@ fn the_config_file_and_flags_set_the_knobs() {
     assert!(SimConfig::from_file(&path).is_err());
 }
 
-/// A CMP report made at once: its id and download URL.
-async fn cmp_report(sim: &report_sim::SimServer, name: &str) -> (String, String) {
-    let token = cmp_token(sim).await;
-    let base = sim.backend_url(ReportingApi::Cmp);
-    let body = json!({"name": name, "format": "csv", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
-    let created = body_json(
-        client()
-            .post(format!("{base}/reports"))
-            .bearer_auth(&token)
-            .header("x-subscription-key", "cmp-subscription-key")
-            .json(&body)
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
-    let id = created["id"].as_str().expect("id").to_string();
-    let report = body_json(
-        client()
-            .get(format!("{base}/reports/{id}"))
-            .bearer_auth(&token)
-            .header("x-subscription-key", "cmp-subscription-key")
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
-    let url = report["downloadUrl"].as_str().expect("downloadUrl").to_string();
-    (id, url)
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
@@ -348,7 +317,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn a_cut_download_breaks_off_midway_and_only_storage_faults_reach_downloads() {
     let sim = start(quick(0)).await;
-    let (id, url) = cmp_report(&sim, "Daily").await;
+    let (id, url) = cmp_report(&sim, "Daily", "csv").await;
     // `*` is the API's own endpoints: a download is not one of them.
     sim.inject(Fault::new(ReportingApi::Cmp, "*", FaultKind::ServerError, 1));
     let whole = client().get(&url).send().await.expect("download");
@@ -421,17 +390,8 @@ async fn a_cut_download_breaks_off_midway_and_only_storage_faults_reach_download
 #[tokio::test]
 async fn a_cut_api_answer_is_carried_out_and_breaks_off() {
     let sim = start(quick(0)).await;
-    let token = cmp_token(&sim).await;
     sim.inject(Fault::new(ReportingApi::Cmp, "create", FaultKind::Cut, 1));
-    let body = json!({"name": "Daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
-    let answer = client()
-        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
-        .bearer_auth(&token)
-        .header("x-subscription-key", "cmp-subscription-key")
-        .json(&body)
-        .send()
-        .await;
-    let text = match answer {
+    let text = match cmp_create(&sim, "Daily", "json").await {
         Ok(r) => r.text().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -444,23 +404,16 @@ async fn generations_count_the_reports_the_simulator_fails() {
     let mut config = quick(0);
     config.cmp.behaviour.failure_rate = 1.0;
     let sim = start(config).await;
-    cmp_report_failing(&sim).await;
+    let created = cmp_create(&sim, "Daily", "csv").await.expect("create");
+    assert_eq!(created.status(), 200);
     let stats = sim.stats();
     let failed: u64 = stats.generations.iter().map(|g| g.failed).sum();
     assert_eq!((stats.total_generations(ReportingApi::Cmp), failed), (1, 1));
     // A name with FAIL fails whatever the rate.
     let sim = start(quick(0)).await;
-    cmp_report(&sim, "Daily").await;
-    let token = cmp_token(&sim).await;
-    let body = json!({"name": "FAIL daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
-    client()
-        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
-        .bearer_auth(&token)
-        .header("x-subscription-key", "cmp-subscription-key")
-        .json(&body)
-        .send()
-        .await
-        .expect("create");
+    for name in ["Daily", "FAIL daily"] {
+        cmp_create(&sim, name, "json").await.expect("create");
+    }
     let failed: Vec<(String, u64)> = sim
         .stats()
         .generations
@@ -468,19 +421,4 @@ async fn generations_count_the_reports_the_simulator_fails() {
         .map(|g| (g.key.split('|').nth(1).unwrap_or_default().to_string(), g.failed))
         .collect();
     assert_eq!(failed, [("Daily".to_string(), 0), ("FAIL daily".to_string(), 1)]);
-}
-
-/// A CMP report that the simulator fails (its rate is 1): it has no download URL.
-async fn cmp_report_failing(sim: &report_sim::SimServer) {
-    let token = cmp_token(sim).await;
-    let body = json!({"name": "Daily", "format": "csv", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
-    let created = client()
-        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
-        .bearer_auth(&token)
-        .header("x-subscription-key", "cmp-subscription-key")
-        .json(&body)
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(created.status(), 200);
 }

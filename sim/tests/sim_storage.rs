@@ -2,41 +2,14 @@
 
 mod sim_support;
 
-use std::time::Duration;
-
 use report_sim::ReportingApi;
 use report_sim::{ConnectConfig, SimConfig, SimServer};
 use serde_json::json;
-use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, unzip, url_expiry, wait_for};
+use sim_support::{body_json, client, cmp_report, quick, sleep_past, start, unzip, url_expiry};
 
 /// A completed CMP report's downloadUrl.
 async fn cmp_url(sim: &SimServer, name: &str, format: &str) -> String {
-    let token = cmp_token(sim).await;
-    let base = sim.backend_url(ReportingApi::Cmp);
-    let body = json!({"name": name, "format": format, "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-31T23:59:59Z"});
-    let http = client();
-    let created = body_json(
-        http.post(format!("{base}/reports"))
-            .bearer_auth(&token)
-            .header("x-subscription-key", "cmp-subscription-key")
-            .json(&body)
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
-    let id = created["id"].as_str().expect("id").to_string();
-    wait_for("downloadUrl", Duration::from_secs(10), || async {
-        let r = http
-            .get(format!("{base}/reports/{id}"))
-            .bearer_auth(&token)
-            .header("x-subscription-key", "cmp-subscription-key")
-            .send()
-            .await
-            .ok()?;
-        body_json(r).await["downloadUrl"].as_str().map(str::to_string)
-    })
-    .await
+    cmp_report(sim, name, format).await.1
 }
 
 async fn fetch(url: &str) -> (u16, String) {

@@ -285,3 +285,126 @@ pub fn doubled(stats: &SimStats, templates: &[RdeTemplate]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::soak::plan::GeneratorPlan;
+
+    fn made(idx: usize, kind: Kind, start: Option<&str>) -> Made {
+        let plan = GeneratorPlan {
+            idx,
+            kind,
+            ns: Ns::A,
+            stored: true,
+        };
+        Made {
+            plan,
+            namespace: "ns".into(),
+            name: workload::generator_name(&plan),
+            start: start.map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date")),
+        }
+    }
+
+    fn file(m: &Made, name: &str, spec: serde_json::Value, status: &str, copied: bool) -> ReportFile {
+        let mut s = json!({"status": status});
+        if copied {
+            s["delivery"] = json!({"sha256": "ab"});
+        }
+        let mut spec_full =
+            json!({"backendRef": {"name": "x"}, "name": "n", "eventType": "PERIODIC", "format": "CSV"});
+        if let (Some(all), Some(more)) = (spec_full.as_object_mut(), spec.as_object()) {
+            all.extend(more.clone());
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportFile",
+            "metadata": {"name": name, "namespace": "ns", "labels": {LABEL_GENERATOR: m.name}},
+            "spec": spec_full, "status": s,
+        }))
+        .expect("ReportFile")
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn slots_are_matched_and_the_rest_is_missing_or_extra() {
+        let daily = made(1, Kind::Periodic(ReportingApi::Cmp, 2), Some("2026-11-18"));
+        let mirror = made(2, Kind::RdeMirror, None);
+        let invoice = made(3, Kind::CmpInvoice, None);
+        let window = |d: &str| json!({"parameters": {"startDate": format!("{d}T00:00:00Z")}});
+        let files = vec![
+            file(&daily, "d-18", window("2026-11-18"), "READY", true),
+            file(&daily, "d-10", window("2026-11-10"), "READY", true),
+            file(&mirror, "m-1", json!({"externalId": "f1"}), "FAILED", false),
+            file(
+                &invoice,
+                "i-1",
+                json!({"externalId": "inv"}),
+                "IN_PROGRESS",
+                false,
+            ),
+        ];
+        let snapshot = Snapshot {
+            files,
+            missed: HashMap::from([(("ns".to_string(), daily.name.clone()), 1)]),
+            at: at("2026-11-20T10:00:00Z"),
+        };
+        let templates = vec![RdeTemplate {
+            id: "t".into(),
+            common_name: common_name(2),
+            event_type: "PERIODIC".into(),
+            files: vec!["f1".into(), "f2".into()],
+        }];
+        let invoices = BTreeMap::from([(3, "inv".to_string())]);
+        let made = [daily, mirror, invoice];
+        let states = assess(&made, &invoices, &templates, &snapshot);
+        let missing: Vec<Vec<String>> = states
+            .iter()
+            .map(|s| s.missing().iter().map(|m| m.to_string()).collect())
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                vec!["window 2026-11-19".to_string()],
+                vec!["platform report f2".to_string()],
+                vec![]
+            ]
+        );
+        assert_eq!(states[0].extra, ["d-10"], "a window before the first day");
+        assert_eq!((states[0].ready(), states[0].copies()), (1, (1, 1)));
+        // The missing window has its Missed Event; the mirror misses a report; the invoice's
+        // report is still in progress.
+        let settled: Vec<bool> = states.iter().map(State::settled).collect();
+        assert_eq!(settled, [true, false, false]);
+        assert_eq!(states[1].failed(), 1);
+    }
+
+    #[test]
+    fn doubled_reports_are_keys_counted_twice_and_templates_made_twice() {
+        let stats: SimStats = serde_json::from_value(json!({
+            "requests": [], "peakInProgress": [], "rateLimited": {}, "tokenRequests": {},
+            "generations": [
+                {"backend": "CMP", "key": "s|soak-g00001|x", "count": 1, "failed": 0},
+                {"backend": "CONNECT", "key": "a|RT-g00002|x", "count": 2, "failed": 1},
+                {"backend": "FUSION", "key": "licenses|g", "count": 3, "failed": 0},
+            ],
+        }))
+        .expect("stats");
+        let template = |id: &str| RdeTemplate {
+            id: id.into(),
+            common_name: "soak-g00004".into(),
+            event_type: "PERIODIC".into(),
+            files: vec![],
+        };
+        assert_eq!(
+            doubled(&stats, &[template("a"), template("b")]),
+            ["CONNECT a|RT-g00002|x ×2", "RDE template soak-g00004 made twice"]
+        );
+        assert_eq!(generated(&stats, ReportingApi::Connect, 2), (2, 1));
+        assert_eq!(generated(&stats, ReportingApi::Cmp, 2), (0, 0));
+    }
+}

@@ -289,10 +289,7 @@ async fn copies(
     .buffer_unordered(8)
     .collect()
     .await;
-    let bad: Vec<String> = checked
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
-        .collect();
+    let bad = failures(&checked);
     t.check(
         "copies in the bucket equal to the simulator's file (SHA-256)",
         format!("{} of {}", checked.len() - bad.len(), checked.len()),
@@ -303,6 +300,14 @@ async fn copies(
         .into_iter()
         .filter_map(|(n, r)| Some((n, r.ok()?)))
         .collect())
+}
+
+/// The failed ones of named outcomes, as `name: why`.
+fn failures<T>(checked: &[(String, Result<T, String>)]) -> Vec<String> {
+    checked
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect()
 }
 
 /// Every READY report's Secret is there, and its URL downloads the report (a SUPPLIER URL
@@ -334,10 +339,7 @@ async fn secrets(
         .buffer_unordered(8)
         .collect()
         .await;
-    let bad: Vec<String> = checked
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
-        .collect();
+    let bad = failures(&checked);
     let reminted = checked.iter().filter(|(_, r)| matches!(r, Ok(true))).count();
     t.check(
         "READY reports whose Secret is there and serves the report",

@@ -83,8 +83,9 @@ pub struct SoakArgs {
     /// Share of reports the simulators fail (a backend's own, permanent failure).
     #[arg(long, default_value_t = 0.03)]
     pub failure_rate: f64,
-    /// The settling ends when no report has moved for this many minutes…
-    #[arg(long, default_value_t = 5.0)]
+    /// The settling ends when no report has moved for this many minutes (longer than the
+    /// operator's longest retry, 5 minutes, and its longest poll interval, 10)…
+    #[arg(long, default_value_t = 12.0)]
     pub settle_quiet_minutes: f64,
     /// …or after this many.
     #[arg(long, default_value_t = 30.0)]

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use report_operator::api::{FileState, ReportFile};
 use report_sim::{Fault, ReportingApi};
+
+use crate::cluster::watch_each;
 
 /// What a report reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,39 +41,31 @@ impl ReadyLog {
     pub fn start(client: Client) -> ReadyLog {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = seen.clone();
-        let api: Api<ReportFile> = Api::all(client);
-        let task = tokio::spawn(async move {
-            let mut reached = HashSet::new();
-            let mut events = std::pin::pin!(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects()
-            );
-            while let Some(event) = events.next().await {
-                let Ok(file) = event else { continue };
-                let status = file.status.as_ref();
-                let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
-                let copied = status
-                    .and_then(|s| s.delivery.as_ref())
-                    .is_some_and(|d| d.sha256.is_some());
-                for (reached_it, milestone) in [(ready, Milestone::Ready), (copied, Milestone::Copied)] {
-                    let key = (
-                        file.metadata.namespace.clone(),
-                        file.metadata.name.clone(),
-                        milestone as u8,
-                    );
-                    if reached_it && reached.insert(key) {
-                        let backend = file.spec.backend_ref.name.clone();
-                        if let Ok(mut seen) = out.lock() {
-                            seen.push(Ready {
-                                at: Instant::now(),
-                                backend,
-                                milestone,
-                            });
-                        }
+        let mut reached = HashSet::new();
+        let task = watch_each(Api::<ReportFile>::all(client), move |file| {
+            let status = file.status.as_ref();
+            let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
+            let copied = status
+                .and_then(|s| s.delivery.as_ref())
+                .is_some_and(|d| d.sha256.is_some());
+            for (reached_it, milestone) in [(ready, Milestone::Ready), (copied, Milestone::Copied)] {
+                let key = (
+                    file.metadata.namespace.clone(),
+                    file.metadata.name.clone(),
+                    milestone as u8,
+                );
+                if reached_it && reached.insert(key) {
+                    let backend = file.spec.backend_ref.name.clone();
+                    if let Ok(mut seen) = out.lock() {
+                        seen.push(Ready {
+                            at: Instant::now(),
+                            backend,
+                            milestone,
+                        });
                     }
                 }
             }
+            true
         });
         ReadyLog { seen, task }
     }

@@ -184,6 +184,39 @@ pub async fn cmp_token(sim: &SimServer) -> String {
         .to_string()
 }
 
+/// `POST /reports` on CMP for October 2026, as the default user with a fresh token: the
+/// answer as it comes.
+pub async fn cmp_create(sim: &SimServer, name: &str, format: &str) -> reqwest::Result<reqwest::Response> {
+    let token = cmp_token(sim).await;
+    let body = serde_json::json!({"name": name, "format": format, "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-31T23:59:59Z"});
+    client()
+        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
+        .bearer_auth(&token)
+        .header("x-subscription-key", "cmp-subscription-key")
+        .json(&body)
+        .send()
+        .await
+}
+
+/// A completed CMP report (see [`cmp_create`]): its id and `downloadUrl`.
+pub async fn cmp_report(sim: &SimServer, name: &str, format: &str) -> (String, String) {
+    let created = body_json(cmp_create(sim, name, format).await.expect("create")).await;
+    let id = created["id"].as_str().expect("id").to_string();
+    let token = cmp_token(sim).await;
+    let url = wait_for("downloadUrl", Duration::from_secs(10), || async {
+        let r = client()
+            .get(format!("{}/reports/{id}", sim.backend_url(ReportingApi::Cmp)))
+            .bearer_auth(&token)
+            .header("x-subscription-key", "cmp-subscription-key")
+            .send()
+            .await
+            .ok()?;
+        body_json(r).await["downloadUrl"].as_str().map(str::to_string)
+    })
+    .await;
+    (id, url)
+}
+
 /// A SUPPLIER access token for the default client.
 pub async fn supplier_token(sim: &SimServer) -> String {
     let response = client()
