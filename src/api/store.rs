@@ -105,7 +105,9 @@ pub struct ReportStoreStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` says whether the bucket answers with these credentials; reasons Reachable,
     /// InvalidSpec, CredentialsMissing, Unauthorized, BucketNotFound, Unreachable,
-    /// DestinationDenied (the operator's outbound policy forbids the endpoint).
+    /// DestinationDenied (the operator's outbound policy forbids the endpoint); and
+    /// KubernetesApiError, InternalError, ReconcileTimeout (the operator could not handle the
+    /// object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -19,7 +19,8 @@ use super::conditions::apply_status;
 use super::events::Events;
 use super::index::Index;
 use super::metrics::Metrics;
-use super::registry::{BackendRegistry, NotReady};
+use super::registry::{BackendRegistry, NotReady, Unusable};
+use crate::api::reasons::Reason;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
 
@@ -89,15 +90,15 @@ impl Context {
         &self,
         obj: &K,
         type_: EventType,
-        reason: &str,
+        reason: impl Reason,
         note: String,
     ) {
         let reference: ObjectReference = obj.object_ref(&());
         let event = Event {
             type_,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(super::conditions::cut_to(note, MAX_NOTE_BYTES)),
-            action: reason.into(),
+            action: reason.as_str().into(),
             secondary: None,
         };
         self.events.send(event, reference).await;
@@ -115,7 +116,7 @@ impl Context {
             .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| {
                 NotReady::new(
-                    "BackendNotFound",
+                    Unusable::NotFound,
                     format!("ReportBackend {name:?} does not exist in namespace {namespace:?}"),
                 )
             })?;
@@ -128,7 +129,7 @@ impl Context {
             Some(c) if c.status == "True" => {}
             Some(c) => {
                 return Err(NotReady::new(
-                    "BackendNotReady",
+                    Unusable::NotReady,
                     format!(
                         "ReportBackend {name:?} is not Ready ({}): {}",
                         c.reason, c.message
@@ -137,7 +138,7 @@ impl Context {
             }
             None => {
                 return Err(NotReady::new(
-                    "BackendNotReady",
+                    Unusable::NotReady,
                     format!("ReportBackend {name:?} has not been checked yet"),
                 ));
             }

@@ -21,7 +21,8 @@ use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
-use super::registry::read_secret;
+use super::registry::{Unusable, read_secret};
+use crate::api::reasons::{BackendReady, EventReason, StoreReady};
 use crate::api::{CONDITION_READY, ReportStore, ReportStoreStatus, find_condition};
 use crate::backend::ClientOptions;
 use crate::delivery::{Store, StoreError};
@@ -64,7 +65,7 @@ async fn reconcile(rs: Arc<ReportStore>, ctx: Arc<Context>) -> Result<Action, Er
 async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Error> {
     let namespace = rs
         .namespace()
-        .ok_or_else(|| Error::Invalid("ReportStore without namespace".into()))?;
+        .ok_or_else(|| Error::Internal("ReportStore without namespace".into()))?;
     let probe = async {
         let store = open_store(ctx, &namespace, rs).await?;
         tokio::time::timeout(PROBE_TIMEOUT, store.probe())
@@ -81,15 +82,15 @@ async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Erro
     let outcome = match probe.await {
         Ok(()) => {
             let message = format!("bucket {} answers and accepts the credentials", rs.spec.url);
-            Outcome::ready("Reachable", message.clone())
+            Outcome::ready(StoreReady::Reachable, message.clone())
                 .requeue(REPROBE_READY)
-                .noting(EventType::Normal, "Ready", message)
+                .noting(EventType::Normal, EventReason::Ready, message)
         }
         Err(e) => Outcome::waiting(e.reason(), e.to_string(), REPROBE_NOT_READY).warned(),
     }
     .once_per_reason(previous.map(|c| c.reason.as_str()));
     if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
-        info!(store = %rs.name_any(), namespace = %namespace, ready = cond.status, reason = cond.reason, "store checked");
+        info!(store = %rs.name_any(), namespace = %namespace, ready = cond.status, reason = %cond.reason, "store checked");
     }
     let status = ReportStoreStatus {
         observed_generation: rs.metadata.generation,
@@ -105,7 +106,7 @@ pub async fn open_store(ctx: &Context, namespace: &str, rs: &ReportStore) -> Res
     let data = read_secret(&secrets, &rs.spec.credentials_secret_ref.name)
         .await
         .map_err(|n| match n.reason {
-            "CredentialsMissing" => StoreError::CredentialsMissing(n.message),
+            Unusable::Broken(BackendReady::CredentialsMissing) => StoreError::CredentialsMissing(n.message),
             _ => StoreError::Unreachable(n.message),
         })?;
     let options = ClientOptions {

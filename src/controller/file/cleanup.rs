@@ -16,12 +16,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed, poll_interval};
+use crate::api::reasons::EventReason;
 use crate::api::{BackendType, ReportFile};
 use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
 use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
+use crate::controller::registry::Unusable;
 
 /// Finalizer that removes a ReportFile's report on Connect.
 pub const CONNECT_FINALIZER: &str = "reporting.report-operator.io/connect-report";
@@ -100,12 +102,12 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
     }
     let (rb, backend) = match ctx.ready_backend(&namespace, &rf.spec.backend_ref.name).await {
         Ok(found) => found,
-        Err(n) if n.reason == "BackendNotFound" => {
+        Err(n) if n.reason == Unusable::NotFound => {
             let what = status.external_id.as_deref().unwrap_or("the report");
             ctx.event(
                 rf,
                 EventType::Warning,
-                "ReportLeft",
+                EventReason::ReportLeft,
                 format!("{what} was not removed on CONNECT: {}", n.message),
             )
             .await;
@@ -115,7 +117,7 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             ctx.event(
                 rf,
                 EventType::Warning,
-                "BackendError",
+                EventReason::BackendError,
                 format!("cannot remove the report on CONNECT yet: {}", n.message),
             )
             .await;
@@ -159,7 +161,7 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
                 ctx.event(
                     rf,
                     EventType::Normal,
-                    "ReportRemoved",
+                    EventReason::ReportRemoved,
                     format!("removed report {} on CONNECT", report.id),
                 )
                 .await;
@@ -168,7 +170,8 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             Err(e) => settle(rf, ctx, "removing", &e).await,
         },
         Removal::Leave(why) => {
-            ctx.event(rf, EventType::Warning, "ReportLeft", why).await;
+            ctx.event(rf, EventType::Warning, EventReason::ReportLeft, why)
+                .await;
             Ok(Action::await_change())
         }
         Removal::Wait(after) => Err(NotYet(after)),
@@ -182,7 +185,7 @@ async fn settle(rf: &ReportFile, ctx: &Context, doing: &str, e: &BackendError) -
             ctx.event(
                 rf,
                 EventType::Warning,
-                "ReportLeft",
+                EventReason::ReportLeft,
                 format!("the report stays on CONNECT: {doing} it was refused: {reason}"),
             )
             .await;

@@ -8,13 +8,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::secret::{Observed, conflict_message};
+use crate::api::reasons::{EventReason, FileOutcome, FileReady};
 use crate::api::{
     ANNOTATION_REFRESH_URL, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState,
     LocalObjectReference, ReportFileStatus, find_condition,
 };
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
 use crate::controller::conditions::{Cond, set_condition};
-use crate::controller::outcome::Outcome;
+use crate::controller::outcome::{BACKEND_WAIT, Outcome};
 use kube::runtime::events::EventType;
 
 /// Default `activeDeadlineSeconds`: 6 hours.
@@ -24,11 +25,42 @@ const URL_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// Longest requeue: a URL a backend says expires in year 9999 (or a Retry-After that far
 /// out) is looked at again tomorrow rather than left alone for years.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
-/// How often a report waiting for a backend that is not Ready looks again (a backend that
-/// becomes Ready wakes it sooner).
-const BACKEND_WAIT: Duration = Duration::from_secs(30);
-/// Ready reason of a report whose Secret name is taken by someone else's Secret.
-pub const SECRET_CONFLICT: &str = "SecretConflict";
+/// Why a report FAILED for good: the reason its `Ready`, `Complete` and `Failed` carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The backend failed or refused it.
+    Failed,
+    DeadlineExceeded,
+    TooLarge,
+}
+
+impl Failure {
+    pub fn ready(self) -> FileReady {
+        match self {
+            Failure::Failed => FileReady::Failed,
+            Failure::DeadlineExceeded => FileReady::DeadlineExceeded,
+            Failure::TooLarge => FileReady::TooLarge,
+        }
+    }
+
+    fn outcome(self) -> FileOutcome {
+        match self {
+            Failure::Failed => FileOutcome::Failed,
+            Failure::DeadlineExceeded => FileOutcome::DeadlineExceeded,
+            Failure::TooLarge => FileOutcome::TooLarge,
+        }
+    }
+
+    /// The failure a FAILED report's Ready `reason` names (a report failed before the reasons
+    /// were told apart says Failed).
+    fn of_ready(reason: &str) -> Failure {
+        match FileReady::parse(reason) {
+            Some(FileReady::DeadlineExceeded) => Failure::DeadlineExceeded,
+            Some(FileReady::TooLarge) => Failure::TooLarge,
+            _ => Failure::Failed,
+        }
+    }
+}
 
 /// What the decisions need to know of the ReportFile besides its status.
 #[derive(Debug, Clone)]
@@ -57,7 +89,7 @@ pub enum Next {
     /// Write status, then look again after `requeue`, or on a change.
     Done { requeue: Option<Duration> },
     /// Write status (FAILED), log it with `reason`, and say so in a Warning Event.
-    Fail { reason: &'static str, message: String },
+    Fail { reason: Failure, message: String },
     /// Look at the report Secret (metadata only): a READY report goes on with [`ready`];
     /// one that found it taken goes on with [`secret_seen`] before the backend is asked again.
     CheckSecret,
@@ -80,11 +112,11 @@ pub enum Next {
     /// unless the report only waits its turn. `rate_limited`: count a rate-limit wait.
     Retry {
         after: Duration,
-        event: Option<(&'static str, String)>,
+        event: Option<(EventReason, String)>,
         rate_limited: bool,
     },
     /// Write status; if `first`, log and send a Warning Event with `message`; look again in
-    /// [`super::secret::CONFLICT_RETRY`].
+    /// [`super::secret::SECRET_CONFLICT_RETRY`].
     SecretConflict { first: bool, message: String },
     /// Get the report again, download and write the Secret; `why` goes into the Event.
     RenewUrl { why: &'static str },
@@ -95,7 +127,9 @@ pub enum Next {
 pub fn outcome(next: Next) -> Option<Outcome> {
     Some(match next {
         Next::Leave { requeue } | Next::Done { requeue } => Outcome::working(requeue),
-        Next::Fail { message, .. } => Outcome::working(None).noting(EventType::Warning, "Failed", message),
+        Next::Fail { message, .. } => {
+            Outcome::working(None).noting(EventType::Warning, EventReason::Failed, message)
+        }
         Next::Retry { after, event, .. } => {
             let outcome = Outcome::working(Some(after));
             match event {
@@ -104,9 +138,9 @@ pub fn outcome(next: Next) -> Option<Outcome> {
             }
         }
         Next::SecretConflict { first, message } => {
-            let outcome = Outcome::working(Some(super::secret::CONFLICT_RETRY));
+            let outcome = Outcome::working(Some(super::secret::SECRET_CONFLICT_RETRY));
             if first {
-                outcome.noting(EventType::Warning, SECRET_CONFLICT, message)
+                outcome.noting(EventType::Warning, EventReason::SecretConflict, message)
             } else {
                 outcome
             }
@@ -117,8 +151,8 @@ pub fn outcome(next: Next) -> Option<Outcome> {
 
 /// Sets `Ready` (whether the download works now) and, from `s.status`, the outcome
 /// conditions: every step that changes the state goes through here, so they never disagree.
-fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: &str, message: String) {
-    set_outcome(s, f, reason, &message);
+fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: FileReady, message: String) {
+    set_outcome(s, f, Failure::of_ready(reason.as_str()), &message);
     set_condition(
         &mut s.conditions,
         Cond::ready(status, reason, message),
@@ -129,12 +163,17 @@ fn set_ready(s: &mut ReportFileStatus, f: &Facts, status: bool, reason: &str, me
 
 /// `Complete` and `Failed`, as a Job has them, so that `kubectl wait` can wait for either
 /// outcome; `Ready` alone cannot say FAILED apart from "not yet", nor READY apart from an
-/// expired URL. A FAILED report's `reason` and `message` are its failure's.
-fn set_outcome(s: &mut ReportFileStatus, f: &Facts, reason: &str, message: &str) {
+/// expired URL. A FAILED report's `failure` and `message` are its failure's.
+fn set_outcome(s: &mut ReportFileStatus, f: &Facts, failure: Failure, message: &str) {
     let (complete, failed, reason, message) = match s.status {
-        Some(FileState::Ready) => (true, false, "Ready", "the report is READY"),
-        Some(FileState::Failed) => (false, true, reason, message),
-        Some(FileState::InProgress) | None => (false, false, "InProgress", "the report is not finished yet"),
+        Some(FileState::Ready) => (true, false, FileOutcome::Ready, "the report is READY"),
+        Some(FileState::Failed) => (false, true, failure.outcome(), message),
+        Some(FileState::InProgress) | None => (
+            false,
+            false,
+            FileOutcome::InProgress,
+            "the report is not finished yet",
+        ),
     };
     set_condition(
         &mut s.conditions,
@@ -156,14 +195,11 @@ fn outcome_missing(s: &mut ReportFileStatus, f: &Facts) -> bool {
     if find_condition(&s.conditions, CONDITION_COMPLETE).is_some() {
         return false;
     }
-    let (reason, message) = match find_condition(&s.conditions, CONDITION_READY) {
-        Some(c) if ["DeadlineExceeded", "TooLarge"].contains(&c.reason.as_str()) => {
-            (c.reason.clone(), c.message.clone())
-        }
-        Some(c) => ("Failed".to_string(), c.message.clone()),
-        None => ("Failed".to_string(), "the report FAILED".to_string()),
+    let (failure, message) = match find_condition(&s.conditions, CONDITION_READY) {
+        Some(c) => (Failure::of_ready(&c.reason), c.message.clone()),
+        None => (Failure::Failed, "the report FAILED".to_string()),
     };
-    set_outcome(s, f, &reason, &message);
+    set_outcome(s, f, failure, &message);
     true
 }
 
@@ -198,14 +234,14 @@ pub fn start(s: &mut ReportFileStatus, f: &Facts) -> Next {
             return fail(
                 s,
                 f,
-                "DeadlineExceeded",
+                Failure::DeadlineExceeded,
                 format!("the report was not READY within activeDeadlineSeconds ({deadline} s)"),
             );
         }
     }
     // While the Secret name is taken the backend is not asked again (a FUSION `get`
     // generates the report again).
-    if ready_reason(s) == Some(SECRET_CONFLICT) {
+    if ready_reason(s) == Some(FileReady::SecretConflict.as_str()) {
         Next::CheckSecret
     } else {
         Next::AskBackend
@@ -228,7 +264,7 @@ pub fn backend_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> 
         s,
         f,
         false,
-        "Pending",
+        FileReady::Pending,
         format!("waiting for the backend: {message}"),
     );
     Next::Done {
@@ -266,7 +302,13 @@ pub fn mark_pending(s: &mut ReportFileStatus, f: &Facts, type_: &str) -> Next {
     s.create_pending_since = Some(f.now);
     s.attempts = Some(s.attempts.unwrap_or(0).saturating_add(1));
     s.status = Some(FileState::InProgress);
-    set_ready(s, f, false, "Pending", format!("asking {type_} for the report"));
+    set_ready(
+        s,
+        f,
+        false,
+        FileReady::Pending,
+        format!("asking {type_} for the report"),
+    );
     Next::MarkPendingThenSubmit
 }
 
@@ -286,7 +328,7 @@ pub fn record_id(
     s.create_pending_since = None;
     s.submit_time.get_or_insert(accepted.max(f.now));
     s.status = Some(FileState::InProgress);
-    set_ready(s, f, false, "InProgress", generating(type_));
+    set_ready(s, f, false, FileReady::InProgress, generating(type_));
     Next::Recorded
 }
 
@@ -301,14 +343,14 @@ pub fn answer(s: &mut ReportFileStatus, f: &Facts, type_: &str, state: &ReportSt
             let first = s.status != Some(FileState::InProgress) || s.submit_time.is_none();
             s.status = Some(FileState::InProgress);
             s.submit_time.get_or_insert(f.now);
-            set_ready(s, f, false, "InProgress", generating(type_));
+            set_ready(s, f, false, FileReady::InProgress, generating(type_));
             Next::Poll { first }
         }
         ReportState::Ready => Next::Download,
         ReportState::Failed { reason } => {
             let msg = format!("{type_} failed the report: {reason}");
             s.failed_reason = Some(reason.clone());
-            fail(s, f, "Failed", msg)
+            fail(s, f, Failure::Failed, msg)
         }
     }
 }
@@ -329,9 +371,9 @@ pub fn backend_error(
                 s,
                 f,
                 if matches!(e, BackendError::TooLarge { .. }) {
-                    "TooLarge"
+                    Failure::TooLarge
                 } else {
-                    "Failed"
+                    Failure::Failed
                 },
                 message,
             )
@@ -342,9 +384,9 @@ pub fn backend_error(
                 .unwrap_or(Duration::from_secs(5))
                 .clamp(Duration::from_millis(500), MAX_REQUEUE);
             let (reason, queued) = match e {
-                BackendError::InFlightLimit { .. } => ("Queued", true),
-                BackendError::RateLimited { .. } => ("RateLimited", false),
-                _ => ("BackendError", false),
+                BackendError::InFlightLimit { .. } => (EventReason::RateLimited, true),
+                BackendError::RateLimited { .. } => (EventReason::RateLimited, false),
+                _ => (EventReason::BackendError, false),
             };
             let rate_limited = matches!(
                 e,
@@ -356,9 +398,9 @@ pub fn backend_error(
             );
             s.status = Some(FileState::InProgress);
             let cond_reason = if known_id(s, f).is_some() {
-                "InProgress"
+                FileReady::InProgress
             } else {
-                "Pending"
+                FileReady::Pending
             };
             set_ready(s, f, false, cond_reason, message.clone());
             Next::Retry {
@@ -371,24 +413,14 @@ pub fn backend_error(
 }
 
 /// The report has failed for good.
-pub fn fail(s: &mut ReportFileStatus, f: &Facts, reason: &'static str, message: String) -> Next {
+pub fn fail(s: &mut ReportFileStatus, f: &Facts, reason: Failure, message: String) -> Next {
     s.status = Some(FileState::Failed);
     s.completion_time = Some(f.now);
     s.create_pending_since = None;
     if s.failed_reason.is_none() {
-        s.failed_reason = Some(reason.to_string());
+        s.failed_reason = Some(reason.ready().as_str().to_string());
     }
-    set_ready(
-        s,
-        f,
-        false,
-        if reason == "DeadlineExceeded" || reason == "TooLarge" {
-            reason
-        } else {
-            "Failed"
-        },
-        message.clone(),
-    );
+    set_ready(s, f, false, reason.ready(), message.clone());
     Next::Fail { reason, message }
 }
 
@@ -396,9 +428,9 @@ pub fn fail(s: &mut ReportFileStatus, f: &Facts, reason: &'static str, message: 
 /// (IN_PROGRESS until the Secret is written; a READY one stays READY).
 pub fn secret_conflict(s: &mut ReportFileStatus, f: &Facts, why: &str) -> Next {
     let message = conflict_message(f.name, why);
-    let first = ready_reason(s) != Some(SECRET_CONFLICT);
+    let first = ready_reason(s) != Some(FileReady::SecretConflict.as_str());
     s.status.get_or_insert(FileState::InProgress);
-    set_ready(s, f, false, SECRET_CONFLICT, message.clone());
+    set_ready(s, f, false, FileReady::SecretConflict, message.clone());
     Next::SecretConflict { first, message }
 }
 
@@ -423,7 +455,7 @@ pub fn completed(
         s,
         f,
         true,
-        "Ready",
+        FileReady::Ready,
         format!("the report is ready; Secret {:?} holds its download", f.name),
     );
     Next::Done {
@@ -440,7 +472,7 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
     let wants_refresh = f.refresh.is_some() && f.refresh != s.last_url_refresh.as_deref();
     let secret_missing = *seen == Observed::Missing;
     // A Secret that is ours again after a conflict may still hold someone else's data.
-    let after_conflict = ready_reason(s) == Some(SECRET_CONFLICT);
+    let after_conflict = ready_reason(s) == Some(FileReady::SecretConflict.as_str());
     let renew = s.url_expires_at.is_some_and(|e| {
         let fresh_window = s
             .completion_time
@@ -468,7 +500,7 @@ pub fn ready(s: &mut ReportFileStatus, f: &Facts, seen: &Observed) -> Next {
             "the download URL expired at {}; set the annotation {ANNOTATION_REFRESH_URL} to a new value for a fresh one",
             expires.to_rfc3339()
         );
-        set_ready(s, f, false, "UrlExpired", message);
+        set_ready(s, f, false, FileReady::UrlExpired, message);
         return Next::Done { requeue };
     };
     Next::RenewUrl { why }
@@ -480,7 +512,7 @@ pub fn renewal_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> 
         s,
         f,
         false,
-        "UrlExpired",
+        FileReady::UrlExpired,
         format!("cannot re-mint the download URL: {message}"),
     );
     Next::Done {
@@ -496,7 +528,7 @@ pub fn renewed(s: &mut ReportFileStatus, f: &Facts, download: &Download) -> Next
         s,
         f,
         true,
-        "Ready",
+        FileReady::Ready,
         format!(
             "the report is ready; Secret {:?} holds a fresh download URL",
             f.name
@@ -516,7 +548,7 @@ pub fn store_url_written(s: &mut ReportFileStatus, f: &Facts, location: &str, ex
         "the report is ready; Secret {:?} holds a presigned URL of its copy {location}",
         f.name
     );
-    set_ready(s, f, true, "Ready", message);
+    set_ready(s, f, true, FileReady::Ready, message);
 }
 
 /// The generate date and file name the Secret and status carry: the backend's, else now and

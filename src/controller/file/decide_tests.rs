@@ -33,7 +33,13 @@ fn status(state: Option<FileState>, reason: Option<&str>) -> ReportFileStatus {
             now: t("2026-01-01T00:00:00Z"),
             ..facts()
         };
-        set_ready(&mut s, &f, reason == "Ready", reason, "before".into());
+        set_ready(
+            &mut s,
+            &f,
+            reason == "Ready",
+            FileReady::parse(reason).expect("a Ready reason"),
+            "before".into(),
+        );
     }
     s
 }
@@ -135,7 +141,7 @@ fn short(n: &Next) -> String {
     match n {
         Next::Leave { requeue } => format!("Leave {}", secs(requeue)),
         Next::Done { requeue } => format!("Done {}", secs(requeue)),
-        Next::Fail { reason, .. } => format!("Fail {reason}"),
+        Next::Fail { reason, .. } => format!("Fail {}", reason.ready()),
         Next::CheckSecret => "CheckSecret".into(),
         Next::AskBackend => "AskBackend".into(),
         Next::Get { id } => format!("Get {id}"),
@@ -152,7 +158,7 @@ fn short(n: &Next) -> String {
             format!(
                 "Retry {}ms event={} rate_limited={rate_limited}",
                 after.as_millis(),
-                event.as_ref().map_or("none", |e| e.0)
+                event.as_ref().map_or("none", |e| e.0.as_str())
             )
         }
         Next::SecretConflict { first, .. } => format!("SecretConflict first={first}"),
@@ -203,10 +209,10 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("deadline: zero has passed", in_progress(), |_, f| f.active_deadline_seconds = Some(0), At::Start,
             "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "(0 s)"),
         ("deadline: no creation time yet", in_progress(), |_, f| { f.created = None; f.active_deadline_seconds = Some(0) }, At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
-        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::Start, "CheckSecret", Some(InProgress), SECRET_CONFLICT, "-", ""),
-        ("the conflict is still there", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(foreign()),
-            "SecretConflict first=false", Some(InProgress), SECRET_CONFLICT, "-", "Delete or rename"),
-        ("the conflict is gone", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), SECRET_CONFLICT, "-", ""),
+        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some("SecretConflict")), nothing, At::Start, "CheckSecret", Some(InProgress), "SecretConflict", "-", ""),
+        ("the conflict is still there", status(Some(InProgress), Some("SecretConflict")), nothing, At::SecretBeforeAsking(foreign()),
+            "SecretConflict first=false", Some(InProgress), "SecretConflict", "-", "Delete or rename"),
+        ("the conflict is gone", status(Some(InProgress), Some("SecretConflict")), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), "SecretConflict", "-", ""),
         ("backend not Ready: Pending", status(None, None), nothing, At::BackendNotReady, "Done 30000ms", Some(InProgress), "Pending", "-", "waiting for the backend: ReportBackend"),
         ("known id: get", in_progress(), |s, _| s.external_id = Some("r-1".into()), At::WithBackend, "Get r-1", Some(InProgress), "InProgress", "-", ""),
         ("just submitted: not polled before a second has passed", in_progress(), |s, f| { s.external_id = Some("r-1".into()); s.submit_time = Some(f.now - chrono::Duration::milliseconds(300)) },
@@ -251,7 +257,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("too large to read", in_progress(), nothing, At::Error(BackendError::TooLarge { what: "the file".into(), limit: 10 }),
             "Fail TooLarge", Some(Failed), "TooLarge", "Failed TooLarge", "TooLarge: the file is larger than 10 bytes"),
         ("the Secret name is someone else's", in_progress(), nothing, At::SecretBeforeWriting(foreign()),
-            "SecretConflict first=true", Some(InProgress), SECRET_CONFLICT, "-", "it has no controlling owner"),
+            "SecretConflict first=true", Some(InProgress), "SecretConflict", "-", "it has no controlling owner"),
         ("the Secret is ours", in_progress(), nothing, At::SecretBeforeWriting(ours()), "Download", Some(InProgress), "InProgress", "-", ""),
         ("written: READY, looked at before the URL expires", in_progress(), nothing, At::Completed(url("2026-01-01T02:00:00Z")),
             "Done 3590000ms", Some(Ready), "Ready", "Complete", "Secret \"nw-finance-20181008\" holds its download"),
@@ -259,7 +265,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
             At::Completed(Download::Inline { file_name: "l.csv".into(), content: vec![] }), "Done change", Some(Ready), "Ready", "Complete", "holds its download"),
         ("ready, nothing to do", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the Secret taken meanwhile", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(foreign()),
-            "SecretConflict first=true", Some(Ready), SECRET_CONFLICT, "Complete", "Delete or rename"),
+            "SecretConflict first=true", Some(Ready), "SecretConflict", "Complete", "Delete or rename"),
         ("ready, the refresh annotation set", ready_url("2026-01-01T02:00:00Z"), |_, f| f.refresh = Some("1"), At::Ready(ours()),
             "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the refresh annotation already served", ready_url("2026-01-01T02:00:00Z"), |s, f| { f.refresh = Some("1"); s.last_url_refresh = Some("1".into()) },
@@ -267,7 +273,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("ready, the Secret deleted", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(Observed::Missing),
             "RenewUrl because the Secret was missing", Some(Ready), "Ready", "Complete", "before"),
         ("ready, ours again after a conflict", ready_url("2026-01-01T02:00:00Z"), |s, f| { *s = decide_conflicted(s.clone(), f) },
-            At::Ready(ours()), "RenewUrl after the Secret conflict was resolved", Some(Ready), SECRET_CONFLICT, "Complete", ""),
+            At::Ready(ours()), "RenewUrl after the Secret conflict was resolved", Some(Ready), "SecretConflict", "Complete", ""),
         ("renewal window: 10 s before expiry, fresh", ready_url("2026-01-01T01:00:10Z"), nothing, At::Ready(ours()),
             "RenewUrl before the URL expired", Some(Ready), "Ready", "Complete", "before"),
         ("renewal window: 11 s before expiry, not yet", ready_url("2026-01-01T01:00:11Z"), nothing, At::Ready(ours()), "Leave 1000ms", Some(Ready), "Ready", "Complete", "before"),
@@ -370,7 +376,7 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
     );
     assert_eq!(lost.attempts, Some(i32::MAX), "attempts saturate");
     // Failing clears the mark, so nothing is looked up again.
-    fail(&mut lost, &f, "Failed", "x".into());
+    fail(&mut lost, &f, Failure::Failed, "x".into());
     assert_eq!(
         (lost.create_pending_since, lost.failed_reason.as_deref()),
         (None, Some("Failed"))

@@ -21,8 +21,11 @@ use tracing::{debug, info, warn};
 use super::decide;
 use super::secret::{FileFacts, Observed, Written, add_delivery, build_secret};
 use super::{Reconciler, cached_backend_type};
+use crate::api::reasons::EventReason;
+use crate::api::reasons::{Delivered, FileReady};
 use crate::api::{
-    CONDITION_DELIVERED, ConnectArchive, Delivery, ReportFile, ReportStore, Retention, find_condition,
+    BackendType, CONDITION_DELIVERED, ConnectArchive, Delivery, ReportFile, ReportStore, Retention,
+    find_condition,
 };
 use crate::backend::{Download, FileStream, ReportRequest};
 use crate::controller::conditions::{Cond, set_condition};
@@ -117,8 +120,8 @@ fn report_store(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<Report
 }
 
 /// Whether a report of backend `type_` is unpacked into the store `rs` (CONNECT, Extract).
-fn extracts(rs: &ReportStore, type_: &str) -> bool {
-    rs.spec.connect_archive() == ConnectArchive::Extract && type_ == "CONNECT"
+fn extracts(rs: &ReportStore, type_: Option<BackendType>) -> bool {
+    rs.spec.connect_archive() == ConnectArchive::Extract && type_ == Some(BackendType::Connect)
 }
 
 /// The object key of `rf` in `store` (`rs`'s template).
@@ -155,7 +158,7 @@ impl Reconciler<'_> {
         let refresh_wanted =
             self.facts.refresh.is_some() && self.facts.refresh != self.status.last_url_refresh.as_deref();
         let after_conflict = find_condition(&self.status.conditions, crate::api::CONDITION_READY)
-            .is_some_and(|c| c.reason == "SecretConflict");
+            .is_some_and(|c| c.reason == FileReady::SecretConflict.as_str());
         let rewrite = *seen == Observed::Missing || after_conflict;
         let rs = match report_store(self.ctx, &self.namespace, store_name) {
             Some(rs) => rs,
@@ -164,7 +167,7 @@ impl Reconciler<'_> {
                     "ReportStore {store_name:?} does not exist in namespace {:?}",
                     self.namespace
                 ));
-                return Ok(Err(self.delivery_failed("StoreNotFound", &e).await));
+                return Ok(Err(self.delivery_failed(Delivered::StoreNotFound, &e).await));
             }
         };
         let lifetime = rs.spec.presigned_lifetime();
@@ -181,7 +184,7 @@ impl Reconciler<'_> {
         }
         let store = match open_store(self.ctx, &self.namespace, &rs).await {
             Ok(store) => store,
-            Err(e) => return Ok(Err(self.delivery_failed(e.reason(), &e).await)),
+            Err(e) => return Ok(Err(self.delivery_failed(e.delivered_reason(), &e).await)),
         };
         let result = match step {
             Step::Remint { why } => self.remint(&store, seen, why).await?,
@@ -189,7 +192,7 @@ impl Reconciler<'_> {
         };
         Ok(match result {
             Ok(outcome) => Ok(outcome),
-            Err(e) => Err(self.delivery_failed(e.reason(), &e).await),
+            Err(e) => Err(self.delivery_failed(e.delivered_reason(), &e).await),
         })
     }
 
@@ -218,7 +221,7 @@ impl Reconciler<'_> {
             Err(e) => return Ok(Err(e)),
         };
         let type_ = self.backend_type();
-        let copied = if extracts(rs, type_) {
+        let copied = if extracts(rs, cached_backend_type(self.ctx, self.rf)) {
             let stem = key.strip_suffix(".zip").unwrap_or(&key).to_string();
             let extracted = match source {
                 Source::Url(url) => store.extract_from_url(&url, &stem).await,
@@ -268,8 +271,12 @@ impl Reconciler<'_> {
             return Ok(Ok(outcome));
         }
         let message = format!("copied {size} bytes (sha256 {}) to {location}", uploaded.sha256);
-        self.set_delivered(true, "Delivered", message.clone());
-        Ok(Ok(outcome.noting(EventType::Normal, "Delivered", message)))
+        self.set_delivered(true, Delivered::Delivered, message.clone());
+        Ok(Ok(outcome.noting(
+            EventType::Normal,
+            EventReason::Delivered,
+            message,
+        )))
     }
 
     /// Writes a fresh presigned URL into the Secret.
@@ -287,7 +294,7 @@ impl Reconciler<'_> {
         Ok(match self.write_store_url(store, &key, seen).await? {
             Ok((outcome, true)) => Ok(outcome.noting(
                 EventType::Normal,
-                "UrlRefreshed",
+                EventReason::UrlRefreshed,
                 format!("wrote a fresh presigned URL {why}"),
             )),
             Ok((outcome, false)) => Ok(outcome),
@@ -327,7 +334,7 @@ impl Reconciler<'_> {
             self.status.file_name.as_deref(),
             &facts,
         )
-        .map_err(Error::Invalid)?;
+        .map_err(Error::Internal)?;
         let location = store.location(key);
         add_delivery(
             &mut secret,
@@ -408,7 +415,7 @@ impl Reconciler<'_> {
 
     /// Records a failed copy (or re-mint): the `Delivered` condition, a Warning Event once
     /// per reason, the metric; returns the wait before the next try.
-    async fn delivery_failed(&mut self, reason: &'static str, e: &StoreError) -> Duration {
+    async fn delivery_failed(&mut self, reason: Delivered, e: &StoreError) -> Duration {
         self.ctx.metrics.delivery.failed(e.label());
         let previous = find_condition(&self.status.conditions, CONDITION_DELIVERED)
             .map(|c| (c.status.clone(), c.reason.clone()));
@@ -416,16 +423,16 @@ impl Reconciler<'_> {
         let failures = delivery.attempts.unwrap_or(1).max(1);
         let message = format!("{e}; retried with backoff, the Secret keeps the backend's download meanwhile");
         self.set_delivered(false, reason, message.clone());
-        if previous != Some(("False".into(), reason.into())) {
-            warn!(report = %self.name, namespace = %self.namespace, reason, error = %e, "copy into the store failed");
+        if previous != Some(("False".into(), reason.as_str().into())) {
+            warn!(report = %self.name, namespace = %self.namespace, reason = %reason, error = %e, "copy into the store failed");
             self.ctx
-                .event(self.rf, EventType::Warning, "DeliveryFailed", message)
+                .event(self.rf, EventType::Warning, EventReason::DeliveryFailed, message)
                 .await;
         }
         retry_after(failures)
     }
 
-    fn set_delivered(&mut self, ok: bool, reason: &str, message: String) {
+    fn set_delivered(&mut self, ok: bool, reason: Delivered, message: String) {
         set_condition(
             &mut self.status.conditions,
             Cond::new(CONDITION_DELIVERED, ok, reason, message),
@@ -468,12 +475,10 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
             Err(e) => Err(e),
             Ok(store) => match location.strip_prefix(&store.location("")) {
                 // An unpacked archive: its files are alone under the report's key.
-                Some(key) if extracts(&rs, cached_backend_type(ctx, rf).map_or("", |t| t.as_str())) => {
-                    match key.rsplit_once('/') {
-                        Some((stem, _)) => store.delete_under(stem).await,
-                        None => store.delete(key).await,
-                    }
-                }
+                Some(key) if extracts(&rs, cached_backend_type(ctx, rf)) => match key.rsplit_once('/') {
+                    Some((stem, _)) => store.delete_under(stem).await,
+                    None => store.delete(key).await,
+                },
                 Some(key) if !key.is_empty() => store.delete(key).await,
                 _ => Err(StoreError::InvalidSpec(format!(
                     "{location} is not in the store's bucket"
@@ -493,8 +498,13 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
         Err(e) => {
             ctx.metrics.delivery.failed(e.label());
             let message = format!("the copy {location} was not deleted: {e}");
-            ctx.event(rf, EventType::Warning, "DeliveryCleanupSkipped", message)
-                .await;
+            ctx.event(
+                rf,
+                EventType::Warning,
+                EventReason::DeliveryCleanupSkipped,
+                message,
+            )
+            .await;
         }
     }
     Ok(Action::await_change())

@@ -35,6 +35,7 @@ use super::create_once::{CreateOnce, Created, create_once};
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Halt, Outcome, conclude};
+use crate::api::reasons::EventReason;
 use crate::api::{
     ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE,
     ReportBackend, ReportFile, ReportFileStatus,
@@ -135,7 +136,7 @@ impl<'a> Reconciler<'a> {
     fn new(rf: &'a ReportFile, ctx: &'a Context) -> Result<Self, Error> {
         let namespace = rf
             .namespace()
-            .ok_or_else(|| Error::Invalid("ReportFile without namespace".into()))?;
+            .ok_or_else(|| Error::Internal("ReportFile without namespace".into()))?;
         let mut status = rf.status.clone().unwrap_or_default();
         status.observed_generation = rf.metadata.generation;
         let now = Utc::now();
@@ -256,7 +257,7 @@ impl<'a> Reconciler<'a> {
                     Created::Submitted(report) => {
                         let message = format!("{type_} accepted the report request (id {})", report.id);
                         self.ctx
-                            .event(self.rf, EventType::Normal, "Submitted", message)
+                            .event(self.rf, EventType::Normal, EventReason::Submitted, message)
                             .await;
                         report
                     }
@@ -331,7 +332,7 @@ impl<'a> Reconciler<'a> {
         let secret = match build_secret(self.rf, &download, generate_date, file_name.as_deref(), &facts) {
             Ok(s) => s,
             Err(msg) => {
-                let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
+                let next = decide::fail(&mut self.status, &self.facts, decide::Failure::TooLarge, msg);
                 return self.end(next);
             }
         };
@@ -349,7 +350,7 @@ impl<'a> Reconciler<'a> {
         info!(report = %self.name, namespace = %self.namespace, backend = type_, "report ready");
         let mut outcome = self.end(done)?.noting(
             EventType::Normal,
-            "Ready",
+            EventReason::Ready,
             format!("the report is ready in Secret {:?}", self.name),
         );
         if self.rf.spec.store_ref.is_some() {
@@ -411,7 +412,7 @@ impl<'a> Reconciler<'a> {
             }
         };
         let Some(id) = decide::known_id(&self.status, &self.facts) else {
-            return Err(Error::Invalid("READY ReportFile without externalId".into()).into());
+            return Err(Error::Internal("READY ReportFile without externalId".into()).into());
         };
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
@@ -435,7 +436,7 @@ impl<'a> Reconciler<'a> {
         ) {
             Ok(secret) => secret,
             Err(msg) => {
-                let next = decide::fail(&mut self.status, &self.facts, "TooLarge", msg);
+                let next = decide::fail(&mut self.status, &self.facts, decide::Failure::TooLarge, msg);
                 return self.end(next);
             }
         };
@@ -447,7 +448,7 @@ impl<'a> Reconciler<'a> {
         self.end(done).map(|o| {
             o.noting(
                 EventType::Normal,
-                "UrlRefreshed",
+                EventReason::UrlRefreshed,
                 format!("wrote the download again {why}"),
             )
         })
@@ -516,7 +517,7 @@ impl<'a> Reconciler<'a> {
     fn end(&self, next: Next) -> Result<Outcome, Halt> {
         match &next {
             Next::Fail { reason, .. } => {
-                info!(report = %self.name, namespace = %self.namespace, reason, "report failed")
+                info!(report = %self.name, namespace = %self.namespace, reason = %reason.ready(), "report failed")
             }
             Next::SecretConflict { first: true, .. } => {
                 info!(report = %self.name, namespace = %self.namespace, "the report's Secret name is taken; not writing it")
@@ -524,7 +525,7 @@ impl<'a> Reconciler<'a> {
             _ => {}
         }
         decide::outcome(next.clone()).ok_or_else(|| {
-            Error::Invalid(format!("the ReportFile step {next:?} does not end a reconcile")).into()
+            Error::Internal(format!("the ReportFile step {next:?} does not end a reconcile")).into()
         })
     }
 

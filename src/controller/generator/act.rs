@@ -15,6 +15,7 @@ use tracing::info;
 use super::decide::{self, MIRROR_INTERVAL, PeriodicPass};
 use super::files::{Ensured, FileConflict, PlannedFile, ensure_file};
 use super::pacing;
+use crate::api::reasons::EventReason;
 use crate::api::{
     BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator,
     ReportGeneratorStatus, label_value,
@@ -120,7 +121,7 @@ async fn record_missed(ctx: &Context, g: &ReportGenerator, pass: &PeriodicPass, 
         ctx.event(
             g,
             EventType::Warning,
-            "Missed",
+            EventReason::Missed,
             decide::missed_message(&window, why, pass.snapshots),
         )
         .await;

@@ -1,6 +1,7 @@
 //! Dates, which mean something different per backend type, and which the CRD cannot check
 //! since it does not know the type: a window for most, nothing for FUSION's snapshots.
 
+use crate::api::reasons::GeneratorReady;
 use crate::api::{BackendType, CatchUpPolicy, EventType, ReportGenerator};
 use crate::controller::outcome::Outcome;
 
@@ -20,7 +21,7 @@ pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Out
             && (params.start_date.is_none() || params.end_date.is_none())
         {
             return Err(Outcome::invalid(
-                "InvalidParameters",
+                GeneratorReady::InvalidParameters,
                 format!(
                     "eventType ONETIME needs parameters.startDate and parameters.endDate on {} (only FUSION, whose reports are snapshots, takes none)",
                     type_.as_str()
@@ -50,7 +51,7 @@ pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Out
 /// backend type, and a Warning Event.
 fn unsupported(field: &str, type_: BackendType, why: &str) -> Outcome {
     Outcome::invalid(
-        "UnsupportedSetting",
+        GeneratorReady::UnsupportedSetting,
         format!("UnsupportedSetting: {field} on {}: {why}", type_.as_str()),
     )
 }

@@ -13,6 +13,7 @@ use super::dates::{takes_snapshots, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 pub use super::mirror::{TemplateStep, mirror_mark, retired_template_done, template_step, to_mirror};
 use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
+use crate::api::reasons::GeneratorReady;
 use crate::api::{
     ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState,
     LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator, ReportGeneratorStatus,
@@ -31,7 +32,7 @@ pub const MIRROR_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_WINDOWS_PER_PASS: usize = 10;
 /// How soon a generator looks again at a ReportFile name taken by a file that is not its own:
 /// an old generator's file is usually gone within seconds of garbage collection.
-pub const CONFLICT_RETRY: Duration = Duration::from_secs(5);
+pub const FILE_NAME_CONFLICT_RETRY: Duration = Duration::from_secs(5);
 /// The longest a throttled generator waits before it looks again; a finished report wakes it
 /// sooner.
 pub const THROTTLED_RETRY: Duration = Duration::from_secs(60);
@@ -70,7 +71,7 @@ pub fn start(
     if let Some(message) =
         crate::backend::unsupported_setting(rb.spec.type_, &g.spec, run_now, status.last_run_now.as_deref())
     {
-        return Err(Outcome::invalid("UnsupportedSetting", message));
+        return Err(Outcome::invalid(GeneratorReady::UnsupportedSetting, message));
     }
     if caps.platform_scheduled {
         return Ok(Start::PlatformScheduled);
@@ -128,7 +129,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     let type_ = rb.spec.type_;
     if !caps.event_types.contains(&spec.event_type) {
         return Err(Outcome::invalid(
-            "UnsupportedEventType",
+            GeneratorReady::UnsupportedEventType,
             format!(
                 "{} backends do not support eventType {}",
                 type_.as_str(),
@@ -139,7 +140,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if !caps.formats.contains(&spec.format) {
         let supported: Vec<&str> = caps.formats.iter().map(|f| f.upper()).collect();
         return Err(Outcome::invalid(
-            "UnsupportedFormat",
+            GeneratorReady::UnsupportedFormat,
             format!(
                 "{} backends support format {}, not {}",
                 type_.as_str(),
@@ -154,13 +155,13 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         && !caps.periods.contains(&period)
     {
         return Err(Outcome::invalid(
-            "UnsupportedPeriod",
+            GeneratorReady::UnsupportedPeriod,
             format!("{} backends do not support period {period:?}", type_.as_str()),
         ));
     }
     if let Some(field) = crate::backend::missing_parameter(type_, &params) {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             format!("{} reports need {field}", type_.as_str()),
         ));
     }
@@ -171,7 +172,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         && (s < 1 || TimeDelta::try_seconds(s).is_none())
     {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             format!(
                 "activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)",
                 crate::api::MAX_DEADLINE_SECONDS
@@ -241,12 +242,12 @@ pub fn periodic(
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             "PERIODIC reports need parameters.period",
         ));
     };
     let schedule = ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref())
-        .map_err(|e| Outcome::invalid("InvalidSchedule", e.to_string()))?;
+        .map_err(|e| Outcome::invalid(GeneratorReady::InvalidSchedule, e.to_string()))?;
     let starting_deadline = starting_deadline(sched.starting_deadline_seconds)?;
     let created = g
         .metadata
@@ -349,7 +350,7 @@ pub fn starting_deadline(seconds: Option<i64>) -> Result<Option<TimeDelta>, Outc
         .map(Some)
         .ok_or_else(|| {
             Outcome::invalid(
-                "InvalidSchedule",
+                GeneratorReady::InvalidSchedule,
                 format!(
                     "schedule.startingDeadlineSeconds {s} is out of range: use 0 to {} (30 days)",
                     crate::api::MAX_DEADLINE_SECONDS
@@ -365,7 +366,7 @@ pub fn backfill_too_long(
     earliest: DateTime<Utc>,
 ) -> Outcome {
     Outcome::invalid(
-        "BackfillTooLong",
+        GeneratorReady::BackfillTooLong,
         format!(
             "parameters.startDate {} is more than {MAX_BACKFILL_WINDOWS} {period:?} windows back, and a generator backfills at most {MAX_BACKFILL_WINDOWS}: set parameters.startDate to {} or later, or use a longer period; nothing was created",
             from.to_rfc3339(),
@@ -442,7 +443,7 @@ pub fn finish_periodic(
         let message = format!(
             "at most {MAX_IN_PROGRESS_PER_GENERATOR} reports of one generator run at once: the next windows start, oldest first, as reports finish"
         );
-        return Outcome::ready("Throttled", message)
+        return Outcome::ready(GeneratorReady::Throttled, message)
             .requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY)))
             .warned();
     }
@@ -455,20 +456,20 @@ pub fn finish_periodic(
 }
 
 /// A ReportFile name is taken by a file that is not this generator's: its report is not
-/// counted as made, and the generator looks again after [`CONFLICT_RETRY`]. One being
+/// counted as made, and the generator looks again after [`FILE_NAME_CONFLICT_RETRY`]. One being
 /// deleted goes by itself, without a word.
 pub fn file_conflict(c: FileConflict) -> Outcome {
     if c.deleting {
-        return Outcome::working(Some(CONFLICT_RETRY));
+        return Outcome::working(Some(FILE_NAME_CONFLICT_RETRY));
     }
     Outcome::invalid(
-        "FileConflict",
+        GeneratorReady::FileConflict,
         format!(
             "ReportFile {:?} exists but is not this generator's (left by an earlier generator of the same name, or made by someone else): delete it, or rename the generator",
             c.name
         ),
     )
-    .requeue(CONFLICT_RETRY)
+    .requeue(FILE_NAME_CONFLICT_RETRY)
 }
 
 /// The outcome of a failed backend call on the generator's own behalf (RDE templates,
@@ -476,15 +477,15 @@ pub fn file_conflict(c: FileConflict) -> Outcome {
 pub fn backend_failed(type_: &str, operation: &str, e: &BackendError) -> Outcome {
     match e.action() {
         ErrorAction::Retry { after } => Outcome::waiting(
-            "BackendError",
+            GeneratorReady::BackendError,
             format!("{operation} on {type_}: {e}"),
             after.unwrap_or(BACKEND_RETRY),
         ),
         ErrorAction::BackendNotReady { reason, message } => {
-            crate::controller::registry::NotReady::new(reason, message).into()
+            crate::controller::registry::NotReady::broken(reason, message).into()
         }
         ErrorAction::FailReport { reason } => Outcome::invalid(
-            "Rejected",
+            GeneratorReady::Rejected,
             format!("{type_} refused the report template: {reason}"),
         ),
     }
@@ -519,18 +520,22 @@ pub struct Latest {
 /// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
 /// that it is scheduling reports and that the newest finished report did not FAIL (so that
 /// a generator whose reports fail is not shown healthy).
-pub fn ready_condition(
-    g: &ReportGenerator,
-    status: &ReportGeneratorStatus,
-    latest: Option<&Latest>,
-) -> Cond<'static> {
+pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>) -> Cond {
     let r = &status.reports;
     match g.spec.event_type {
-        EventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
-        EventType::Onetime if r.failed > 0 => {
-            Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile")
+        EventType::Onetime if r.ready > 0 => {
+            Cond::ready(true, GeneratorReady::ReportReady, "the report is READY")
         }
-        EventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
+        EventType::Onetime if r.failed > 0 => Cond::ready(
+            false,
+            GeneratorReady::ReportFailed,
+            "the report FAILED; see its ReportFile",
+        ),
+        EventType::Onetime => Cond::ready(
+            false,
+            GeneratorReady::ReportInProgress,
+            "the report is being generated",
+        ),
         _ => match latest {
             Some(Latest {
                 name,
@@ -538,7 +543,7 @@ pub fn ready_condition(
                 why,
             }) => Cond::ready(
                 false,
-                "LastReportFailed",
+                GeneratorReady::LastReportFailed,
                 format!(
                     "the latest report, ReportFile {name:?}, FAILED: {}; Ready again when a newer report is READY ({} READY, {} in progress, {} FAILED)",
                     why.as_deref().unwrap_or("see the ReportFile"),
@@ -549,7 +554,7 @@ pub fn ready_condition(
             ),
             _ => Cond::ready(
                 true,
-                "Scheduled",
+                GeneratorReady::Scheduled,
                 format!(
                     "{} READY, {} in progress, {} FAILED",
                     r.ready, r.in_progress, r.failed

@@ -121,7 +121,7 @@ fn dated(name: &str, state: FileState, end: &str, done: &str) -> Arc<ReportFile>
     if let Some(why) = why {
         crate::controller::conditions::set_condition(
             &mut status.conditions,
-            Cond::ready(false, "Failed", why),
+            Cond::ready(false, crate::api::reasons::FileReady::Failed, why),
             Some(1),
             t(done),
         );
@@ -197,14 +197,14 @@ fn pass(
 
 fn not_found() -> Result<BackendType, NotReady> {
     Err(NotReady::new(
-        "BackendNotFound",
+        crate::controller::registry::Unusable::NotFound,
         "ReportBackend \"b\" does not exist in namespace \"ns\"",
     ))
 }
 
 fn not_ready() -> Result<BackendType, NotReady> {
     Err(NotReady::new(
-        "BackendNotReady",
+        crate::controller::registry::Unusable::NotReady,
         "ReportBackend \"b\" is not Ready: Unauthorized",
     ))
 }
@@ -338,7 +338,11 @@ fn every_ready_reason_of_a_generator_is_reached() {
             .ready
             .clone()
             .expect("a concluded outcome has a Ready condition");
-        assert_eq!((cond.status, cond.reason), (ready, reason), "{situation}");
+        assert_eq!(
+            (cond.status, cond.reason.as_str()),
+            (ready, reason),
+            "{situation}"
+        );
         assert!(
             cond.message.contains(needle),
             "{situation}: {:?} lacks {needle:?}",
@@ -354,7 +358,7 @@ fn every_ready_reason_of_a_generator_is_reached() {
         let event = outcome
             .event
             .as_ref()
-            .map(|n| (n.type_ == K8sEvent::Warning, n.reason));
+            .map(|n| (n.type_ == K8sEvent::Warning, n.reason.as_str()));
         assert_eq!(event, warned.then_some((true, reason)), "{situation}");
     }
 }
@@ -369,7 +373,7 @@ fn a_problem_is_told_once_per_change_of_reason() {
     crate::controller::conditions::set_condition(&mut status.conditions, cond, Some(1), t(NOW));
     let (again, _) = pass(&g, Ok(BackendType::Supplier), &mut status, 0, &[], Acted::Created);
     assert_eq!(
-        (again.ready.map(|c| c.reason), again.event),
+        (again.ready.map(|c| c.reason.as_str()), again.event),
         (Some("UnsupportedFormat"), None)
     );
 }

@@ -15,6 +15,7 @@ use kube::runtime::events::EventType;
 use super::act::Mirror;
 use super::decide::{self, TemplateStep};
 use super::files::PlannedFile;
+use crate::api::reasons::EventReason;
 use crate::api::{
     EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus,
 };
@@ -24,6 +25,7 @@ use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::Outcome;
+use crate::controller::registry::Unusable;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
 pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
@@ -57,7 +59,7 @@ pub async fn run(
                 status.retired_templates.push(old.clone());
                 status.external_id = None;
                 status.template_settings = None;
-                ctx.event(g, EventType::Normal, "Replacing", format!("the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}")).await;
+                ctx.event(g, EventType::Normal, EventReason::Replacing, format!("the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}")).await;
             }
             let mut template = Template {
                 ctx,
@@ -74,7 +76,7 @@ pub async fn run(
                     ctx.event(
                         g,
                         EventType::Normal,
-                        "Submitted",
+                        EventReason::Submitted,
                         format!("created RDEReportTemplate {}", t.id),
                     )
                     .await;
@@ -173,7 +175,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("listing the reports of the replaced RDEReportTemplate {id}: {e}"),
                 )
                 .await;
@@ -196,7 +198,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Normal,
-                    "Deleted",
+                    EventReason::Deleted,
                     format!("deleted the replaced RDEReportTemplate {id}"),
                 )
                 .await;
@@ -205,7 +207,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("deleting the replaced RDEReportTemplate {id}: {e}"),
                 )
                 .await
@@ -331,12 +333,12 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
     }
     let (rb, backend) = match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
         Ok(found) => found,
-        Err(n) if n.reason == "BackendNotFound" => {
+        Err(n) if n.reason == Unusable::NotFound => {
             let ids = templates.join(", ");
             ctx.event(
                 g,
                 EventType::Warning,
-                "TemplateLeft",
+                EventReason::TemplateLeft,
                 format!("RDEReportTemplate {ids} was not deleted: {}", n.message),
             )
             .await;
@@ -347,7 +349,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
             ctx.event(
                 g,
                 EventType::Warning,
-                "BackendError",
+                EventReason::BackendError,
                 format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message),
             )
             .await;
@@ -369,7 +371,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                 ctx.event(
                     g,
                     EventType::Normal,
-                    "Deleted",
+                    EventReason::Deleted,
                     format!("deleted RDEReportTemplate {template_id}"),
                 )
                 .await
@@ -378,7 +380,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("deleting RDEReportTemplate {template_id}: {e}"),
                 )
                 .await;
