@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backoff::Backoff;
+use super::bucket::OpenBucket;
 use super::conditions::apply_status;
 use super::events::Events;
 use super::index::Index;
@@ -23,6 +24,7 @@ use super::registry::{BackendRegistry, NotReady, Unusable};
 use crate::api::reasons::Reason;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
+use crate::delivery::StoreError;
 
 /// Shared state of the three controllers.
 pub struct Context {
@@ -43,6 +45,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Where calls to backends and stores may go (the `--outbound-*` flags).
     pub outbound: Arc<OutboundPolicy>,
+    /// Opens ReportStores' buckets for the copies of READY reports.
+    pub buckets: Arc<dyn Buckets>,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -60,6 +64,7 @@ impl Context {
         secrets: Store<PartialObjectMeta<Secret>>,
         stores: Store<ReportStore>,
         outbound: Arc<OutboundPolicy>,
+        buckets: Arc<dyn Buckets>,
     ) -> Self {
         let reporter = Reporter {
             controller: "report-operator".into(),
@@ -69,6 +74,7 @@ impl Context {
             events: Events::start(Recorder::new(client.clone(), reporter)),
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
             outbound,
+            buckets,
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -200,6 +206,24 @@ impl Context {
     /// The flag [`Context::set_ready`] sets, for the `/readyz` server.
     pub fn readiness(&self) -> Arc<AtomicBool> {
         self.ready.clone()
+    }
+}
+
+/// Opens a ReportStore's bucket: object_store's S3 client in the operator
+/// (`file::S3Buckets`), a fake in the drivers' fast tests.
+#[async_trait::async_trait]
+pub trait Buckets: Send + Sync {
+    async fn open(&self, ctx: &Context, namespace: &str, rs: &ReportStore) -> Result<OpenBucket, StoreError>;
+}
+
+#[cfg(test)]
+impl Context {
+    /// This context with `events` instead of a publisher, and its caches taken as filled:
+    /// the drivers' fast tests fill them by hand.
+    pub fn for_test(mut self, events: Events) -> Self {
+        self.events = events;
+        self.caches_synced.send_replace(true);
+        self
     }
 }
 

@@ -18,7 +18,13 @@ const QUEUE: usize = 1024;
 const CONCURRENCY: usize = 2;
 
 /// The sending end; the publishing task ends when the last `Events` is dropped.
-pub struct Events(mpsc::Sender<(Event, ObjectReference)>);
+pub enum Events {
+    Publish(mpsc::Sender<(Event, ObjectReference)>),
+    /// The drivers' fast tests: each Event goes into the test's journal, in order with the
+    /// calls around it.
+    #[cfg(test)]
+    Capture(super::fixtures::Journal),
+}
 
 impl Events {
     /// Starts the publishing task on the current runtime.
@@ -36,13 +42,19 @@ impl Events {
                 }
             }),
         );
-        Events(tx)
+        Events::Publish(tx)
     }
 
     /// Queues `event` about `reference`; waits only while the queue is full.
     pub async fn send(&self, event: Event, reference: ObjectReference) {
-        if self.0.send((event, reference)).await.is_err() {
-            warn!("the event publisher has stopped; an event was dropped");
+        match self {
+            Events::Publish(tx) => {
+                if tx.send((event, reference)).await.is_err() {
+                    warn!("the event publisher has stopped; an event was dropped");
+                }
+            }
+            #[cfg(test)]
+            Events::Capture(journal) => journal.event(&event, &reference),
         }
     }
 }

@@ -25,6 +25,7 @@
 
 mod backend;
 mod backoff;
+mod bucket;
 mod cli;
 pub mod conditions;
 mod context;
@@ -34,6 +35,8 @@ mod error;
 mod events;
 mod file;
 mod finalizers;
+#[cfg(test)]
+mod fixtures;
 mod gauges;
 mod generator;
 mod guard;
@@ -148,6 +151,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         secret_store,
         store_controller.store(),
         policy,
+        Arc::new(file::S3Buckets),
     ));
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 

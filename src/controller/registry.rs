@@ -152,6 +152,19 @@ impl BackendRegistry {
         Ok(client)
     }
 
+    /// Puts `client` in as `rb`'s, as if built from its spec and Secrets now: the drivers'
+    /// fast tests give each backend a fake.
+    #[cfg(test)]
+    pub fn insert(&self, rb: &ReportBackend, client: Arc<dyn ReportingBackend>) {
+        let fingerprint = self.fingerprint(rb, &rb.namespace().unwrap_or_default());
+        let entry = Entry {
+            fingerprint,
+            client,
+            limiter: Limiter::for_backend(&rb.spec),
+        };
+        lock(&self.entries).insert(ObjectRef::from_obj(rb), entry);
+    }
+
     /// Whether `rb` was probed within [`PROBE_FRESH`] with its current spec and Secrets.
     pub fn probed_recently(&self, rb: &ReportBackend) -> bool {
         let fp = self.fingerprint(rb, &rb.namespace().unwrap_or_default());

@@ -28,13 +28,25 @@ use crate::api::{
     find_condition,
 };
 use crate::backend::{Download, FileStream, ReportRequest};
+use crate::controller::bucket::{Bucket, OpenBucket};
 use crate::controller::conditions::{Cond, set_condition};
+use crate::controller::context::Buckets;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::{Halt, Outcome};
 use crate::controller::store::open_store;
-use crate::delivery::{KeyInputs, Store, StoreError, object_key};
+use crate::delivery::{KeyInputs, StoreError, object_key};
+
+/// ReportStores' buckets as object_store's S3 client opens them.
+pub struct S3Buckets;
+
+#[async_trait::async_trait]
+impl Buckets for S3Buckets {
+    async fn open(&self, ctx: &Context, namespace: &str, rs: &ReportStore) -> Result<OpenBucket, StoreError> {
+        Ok(std::sync::Arc::new(open_store(ctx, namespace, rs).await?))
+    }
+}
 
 /// On a ReportFile whose object is deleted with it (retention Delete).
 pub const FINALIZER: &str = "reporting.report-operator.io/delivery";
@@ -128,7 +140,7 @@ fn extracts(rs: &ReportStore, type_: Option<BackendType>) -> bool {
 fn key_of(
     rf: &ReportFile,
     rs: &ReportStore,
-    store: &Store,
+    store: &dyn Bucket,
     file_name: Option<&str>,
 ) -> Result<String, StoreError> {
     let parameters = rf.spec.parameters.as_ref();
@@ -182,13 +194,13 @@ impl Reconciler<'_> {
         if let Step::Keep { requeue } = step {
             return Ok(Ok(Outcome::working(Some(requeue))));
         }
-        let store = match open_store(self.ctx, &self.namespace, &rs).await {
+        let store = match self.ctx.buckets.open(self.ctx, &self.namespace, &rs).await {
             Ok(store) => store,
             Err(e) => return Ok(Err(self.delivery_failed(e.delivered_reason(), &e).await)),
         };
         let result = match step {
-            Step::Remint { why } => self.remint(&store, seen, why).await?,
-            _ => self.copy(&rs, &store, seen).await?,
+            Step::Remint { why } => self.remint(store.as_ref(), seen, why).await?,
+            _ => self.copy(&rs, store.as_ref(), seen).await?,
         };
         Ok(match result {
             Ok(outcome) => Ok(outcome),
@@ -200,7 +212,7 @@ impl Reconciler<'_> {
     async fn copy(
         &mut self,
         rs: &ReportStore,
-        store: &Store,
+        store: &dyn Bucket,
         seen: &Observed,
     ) -> Result<Result<Outcome, StoreError>, Halt> {
         let key = match key_of(self.rf, rs, store, self.status.file_name.as_deref()) {
@@ -282,7 +294,7 @@ impl Reconciler<'_> {
     /// Writes a fresh presigned URL into the Secret.
     async fn remint(
         &mut self,
-        store: &Store,
+        store: &dyn Bucket,
         seen: &Observed,
         why: &'static str,
     ) -> Result<Result<Outcome, StoreError>, Halt> {
@@ -306,7 +318,7 @@ impl Reconciler<'_> {
     /// else's (the outcome then says so).
     async fn write_store_url(
         &mut self,
-        store: &Store,
+        store: &dyn Bucket,
         key: &str,
         seen: &Observed,
     ) -> Result<Result<(Outcome, bool), StoreError>, Halt> {
@@ -359,7 +371,7 @@ impl Reconciler<'_> {
     }
 
     /// The key of the recorded copy, if it is in `store`'s bucket.
-    fn delivered_key(&self, store: &Store) -> Option<String> {
+    fn delivered_key(&self, store: &dyn Bucket) -> Option<String> {
         let location = self.status.delivery.as_ref()?.location.as_deref()?;
         let bucket_root = store.location("");
         location
@@ -471,7 +483,7 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
             "ReportStore {:?} no longer exists",
             store_ref.name
         ))),
-        Some(rs) => match open_store(ctx, &namespace, &rs).await {
+        Some(rs) => match ctx.buckets.open(ctx, &namespace, &rs).await {
             Err(e) => Err(e),
             Ok(store) => match location.strip_prefix(&store.location("")) {
                 // An unpacked archive: its files are alone under the report's key.

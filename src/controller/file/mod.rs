@@ -11,6 +11,8 @@ mod decide;
 mod deliver;
 mod secret;
 
+pub use deliver::S3Buckets;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -630,3 +632,7 @@ mod tests {
         assert_eq!(reconcile_limit(&file(false, ready)), guard::RECONCILE_TIMEOUT);
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod driver_tests;
