@@ -32,32 +32,6 @@ pub struct Outcome {
     pub event: Option<Box<Note>>,
 }
 
-/// Why a reconcile stopped before its end: with an outcome to write down (a backend said
-/// no, the report failed), or with an error for the error policy.
-#[derive(Debug)]
-pub enum Halt {
-    Outcome(Outcome),
-    Error(Error),
-}
-
-impl From<Outcome> for Halt {
-    fn from(o: Outcome) -> Self {
-        Halt::Outcome(o)
-    }
-}
-
-impl From<Error> for Halt {
-    fn from(e: Error) -> Self {
-        Halt::Error(e)
-    }
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Self {
-        Halt::Error(e.into())
-    }
-}
-
 /// An Event to publish on the object: its reason is an [`EventReason`], or the reason of the
 /// condition a Warning repeats ([`Outcome::warned`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

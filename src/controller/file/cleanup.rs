@@ -15,7 +15,8 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed, poll_interval};
+use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed};
+use super::poll::poll_interval;
 use crate::api::reasons::EventReason;
 use crate::api::{BackendType, ReportFile};
 use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
