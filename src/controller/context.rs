@@ -54,6 +54,9 @@ pub struct Context {
     ready: Arc<AtomicBool>,
     /// Turns true once every cache has listed once (see [`Context::fill_caches`]).
     caches_synced: tokio::sync::watch::Sender<bool>,
+    /// The drivers' fast tests: the time of [`Context::now`], fixed.
+    #[cfg(test)]
+    fixed_now: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Context {
@@ -87,7 +90,19 @@ impl Context {
             index,
             ready: Arc::default(),
             caches_synced: tokio::sync::watch::Sender::new(false),
+            #[cfg(test)]
+            fixed_now: Default::default(),
         }
+    }
+
+    /// The time decisions are made at: the system's (in the drivers' fast tests, one a test
+    /// sets).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        #[cfg(test)]
+        if let Some(now) = *self.fixed_now.lock().unwrap_or_else(|p| p.into_inner()) {
+            return now;
+        }
+        chrono::Utc::now()
     }
 
     /// Publishes an Event about `obj` without waiting for the API server (see [`Events`]). A
@@ -224,6 +239,11 @@ impl Context {
         self.events = events;
         self.caches_synced.send_replace(true);
         self
+    }
+
+    /// [`Context::now`] says `now` from here on.
+    pub fn set_now(&self, now: chrono::DateTime<chrono::Utc>) {
+        *self.fixed_now.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
     }
 }
 

@@ -77,7 +77,7 @@ impl<'a> Reconciler<'a> {
             .ok_or_else(|| Error::Internal("ReportFile without namespace".into()))?;
         let mut status = rf.status.clone().unwrap_or_default();
         status.observed_generation = rf.metadata.generation;
-        let now = Utc::now();
+        let now = ctx.now();
         let backend = ctx
             .backends
             .get(&ObjectRef::new(&rf.spec.backend_ref.name).within(&namespace));
@@ -423,7 +423,7 @@ impl CreateOnce for Making<'_, '_> {
             &self.r.facts,
             self.rb.spec.type_.as_str(),
             &made.id,
-            Utc::now(),
+            self.r.ctx.now(),
         );
     }
 

@@ -9,10 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 
-use super::dates::{takes_snapshots, validate_dates};
+use super::dates::{Coverage, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 pub use super::mirror::{TemplateStep, mirror_mark, retired_template_done, template_step, to_mirror};
-use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
+use super::periodic::{
+    self, Backlog, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput,
+};
 use crate::api::reasons::GeneratorReady;
 use crate::api::{
     ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState,
@@ -49,9 +51,8 @@ pub enum Start {
     PlatformScheduled,
     /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
     Onetime(Vec<PlannedFile>),
-    /// PERIODIC on a backend the operator schedules: see [`periodic`]. `snapshots`: the
-    /// backend (FUSION) reports on the data as it is when asked, not on a window.
-    Periodic { snapshots: bool },
+    /// PERIODIC on a backend the operator schedules: see [`periodic`]; what each run shows.
+    Periodic(Coverage),
     /// ON_INVOICE (CMP): list the invoice reports the backend made, to mirror.
     Mirror(ListQuery),
 }
@@ -88,7 +89,7 @@ pub fn start(
             } else {
                 vec![&name, &from, &to]
             };
-            let params = if takes_snapshots(rb.spec.type_) {
+            let params = if Coverage::of(rb.spec.type_) == Coverage::Snapshot {
                 ReportParameters {
                     start_date: None,
                     end_date: None,
@@ -99,9 +100,7 @@ pub fn start(
             };
             Start::Onetime(fan_out(g, &parts, params))
         }
-        EventType::Periodic => Start::Periodic {
-            snapshots: takes_snapshots(rb.spec.type_),
-        },
+        EventType::Periodic => Start::Periodic(Coverage::of(rb.spec.type_)),
         // CMP makes invoice reports itself; validate() refused the other backends.
         EventType::OnInvoice => {
             let created = g
@@ -191,8 +190,8 @@ pub struct PeriodicPass {
     pub active: usize,
     /// A new run-now annotation value, to record once its window is made.
     pub run_now: Option<String>,
-    /// FUSION: each run takes a snapshot, which covers no window.
-    pub snapshots: bool,
+    /// What each run shows (FUSION: a snapshot, which covers no window).
+    pub coverage: Coverage,
 }
 
 impl PeriodicPass {
@@ -200,7 +199,7 @@ impl PeriodicPass {
     /// is named after the run's window but carries no dates: it shows the data when taken.
     pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
         let params = g.spec.parameters.clone().unwrap_or_default();
-        let window_params = if self.snapshots {
+        let window_params = if self.coverage == Coverage::Snapshot {
             ReportParameters {
                 start_date: None,
                 end_date: None,
@@ -231,12 +230,12 @@ pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool 
 }
 
 /// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
-/// `snapshots`: see [`Start::Periodic`].
+/// `coverage`: see [`Start::Periodic`].
 pub fn periodic(
     g: &ReportGenerator,
     status: &ReportGeneratorStatus,
     now: DateTime<Utc>,
-    snapshots: bool,
+    coverage: Coverage,
 ) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
@@ -270,7 +269,7 @@ pub fn periodic(
         schedule,
         starting_deadline,
         created,
-        snapshots,
+        coverage,
     })
 }
 
@@ -280,7 +279,7 @@ pub struct Schedulable {
     schedule: ReportSchedule,
     starting_deadline: Option<TimeDelta>,
     created: DateTime<Utc>,
-    snapshots: bool,
+    coverage: Coverage,
 }
 
 impl Schedulable {
@@ -296,7 +295,7 @@ impl Schedulable {
             schedule,
             starting_deadline,
             created,
-            snapshots,
+            coverage,
         } = self;
         let params = g.spec.parameters.clone().unwrap_or_default();
         let sched = g.spec.schedule.clone().unwrap_or_default();
@@ -317,7 +316,7 @@ impl Schedulable {
             starting_deadline,
             // A snapshot taken late would show today's data under a past window's name: only
             // the latest missed run is taken (validate refused an explicit All).
-            catch_up: if snapshots {
+            catch_up: if coverage == Coverage::Snapshot {
                 sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest)
             } else {
                 sched.catch_up_policy.unwrap_or_default()
@@ -335,7 +334,7 @@ impl Schedulable {
             forbid,
             active,
             run_now,
-            snapshots,
+            coverage,
         }
     }
 }
@@ -375,12 +374,12 @@ pub fn backfill_too_long(
     )
 }
 
-/// The Warning Event message of a missed window (`snapshots`: of a FUSION generator).
-pub fn missed_message(window: &Window, why: Missed, snapshots: bool) -> String {
+/// The Warning Event message of a missed window of a generator whose runs show `coverage`.
+pub fn missed_message(window: &Window, why: Missed, coverage: Coverage) -> String {
     let why = match why {
         Missed::Suspended => "the generator was suspended",
         Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
-        Missed::CatchUpPolicy if snapshots => {
+        Missed::CatchUpPolicy if coverage == Coverage::Snapshot => {
             "it fell due while the operator was down, and a FUSION snapshot taken now would show today's data, not that window's (only the latest missed run is taken)"
         }
         Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
@@ -438,7 +437,7 @@ pub fn finish_periodic(
     let until_next_run = plan
         .next_run
         .map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100));
-    if plan.throttled {
+    if plan.backlog == Backlog::Throttled {
         // The same words each time, so that repeated Events fold into one series.
         let message = format!(
             "at most {MAX_IN_PROGRESS_PER_GENERATOR} reports of one generator run at once: the next windows start, oldest first, as reports finish"
@@ -447,7 +446,7 @@ pub fn finish_periodic(
             .requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY)))
             .warned();
     }
-    let requeue = if plan.more_pending && !(pass.forbid && pass.active > 0) {
+    let requeue = if plan.backlog == Backlog::Waiting && !(pass.forbid && pass.active > 0) {
         Some(Duration::from_secs(1))
     } else {
         until_next_run

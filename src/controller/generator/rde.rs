@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -258,7 +257,7 @@ impl CreateOnce for Template<'_> {
     }
 
     fn mark_pending(&mut self) {
-        self.status.create_pending_since = Some(Utc::now());
+        self.status.create_pending_since = Some(self.ctx.now());
     }
 
     fn record(&mut self, made: &RemoteReport) {
