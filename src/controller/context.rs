@@ -26,7 +26,7 @@ use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, Re
 use crate::backend::{OutboundPolicy, ReportingBackend};
 use crate::delivery::StoreError;
 
-/// Shared state of the three controllers.
+/// Shared state of the four controllers.
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,

@@ -70,7 +70,7 @@ const FILE_EVENT_BUFFER: usize = 1024;
 /// The same for ReportGenerators and ReportBackends, of which there are fewer.
 const EVENT_BUFFER: usize = 256;
 
-/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
+/// Runs the four controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // First, so that a port in use is an error before anything else starts.

@@ -147,12 +147,22 @@ pub fn backfill_too_long(
     Some(oldest.start)
 }
 
-/// Plans one pass of a PERIODIC generator.
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+/// A window not dealt with yet, with its run time and class.
+type Candidate = (Window, DateTime<Utc>, Class);
+
+/// Whether `w` is after the high-water mark `mark` (not dealt with yet).
+fn is_new(mark: Option<DateTime<Utc>>, w: &Window) -> bool {
+    mark.is_none_or(|m| w.end > m)
+}
+
+/// The windows this pass looks at, oldest first: the backfill from `startDate` and the runs
+/// due since the mark, each classed as backfill, on time, or late (missed while the
+/// operator was down).
+fn candidates(input: &PlanInput<'_>) -> Vec<Candidate> {
     let s = input.schedule;
     let mark = input.last_window_end;
-    let is_new = |w: &Window| mark.is_none_or(|m| w.end > m);
-    let mut candidates: Vec<(Window, DateTime<Utc>, Class)> = Vec::new();
+    let is_new = |w: &Window| is_new(mark, w);
+    let mut candidates: Vec<Candidate> = Vec::new();
 
     if let Some(from) = input.backfill_from {
         let until = input.created.min(input.now);
@@ -185,6 +195,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         ));
     }
     candidates.sort_by_key(|(w, _, _)| w.start);
+    candidates
+}
+
+/// Plans one pass of a PERIODIC generator.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let s = input.schedule;
+    let mark = input.last_window_end;
+    let candidates = candidates(input);
     let newest_late = candidates
         .iter()
         .rev()
@@ -246,7 +264,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // run-now: the latest complete window, unless it has been dealt with or is planned.
     if input.run_now {
         let w = s.latest_complete_window(input.now);
-        if is_new(&w) && !plan.create.contains(&w) {
+        if is_new(mark, &w) && !plan.create.contains(&w) {
             plan.create.push(w);
         }
     }
