@@ -1,5 +1,6 @@
 //! Table tests of the ReportFile state machine: one row per situation, no cluster.
 
+use super::super::renewal::Source;
 use super::super::renewal::{
     CopyState, RenewWhy, backend_requeue, backend_url, copied, copy_failed, copy_state, delivered,
     presigned_url, reminted, renewal_not_ready, renewed, retry_after,
@@ -7,6 +8,7 @@ use super::super::renewal::{
 use super::*;
 use crate::api::Delivery;
 use crate::api::reasons::Delivered as DeliveredReason;
+use kube::runtime::events::EventType;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)

@@ -10,6 +10,7 @@ mod cleanup;
 mod copy;
 mod decide;
 mod driver;
+mod end;
 mod poll;
 mod ready;
 mod renewal;
