@@ -1,27 +1,34 @@
-//! The controller: one kube-runtime Controller per kind, sharing one client, one set of
-//! backend clients and one rate budget per ReportBackend.
+//! The controller: one kube-runtime Controller per kind (four: ReportBackend, ReportGenerator,
+//! ReportFile, ReportStore), sharing one client, one set of backend clients and one rate
+//! budget per ReportBackend.
 //!
 //! Each reconcile is a pipeline: read, a pure decision (`decide` in `file/` and `generator/`,
-//! with table tests that need no cluster), the Kubernetes and backend calls it asks for, and
-//! the [`outcome::Outcome`] written down once (Ready condition, Event, requeue).
+//! `renewal` in `file/`, with table tests that need no cluster), the Kubernetes, backend and
+//! bucket calls it asks for, and the [`outcome::Outcome`] written down once (Ready
+//! condition, Event, requeue). The drivers' order of calls is tested fast too: their
+//! `driver_tests.rs` run the real reconciles against an API server in memory and fake
+//! backends and buckets ([`fixtures`], tests only).
 //!
 //! This file only wires the parts together ([`run`]). The modules depend on each other in one
 //! direction (`a → b`: `a` uses `b`), so each can be read and tested from the bottom up:
 //!
 //! ```text
-//! backend, generator, file, store  (one controller per kind; file → store for copies)
-//!   → create_once               (nothing is made twice on a backend: reports, RDE templates)
+//! backend, generator, file, store  (one controller per kind; file → store for the S3 client)
+//!   → create_once, finalizers   (nothing made twice on a backend; cleanups through kube's helper)
 //!   → outcome                   (how a reconcile ended, written down in one place)
 //!   → guard                     (what every reconcile goes through: panics, timeouts, API errors)
-//!   → context                   (what reconciles share)
-//!   → index                     (which objects belong to which: owner, backend, API, Secret)
-//!   → registry, metrics, backoff, conditions, error
+//!   → context                   (what reconciles share; its Buckets open ReportStores)
+//!   → index, registry, events, bucket   (who belongs to whom; backend clients; Events; the
+//!                                        bucket trait a copy uses)
+//!   → metrics, backoff, conditions, error
 //! gauges → context, metrics            (what a scrape reads from the caches)
 //! leader, outbound → cli, error (start-up)
+//! fixtures (tests only) → context, index, metrics, events, bucket
 //! ```
 //!
 //! `registry` (backend clients), `metrics` (and its HTTP server) and `backoff` import no
 //! other controller module: they get the client, stores and flags they need as arguments.
+//! Every reason a condition or Event carries comes from [`crate::api::reasons`].
 
 mod backend;
 mod backoff;

@@ -1,8 +1,8 @@
 //! What a reconcile came to, said one way for the four kinds: the Ready condition it sets,
-//! the Event its owner hears, and when the object is looked at again. The decisions
-//! (`file::decide`, `generator::decide`, the backend probe) return an [`Outcome`];
-//! [`conclude`] is the one place that writes it down, and the `reconciles_total` metric
-//! counts each reconcile that got this far as `result="ok"`.
+//! the Event its owner hears, and when the object is looked at again. The decisions return an
+//! [`Outcome`] (`generator::decide`, the backend and store probes) or an ending that becomes
+//! one (`file::decide`'s `End`); [`conclude`] is the one place that writes it down, and the
+//! `reconciles_total` metric counts each reconcile that got this far as `result="ok"`.
 
 use std::time::Duration;
 

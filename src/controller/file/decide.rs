@@ -6,8 +6,8 @@
 //! A step that ends the reconcile is an [`End`]; one that goes on is its own type
 //! ([`Begin`], [`Ask`], `()` for "go on"), so that a decision point returns
 //! `Result<GoOn, End>` and the driver can neither drop an ending nor end with a step that
-//! goes on. This file takes a report to READY or FAILED; [`super::renewal`] keeps a READY
-//! one's download in place (the copy into a store, the URL renewal policy).
+//! goes on. This file takes a report up to READY or FAILED; [`super::renewal`] makes it
+//! READY and keeps its download in place (the copy into a store, the URL renewal policy).
 
 use std::time::Duration;
 
@@ -15,12 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 pub use super::end::{End, Failure, News, Wait};
 use super::poll::FIRST_POLL;
-use super::renewal;
 use super::secret::{Observed, conflict_message};
 use crate::api::reasons::{FileOutcome, FileReady};
 use crate::api::{
-    CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState, LocalObjectReference, ReportFileStatus,
-    find_condition,
+    CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState, ReportFileStatus, find_condition,
 };
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
 use crate::controller::conditions::{Cond, set_condition};
@@ -336,40 +334,6 @@ pub fn secret_conflict(s: &mut ReportFileStatus, f: &Facts, why: &str) -> End {
     s.status.get_or_insert(FileState::InProgress);
     set_ready(s, f, false, FileReady::SecretConflict, message.clone());
     End::SecretConflict { news, message }
-}
-
-/// The Secret holds the download: the report is READY. With a store, the copy follows soon.
-pub fn completed(
-    s: &mut ReportFileStatus,
-    f: &Facts,
-    generate_date: DateTime<Utc>,
-    file_name: Option<String>,
-    download: &Download,
-) -> End {
-    s.status = Some(FileState::Ready);
-    s.generate_date = Some(generate_date);
-    s.file_name = file_name;
-    s.completion_time = Some(f.now);
-    s.download_secret_ref = Some(LocalObjectReference {
-        name: f.name.to_string(),
-    });
-    s.url_expires_at = url_expiry(download);
-    s.last_url_refresh = f.refresh.map(str::to_string);
-    set_ready(
-        s,
-        f,
-        true,
-        FileReady::Ready,
-        format!("the report is ready; Secret {:?} holds its download", f.name),
-    );
-    let requeue = match f.store {
-        Some(_) => Some(COPY_SOON),
-        None => renewal::backend_requeue(s.url_expires_at, f.now),
-    };
-    End::Completed {
-        requeue,
-        message: format!("the report is ready in Secret {:?}", f.name),
-    }
 }
 
 /// The generate date and file name the Secret and status carry: the backend's, else now and

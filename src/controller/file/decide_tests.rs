@@ -2,7 +2,7 @@
 
 use super::super::renewal::Source;
 use super::super::renewal::{
-    CopyState, RenewWhy, backend_requeue, backend_url, copied, copy_failed, copy_state, delivered,
+    CopyState, RenewWhy, backend_requeue, backend_url, completed, copied, copy_failed, copy_state, delivered,
     presigned_url, reminted, renewal_not_ready, renewed, retry_after,
 };
 use super::*;

@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use super::decide::{self, Ask, Begin, End, Facts, News, Wait};
 use super::poll;
+use super::renewal;
 use super::secret::{FileFacts, Observed, ReportSecrets, Written, build_secret};
 use super::{cached_backend_type, cleanup};
 use crate::api::reasons::EventReason;
@@ -308,7 +309,7 @@ impl<'a> Reconciler<'a> {
         let secret = build_secret(self.rf, &download, generate_date, file_name.as_deref(), &facts)
             .map_err(|msg| decide::fail(&mut self.status, &self.facts, decide::Failure::TooLarge, msg))?;
         self.write_secret(&secret, seen).await?;
-        Ok(decide::completed(
+        Ok(renewal::completed(
             &mut self.status,
             &self.facts,
             generate_date,

@@ -1,13 +1,14 @@
 //! How a reconcile of a ReportFile ends ([`End`]), and the few words the endings are made
-//! of: why a report failed, whether a problem is news, how a retry waits. An ending is the
+//! of: why a report failed, whether a problem is news, how a retry waits, where a URL comes
+//! from and why it is written again. An ending is the
 //! one thing a decision hands the driver to write down: [`End::outcome`] says which Event it
 //! publishes and when the report is looked at again.
 
+use std::fmt;
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
 
-use super::renewal::{RenewWhy, Source};
 use super::secret::SECRET_CONFLICT_RETRY;
 use crate::api::reasons::{EventReason, FileOutcome, FileReady};
 use crate::controller::outcome::Outcome;
@@ -178,5 +179,38 @@ impl End {
             // A conflict is looked at every 30 s anyway; a failure is final.
             end @ (End::SecretConflict { .. } | End::Fail { .. }) => end,
         }
+    }
+}
+
+/// Where the URL in the Secret comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The backend's download (asked of the backend again to renew).
+    Backend,
+    /// The presigned URL of the copy in the ReportStore (signed again, the backend not asked).
+    Store,
+}
+
+/// Why a URL is written again now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewWhy {
+    /// The refresh-url annotation has a value not served yet.
+    Asked,
+    /// The report's Secret is gone.
+    SecretMissing,
+    /// The Secret is ours again after a conflict, and may hold someone else's data.
+    AfterConflict,
+    /// It expires within its margin (or has, for a presigned URL).
+    Expiring,
+}
+
+impl fmt::Display for RenewWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RenewWhy::Asked => "on the refresh-url annotation",
+            RenewWhy::SecretMissing => "because the Secret was missing",
+            RenewWhy::AfterConflict => "after the Secret conflict was resolved",
+            RenewWhy::Expiring => "before the URL expired",
+        })
     }
 }

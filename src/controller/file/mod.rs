@@ -1,10 +1,19 @@
 //! ReportFile: submit one report (or follow one the backend made), poll it to READY or FAILED,
-//! and publish its download URL (or, for FUSION, the file) in a Secret it owns.
+//! and publish its download URL (or, for FUSION, the file) in a Secret it owns; with a
+//! `storeRef`, copy it into the ReportStore and publish the copy's URL instead.
 //!
 //! Nothing is generated twice: before the backend is asked, `status.createPendingSince` is
 //! written; the backend's id is written as soon as it is known. A reconcile that finds the mark
 //! without an id (a crash, or a lost answer) looks the report up on the backend before it asks
 //! again.
+//!
+//! ```text
+//! mod (the controller, deletion)  → driver + ready (one Reconciler: up to READY; READY kept)
+//!   → copy, retention             (the upload into a store; the copy's finalizer), cleanup
+//!   → renewal                     (pure: READY, the copy states, the one URL renewal policy)
+//!   → decide                      (pure: the state machine up to READY or FAILED)
+//!   → end, poll, secret           (how a reconcile ends; poll intervals; the report Secret)
+//! ```
 
 mod cleanup;
 mod copy;

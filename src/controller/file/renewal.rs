@@ -1,18 +1,24 @@
-//! A READY report's download kept in place, pure: the copy into its ReportStore as states of
+//! A report made READY ([`completed`]) and its download kept in place, pure: the copy into
+//! its ReportStore as states of
 //! the report (READY → copying → delivered, [`copy_state`]), and the one URL renewal policy
 //! ([`renewal`]), which serves the backend's URLs ([`backend_url`]) and the copy's presigned
 //! ones ([`presigned_url`]) alike. Every situation is a row of the tables in
 //! `decide_tests.rs`.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::decide::{End, Facts, MAX_REQUEUE, News, left_as_is, ready_says, set_ready, url_expiry};
+use super::decide::{
+    COPY_SOON, End, Facts, MAX_REQUEUE, News, left_as_is, ready_says, set_ready, url_expiry,
+};
+pub use super::end::{RenewWhy, Source};
 use super::secret::Observed;
 use crate::api::reasons::{Delivered as DeliveredReason, FileReady};
-use crate::api::{ANNOTATION_REFRESH_URL, CONDITION_DELIVERED, Delivery, ReportFileStatus, find_condition};
+use crate::api::{
+    ANNOTATION_REFRESH_URL, CONDITION_DELIVERED, Delivery, FileState, LocalObjectReference, ReportFileStatus,
+    find_condition,
+};
 use crate::backend::Download;
 use crate::controller::conditions::{Cond, set_condition};
 use crate::controller::outcome::BACKEND_WAIT;
@@ -26,39 +32,6 @@ const PRESIGNED_MAX_MARGIN: Duration = Duration::from_secs(3600);
 /// First retry of a failed copy; doubled per failure up to [`COPY_RETRY_MAX`].
 pub const COPY_RETRY_FIRST: Duration = Duration::from_secs(5);
 const COPY_RETRY_MAX: Duration = Duration::from_secs(300);
-
-/// Where the URL in the Secret comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The backend's download (asked of the backend again to renew).
-    Backend,
-    /// The presigned URL of the copy in the ReportStore (signed again, the backend not asked).
-    Store,
-}
-
-/// Why a URL is written again now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenewWhy {
-    /// The refresh-url annotation has a value not served yet.
-    Asked,
-    /// The report's Secret is gone.
-    SecretMissing,
-    /// The Secret is ours again after a conflict, and may hold someone else's data.
-    AfterConflict,
-    /// It expires within its margin (or has, for a presigned URL).
-    Expiring,
-}
-
-impl fmt::Display for RenewWhy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RenewWhy::Asked => "on the refresh-url annotation",
-            RenewWhy::SecretMissing => "because the Secret was missing",
-            RenewWhy::AfterConflict => "after the Secret conflict was resolved",
-            RenewWhy::Expiring => "before the URL expired",
-        })
-    }
-}
 
 /// How a URL is kept fresh without being asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +117,40 @@ fn requeue(expires: DateTime<Utc>, margin: TimeDelta, now: DateTime<Utc>) -> Opt
 /// [`requeue`] for a backend's URL.
 pub fn backend_requeue(expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Duration> {
     requeue(expires?, BACKEND_MARGIN, now)
+}
+
+/// The Secret holds the download: the report is READY. With a store, the copy follows soon.
+pub fn completed(
+    s: &mut ReportFileStatus,
+    f: &Facts,
+    generate_date: DateTime<Utc>,
+    file_name: Option<String>,
+    download: &Download,
+) -> End {
+    s.status = Some(FileState::Ready);
+    s.generate_date = Some(generate_date);
+    s.file_name = file_name;
+    s.completion_time = Some(f.now);
+    s.download_secret_ref = Some(LocalObjectReference {
+        name: f.name.to_string(),
+    });
+    s.url_expires_at = url_expiry(download);
+    s.last_url_refresh = f.refresh.map(str::to_string);
+    set_ready(
+        s,
+        f,
+        true,
+        FileReady::Ready,
+        format!("the report is ready; Secret {:?} holds its download", f.name),
+    );
+    let requeue = match f.store {
+        Some(_) => Some(COPY_SOON),
+        None => backend_requeue(s.url_expires_at, f.now),
+    };
+    End::Completed {
+        requeue,
+        message: format!("the report is ready in Secret {:?}", f.name),
+    }
 }
 
 /// Where a READY report's copy is.
