@@ -469,8 +469,11 @@ async fn a_ready_report_is_copied_into_its_store_and_the_secret_points_at_the_co
 #[tokio::test]
 async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
     let mut world = World::new();
-    world.backend("b", BackendType::Cmp);
-    stored(&mut world, ready(chrono::Duration::hours(1)));
+    let backend = world.backend("b", BackendType::Supplier);
+    backend.on_get(Ok(remote(ReportState::Ready)));
+    backend.on_download(Ok(url(chrono::Duration::minutes(1))));
+    // The backend's URL expires in 5 s: while the copy fails, it is renewed as without a store.
+    stored(&mut world, ready(chrono::Duration::seconds(5)));
     world
         .bucket
         .fail_next(StoreError::Unreachable("connection refused".into()));
@@ -481,7 +484,11 @@ async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
             "get meta Secret/r",
             "bucket open bucket",
             "event Warning DeliveryFailed",
+            "backend get r-1",
+            "backend download r-1",
+            "apply Secret/r",
             "apply status ReportFile/r",
+            "event Normal UrlRefreshed",
         ]
     );
     assert_eq!(
@@ -495,8 +502,15 @@ async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
         ("True".into(), "Ready".into()),
         "the download works"
     );
-    assert!(world.object("Secret", "r")["data"].get("location").is_none());
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(
+        world.object("Secret", "r")["data"].get("location").is_none(),
+        "no copy in the Secret"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(5)),
+        "the copy's retry comes first"
+    );
 
     world.sync();
     world
