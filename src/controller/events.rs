@@ -17,13 +17,17 @@ const QUEUE: usize = 1024;
 /// and a burst of Events does not crowd out status writes.
 const CONCURRENCY: usize = 2;
 
+/// What a test does with each Event.
+#[cfg(test)]
+pub type Capture = Box<dyn Fn(&Event, &ObjectReference) + Send + Sync>;
+
 /// The sending end; the publishing task ends when the last `Events` is dropped.
 pub enum Events {
     Publish(mpsc::Sender<(Event, ObjectReference)>),
     /// The drivers' fast tests: each Event is handed to the test at once, in order with the
     /// calls around it.
     #[cfg(test)]
-    Capture(Box<dyn Fn(&Event, &ObjectReference) + Send + Sync>),
+    Capture(Capture),
 }
 
 impl Events {

@@ -3,6 +3,7 @@
 //! here; a READY report's download is kept in place by [`super::ready`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,7 @@ use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
 use crate::controller::metrics::BackendLabels;
 use crate::controller::outcome::conclude;
+use crate::controller::registry::NotReady;
 
 /// Why a step stopped the reconcile before its end: with the [`End`] a decision gave (a
 /// backend said no, the Secret is taken), or with an error for the error policy.
@@ -198,11 +200,7 @@ impl<'a> Reconciler<'a> {
             }
             Begin::AskBackend => {}
         }
-        let (rb, backend) = match self
-            .ctx
-            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
-            .await
-        {
+        let (rb, backend) = match self.backend().await {
             Ok(found) => found,
             Err(n) => {
                 return Ok(decide::backend_not_ready(
@@ -259,6 +257,13 @@ impl<'a> Reconciler<'a> {
                 Ok(report)
             }
         }
+    }
+
+    /// The report's ReportBackend and its client, if it is Ready.
+    pub async fn backend(&self) -> Result<(Arc<ReportBackend>, Arc<dyn ReportingBackend>), NotReady> {
+        self.ctx
+            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
+            .await
     }
 
     /// The ids other ReportFiles hold on this report's API, which `find` must not adopt.

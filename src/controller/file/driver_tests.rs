@@ -281,13 +281,7 @@ async fn a_foreign_secret_is_left_alone_and_the_backend_not_asked_again_until_it
         "still taken: only looked at, not told again"
     );
 
-    world
-        .api
-        .state
-        .lock()
-        .expect("lock")
-        .objects
-        .retain(|k, _| k.0 != "Secret");
+    world.api.remove("Secret", NS, "r");
     world.sync();
     backend.on_download(Ok(url(chrono::Duration::hours(1))));
     run(&world, "r").await;
@@ -380,13 +374,7 @@ async fn a_url_about_to_expire_is_renewed_and_a_deleted_secret_written_again() {
     );
     world.journal.take();
 
-    world
-        .api
-        .state
-        .lock()
-        .expect("lock")
-        .objects
-        .retain(|k, _| k.0 != "Secret");
+    world.api.remove("Secret", NS, "r");
     world.sync();
     backend.on_download(Ok(url(chrono::Duration::minutes(2))));
     run(&world, "r").await;

@@ -73,11 +73,7 @@ impl Reconciler<'_> {
 
     /// Gets the report and its download again and writes the Secret.
     async fn renew(&mut self, seen: Observed, why: RenewWhy) -> Result<End, Halt> {
-        let (rb, backend) = match self
-            .ctx
-            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
-            .await
-        {
+        let (rb, backend) = match self.backend().await {
             Ok(found) => found,
             Err(n) => {
                 return Ok(renewal::renewal_not_ready(
@@ -259,11 +255,7 @@ impl Reconciler<'_> {
     /// earlier may have expired (SUPPLIER: after 60 seconds), and a file that is the answer
     /// itself (FUSION) is asked for again and streamed.
     async fn read_from(&self) -> Result<ReadFrom, StoreError> {
-        let (rb, backend) = self
-            .ctx
-            .ready_backend(&self.namespace, &self.rf.spec.backend_ref.name)
-            .await
-            .map_err(|n| StoreError::Source(n.message))?;
+        let (rb, backend) = self.backend().await.map_err(|n| StoreError::Source(n.message))?;
         let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
         let type_ = rb.spec.type_.as_str();
         let metrics = &self.ctx.metrics;

@@ -217,13 +217,7 @@ pub fn renewal_not_ready(s: &mut ReportFileStatus, f: &Facts, message: &str) -> 
 
 /// The Secret holds a fresh download from the backend.
 pub fn renewed(s: &mut ReportFileStatus, f: &Facts, download: &Download, why: RenewWhy) -> End {
-    s.url_expires_at = url_expiry(download);
-    s.last_url_refresh = f.refresh.map(str::to_string);
-    let message = format!(
-        "the report is ready; Secret {:?} holds a fresh download URL",
-        f.name
-    );
-    set_ready(s, f, true, FileReady::Ready, message);
+    url_written(s, f, url_expiry(download), "a fresh download URL");
     End::Renewed {
         source: Source::Backend,
         why,
@@ -282,14 +276,22 @@ fn presigned_written(
     if let Some(d) = s.delivery.as_mut() {
         d.url_expires_at = Some(expires);
     }
-    s.url_expires_at = Some(expires);
-    s.last_url_refresh = f.refresh.map(str::to_string);
-    let message = format!(
-        "the report is ready; Secret {:?} holds a presigned URL of its copy {location}",
-        f.name
+    url_written(
+        s,
+        f,
+        Some(expires),
+        &format!("a presigned URL of its copy {location}"),
     );
-    set_ready(s, f, true, FileReady::Ready, message);
     requeue(expires, presigned_margin(lifetime), f.now)
+}
+
+/// The Secret holds a URL written now (`holds` says which), expiring at `expires`; a
+/// refresh asked for is served.
+fn url_written(s: &mut ReportFileStatus, f: &Facts, expires: Option<DateTime<Utc>>, holds: &str) {
+    s.url_expires_at = expires;
+    s.last_url_refresh = f.refresh.map(str::to_string);
+    let message = format!("the report is ready; Secret {:?} holds {holds}", f.name);
+    set_ready(s, f, true, FileReady::Ready, message);
 }
 
 /// The copy is made and the Secret holds its presigned URL: delivered.
