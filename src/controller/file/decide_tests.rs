@@ -579,6 +579,34 @@ fn deadlines_from_the_user_never_overflow() {
 }
 
 #[test]
+fn a_short_presigned_lifetime_is_reminted_in_its_last_quarter() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let expiring = |at: &str| ReportFileStatus {
+        delivery: Some(Delivery {
+            sha256: Some("ab".into()),
+            delivered_time: Some(t("2026-01-01T00:59:00Z")),
+            url_expires_at: Some(t(at)),
+            ..Default::default()
+        }),
+        ..status(Some(FileState::Ready), Some("Ready"))
+    };
+    let lifetime = Duration::from_secs(80);
+    assert_eq!(
+        presigned_url(&mut expiring("2026-01-01T01:01:00Z"), &f, &ours(), lifetime),
+        Err(End::Leave {
+            requeue: Some(Duration::from_secs(40))
+        })
+    );
+    assert_eq!(
+        presigned_url(&mut expiring("2026-01-01T01:00:15Z"), &f, &ours(), lifetime),
+        Ok(RenewWhy::Expiring)
+    );
+}
+
+#[test]
 fn failed_copies_back_off() {
     let secs = |n| Duration::from_secs(n);
     assert_eq!(
