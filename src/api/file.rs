@@ -128,8 +128,8 @@ pub struct ReportFileStatus {
     /// its download is over the operator's size limit), UrlExpired (the download URL
     /// expired, or cannot be renewed now; the report stays Complete), SecretConflict (a
     /// Secret of the report's name that the operator does not own is in the way); and
-    /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the operator could not
-    /// handle the object; retried with backoff). A FAILED report's `Failed` and `Complete`
+    /// KubernetesApiError, InternalError, ReconcileTimeout (the operator could not handle the
+    /// object; retried with backoff). A FAILED report's `Failed` and `Complete`
     /// carry its reason: Failed, DeadlineExceeded or TooLarge. With a `storeRef`, a fourth:
     /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
     /// False while the copy is retried, with the reason: Unreachable, Unauthorized,

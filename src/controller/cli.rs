@@ -105,11 +105,6 @@ impl RunArgs {
     }
 }
 
-/// Installs the tracing subscriber for `report-sim`, at the default level.
-pub fn init_logging(format: LogFormat) {
-    init_logging_at(format, LogLevel::Info);
-}
-
 fn init_logging_at(format: LogFormat, level: LogLevel) {
     let rust_log = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
     let (filter, ignored) = choose_filter(rust_log.as_deref(), level);
