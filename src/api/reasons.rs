@@ -129,14 +129,14 @@ macro_rules! vocabulary {
 vocabulary! {
     /// The `Ready` condition of a ReportFile: whether the download works now.
     pub enum FileReady {
-        Pending => ("The report is not asked for yet: the backend is not Ready, or the request waits for its turn (the backend's cap on reports in progress).", "nothing while it waits its turn; if the message names the ReportBackend, see its Ready condition"),
-        InProgress => ("The backend is generating the report.", "nothing; the report is polled until READY or FAILED"),
-        Ready => ("The report is READY and its Secret holds the download (URL or file).", "read the Secret named in status.downloadSecretRef"),
-        Failed => ("The backend failed or refused the report; the message and status.failedReason give the backend's reason.", "fix what the backend's reason names (dates, parameters, template) and create the report again"),
-        DeadlineExceeded => ("The report was not READY within activeDeadlineSeconds.", "raise activeDeadlineSeconds if the backend is slow, and create the report again"),
-        TooLarge => ("The report or its download is over the operator's size limit (a file in a Secret holds at most 1,000,000 bytes).", "give the generator a storeRef, so that the file goes to a ReportStore"),
-        SecretConflict => ("A Secret of the report's name that the operator does not own is in the way; the operator leaves it unchanged.", "delete or rename that Secret; the report's Secret is written within 30 seconds after"),
-        UrlExpired => ("The report is complete but its download URL expired, or cannot be renewed now (the backend is not Ready).", "set the annotation reporting.report-operator.io/refresh-url to a new value for a fresh URL"),
+        Pending => ("Waiting for the backend (not Ready, or its budget used up) or for the request to be accepted; retries say so in the message.", "fix the backend if it is not Ready; otherwise wait"),
+        InProgress => ("The backend is generating the report.", "wait; `activeDeadlineSeconds` (default 6 hours) bounds it"),
+        Ready => ("The Secret of the same name holds the download.", "read the Secret, or `kubectl report download`"),
+        Failed => ("The backend failed or refused the report; `status.failedReason` has its reason.", "fix what the backend's reason names; a new report needs a new ReportFile (delete this one, or change the generator)"),
+        DeadlineExceeded => ("Not READY within `activeDeadlineSeconds`.", "raise `activeDeadlineSeconds` on the generator if the backend is just slow"),
+        TooLarge => ("The report or its download is over the operator's size limit (an inline FUSION file over 1,000,000 bytes, an API answer over 4 MiB).", "give the generator a `storeRef` (a ReportStore), or ask for a smaller report"),
+        SecretConflict => ("A Secret of the report's name that the operator does not own is in the way; it is left as it is.", "delete or rename that Secret; the report is written within 30 s"),
+        UrlExpired => ("The download URL expired, or cannot be renewed now; the report stays READY and `Complete`.", "set the annotation `reporting.report-operator.io/refresh-url` to a new value, or `kubectl report download`, which does it"),
     }
 }
 
@@ -157,17 +157,17 @@ vocabulary! {
     /// ReportStore. While it is False the Secret keeps the backend's download and the copy is
     /// retried with backoff.
     pub enum Delivered {
-        Delivered => ("The report is copied into the ReportStore; the Secret holds the copy's presigned URL, its location, size and SHA-256.", "nothing"),
-        StoreNotFound => ("The ReportStore named in storeRef does not exist in the namespace.", "create the ReportStore, or fix storeRef"),
-        InvalidSpec => ("The ReportStore's spec cannot work (its url, endpoint or path template).", "fix the ReportStore; its Ready condition says what"),
-        CredentialsMissing => ("The ReportStore's credentials Secret is missing or lacks accessKeyId and secretAccessKey.", "create or complete the credentials Secret"),
-        DestinationDenied => ("The operator's outbound policy forbids the store's endpoint or the backend's download host.", "allow the host with the operator's --outbound-* flags, or use another endpoint"),
-        Unauthorized => ("The store refused the credentials.", "fix the credentials Secret or the bucket's policy"),
-        BucketNotFound => ("The store's bucket does not exist.", "create the bucket, or fix the ReportStore's url"),
-        Unreachable => ("The store did not answer, or failed.", "nothing if it is a passing outage; otherwise check the endpoint and the network"),
-        InvalidResponse => ("The store answered more than the operator reads (a listing or an error over its cap); it was not read further.", "check that endpoint is an S3 API, not something else"),
-        SourceUnavailable => ("Reading the report from its backend for the copy failed.", "see the message; the ReportBackend's Ready condition says whether the backend is usable"),
-        InvalidArchive => ("A CONNECT ZIP to unpack (connectArchive Extract) could not be read as a stream.", "use connectArchive Keep for this store"),
+        Delivered => ("The copy is in the bucket; the Secret holds its presigned URL.", "nothing"),
+        StoreNotFound => ("The ReportStore of `storeRef` does not exist in the namespace.", "create it"),
+        InvalidSpec => ("The store's spec cannot be used (the message says why).", "fix the ReportStore"),
+        CredentialsMissing => ("The store's credentials Secret or a key is missing.", "create it with `accessKeyId` and `secretAccessKey`"),
+        DestinationDenied => ("The outbound policy forbids the store's endpoint or the backend's download host.", "allow it with the operator's `--outbound-*` flags"),
+        Unauthorized => ("The store refused the credentials.", "fix them"),
+        BucketNotFound => ("The bucket does not exist.", "create it"),
+        Unreachable => ("The store did not answer.", "check `endpoint` and the network; retried after 5 s, doubling to 5 minutes"),
+        InvalidResponse => ("The store's answer is larger than the operator reads (1 MiB of a listing, 64 KiB of an error).", "check that `endpoint` is an S3 API"),
+        SourceUnavailable => ("The backend's download failed (or stalled) during the copy.", "usually nothing: retried; see the backend"),
+        InvalidArchive => ("A CONNECT ZIP that `connectArchive: Extract` cannot unpack as a stream (entry sizes only after the data).", "use `connectArchive: Store`"),
     }
 }
 
@@ -176,52 +176,52 @@ vocabulary! {
     /// It also shows the [`BackendReady`] reasons of a backend it cannot use for its own calls
     /// (RDE templates, listing reports to mirror), and the [`Trouble`] of a failed reconcile.
     pub enum GeneratorReady {
-        ReportReady => ("ONETIME: the report is READY.", "read the Secret of its ReportFile"),
-        ReportInProgress => ("ONETIME: the report is being generated.", "nothing"),
-        ReportFailed => ("ONETIME: the report FAILED.", "see the ReportFile's conditions for why"),
-        Scheduled => ("PERIODIC or ON_INVOICE: the generator makes its reports, and the newest finished one did not fail.", "nothing"),
-        Throttled => ("The generator has the most reports in progress at once that one generator may have (200); the next windows start, oldest first, as reports finish.", "nothing unless it persists; then see why the backend is slow"),
-        LastReportFailed => ("PERIODIC or ON_INVOICE: the newest finished report (by window end, then completion) FAILED; Ready again once a newer one is READY.", "see that ReportFile's conditions"),
-        BackendNotFound => ("The ReportBackend named in backendRef does not exist in the namespace.", "create the ReportBackend, or fix backendRef"),
-        BackendNotReady => ("The ReportBackend is not Ready.", "see the ReportBackend's Ready condition"),
-        BackendError => ("A call of the generator's own (an RDE template, a listing of reports to mirror) failed in a way that retrying can fix; retried.", "nothing if it passes; otherwise check the backend"),
-        Rejected => ("The backend refused the generator's request (an RDE template).", "fix the spec as the message says"),
-        FileConflict => ("A ReportFile of the name the generator would create exists and is not the generator's.", "delete that ReportFile, or rename the generator"),
-        UnsupportedEventType => ("The backend type does not support the eventType.", "use an eventType the backend type supports"),
-        UnsupportedFormat => ("The backend type does not make reports in the format.", "use a format the message lists"),
-        UnsupportedPeriod => ("The backend type does not support the period.", "use a period the backend type supports"),
-        InvalidParameters => ("The parameters lack what the backend type needs, or hold a value out of range.", "add or fix the parameter the message names"),
-        InvalidSchedule => ("The schedule cannot be used: a cron or time zone that does not parse, or a value out of range.", "fix the schedule field the message names"),
-        BackfillTooLong => ("parameters.startDate is more windows back than a generator backfills (1000).", "set parameters.startDate to the date the message gives or later, or use a longer period"),
-        UnsupportedSetting => ("The spec sets something the backend type cannot honour; nothing is asked for.", "remove the setting the message names, or use another backend type"),
+        ReportReady => ("ONETIME: its report is READY.", "download it from the ReportFile's Secret"),
+        ReportInProgress => ("ONETIME: its report is being generated.", "wait"),
+        ReportFailed => ("ONETIME: its report FAILED.", "read the ReportFile's `status.failedReason` and conditions"),
+        Scheduled => ("PERIODIC and ON_INVOICE: working; `status.nextReportDate` says when the next report is due.", "nothing"),
+        Throttled => ("PERIODIC: 200 reports of this generator are in progress; the next windows start, oldest first, as reports finish.", "nothing; see whether the backend is slow"),
+        LastReportFailed => ("PERIODIC and ON_INVOICE: the newest finished report (by window end, then completion time) FAILED; the message names it.", "read that ReportFile's failure; Ready again once a newer report is READY"),
+        BackendNotFound => ("The ReportBackend of `backendRef` does not exist in the namespace.", "create it, or fix `backendRef`"),
+        BackendNotReady => ("The ReportBackend is not Ready (its reason is in the message) or not checked yet.", "fix the backend: see its Ready condition"),
+        BackendError => ("A call on the generator's own behalf (an RDE template, listing reports to mirror) failed and is retried.", "usually nothing; if it lasts, see the backend and the operator's log"),
+        Rejected => ("The backend refused the RDE report template, with its reason.", "fix what the backend's reason names"),
+        FileConflict => ("A ReportFile of the name a window needs exists but is not this generator's (left by an earlier generator of the same name, or made by someone else).", "delete it, or rename the generator; one being deleted goes by itself"),
+        UnsupportedEventType => ("The backend type does not offer this `eventType` (ON_INVOICE on CONNECT, FUSION, SUPPLIER).", "use another event type or backend type"),
+        UnsupportedFormat => ("The backend type does not offer this `format`; the message lists the ones it does.", "use one of them"),
+        UnsupportedPeriod => ("The backend type does not offer this `period` (RDE: P1D and P1M only).", "use one it offers"),
+        InvalidParameters => ("A parameter the backend type needs is missing (a ONETIME report without dates on any backend but FUSION, a CONNECT `template`, a SUPPLIER `reportType`, a FUSION `scope`, a PERIODIC `period`), or `activeDeadlineSeconds` is out of range.", "add or fix the parameter the message names"),
+        InvalidSchedule => ("`schedule.cron` or `timeZone` cannot be read, or `startingDeadlineSeconds` is out of range.", "fix the field the message names"),
+        BackfillTooLong => ("`parameters.startDate` is more than 1,000 windows back; nothing was created.", "set `startDate` to the earliest date the message gives, or later, or use a longer period"),
+        UnsupportedSetting => ("A setting the backend type cannot honour; the message names the field, the type and what to do.", "remove the setting, as the message says"),
     }
 }
 
 vocabulary! {
     /// The `Ready` condition of a ReportBackend: whether the credentials work against the API.
     pub enum BackendReady {
-        Authenticated => ("The API answers and accepts the credentials.", "nothing"),
-        Unauthorized => ("The API refused the credentials.", "fix the credentials Secret"),
-        TwoFactorRequired => ("FUSION: the login asks for a second factor (an untrusted device or address).", "trust the operator's address for the login, or use an account without a second factor"),
-        CredentialsMissing => ("The credentials Secret is missing, or lacks a key the backend type needs.", "create or complete the credentials Secret"),
-        InvalidSpec => ("The ReportBackend's spec cannot work (its URL, CA bundle, or a setting its type needs).", "fix the field the message names"),
-        DestinationDenied => ("The operator's outbound policy forbids the API's address.", "allow it with the operator's --outbound-* flags"),
-        InvalidResponse => ("The API answered something that is not the API's (malformed, too large, a redirect).", "check that url points at the API itself"),
-        Unreachable => ("The API did not answer, or failed.", "nothing if it is a passing outage; otherwise check url and the network"),
+        Authenticated => ("The credentials worked against the API.", "nothing; probed again every 5 minutes"),
+        Unauthorized => ("The API refused the credentials (also an HTTP 401 or 403).", "fix the credentials in the Secret; the backend is probed again when the Secret changes"),
+        TwoFactorRequired => ("Fusion asks this user for a second factor.", "log in once from the operator's address, or use `accessToken` + `refreshToken`"),
+        CredentialsMissing => ("The credentials Secret or one of its keys is missing (named in the message).", "create the Secret in the backend's namespace with the keys its type needs"),
+        InvalidSpec => ("The spec cannot be used (a URL, a CA Secret without its key, …; the message says which).", "fix the field the message names"),
+        DestinationDenied => ("The operator's outbound policy forbids the address.", "allow it with the flag the message names"),
+        InvalidResponse => ("The answer is not the API's: malformed, too large, or a redirect.", "check that `spec.url` is the API's base URL, with its path prefix"),
+        Unreachable => ("The API did not answer (connection, timeout, 5xx), or a Secret could not be read.", "check `spec.url` and the network (with the chart's NetworkPolicy, `networkPolicy.backends`); probed again after 30 s, then less often, up to every 5 minutes"),
     }
 }
 
 vocabulary! {
     /// The `Ready` condition of a ReportStore: whether the bucket answers with the credentials.
     pub enum StoreReady {
-        Reachable => ("The bucket answers and accepts the credentials.", "nothing"),
-        InvalidSpec => ("The ReportStore's spec cannot work (its url or endpoint).", "fix the field the message names"),
-        CredentialsMissing => ("The credentials Secret is missing or lacks accessKeyId and secretAccessKey.", "create or complete the credentials Secret"),
-        DestinationDenied => ("The operator's outbound policy forbids the endpoint.", "allow it with the operator's --outbound-* flags"),
-        Unauthorized => ("The store refused the credentials.", "fix the credentials Secret or the bucket's policy"),
-        BucketNotFound => ("The bucket does not exist.", "create the bucket, or fix url"),
-        Unreachable => ("The store did not answer, or failed.", "nothing if it is a passing outage; otherwise check the endpoint and the network"),
-        InvalidResponse => ("The store answered more than the operator reads (a listing or an error over its cap); it was not read further.", "check that endpoint is an S3 API, not something else"),
+        Reachable => ("The bucket answers with these credentials.", "nothing"),
+        InvalidSpec => ("The spec cannot be used (the message says why; such as a `region` that is not 1 to 64 lower-case letters, digits and `-`, in an object admitted before the CRD refused it).", "fix the field it names"),
+        CredentialsMissing => ("The credentials Secret or a key is missing.", "create it"),
+        DestinationDenied => ("The outbound policy forbids the endpoint.", "allow it with the operator's `--outbound-*` flags"),
+        Unauthorized => ("The store refused the credentials.", "fix them"),
+        BucketNotFound => ("The bucket does not exist.", "create it"),
+        Unreachable => ("The store did not answer (within 30 s).", "check `endpoint` and the network"),
+        InvalidResponse => ("The store's answer is larger than the operator reads: \"the store's answer is larger than 1048576 bytes; it was not read further\".", "check that `endpoint` is an S3 API"),
     }
 }
 
@@ -229,9 +229,9 @@ vocabulary! {
     /// The `Ready` condition of any kind when a reconcile could not finish; retried with
     /// backoff per object.
     pub enum Trouble {
-        KubernetesApiError => ("The Kubernetes API refused a request for this object in a way retrying alone does not fix (400, 403, 413, 422).", "see the message; a 403 means the operator's RBAC lacks a permission"),
-        ReconcileTimeout => ("Handling the object took longer than it may and was stopped (a backend answering slowly).", "nothing if it passes; otherwise check the backend"),
-        InternalError => ("The operator failed on this object: a bug.", "report it with the message"),
+        KubernetesApiError => ("The Kubernetes API refused a request for this object (400, 403, 413, 422), with its message: a Secret label value the API server rejects, missing RBAC.", "fix what the message names (for a 403, the operator's RBAC)"),
+        ReconcileTimeout => ("Handling the object took longer than 120 s (a copy into a ReportStore an hour more) and was stopped.", "see whether a backend answers slowly"),
+        InternalError => ("The operator failed on this object: a bug.", "report it, with the message"),
     }
 }
 
