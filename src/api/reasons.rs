@@ -158,13 +158,15 @@ vocabulary! {
     /// retried with backoff.
     pub enum Delivered {
         Delivered => ("The copy is in the bucket; the Secret holds its presigned URL.", "nothing"),
+        Copying => ("The copy is being made, apart from the reconciles (in the delivery pool); the Secret keeps the backend's download meanwhile.", "nothing"),
+        Queued => ("The copy waits for a slot in the delivery pool: at most a few copies of one namespace (`--delivery-per-namespace`, default 2) and of all (`--delivery-concurrency`, default 8) run at once; the namespaces with copies waiting take turns.", "nothing; if it lasts, see which copies of the namespace are running (`Delivered` reason Copying)"),
         StoreNotFound => ("The ReportStore of `storeRef` does not exist in the namespace.", "create it"),
         InvalidSpec => ("The store's spec cannot be used (the message says why).", "fix the ReportStore"),
         CredentialsMissing => ("The store's credentials Secret or a key is missing.", "create it with `accessKeyId` and `secretAccessKey`"),
         DestinationDenied => ("The outbound policy forbids the store's endpoint or the backend's download host.", "allow it with the operator's `--outbound-*` flags"),
         Unauthorized => ("The store refused the credentials.", "fix them"),
         BucketNotFound => ("The bucket does not exist.", "create it"),
-        Unreachable => ("The store did not answer.", "check `endpoint` and the network; retried after 5 s, doubling to 5 minutes"),
+        Unreachable => ("The store did not answer (or a copy took over an hour).", "check `endpoint` and the network; retried after 5 s, doubling to 5 minutes"),
         InvalidResponse => ("The store's answer is larger than the operator reads (1 MiB of a listing, 64 KiB of an error).", "check that `endpoint` is an S3 API"),
         SourceUnavailable => ("The backend's download failed (or stalled) during the copy.", "usually nothing: retried; see the backend"),
         InvalidArchive => ("A CONNECT ZIP that `connectArchive: Extract` cannot unpack as a stream (entry sizes only after the data).", "use `connectArchive: Store`"),
@@ -230,7 +232,7 @@ vocabulary! {
     /// backoff per object.
     pub enum Trouble {
         KubernetesApiError => ("The Kubernetes API refused a request for this object (400, 403, 413, 422), with its message: a Secret label value the API server rejects, missing RBAC.", "fix what the message names (for a 403, the operator's RBAC)"),
-        ReconcileTimeout => ("Handling the object took longer than 120 s (a copy into a ReportStore an hour more) and was stopped.", "see whether a backend answers slowly"),
+        ReconcileTimeout => ("Handling the object took longer than 120 s and was stopped (a copy into a ReportStore runs apart, within an hour).", "see whether a backend answers slowly"),
         InternalError => ("The operator failed on this object: a bug.", "report it, with the message"),
     }
 }

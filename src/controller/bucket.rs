@@ -81,3 +81,21 @@ impl Bucket for Store {
 
 /// An open bucket, shared by the steps of one copy.
 pub type OpenBucket = Arc<dyn Bucket>;
+
+/// What a copy wrote into a bucket, once its upload completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// The key of the object the Secret points at: the report itself (of an unpacked
+    /// archive, its `report*` file).
+    pub key: String,
+    /// `s3://<bucket>/<key>` of that object.
+    pub location: String,
+    /// `s3://<bucket>/<key>` of every object written, `location` among them (an unpacked
+    /// archive's files).
+    pub locations: Vec<String>,
+    /// A ZIP unpacked into one object per file (`connectArchive: Extract`).
+    pub unpacked: bool,
+    pub uploaded: Uploaded,
+    /// Bytes uploaded in all (every file of an unpacked archive).
+    pub total: u64,
+}

@@ -17,7 +17,9 @@ use serde::de::DeserializeOwned;
 use super::backoff::Backoff;
 use super::bucket::OpenBucket;
 use super::conditions::apply_status;
+use super::delivery_pool::Deliveries;
 use super::events::Events;
+use super::fair_share::Limits;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady, Unusable};
@@ -50,6 +52,9 @@ pub struct Context {
     pub outbound: Arc<OutboundPolicy>,
     /// Opens ReportStores' buckets for the copies of READY reports.
     pub buckets: Arc<dyn Buckets>,
+    /// Runs the copies of READY reports into their stores, apart from the reconciles, a few
+    /// per namespace at a time.
+    pub deliveries: Arc<Deliveries>,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -82,6 +87,7 @@ impl Context {
             store_clients: StoreClients::default(),
             outbound,
             buckets,
+            deliveries: Deliveries::new(Limits::default(), index.files.clone()),
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -97,6 +103,12 @@ impl Context {
             #[cfg(test)]
             fixed_now: Default::default(),
         }
+    }
+
+    /// This context with a delivery pool of `limits`.
+    pub fn with_delivery_limits(mut self, limits: Limits) -> Self {
+        self.deliveries = Deliveries::new(limits, self.files.clone());
+        self
     }
 
     /// The time decisions are made at: the system's (in the drivers' fast tests, one a test

@@ -38,8 +38,10 @@ pub mod conditions;
 mod context;
 mod create_once;
 mod delivery_metrics;
+mod delivery_pool;
 mod error;
 mod events;
+mod fair_share;
 mod file;
 mod finalizers;
 #[cfg(test)]
@@ -172,15 +174,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let file_controller = Controller::for_shared_stream(file_events, file_store);
     let store_controller = Controller::for_shared_stream(store_events, store_store.clone());
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(Metrics::new()),
-        index,
-        secret_store,
-        store_store,
-        policy,
-        Arc::new(file::S3Buckets),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(Metrics::new()),
+            index,
+            secret_store,
+            store_store,
+            policy,
+            Arc::new(file::S3Buckets),
+        )
+        .with_delivery_limits(args.delivery_limits()),
+    );
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {

@@ -2,12 +2,15 @@
 
 use super::super::renewal::Source;
 use super::super::renewal::{
-    CopyState, RenewWhy, backend_requeue, backend_url, completed, copied, copy_failed, copy_state, delivered,
-    presigned_url, reminted, renewal_not_ready, renewed, retry_after,
+    CopyState, RenewWhy, backend_requeue, backend_url, completed, copied, copy_backoff, copy_failed,
+    copy_started, copy_state, copy_waits, delivered, presigned_url, reminted, renewal_not_ready, renewed,
+    retry_after,
 };
 use super::*;
-use crate::api::Delivery;
 use crate::api::reasons::Delivered as DeliveredReason;
+use crate::api::{CONDITION_DELIVERED, ConnectArchive, Delivery};
+use crate::controller::bucket::Copied;
+use crate::controller::fair_share::Limits;
 use kube::runtime::events::EventType;
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -187,7 +190,7 @@ fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> (String, Option<End>) {
             go_on(&format!("Retry {}ms {:?}", failed.retry.as_millis(), failed.news))
         }
         At::Delivered => {
-            copied(s, f, "s3://b/k".into(), 3, "ab".into());
+            copied(s, f, &copy_into("s3://b/k"), false);
             end(delivered(
                 s,
                 f,
@@ -204,6 +207,21 @@ fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> (String, Option<End>) {
             LIFETIME,
             RenewWhy::Asked,
         )),
+    }
+}
+
+/// What a copy into `location` (one object of 3 bytes) wrote.
+fn copy_into(location: &str) -> Copied {
+    Copied {
+        key: location.rsplit_once("s3://b/").map_or("k", |(_, k)| k).into(),
+        location: location.into(),
+        locations: vec![location.into()],
+        unpacked: false,
+        uploaded: crate::delivery::Uploaded {
+            size: 3,
+            sha256: "ab".into(),
+        },
+        total: 3,
     }
 }
 
@@ -257,11 +275,10 @@ fn every_situation_of_a_report_file_has_one_next_step() {
     fn with_store(_: &mut ReportFileStatus, f: &mut Facts<'static>) {
         f.store = Some("bucket");
     }
-    // A copy started (its object and attempts recorded) but not finished.
+    // A copy tried once, without a failure recorded (the operator stopped before its end).
     let tried = || {
         let mut s = ready_url("2026-01-01T02:00:00Z");
         s.delivery = Some(Delivery {
-            location: Some("s3://b/k".into()),
             attempts: Some(1),
             ..Default::default()
         });
@@ -282,6 +299,7 @@ fn every_situation_of_a_report_file_has_one_next_step() {
             delivered_time: Some(t("2026-01-01T00:59:30Z")),
             attempts: Some(1),
             url_expires_at: expires.map(t),
+            ..Default::default()
         });
         s
     };
@@ -396,12 +414,12 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("a copy tried, not finished: copy again", tried(), with_store, At::Ready(ours()), "Copy", Some(Ready), "Ready", "Complete", "before"),
         ("with a store, the Secret taken: no copy", ready_url("2026-01-01T02:00:00Z"), with_store, At::Ready(foreign()),
             "SecretConflict First", Some(Ready), "SecretConflict", "Complete", "Delete or rename"),
-        ("copy failed: Delivered False, told, retried in 5 s", tried(), with_store, At::CopyFailed(DeliveredReason::Unreachable),
+        ("copy failed: Delivered False, told, retried in 5 s", ready_url("2026-01-01T02:00:00Z"), with_store, At::CopyFailed(DeliveredReason::Unreachable),
             "Retry 5000ms First", Some(Ready), "Ready", "Complete", "before"),
-        ("copy failed again, for the same reason: not told again, backing off", told(tried()), |s, f| { f.store = Some("bucket"); s.delivery.get_or_insert_default().attempts = Some(3) },
+        ("copy failed again, for the same reason: not told again, backing off", told(tried()), |s, f| { f.store = Some("bucket"); s.delivery.get_or_insert_default().attempts = Some(2) },
             At::CopyFailed(DeliveredReason::Unreachable), "Retry 20000ms Again", Some(Ready), "Ready", "Complete", "before"),
         ("copy failed for another reason: told", told(tried()), with_store, At::CopyFailed(DeliveredReason::Unauthorized),
-            "Retry 5000ms First", Some(Ready), "Ready", "Complete", "before"),
+            "Retry 20000ms First", Some(Ready), "Ready", "Complete", "before"),
         ("copied: delivered, looked at when a quarter of the URL's life is left", tried(), with_store, At::Delivered,
             "Delivered 2700000ms", Some(Ready), "Ready", "Complete", "holds a presigned URL of its copy s3://b/k"),
         ("delivered, fresh: kept", delivered(Some("2026-01-01T02:00:00Z")), with_store, At::Ready(ours()), "Leave 2700000ms", Some(Ready), "Ready", "Complete", "before"),
@@ -833,4 +851,148 @@ fn a_backends_long_texts_are_cut_when_written() {
         name.len() <= crate::api::MAX_FILE_NAME_LENGTH && name.ends_with('…'),
         "{name}"
     );
+}
+
+/// A copy waits for its retry: 5 s after the first failure, doubling to 5 minutes, counted
+/// from `lastFailureTime` (so no wake brings it sooner).
+#[test]
+fn a_failed_copy_is_not_tried_again_before_its_backoff() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let failed = |attempts: Option<i32>, ago: Option<i64>| ReportFileStatus {
+        delivery: Some(Delivery {
+            attempts,
+            last_failure_time: ago.map(|s| f.now - TimeDelta::seconds(s)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let secs = |s| Some(Duration::from_secs(s));
+    /// (situation, attempts, failed seconds ago, wait)
+    type Row = (&'static str, Option<i32>, Option<i64>, Option<Duration>);
+    #[rustfmt::skip]
+    let rows: [Row; 7] = [
+        ("never tried", None, None, None),
+        ("tried, no failure recorded", Some(1), None, None),
+        ("failed once, 1 s ago", Some(1), Some(1), secs(4)),
+        ("failed once, 5 s ago: due", Some(1), Some(5), None),
+        ("failed 3 times, 10 s ago", Some(3), Some(10), secs(10)),
+        ("failed 100 times, 1 s ago: 5 minutes at most", Some(100), Some(1), secs(299)),
+        ("a failure recorded in the future: no longer than the backoff", Some(1), Some(-3600), secs(5)),
+    ];
+    for (what, attempts, ago, want) in rows {
+        assert_eq!(copy_backoff(&failed(attempts, ago), &f), want, "{what}");
+    }
+}
+
+/// While the pool copies (or the copy waits there), `Delivered` says so, unless it tells of a
+/// failure being retried: that is told once, whatever the tries in between.
+#[test]
+fn delivered_says_a_copy_runs_or_waits_but_keeps_a_failure_until_it_is_over() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let limits = Limits {
+        total: 8,
+        per_namespace: 2,
+    };
+    let before = |reason: Option<DeliveredReason>| {
+        let mut s = ReportFileStatus::default();
+        match reason {
+            Some(DeliveredReason::Copying) => copy_started(&mut s, &f, "s3://b/k"),
+            Some(DeliveredReason::Queued) => copy_waits(&mut s, &f, limits),
+            Some(failure) => {
+                copy_failed(&mut s, &f, failure, "down");
+            }
+            None => {}
+        }
+        s
+    };
+    let delivered = |s: &ReportFileStatus| {
+        find_condition(&s.conditions, CONDITION_DELIVERED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .expect("Delivered")
+    };
+    use DeliveredReason::{Copying, Queued, Unreachable};
+    /// (situation, Delivered before, the copy started (or waits), reason after, in the message)
+    type Row = (
+        &'static str,
+        Option<DeliveredReason>,
+        bool,
+        &'static str,
+        &'static str,
+    );
+    #[rustfmt::skip]
+    let rows: [Row; 6] = [
+        ("first copy started", None, true, "Copying", "copying the report into s3://b/k"),
+        ("first copy waits", None, false, "Queued", "at most 2 copies of a namespace run at once, 8 in all"),
+        ("a waiting copy starts", Some(Queued), true, "Copying", "copying"),
+        ("a running copy is seen again", Some(Copying), true, "Copying", "copying"),
+        ("a failed copy is retried: the failure stays", Some(Unreachable), true, "Unreachable", "down; retried"),
+        ("a failed copy waits for a slot: the failure stays", Some(Unreachable), false, "Unreachable", "down; retried"),
+    ];
+    for (what, was, started, reason, message) in rows {
+        let mut s = before(was);
+        if started {
+            copy_started(&mut s, &f, "s3://b/k");
+        } else {
+            copy_waits(&mut s, &f, limits);
+        }
+        let (status, got, text) = delivered(&s);
+        assert_eq!((status.as_str(), got.as_str()), ("False", reason), "{what}");
+        assert!(text.contains(message), "{what}: {text}");
+        assert!(
+            s.delivery.as_ref().and_then(|d| d.location.as_ref()).is_none(),
+            "{what}: no object before the copy ends"
+        );
+    }
+}
+
+/// What a copy wrote is recorded once it is in the store, and only then: every object, and
+/// for a CONNECT report whether its ZIP was unpacked.
+#[test]
+fn a_finished_copy_records_every_object_it_wrote() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let mut unpacked = copy_into("s3://b/r/report.csv");
+    unpacked.locations = vec!["s3://b/r/summary.json".into(), "s3://b/r/report.csv".into()];
+    unpacked.unpacked = true;
+    /// (situation, the copy, CONNECT, objects, connectArchive)
+    type Row = (
+        &'static str,
+        Copied,
+        bool,
+        Vec<&'static str>,
+        Option<ConnectArchive>,
+    );
+    #[rustfmt::skip]
+    let rows: [Row; 3] = [
+        ("one object", copy_into("s3://b/r.csv"), false, vec!["s3://b/r.csv"], None),
+        ("a CONNECT ZIP as it is", copy_into("s3://b/r.zip"), true, vec!["s3://b/r.zip"], Some(ConnectArchive::Store)),
+        ("an unpacked CONNECT ZIP: each file", unpacked, true, vec!["s3://b/r/summary.json", "s3://b/r/report.csv"], Some(ConnectArchive::Extract)),
+    ];
+    for (what, made, connect, objects, archive) in rows {
+        let mut s = ReportFileStatus::default();
+        copy_failed(&mut s, &f, DeliveredReason::Unreachable, "down");
+        copied(&mut s, &f, &made, connect);
+        let d = s.delivery.expect("delivery");
+        assert_eq!(d.location.as_deref(), Some(made.location.as_str()), "{what}");
+        assert_eq!(d.objects, objects, "{what}");
+        assert_eq!(d.connect_archive, archive, "{what}");
+        assert_eq!(
+            (d.size, d.sha256.as_deref(), d.delivered_time),
+            (Some(3), Some("ab"), Some(f.now)),
+            "{what}"
+        );
+        assert_eq!(
+            (d.attempts, d.last_failure_time),
+            (Some(2), None),
+            "{what}: one failed try, one made"
+        );
+    }
 }

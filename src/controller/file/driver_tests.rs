@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::reconcile;
 use crate::api::{BackendType, ReportFile};
 use crate::backend::{BackendError, Download, RemoteReport, ReportState};
+use crate::controller::fair_share::Limits;
 use crate::controller::fixtures::{API_VERSION, NS, World, merge};
 use crate::delivery::StoreError;
 
@@ -72,6 +74,13 @@ async fn run(world: &World, name: &str) -> Action {
     reconcile(rf, world.ctx.clone())
         .await
         .expect("the reconcile succeeds")
+}
+
+/// The `Delivered` condition's (status, reason) of ReportFile `name`.
+fn delivered(world: &World, name: &str) -> Option<(String, String)> {
+    world
+        .condition("ReportFile", name, "Delivered")
+        .map(|c| (c.0, c.1))
 }
 
 fn ready_condition(world: &World) -> (String, String) {
@@ -401,18 +410,26 @@ fn stored(world: &mut World, status: Value) {
     world.put(our_secret());
 }
 
+/// A world with a READY report `r` of backend `b` of `type_` to copy into its store, its
+/// backend's URL good for `expires_in`; the backend answers one `get` and `download`.
+fn to_copy(type_: BackendType, expires_in: chrono::Duration) -> World {
+    let mut world = World::new();
+    let backend = world.backend("b", type_);
+    backend.on_get(Ok(remote(ReportState::Ready)));
+    backend.on_download(Ok(url(chrono::Duration::minutes(1))));
+    stored(&mut world, ready(expires_in));
+    world
+}
+
 fn merge_of(mut a: Value, b: Value) -> Value {
     merge(&mut a, b);
     a
 }
 
 #[tokio::test]
-async fn a_ready_report_is_copied_into_its_store_and_the_secret_points_at_the_copy() {
-    let mut world = World::new();
-    let backend = world.backend("b", BackendType::Cmp);
-    backend.on_get(Ok(remote(ReportState::Ready)));
-    backend.on_download(Ok(url(chrono::Duration::minutes(1))));
-    stored(&mut world, ready(chrono::Duration::hours(1)));
+async fn a_ready_reports_copy_is_handed_to_the_pool_and_recorded_by_a_later_reconcile() {
+    let mut world = to_copy(BackendType::Cmp, chrono::Duration::hours(1));
+    let mut wakes = world.ctx.deliveries.wakes().expect("the pool's wakes");
     let action = run(&world, "r").await;
     assert_eq!(
         world.journal.take(),
@@ -420,31 +437,60 @@ async fn a_ready_report_is_copied_into_its_store_and_the_secret_points_at_the_co
             "get meta Secret/r",
             "bucket open bucket",
             "patch ReportFile/r",
+            "apply status ReportFile/r",
+        ],
+        "the retention finalizer before the object exists; the copy handed over, not made here"
+    );
+    assert_eq!(delivered(&world, "r"), Some(("False".into(), "Copying".into())));
+    let rf = world.object("ReportFile", "r");
+    assert!(
+        rf["status"]["delivery"]["location"].is_null(),
+        "nothing recorded before the copy completed: {}",
+        rf["status"]
+    );
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(300)),
+        "the pool wakes it sooner"
+    );
+
+    world.ctx.deliveries.run_copies().await;
+    assert_eq!(
+        world.journal.take(),
+        [
             "backend get r-1",
             "backend download r-1",
             "bucket copy reports/team/r/20260101-20260101/r.csv",
+        ],
+        "the pool reads the report from the backend when the copy starts"
+    );
+    let woken = wakes.next().await.expect("a wake");
+    assert_eq!(woken.name, "r", "the copy's end wakes its ReportFile");
+
+    world.sync();
+    let action = run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "get meta Secret/r",
+            "bucket open bucket",
             "bucket presign reports/team/r/20260101-20260101/r.csv",
             "apply Secret/r",
             "apply status ReportFile/r",
             "event Normal Delivered",
         ],
-        "the retention finalizer before the object exists; the Secret before the status"
+        "the result recorded: the Secret before the status"
     );
     let rf = world.object("ReportFile", "r");
     assert_eq!(
         rf["metadata"]["finalizers"],
         json!(["reporting.report-operator.io/delivery"])
     );
-    assert_eq!(
-        rf["status"]["delivery"]["location"],
-        "s3://b/reports/team/r/20260101-20260101/r.csv"
-    );
-    assert_eq!(
-        world
-            .condition("ReportFile", "r", "Delivered")
-            .map(|c| (c.0, c.1)),
-        Some(("True".into(), "Delivered".into()))
-    );
+    let location = "s3://b/reports/team/r/20260101-20260101/r.csv";
+    assert_eq!(rf["status"]["delivery"]["location"], location);
+    assert_eq!(rf["status"]["delivery"]["objects"], json!([location]));
+    assert_eq!(rf["status"]["delivery"]["attempts"], 1);
+    assert_eq!(delivered(&world, "r"), Some(("True".into(), "Delivered".into())));
     let secret_url = &world.object("Secret", "r")["data"]["url"];
     assert!(secret_url.is_string(), "the copy's URL in the Secret");
     assert_eq!(
@@ -455,13 +501,68 @@ async fn a_ready_report_is_copied_into_its_store_and_the_secret_points_at_the_co
 }
 
 #[tokio::test]
-async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
-    let mut world = World::new();
-    let backend = world.backend("b", BackendType::Supplier);
-    backend.on_get(Ok(remote(ReportState::Ready)));
-    backend.on_download(Ok(url(chrono::Duration::minutes(1))));
+async fn a_namespace_at_its_share_of_the_pool_waits_and_is_woken_when_a_slot_is_kept_for_it() {
+    let mut world = World::with_delivery_limits(Limits {
+        total: 4,
+        per_namespace: 1,
+    });
+    let mut wakes = world.ctx.deliveries.wakes().expect("the pool's wakes");
+    let backend = world.backend("b", BackendType::Cmp);
+    for _ in 0..2 {
+        backend.on_get(Ok(remote(ReportState::Ready)));
+        backend.on_download(Ok(url(chrono::Duration::minutes(1))));
+    }
+    stored(&mut world, ready(chrono::Duration::hours(1)));
+    world.put(report_file(
+        "s",
+        merge_of(
+            json!({"spec": {"storeRef": {"name": "bucket"}}}),
+            ready(chrono::Duration::hours(1)),
+        ),
+    ));
+    run(&world, "r").await;
+    run(&world, "s").await;
+    assert_eq!(
+        delivered(&world, "s"),
+        Some(("False".into(), "Queued".into())),
+        "r holds the namespace's one slot"
+    );
+    let queued = world
+        .condition("ReportFile", "s", "Delivered")
+        .map(|c| c.2)
+        .unwrap_or_default();
+    assert!(
+        queued.contains("at most 1 copies of a namespace run at once, 4 in all"),
+        "{queued}"
+    );
+    world.journal.take();
+
+    world.ctx.deliveries.run_copies().await;
+    let woken: Vec<String> = vec![
+        wakes.next().await.expect("a wake").name,
+        wakes.next().await.expect("a wake").name,
+    ];
+    assert_eq!(
+        woken,
+        ["r", "s"],
+        "r's end wakes r, and s, for which its slot is kept"
+    );
+    world.sync();
+    run(&world, "s").await;
+    world.ctx.deliveries.run_copies().await;
+    assert!(
+        world
+            .journal
+            .take()
+            .contains(&"bucket copy reports/team/s/20260101-20260101/s.csv".to_string()),
+        "s copied in the slot kept for it"
+    );
+}
+
+#[tokio::test]
+async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried_after_its_backoff() {
     // The backend's URL expires in 5 s: while the copy fails, it is renewed as without a store.
-    stored(&mut world, ready(chrono::Duration::seconds(5)));
+    let mut world = to_copy(BackendType::Supplier, chrono::Duration::seconds(5));
     world
         .bucket
         .fail_next(StoreError::Unreachable("connection refused".into()));
@@ -480,9 +581,7 @@ async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
         ]
     );
     assert_eq!(
-        world
-            .condition("ReportFile", "r", "Delivered")
-            .map(|c| (c.0, c.1)),
+        delivered(&world, "r"),
         Some(("False".into(), "Unreachable".into()))
     );
     assert_eq!(
@@ -500,16 +599,61 @@ async fn a_copy_that_fails_keeps_the_backends_download_and_is_retried() {
         "the copy's retry comes first"
     );
 
+    // Woken again at once (by its own status write): the copy is not tried before its time.
     world.sync();
+    run(&world, "r").await;
+    assert_eq!(world.journal.take(), ["get meta Secret/r"], "backing off");
+
+    world.ctx.set_now(Utc::now() + chrono::Duration::seconds(6));
     world
         .bucket
         .fail_next(StoreError::Unreachable("connection refused".into()));
     run(&world, "r").await;
     assert_eq!(
         world.journal.take(),
-        ["get meta Secret/r", "bucket open bucket"],
-        "told once per reason"
+        [
+            "get meta Secret/r",
+            "bucket open bucket",
+            "apply status ReportFile/r"
+        ],
+        "tried again after 5 s; the same failure is not told again"
     );
+    assert_eq!(
+        world.object("ReportFile", "r")["status"]["delivery"]["attempts"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_upload_that_fails_in_the_pool_is_recorded_as_a_failed_copy() {
+    let mut world = to_copy(BackendType::Cmp, chrono::Duration::hours(1));
+    world
+        .bucket
+        .fail_next_of("copy", StoreError::Unauthorized("AccessDenied".into()));
+    run(&world, "r").await;
+    world.ctx.deliveries.run_copies().await;
+    world.journal.take();
+    world.sync();
+    let action = run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "get meta Secret/r",
+            "event Warning DeliveryFailed",
+            "apply status ReportFile/r"
+        ]
+    );
+    let rf = world.object("ReportFile", "r");
+    assert_eq!(
+        delivered(&world, "r"),
+        Some(("False".into(), "Unauthorized".into()))
+    );
+    assert!(rf["status"]["delivery"]["lastFailureTime"].is_string());
+    assert!(
+        rf["status"]["delivery"]["location"].is_null(),
+        "a failed copy records no object"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
 }
 
 #[tokio::test]
@@ -569,13 +713,15 @@ async fn a_fusion_file_is_asked_for_again_and_streamed_into_the_store() {
         .on_stream(Ok(b"a,b\n".to_vec()));
     stored(&mut world, ready(chrono::Duration::hours(1)));
     run(&world, "r").await;
+    world.ctx.deliveries.run_copies().await;
     let lines = world.journal.take();
     assert_eq!(
-        &lines[..5],
+        lines,
         [
             "get meta Secret/r",
             "bucket open bucket",
             "patch ReportFile/r",
+            "apply status ReportFile/r",
             "backend stream",
             "bucket copy stream reports/team/r/20260101-20260101/r.csv",
         ]
@@ -613,9 +759,7 @@ async fn a_missing_store_is_told_and_the_backends_download_kept() {
         ]
     );
     assert_eq!(
-        world
-            .condition("ReportFile", "r", "Delivered")
-            .map(|c| (c.0, c.1)),
+        delivered(&world, "r"),
         Some(("False".into(), "StoreNotFound".into()))
     );
 }

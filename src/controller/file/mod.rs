@@ -1,6 +1,7 @@
 //! ReportFile: submit one report (or follow one the backend made), poll it to READY or FAILED,
 //! and publish its download URL (or, for FUSION, the file) in a Secret it owns; with a
-//! `storeRef`, copy it into the ReportStore and publish the copy's URL instead.
+//! `storeRef`, copy it into the ReportStore (in the delivery pool, apart from the reconcile)
+//! and publish the copy's URL instead.
 //!
 //! Nothing is generated twice: before the backend is asked, `status.createPendingSince` is
 //! written; the backend's id is written as soon as it is known. A reconcile that finds the mark
@@ -29,7 +30,6 @@ mod secret;
 pub use copy::S3Buckets;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use kube::ResourceExt;
@@ -43,7 +43,6 @@ use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use crate::api::{FileState, ReportBackend, ReportFile};
-use crate::backend::transfer::MAX_COPY_TIME;
 
 pub async fn controller(
     ctl: Controller<ReportFile>,
@@ -53,9 +52,14 @@ pub async fn controller(
     concurrency: u16,
 ) {
     let index = ctx.index.clone();
-    ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        // A deleted or edited report Secret is written again.
-        .owns_shared_stream(secrets)
+    let ctl = ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    // A copy that ended, or a slot kept for a copy that waited, wakes its ReportFile.
+    let ctl = match ctx.deliveries.wakes() {
+        Some(wakes) => ctl.reconcile_on(wakes),
+        None => ctl,
+    };
+    // A deleted or edited report Secret is written again.
+    ctl.owns_shared_stream(secrets)
         // A backend that becomes Ready wakes the reports waiting for it.
         .watches(backends, watcher::Config::default(), move |rb| {
             let namespace = rb.namespace().unwrap_or_default();
@@ -84,23 +88,8 @@ fn is_finished(rf: &ReportFile) -> bool {
         .is_some_and(FileState::is_finished)
 }
 
-/// How long a reconcile of `rf` may take: a READY report not yet copied into its store gets
-/// the copy's own limit on top (a large file's download and upload take their time).
-fn reconcile_limit(rf: &ReportFile) -> Duration {
-    let status = rf.status.as_ref();
-    let ready = status.and_then(|s| s.status) == Some(FileState::Ready);
-    let copying = rf.spec.store_ref.is_some()
-        && ready
-        && !renewal::is_delivered(status.and_then(|s| s.delivery.as_ref()));
-    if copying {
-        guard::RECONCILE_TIMEOUT + MAX_COPY_TIME
-    } else {
-        guard::RECONCILE_TIMEOUT
-    }
-}
-
 async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    guard::reconcile_within(rf.as_ref(), &ctx, reconcile_limit(&rf), async {
+    guard::reconcile(rf.as_ref(), &ctx, async {
         // Not before the caches are filled; and an older copy would repeat what our last write
         // recorded (a FUSION report, which `get` generates again).
         if let Some(wait) = ctx.hold_back(rf.as_ref()).await {
@@ -117,34 +106,6 @@ async fn reconcile(rf: Arc<ReportFile>, ctx: Arc<Context>) -> Result<Action, Err
         Reconciler::new(&rf, &ctx)?.run().await
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_ready_report_waiting_for_its_copy_may_take_the_copys_time() {
-        let file = |store: bool, status: serde_json::Value| -> ReportFile {
-            let mut doc = serde_json::json!({"apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportFile",
-                "metadata": {"name": "r", "namespace": "n"},
-                "spec": {"backendRef": {"name": "b"}, "name": "x", "eventType": "ONETIME", "format": "CSV"}, "status": status});
-            if store {
-                doc["spec"]["storeRef"] = serde_json::json!({"name": "bucket"});
-            }
-            serde_json::from_value(doc).expect("ReportFile")
-        };
-        let ready = serde_json::json!({"status": "READY"});
-        let copied = serde_json::json!({"status": "READY", "delivery": {"sha256": "ab", "deliveredTime": "2026-01-01T00:00:00Z"}});
-        let long = guard::RECONCILE_TIMEOUT + MAX_COPY_TIME;
-        assert_eq!(reconcile_limit(&file(true, ready.clone())), long);
-        assert_eq!(reconcile_limit(&file(true, copied)), guard::RECONCILE_TIMEOUT);
-        assert_eq!(
-            reconcile_limit(&file(true, serde_json::json!({"status": "IN_PROGRESS"}))),
-            guard::RECONCILE_TIMEOUT
-        );
-        assert_eq!(reconcile_limit(&file(false, ready)), guard::RECONCILE_TIMEOUT);
-    }
 }
 
 #[cfg(test)]

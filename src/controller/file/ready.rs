@@ -1,18 +1,19 @@
 //! A READY report's download kept in place: by its copy state ([`renewal::copy_state`]),
-//! the backend's URL renewed, the copy into the ReportStore made (the backend's download
-//! kept up while it fails), or the copy's presigned URL signed again. Each step asks
-//! [`renewal`] what to do and ends with the [`End`] it gives.
+//! the backend's URL renewed, the copy into the ReportStore handed to the delivery pool and
+//! its result recorded (the backend's download kept up meanwhile, and while it fails), or
+//! the copy's presigned URL signed again. Each step asks [`renewal`] what to do and ends
+//! with the [`End`] it gives.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::FutureExt;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::cached_backend_type;
-use super::copy::{self, ReadFrom};
+use super::copy::{self, Source};
 use super::decide::{self, End, News};
 use super::driver::{Halt, Reconciler};
 use super::renewal::{self, CopyState, RenewWhy};
@@ -21,17 +22,29 @@ use super::secret::{FileFacts, Observed, add_delivery, build_secret};
 use crate::api::reasons::{Delivered, EventReason};
 use crate::api::{BackendType, ReportStore, Retention};
 use crate::backend::{Download, ReportRequest};
-use crate::controller::bucket::Bucket;
+use crate::controller::bucket::{Bucket, Copied};
+use crate::controller::delivery_pool::Start;
 use crate::controller::error::Error;
 use crate::controller::finalizers;
 use crate::delivery::StoreError;
 
 /// Why a copy or a re-mint stopped: the store failed (the report goes on without its copy
-/// for now), or the reconcile ends.
+/// for now), the copy goes on in the delivery pool (or waits there, or for its retry), or
+/// the reconcile ends.
 enum CopyStop {
-    Failed { reason: Delivered, error: StoreError },
+    Failed {
+        reason: Delivered,
+        error: StoreError,
+    },
+    /// Look again after this long, at the latest: the pool wakes the ReportFile when its
+    /// copy ends or a slot is kept for it.
+    Later(Duration),
     Halt(Halt),
 }
+
+/// How long a ReportFile whose copy runs or waits in the pool goes without a look, unless
+/// the pool wakes it first.
+const COPY_LOOK_AGAIN: Duration = Duration::from_secs(300);
 
 impl From<StoreError> for CopyStop {
     fn from(error: StoreError) -> Self {
@@ -111,6 +124,7 @@ impl Reconciler<'_> {
         let retry = match self.copy(&seen).await {
             Ok(end) => return Ok(end),
             Err(CopyStop::Halt(h)) => return Err(h),
+            Err(CopyStop::Later(after)) => after,
             Err(CopyStop::Failed { reason, error }) => self.copy_failed(reason, &error).await,
         };
         let end = match self.keep_backend_url(seen).await {
@@ -126,6 +140,7 @@ impl Reconciler<'_> {
         match self.remint(&seen).await {
             Ok(end) => Ok(end),
             Err(CopyStop::Halt(h)) => Err(h),
+            Err(CopyStop::Later(after)) => Ok(End::Leave { requeue: Some(after) }),
             Err(CopyStop::Failed { reason, error }) => {
                 let retry = self.copy_failed(reason, &error).await;
                 Ok(End::Done { requeue: Some(retry) })
@@ -145,33 +160,49 @@ impl Reconciler<'_> {
         })
     }
 
-    /// Copies the report into its store and writes the Secret with the copy's URL.
+    /// The copy into the store: the result of the one the delivery pool made is recorded
+    /// (the Secret gets the copy's URL); otherwise one is handed to the pool, unless it runs
+    /// there already or waits for its retry.
     async fn copy(&mut self, seen: &Observed) -> Result<End, CopyStop> {
+        let pool = &self.ctx.deliveries;
+        let key = copy::pool_key(self.rf);
+        if let Some(result) = pool.take_result(&key) {
+            return self.record(result?, seen).await;
+        }
+        if pool.is_running(&key) {
+            return Err(CopyStop::Later(COPY_LOOK_AGAIN));
+        }
+        if let Some(wait) = renewal::copy_backoff(&self.status, &self.facts) {
+            return Err(CopyStop::Later(wait));
+        }
         let rs = self.report_store()?;
         let bucket = self.ctx.buckets.open(self.ctx, &self.namespace, &rs).await?;
-        let key = copy::key_of(self.rf, &rs, bucket.as_ref(), self.status.file_name.as_deref())?;
+        let object = copy::key_of(self.rf, &rs, bucket.as_ref(), self.status.file_name.as_deref())?;
         if rs.spec.retention() == Retention::Delete {
             // Before the object exists, so that no copy outlives a ReportFile deleted meanwhile.
             finalizers::ensure(self.rf, &self.api, retention::FINALIZER).await?;
         }
-        renewal::copy_started(&mut self.status, bucket.location(&key));
-        let started = Instant::now();
-        let from = self.read_from().await?;
         let extract = copy::extracts(&rs, cached_backend_type(self.ctx, self.rf));
-        let copied = copy::upload(bucket.as_ref(), from, &key, extract).await?;
-        let location = bucket.location(&copied.key);
-        let size = i64::try_from(copied.uploaded.size).unwrap_or(i64::MAX);
-        let type_ = self.backend_type();
-        let took = started.elapsed().as_secs_f64();
-        self.ctx.metrics.delivery.delivered(type_, copied.total, took);
-        info!(report = %self.name, namespace = %self.namespace, location = %location, size, "report copied into the store");
-        renewal::copied(
-            &mut self.status,
-            &self.facts,
-            location,
-            size,
-            copied.uploaded.sha256,
-        );
+        let source = self.source().await?;
+        let location = bucket.location(&object);
+        let job = move || copy::copy(bucket, source, object, extract).boxed();
+        match pool.start(&key, job) {
+            Start::Started | Start::Running => {
+                renewal::copy_started(&mut self.status, &self.facts, &location)
+            }
+            Start::Waiting => renewal::copy_waits(&mut self.status, &self.facts, pool.limits()),
+        }
+        Err(CopyStop::Later(COPY_LOOK_AGAIN))
+    }
+
+    /// Records what the pool's copy wrote, then writes the Secret with the copy's URL.
+    async fn record(&mut self, copied: Copied, seen: &Observed) -> Result<End, CopyStop> {
+        let size = copied.uploaded.size;
+        info!(report = %self.name, namespace = %self.namespace, location = %copied.location, size, "report copied into the store");
+        let connect = cached_backend_type(self.ctx, self.rf) == Some(BackendType::Connect);
+        renewal::copied(&mut self.status, &self.facts, &copied, connect);
+        let rs = self.report_store()?;
+        let bucket = self.ctx.buckets.open(self.ctx, &self.namespace, &rs).await?;
         let (location, expires) = self.write_presigned(bucket.as_ref(), &copied.key, seen).await?;
         Ok(renewal::delivered(
             &mut self.status,
@@ -251,40 +282,16 @@ impl Reconciler<'_> {
             .map(str::to_string)
     }
 
-    /// Where the copy reads the report from, asked of the backend now: a URL it gave
-    /// earlier may have expired (SUPPLIER: after 60 seconds), and a file that is the answer
-    /// itself (FUSION) is asked for again and streamed.
-    async fn read_from(&self) -> Result<ReadFrom, StoreError> {
+    /// The report's backend, for the copy to read the report from.
+    async fn source(&self) -> Result<Source, StoreError> {
         let (rb, backend) = self.backend().await.map_err(|n| StoreError::Source(n.message))?;
-        let req = ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec);
-        let type_ = rb.spec.type_.as_str();
-        let metrics = &self.ctx.metrics;
-        if backend.capabilities().file_in_answer {
-            return metrics
-                .call(type_, "download", backend.stream(&req))
-                .await
-                .map(ReadFrom::Stream)
-                .map_err(StoreError::source);
-        }
-        let id = decide::known_id(&self.status, &self.facts)
-            .ok_or_else(|| StoreError::Source("the report has no backend id".into()))?;
-        let report = metrics
-            .call(type_, "get", backend.get(&id, &req))
-            .await
-            .map_err(StoreError::source)?;
-        let download = metrics
-            .call(type_, "download", backend.download(&report, &req))
-            .await
-            .map_err(StoreError::source)?;
-        match download {
-            Download::Url { url, .. } => Ok(ReadFrom::Url(url)),
-            Download::Inline { content, .. } => Ok(ReadFrom::Stream(
-                futures::stream::iter([Ok(content.into())]).boxed(),
-            )),
-            Download::Streamed { .. } => Err(StoreError::Source(format!(
-                "{type_} gave no stream of a file too large to hold"
-            ))),
-        }
+        Ok(Source {
+            backend,
+            type_: rb.spec.type_.as_str(),
+            request: ReportRequest::for_report_file(&self.namespace, &self.name, &self.rf.spec),
+            id: decide::known_id(&self.status, &self.facts),
+            metrics: self.ctx.metrics.clone(),
+        })
     }
 
     /// Records a failed copy (or re-mint): the `Delivered` condition, a Warning Event once

@@ -16,11 +16,13 @@ pub use super::end::{RenewWhy, Source};
 use super::secret::Observed;
 use crate::api::reasons::{Delivered as DeliveredReason, FileReady};
 use crate::api::{
-    ANNOTATION_REFRESH_URL, CONDITION_DELIVERED, Delivery, FileState, LocalObjectReference, ReportFileStatus,
-    find_condition,
+    ANNOTATION_REFRESH_URL, CONDITION_DELIVERED, ConnectArchive, Delivery, FileState, LocalObjectReference,
+    ReportFileStatus, find_condition,
 };
 use crate::backend::Download;
+use crate::controller::bucket::Copied;
 use crate::controller::conditions::{Cond, cut_to, set_condition};
+use crate::controller::fair_share::Limits;
 use crate::controller::outcome::BACKEND_WAIT;
 
 /// How long before a backend's URL expires it is re-minted (while kept fresh).
@@ -247,21 +249,77 @@ pub fn presigned_url(
     }
 }
 
-/// The copy begins, into the object at `location`: recorded before anything is uploaded.
-pub fn copy_started(s: &mut ReportFileStatus, location: String) {
-    let delivery = s.delivery.get_or_insert_with(Delivery::default);
-    delivery.location = Some(location);
-    delivery.attempts = Some(delivery.attempts.unwrap_or(0).saturating_add(1));
+/// The wait before the next try of a copy that failed, if it is not due yet: 5 s after the
+/// first failure, doubling to 5 minutes (by `attempts` and `lastFailureTime`, so that
+/// neither the failure's own status write nor any other wake brings it sooner).
+pub fn copy_backoff(s: &ReportFileStatus, f: &Facts) -> Option<Duration> {
+    let d = s.delivery.as_ref()?;
+    let failed = d.last_failure_time?;
+    let retry = retry_after(d.attempts.unwrap_or(1));
+    let due = failed.checked_add_signed(TimeDelta::from_std(retry).ok()?)?;
+    // A failure time in the future (a clock that jumped, a hand-edited status) waits no
+    // longer than the backoff itself.
+    (due > f.now).then(|| (due - f.now).to_std().unwrap_or_default().min(retry))
 }
 
-/// The copy is in the store, at `location` (the main file of an unpacked archive): recorded
-/// before its URL is written into the Secret.
-pub fn copied(s: &mut ReportFileStatus, f: &Facts, location: String, size: i64, sha256: String) {
+/// Whether `Delivered` tells of a failed copy (retried with backoff).
+fn copy_has_failed(s: &ReportFileStatus) -> bool {
+    find_condition(&s.conditions, CONDITION_DELIVERED).is_some_and(|c| {
+        c.status == "False"
+            && !matches!(
+                DeliveredReason::parse(&c.reason),
+                Some(DeliveredReason::Copying | DeliveredReason::Queued)
+            )
+    })
+}
+
+/// `Delivered` False with `reason`, unless it tells of a failure: that stays until the copy
+/// is made (or fails otherwise), so that a failure is told once however often it is retried.
+fn copy_in_progress(s: &mut ReportFileStatus, f: &Facts, reason: DeliveredReason, message: String) {
+    if copy_has_failed(s) {
+        return;
+    }
+    set_condition(
+        &mut s.conditions,
+        Cond::new(CONDITION_DELIVERED, false, reason, message),
+        f.generation,
+        f.now,
+    );
+}
+
+/// The copy into `location` runs in the delivery pool.
+pub fn copy_started(s: &mut ReportFileStatus, f: &Facts, location: &str) {
+    let message =
+        format!("copying the report into {location}; the Secret keeps the backend's download meanwhile");
+    copy_in_progress(s, f, DeliveredReason::Copying, message);
+}
+
+/// The copy waits for a slot in the delivery pool (`limits`).
+pub fn copy_waits(s: &mut ReportFileStatus, f: &Facts, limits: Limits) {
+    let message = format!(
+        "waiting for a slot in the delivery pool: at most {} copies of a namespace run at once, {} in all; the Secret keeps the backend's download meanwhile",
+        limits.per_namespace, limits.total
+    );
+    copy_in_progress(s, f, DeliveredReason::Queued, message);
+}
+
+/// The copy is in the store: what it wrote is recorded (of a CONNECT report, also whether
+/// its ZIP was unpacked), before its URL is written into the Secret.
+pub fn copied(s: &mut ReportFileStatus, f: &Facts, copied: &Copied, connect: bool) {
+    let archive = connect.then_some(if copied.unpacked {
+        ConnectArchive::Extract
+    } else {
+        ConnectArchive::Store
+    });
     let delivery = s.delivery.get_or_insert_with(Delivery::default);
-    delivery.location = Some(location);
-    delivery.size = Some(size);
-    delivery.sha256 = Some(sha256);
+    delivery.location = Some(copied.location.clone());
+    delivery.objects = copied.locations.clone();
+    delivery.connect_archive = archive;
+    delivery.size = Some(i64::try_from(copied.uploaded.size).unwrap_or(i64::MAX));
+    delivery.sha256 = Some(copied.uploaded.sha256.clone());
     delivery.delivered_time = Some(f.now);
+    delivery.attempts = Some(delivery.attempts.unwrap_or(0).saturating_add(1));
+    delivery.last_failure_time = None;
 }
 
 /// The Secret holds a presigned URL of the copy at `location`, made now and expiring at
@@ -356,12 +414,10 @@ pub struct CopyFailed {
 pub fn copy_failed(s: &mut ReportFileStatus, f: &Facts, reason: DeliveredReason, error: &str) -> CopyFailed {
     let told = find_condition(&s.conditions, CONDITION_DELIVERED)
         .is_some_and(|c| c.status == "False" && c.reason == reason.as_str());
-    let failures = s
-        .delivery
-        .get_or_insert_with(Delivery::default)
-        .attempts
-        .unwrap_or(1)
-        .max(1);
+    let delivery = s.delivery.get_or_insert_with(Delivery::default);
+    let failures = delivery.attempts.unwrap_or(0).saturating_add(1);
+    delivery.attempts = Some(failures);
+    delivery.last_failure_time = Some(f.now);
     let message = format!("{error}; retried with backoff, the Secret keeps the backend's download meanwhile");
     set_condition(
         &mut s.conditions,
