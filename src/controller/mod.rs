@@ -43,6 +43,7 @@ mod metrics;
 mod outbound;
 mod outcome;
 mod registry;
+mod shards;
 mod store;
 
 use std::sync::Arc;

@@ -1,0 +1,3 @@
+//! Several replicas share the work: namespaces in shards, one Lease per shard.
+mod hash;
+mod plan;
