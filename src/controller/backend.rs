@@ -49,13 +49,18 @@ pub async fn controller(
     let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A Secret change wakes the backends that read it (credentials or CA).
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let readers = index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
-            readers
-                .iter()
-                .map(|rb| ObjectRef::from_obj(&**rb))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            ctx.shards.only_held(move |secret: PartialObjectMeta<Secret>| {
+                let readers =
+                    index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
+                readers
+                    .iter()
+                    .map(|rb| ObjectRef::from_obj(&**rb))
+                    .collect::<Vec<_>>()
+            }),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -20,6 +20,7 @@ use super::events::Events;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
+use super::shards::Shards;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
 
@@ -42,6 +43,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Where calls to backends and stores may go (the `--outbound-*` flags).
     pub outbound: Arc<OutboundPolicy>,
+    /// The namespaces this replica reconciles now (all of them without `--sharding`).
+    pub shards: Shards,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -59,6 +62,7 @@ impl Context {
         secrets: Store<PartialObjectMeta<Secret>>,
         stores: Store<ReportStore>,
         outbound: Arc<OutboundPolicy>,
+        shards: Shards,
     ) -> Self {
         let reporter = Reporter {
             controller: "report-operator".into(),
@@ -68,6 +72,7 @@ impl Context {
             events: Events::start(Recorder::new(client.clone(), reporter)),
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
             outbound,
+            shards,
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -169,8 +174,7 @@ impl Context {
     /// write to it: acting on it would repeat what that write recorded. The watch brings the
     /// write soon (and wakes the object then).
     pub async fn hold_back<K: Resource>(&self, obj: &K) -> Option<Action> {
-        // The sender lives in `self`, so waiting ends only with `true`.
-        let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
+        self.caches_filled().await;
         self.own_writes
             .cache_is_behind(obj)
             .then(|| Action::requeue(CACHE_CATCH_UP))
@@ -189,6 +193,12 @@ impl Context {
         )?;
         self.caches_synced.send_replace(true);
         Ok(())
+    }
+
+    /// Resolves once every cache has listed once (see [`Context::fill_caches`]).
+    pub async fn caches_filled(&self) {
+        // The sender lives in `self`, so waiting ends only with `true`.
+        let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
     }
 
     /// Marks the operator ready (caches synced) for `/readyz`.

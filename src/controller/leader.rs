@@ -79,6 +79,11 @@ pub fn verdict(last_renewal: SystemTime, now: SystemTime, duration: Duration) ->
     }
 }
 
+/// Who this process is to the other replicas: its pod's name, or a random one outside a pod.
+pub fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()))
+}
+
 /// The Lease while this process holds it.
 pub struct Leadership {
     lost: watch::Receiver<bool>,
@@ -99,8 +104,7 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
         });
     }
     let duration = Duration::from_secs(seconds);
-    let identity =
-        std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
+    let identity = identity();
     let lease = args.leader_election_lease_name.clone();
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
         .with_namespace(&args.leader_election_namespace)

@@ -42,15 +42,19 @@ pub async fn controller(
     let stores = ctl.store();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A credentials change wakes the stores that read that Secret.
-        .watches(secrets, watcher::Config::default(), move |secret| {
-            let (namespace, name) = (secret.namespace(), secret.name_any());
-            stores
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == namespace && s.spec.credentials_secret_ref.name == name)
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            ctx.shards.only_held(move |secret: PartialObjectMeta<Secret>| {
+                let (namespace, name) = (secret.namespace(), secret.name_any());
+                stores
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == namespace && s.spec.credentials_secret_ref.name == name)
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            }),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
