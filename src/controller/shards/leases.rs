@@ -1,18 +1,21 @@
-//! The shard manager: reads the Leases, asks [`plan`] what to do, writes what it says, and
-//! keeps [`Shards`] and a watchdog per held shard up to date. All the deciding is in `plan`;
-//! this is the I/O around it.
+//! The shard manager: reads the Leases, asks [`plan`] what to take and give back, writes it,
+//! and keeps [`Shards`] up to date. All the deciding is in `plan`; this is the I/O around it.
 //!
-//! Every [`leader::poll_interval`] it lists this release's Leases (one LIST, by label) and
-//! writes the steps of the plan at once, each write bounded by [`leader::request_timeout`]
-//! and made over the resourceVersion last seen, so that of two replicas reaching for one Lease
-//! only one succeeds. A held shard is renewed every third of the Lease duration; its
-//! watchdog ([`leader::watchdog`]) counts from the last renewal that reached the API server
-//! and stops the shard at `duration − margin`, whatever the reads and writes are doing.
+//! - Every [`leader::poll_interval`] one LIST (by label) reads this release's Leases, and the
+//!   plan's takes and releases are written at once, each over the resourceVersion last seen,
+//!   so that of two replicas reaching for one Lease only one succeeds.
+//! - Each held Lease has a task of its own that renews it every third of its duration, so
+//!   that a slow LIST or another Lease's slow write never holds a renewal back. A try may take
+//!   until the watchdog's deadline (as client-go's renew deadline): a renewal answered late
+//!   still counts from when it was sent. A failed try is repeated.
+//! - Each held shard has a watchdog ([`leader::watchdog`]) that counts from the last renewal
+//!   that reached the API server and stops the shard at `duration − margin`, whatever the
+//!   requests are doing.
 //!
 //! Lease names: `<prefix>-shard-<i>` and `<prefix>-member-<i>` for `i` below the shard count,
 //! labelled with the prefix and annotated with the shard count of their writer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
@@ -21,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::held::Shards;
@@ -70,8 +74,8 @@ pub async fn run(
         on_takeover,
         known: HashMap::new(),
         since: HashMap::new(),
-        holding: Holding::default(),
-        watched: HashMap::new(),
+        held: HashMap::new(),
+        ever_held: BTreeSet::new(),
     };
     info!(
         identity = %manager.config.identity,
@@ -81,7 +85,12 @@ pub async fn run(
     );
     let tick = leader::poll_interval(manager.config.duration);
     loop {
-        manager.round().await;
+        // A round cut short leaves at most a Lease we wrote but do not know we hold: it
+        // lapses. What we know we hold is released below.
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = manager.round() => {}
+        }
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(tick) => {}
@@ -95,46 +104,49 @@ struct Manager {
     config: Config,
     shards: Shards,
     on_takeover: OnTakeover,
-    /// The newest version of each Lease known here, by name: listed or written by us.
+    /// The newest version of each Lease known here, by name, from the last LIST.
     known: HashMap<String, Lease>,
     /// Since when each Lease has been seen at its resourceVersion.
     since: HashMap<String, (String, Instant)>,
-    holding: Holding,
-    /// Per held shard: its term, and the renewals its watchdog counts from.
-    watched: HashMap<u16, Watched>,
+    /// The Leases we hold.
+    held: HashMap<plan::Lease, Held>,
+    /// Shards this process has held: their budgets here are exact.
+    ever_held: BTreeSet<u16>,
 }
 
-struct Watched {
-    term: u64,
-    renewals: watch::Sender<SystemTime>,
-    watchdog: tokio::task::JoinHandle<()>,
+/// A Lease we hold: the task that renews it, the version it wrote last, and for a shard, the
+/// term it is held under and its watchdog.
+struct Held {
+    renewer: JoinHandle<()>,
+    latest: watch::Receiver<Lease>,
+    shard: Option<(u64, JoinHandle<()>)>,
 }
 
-impl Drop for Watched {
+impl Drop for Held {
     fn drop(&mut self) {
-        self.watchdog.abort();
+        self.renewer.abort();
+        if let Some((_, watchdog)) = &self.shard {
+            watchdog.abort();
+        }
     }
 }
 
 impl Manager {
     async fn round(&mut self) {
-        // Shards whose watchdog stopped them are no longer ours to renew.
-        let stopped: Vec<u16> = self
-            .watched
-            .iter()
-            .filter(|(shard, w)| self.shards.term(**shard) != Some(w.term))
-            .map(|(shard, _)| *shard)
-            .collect();
-        for shard in stopped {
-            self.watched.remove(&shard);
-            self.holding.shards.remove(&shard);
-        }
-        let timeout = leader::request_timeout(self.config.duration);
+        // Shards whose watchdog stopped them, and Leases whose renewer gave up, are not ours.
+        let shards = &self.shards;
+        self.held.retain(|lease, held| match (lease, &held.shard) {
+            (plan::Lease::Shard(s), Some((term, _))) => shards.term(*s) == Some(*term),
+            _ => !held.renewer.is_finished(),
+        });
+        // A slow API server makes rounds slower, not blind.
+        let timeout = 2 * leader::margin(self.config.duration);
         let selector = ListParams::default().labels(&format!("{LABEL_LEASE_SET}={}", self.config.prefix));
+        // Nothing is decided on an old view: the renewers keep what is held meanwhile.
         match tokio::time::timeout(timeout, self.api.list(&selector)).await {
             Ok(Ok(list)) => self.observe(list.items, Instant::now()),
-            Ok(Err(e)) => debug!(error = %e, "listing the shard Leases failed"),
-            Err(_) => debug!(?timeout, "listing the shard Leases timed out"),
+            Ok(Err(e)) => return debug!(error = %e, "listing the shard Leases failed"),
+            Err(_) => return debug!(?timeout, "listing the shard Leases timed out"),
         }
         let now = Instant::now();
         let (shard_leases, member_leases) = (self.seen(Kind::Shard, now), self.seen(Kind::Member, now));
@@ -145,17 +157,29 @@ impl Manager {
                 shards: self.config.shards,
                 shard_leases: &shard_leases,
                 member_leases: &member_leases,
-                renew_every: self.config.duration / 3,
             },
-            &self.holding,
+            &self.holding(),
         );
         self.execute(steps).await;
     }
 
     async fn stop(&mut self) {
-        let steps = plan::stop(&self.holding);
+        let steps = plan::stop(&self.holding());
         self.execute(steps).await;
         info!("released the shard Leases");
+    }
+
+    fn holding(&self) -> Holding {
+        let mut holding = Holding::default();
+        for lease in self.held.keys() {
+            match *lease {
+                plan::Lease::Shard(s) => {
+                    holding.shards.insert(s);
+                }
+                plan::Lease::Member(slot) => holding.member = Some(slot),
+            }
+        }
+        holding
     }
 
     /// Notes each listed Lease and since when it has looked like this.
@@ -198,139 +222,125 @@ impl Manager {
             .collect()
     }
 
-    /// Takes the steps: first what stops reconciling (at once, before any write), then the
-    /// writes, all at the same time.
+    /// Takes the steps: first stops what is given back or lost (at once, before any write),
+    /// then writes the takes and releases, all at the same time.
     async fn execute(&mut self, steps: Vec<Step>) {
-        for step in &steps {
-            if let (Act::Release | Act::Forget, plan::Lease::Shard(shard)) = (step.act, step.lease) {
-                self.let_go(shard);
-                if step.act == Act::Forget {
-                    warn!(
-                        shard,
-                        "another replica changed this shard's Lease; stopped reconciling it"
-                    );
+        let mut writes = Vec::new();
+        for step in steps {
+            let name = self.name(Kind::of(step.lease), index(step.lease));
+            let base = match step.act {
+                Act::Take => self.known.get(&name).cloned(),
+                Act::Release | Act::Forget => {
+                    let held = self.let_go(step.lease);
+                    if step.act == Act::Forget {
+                        warn!(lease = %name, "another replica changed this Lease; stopped using it");
+                        continue;
+                    }
+                    // The version our renewer wrote last is newer than the listed one.
+                    held.map(|h| h.latest.borrow().clone())
                 }
-            }
-            if let (Act::Forget, plan::Lease::Member(_)) = (step.act, step.lease) {
-                self.holding.member = None;
-            }
-        }
-        let timeout = leader::request_timeout(self.config.duration);
-        let writes = steps
-            .into_iter()
-            .filter(|step| step.act != Act::Forget)
-            .map(|step| {
-                let name = self.name(Kind::of(step.lease), index(step.lease));
-                let old = self.known.get(&name).cloned();
-                let at = SystemTime::now();
-                let lease = self.written(step.act, &name, old.as_ref(), at);
-                let api = self.api.clone();
-                async move {
-                    let sent = Instant::now();
-                    let write = async {
-                        match &old {
-                            None => api.create(&PostParams::default(), &lease).await,
-                            Some(_) => api.replace(&name, &PostParams::default(), &lease).await,
-                        }
-                    };
-                    let result = match tokio::time::timeout(timeout, write).await {
-                        Ok(result) => result.map_err(|e| e.to_string()),
-                        Err(_) => Err(format!("no answer within {timeout:?}")),
-                    };
-                    (step, old, result, at, sent)
-                }
+            };
+            let at = SystemTime::now();
+            let lease = written(&self.config, step.act, &name, base.as_ref(), at);
+            let api = self.api.clone();
+            let timeout = leader::margin(self.config.duration);
+            let identity = self.config.identity.clone();
+            writes.push(async move {
+                let sent = Instant::now();
+                let result = match (step.act, &base) {
+                    (Act::Take, None) => bounded(timeout, api.create(&PostParams::default(), &lease)).await,
+                    (Act::Take, Some(_)) => {
+                        bounded(timeout, api.replace(&name, &PostParams::default(), &lease)).await
+                    }
+                    // Over our own latest version: read it back once if a renewal in flight
+                    // when we stopped the renewer moved it on.
+                    _ => {
+                        write_over_own(&api, &name, lease, &identity, timeout, |l| {
+                            if let Some(spec) = l.spec.as_mut() {
+                                spec.holder_identity = None;
+                                spec.renew_time = Some(micro_time(at));
+                            }
+                        })
+                        .await
+                    }
+                };
+                (step, base, result, at, sent)
             });
-        for (step, old, result, at, sent) in join_all(writes).await {
-            self.written_back(step, old, result, at, sent);
         }
-    }
-
-    /// What a step writes over `old` (or a new Lease named `name`) at `at`.
-    fn written(&self, act: Act, name: &str, old: Option<&Lease>, at: SystemTime) -> Lease {
-        let mut lease = old.cloned().unwrap_or_else(|| Lease {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: Some(self.config.namespace.clone()),
-                ..Default::default()
-            },
-            spec: None,
-        });
-        lease.metadata.managed_fields = None;
-        lease
-            .metadata
-            .labels
-            .get_or_insert_default()
-            .insert(LABEL_LEASE_SET.into(), self.config.prefix.clone());
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(ANNOTATION_SHARDS.into(), self.config.shards.to_string());
-        let now = micro_time(at);
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        spec.lease_duration_seconds = i32::try_from(self.config.duration.as_secs()).ok();
-        spec.renew_time = Some(now.clone());
-        match act {
-            Act::Take => {
-                spec.holder_identity = Some(self.config.identity.clone());
-                spec.acquire_time = Some(now);
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+        for (step, base, result, at, sent) in join_all(writes).await {
+            match (step.act, result) {
+                (Act::Take, Ok(written)) => self.took(step.lease, base.as_ref(), written, at, sent),
+                (Act::Release, Ok(_)) => info!(lease = ?step.lease, "released"),
+                // Someone else took it first, or the API server is slow: the next round sees.
+                (act, Err(error)) => {
+                    debug!(lease = ?step.lease, ?act, %error, "writing a shard Lease failed")
+                }
+                (Act::Forget, Ok(_)) => {}
             }
-            Act::Renew => spec.holder_identity = Some(self.config.identity.clone()),
-            // The renewal time says when the holder stopped: its last backend call was before.
-            Act::Release | Act::Forget => spec.holder_identity = None,
         }
-        lease
     }
 
-    /// Notes the answer to one write.
-    fn written_back(
+    /// A Lease became ours: for a shard, budgets of a previous holder count as spent, then
+    /// its reconciles start, under a watchdog counting from this take; then its renewer.
+    fn took(
         &mut self,
-        step: Step,
-        old: Option<Lease>,
-        result: Result<Lease, String>,
+        lease: plan::Lease,
+        base: Option<&Lease>,
+        written: Lease,
         at: SystemTime,
         sent: Instant,
     ) {
-        let Step { act, lease } = step;
-        let written = match result {
-            Ok(written) => written,
-            Err(error) => {
-                // A conflict: someone wrote it since we read it (we will see who next round).
-                // Anything else: the next round tries again, and the watchdog keeps time.
-                debug!(?lease, ?act, %error, "writing a shard Lease failed");
-                return;
-            }
+        let (renewals, seen) = watch::channel(at);
+        let shard = match lease {
+            plan::Lease::Member(_) => None,
+            plan::Lease::Shard(shard) => self.start_shard(shard, base, seen),
         };
+        if matches!(lease, plan::Lease::Shard(_)) && shard.is_none() {
+            return;
+        }
+        // Our own view of it until the next LIST.
         if let Some(name) = written.metadata.name.clone() {
-            self.known.insert(name, written);
+            self.known.insert(name, written.clone());
         }
-        match (act, lease) {
-            (Act::Take | Act::Renew, plan::Lease::Member(slot)) => self.holding.member = Some((slot, sent)),
-            (Act::Take, plan::Lease::Shard(shard)) => self.took(shard, old.as_ref(), at, sent),
-            (Act::Renew, plan::Lease::Shard(shard)) => {
-                if let (Some(w), Some(renewed)) =
-                    (self.watched.get(&shard), self.holding.shards.get_mut(&shard))
-                {
-                    *renewed = sent;
-                    w.renewals.send_replace(at);
-                }
-            }
-            (Act::Release, plan::Lease::Shard(shard)) => info!(shard, "released shard"),
-            (Act::Release | Act::Forget, plan::Lease::Member(_)) | (Act::Forget, plan::Lease::Shard(_)) => {}
-        }
+        let (latest_tx, latest) = watch::channel(written.clone());
+        let renewer = tokio::spawn(renew(
+            self.api.clone(),
+            written,
+            self.config.identity.clone(),
+            self.config.duration,
+            sent,
+            renewals,
+            latest_tx,
+        ));
+        self.held.insert(
+            lease,
+            Held {
+                renewer,
+                latest,
+                shard,
+            },
+        );
     }
 
-    /// A shard became ours: budgets of a previous holder count as spent, then its
-    /// reconciles start, under a watchdog counting from this take.
-    fn took(&mut self, shard: u16, old: Option<&Lease>, at: SystemTime, sent: Instant) {
-        let previous = old.and_then(|lease| lease.spec.as_ref());
+    /// Marks `shard` held, after counting a previous holder's budgets as spent, with a
+    /// watchdog on `renewals`; its term and watchdog.
+    fn start_shard(
+        &mut self,
+        shard: u16,
+        base: Option<&Lease>,
+        renewals: watch::Receiver<SystemTime>,
+    ) -> Option<(u64, JoinHandle<()>)> {
+        let previous = base.and_then(|lease| lease.spec.as_ref());
         let holder = previous
             .and_then(|s| s.holder_identity.clone())
             .filter(|h| !h.is_empty());
         // Until when the previous holder may have called backends: until now if it held the
-        // Lease (it lapsed, or was ours before a restart), until it released it otherwise.
+        // Lease (it lapsed, or was ours in an earlier process), until it released it
+        // otherwise. Our own earlier holding in this process is in our own limiters already.
+        let ours =
+            holder.as_deref() == Some(self.config.identity.as_str()) && self.ever_held.contains(&shard);
         let active_until = match (&holder, previous.and_then(|s| s.renew_time.as_ref())) {
+            _ if ours => None,
             (Some(_), _) => Some(SystemTime::now()),
             (None, Some(released)) => Some(SystemTime::from(released.0)),
             (None, None) => None,
@@ -338,14 +348,12 @@ impl Manager {
         if let Some(until) = active_until {
             (self.on_takeover)(shard, until);
         }
-        let Some(term) = self.shards.hold(shard) else {
-            return;
-        };
-        let (renewals, seen) = watch::channel(at);
+        let term = self.shards.hold(shard)?;
+        self.ever_held.insert(shard);
         let duration = self.config.duration;
         let shards = self.shards.clone();
         let watchdog = tokio::spawn(async move {
-            let age = leader::watchdog(duration, seen).await;
+            let age = leader::watchdog(duration, renewals).await;
             warn!(
                 shard,
                 last_renewal_age = ?age,
@@ -354,28 +362,23 @@ impl Manager {
             );
             shards.let_go(shard, term);
         });
-        self.watched.insert(
-            shard,
-            Watched {
-                term,
-                renewals,
-                watchdog,
-            },
-        );
-        self.holding.shards.insert(shard, sent);
         info!(
             shard,
             previous_holder = holder.as_deref().unwrap_or("none"),
             "took shard"
         );
+        Some((term, watchdog))
     }
 
-    /// Stops reconciling `shard` now.
-    fn let_go(&mut self, shard: u16) {
-        self.holding.shards.remove(&shard);
-        if let Some(w) = self.watched.remove(&shard) {
-            self.shards.let_go(shard, w.term);
+    /// Stops using `lease` now: a shard's reconciles are dropped, its renewer stopped.
+    fn let_go(&mut self, lease: plan::Lease) -> Option<Held> {
+        let held = self.held.remove(&lease)?;
+        held.renewer.abort();
+        if let (plan::Lease::Shard(shard), Some((term, _))) = (lease, &held.shard) {
+            self.shards.let_go(shard, *term);
+            info!(shard, "stopped reconciling shard");
         }
+        Some(held)
     }
 
     fn name(&self, kind: Kind, i: u16) -> String {
@@ -385,6 +388,141 @@ impl Manager {
         };
         format!("{}-{kind}-{i}", self.config.prefix)
     }
+}
+
+/// Renews `lease` every third of `duration` from `renewed` until aborted or the Lease is no
+/// longer ours, telling the watchdog (`renewals`) and the manager (`latest`) of each renewal.
+async fn renew(
+    api: Api<Lease>,
+    mut lease: Lease,
+    identity: String,
+    duration: Duration,
+    mut renewed: Instant,
+    renewals: watch::Sender<SystemTime>,
+    latest: watch::Sender<Lease>,
+) {
+    let name = lease.metadata.name.clone().unwrap_or_default();
+    let limit = duration.saturating_sub(leader::margin(duration));
+    loop {
+        tokio::time::sleep_until((renewed + duration / 3).into()).await;
+        loop {
+            let at = SystemTime::now();
+            let sent = Instant::now();
+            // Past the deadline the watchdog has stopped the shard; a renewal that gets
+            // through still saves the manager a round to take it back.
+            let timeout = (renewed + limit)
+                .saturating_duration_since(sent)
+                .max(leader::margin(duration));
+            let result = write_over_own(&api, &name, lease.clone(), &identity, timeout, |l| {
+                if let Some(spec) = l.spec.as_mut() {
+                    spec.renew_time = Some(micro_time(at));
+                }
+            })
+            .await;
+            match result {
+                Ok(written) => {
+                    renewals.send_replace(at);
+                    latest.send_replace(written.clone());
+                    lease = written;
+                    renewed = sent;
+                    break;
+                }
+                Err(WriteError::NotOurs) => {
+                    warn!(lease = %name, "the Lease is no longer ours; stopped renewing it");
+                    return;
+                }
+                Err(e) => {
+                    debug!(lease = %name, error = %e, "renewing a Lease failed; trying again");
+                    tokio::time::sleep(leader::poll_interval(duration)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Why a write of a Lease failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    /// It names another holder, or none, or is gone.
+    #[error("the Lease is not ours")]
+    NotOurs,
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(WriteError::Timeout(timeout)),
+    }
+}
+
+/// Writes `lease` (ours) changed by `change`; when the version we had is no longer the
+/// latest (an earlier write's answer was lost), reads it back and, if it still names us,
+/// writes over the new one.
+async fn write_over_own(
+    api: &Api<Lease>,
+    name: &str,
+    mut lease: Lease,
+    identity: &str,
+    timeout: Duration,
+    change: impl Fn(&mut Lease),
+) -> Result<Lease, WriteError> {
+    change(&mut lease);
+    match bounded(timeout, api.replace(name, &PostParams::default(), &lease)).await {
+        Err(WriteError::Api(kube::Error::Api(e))) if e.code == 409 => {
+            let mut current = bounded(timeout, api.get(name)).await?;
+            let holder = current.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+            if holder != Some(identity) {
+                return Err(WriteError::NotOurs);
+            }
+            change(&mut current);
+            bounded(timeout, api.replace(name, &PostParams::default(), &current)).await
+        }
+        Err(WriteError::Api(kube::Error::Api(e))) if e.code == 404 => Err(WriteError::NotOurs),
+        other => other,
+    }
+}
+
+/// What a take or a release writes over `base` (or a new Lease named `name`) at `at`.
+fn written(config: &Config, act: Act, name: &str, base: Option<&Lease>, at: SystemTime) -> Lease {
+    let mut lease = base.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(config.namespace.clone()),
+            ..Default::default()
+        },
+        spec: None,
+    });
+    lease.metadata.managed_fields = None;
+    lease
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert(LABEL_LEASE_SET.into(), config.prefix.clone());
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_SHARDS.into(), config.shards.to_string());
+    let now = micro_time(at);
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    spec.lease_duration_seconds = i32::try_from(config.duration.as_secs()).ok();
+    spec.renew_time = Some(now.clone());
+    if act == Act::Take {
+        spec.holder_identity = Some(config.identity.clone());
+        spec.acquire_time = Some(now);
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+    } else {
+        // The renewal time says when the holder stopped: its last backend call was before.
+        spec.holder_identity = None;
+    }
+    lease
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,5 +602,46 @@ mod tests {
         for bad in ["", "-x", "x-", "Report", "a.b", &"x".repeat(64)] {
             assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_take_names_us_and_a_release_nobody_with_the_time_of_the_stop() {
+        let config = Config {
+            namespace: "ops".into(),
+            prefix: "report-operator".into(),
+            identity: "pod-a".into(),
+            shards: 16,
+            duration: Duration::from_secs(15),
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let taken = written(&config, Act::Take, "report-operator-shard-3", None, at);
+        assert_eq!(taken.metadata.name.as_deref(), Some("report-operator-shard-3"));
+        assert_eq!(
+            taken
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_LEASE_SET))
+                .map(String::as_str),
+            Some("report-operator")
+        );
+        assert_eq!(annotation(&taken, ANNOTATION_SHARDS), Some("16"));
+        let spec = taken.spec.clone().expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("pod-a"));
+        assert_eq!(spec.lease_duration_seconds, Some(15));
+        assert_eq!(spec.lease_transitions, Some(1));
+        assert_eq!(spec.renew_time.map(|t| SystemTime::from(t.0)), Some(at));
+        let later = at + Duration::from_secs(60);
+        let released = written(
+            &config,
+            Act::Release,
+            "report-operator-shard-3",
+            Some(&taken),
+            later,
+        );
+        let spec = released.spec.expect("spec");
+        assert_eq!(spec.holder_identity, None);
+        assert_eq!(spec.lease_transitions, Some(1));
+        assert_eq!(spec.renew_time.map(|t| SystemTime::from(t.0)), Some(later));
     }
 }

@@ -14,8 +14,9 @@
 //!   so that shards are never left alone when the member count is off.
 //! - **Giving back.** A replica above its share releases its least preferred shards. Another
 //!   live replica is then below its share (the shares add up to at least `N`) and takes them.
-//! - **Renewing.** Held Leases are renewed every third of their duration; the watchdog stops
-//!   a shard at `duration − margin` after the last renewal that reached the API server.
+//! - **Renewing** is not decided here: each held Lease has a task of its own that renews it
+//!   every third of its duration (`leases`), and a watchdog that stops the shard at
+//!   `duration − margin` after the last renewal that reached the API server.
 //! - **Forgetting.** A held Lease that names another holder, or none, or is gone, was changed
 //!   by someone else: the replica stops that shard at once and writes nothing.
 //! - **Another shard count.** While a live shard Lease was written by a replica with another
@@ -23,7 +24,7 @@
 //!   (changing `--shards` thus waits until the old replicas are gone).
 //! - **Stopping** (SIGTERM): release everything, so that the others take over at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::hash::preference;
@@ -75,8 +76,6 @@ pub enum Lease {
 pub enum Act {
     /// Write us as its holder (a new transition).
     Take,
-    /// Write a new renewal time.
-    Renew,
     /// Stop reconciling it, then write it without a holder.
     Release,
     /// Stop reconciling it at once, and write nothing: someone else changed it.
@@ -100,16 +99,13 @@ pub struct Observed<'a> {
     pub shard_leases: &'a [Option<Seen>],
     /// By member slot.
     pub member_leases: &'a [Option<Seen>],
-    /// How old a renewal may get before the next one.
-    pub renew_every: Duration,
 }
 
-/// What this replica holds, with the time of the last renewal of each that reached the API
-/// server.
+/// What this replica holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holding {
-    pub shards: BTreeMap<u16, Instant>,
-    pub member: Option<(u16, Instant)>,
+    pub shards: BTreeSet<u16>,
+    pub member: Option<u16>,
 }
 
 /// The steps of one round, in the order to take them.
@@ -118,14 +114,11 @@ pub fn plan(o: &Observed, held: &Holding) -> Vec<Step> {
     let mut step = |act, lease| steps.push(Step { act, lease });
 
     match held.member {
-        Some((slot, renewed)) => match o.member(slot) {
-            Some(seen) if seen.holder.as_deref() == Some(o.me) => {
-                if o.due(renewed) {
-                    step(Act::Renew, Lease::Member(slot));
-                }
+        Some(slot) => {
+            if o.member(slot).and_then(|seen| seen.holder.as_deref()) != Some(o.me) {
+                step(Act::Forget, Lease::Member(slot));
             }
-            _ => step(Act::Forget, Lease::Member(slot)),
-        },
+        }
         None => {
             let free = (0..o.shards).filter(|slot| o.free(o.member(*slot)));
             if let Some(slot) = free.max_by_key(|slot| preference(o.me, *slot)) {
@@ -135,14 +128,9 @@ pub fn plan(o: &Observed, held: &Holding) -> Vec<Step> {
     }
 
     let mut kept: Vec<u16> = Vec::new();
-    for (&shard, &renewed) in &held.shards {
-        match o.shard(shard) {
-            Some(seen) if seen.holder.as_deref() == Some(o.me) => {
-                kept.push(shard);
-                if o.due(renewed) {
-                    step(Act::Renew, Lease::Shard(shard));
-                }
-            }
+    for &shard in &held.shards {
+        match o.shard(shard).and_then(|seen| seen.holder.as_deref()) {
+            Some(holder) if holder == o.me => kept.push(shard),
             _ => step(Act::Forget, Lease::Shard(shard)),
         }
     }
@@ -159,7 +147,7 @@ pub fn plan(o: &Observed, held: &Holding) -> Vec<Step> {
         return steps;
     }
     let mut free: Vec<u16> = (0..o.shards)
-        .filter(|shard| !held.shards.contains_key(shard) && o.free(o.shard(*shard)))
+        .filter(|shard| !held.shards.contains(shard) && o.free(o.shard(*shard)))
         .collect();
     free.sort_by_key(|shard| std::cmp::Reverse(preference(o.me, *shard)));
     let room = share - kept.len();
@@ -174,10 +162,10 @@ pub fn plan(o: &Observed, held: &Holding) -> Vec<Step> {
 
 /// The steps of a replica that stops: release everything it holds.
 pub fn stop(held: &Holding) -> Vec<Step> {
-    let member = held.member.map(|(slot, _)| Lease::Member(slot));
+    let member = held.member.map(Lease::Member);
     member
         .into_iter()
-        .chain(held.shards.keys().map(|s| Lease::Shard(*s)))
+        .chain(held.shards.iter().map(|s| Lease::Shard(*s)))
         .map(|lease| Step {
             act: Act::Release,
             lease,
@@ -192,10 +180,6 @@ impl Observed<'_> {
 
     fn member(&self, slot: u16) -> Option<&Seen> {
         self.member_leases.get(usize::from(slot)).and_then(Option::as_ref)
-    }
-
-    fn due(&self, renewed: Instant) -> bool {
-        self.now.saturating_duration_since(renewed) >= self.renew_every
     }
 
     /// Free for us to take: no Lease yet, nobody renewing it, or ours from an earlier run of

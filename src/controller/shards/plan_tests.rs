@@ -34,7 +34,7 @@ impl Case {
     fn member(mut self, slot: u16, holder: &str, age: u64) -> Case {
         self.members[usize::from(slot)] = seen(Some(holder), age, self.now);
         if holder == ME {
-            self.held.member = Some((slot, self.now - Duration::from_secs(age)));
+            self.held.member = Some(slot);
         }
         self
     }
@@ -44,7 +44,7 @@ impl Case {
         for s in shards {
             self.shards[usize::from(s)] = seen(holder, age, self.now);
             if holder == Some(ME) {
-                self.held.shards.insert(s, self.now - Duration::from_secs(age));
+                self.held.shards.insert(s);
             }
         }
         self
@@ -58,7 +58,6 @@ impl Case {
                 shards: 16,
                 shard_leases: &self.shards,
                 member_leases: &self.members,
-                renew_every: D / 3,
             },
             &self.held,
         )
@@ -153,18 +152,17 @@ fn it_takes_no_more_than_its_share_unless_a_shard_has_been_free_for_another_dura
 }
 
 #[test]
-fn held_leases_are_renewed_every_third_of_their_duration() {
+fn what_it_holds_and_others_renew_asks_for_nothing() {
     let case = Case::new()
         .member(3, ME, 5)
-        .shards([1, 2], Some(ME), 4)
-        .shards([4], Some(ME), 5)
-        .shards([5], Some(ME), 9)
+        .shards([1, 2, 4, 5], Some(ME), 5)
         .member(0, "a", 0)
-        .shards((0..16).filter(|s| ![1, 2, 4, 5].contains(s)), Some("a"), 0);
-    let steps = case.plan();
-    assert_eq!(shards(&steps, Act::Renew), vec![4, 5]);
-    assert_eq!(members(&steps, Act::Renew), vec![3]);
-    assert!(shards(&steps, Act::Take).is_empty());
+        .member(1, "b", 0)
+        .member(2, "c", 0)
+        .shards([0, 3, 6, 7], Some("a"), 0)
+        .shards(8..12, Some("b"), 0)
+        .shards(12..16, Some("c"), 0);
+    assert_eq!(case.plan(), vec![]);
 }
 
 #[test]
@@ -199,7 +197,6 @@ fn a_held_lease_someone_else_changed_is_dropped_at_once_without_a_write() {
     case.shards[3] = None;
     let steps = case.plan();
     assert_eq!(shards(&steps, Act::Forget), vec![1, 2, 3]);
-    assert!(shards(&steps, Act::Renew).is_empty());
     // Our member Lease with another holder: forget it too.
     let mut case = Case::new().member(2, ME, 1);
     case.members[2] = seen(Some("b"), 0, case.now);
@@ -229,8 +226,7 @@ fn while_another_shard_count_is_live_nothing_new_is_taken() {
     old.shards = Some(8);
     case.shards[3] = Some(old.clone());
     let steps = case.plan();
-    assert!(shards(&steps, Act::Take).is_empty(), "{steps:?}");
-    assert_eq!(shards(&steps, Act::Renew), vec![0], "what is held stays renewed");
+    assert!(steps.is_empty(), "{steps:?}");
     // Once the old replica is gone, its Lease lapses and is free like any other.
     old.unchanged_since = case.now - D;
     case.shards[3] = Some(old);
@@ -286,6 +282,8 @@ mod together {
     struct Replica {
         id: String,
         held: Holding,
+        /// When the renewer last wrote each held Lease.
+        renewed: HashMap<Lease, Instant>,
         /// Version of each Lease and since when this replica has seen it.
         seen: HashMap<Lease, (u64, Instant)>,
         alive: bool,
@@ -324,9 +322,17 @@ mod together {
             self.now += TICK;
             let now = self.now;
             for r in self.replicas.iter_mut().filter(|r| r.alive) {
-                // The watchdog: a shard whose last renewal is duration − margin old stops.
-                let limit = D - crate::controller::leader::margin(D);
-                r.held.shards.retain(|_, renewed| now - *renewed < limit);
+                // Each held Lease's renewer writes it every third of its duration.
+                let mut held: Vec<Lease> = r.held.shards.iter().map(|s| Lease::Shard(*s)).collect();
+                held.extend(r.held.member.map(Lease::Member));
+                for lease in held {
+                    let renewed = r.renewed.entry(lease).or_insert(now);
+                    if now - *renewed >= D / 3 {
+                        *renewed = now;
+                        let version = self.leases.get(&lease).map_or(0, |(_, v)| *v) + 1;
+                        self.leases.insert(lease, (Some(r.id.clone()), version));
+                    }
+                }
                 let observe = |lease: Lease, r: &mut Replica| {
                     let (holder, version) = self.leases.get(&lease)?.clone();
                     let since = r.seen.entry(lease).or_insert((version, now));
@@ -350,7 +356,6 @@ mod together {
                         shards: 16,
                         shard_leases: &shard_leases,
                         member_leases: &member_leases,
-                        renew_every: D / 3,
                     },
                     &r.held,
                 );
@@ -365,24 +370,17 @@ mod together {
                         // Optimistic concurrency: only over the version we saw.
                         Act::Take if observed == current => {
                             write(Some(r.id.clone()));
+                            r.renewed.insert(lease, now);
                             match lease {
                                 Lease::Shard(s) => {
-                                    r.held.shards.insert(s, now);
+                                    r.held.shards.insert(s);
                                 }
-                                Lease::Member(s) => r.held.member = Some((s, now)),
+                                Lease::Member(s) => r.held.member = Some(s),
                             }
                         }
                         Act::Take => {}
-                        Act::Renew => {
-                            write(Some(r.id.clone()));
-                            match lease {
-                                Lease::Shard(s) => {
-                                    r.held.shards.insert(s, now);
-                                }
-                                Lease::Member(s) => r.held.member = Some((s, now)),
-                            }
-                        }
                         Act::Release | Act::Forget => {
+                            r.renewed.remove(&lease);
                             match lease {
                                 Lease::Shard(s) => {
                                     r.held.shards.remove(&s);
@@ -399,7 +397,7 @@ mod together {
             // Never two holders of one shard.
             let mut holders: HashMap<u16, &str> = HashMap::new();
             for r in self.replicas.iter().filter(|r| r.alive) {
-                for s in r.held.shards.keys() {
+                for s in &r.held.shards {
                     if let Some(other) = holders.insert(*s, &r.id) {
                         panic!("shard {s} held by {other} and {}", r.id);
                     }
