@@ -5,6 +5,9 @@
 //! plus 2 s, their backends' budgets counted as spent; a rolling restart of all three moves
 //! the shards without waiting for a Lease to lapse; and no report is lost or generated twice.
 //!
+//! A replica cut off from the API server stops each of its shards before the other may take
+//! it over (the watchdog of `leader.rs`, one per shard).
+//!
 //! `cargo test --test e2e_shards -- --nocapture` prints the failover and handoff times.
 
 mod common;
@@ -13,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::operator::{LOOPBACK_SIMULATORS, Operator, without_colours};
-use common::{ControlPlane, TestNamespace, fixtures, wait_for};
+use common::proxy::{Cut, Proxy, upstream_of};
+use common::{ControlPlane, TestNamespace, fixtures, repo_root, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
@@ -68,6 +72,12 @@ impl Fleet {
 
     /// Starts one more replica, as a Deployment's new pod.
     fn start(&mut self) -> String {
+        let kubeconfig = self.cp.kubeconfig.clone();
+        self.start_through(&kubeconfig)
+    }
+
+    /// [`Fleet::start`] with the API server reached as `kubeconfig` says.
+    fn start_through(&mut self, kubeconfig: &std::path::Path) -> String {
         let id = format!("{}-r{}", self.prefix, self.logs.len());
         let seconds = LEASE_SECONDS.to_string();
         let mut args = vec![
@@ -80,7 +90,7 @@ impl Fleet {
             &seconds,
         ];
         args.extend_from_slice(LOOPBACK_SIMULATORS);
-        let op = Operator::start_replica(&self.cp, &id, &args);
+        let op = Operator::start_replica(kubeconfig, &id, &args);
         self.logs.push((id.clone(), op.log.clone()));
         self.live.push(Replica { id: id.clone(), op });
         id
@@ -510,6 +520,16 @@ async fn three_replicas_share_the_namespaces_and_lose_nothing_to_a_kill_or_a_rol
             "{id} ended with {status} after SIGTERM:\n{}",
             leaving.op.logs()
         );
+        let still = fleet.lease_holders().await;
+        let kept: Vec<u16> = held
+            .iter()
+            .copied()
+            .filter(|s| still.get(s) == Some(&id))
+            .collect();
+        assert!(
+            kept.is_empty(),
+            "{id} ended still named in the Leases of shards {kept:?}"
+        );
         let gap = wait_for(
             "the others to take the released shards",
             Duration::from_secs(LEASE_SECONDS * 4),
@@ -550,6 +570,74 @@ async fn three_replicas_share_the_namespaces_and_lose_nothing_to_a_kill_or_a_rol
     fleet
         .wait_balanced("every shard held exactly once at the end")
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_connections_hang_stops_its_shards_before_the_other_takes_them() {
+    cut_off_replica_stops_before_the_other_takes_over(Cut::Hang).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_connections_are_reset_stops_its_shards_before_the_other_takes_them() {
+    cut_off_replica_stops_before_the_other_takes_over(Cut::Reset).await;
+}
+
+/// One replica reaches the API server through a proxy that the test cuts, the other
+/// directly: every shard of the first must stop there before the second takes it.
+async fn cut_off_replica_stops_before_the_other_takes_over(cut: Cut) {
+    let mut fleet = Fleet::new().await;
+    let proxy = Proxy::start(upstream_of(&fleet.cp.kubeconfig)).await;
+    let kubeconfig = proxy.kubeconfig(
+        &fleet.cp.kubeconfig,
+        &repo_root().join(format!("target/test-logs/{}-proxy", fleet.prefix)),
+    );
+    let cut_off = fleet.start_through(&kubeconfig);
+    let direct = fleet.start();
+    let holders = fleet.wait_balanced("two replicas to share the shards").await;
+    let held: BTreeSet<u16> = holders
+        .iter()
+        .filter(|(_, h)| **h == cut_off)
+        .map(|(s, _)| *s)
+        .collect();
+    let cut_at = Instant::now();
+    proxy.cut(cut);
+    // The Leases first, then what the cut-off replica holds (its metrics server is local): a
+    // shard the Lease gives to the other while the cut-off replica still holds it afterwards
+    // was reconciled by both.
+    let cut_off_op = &fleet
+        .live
+        .iter()
+        .find(|r| r.id == cut_off)
+        .expect("the cut-off replica")
+        .op;
+    let mut stopped: BTreeMap<u16, Duration> = BTreeMap::new();
+    let mut taken: BTreeMap<u16, Duration> = BTreeMap::new();
+    while taken.len() < held.len() {
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(LEASE_SECONDS * 4),
+            "{cut:?}: not taken over: stopped {stopped:?}, taken {taken:?}"
+        );
+        let leases = fleet.lease_holders().await;
+        let at = cut_at.elapsed();
+        let still_held = shard_series(&cut_off_op.metrics().await, "report_operator_shard_held");
+        for &shard in &held {
+            if still_held.get(&shard) == Some(&0.0) {
+                stopped.entry(shard).or_insert(at);
+            }
+            if leases.get(&shard) == Some(&direct) {
+                taken.entry(shard).or_insert(at);
+                assert_eq!(
+                    still_held.get(&shard),
+                    Some(&0.0),
+                    "{cut:?}: shard {shard} was taken over {at:?} after the cut while the cut-off replica still held it"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{cut:?}: after the cut, the cut-off replica stopped its shards at {stopped:?}, the other took them at {taken:?}"
+    );
 }
 
 /// The time at the start of a log line (without colours).

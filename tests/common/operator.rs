@@ -220,17 +220,18 @@ impl Operator {
     /// (`target/test-logs/<label>-operator-<n>.log`). Not for [`Operator::restart`], which
     /// scopes the process to a namespace.
     pub fn start_all_namespaces(cp: &ControlPlane, label: &str, extra_args: &[&str]) -> Operator {
-        Operator::start_all_namespaces_with_env(cp, label, extra_args, &[])
+        Operator::start_all_namespaces_with_env(&cp.kubeconfig, label, extra_args, &[])
     }
 
     /// [`Operator::start_all_namespaces`] as the replica `identity` of a Deployment: its pod
-    /// name (`POD_NAME`) names it in Leases and Events.
-    pub fn start_replica(cp: &ControlPlane, identity: &str, extra_args: &[&str]) -> Operator {
-        Operator::start_all_namespaces_with_env(cp, identity, extra_args, &[("POD_NAME", identity)])
+    /// name (`POD_NAME`) names it in Leases and Events. It talks to the API server as
+    /// `kubeconfig` says (for example through a [`super::proxy::Proxy`]).
+    pub fn start_replica(kubeconfig: &Path, identity: &str, extra_args: &[&str]) -> Operator {
+        Operator::start_all_namespaces_with_env(kubeconfig, identity, extra_args, &[("POD_NAME", identity)])
     }
 
     fn start_all_namespaces_with_env(
-        cp: &ControlPlane,
+        kubeconfig: &Path,
         label: &str,
         extra_args: &[&str],
         envs: &[(&str, &str)],
@@ -241,12 +242,12 @@ impl Operator {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let mut args = vec!["--metrics-addr".to_string(), "127.0.0.1:0".to_string()];
         args.extend(extra_args.iter().cloned());
-        let child = spawn_run(&cp.kubeconfig, &log, &args, envs);
+        let child = spawn_run(kubeconfig, &log, &args, envs);
         Operator {
             child: Some(child),
             log,
             namespace: label.to_string(),
-            kubeconfig: cp.kubeconfig.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
             extra_args,
         }
     }
