@@ -6,10 +6,12 @@
 //! the shards without waiting for a Lease to lapse; and no report is lost or generated twice.
 //!
 //! A replica cut off from the API server stops each of its shards before the other may take
-//! it over (the watchdog of `leader.rs`, one per shard).
+//! it over (the watchdog of `leader.rs`, one per shard). The chart's Lease Role, which names
+//! each shard Lease it lets the operator write, is all two replicas need.
 //!
 //! `cargo test --test e2e_shards -- --nocapture` prints the failover and handoff times.
 
+mod chart_support;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -638,6 +640,152 @@ async fn cut_off_replica_stops_before_the_other_takes_over(cut: Cut) {
     eprintln!(
         "{cut:?}: after the cut, the cut-off replica stopped its shards at {stopped:?}, the other took them at {taken:?}"
     );
+}
+
+/// Installs the chart's RBAC for two replicas (sharding) under a release name of its own, and
+/// runs two processes with the Deployment's arguments as its ServiceAccount: they share the
+/// shards, and when one stops the other takes them all, without a single "forbidden".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_shards_with_only_the_charts_rbac() {
+    use chart_support::{container_args_of, documents, render_release, token_kubeconfig};
+
+    let mut fleet = Fleet::new().await;
+    let release = format!("rbac-{:08x}", rand::random::<u32>());
+    let manifests = render_release(
+        &release,
+        &fleet.leases.name,
+        &[
+            "replicaCount=2",
+            "sharding.shards=4",
+            "crds.enabled=false",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+        &[],
+    );
+    let docs = documents(&manifests);
+    let fullname = format!("{release}-report-operator");
+    // Cluster-wide rules outlive the namespace: deleted whatever the outcome.
+    let _cluster_rbac = ClusterScoped {
+        cp: fleet.cp.clone(),
+        objects: vec![
+            format!("clusterrole/{fullname}"),
+            format!("clusterrolebinding/{fullname}"),
+        ],
+    };
+    let out = fleet
+        .cp
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifests));
+    assert!(
+        out.status.success(),
+        "install the chart's objects: {}",
+        common::stderr(&out)
+    );
+    let out = fleet.cp.kubectl(&[
+        "-n",
+        &fleet.leases.name,
+        "create",
+        "token",
+        &fullname,
+        "--duration=1h",
+    ]);
+    assert!(out.status.success(), "token: {}", common::stderr(&out));
+    let kubeconfig = repo_root().join(format!("target/test-logs/{release}-kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        token_kubeconfig(&fleet.cp, common::stdout(&out).trim()),
+    )
+    .expect("kubeconfig");
+
+    // The Deployment's arguments, with a free metrics port.
+    let args: Vec<String> = container_args_of(&docs, &fullname)
+        .into_iter()
+        .filter(|a| a != "run" && !a.starts_with("--metrics-addr="))
+        .collect();
+    assert!(args.contains(&"--sharding".to_string()), "{args:?}");
+    fleet.prefix = fullname.clone();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for i in 0..2 {
+        let id = format!("{fullname}-{i}");
+        let op = Operator::start_replica(&kubeconfig, &id, &args);
+        fleet.logs.push((id.clone(), op.log.clone()));
+        fleet.live.push(Replica { id, op });
+    }
+    let forbidden = |fleet: &Fleet| {
+        for (id, log) in &fleet.logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let refused = text.lines().find(|l| l.to_lowercase().contains("forbidden"));
+            assert!(
+                refused.is_none(),
+                "{id} was refused something:\n{}",
+                refused.unwrap_or_default()
+            );
+        }
+    };
+    let shards = 4;
+    let holders = wait_for(
+        "two replicas to share 4 shards",
+        Duration::from_secs(60),
+        || async {
+            forbidden(&fleet);
+            let holders = fleet.lease_holders().await;
+            let by: BTreeSet<&String> = holders.values().collect();
+            (holders.len() == shards && by.len() == 2).then_some(holders)
+        },
+    )
+    .await;
+    // Renewals go on (each Lease is rewritten by name), and a stopping replica releases
+    // its shards to the other.
+    let shared_at = SystemTime::now();
+    wait_for(
+        "every shard Lease renewed",
+        Duration::from_secs(LEASE_SECONDS * 2),
+        || async {
+            forbidden(&fleet);
+            let api: Api<Lease> = Api::namespaced(fleet.client.clone(), &fleet.leases.name);
+            let leases = api.list(&ListParams::default()).await.ok()?.items;
+            let renewed = leases
+                .iter()
+                .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.contains("-shard-")))
+                .filter(|l| {
+                    let at = l.spec.as_ref().and_then(|s| s.renew_time.as_ref());
+                    at.is_some_and(|t| SystemTime::from(t.0) > shared_at)
+                })
+                .count();
+            (renewed == shards).then_some(())
+        },
+    )
+    .await;
+    let leaving = fleet.live.remove(0);
+    let mut leaving = leaving;
+    let status = leaving.op.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}: {}", leaving.op.logs());
+    let stay = fleet.live[0].id.clone();
+    wait_for(
+        "the other replica to hold every shard",
+        Duration::from_secs(LEASE_SECONDS * 4),
+        || async {
+            forbidden(&fleet);
+            let now = fleet.lease_holders().await;
+            (now.len() == shards && now.values().all(|h| *h == stay)).then_some(())
+        },
+    )
+    .await;
+    forbidden(&fleet);
+    eprintln!("shards with only the chart's RBAC: {holders:?}, then all {stay}'s");
+}
+
+/// Cluster-scoped objects a test made, deleted when it ends.
+struct ClusterScoped {
+    cp: ControlPlane,
+    objects: Vec<String>,
+}
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let mut args = vec!["delete", "--ignore-not-found", "--wait=false"];
+        args.extend(self.objects.iter().map(String::as_str));
+        let _ = self.cp.kubectl(&args);
+    }
 }
 
 /// The time at the start of a log line (without colours).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{self, stderr, stdout};
 
@@ -133,4 +133,32 @@ pub fn expected_rules(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, S
         }
     }
     out
+}
+
+/// A kubeconfig for the control plane of `cp` that authenticates with `token` (a
+/// ServiceAccount's), so that a process run with it has only that account's rights.
+pub fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
+        .expect("kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "local",
+    });
+    serde_yaml::to_string(&config).expect("kubeconfig yaml")
+}
+
+/// The arguments of the operator container of the Deployment `name` in `docs`.
+pub fn container_args_of(docs: &[Value], name: &str) -> Vec<String> {
+    let deployment = find(docs, "Deployment", name).expect("Deployment");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    args.as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
 }
