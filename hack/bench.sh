@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark of issue 15: the release operator on a control plane of its own, with the
-# simulators, through the scenarios of docs/benchmarks.md; prints their table.
+# simulators, through the scenarios of docs/src/benchmarks.md; prints their table.
 #
 #   hack/bench.sh                 all scenarios (a few minutes)
 #   hack/bench.sh --scenarios c   some of them (a, b, c, d, e)
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "[bench] building the release binaries" >&2
-cargo build --locked --release -p report-operator -p report-sim --bin report-operator --bin bench
+cargo build --locked --release -p report-operator -p report-bench --bin report-operator --bin bench
 
 if [[ -n "${BENCH_STATE_DIR:-}" ]]; then
   STATE="$BENCH_STATE_DIR" TEMP_STATE=""

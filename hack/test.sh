@@ -15,8 +15,14 @@ export REPORT_OPERATOR_PROMTOOL="$(hack/promtool.sh)"
 # The S3-compatible server of tests/e2e_delivery.rs (versitygw).
 export REPORT_OPERATOR_S3="$(hack/s3.sh)"
 export REPORT_OPERATOR_PYCLIENT="$(hack/pyclient.sh)" # CloudBlue's Connect client: sim/tests/sim_connect_client.rs
+# mdBook and mdbook-mermaid for the book (tests/docs.rs builds it with hack/docs.sh).
+hack/mdbook.sh >/dev/null
 # Incremental compilation only pays off while editing; a test run builds from scratch or
 # nearly so, and skips the incremental caches.
 export CARGO_INCREMENTAL=0
 cargo build --locked --workspace --all-targets
+# The documentation first, in seconds: the book builds without warnings, its generated
+# reference is the code's, its links and anchors resolve, and the getting-started page's
+# commands are tested or marked illustrative (tests/docs.rs; the full run repeats it).
+cargo test --locked --test docs
 cargo test --locked --workspace --all-targets --no-fail-fast "$@"

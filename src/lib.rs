@@ -5,5 +5,6 @@ pub mod api;
 pub mod backend;
 pub mod controller;
 pub mod delivery;
+pub mod docs;
 pub mod plugin;
 pub mod schedule;

@@ -1,11 +1,12 @@
-//! The `report-operator` binary: `run` (the controller), `crd` (print the CRDs) and `report`
-//! (commands for people). Installed as `kubectl-report`, it is the kubectl plugin
-//! `kubectl report`: one binary, one implementation. The simulators of the reporting APIs are
+//! The `report-operator` binary: `run` (the controller), `crd` (print the CRDs), `report`
+//! (commands for people) and, hidden, `docs reference` (the book's generated reference).
+//! Installed as `kubectl-report`, it is the kubectl plugin `kubectl report`: one binary, one
+//! implementation. The simulators of the reporting APIs are
 //! a separate binary, `report-sim` (`sim/`).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "report-operator", version, about)]
@@ -22,6 +23,21 @@ enum Command {
     Crd,
     /// Commands for people, the same as the kubectl plugin `kubectl report`.
     Report(report_operator::plugin::PluginArgs),
+    /// Writes the book's reference pages, generated from the code (`hack/docs.sh reference`).
+    #[command(hide = true)]
+    Docs {
+        #[command(subcommand)]
+        what: DocsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DocsCommand {
+    /// The CRD and command-line reference, into a directory (docs/src/reference).
+    Reference {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// The plugin's command line when the binary is called as `kubectl-report` (kubectl runs
@@ -52,11 +68,11 @@ fn called_as_plugin() -> bool {
 
 fn main() -> ExitCode {
     if called_as_plugin() {
-        return block_on(report_operator::plugin::run(PluginCli::parse().args));
+        return block_on(plugin(PluginCli::parse().args));
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Report(args) => block_on(report_operator::plugin::run(args)),
+        Command::Report(args) => block_on(plugin(args)),
         Command::Crd => match report_operator::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -67,11 +83,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Docs {
+            what: DocsCommand::Reference { out },
+        } => {
+            let commands = report_operator::docs::Commands {
+                operator: Cli::command(),
+                plugin: PluginCli::command(),
+            };
+            match report_operator::docs::write(&out, &commands) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the reference into {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             args.init_logging();
             block_on(report_operator::controller::run(args))
         }
     }
+}
+
+/// A plugin command, its error message escaped for the terminal (it may quote servers).
+async fn plugin(args: report_operator::plugin::PluginArgs) -> Result<(), String> {
+    report_operator::plugin::run(args).await.map_err(|e| e.shown())
 }
 
 /// Runs a command's future on a multi-threaded runtime and turns its error into an exit code.

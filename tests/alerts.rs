@@ -1,8 +1,8 @@
 //! The alerts and the dashboard the chart ships (charts/report-operator/monitoring), checked
 //! with the real promtool: the rendered PrometheusRule passes `promtool check rules`, and
 //! `promtool test rules` (tests/alerts/report-operator.test.yaml) makes each alert fire on the
-//! series of its problem and stay quiet on healthy ones; the README lists the same rules; the
-//! dashboard's queries parse.
+//! series of its problem and stay quiet on healthy ones; the book's metrics page lists the same
+//! rules; the dashboard's queries parse.
 //!
 //! helm comes from `REPORT_OPERATOR_HELM`, promtool from `REPORT_OPERATOR_PROMTOOL` (both set
 //! by hack/test.sh), or from `hack/helm.sh` and `hack/promtool.sh`.
@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 
 const UNIT_TESTS: &str = "tests/alerts/report-operator.test.yaml";
 const RULES: &str = "charts/report-operator/monitoring/alerts.yaml";
+/// The book's page that lists the rules.
+const BOOK_PAGE: &str = "docs/src/operations/metrics.md";
 
 fn promtool_bin() -> &'static Path {
     static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
@@ -230,20 +232,18 @@ fn the_dashboard_queries_parse() {
     }
 }
 
-/// The README's alerts block: the shipped rules' names, expressions, `for` and severity.
+/// The book's alerts block (docs/src/operations/metrics.md): the shipped rules' names,
+/// expressions, `for` and severity.
 #[test]
-fn the_readme_lists_the_shipped_rules() {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
-    let section = readme
-        .split("### Metrics and alerts")
-        .nth(1)
-        .expect("a Metrics and alerts section");
+fn the_book_lists_the_shipped_rules() {
+    let page = std::fs::read_to_string(repo_root().join(BOOK_PAGE)).expect("the metrics page");
+    let section = page.split("## Alerts").nth(1).expect("an Alerts section");
     let block = section
         .split("```yaml\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
         .expect("a yaml block");
-    let listed: Value = serde_yaml::from_str(block).expect("the README's rules parse");
+    let listed: Value = serde_yaml::from_str(block).expect("the book's rules parse");
     let shipped: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(RULES)).expect("read")).expect("YAML");
     let summary = |r: &Value| {
@@ -267,5 +267,5 @@ fn the_readme_lists_the_shipped_rules() {
         .map(summary)
         .collect();
     let shipped: Vec<_> = rules(&shipped["groups"]).into_iter().map(summary).collect();
-    assert_eq!(listed, shipped, "README.md and {RULES} differ");
+    assert_eq!(listed, shipped, "{BOOK_PAGE} and {RULES} differ");
 }

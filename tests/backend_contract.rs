@@ -14,7 +14,7 @@ use report_operator::api::{BackendType, EventType, FusionLevel, FusionScope, Rep
 use report_operator::backend::{
     BackendError, Download, ErrorAction, Limiter, ListQuery, ReportState, connect_with_options,
 };
-use report_sim::{ALL_BACKENDS, Fault, FaultKind, SimServer};
+use report_sim::{Fault, FaultKind, SimServer};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -23,7 +23,7 @@ use backend_support::*;
 #[tokio::test]
 async fn happy_path_every_backend() {
     let sim = start(fast()).await;
-    for t in ALL_BACKENDS {
+    for t in ALL_TYPES {
         let backend = client(&sim, t);
         assert_eq!(backend.backend_type(), t);
         backend
@@ -51,7 +51,12 @@ async fn happy_path_every_backend() {
                 panic!("{t:?}: {file_name} left for a store the request does not have")
             }
         }
-        assert_eq!(sim.stats().max_duplicates(t), 1, "{t:?}: {:?}", sim.stats());
+        assert_eq!(
+            sim.stats().max_duplicates(sim_api(t)),
+            1,
+            "{t:?}: {:?}",
+            sim.stats()
+        );
     }
     // RDE cleans up its template; a second delete of the same one is fine.
     let rde = client(&sim, BackendType::Rde);
@@ -107,12 +112,12 @@ async fn expired_tokens_are_renewed() {
         let backend = client(&sim, t);
         let req = request(t, "Renewed");
         backend.probe().await.expect("first token");
-        let first = sim.stats().token_requests(t);
+        let first = sim.stats().token_requests(sim_api(t));
         assert_eq!(first, 1, "{t:?}: one token for the first call");
         // Keep calling until the client has had to get a new token; every call must succeed.
         poll("a renewed token", || async {
             run(backend.as_ref(), &req).await;
-            Some(()).filter(|_| sim.stats().token_requests(t) > first)
+            Some(()).filter(|_| sim.stats().token_requests(sim_api(t)) > first)
         })
         .await;
         let stats = sim.stats();
@@ -156,7 +161,7 @@ async fn fusion_refresh_token_renews_access() {
 #[tokio::test]
 async fn wrong_credentials_make_the_backend_not_ready() {
     let sim = start(fast()).await;
-    for t in ALL_BACKENDS {
+    for t in ALL_TYPES {
         let backend = client_with(&spec(&sim, t, None), &wrong_credentials(t));
         let err = backend.probe().await.expect_err("wrong credentials are refused");
         assert!(matches!(err, BackendError::Unauthorized { .. }), "{t:?}: {err:?}");
@@ -184,7 +189,7 @@ async fn wrong_credentials_make_the_backend_not_ready() {
             .expect_err("no report with wrong credentials");
         assert_eq!(err.ready_reason(), "Unauthorized", "{t:?}: {err:?}");
         assert!(!err.to_string().contains("0xdeadbeef"), "{err}");
-        assert_eq!(sim.stats().total_generations(t), 0);
+        assert_eq!(sim.stats().total_generations(sim_api(t)), 0);
     }
     // FUSION's two-factor user, and a Secret without a key the type needs.
     let mut creds = credentials(BackendType::Fusion);
@@ -237,10 +242,10 @@ fn on_report_path(sim: &SimServer, t: BackendType, fault: impl Fn(&'static str) 
 #[tokio::test]
 async fn too_many_requests_are_absorbed_honouring_retry_after() {
     let sim = start(fast()).await;
-    for t in ALL_BACKENDS {
+    for t in ALL_TYPES {
         let backend = client(&sim, t);
         let waits = on_report_path(&sim, t, |e| {
-            Fault::new(t, e, FaultKind::TooManyRequests, 1).with_retry_after(1)
+            Fault::new(sim_api(t), e, FaultKind::TooManyRequests, 1).with_retry_after(1)
         });
         let started = Instant::now();
         let (report, _) = run(backend.as_ref(), &request(t, "Throttled")).await;
@@ -252,9 +257,9 @@ async fn too_many_requests_are_absorbed_honouring_retry_after() {
             started.elapsed()
         );
         let stats = sim.stats();
-        assert_eq!(stats.rate_limited(t), waits, "{t:?}: {stats:?}");
+        assert_eq!(stats.rate_limited(sim_api(t)), waits, "{t:?}: {stats:?}");
         assert_eq!(
-            stats.max_duplicates(t),
+            stats.max_duplicates(sim_api(t)),
             1,
             "{t:?}: a 429 on create is not a create: {stats:?}"
         );
@@ -264,13 +269,13 @@ async fn too_many_requests_are_absorbed_honouring_retry_after() {
 #[tokio::test]
 async fn server_errors_are_retried() {
     let sim = start(fast()).await;
-    for t in ALL_BACKENDS {
+    for t in ALL_TYPES {
         let backend = client(&sim, t);
         let (create, _) = endpoints(t);
         // 503 means the call was not carried out: even a create is repeated. Reads are
         // repeated after any 5xx.
         on_report_path(&sim, t, |e| {
-            let fault = Fault::new(t, e, FaultKind::ServerError, 2);
+            let fault = Fault::new(sim_api(t), e, FaultKind::ServerError, 2);
             if e == create {
                 fault
             } else {
@@ -278,7 +283,7 @@ async fn server_errors_are_retried() {
             }
         });
         if t == BackendType::Rde {
-            sim.inject(Fault::new(t, "reportFiles", FaultKind::ServerError, 1).with_status(500));
+            sim.inject(Fault::new(sim_api(t), "reportFiles", FaultKind::ServerError, 1).with_status(500));
         }
         let (report, _) = run(backend.as_ref(), &request(t, "Flaky")).await;
         assert_eq!(report.state, ReportState::Ready, "{t:?}");
@@ -288,18 +293,23 @@ async fn server_errors_are_retried() {
             2,
             "{t:?}: {stats:?}"
         );
-        assert_eq!(stats.max_duplicates(t), 1, "{t:?}: {stats:?}");
+        assert_eq!(stats.max_duplicates(sim_api(t)), 1, "{t:?}: {stats:?}");
     }
     // A 500 on a create may have made the report: the client says so instead of repeating it.
     let cmp = client(&sim, BackendType::Cmp);
-    sim.inject(Fault::new(BackendType::Cmp, "create", FaultKind::ServerError, 1).with_status(500));
+    sim.inject(Fault::new(sim_api(BackendType::Cmp), "create", FaultKind::ServerError, 1).with_status(500));
     let err = cmp
         .submit(&request(BackendType::Cmp, "Unsure"))
         .await
         .expect_err("500 on create");
     assert!(matches!(err, BackendError::Ambiguous { .. }), "{err:?}");
     // More 5xx than attempts: a transient error for the controller to retry later.
-    sim.inject(Fault::new(BackendType::Cmp, "list", FaultKind::ServerError, 10));
+    sim.inject(Fault::new(
+        sim_api(BackendType::Cmp),
+        "list",
+        FaultKind::ServerError,
+        10,
+    ));
     let err = cmp.probe().await.expect_err("still failing");
     assert!(matches!(err.action(), ErrorAction::Retry { .. }), "{err:?}");
     assert_eq!(err.ready_reason(), "Unreachable");
@@ -379,7 +389,7 @@ async fn a_lost_create_is_found_not_repeated() {
             let backend = client(&sim, t);
             let (create, _) = endpoints(t);
             let req = request(t, name);
-            sim.inject(Fault::new(t, create, kind, 1));
+            sim.inject(Fault::new(sim_api(t), create, kind, 1));
             let err = backend.submit(&req).await.expect_err("the answer is lost");
             assert!(
                 matches!(err, BackendError::Ambiguous { .. }),
@@ -402,7 +412,7 @@ async fn a_lost_create_is_found_not_repeated() {
             assert_eq!(report.state, ReportState::Ready, "{t:?}");
             let stats = sim.stats();
             assert_eq!(
-                stats.max_duplicates(t),
+                stats.max_duplicates(sim_api(t)),
                 1,
                 "{t:?} {kind:?} generated twice: {stats:?}"
             );
@@ -421,7 +431,7 @@ async fn a_lost_create_is_found_not_repeated() {
     // FUSION's calls only read: a lost answer is simply asked again.
     let fusion = client(&sim, BackendType::Fusion);
     sim.inject(Fault::new(
-        BackendType::Fusion,
+        sim_api(BackendType::Fusion),
         "license",
         FaultKind::LostResponse,
         1,
@@ -483,12 +493,14 @@ async fn supplier_120_reports_for_20_organizations_without_a_429() {
     let elapsed = started.elapsed();
     let stats = sim.stats();
     assert_eq!(done, 120);
-    assert_eq!(stats.rate_limited(BackendType::Supplier), 0, "{stats:?}");
-    assert_eq!(stats.total_generations(BackendType::Supplier), 120);
-    assert_eq!(stats.max_duplicates(BackendType::Supplier), 1);
-    assert!((0..20).all(|o| stats.peak_in_progress(BackendType::Supplier, &format!("org-{o:02}")) <= 6));
+    assert_eq!(stats.rate_limited(sim_api(BackendType::Supplier)), 0, "{stats:?}");
+    assert_eq!(stats.total_generations(sim_api(BackendType::Supplier)), 120);
+    assert_eq!(stats.max_duplicates(sim_api(BackendType::Supplier)), 1);
+    assert!(
+        (0..20).all(|o| stats.peak_in_progress(sim_api(BackendType::Supplier), &format!("org-{o:02}")) <= 6)
+    );
     assert_eq!(
-        stats.token_requests(BackendType::Supplier),
+        stats.token_requests(sim_api(BackendType::Supplier)),
         1,
         "one token for all"
     );
@@ -502,7 +514,7 @@ async fn supplier_120_reports_for_20_organizations_without_a_429() {
         stats.requests("SUPPLIER", "list"),
         stats.requests("SUPPLIER", "get"),
         stats.requests("SUPPLIER", "link"),
-        stats.token_requests(BackendType::Supplier),
+        stats.token_requests(sim_api(BackendType::Supplier)),
     );
 }
 
@@ -550,7 +562,7 @@ async fn supplier_in_flight_cap_is_kept_by_the_client() {
     finish(backend.as_ref(), req, first.clone()).await;
     assert_eq!(limiter.in_flight("org-cap"), 5);
     backend.submit(&seventh).await.expect("a slot is free");
-    assert_eq!(sim.stats().rate_limited(BackendType::Supplier), 0);
+    assert_eq!(sim.stats().rate_limited(sim_api(BackendType::Supplier)), 0);
 }
 
 #[tokio::test]

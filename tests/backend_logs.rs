@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use report_operator::api::BackendType;
 use report_operator::backend::Download;
-use report_sim::{ALL_BACKENDS, Fault, FaultKind};
+use report_sim::{Fault, FaultKind};
 
 use backend_support::*;
 
@@ -55,12 +55,12 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
     config.fusion.access_token_lifetime_secs = 1;
     let sim = start(config).await;
     let mut urls = Vec::new();
-    for t in ALL_BACKENDS {
+    for t in ALL_TYPES {
         let backend = client(&sim, t);
         backend.probe().await.expect("probe");
         let (create, get) = endpoints(t);
-        sim.inject(Fault::new(t, get, FaultKind::TooManyRequests, 1).with_retry_after(1));
-        sim.inject(Fault::new(t, get, FaultKind::ServerError, 1));
+        sim.inject(Fault::new(sim_api(t), get, FaultKind::TooManyRequests, 1).with_retry_after(1));
+        sim.inject(Fault::new(sim_api(t), get, FaultKind::ServerError, 1));
         let (_, download) = run(backend.as_ref(), &request(t, "Logged")).await;
         if let Some(Download::Url { url, .. }) = download {
             urls.push(url);
@@ -74,7 +74,7 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
             .expect("done");
         if t != BackendType::Fusion {
             let req = request(t, "Logged lost");
-            sim.inject(Fault::new(t, create, FaultKind::LostResponse, 1));
+            sim.inject(Fault::new(sim_api(t), create, FaultKind::LostResponse, 1));
             backend.submit(&req).await.expect_err("lost");
             backend
                 .find(&req, &Default::default())
@@ -106,7 +106,7 @@ async fn logs_never_show_credentials_tokens_or_signatures() {
             .any(|l| l.contains("backend call failed") && l.contains("correlation_id")),
         "CMP's correlation ids of failed calls are logged for support"
     );
-    let mut forbidden: Vec<String> = ALL_BACKENDS
+    let mut forbidden: Vec<String> = ALL_TYPES
         .iter()
         .flat_map(|t| {
             credentials(*t)

@@ -243,6 +243,7 @@ fn notes_tell_the_user_what_to_apply_next() {
         "kind: ReportGenerator",
         "kubectl -n billing get reporting",
         "kubectl apply --server-side",
+        "helm uninstall stops (\"job report-operator-finalizers failed\")",
     ] {
         assert!(notes.contains(needle), "NOTES lack {needle:?}:\n{notes}");
     }
@@ -269,6 +270,9 @@ async fn default_install_is_accepted_by_the_api_server_with_cluster_wide_rbac() 
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            // The uninstall hook's (uninstall.finalizers=refuse), with its own ServiceAccount
+            // and ClusterRole.
+            "Job",
             "Service",
             "ServiceAccount"
         ]
@@ -725,7 +729,6 @@ async fn service_monitor_and_network_policy_are_accepted() {
 // ---------------------------------------------------------------------------------------
 // The real operator under the chart's RBAC and flags
 
-/// A kubeconfig that authenticates with `token` against the test control plane.
 struct Process(std::process::Child);
 
 impl Drop for Process {
@@ -755,7 +758,8 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
             "outbound.allowHttp=true",
             "rbac.aggregateToDefaultRoles=false",
         ],
-        &[],
+        // What `helm install` creates: the uninstall hook's objects come at uninstall.
+        &["--no-hooks"],
     );
     // No scheduler or deployment controller runs here: the Deployment stays a record, and
     // the operator runs as a local process instead of its pod.

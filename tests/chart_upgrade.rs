@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use chart_support::{chart_dir, documents, helm_bin, render};
+use chart_support::{chart_dir, documents, helm_on, render};
 use common::{ControlPlane, TestNamespace, stderr, stdout, wait_for};
 use serde_json::Value;
 
@@ -138,15 +138,6 @@ fn current_chart() -> Vec<(String, String)> {
     out
 }
 
-fn helm(cp: &ControlPlane, args: &[&str]) -> Output {
-    Command::new(helm_bin())
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .output()
-        .expect("run helm")
-}
-
 fn crd_json(cp: &ControlPlane, name: &str) -> Option<Value> {
     let out = cp.kubectl(&["get", "crd", name, "-o", "json"]);
     out.status
@@ -177,7 +168,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = helm(
+        let _ = helm_on(
             &self.cp,
             &[
                 "uninstall",
@@ -185,6 +176,7 @@ impl Drop for Cleanup {
                 "--namespace",
                 &self.namespace,
                 "--wait",
+                "--no-hooks",
             ],
         );
         let mut args = vec!["delete", "crd", "--ignore-not-found", "--wait=false"];
@@ -220,7 +212,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     );
 
     // The previous chart: Helm installs its crds/ (first install only), without ownership.
-    let out = helm(&cp, &["install", &release, &previous, "--namespace", &ns.name]);
+    let out = helm_on(&cp, &["install", &release, &previous, "--namespace", &ns.name]);
     assert!(
         out.status.success(),
         "install the previous chart: {}",
@@ -246,7 +238,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     );
 
     // Without the adoption step Helm refuses to take over the CRDs it installed from crds/.
-    let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
+    let out = helm_on(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
     assert!(
         !out.status.success(),
         "the upgrade adopted CRDs without ownership metadata"
@@ -271,7 +263,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     let out = cp.kubectl(&annotate);
     assert!(out.status.success(), "annotate: {}", stderr(&out));
 
-    let out = helm(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
+    let out = helm_on(&cp, &["upgrade", &release, &current, "--namespace", &ns.name]);
     assert!(
         out.status.success(),
         "upgrade to the current chart: {}",
@@ -322,7 +314,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
 
     // From now on the release owns the CRDs: a plain upgrade changes them (here: crds.keep
     // off removes the annotation), and with keep on, uninstalling leaves them in place.
-    let out = helm(
+    let out = helm_on(
         &cp,
         &[
             "upgrade",
@@ -345,7 +337,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
         "the release manages the CRDs"
     );
     // Without new values helm would reuse crds.keep=false.
-    let out = helm(
+    let out = helm_on(
         &cp,
         &[
             "upgrade",
@@ -363,7 +355,19 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
     );
     let crd = crd_json(&cp, &names[0]).expect("CRD");
     assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
-    let out = helm(&cp, &["uninstall", &release, "--namespace", &ns.name, "--wait"]);
+    // No hooks: this chart's API group is renamed, which the uninstall hook's command does not
+    // know, and no kubelet would run its Job (tests/chart_uninstall.rs tests the hook).
+    let out = helm_on(
+        &cp,
+        &[
+            "uninstall",
+            &release,
+            "--namespace",
+            &ns.name,
+            "--wait",
+            "--no-hooks",
+        ],
+    );
     assert!(out.status.success(), "uninstall: {}", stderr(&out));
     for name in &names {
         let crd = crd_json(&cp, name).unwrap_or_else(|| panic!("crds.keep: {name} survives helm uninstall"));
@@ -375,7 +379,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
 
     // The kept CRDs still name the release: installing it again under the same name and
     // namespace takes them over without any step.
-    let out = helm(&cp, &["install", &release, &current, "--namespace", &ns.name]);
+    let out = helm_on(&cp, &["install", &release, &current, "--namespace", &ns.name]);
     assert!(
         out.status.success(),
         "reinstall over the kept CRDs: {}",

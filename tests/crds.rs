@@ -183,7 +183,7 @@ async fn the_api_server_serves_the_category_short_names_and_columns() {
 }
 
 #[tokio::test]
-async fn kubectl_get_reporting_lists_all_three_kinds() {
+async fn kubectl_get_reporting_lists_all_four_kinds() {
     let ns = TestNamespace::new("crd-get").await;
     let file = r#"
 apiVersion: reporting.report-operator.io/v1alpha1
@@ -195,6 +195,13 @@ spec:
   eventType: ONETIME
   format: JSON
   parameters: {startDate: "2026-11-01T00:00:00Z", endDate: "2026-11-01T23:59:59Z"}
+---
+apiVersion: reporting.report-operator.io/v1alpha1
+kind: ReportStore
+metadata: {name: one-store}
+spec:
+  url: s3://reports/billing
+  credentialsSecretRef: {name: store-credentials}
 "#;
     let out = ns.kubectl(&[
         "apply",
@@ -213,6 +220,7 @@ spec:
         "reportbackend.reporting.report-operator.io/commerce-cmp",
         "reportgenerator.reporting.report-operator.io/daily-report-november",
         "reportfile.reporting.report-operator.io/one-file",
+        "reportstore.reporting.report-operator.io/one-store",
     ] {
         assert!(
             text.contains(needle),
@@ -249,6 +257,11 @@ spec:
         "AGE",
     ] {
         assert!(header.contains(column), "rf lacks column {column}: {header}");
+    }
+    let out = ns.kubectl(&["get", "rst"]);
+    let header = stdout(&out).lines().next().unwrap_or_default().to_string();
+    for column in ["URL", "RETENTION", "READY", "REASON", "AGE"] {
+        assert!(header.contains(column), "rst lacks column {column}: {header}");
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures::{self, lower};
+use common::fixtures::{self, lower, sim_api};
 use common::wait_for;
 use report_operator::api::BackendType;
 use report_sim::SimConfig;
@@ -87,5 +87,5 @@ async fn a_secret_the_api_server_refuses_is_a_condition_and_backs_off() {
         "retries do not back off: {retries:?}"
     );
     // The report was generated once: a refused Secret never makes the backend work again.
-    assert_eq!(world.sim.stats().total_generations(t), 1, "{}", lower(t));
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1, "{}", lower(t));
 }

@@ -1,6 +1,6 @@
 //! Each backend's own behaviour, honestly (issue #12): CONNECT's date parameter, names,
-//! archive and report removal; FUSION's snapshots; SUPPLIER's 60-second URLs after the
-//! keep-fresh window.
+//! archive and report removal; FUSION's snapshots. SUPPLIER's short-lived URLs, renewed and
+//! re-minted, are in `e2e_resilience.rs`.
 
 mod common;
 
@@ -8,8 +8,8 @@ use std::io::Read;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::e2e::World;
-use common::fixtures;
+use common::e2e::{World, text};
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, find_condition};
 use report_sim::SimConfig;
@@ -21,7 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 async fn connect_reports(world: &World) -> Vec<Value> {
     let url = format!(
         "{}/reporting/reports?limit=1000",
-        world.sim.backend_url(BackendType::Connect)
+        world.sim.backend_url(sim_api(BackendType::Connect))
     );
     let key = world.sim.config().connect.api_key.clone();
     let resp = reqwest::Client::new()
@@ -32,15 +32,6 @@ async fn connect_reports(world: &World) -> Vec<Value> {
         .expect("list");
     assert!(resp.status().is_success(), "list answered {}", resp.status());
     resp.json().await.expect("report list")
-}
-
-fn text(data: &std::collections::BTreeMap<String, Vec<u8>>, key: &str) -> String {
-    String::from_utf8(
-        data.get(key)
-            .unwrap_or_else(|| panic!("Secret key {key} missing"))
-            .clone(),
-    )
-    .expect("utf8")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +182,7 @@ async fn connect_reports_pruned_from_history_are_removed_on_connect() {
         || async {
             let files = world.files_of("daily").await;
             let reports = connect_reports(&world).await;
-            let made = world.sim.stats().total_generations(t);
+            let made = world.sim.stats().total_generations(sim_api(t));
             let finished = files.iter().all(|f| {
                 f.status
                     .as_ref()
@@ -292,84 +283,8 @@ async fn fusion_reports_are_snapshots_never_backfilled_windows() {
         .await;
     assert!(data.contains_key("snapshotTime") && data.contains_key("content"));
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         2,
         "one snapshot each: the ONETIME and the run"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supplier_url_past_the_keep_fresh_window_is_reminted_on_request_and_downloads() {
-    // URLs that last 15 s, kept fresh for 0 s after READY: the first URL expires unrenewed, as
-    // any URL does once the window (default 15 minutes) is over, however long after READY.
-    let mut config = SimConfig::default();
-    config.supplier.url_lifetime_secs = 15;
-    let world = World::start("e2e-supplier-late", config).await;
-    let t = BackendType::Supplier;
-    world.apply(&fixtures::backend(
-        &world.sim,
-        t,
-        "b",
-        &fixtures::good_credentials(t),
-        "    keepUrlFreshSeconds: 0\n",
-    ));
-    world.apply(&fixtures::onetime(t, "trips", "b", "Trips"));
-    let files = world.wait_finished("trips", 1, DEADLINE).await;
-    let name = files[0].metadata.name.clone().expect("name");
-    let first = world.secret_data(&name).await;
-    assert!(
-        first.contains_key("expiresAt"),
-        "the Secret says when the URL expires"
-    );
-    let links = world.sim.stats().requests("SUPPLIER", "link");
-    let expired = wait_for(
-        "the URL expired, not renewed unasked",
-        Duration::from_secs(60),
-        || async {
-            let rf = world.files().get(&name).await.ok()?;
-            let c = find_condition(&rf.status?.conditions, "Ready")?.clone();
-            (c.reason == "UrlExpired").then_some(c)
-        },
-    )
-    .await;
-    assert!(expired.message.contains("refresh-url"), "{}", expired.message);
-    assert_eq!(
-        world.sim.stats().requests("SUPPLIER", "link"),
-        links,
-        "no re-mint outside the window"
-    );
-    let old = reqwest::get(text(&first, "url")).await.expect("download");
-    assert_eq!(old.status().as_u16(), 403, "the expired URL is dead");
-
-    let out = world.ns.kubectl(&[
-        "annotate",
-        "reportfile",
-        &name,
-        "reporting.report-operator.io/refresh-url=late",
-    ]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    wait_for(
-        "the URL re-minted on the annotation",
-        Duration::from_secs(40),
-        || async {
-            let rf = world.files().get(&name).await.ok()?;
-            let status = rf.status?;
-            let ready = find_condition(&status.conditions, "Ready")?.status == "True";
-            (status.last_url_refresh.as_deref() == Some("late") && ready).then_some(())
-        },
-    )
-    .await;
-    let fresh = world.secret_data(&name).await;
-    assert!(fresh["expiresAt"] > first["expiresAt"]);
-    let resp = reqwest::get(text(&fresh, "url")).await.expect("download");
-    assert!(
-        resp.status().is_success(),
-        "the re-minted URL answered {}",
-        resp.status()
-    );
-    assert_eq!(
-        world.sim.stats().total_generations(t),
-        1,
-        "re-minting never generates the report again"
     );
 }

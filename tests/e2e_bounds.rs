@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState, find_condition};
 use report_sim::SimConfig;
@@ -60,7 +60,7 @@ async fn a_backfill_from_1970_is_refused_and_creates_nothing() {
         .expect("list ReportFiles")
         .items;
     assert!(files.is_empty(), "{} ReportFiles were created", files.len());
-    assert_eq!(world.sim.stats().total_generations(t), 0);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::e2e::World;
-use common::fixtures;
+use common::e2e::{World, text};
+use common::fixtures::{self, sim_api};
 use common::s3::S3Server;
 use common::wait_for;
 use report_operator::api::{BackendType, CONDITION_DELIVERED, ReportFile, ReportStore, find_condition};
@@ -55,15 +55,6 @@ async fn delivered_condition(world: &World, generator: &str) -> Option<(String, 
     Some((c.status, c.reason))
 }
 
-fn text_of(data: &BTreeMap<String, Vec<u8>>, key: &str) -> String {
-    String::from_utf8(
-        data.get(key)
-            .unwrap_or_else(|| panic!("Secret key {key}"))
-            .clone(),
-    )
-    .expect("UTF-8")
-}
-
 /// The object behind a `s3://reports/<key>` location.
 fn key_of(location: &str) -> String {
     location
@@ -90,18 +81,18 @@ async fn check_copy(world: &World, s3: &S3Server, rf: &ReportFile) -> Vec<u8> {
         "{name}: sha256 in status"
     );
     let data = world.secret_data(&name).await;
-    assert_eq!(text_of(&data, "location"), location, "{name}: Secret location");
+    assert_eq!(text(&data, "location"), location, "{name}: Secret location");
     assert_eq!(
-        text_of(&data, "size"),
+        text(&data, "size"),
         object.len().to_string(),
         "{name}: Secret size"
     );
     assert_eq!(
-        text_of(&data, "sha256"),
+        text(&data, "sha256"),
         sha256_hex(&object),
         "{name}: Secret sha256"
     );
-    let url = text_of(&data, "url");
+    let url = text(&data, "url");
     assert!(
         url.starts_with(&s3.endpoint()),
         "{name}: the Secret's url is the copy's presigned URL"
@@ -289,9 +280,9 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
         .next()
         .expect("ReportFile");
     let name = rf.metadata.name.clone().expect("name");
-    let backend_url = text_of(&world.secret_data(&name).await, "url");
+    let backend_url = text(&world.secret_data(&name).await, "url");
     assert!(
-        backend_url.starts_with(&world.sim.backend_url(t)) || backend_url.contains("/storage/"),
+        backend_url.starts_with(&world.sim.backend_url(sim_api(t))) || backend_url.contains("/storage/"),
         "the backend's URL meanwhile"
     );
     assert!(
@@ -567,18 +558,18 @@ async fn fusion_files_too_large_for_a_secret_are_streamed_into_the_store() {
     let rf = delivered(&world, "licenses", DEADLINE).await;
     let object = check_copy(&world, &s3, &rf).await;
     assert!(object.len() as u64 > padding, "{} bytes", object.len());
-    let text = String::from_utf8(object).expect("UTF-8");
+    let csv = String::from_utf8(object).expect("UTF-8");
     assert!(
-        text.starts_with("name,ms_assigned,ms_used,sip_assigned"),
+        csv.starts_with("name,ms_assigned,ms_used,sip_assigned"),
         "the license CSV: {:?}",
-        &text[..80.min(text.len())]
+        &csv[..80.min(csv.len())]
     );
     let data = world
         .secret_data(rf.metadata.name.as_deref().expect("name"))
         .await;
     assert!(!data.contains_key("content"), "no Secret holds a file this large");
     assert!(
-        text_of(&data, "fileName").starts_with("licenses_tenant_53fd92c7"),
+        text(&data, "fileName").starts_with("licenses_tenant_53fd92c7"),
         "the seed's file name"
     );
     // A phone usage SDR as CSV, converted row by row from a 20 MB answer.
@@ -673,7 +664,7 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
     .await;
     let second = world.secret_data(&name).await;
     assert!(
-        reqwest::get(text_of(&second, "url"))
+        reqwest::get(text(&second, "url"))
             .await
             .expect("GET")
             .status()
@@ -681,7 +672,7 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
     );
     // Before it expires, by itself: a later expiry.
     let expiry = |data: &BTreeMap<String, Vec<u8>>| {
-        chrono::DateTime::parse_from_rfc3339(&text_of(data, "expiresAt")).expect("expiresAt")
+        chrono::DateTime::parse_from_rfc3339(&text(data, "expiresAt")).expect("expiresAt")
     };
     let third = wait_for(
         "a re-minted URL before the 60-second one expires",
@@ -692,11 +683,11 @@ async fn the_presigned_url_is_reminted_before_it_expires_without_asking_the_back
         },
     )
     .await;
-    let expires = chrono::DateTime::parse_from_rfc3339(&text_of(&second, "expiresAt")).expect("expiresAt");
+    let expires = chrono::DateTime::parse_from_rfc3339(&text(&second, "expiresAt")).expect("expiresAt");
     assert!(chrono::Utc::now() < expires, "re-minted before {expires}");
-    let got = reqwest::get(text_of(&third, "url")).await.expect("GET");
+    let got = reqwest::get(text(&third, "url")).await.expect("GET");
     assert!(got.status().is_success(), "{}", got.status());
-    assert_eq!(text_of(&third, "sha256"), text_of(&first, "sha256"));
+    assert_eq!(text(&third, "sha256"), text(&first, "sha256"));
     assert_eq!(
         backend_calls(&world.operator.metrics().await, "download"),
         downloads,
@@ -788,7 +779,7 @@ async fn wrong_store_credentials_show_on_the_store_and_the_report_until_fixed() 
         rf.status.as_ref().and_then(|s| s.status),
         Some(report_operator::api::FileState::Ready)
     );
-    let url = text_of(
+    let url = text(
         &world
             .secret_data(rf.metadata.name.as_deref().expect("name"))
             .await,

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -32,8 +31,8 @@ use report_sim::{SimConfig, SimServer};
 use common::fixtures::{self, ALL_TYPES, lower};
 use common::hostile::{HostileServer, Mode};
 use common::hostile_suite::{
-    FinalCheck, Findings, Suite, Watchdog, backend_yaml, connect_credentials, has_outbound_policy, log_tail,
-    note, sim_backend,
+    FinalCheck, Findings, Suite, Watchdog, backend_yaml, connect_credentials, create_secrets,
+    has_outbound_policy, log_tail, memory_growth, mib, note, sim_backend,
 };
 use common::operator::{Operator, memory_kib};
 use common::{ControlPlane, TestNamespace, control_plane};
@@ -685,29 +684,20 @@ async fn unrelated_secrets(s: Arc<Suite>, ns: String, pid: u32) {
             "the sentinel backend never said CredentialsMissing: is the operator running?",
         );
     }
-    let Some((hwm_before, rss_before)) = memory_kib(pid) else {
+    let Some(before) = memory_kib(pid) else {
         return s.findings.fail(case, "the operator is gone");
     };
     let started = Instant::now();
     let payload = ByteString(vec![b'x'; UNRELATED_SECRET_BYTES]);
-    let api = s.secrets(&ns);
-    let created = futures::stream::iter(0..UNRELATED_SECRETS)
-        .map(|i| {
-            let api = api.clone();
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(format!("unrelated-{i:04}")),
-                    ..Default::default()
-                },
-                data: Some([("blob".to_string(), payload.clone())].into()),
-                ..Default::default()
-            };
-            async move { api.create(&PostParams::default(), &secret).await.is_ok() }
-        })
-        .buffer_unordered(16)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
-        .await;
+    let created = create_secrets(&s.secrets(&ns), UNRELATED_SECRETS, |i| Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("unrelated-{i:04}")),
+            ..Default::default()
+        },
+        data: Some([("blob".to_string(), payload.clone())].into()),
+        ..Default::default()
+    })
+    .await;
     note(
         case,
         format!("created {created} Secrets in {:?}", started.elapsed()),
@@ -729,23 +719,11 @@ async fn unrelated_secrets(s: Arc<Suite>, ns: String, pid: u32) {
     s.findings.check(case, ready.is_some(), || {
         "the sentinel backend did not become Ready after its credentials appeared".into()
     });
-    let Some((hwm_after, rss_after)) = memory_kib(pid) else {
+    let Some(after) = memory_kib(pid) else {
         return s.findings.fail(case, "the operator is gone");
     };
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    note(
-        case,
-        format!(
-            "VmHWM {:.1} -> {:.1} MiB, VmRSS {:.1} -> {:.1} MiB",
-            mib(hwm_before),
-            mib(hwm_after),
-            mib(rss_before),
-            mib(rss_after)
-        ),
-    );
-    let growth = hwm_after
-        .saturating_sub(hwm_before)
-        .max(rss_after.saturating_sub(rss_before));
+    let (growth, readings) = memory_growth(before, after);
+    note(case, readings);
     s.findings.check(case, growth <= SECRETS_GROWTH_MIB * 1024, || {
         format!("peak memory grew by {:.1} MiB (limit {SECRETS_GROWTH_MIB} MiB): Secrets are not watched as metadata only", mib(growth))
     });

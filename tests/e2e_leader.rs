@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::World;
-use common::fixtures::{self, lower};
+use common::fixtures::{self, lower, sim_api};
 use common::operator::Operator;
 use common::proxy::{Cut, Proxy, upstream_of};
 use common::{repo_root, wait_for};
@@ -81,7 +81,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
         Some(FileState::Ready)
     );
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "a report was generated twice"
     );
@@ -179,7 +179,7 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
         Some(FileState::Ready)
     );
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "a report was generated twice"
     );

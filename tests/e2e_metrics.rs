@@ -179,13 +179,19 @@ async fn a_ready_report_shows_its_calls_as_ok_and_timed() {
             "no {bucket}:\n{metrics}"
         );
     }
-    // One template: the generator submitted once.
-    let submits = sample(
-        &metrics,
-        "report_operator_backend_calls_total",
-        r#"type="RDE",operation="submit",code="ok""#,
-    );
-    assert_eq!(submits, Some(1.0), "{metrics}");
+    // One template: the generator submitted once. CONNECT: two reports submitted, the READY
+    // one downloaded once.
+    for (labels, n) in [
+        (r#"type="RDE",operation="submit",code="ok""#, 1.0),
+        (r#"type="CONNECT",operation="submit",code="ok""#, 2.0),
+        (r#"type="CONNECT",operation="download",code="ok""#, 1.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, "report_operator_backend_calls_total", labels),
+            Some(n),
+            "{labels}:\n{metrics}"
+        );
+    }
     assert_codes_documented(&metrics);
     // The reports gauge counts this namespace's two ReportFiles, both READY, once the
     // operator's watch has brought their last status.

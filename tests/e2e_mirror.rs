@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
 use report_sim::SimConfig;
@@ -155,7 +155,7 @@ async fn cmp_on_invoice_reports_are_mirrored_exactly_once() {
     want.sort();
     assert_eq!(ids, want, "each invoice report mirrored exactly once");
     // Mirroring makes no report on CMP: both were made by the platform.
-    assert_eq!(world.sim.stats().total_generations(t), 3);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,13 +192,17 @@ async fn supplier_fan_out_of_120_reports_over_20_organizations_gets_no_429() {
         .count();
     assert_eq!(ready, 120);
     let stats = world.sim.stats();
-    assert_eq!(stats.rate_limited(t), 0, "the backend refused calls: {stats:?}");
-    assert_eq!(stats.total_generations(t), 120);
-    assert_eq!(stats.max_duplicates(t), 1);
+    assert_eq!(
+        stats.rate_limited(sim_api(t)),
+        0,
+        "the backend refused calls: {stats:?}"
+    );
+    assert_eq!(stats.total_generations(sim_api(t)), 120);
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1);
     for i in 1..=20 {
         let org = format!("6f1c2d3e-0000-4000-8000-{i:012}");
         assert!(
-            stats.peak_in_progress(t, &org) <= 6,
+            stats.peak_in_progress(sim_api(t), &org) <= 6,
             "{org} had more than 6 in progress"
         );
     }

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::e2e::World;
-use common::fixtures::{self, ALL_TYPES, lower};
+use common::e2e::{World, text};
+use common::fixtures::{self, ALL_TYPES, lower, sim_api};
 use common::operator::without_colours;
 use common::wait_for;
 use report_operator::api::{BackendType, FileState};
@@ -43,7 +43,8 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     assert!(status.external_id.is_some(), "no externalId: {status:?}");
     let secret = status.download_secret_ref.expect("downloadSecretRef").name;
     let data = world.secret_data(&secret).await;
-    for key in ["fileName", "format", "generateDate"] {
+    assert_eq!(text(&data, "format"), fixtures::format_for(t));
+    for key in ["fileName", "generateDate"] {
         assert!(
             data.contains_key(key),
             "Secret lacks {key}: {:?}",
@@ -69,7 +70,7 @@ async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     .await;
     // Exactly one generation reached the backend.
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "stats: {:?}",
         world.sim.stats()
@@ -225,7 +226,7 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
             );
         }
         assert_eq!(
-            world.sim.stats().total_generations(t),
+            world.sim.stats().total_generations(sim_api(t)),
             0,
             "{t:?} generated with bad credentials"
         );

@@ -1,15 +1,24 @@
-//! PERIODIC generators end to end: backfill, cron runs, Forbid, history limits and the
-//! supplier fan-out within the backend's limits.
+//! PERIODIC generators end to end: backfill, cron runs, Forbid (one window at a time),
+//! history limits, a restart mid-schedule, windows missed while the operator was down, run-now
+//! and ON_INVOICE where the backend has no invoice reports. (The SUPPLIER fan-out over many
+//! organizations is in `e2e_mirror.rs`.)
 
 mod common;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
-use report_operator::api::{BackendType, FileState};
+use report_operator::api::{BackendType, FileState, ReportFile};
 use report_sim::SimConfig;
+
+/// The window a ReportFile reports on: its start and end dates.
+fn window(rf: &ReportFile) -> (DateTime<Utc>, DateTime<Utc>) {
+    let params = rf.spec.parameters.clone().expect("parameters");
+    (params.start_date.expect("start"), params.end_date.expect("end"))
+}
 
 /// A PERIODIC daily generator starting `days` days before today (UTC midnight).
 fn periodic(t: BackendType, name: &str, backend: &str, days: i64, schedule: &str) -> String {
@@ -51,8 +60,7 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     assert_eq!(ready(&files), 14);
     let mut starts: Vec<String> = Vec::new();
     for rf in &files {
-        let params = rf.spec.parameters.clone().expect("parameters");
-        let (start, end) = (params.start_date.expect("start"), params.end_date.expect("end"));
+        let (start, end) = window(rf);
         assert_eq!(
             end - start,
             chrono::Duration::seconds(86_399),
@@ -84,8 +92,8 @@ async fn backfill_from_start_date_makes_one_ready_report_per_day() {
     starts.dedup();
     assert_eq!(starts.len(), 14, "a day is missing or doubled");
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 14, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1);
+    assert_eq!(stats.total_generations(sim_api(t)), 14, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,12 +115,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
     // Two more runs pass: still one report.
     let first_next = world
@@ -134,7 +137,7 @@ async fn an_every_minute_cron_with_a_daily_period_reports_the_latest_day_once() 
     })
     .await;
     assert_eq!(world.files_of("minutely").await.len(), 1);
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,11 +164,11 @@ async fn forbid_runs_windows_one_at_a_time_and_skips_none() {
     assert_eq!(ready(&files), 4);
     let stats = world.sim.stats();
     assert_eq!(
-        stats.peak_in_progress(t, "6f1c2d3e-0000-4000-8000-000000000001"),
+        stats.peak_in_progress(sim_api(t), "6f1c2d3e-0000-4000-8000-000000000001"),
         1,
         "{stats:?}"
     );
-    assert_eq!(stats.total_generations(t), 4);
+    assert_eq!(stats.total_generations(sim_api(t)), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +195,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
         Duration::from_secs(180),
         || async {
             let files = world.files_of("pruned").await;
-            (world.sim.stats().total_generations(t) == 5 && files.len() == 2 && ready(&files) == 2)
+            (world.sim.stats().total_generations(sim_api(t)) == 5 && files.len() == 2 && ready(&files) == 2)
                 .then_some(files)
         },
     )
@@ -205,15 +208,7 @@ async fn history_limits_delete_the_oldest_reports_and_their_secrets() {
         .to_string();
     let mut days: Vec<String> = kept
         .iter()
-        .map(|f| {
-            f.spec
-                .parameters
-                .clone()
-                .and_then(|p| p.start_date)
-                .expect("start")
-                .format("%Y-%m-%d")
-                .to_string()
-        })
+        .map(|f| window(f).0.format("%Y-%m-%d").to_string())
         .collect();
     days.sort();
     assert_eq!(days, vec![day_before, newest]);
@@ -263,8 +258,8 @@ async fn restarting_the_operator_mid_schedule_leaves_no_gap_and_no_duplicate() {
     let files = world.wait_finished("daily", 6, Duration::from_secs(180)).await;
     assert_eq!(ready(&files), 6);
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 6, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1, "{stats:?}");
+    assert_eq!(stats.total_generations(sim_api(t)), 6, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1, "{stats:?}");
 }
 
 /// Stops the operator, sets the generator's schedule memory back as if the operator had last
@@ -331,15 +326,7 @@ async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
     assert_eq!(ready(&files), 3);
     let mut days: Vec<String> = files
         .iter()
-        .map(|f| {
-            f.spec
-                .parameters
-                .clone()
-                .and_then(|p| p.start_date)
-                .expect("start")
-                .format("%Y-%m-%d")
-                .to_string()
-        })
+        .map(|f| window(f).0.format("%Y-%m-%d").to_string())
         .collect();
     days.sort();
     let want: Vec<String> = (1..=3)
@@ -352,8 +339,8 @@ async fn windows_missed_while_the_operator_was_down_are_caught_up_once_each() {
         .collect();
     assert_eq!(days, want, "a day is missing or doubled");
     let stats = world.sim.stats();
-    assert_eq!(stats.total_generations(t), 3, "{stats:?}");
-    assert_eq!(stats.max_duplicates(t), 1);
+    assert_eq!(stats.total_generations(sim_api(t)), 3, "{stats:?}");
+    assert_eq!(stats.max_duplicates(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,12 +361,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     wait_checked(&world, "daily").await;
     outage(&mut world, "daily", 3).await;
     let files = world.wait_finished("daily", 1, Duration::from_secs(120)).await;
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
@@ -389,7 +371,12 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
         s.last_missed_time.map(|_| s)
     })
     .await;
-    assert!(status.last_window_end.is_some());
+    let newest_end = window(&files[0]).1;
+    assert_eq!(
+        status.last_window_end,
+        Some(newest_end),
+        "the newest window is the last one done"
+    );
     // Events with the same reason about one object are one Event with a series count.
     // Events go out after the status that records them, from a task of their own.
     let missed = wait_for("the Missed Events", Duration::from_secs(30), || async {
@@ -403,7 +390,7 @@ async fn catch_up_policy_latest_runs_only_the_newest_missed_window_and_records_t
     })
     .await;
     assert_eq!(missed, 2, "one Missed event per skipped window");
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,12 +427,7 @@ async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
-    let start = files[0]
-        .spec
-        .parameters
-        .clone()
-        .and_then(|p| p.start_date)
-        .expect("start");
+    let start = window(&files[0]).0;
     assert_eq!(start.format("%Y-%m-%d").to_string(), yesterday);
     wait_for("run-now value recorded", Duration::from_secs(30), || async {
         let s = world.generators().get("paused").await.ok()?.status?;
@@ -454,7 +436,7 @@ async fn run_now_makes_the_latest_window_of_a_suspended_generator_once() {
     .await;
     // A second request for the same window makes nothing new.
     assert_eq!(world.files_of("paused").await.len(), 1);
-    assert_eq!(world.sim.stats().total_generations(t), 1);
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

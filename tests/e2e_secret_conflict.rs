@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures;
+use common::fixtures::{self, sim_api};
 use common::wait_for;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -115,11 +115,18 @@ async fn a_foreign_secret_with_the_report_name_is_left_alone_until_it_is_deleted
     assert_eq!(status.status, Some(FileState::Ready), "{status:?}");
     let secret = world.secrets().get(name).await.expect("the report's Secret");
     let data = secret.data.unwrap_or_default();
+    let url = data
+        .get("url")
+        .map(|u| String::from_utf8_lossy(&u.0).into_owned())
+        .unwrap_or_else(|| panic!("no url: {:?}", data.keys().collect::<Vec<_>>()));
+    // The report's own file in the simulated CMP storage, which downloads.
     assert!(
-        data.contains_key("url"),
-        "no url: {:?}",
-        data.keys().collect::<Vec<_>>()
+        url.starts_with(&format!("{}/storage/cmp/", world.sim.base_url())),
+        "not a CMP report URL: {}",
+        url.split('?').next().unwrap_or_default()
     );
+    let got = reqwest::get(&url).await.expect("download");
+    assert!(got.status().is_success(), "the URL answered {}", got.status());
     assert!(!data.contains_key("password"), "the foreign data came back");
     let owner = secret.metadata.owner_references.unwrap_or_default();
     assert!(
@@ -128,5 +135,9 @@ async fn a_foreign_secret_with_the_report_name_is_left_alone_until_it_is_deleted
             && Some(&o.uid) == rf.metadata.uid.as_ref()),
         "not controlled by the ReportFile: {owner:?}"
     );
-    assert_eq!(world.sim.stats().total_generations(t), 1, "generated once");
+    assert_eq!(
+        world.sim.stats().total_generations(sim_api(t)),
+        1,
+        "generated once"
+    );
 }

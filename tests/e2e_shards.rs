@@ -24,7 +24,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use report_operator::api::{BackendType, FileState, LABEL_GENERATOR, ReportFile};
-use report_sim::{SimConfig, SimServer};
+use report_sim::{ReportingApi, SimConfig, SimServer};
 
 const LEASE_SECONDS: u64 = 6;
 const SHARDS: u16 = 16;
@@ -559,12 +559,12 @@ async fn three_replicas_share_the_namespaces_and_lose_nothing_to_a_kill_or_a_rol
     // Nothing generated twice, nothing lost, and every Event from a holder.
     let stats = sim.stats();
     assert_eq!(
-        stats.max_duplicates(BackendType::Cmp),
+        stats.max_duplicates(ReportingApi::Cmp),
         1,
         "a report was generated twice: {stats:?}"
     );
     assert_eq!(
-        stats.total_generations(BackendType::Cmp),
+        stats.total_generations(ReportingApi::Cmp),
         files.len() as u64,
         "generations against ReportFiles"
     );

@@ -3,100 +3,23 @@
 //! process and the simulators.
 
 mod common;
+mod plugin_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::e2e::World;
-use common::fixtures::{self, lower};
+use common::fixtures::{self, lower, sim_api};
 use common::{stderr, stdout, wait_for};
+use plugin_support::{Plugin, ok};
 use report_operator::api::{BackendType, FileState, find_condition};
 use report_sim::SimConfig;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// A directory holding `kubectl-report`, a link to the operator binary, and a kubeconfig whose
-/// context's namespace is the test's, so that the plugin runs as a user would run it.
-struct Plugin {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Plugin {
-    fn new(world: &World) -> Plugin {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_report-operator"),
-            dir.path().join("kubectl-report"),
-        )
-        .expect("symlink");
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::copy(&world.ns.cp().kubeconfig, &kubeconfig).expect("copy kubeconfig");
-        let kubectl = world.ns.cp().bin_dir.join("kubectl");
-        let out = Command::new(&kubectl)
-            .args([
-                "config",
-                "set-context",
-                "--current",
-                "--namespace",
-                &world.ns.name,
-                "--kubeconfig",
-            ])
-            .arg(&kubeconfig)
-            .output()
-            .expect("kubectl config");
-        assert!(out.status.success(), "{}", stderr(&out));
-        Plugin { dir, kubeconfig }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `kubectl-report ARGS`, the plugin binary run directly.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(self.dir.path().join("kubectl-report"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl-report")
-    }
-
-    /// `kubectl report ARGS`: kubectl finds the plugin on PATH.
-    fn via_kubectl(&self, world: &World, args: &[&str]) -> Output {
-        let path = format!(
-            "{}:{}",
-            self.dir.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        Command::new(world.ns.cp().bin_dir.join("kubectl"))
-            .arg("report")
-            .args(args)
-            .env("PATH", path)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl report")
-    }
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let text = stdout(&out) + &stderr(&out);
-    // Shown with --nocapture, as a sample of what a person sees.
-    println!("$ {what}\n{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
     let world = World::start("plugin-status", SimConfig::default()).await;
-    let plugin = Plugin::new(&world);
+    let plugin = Plugin::new(world.ns.cp(), &world.ns.name);
     let t = BackendType::Cmp;
     world.apply(&fixtures::backend(
         &world.sim,
@@ -130,7 +53,7 @@ async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
 
     // Found through kubectl, in the kubeconfig context's namespace.
     let text = ok(
-        plugin.via_kubectl(&world, &["status", "rf", &rf]),
+        plugin.via_kubectl(&["status", "rf", &rf]),
         "kubectl report status rf",
     );
     assert!(
@@ -189,7 +112,7 @@ async fn get_and_status_say_what_a_failed_report_is_doing_and_why() {
 async fn run_sets_the_annotation_and_the_generator_makes_the_window() {
     common::clear_of_midnight().await;
     let world = World::start("plugin-run", SimConfig::default()).await;
-    let plugin = Plugin::new(&world);
+    let plugin = Plugin::new(world.ns.cp(), &world.ns.name);
     let t = BackendType::Connect;
     world.apply(&fixtures::backend(
         &world.sim,
@@ -266,7 +189,7 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
     // Shorter than the operator's renewal margin: the URL expires and stays expired.
     config.supplier.url_lifetime_secs = 3;
     let world = World::start("plugin-dl", config).await;
-    let plugin = Plugin::new(&world);
+    let plugin = Plugin::new(world.ns.cp(), &world.ns.name);
     let t = BackendType::Supplier;
     world.apply(&fixtures::backend(
         &world.sim,
@@ -304,7 +227,14 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
 
     let out_file = plugin.path().join("trips.csv");
     let text = ok(
-        plugin.run(&["download", &rf, "-o", out_file.to_str().expect("utf8 path")]),
+        // The simulator's storage speaks plain http.
+        plugin.run(&[
+            "download",
+            &rf,
+            "--allow-http",
+            "-o",
+            out_file.to_str().expect("utf8 path"),
+        ]),
         "kubectl-report download",
     );
     assert!(text.contains("expired") && text.contains("Saved"), "{text}");
@@ -340,7 +270,7 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
             .map(String::as_str)
     );
     assert_eq!(
-        world.sim.stats().total_generations(t),
+        world.sim.stats().total_generations(sim_api(t)),
         1,
         "a refresh never generates the report again"
     );
@@ -349,7 +279,7 @@ async fn download_remints_an_expired_supplier_url_and_saves_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_of_a_fusion_report_writes_the_content_from_the_secret() {
     let world = World::start("plugin-fusion", SimConfig::default()).await;
-    let plugin = Plugin::new(&world);
+    let plugin = Plugin::new(world.ns.cp(), &world.ns.name);
     let t = BackendType::Fusion;
     world.apply(&fixtures::backend(
         &world.sim,
@@ -367,20 +297,9 @@ async fn download_of_a_fusion_report_writes_the_content_from_the_secret() {
         .expect("FUSION keeps the file in the Secret")
         .clone();
     let file_name = String::from_utf8(data["fileName"].clone()).expect("utf8");
-    // Without -o the file is named as the report, in the working directory.
-    let out = Command::new(plugin.path().join("kubectl-report"))
-        .args(["download", &rf])
-        .current_dir(plugin.path())
-        .env("KUBECONFIG", &plugin.kubeconfig)
-        .output()
-        .expect("run kubectl-report");
-    ok(out, "kubectl-report download");
-    let saved = std::fs::read(
-        plugin
-            .path()
-            .join(Path::new(&file_name).file_name().expect("a file name")),
-    )
-    .expect("the saved file");
+    // Without -o the file is named as the backend names it, in the working directory.
+    ok(plugin.run(&["download", &rf]), "kubectl-report download");
+    let saved = std::fs::read(plugin.path().join(&file_name)).expect("the saved file");
     assert_eq!(
         saved,
         content,

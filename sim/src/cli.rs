@@ -3,8 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::config::ALL_BACKENDS;
-use super::{SimConfig, SimError, SimServer};
+use super::{ReportingApi, SimConfig, SimError, SimServer};
 
 /// Flags of `report-sim`. Flags override the config file; the timing and fault
 /// flags apply to all five APIs.
@@ -79,7 +78,7 @@ pub async fn run_cli(args: SimArgs) -> Result<(), SimError> {
     let config = args.to_config()?;
     let sim = SimServer::start(config, args.listen).await?;
     println!("report-sim listening on {}", sim.base_url());
-    for t in ALL_BACKENDS {
+    for t in ReportingApi::ALL {
         println!("  {:<9} spec.url: {}", t.as_str(), sim.backend_url(t));
     }
     println!("  SUPPLIER  spec.supplier.tokenUrl: {}", sim.supplier_token_url());

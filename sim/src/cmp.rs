@@ -41,10 +41,11 @@ use super::signing::TokenError;
 use super::storage::{StoredObject, expiry_after};
 use super::window::{Limits, retry_after_secs};
 use super::{Sim, lock};
-use report_operator::api::{BackendType, ReportFormat};
+use crate::ReportingApi;
+use crate::content::Format;
 
 pub(crate) const PREFIX: &str = "/cmp/marketplace";
-const CMP: BackendType = BackendType::Cmp;
+const CMP: ReportingApi = ReportingApi::Cmp;
 const SUBSCRIPTION_KEY: &str = "x-subscription-key";
 const TOKEN_KIND: &str = "cmp";
 
@@ -70,7 +71,7 @@ struct Report {
     name: String,
     customization_name: String,
     type_: &'static str,
-    format: ReportFormat,
+    format: Format,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     job: Job,
@@ -216,12 +217,12 @@ impl Report {
     }
 }
 
-fn parse_format(s: &str) -> Option<ReportFormat> {
+fn parse_format(s: &str) -> Option<Format> {
     match s.to_ascii_lowercase().as_str() {
-        "json" => Some(ReportFormat::Json),
-        "xml" => Some(ReportFormat::Xml),
-        "csv" => Some(ReportFormat::Csv),
-        "xlsx" => Some(ReportFormat::Xlsx),
+        "json" => Some(Format::Json),
+        "xml" => Some(Format::Xml),
+        "csv" => Some(Format::Csv),
+        "xlsx" => Some(Format::Xlsx),
         _ => None,
     }
 }
@@ -235,7 +236,7 @@ fn add_report(
     name: &str,
     customization_name: &str,
     type_: &'static str,
-    format: ReportFormat,
+    format: Format,
     window: (DateTime<Utc>, DateTime<Utc>),
     job: Job,
 ) -> String {
@@ -449,16 +450,11 @@ fn subscription_label(key: &str) -> String {
 }
 
 /// An invoice report the platform made by itself: completed at once, `type: on_invoice`.
-pub(crate) fn invoice_report(
-    sim: &Sim,
-    name: &str,
-    format: Option<ReportFormat>,
-    now: DateTime<Utc>,
-) -> String {
+pub(crate) fn invoice_report(sim: &Sim, name: &str, format: Option<Format>, now: DateTime<Utc>) -> String {
     let mut state = lock(&sim.cmp);
     let subscription = sim.config.cmp.subscription_key.clone();
     let job = Job::new(now, StdDuration::ZERO, false);
-    let format = format.unwrap_or(ReportFormat::Json);
+    let format = format.unwrap_or(Format::Json);
     add_report(
         sim,
         &mut state,

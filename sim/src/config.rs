@@ -1,6 +1,6 @@
 //! The simulator's configuration: per-API timing, fault rates, credentials and limits.
 //!
-//! Every field has a default (`SimConfig::default()` is what `docs/dev/INTERFACES.md`
+//! Every field has a default (`SimConfig::default()` is what `docs/src/development/interfaces.md`
 //! promises), so a config file names only what it changes. Limits are plain numbers so that
 //! tests can make them small (a 3-request window is reached in a test; a 600-request one is
 //! not). Files are YAML or JSON (YAML parses both).
@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
-use report_operator::api::BackendType;
+use crate::ReportingApi;
 
 const DAY_SECS: u64 = 86_400;
 
@@ -275,7 +275,7 @@ impl SimConfig {
 
     /// Refuses values no API could have (rates outside 0..1, empty limits).
     pub fn validate(&self) -> Result<(), SimError> {
-        for t in ALL_BACKENDS {
+        for t in ReportingApi::ALL {
             self.behaviour(t).validate(t.as_str())?;
         }
         let limits = [
@@ -296,29 +296,29 @@ impl SimConfig {
         Ok(())
     }
 
-    pub fn behaviour(&self, t: BackendType) -> &Behaviour {
+    pub fn behaviour(&self, t: ReportingApi) -> &Behaviour {
         match t {
-            BackendType::Rde => &self.rde.behaviour,
-            BackendType::Cmp => &self.cmp.behaviour,
-            BackendType::Connect => &self.connect.behaviour,
-            BackendType::Fusion => &self.fusion.behaviour,
-            BackendType::Supplier => &self.supplier.behaviour,
+            ReportingApi::Rde => &self.rde.behaviour,
+            ReportingApi::Cmp => &self.cmp.behaviour,
+            ReportingApi::Connect => &self.connect.behaviour,
+            ReportingApi::Fusion => &self.fusion.behaviour,
+            ReportingApi::Supplier => &self.supplier.behaviour,
         }
     }
 
-    pub fn behaviour_mut(&mut self, t: BackendType) -> &mut Behaviour {
+    pub fn behaviour_mut(&mut self, t: ReportingApi) -> &mut Behaviour {
         match t {
-            BackendType::Rde => &mut self.rde.behaviour,
-            BackendType::Cmp => &mut self.cmp.behaviour,
-            BackendType::Connect => &mut self.connect.behaviour,
-            BackendType::Fusion => &mut self.fusion.behaviour,
-            BackendType::Supplier => &mut self.supplier.behaviour,
+            ReportingApi::Rde => &mut self.rde.behaviour,
+            ReportingApi::Cmp => &mut self.cmp.behaviour,
+            ReportingApi::Connect => &mut self.connect.behaviour,
+            ReportingApi::Fusion => &mut self.fusion.behaviour,
+            ReportingApi::Supplier => &mut self.supplier.behaviour,
         }
     }
 
     /// Sets the same knobs on all five APIs (what the CLI flags do).
     pub fn for_all(mut self, change: impl Fn(&mut Behaviour)) -> Self {
-        for t in ALL_BACKENDS {
+        for t in ReportingApi::ALL {
             change(self.behaviour_mut(t));
         }
         self
@@ -328,15 +328,6 @@ impl SimConfig {
         Duration::from_millis(if self.hang_ms == 0 { 60_000 } else { self.hang_ms })
     }
 }
-
-/// The five APIs, in the order they are printed.
-pub const ALL_BACKENDS: [BackendType; 5] = [
-    BackendType::Rde,
-    BackendType::Cmp,
-    BackendType::Connect,
-    BackendType::Fusion,
-    BackendType::Supplier,
-];
 
 #[cfg(test)]
 mod tests {

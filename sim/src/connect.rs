@@ -41,10 +41,11 @@ use super::job::{Job, Phase};
 use super::rql;
 use super::storage::{StoredObject, expiry_after};
 use super::{Sim, lock};
-use report_operator::api::{BackendType, ReportFormat};
+use crate::ReportingApi;
+use crate::content::Format;
 
 pub(crate) const PREFIX: &str = "/connect/public/v1";
-const CONNECT: BackendType = BackendType::Connect;
+const CONNECT: ReportingApi = ReportingApi::Connect;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
@@ -58,7 +59,7 @@ struct Report {
     id: String,
     name: String,
     template: String,
-    renderer: ReportFormat,
+    renderer: Format,
     parameters: Value,
     job: Job,
     path: String,
@@ -122,11 +123,11 @@ pub(crate) fn routes(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
         )
 }
 
-fn parse_renderer(s: &str) -> Option<ReportFormat> {
+fn parse_renderer(s: &str) -> Option<Format> {
     match s {
-        "json" => Some(ReportFormat::Json),
-        "csv" => Some(ReportFormat::Csv),
-        "xlsx" => Some(ReportFormat::Xlsx),
+        "json" => Some(Format::Json),
+        "csv" => Some(Format::Csv),
+        "xlsx" => Some(Format::Xlsx),
         _ => None,
     }
 }

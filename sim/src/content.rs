@@ -17,15 +17,46 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
-use report_operator::api::{BackendType, ReportFormat};
+use crate::ReportingApi;
+
+/// The file formats the APIs render (each accepts its own subset, by its own spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Xml,
+    Csv,
+    Xlsx,
+}
+
+impl Format {
+    /// Lower-case name, as most APIs and file extensions spell it.
+    pub fn lower(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Xml => "xml",
+            Format::Csv => "csv",
+            Format::Xlsx => "xlsx",
+        }
+    }
+
+    /// Upper-case name, as RDE spells it.
+    pub fn upper(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Xml => "XML",
+            Format::Csv => "CSV",
+            Format::Xlsx => "XLSX",
+        }
+    }
+}
 
 /// What a report is about.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ReportContent {
-    pub backend: BackendType,
+    pub backend: ReportingApi,
     pub name: String,
     pub organization: String,
-    pub format: ReportFormat,
+    pub format: Format,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
 }
@@ -111,7 +142,7 @@ impl ReportContent {
     pub fn render(&self) -> Result<Vec<u8>, ContentError> {
         let rows = self.rows();
         Ok(match self.format {
-            ReportFormat::Json => {
+            Format::Json => {
                 let lines: Vec<Value> = rows
                     .iter()
                     .map(|r| json!({"item": r[5], "quantity": r[6].parse::<u32>().unwrap_or(0), "amount": r[7]}))
@@ -126,14 +157,14 @@ impl ReportContent {
                 });
                 serde_json::to_vec_pretty(&doc).unwrap_or_default()
             }
-            ReportFormat::Csv => {
+            Format::Csv => {
                 let mut out = csv_line(COLUMNS.iter().copied());
                 for r in &rows {
                     out.push_str(&csv_line(r.iter().map(String::as_str)));
                 }
                 out.into_bytes()
             }
-            ReportFormat::Xml => {
+            Format::Xml => {
                 let mut out = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<report name=\"{}\" backend=\"{}\" organization=\"{}\" periodStart=\"{}\" periodEnd=\"{}\">\n",
                     xml_escape(&self.name),
@@ -153,7 +184,7 @@ impl ReportContent {
                 out.push_str("</report>\n");
                 out.into_bytes()
             }
-            ReportFormat::Xlsx => xlsx(&rows)?,
+            Format::Xlsx => xlsx(&rows)?,
         })
     }
 
@@ -182,17 +213,17 @@ impl ReportContent {
 }
 
 /// The file name extension and content type of a stored file.
-pub(crate) fn file_type(format: ReportFormat, packaging: &Packaging) -> (String, &'static str) {
+pub(crate) fn file_type(format: Format, packaging: &Packaging) -> (String, &'static str) {
     match packaging {
         Packaging::Gzip => (format!("{}.gz", format.lower()), "application/gzip"),
         Packaging::ConnectZip { .. } => ("zip".into(), "application/zip"),
         Packaging::Plain => (
             format.lower().to_string(),
             match format {
-                ReportFormat::Json => "application/json",
-                ReportFormat::Csv => "text/csv",
-                ReportFormat::Xml => "application/xml",
-                ReportFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                Format::Json => "application/json",
+                Format::Csv => "text/csv",
+                Format::Xml => "application/xml",
+                Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             },
         ),
     }
@@ -287,9 +318,9 @@ mod tests {
 
     use super::*;
 
-    fn report(format: ReportFormat) -> ReportContent {
+    fn report(format: Format) -> ReportContent {
         ReportContent {
-            backend: BackendType::Cmp,
+            backend: ReportingApi::Cmp,
             name: "Daily, \"usage\"".into(),
             organization: "org".into(),
             format,
@@ -304,7 +335,7 @@ mod tests {
 
     #[test]
     fn content_is_deterministic_and_names_the_report() {
-        for f in [ReportFormat::Json, ReportFormat::Csv, ReportFormat::Xml] {
+        for f in [Format::Json, Format::Csv, Format::Xml] {
             let a = report(f).render().expect("render");
             assert_eq!(a, report(f).render().expect("render"));
             let text = String::from_utf8(a).expect("utf8");
@@ -313,7 +344,7 @@ mod tests {
                 "{text}"
             );
         }
-        let csv = String::from_utf8(report(ReportFormat::Csv).render().expect("csv")).expect("utf8");
+        let csv = String::from_utf8(report(Format::Csv).render().expect("csv")).expect("utf8");
         assert!(
             csv.starts_with("report,backend,organization,period_start,period_end,item,quantity,amount\n"),
             "{csv}"
@@ -323,7 +354,7 @@ mod tests {
 
     #[test]
     fn xlsx_and_connect_zip_are_real_archives() {
-        let xlsx = report(ReportFormat::Xlsx).render().expect("xlsx");
+        let xlsx = report(Format::Xlsx).render().expect("xlsx");
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(xlsx)).expect("zip");
         let mut sheet = String::new();
         archive
@@ -333,7 +364,7 @@ mod tests {
             .expect("read");
         assert!(sheet.contains("2026-10-01T00:00:00Z"));
         let summary = json!({"id": "RP-1"});
-        let zipped = report(ReportFormat::Csv)
+        let zipped = report(Format::Csv)
             .package(&Packaging::ConnectZip { summary })
             .expect("zip");
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).expect("zip");

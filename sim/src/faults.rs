@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Behaviour;
 use super::lock;
-use report_operator::api::BackendType;
+use crate::ReportingApi;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum FaultKind {
@@ -45,7 +45,7 @@ impl FaultKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Fault {
-    pub backend: BackendType,
+    pub backend: ReportingApi,
     /// An endpoint name as the API's module documents it (`create`, `get`, `token`, …), or
     /// `*` for every endpoint of the API.
     pub endpoint: String,
@@ -67,7 +67,7 @@ fn one() -> u32 {
 }
 
 impl Fault {
-    pub fn new(backend: BackendType, endpoint: &str, kind: FaultKind, count: u32) -> Self {
+    pub fn new(backend: ReportingApi, endpoint: &str, kind: FaultKind, count: u32) -> Self {
         Fault {
             backend,
             endpoint: endpoint.to_string(),
@@ -88,7 +88,7 @@ impl Fault {
         self
     }
 
-    fn hits(&self, backend: BackendType, endpoint: &str) -> bool {
+    fn hits(&self, backend: ReportingApi, endpoint: &str) -> bool {
         self.backend == backend && (self.endpoint == endpoint || self.endpoint == "*") && self.count > 0
     }
 }
@@ -129,7 +129,7 @@ impl Faults {
 
     /// The fault of this call, if any: the oldest injected one that matches, else one drawn
     /// by the configured rates.
-    pub fn take(&self, backend: BackendType, endpoint: &str, behaviour: &Behaviour) -> Option<Fault> {
+    pub fn take(&self, backend: ReportingApi, endpoint: &str, behaviour: &Behaviour) -> Option<Fault> {
         {
             let mut queue = lock(&self.queue);
             if let Some(at) = queue.iter().position(|f| f.hits(backend, endpoint)) {
@@ -170,19 +170,19 @@ mod tests {
     fn injected_faults_hit_count_calls_of_their_endpoint() {
         let faults = Faults::new(Some(1));
         let calm = Behaviour::default();
-        faults.inject(Fault::new(BackendType::Cmp, "create", FaultKind::ServerError, 2));
-        assert_eq!(faults.take(BackendType::Cmp, "get", &calm), None);
-        assert_eq!(faults.take(BackendType::Rde, "create", &calm), None);
-        assert!(faults.take(BackendType::Cmp, "create", &calm).is_some());
-        assert!(faults.take(BackendType::Cmp, "create", &calm).is_some());
-        assert_eq!(faults.take(BackendType::Cmp, "create", &calm), None);
+        faults.inject(Fault::new(ReportingApi::Cmp, "create", FaultKind::ServerError, 2));
+        assert_eq!(faults.take(ReportingApi::Cmp, "get", &calm), None);
+        assert_eq!(faults.take(ReportingApi::Rde, "create", &calm), None);
+        assert!(faults.take(ReportingApi::Cmp, "create", &calm).is_some());
+        assert!(faults.take(ReportingApi::Cmp, "create", &calm).is_some());
+        assert_eq!(faults.take(ReportingApi::Cmp, "create", &calm), None);
         assert!(faults.pending().is_empty());
         let parsed: Fault =
             serde_json::from_str(r#"{"backend":"CMP","endpoint":"create","kind":"lost-response"}"#)
                 .expect("fault");
         assert_eq!(
             parsed,
-            Fault::new(BackendType::Cmp, "create", FaultKind::LostResponse, 1)
+            Fault::new(ReportingApi::Cmp, "create", FaultKind::LostResponse, 1)
         );
     }
 
@@ -194,7 +194,7 @@ mod tests {
             ..Behaviour::default()
         };
         assert_eq!(
-            faults.take(BackendType::Rde, "get", &always).map(|f| f.kind),
+            faults.take(ReportingApi::Rde, "get", &always).map(|f| f.kind),
             Some(FaultKind::ServerError)
         );
         let lost = Behaviour {
@@ -202,7 +202,7 @@ mod tests {
             ..Behaviour::default()
         };
         assert_eq!(
-            faults.take(BackendType::Rde, "get", &lost).map(|f| f.kind),
+            faults.take(ReportingApi::Rde, "get", &lost).map(|f| f.kind),
             Some(FaultKind::LostResponse)
         );
     }

@@ -37,10 +37,10 @@ use super::Sim;
 use super::content::csv_line;
 use super::http::{bearer_token, endpoint, json, parse_body, same_secret};
 use super::signing::TokenError;
-use report_operator::api::BackendType;
+use crate::ReportingApi;
 
 pub(crate) const PREFIX: &str = "/fusion";
-const FUSION: BackendType = BackendType::Fusion;
+const FUSION: ReportingApi = ReportingApi::Fusion;
 const ACCESS: &str = "fusion-access";
 const REFRESH: &str = "fusion-refresh";
 

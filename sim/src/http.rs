@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::faults::{Fault, FaultKind};
 use super::stats::STORAGE;
 use super::{Sim, cmp, connect, fusion, rde, supplier};
-use report_operator::api::BackendType;
+use crate::ReportingApi;
 
 /// Marks an answer that must not be sent: the server closes the connection instead.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +39,7 @@ const TOKEN_ENDPOINTS: [&str; 3] = ["token", "login", "refresh"];
 struct Endpoint {
     sim: Arc<Sim>,
     /// `None`: storage, which has no latency or faults of its own.
-    backend: Option<BackendType>,
+    backend: Option<ReportingApi>,
     name: &'static str,
 }
 
@@ -47,7 +47,7 @@ struct Endpoint {
 /// applies that API's latency and faults.
 pub(crate) fn endpoint(
     sim: &Arc<Sim>,
-    backend: Option<BackendType>,
+    backend: Option<ReportingApi>,
     name: &'static str,
     route: MethodRouter<Arc<Sim>>,
 ) -> MethodRouter<Arc<Sim>> {
@@ -60,7 +60,7 @@ pub(crate) fn endpoint(
 }
 
 async fn endpoint_layer(State(ep): State<Endpoint>, request: Request, next: Next) -> Response {
-    let label = ep.backend.map_or(STORAGE, BackendType::as_str);
+    let label = ep.backend.map_or(STORAGE, ReportingApi::as_str);
     let response = match ep.backend {
         None => next.run(request).await,
         Some(backend) => {
@@ -126,13 +126,13 @@ async fn apply_fault(sim: &Sim, fault: Fault, request: Request, next: Next) -> R
 }
 
 /// An error in `backend`'s own shape.
-pub(crate) fn api_error(backend: BackendType, status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn api_error(backend: ReportingApi, status: StatusCode, code: &str, message: &str) -> Response {
     match backend {
-        BackendType::Rde => rde::error(status, code, message),
-        BackendType::Cmp => cmp::error(status, code, message),
-        BackendType::Connect => connect::error(status, code, message),
-        BackendType::Fusion => fusion::error(status, code, message),
-        BackendType::Supplier => supplier::error(status, code, message),
+        ReportingApi::Rde => rde::error(status, code, message),
+        ReportingApi::Cmp => cmp::error(status, code, message),
+        ReportingApi::Connect => connect::error(status, code, message),
+        ReportingApi::Fusion => fusion::error(status, code, message),
+        ReportingApi::Supplier => supplier::error(status, code, message),
     }
 }
 

@@ -2,7 +2,7 @@
 //! seed documents, in one HTTP server, for tests, demos and benchmarks.
 //!
 //! Each API lives under its own path prefix, so that clients are also tested for keeping a
-//! base URL's path (`docs/dev/INTERFACES.md`):
+//! base URL's path (`docs/src/development/interfaces.md`):
 //!
 //! | API      | ReportBackend `spec.url`   | endpoint names (for faults and statistics)                   |
 //! |----------|----------------------------|--------------------------------------------------------------|
@@ -24,6 +24,7 @@
 // once; boxing it would only add an allocation to every refused request.
 #![allow(clippy::result_large_err)]
 
+mod api;
 mod cli;
 mod cmp;
 mod config;
@@ -50,15 +51,12 @@ use axum::Router;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 
+pub use api::ReportingApi;
 pub use cli::{SimArgs, run_cli};
-pub use config::{
-    ALL_BACKENDS, Behaviour, CmpConfig, ConnectConfig, FusionConfig, RdeConfig, SimConfig, SupplierConfig,
-};
+pub use config::{Behaviour, CmpConfig, ConnectConfig, FusionConfig, RdeConfig, SimConfig, SupplierConfig};
 pub use faults::{Fault, FaultKind};
 pub use server::SimServer;
 pub use stats::{GenerationCount, PeakInProgress, RequestCount, STORAGE, SimStats};
-
-use report_operator::api::BackendType;
 
 /// Why the simulator could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +71,6 @@ pub enum SimError {
     /// A control request asked for something that cannot be done.
     #[error("{0}")]
     Control(String),
-}
-
-/// The path prefix of an API under the simulator's base URL.
-pub fn api_path(t: BackendType) -> &'static str {
-    match t {
-        BackendType::Rde => rde::PREFIX,
-        BackendType::Cmp => cmp::PREFIX,
-        BackendType::Connect => connect::PREFIX,
-        BackendType::Fusion => fusion::PREFIX,
-        BackendType::Supplier => supplier::PREFIX,
-    }
 }
 
 /// The path of SUPPLIER's OAuth2 token endpoint.
@@ -135,7 +122,7 @@ impl Sim {
     /// A new report's life: it fails if a name contains `FAIL` or by the failure rate.
     pub fn new_job<'a>(
         &self,
-        backend: BackendType,
+        backend: ReportingApi,
         names: impl IntoIterator<Item = &'a str>,
         now: DateTime<Utc>,
     ) -> job::Job {

@@ -1,5 +1,8 @@
 //! The `report-sim` binary: the simulators of the five reporting APIs as a process, for demos
 //! and load tests. It is not part of the operator's binary or image.
+//!
+//! It prints its URLs at start and reports what it served at `/_sim/stats`; it installs no
+//! log subscriber, because nothing in it logs through `tracing`.
 
 use std::process::ExitCode;
 
@@ -18,7 +21,6 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    report_operator::controller::init_logging(report_operator::controller::LogFormat::Text);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -18,8 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
 use super::http::DropConnection;
-use super::{Fault, Sim, SimConfig, SimError, SimStats, api_path, cmp, lock, rde, router, supplier};
-use report_operator::api::BackendType;
+use super::{Fault, Sim, SimConfig, SimError, SimStats, cmp, lock, rde, router, supplier};
+use crate::ReportingApi;
 
 /// The error that makes hyper close a connection instead of answering.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,8 @@ impl SimServer {
     }
 
     /// The value for a ReportBackend's `spec.url`.
-    pub fn backend_url(&self, t: BackendType) -> String {
-        format!("{}{}", self.sim.base_url, api_path(t))
+    pub fn backend_url(&self, t: ReportingApi) -> String {
+        format!("{}{}", self.sim.base_url, t.path())
     }
 
     /// The value for a SUPPLIER ReportBackend's `spec.supplier.tokenUrl`.

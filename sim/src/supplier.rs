@@ -48,11 +48,12 @@ use super::signing::TokenError;
 use super::storage::{StoredObject, expiry_after};
 use super::window::{Limits, retry_after_secs};
 use super::{Sim, lock};
-use report_operator::api::{BackendType, ReportFormat};
+use crate::ReportingApi;
+use crate::content::Format;
 
 pub(crate) const PREFIX: &str = "/supplier";
 pub(crate) const TOKEN_PATH: &str = "/supplier-auth/oauth/v2/token";
-const SUPPLIER: BackendType = BackendType::Supplier;
+const SUPPLIER: ReportingApi = ReportingApi::Supplier;
 const TOKEN_KIND: &str = "supplier";
 const DEFAULT_PAGE_SIZE: usize = 10;
 const MAX_PAGE_SIZE: usize = 100;
@@ -328,7 +329,7 @@ async fn generate(
         backend: SUPPLIER,
         name: report_type.clone(),
         organization: org.clone(),
-        format: ReportFormat::Csv,
+        format: Format::Csv,
         start: Some(start),
         end: Some(end),
     };

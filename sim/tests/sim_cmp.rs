@@ -4,7 +4,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{CmpConfig, SimConfig};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, wait_for};
@@ -43,7 +43,7 @@ async fn create(sim: &report_sim::SimServer, token: &str, body: &Value) -> reqwe
 }
 
 fn api(sim: &report_sim::SimServer, path: &str) -> String {
-    format!("{}{path}", sim.backend_url(BackendType::Cmp))
+    format!("{}{path}", sim.backend_url(ReportingApi::Cmp))
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn a_onetime_report_is_submitted_completed_listed_and_downloadable() {
         .await
         .expect("list");
     assert_eq!(missing.status(), 400, "from and to are required");
-    assert_eq!(sim.stats().token_requests(BackendType::Cmp), 1);
+    assert_eq!(sim.stats().token_requests(ReportingApi::Cmp), 1);
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ async fn the_per_minute_quota_answers_429_with_retry_after() {
             .as_str()
             .is_some_and(|m| m.contains("Rate limit is exceeded"))
     );
-    assert_eq!(sim.stats().rate_limited(BackendType::Cmp), 1);
+    assert_eq!(sim.stats().rate_limited(ReportingApi::Cmp), 1);
 }
 
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn invoice_reports_are_listed_by_type_and_fail_reports_end_in_error() {
     assert_eq!(errored["id"], id.as_str());
     assert!(errored["errorMessage"].as_str().is_some_and(|m| !m.is_empty()));
     assert!(errored.get("downloadUrl").is_none());
-    assert_eq!(sim.stats().total_generations(BackendType::Cmp), 3);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Cmp), 3);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::SimServer;
 use serde_json::{Value, json};
 use sim_support::{body_json, client, quick, start, unzip, wait_for};
@@ -13,7 +13,7 @@ use sim_support::{body_json, client, quick, start, unzip, wait_for};
 const KEY: &str = "ApiKey SU-000-000-000:connect-secret-key";
 
 fn url(sim: &SimServer, path: &str) -> String {
-    format!("{}{path}", sim.backend_url(BackendType::Connect))
+    format!("{}{path}", sim.backend_url(ReportingApi::Connect))
 }
 
 async fn create(sim: &SimServer, name: &str, renderer: &str) -> reqwest::Response {
@@ -164,7 +164,7 @@ async fn api_keys_are_checked_and_errors_have_connects_shape() {
         get(&sim, "/reporting/reports/RP-9999-9999-9999").await.status(),
         404
     );
-    assert_eq!(sim.stats().total_generations(BackendType::Connect), 0);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Connect), 0);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use sim_support::{quick, start};
 
 /// The whole pytest run (a few seconds when the simulator answers).
@@ -55,7 +55,7 @@ async fn connects_own_python_client_works_against_the_simulator() {
             "tests/connect_client",
         ])
         .current_dir(sim_dir())
-        .env("REPORT_SIM_CONNECT_URL", sim.backend_url(BackendType::Connect))
+        .env("REPORT_SIM_CONNECT_URL", sim.backend_url(ReportingApi::Connect))
         .env("REPORT_SIM_CONNECT_API_KEY", api_key)
         // Only pytest itself: no plugin of the environment's packages joins the run.
         .env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")

@@ -6,7 +6,7 @@ mod sim_support;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
 use serde_json::json;
 use sim_support::{Rde, body_json, client, cmp_token, quick, start, supplier_token};
@@ -35,7 +35,7 @@ async fn templates_named(rde: &Rde, name: &str) -> usize {
 async fn an_injected_5xx_does_nothing_and_strikes_count_times() {
     let sim = start(quick(0)).await;
     let rde = Rde::new(&sim);
-    sim.inject(Fault::new(BackendType::Rde, "create", FaultKind::ServerError, 2));
+    sim.inject(Fault::new(ReportingApi::Rde, "create", FaultKind::ServerError, 2));
     for _ in 0..2 {
         let refused = rde.create(template("NW Finance")).await;
         assert_eq!(refused.status(), 503);
@@ -49,14 +49,19 @@ async fn an_injected_5xx_does_nothing_and_strikes_count_times() {
     assert_eq!(rde.create(template("NW Finance")).await.status(), 202);
     let stats = sim.stats();
     assert_eq!(stats.requests_with_status("RDE", "create", 503), 2);
-    assert_eq!(stats.total_generations(BackendType::Rde), 1);
+    assert_eq!(stats.total_generations(ReportingApi::Rde), 1);
 }
 
 #[tokio::test]
 async fn a_lost_response_creates_but_the_client_gets_no_answer() {
     let sim = start(quick(0)).await;
     let rde = Rde::new(&sim);
-    sim.inject(Fault::new(BackendType::Rde, "create", FaultKind::LostResponse, 1));
+    sim.inject(Fault::new(
+        ReportingApi::Rde,
+        "create",
+        FaultKind::LostResponse,
+        1,
+    ));
     let lost = rde
         .request(reqwest::Method::POST, "/aps/2/resources")
         .json(&template("NW Finance"))
@@ -69,16 +74,16 @@ async fn a_lost_response_creates_but_the_client_gets_no_answer() {
     // The template exists: a client must look it up before it creates again.
     assert_eq!(templates_named(&rde, "NW Finance").await, 1);
     let stats = sim.stats();
-    assert_eq!(stats.total_generations(BackendType::Rde), 1);
-    assert_eq!(stats.max_duplicates(BackendType::Rde), 1);
+    assert_eq!(stats.total_generations(ReportingApi::Rde), 1);
+    assert_eq!(stats.max_duplicates(ReportingApi::Rde), 1);
     assert_eq!(stats.requests_with_status("RDE", "create", 0), 1, "{stats:?}");
 
     // With a status, the answer is that status instead (a gateway's 504 after the work).
     let token = cmp_token(&sim).await;
-    sim.inject(Fault::new(BackendType::Cmp, "create", FaultKind::LostResponse, 1).with_status(504));
+    sim.inject(Fault::new(ReportingApi::Cmp, "create", FaultKind::LostResponse, 1).with_status(504));
     let body = json!({"name": "Daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
     let answer = client()
-        .post(format!("{}/reports", sim.backend_url(BackendType::Cmp)))
+        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
         .bearer_auth(&token)
         .header("x-subscription-key", "cmp-subscription-key")
         .json(&body)
@@ -86,7 +91,7 @@ async fn a_lost_response_creates_but_the_client_gets_no_answer() {
         .await
         .expect("send");
     assert_eq!(answer.status(), 504);
-    assert_eq!(sim.stats().total_generations(BackendType::Cmp), 1);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Cmp), 1);
 }
 
 #[tokio::test]
@@ -98,7 +103,7 @@ async fn a_timeout_holds_the_answer_after_carrying_the_call_out() {
     let sim = start(config).await;
     let token = supplier_token(&sim).await;
     sim.inject(Fault::new(
-        BackendType::Supplier,
+        ReportingApi::Supplier,
         "generate",
         FaultKind::Timeout,
         1,
@@ -110,7 +115,7 @@ async fn a_timeout_holds_the_answer_after_carrying_the_call_out() {
     let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
     let url = format!(
         "{}/v1/vehicle-suppliers/suppliers/org-1/reports",
-        sim.backend_url(BackendType::Supplier)
+        sim.backend_url(ReportingApi::Supplier)
     );
     let started = Instant::now();
     let answer = impatient.post(&url).bearer_auth(&token).json(&body).send().await;
@@ -119,7 +124,7 @@ async fn a_timeout_holds_the_answer_after_carrying_the_call_out() {
         "{answer:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(sim.stats().total_generations(BackendType::Supplier), 1);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Supplier), 1);
 }
 
 #[tokio::test]
@@ -149,7 +154,7 @@ async fn faults_are_injected_listed_and_cleared_over_http() {
     let token = supplier_token(&sim).await;
     let url = format!(
         "{}/v1/vehicle-suppliers/suppliers/org-1/reports",
-        sim.backend_url(BackendType::Supplier)
+        sim.backend_url(ReportingApi::Supplier)
     );
     let body = json!({"reportType": "REPORT_TYPE_A", "filters": [{"field": "dateRange", "operator": "OPERATOR_IN_RANGE", "value": ["1790812800000", "1790985599000"]}]});
     let refused = http
@@ -182,7 +187,7 @@ async fn faults_are_injected_listed_and_cleared_over_http() {
     );
 
     // A wildcard endpoint hits every endpoint of its API.
-    sim.inject(Fault::new(BackendType::Supplier, "*", FaultKind::ServerError, 1).with_status(502));
+    sim.inject(Fault::new(ReportingApi::Supplier, "*", FaultKind::ServerError, 1).with_status(502));
     assert_eq!(
         http.get(&url)
             .bearer_auth(&token)
@@ -204,7 +209,7 @@ async fn faults_are_injected_listed_and_cleared_over_http() {
     )
     .expect("stats");
     assert_eq!(over_http, sim.stats());
-    assert_eq!(over_http.rate_limited(BackendType::Supplier), 1);
+    assert_eq!(over_http.rate_limited(ReportingApi::Supplier), 1);
     assert_eq!(over_http.requests_with_status("SUPPLIER", "list", 502), 1);
 }
 
@@ -216,7 +221,7 @@ async fn rates_and_latency_come_from_the_config() {
     let sim = start(config).await;
     let http = client();
     let token = http
-        .post(format!("{}/token", sim.backend_url(BackendType::Cmp)))
+        .post(format!("{}/token", sim.backend_url(ReportingApi::Cmp)))
         .basic_auth("cmp-user", Some("cmp-password"))
         .header("x-subscription-key", "cmp-subscription-key")
         .json(&json!({"marketplace": "us"}))
@@ -229,7 +234,7 @@ async fn rates_and_latency_come_from_the_config() {
     let list = http
         .get(format!(
             "{}/reporting/reports",
-            sim.backend_url(BackendType::Connect)
+            sim.backend_url(ReportingApi::Connect)
         ))
         .header("authorization", "ApiKey SU-000-000-000:connect-secret-key")
         .send()
@@ -256,7 +261,7 @@ async fn random_lost_answers_still_create() {
         .await;
     assert!(token_call.is_err(), "every answer is lost");
     assert_eq!(sim.stats().requests_with_status("SUPPLIER", "token", 0), 1);
-    assert_eq!(sim.stats().token_requests(BackendType::Supplier), 1);
+    assert_eq!(sim.stats().token_requests(ReportingApi::Supplier), 1);
 }
 
 #[derive(Parser)]
@@ -291,7 +296,7 @@ fn the_config_file_and_flags_set_the_knobs() {
     assert_eq!(config.cmp.username, "alice");
     assert_eq!(config.cmp.password, "cmp-password");
     assert!(
-        report_sim::ALL_BACKENDS
+        report_sim::ReportingApi::ALL
             .iter()
             .all(|t| config.behaviour(*t).generation_ms == 7 && config.behaviour(*t).error_rate == 0.5)
     );

@@ -4,7 +4,7 @@
 mod sim_support;
 
 use base64::Engine as _;
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{Fault, FaultKind, FusionConfig, SimConfig, SimServer};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, fusion_login, quick, sleep_past, start};
@@ -12,7 +12,7 @@ use sim_support::{body_json, client, fusion_login, quick, sleep_past, start};
 const TENANT: &str = "53fd92c7-fbef-44fd-af76-d92334432ac9";
 
 fn url(sim: &SimServer, path: &str) -> String {
-    format!("{}/api/v01{path}", sim.backend_url(BackendType::Fusion))
+    format!("{}/api/v01{path}", sim.backend_url(ReportingApi::Fusion))
 }
 
 async fn license(sim: &SimServer, token: &str, path: &str, body: Value) -> reqwest::Response {
@@ -120,7 +120,7 @@ async fn license_files_of_every_level_have_the_seeds_headers_and_names() {
     assert_eq!(again["fileBody"], sub["fileBody"]);
     assert_eq!(
         sim.stats().generations_of(
-            BackendType::Fusion,
+            ReportingApi::Fusion,
             &format!("licenses|tenant|{TENANT}|subscription 2|csv")
         ),
         2
@@ -259,7 +259,7 @@ async fn login_refresh_and_two_factor() {
         401
     );
     assert!(!fresh.is_empty());
-    assert_eq!(sim.stats().token_requests(BackendType::Fusion), 7);
+    assert_eq!(sim.stats().token_requests(ReportingApi::Fusion), 7);
 }
 
 /// The `exp` claim of a JWT-shaped token.
@@ -318,7 +318,7 @@ async fn the_documented_error_codes() {
         assert_eq!(response.status(), status, "{what}");
         assert_eq!(body_json(response).await["code"], status, "{what}");
     }
-    sim.inject(Fault::new(BackendType::Fusion, "license", FaultKind::ServerError, 1).with_status(500));
+    sim.inject(Fault::new(ReportingApi::Fusion, "license", FaultKind::ServerError, 1).with_status(500));
     assert_eq!(
         license(&sim, &token, &tenant(TENANT), json!({"format": "csv"}))
             .await

@@ -5,7 +5,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sim_support::{Rde, body_json, client, gunzip, oauth, quick, start, wait_for};
@@ -90,7 +90,7 @@ async fn onetime_template_gets_one_report_file_that_becomes_ready_and_downloads(
         text.contains("2018-10-09T00:00:00Z") && text.contains("2018-10-10T23:59:59Z"),
         "{text}"
     );
-    assert_eq!(sim.stats().total_generations(BackendType::Rde), 1);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Rde), 1);
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn oauth_signatures_are_verified() {
     let rde = Rde::new(&sim);
     let url = format!(
         "{}/aps/2/resources?implementing({TYPE})",
-        sim.backend_url(BackendType::Rde)
+        sim.backend_url(ReportingApi::Rde)
     );
     let send = |header: Option<String>| {
         let mut request = client().get(&url);
@@ -211,8 +211,8 @@ async fn a_retried_create_makes_a_second_template() {
     let b = body_json(rde.create(onetime("NW Finance")).await).await;
     assert_ne!(a["aps"]["id"], b["aps"]["id"]);
     let stats = sim.stats();
-    assert_eq!(stats.total_generations(BackendType::Rde), 2);
-    assert_eq!(stats.max_duplicates(BackendType::Rde), 2, "{stats:?}");
+    assert_eq!(stats.total_generations(ReportingApi::Rde), 2);
+    assert_eq!(stats.max_duplicates(ReportingApi::Rde), 2, "{stats:?}");
 }
 
 #[tokio::test]
@@ -388,5 +388,5 @@ async fn invalid_templates_are_refused() {
         assert_eq!(response.status(), 400, "{what}");
         assert_eq!(body_json(response).await["code"], 400, "{what}");
     }
-    assert_eq!(sim.stats().total_generations(BackendType::Rde), 0);
+    assert_eq!(sim.stats().total_generations(ReportingApi::Rde), 0);
 }

@@ -4,7 +4,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{ConnectConfig, SimConfig, SimServer};
 use serde_json::json;
 use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, unzip, url_expiry, wait_for};
@@ -12,7 +12,7 @@ use sim_support::{body_json, client, cmp_token, quick, sleep_past, start, unzip,
 /// A completed CMP report's downloadUrl.
 async fn cmp_url(sim: &SimServer, name: &str, format: &str) -> String {
     let token = cmp_token(sim).await;
-    let base = sim.backend_url(BackendType::Cmp);
+    let base = sim.backend_url(ReportingApi::Cmp);
     let body = json!({"name": name, "format": format, "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-31T23:59:59Z"});
     let http = client();
     let created = body_json(
@@ -135,7 +135,7 @@ async fn a_url_stops_working_at_its_expiry() {
     };
     let sim = start(config).await;
     let http = client();
-    let base = sim.backend_url(BackendType::Connect);
+    let base = sim.backend_url(ReportingApi::Connect);
     let key = "ApiKey SU-000-000-000:connect-secret-key";
     let created = http
         .post(format!("{base}/reporting/reports"))

@@ -5,7 +5,7 @@ mod sim_support;
 
 use std::time::Duration;
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{SimServer, SupplierConfig};
 use serde_json::{Value, json};
 use sim_support::{body_json, client, quick, sleep_past, start, supplier_token, url_expiry, wait_for};
@@ -18,7 +18,7 @@ const END_MS: &str = "1790985599000";
 fn reports(sim: &SimServer, org: &str, tail: &str) -> String {
     format!(
         "{}/v1/vehicle-suppliers/suppliers/{org}/reports{tail}",
-        sim.backend_url(BackendType::Supplier)
+        sim.backend_url(ReportingApi::Supplier)
     )
 }
 
@@ -177,9 +177,9 @@ async fn a_seventh_report_in_progress_is_refused_with_429() {
         200
     );
     let stats = sim.stats();
-    assert_eq!(stats.peak_in_progress(BackendType::Supplier, ORG), 6);
-    assert_eq!(stats.total_generations(BackendType::Supplier), 7);
-    assert_eq!(stats.rate_limited(BackendType::Supplier), 1);
+    assert_eq!(stats.peak_in_progress(ReportingApi::Supplier, ORG), 6);
+    assert_eq!(stats.total_generations(ReportingApi::Supplier), 7);
+    assert_eq!(stats.rate_limited(ReportingApi::Supplier), 1);
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn a_slot_frees_when_a_report_finishes() {
             .status(),
         200
     );
-    assert_eq!(sim.stats().peak_in_progress(BackendType::Supplier, ORG), 1);
+    assert_eq!(sim.stats().peak_in_progress(ReportingApi::Supplier, ORG), 1);
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn the_token_endpoint_is_limited_and_checks_the_client() {
         .expect("token");
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
-    assert_eq!(sim.stats().token_requests(BackendType::Supplier), 4);
+    assert_eq!(sim.stats().token_requests(ReportingApi::Supplier), 4);
 
     let list = || client().get(reports(&sim, ORG, "")).bearer_auth(&access).send();
     assert_eq!(list().await.expect("list").status(), 200);

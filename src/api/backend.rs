@@ -95,6 +95,7 @@ pub struct RdeSettings {
     /// APS type id of RDEReportTemplate on this platform release.
     /// Default `http://www.odin.com/rde/report-template/1.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub template_type: Option<String>,
 }
 
@@ -104,6 +105,7 @@ pub struct RdeSettings {
 pub struct CmpSettings {
     /// Marketplace sent when requesting a token. Default `us`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub marketplace: Option<String>,
 }
 
@@ -113,6 +115,7 @@ pub struct CmpSettings {
 pub struct FusionSettings {
     /// The DRaaS instance in every report path. Default `draas_v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub draas_instance: Option<String>,
 }
 
@@ -123,12 +126,15 @@ pub struct SupplierSettings {
     /// UUID of the supplier organization whose reports are generated (unless a generator
     /// fans out over child `parameters.organizations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub organization_id: Option<String>,
     /// Absolute URL of the OAuth2 token endpoint (client credentials grant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
     pub token_url: Option<String>,
     /// OAuth2 scope to request. Default `solutions.suppliers.reports`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub scope: Option<String>,
     /// For how many seconds after a report is READY the operator re-mints its 60-second URL
     /// before it expires, so that the Secret always holds a live one. Later (or with 0) a URL

@@ -31,9 +31,19 @@ pub struct SecretKeySelector {
 pub struct SecretTemplate {
     /// Labels added to the Secret (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "maxProperties" = 64,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, size(k) <= 317)", "message": "a label key has at most 317 characters (a 253-character prefix, '/', a 63-character name)"}]
+    ))]
     pub labels: Option<BTreeMap<String, String>>,
     /// Annotations added to the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "maxProperties" = 64,
+        "additionalProperties" = {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, size(k) <= 317)", "message": "an annotation key has at most 317 characters (a 253-character prefix, '/', a 63-character name)"}]
+    ))]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 

@@ -59,9 +59,11 @@ pub struct ReportFileSpec {
     /// Id of a report the backend already made (RDE report files, CMP on-invoice reports):
     /// the operator follows it instead of asking for a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ID_LENGTH))]
     pub external_id: Option<String>,
     /// RDE: APS id of the report template this file belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ID_LENGTH))]
     pub template_id: Option<String>,
     /// Labels and annotations for this report's Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +78,12 @@ pub struct ReportFileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_ref: Option<LocalObjectReference>,
 }
+
+/// The longest id of a report or template: in `spec`, refused at admission; from a backend,
+/// cut when written into status.
+pub const MAX_ID_LENGTH: usize = 256;
+/// The longest file name written into status (a backend's; longer ones are cut).
+pub const MAX_FILE_NAME_LENGTH: usize = 255;
 
 /// ReportFile condition type: True once the report is READY (as a Job's `Complete`).
 pub const CONDITION_COMPLETE: &str = "Complete";
@@ -126,7 +134,8 @@ pub struct ReportFileStatus {
     /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
     /// False while the copy is retried, with the reason: Unreachable, Unauthorized,
     /// BucketNotFound, CredentialsMissing, StoreNotFound, InvalidSpec, DestinationDenied,
-    /// SourceUnavailable (the backend's download failed) or InvalidArchive.
+    /// InvalidResponse (the store answered more than the operator reads), SourceUnavailable
+    /// (the backend's download failed) or InvalidArchive.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -9,6 +9,7 @@ mod backend;
 mod common;
 mod file;
 mod generator;
+mod schema;
 mod store;
 
 pub use backend::*;
@@ -32,14 +33,34 @@ pub const ANNOTATION_RUN_NOW: &str = "reporting.report-operator.io/run-now";
 /// Annotation on a ReportFile: a new value asks for a fresh download URL.
 pub const ANNOTATION_REFRESH_URL: &str = "reporting.report-operator.io/refresh-url";
 
-/// All CRDs, in the order they are printed and installed.
+/// Finalizer on a CONNECT ReportFile: its report on Connect is removed before it goes.
+pub const FINALIZER_CONNECT_REPORT: &str = "reporting.report-operator.io/connect-report";
+/// Finalizer on a ReportFile copied into a ReportStore with retention Delete: the copy is
+/// deleted before it goes.
+pub const FINALIZER_DELIVERY: &str = "reporting.report-operator.io/delivery";
+/// Finalizer on an RDE ReportGenerator: its report template is deleted on the platform before
+/// it goes.
+pub const FINALIZER_RDE_TEMPLATE: &str = "reporting.report-operator.io/rde-template";
+/// Every finalizer the operator sets: `kubectl report release-finalizers` removes these and
+/// no other.
+pub const FINALIZERS: [&str; 3] = [
+    FINALIZER_CONNECT_REPORT,
+    FINALIZER_DELIVERY,
+    FINALIZER_RDE_TEMPLATE,
+];
+
+/// All CRDs, in the order they are printed and installed, their schemas tidied for
+/// `kubectl explain` ([`schema::tidy`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         ReportBackend::crd(),
         ReportGenerator::crd(),
         ReportFile::crd(),
         ReportStore::crd(),
     ]
+    .into_iter()
+    .map(schema::tidy)
+    .collect()
 }
 
 /// The CRDs as one multi-document YAML stream, as `crds/` and the chart hold them.

@@ -44,7 +44,7 @@ pub struct ReportStoreSpec {
     pub endpoint: Option<String>,
     /// The bucket's region; default `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), pattern(REGION_PATTERN))]
     pub region: Option<String>,
     /// Secret in the same namespace with keys `accessKeyId` and `secretAccessKey` (and
     /// optionally `sessionToken`).
@@ -76,6 +76,9 @@ pub struct ReportStoreSpec {
     pub connect_archive: Option<ConnectArchive>,
 }
 
+/// What a `region` may hold: it becomes part of a host name when there is no `endpoint`.
+pub const REGION_PATTERN: &str = "^[a-z0-9-]+$";
+
 /// What happens to a CONNECT ZIP on its way into the store.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConnectArchive {
@@ -105,7 +108,8 @@ pub struct ReportStoreStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` says whether the bucket answers with these credentials; reasons Reachable,
     /// InvalidSpec, CredentialsMissing, Unauthorized, BucketNotFound, Unreachable,
-    /// DestinationDenied (the operator's outbound policy forbids the endpoint).
+    /// InvalidResponse (an answer larger than the operator reads), DestinationDenied (the
+    /// operator's outbound policy forbids the endpoint).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

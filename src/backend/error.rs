@@ -138,7 +138,7 @@ impl BackendError {
         }
     }
 
-    /// Every code [`BackendError::metric_code`] returns, for the README and its test.
+    /// Every code [`BackendError::metric_code`] returns, for the book's metrics page and its test.
     pub const METRIC_CODES: [&'static str; 14] = [
         "transient",
         "rate_limited",
@@ -383,8 +383,8 @@ mod tests {
                 "{code}"
             );
             assert!(
-                include_str!("../../README.md").contains(&format!("`{code}`")),
-                "the README does not list {code}"
+                include_str!("../../docs/src/operations/metrics.md").contains(&format!("`{code}`")),
+                "docs/src/operations/metrics.md does not list {code}"
             );
         }
     }

@@ -40,6 +40,7 @@ use crate::api::{self, BackendType, EventType, ReportFormat};
 pub(crate) use auth::Credentials;
 pub use body::{MAX_ERROR_BODY_BYTES, MAX_INLINE_BYTES, MAX_JSON_BYTES};
 pub use capabilities::{Capabilities, Refusal, Setting, missing_parameter, unsupported_setting};
+pub(crate) use error::redact_text;
 pub use error::{BackendError, ErrorAction, redact_url};
 pub use http::{ClientOptions, RetryPolicy};
 pub use policy::{Denial, IpNet, OutboundPolicy};

@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use tracing::info;
 
+use super::SecretEvents;
 use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
@@ -42,25 +39,20 @@ fn reprobe_not_ready(not_ready_for: Duration) -> Duration {
 
 pub async fn controller(
     ctl: Controller<ReportBackend>,
-    secrets: Api<PartialObjectMeta<Secret>>,
+    secrets: SecretEvents,
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
     let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A Secret change wakes the backends that read it (credentials or CA).
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            ctx.shards.only_held(move |secret: PartialObjectMeta<Secret>| {
-                let readers =
-                    index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
-                readers
-                    .iter()
-                    .map(|rb| ObjectRef::from_obj(&**rb))
-                    .collect::<Vec<_>>()
-            }),
-        )
+        .watches_shared_stream(secrets, move |secret| {
+            let readers = index.backends_reading(&secret.namespace().unwrap_or_default(), &secret.name_any());
+            readers
+                .iter()
+                .map(|rb| ObjectRef::from_obj(&**rb))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

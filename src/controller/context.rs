@@ -21,6 +21,7 @@ use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady};
 use super::shards::Shards;
+use super::store::StoreClients;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
 
@@ -39,6 +40,8 @@ pub struct Context {
     /// Answers the questions across objects of the stores above without scanning them.
     pub index: Arc<Index>,
     pub registry: BackendRegistry,
+    /// One client per ReportStore and when each is probed next.
+    pub store_clients: StoreClients,
     /// Failures in a row per object, for the retry delay of a failing reconcile.
     pub backoff: Backoff,
     /// Where calls to backends and stores may go (the `--outbound-*` flags).
@@ -71,6 +74,7 @@ impl Context {
         Context {
             events: Events::start(Recorder::new(client.clone(), reporter)),
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
+            store_clients: StoreClients::default(),
             outbound,
             shards,
             backoff: Default::default(),

@@ -1,6 +1,7 @@
 //! One index over the informer stores, for the questions that span objects: which
 //! ReportFiles a generator owns, which reports and generators use a ReportBackend, which
-//! reports are in flight on it, which backends read a Secret or share an API.
+//! reports are in flight on it, which backends and stores read a Secret, which backends share
+//! an API.
 //!
 //! A reconcile that scanned every store for these costs time in proportion to all objects in
 //! scope, on every pass: quadratic as reports grow. The index answers in time proportional to
@@ -22,7 +23,7 @@ use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
 use super::metrics::ReportsByStatus;
-use crate::api::{BackendType, FileState, ReportBackend, ReportFile, ReportGenerator};
+use crate::api::{BackendType, FileState, ReportBackend, ReportFile, ReportGenerator, ReportStore};
 
 /// What an object is filed under.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,7 +38,8 @@ enum Key {
     Status(FileState),
     /// A ReportBackend's type and URL: the API it talks to.
     Api(BackendType, String),
-    /// The namespace and name of a Secret a ReportBackend reads (credentials or CA).
+    /// The namespace and name of a Secret a ReportBackend (credentials or CA) or a
+    /// ReportStore (credentials) reads.
     Secret(String, String),
 }
 
@@ -134,26 +136,32 @@ pub struct Index {
     pub(super) files: Store<ReportFile>,
     pub(super) generators: Store<ReportGenerator>,
     pub(super) backends: Store<ReportBackend>,
+    pub(super) stores: Store<ReportStore>,
     file_keys: RwLock<Indexed<ReportFile>>,
     generator_keys: RwLock<Indexed<ReportGenerator>>,
     backend_keys: RwLock<Indexed<ReportBackend>>,
+    store_keys: RwLock<Indexed<ReportStore>>,
 }
 
 impl Index {
     /// An empty index over these stores; the watches that fill them feed it with
-    /// [`Index::apply_file`], [`Index::apply_generator`] and [`Index::apply_backend`].
+    /// [`Index::apply_file`], [`Index::apply_generator`], [`Index::apply_backend`] and
+    /// [`Index::apply_store`].
     pub fn new(
         files: Store<ReportFile>,
         generators: Store<ReportGenerator>,
         backends: Store<ReportBackend>,
+        stores: Store<ReportStore>,
     ) -> Self {
         Index {
             files,
             generators,
             backends,
+            stores,
             file_keys: RwLock::new(Indexed::new(file_keys)),
             generator_keys: RwLock::new(Indexed::new(generator_keys)),
             backend_keys: RwLock::new(Indexed::new(backend_keys)),
+            store_keys: RwLock::new(Indexed::new(store_keys)),
         }
     }
 
@@ -167,6 +175,10 @@ impl Index {
 
     pub fn apply_backend(&self, event: &Event<ReportBackend>) {
         write(&self.backend_keys).apply(event);
+    }
+
+    pub fn apply_store(&self, event: &Event<ReportStore>) {
+        write(&self.store_keys).apply(event);
     }
 
     /// The ReportFiles whose controller owner reference has this UID.
@@ -206,6 +218,15 @@ impl Index {
         lookup(
             &self.backend_keys,
             &self.backends,
+            &Key::Secret(namespace.into(), secret.into()),
+        )
+    }
+
+    /// The ReportStores in `namespace` whose credentials are Secret `secret`.
+    pub fn stores_reading(&self, namespace: &str, secret: &str) -> Vec<Arc<ReportStore>> {
+        lookup(
+            &self.store_keys,
+            &self.stores,
             &Key::Secret(namespace.into(), secret.into()),
         )
     }
@@ -331,6 +352,13 @@ fn backend_keys(rb: &ReportBackend) -> Vec<Key> {
         keys.push(Key::Secret(namespace, ca.name.clone()));
     }
     keys
+}
+
+fn store_keys(rs: &ReportStore) -> Vec<Key> {
+    vec![Key::Secret(
+        rs.namespace().unwrap_or_default(),
+        rs.spec.credentials_secret_ref.name.clone(),
+    )]
 }
 
 /// The objects of `store` filed under `key` that match it as the store holds them.

@@ -9,17 +9,29 @@ struct Fixture {
     files: Writer<ReportFile>,
     generators: Writer<ReportGenerator>,
     backends: Writer<ReportBackend>,
+    stores: Writer<ReportStore>,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let (files, generators, backends) = (Writer::default(), Writer::default(), Writer::default());
-        let index = Index::new(files.as_reader(), generators.as_reader(), backends.as_reader());
+        let (files, generators, backends, stores) = (
+            Writer::default(),
+            Writer::default(),
+            Writer::default(),
+            Writer::default(),
+        );
+        let index = Index::new(
+            files.as_reader(),
+            generators.as_reader(),
+            backends.as_reader(),
+            stores.as_reader(),
+        );
         Fixture {
             index,
             files,
             generators,
             backends,
+            stores,
         }
     }
 
@@ -36,6 +48,11 @@ impl Fixture {
     fn backend(&mut self, event: Event<ReportBackend>) {
         self.index.apply_backend(&event);
         self.backends.apply_watcher_event(&event);
+    }
+
+    fn store(&mut self, event: Event<ReportStore>) {
+        self.index.apply_store(&event);
+        self.stores.apply_watcher_event(&event);
     }
 }
 
@@ -79,6 +96,35 @@ fn backend(ns: &str, name: &str, type_: &str, url: &str, ca: Option<&str>) -> Re
         "spec": {"type": type_, "url": url, "credentialsSecretRef": {"name": format!("{name}-creds")}, "tls": tls},
     }))
     .expect("ReportBackend")
+}
+
+fn store(ns: &str, name: &str, credentials: &str) -> ReportStore {
+    serde_json::from_value(json!({
+        "apiVersion": "reporting.report-operator.io/v1alpha1", "kind": "ReportStore",
+        "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}")},
+        "spec": {"url": "s3://bucket", "credentialsSecretRef": {"name": credentials}},
+    }))
+    .expect("ReportStore")
+}
+
+#[test]
+fn stores_are_found_by_the_secret_they_read() {
+    let mut f = Fixture::new();
+    f.store(Event::Apply(store("a", "s1", "creds")));
+    f.store(Event::Apply(store("a", "s2", "creds")));
+    f.store(Event::Apply(store("a", "s3", "other")));
+    f.store(Event::Apply(store("b", "s4", "creds")));
+    assert_eq!(names(f.index.stores_reading("a", "creds")), ["s1", "s2"]);
+    assert_eq!(names(f.index.stores_reading("b", "creds")), ["s4"]);
+    assert_eq!(
+        names(f.index.stores_reading("a", "nothing")),
+        Vec::<String>::new()
+    );
+    // A changed reference moves the store; a deleted store leaves the index.
+    f.store(Event::Apply(store("a", "s2", "other")));
+    f.store(Event::Delete(store("a", "s1", "creds")));
+    assert_eq!(names(f.index.stores_reading("a", "creds")), Vec::<String>::new());
+    assert_eq!(names(f.index.stores_reading("a", "other")), ["s2", "s3"]);
 }
 
 fn names<K: kube::Resource>(objects: Vec<Arc<K>>) -> Vec<String> {

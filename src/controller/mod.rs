@@ -51,7 +51,9 @@ mod store;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -70,6 +72,8 @@ use shards::Shards;
 const FILE_EVENT_BUFFER: usize = 1024;
 /// The same for ReportGenerators and ReportBackends, of which there are fewer.
 const EVENT_BUFFER: usize = 256;
+/// Secrets a controller may fall behind by before the Secret watch waits for it.
+const SECRET_EVENT_BUFFER: usize = 256;
 
 /// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease; with `--sharding`, for the
@@ -95,17 +99,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let secrets: Api<PartialObjectMeta<Secret>> = scope.api();
     let stores: Api<ReportStore> = scope.api();
 
-    // Secrets are watched as metadata only, so their data stays out of memory: the store
-    // gives the resourceVersion of each credentials Secret (a change rebuilds that backend's
-    // client), and the controllers watch for changed credentials and deleted report Secrets.
+    // Secrets are watched once, as metadata only, and each is cut down to what the operator
+    // reads as it arrives ([`slim_secret`]): the cache gives the resourceVersion of each
+    // credentials Secret (a change rebuilds that backend's or store's client), and the three
+    // controllers that care hear of every Secret applied or deleted (changed credentials,
+    // deleted report Secrets) from this one watch.
     let (secret_store, secret_writer) = reflector::store();
-    let secret_reflector = reflector(
-        secret_writer,
-        watcher(secrets.clone(), watch_config())
-            .default_backoff()
-            .modify(slim),
-    )
-    .for_each(|_| async {});
+    let (secret_fan_out, [backend_secrets, file_secrets, store_secrets]) = FanOut::new(SECRET_EVENT_BUFFER);
+    let secret_watch = watcher(secrets, watch_config())
+        .default_backoff()
+        .modify(slim_secret)
+        .reflect(secret_writer)
+        .for_each(move |event| {
+            let fan_out = secret_fan_out.clone();
+            async move {
+                if let Ok(event) = event {
+                    fan_out.send(event).await;
+                }
+            }
+        });
 
     // One watch per kind fills its store and `ctx.index`, and drives its controller; the
     // ReportFile watch also wakes their generators. Subscribers hear of a change only once the
@@ -115,10 +127,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
     let (generator_store, generator_writer) = reflector::store_shared(EVENT_BUFFER);
     let (backend_store, backend_writer) = reflector::store_shared(EVENT_BUFFER);
+    let (store_store, store_writer) = reflector::store_shared(EVENT_BUFFER);
     let index = Arc::new(Index::new(
         file_store.clone(),
         generator_store.clone(),
         backend_store.clone(),
+        store_store.clone(),
     ));
     let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
     let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
@@ -126,6 +140,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .subscribe()
         .expect("a shared store takes subscribers");
     let backend_events = backend_writer
+        .subscribe()
+        .expect("a shared store takes subscribers");
+    let store_events = store_writer
         .subscribe()
         .expect("a shared store takes subscribers");
     let file_reflector = indexed_watch(files, file_writer, {
@@ -139,6 +156,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let backend_reflector = indexed_watch(backends.clone(), backend_writer, {
         let index = index.clone();
         move |e| index.apply_backend(e)
+    });
+    let store_reflector = indexed_watch(stores, store_writer, {
+        let index = index.clone();
+        move |e| index.apply_store(e)
     });
 
     // With sharding, each controller hears only of the shards held here, and is handed every
@@ -156,19 +177,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             .reconcile_on(shards.taken(generator_store));
     let file_controller = Controller::for_shared_stream(shards.held_only(file_events), file_store.clone())
         .reconcile_on(shards.taken(file_store));
+    let store_controller = Controller::for_shared_stream(shards.held_only(store_events), store_store.clone())
+        .reconcile_on(shards.taken(store_store.clone()));
     let owned_file_events = shards.held_only(owned_file_events);
-    let store_controller = Controller::new(stores, watch_config());
-    let store_controller = {
-        let taken = shards.taken(store_controller.store());
-        store_controller.reconcile_on(taken)
-    };
+    let [backend_secrets, file_secrets, store_secrets] =
+        [backend_secrets, file_secrets, store_secrets].map(|secrets| shards.held_only(secrets).boxed());
 
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
         index,
         secret_store,
-        store_controller.store(),
+        store_store,
         policy,
         shards,
     ));
@@ -187,15 +207,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let concurrency = args.concurrency;
     let controllers = async {
         tokio::select! {
-            _ = backend::controller(backend_controller, secrets.clone(), ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
+            _ = backend::controller(backend_controller, backend_secrets, ctx.clone(), concurrency) => info!("ReportBackend controller stopped"),
             _ = generator::controller(generator_controller, owned_file_events, backends.clone(), ctx.clone(), concurrency) => info!("ReportGenerator controller stopped"),
-            _ = file::controller(file_controller, backends, secrets.clone(), ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
-            _ = store::controller(store_controller, secrets, ctx.clone(), concurrency) => info!("ReportStore controller stopped"),
+            _ = file::controller(file_controller, backends, file_secrets, ctx.clone(), concurrency) => info!("ReportFile controller stopped"),
+            _ = store::controller(store_controller, store_secrets, ctx.clone(), concurrency) => info!("ReportStore controller stopped"),
             _ = readiness => {}
-            _ = secret_reflector => warn!("Secret watch ended"),
+            _ = secret_watch => warn!("Secret watch ended"),
             _ = file_reflector => warn!("ReportFile watch ended"),
             _ = generator_reflector => warn!("ReportGenerator watch ended"),
             _ = backend_reflector => warn!("ReportBackend watch ended"),
+            _ = store_reflector => warn!("ReportStore watch ended"),
         }
     };
     let work = async {
@@ -336,7 +357,7 @@ fn watch_config() -> watcher::Config {
 /// Drops from a cached object what no reconcile reads: the server-side apply bookkeeping
 /// (`managedFields`, several entries on every object the operator writes status to) and
 /// kubectl's copy of the whole object in the last-applied annotation. Together they were most
-/// of a small object's cached bytes (docs/benchmarks.md).
+/// of a small object's cached bytes (docs/src/benchmarks.md).
 fn slim<K: kube::Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     // `None` rather than an empty list: a cleared Vec would keep its allocation.
@@ -350,6 +371,77 @@ fn slim<K: kube::Resource>(obj: &mut K) {
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The operator's own labels and owner references begin with its API group.
+const OWN_PREFIX: &str = "reporting.report-operator.io/";
+
+/// Keeps of a Secret's metadata only what the operator reads: name, namespace, uid,
+/// resourceVersion, its own labels and its owner references to its own kinds. The operator
+/// watches every Secret in scope, and others' can each carry 256 KiB of labels and
+/// annotations; kept, 400 such Secrets in an unrelated namespace cost 80 MiB.
+fn slim_secret(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    let labels: std::collections::BTreeMap<String, String> = meta
+        .labels
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(OWN_PREFIX))
+        .collect();
+    let owners: Vec<_> = meta
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.api_version.starts_with(OWN_PREFIX))
+        .collect();
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        labels: (!labels.is_empty()).then_some(labels),
+        owner_references: (!owners.is_empty()).then_some(owners),
+        ..ObjectMeta::default()
+    };
+}
+
+/// What a controller hears of Secrets: each one applied, listed or deleted, as
+/// [`slim_secret`] left it.
+type SecretEvents = BoxStream<'static, Arc<PartialObjectMeta<Secret>>>;
+
+/// One watch's objects, each handed to every subscriber: a subscriber that falls
+/// `buffer` objects behind holds the watch back rather than miss one. (kube's shared
+/// reflector hands on applied objects only; a deleted report Secret must be heard of too.)
+#[derive(Clone)]
+struct FanOut<K>(Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>);
+
+impl<K: Send + Sync + 'static> FanOut<K> {
+    /// A fan-out to `N` streams.
+    fn new<const N: usize>(buffer: usize) -> (Self, [BoxStream<'static, Arc<K>>; N]) {
+        let mut senders = Vec::with_capacity(N);
+        let streams = std::array::from_fn(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+            senders.push(tx);
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) }).boxed()
+        });
+        (FanOut(Arc::new(senders)), streams)
+    }
+
+    /// Hands the object of `event` (if it has one) to every subscriber.
+    async fn send(&self, event: watcher::Event<K>) {
+        let obj = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+                Arc::new(o)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        for subscriber in self.0.iter() {
+            // Fails only when the subscriber is gone, as the process shuts down.
+            let _ = subscriber.send(obj.clone()).await;
+        }
+    }
+}
 
 /// Where the operator looks: one namespace or all of them.
 enum Scope {
@@ -365,6 +457,112 @@ impl Scope {
         match self {
             Scope::Namespace(c, ns) => Api::namespaced(c.clone(), ns),
             Scope::All(c) => Api::all(c.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    fn secret(meta: ObjectMeta) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            types: None,
+            metadata: meta,
+            _phantom: std::marker::PhantomData,
+        }
+    }
+
+    fn owner(api_version: &str, kind: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "o".into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        }
+    }
+
+    #[test]
+    fn a_cached_secret_keeps_only_what_the_operator_reads() {
+        let mut s = secret(ObjectMeta {
+            name: Some("creds".into()),
+            namespace: Some("team".into()),
+            uid: Some("uid-1".into()),
+            resource_version: Some("42".into()),
+            labels: Some(
+                [
+                    (
+                        "reporting.report-operator.io/report-file".to_string(),
+                        "r".to_string(),
+                    ),
+                    ("team".to_string(), "x".repeat(63)),
+                ]
+                .into(),
+            ),
+            annotations: Some([("blob".to_string(), "x".repeat(200 << 10))].into()),
+            owner_references: Some(vec![
+                owner("reporting.report-operator.io/v1alpha1", "ReportFile"),
+                owner("apps/v1", "Deployment"),
+            ]),
+            finalizers: Some(vec!["example.com/keep".into()]),
+            generate_name: Some("creds-".into()),
+            ..ObjectMeta::default()
+        });
+        slim_secret(&mut s);
+        assert_eq!(
+            s.metadata,
+            ObjectMeta {
+                name: Some("creds".into()),
+                namespace: Some("team".into()),
+                uid: Some("uid-1".into()),
+                resource_version: Some("42".into()),
+                labels: Some(
+                    [(
+                        "reporting.report-operator.io/report-file".to_string(),
+                        "r".to_string()
+                    )]
+                    .into()
+                ),
+                owner_references: Some(vec![owner("reporting.report-operator.io/v1alpha1", "ReportFile")]),
+                ..ObjectMeta::default()
+            }
+        );
+        // Nothing of its own: no empty maps left behind.
+        let mut unrelated = secret(ObjectMeta {
+            name: Some("other".into()),
+            labels: Some([("team".to_string(), "x".to_string())].into()),
+            owner_references: Some(vec![owner("v1", "ServiceAccount")]),
+            ..ObjectMeta::default()
+        });
+        slim_secret(&mut unrelated);
+        assert_eq!(unrelated.metadata.labels, None);
+        assert_eq!(unrelated.metadata.owner_references, None);
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_hears_of_applied_listed_and_deleted_objects() {
+        let (fan_out, streams) = FanOut::<PartialObjectMeta<Secret>>::new::<2>(4);
+        let named = |n: &str| {
+            secret(ObjectMeta {
+                name: Some(n.into()),
+                ..ObjectMeta::default()
+            })
+        };
+        fan_out.send(watcher::Event::Init).await;
+        fan_out.send(watcher::Event::InitApply(named("listed"))).await;
+        fan_out.send(watcher::Event::InitDone).await;
+        fan_out.send(watcher::Event::Apply(named("applied"))).await;
+        fan_out.send(watcher::Event::Delete(named("deleted"))).await;
+        drop(fan_out);
+        for stream in streams {
+            let names: Vec<String> = stream
+                .map(|s| s.metadata.name.clone().unwrap_or_default())
+                .collect()
+                .await;
+            assert_eq!(names, ["listed", "applied", "deleted"]);
         }
     }
 }

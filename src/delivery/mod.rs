@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod store;
+mod transport;
 pub mod unzip;
 
 pub use key::{KeyInputs, object_key};

@@ -9,16 +9,16 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::transport::{Refusal, Transport, refusal_in};
 use crate::api::ReportStoreSpec;
 use crate::backend::transfer::PolicyClient;
-use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_url};
+use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_text, redact_url};
 
 /// Bytes per uploaded part: S3's smallest part (the last may be smaller).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -27,6 +27,9 @@ pub const PART_BYTES: usize = 5 * 1024 * 1024;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Longest a single request to the store (or the download from the backend) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
+/// Longest message of a store error: object_store's context (the request) and an excerpt of
+/// the answer of at most 300 characters (see [`super::transport`]).
+const MAX_MESSAGE_CHARS: usize = 800;
 
 /// Why a store cannot be used; each says whether trying again later can help.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,9 @@ pub enum StoreError {
     BucketNotFound(String),
     #[error("{0}")]
     Unreachable(String),
+    /// The store answered more than the operator reads, or something that is not S3's.
+    #[error("{0}")]
+    InvalidResponse(String),
     /// Reading the report from its backend failed.
     #[error("reading the report from the backend: {0}")]
     Source(String),
@@ -61,6 +67,7 @@ impl StoreError {
             StoreError::Unauthorized(_) => "Unauthorized",
             StoreError::BucketNotFound(_) => "BucketNotFound",
             StoreError::Unreachable(_) => "Unreachable",
+            StoreError::InvalidResponse(_) => "InvalidResponse",
             StoreError::Source(_) => "SourceUnavailable",
             StoreError::InvalidArchive(_) => "InvalidArchive",
         }
@@ -75,6 +82,7 @@ impl StoreError {
             StoreError::Unauthorized(_) => "unauthorized",
             StoreError::BucketNotFound(_) => "bucket_not_found",
             StoreError::Unreachable(_) => "unreachable",
+            StoreError::InvalidResponse(_) => "invalid_response",
             StoreError::Source(_) => "source",
             StoreError::InvalidArchive(_) => "invalid_archive",
         }
@@ -93,10 +101,16 @@ impl StoreError {
         }
     }
 
-    /// Maps an object_store error; its text names the request's path, never a signature
-    /// (requests are signed in headers).
+    /// Maps an object_store error. Its text names the request (signed in headers, so without
+    /// a signature) and holds at most a redacted excerpt of an error answer, which the
+    /// transport put there instead of the answer.
     fn from_store(e: object_store::Error) -> Self {
-        let text = e.to_string();
+        let text = redact_text(&e.to_string(), &[], MAX_MESSAGE_CHARS);
+        match refusal_in(&e) {
+            Some(Refusal::Denied(message)) => return StoreError::DestinationDenied(message.clone()),
+            Some(Refusal::TooLarge { .. }) => return StoreError::InvalidResponse(text),
+            None => {}
+        }
         match e {
             object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
                 StoreError::Unauthorized(text)
@@ -119,16 +133,6 @@ impl StoreError {
     }
 }
 
-/// object_store's HTTP transport, given the operator's own policy-bound reqwest client.
-#[derive(Debug)]
-struct PolicyConnector(PolicyClient);
-
-impl HttpConnector for PolicyConnector {
-    fn connect(&self, _options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(self.0.reqwest()))
-    }
-}
-
 /// A report's bytes as they were copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
@@ -144,7 +148,8 @@ pub struct Store {
     prefix: String,
     lifetime: Duration,
     http: PolicyClient,
-    endpoint: Option<Url>,
+    /// Where requests go: `spec.endpoint`, or AWS's endpoint of the region.
+    endpoint: Url,
 }
 
 impl Store {
@@ -167,10 +172,25 @@ impl Store {
                 "the credentials Secret needs keys accessKeyId and secretAccessKey".into(),
             ));
         };
+        let token = key("sessionToken")?;
+        let region = parse_region(spec.region.as_deref())?;
+        let endpoint = match &spec.endpoint {
+            Some(raw) => parse_endpoint(raw, options)?,
+            // object_store's own default, named here so that it is checked like any other.
+            None => Url::parse(&format!("https://s3.{region}.amazonaws.com"))
+                .map_err(|e| StoreError::InvalidSpec(format!("region {region:?}: {e}")))?,
+        };
         let http = PolicyClient::new(options, REQUEST_TIMEOUT).map_err(StoreError::from_backend)?;
+        let secrets = [Some(&access), Some(&secret), token.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose().to_string())
+            .collect();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
-            .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_region(region)
+            .with_endpoint(endpoint.as_str().trim_end_matches('/'))
+            .with_allow_http(endpoint.scheme() == "http")
             .with_access_key_id(access.expose())
             .with_secret_access_key(secret.expose())
             // A store that is down is retried by the controller with backoff, not here.
@@ -179,20 +199,10 @@ impl Store {
                 retry_timeout: Duration::from_secs(20),
                 ..Default::default()
             })
-            .with_http_connector(PolicyConnector(http.clone()));
-        if let Some(token) = key("sessionToken")? {
+            .with_http_connector(Transport::new(http.clone(), secrets));
+        if let Some(token) = &token {
             builder = builder.with_token(token.expose());
         }
-        let endpoint = match &spec.endpoint {
-            Some(raw) => {
-                let url = parse_endpoint(raw, options)?;
-                builder = builder
-                    .with_endpoint(url.as_str().trim_end_matches('/'))
-                    .with_allow_http(url.scheme() == "http");
-                Some(url)
-            }
-            None => None,
-        };
         let s3 = builder
             .build()
             .map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
@@ -223,24 +233,24 @@ impl Store {
     }
 
     /// The endpoint must pass the outbound policy before anything is sent (IP literals are
-    /// not seen by the resolver).
+    /// not seen by the resolver); the transport checks each request again.
     async fn check_endpoint(&self) -> Result<(), StoreError> {
-        if let Some(url) = &self.endpoint {
-            self.http.check(url).await.map_err(StoreError::from_backend)?;
-        }
-        Ok(())
+        self.http
+            .check(&self.endpoint)
+            .await
+            .map_err(StoreError::from_backend)
     }
 
     /// Lists under the prefix: proves the endpoint answers, the bucket exists and the
-    /// credentials are accepted.
+    /// credentials are accepted. One page is enough, so no more is asked for (a listing that
+    /// claims more pages for ever costs one request).
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.check_endpoint().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        self.s3
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(StoreError::from_store)?;
-        Ok(())
+        match self.s3.list(prefix.as_ref()).next().await {
+            Some(Err(e)) => Err(StoreError::from_store(e)),
+            Some(Ok(_)) | None => Ok(()),
+        }
     }
 
     /// Streams the report at `url` (a backend's download URL) into the object `key`.
@@ -452,6 +462,26 @@ pub fn parse_store_url(raw: &str) -> Result<(String, String), StoreError> {
     Ok((bucket, prefix))
 }
 
+/// The bucket's region (default `us-east-1`): lower-case letters, digits and `-`, as the
+/// CRD's pattern says. object_store puts it into a host name when there is no `endpoint`, so
+/// anything else could make that name another host (`x@127.0.0.2:80/`); an object admitted
+/// before the CRD had the pattern is refused here.
+fn parse_region(raw: Option<&str>) -> Result<&str, StoreError> {
+    let region = raw.unwrap_or("us-east-1");
+    let valid = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        let shown: String = region.chars().take(64).collect();
+        return Err(StoreError::InvalidSpec(format!(
+            "region {shown:?} must be 1 to 64 lower-case letters, digits and '-' (such as eu-west-1)"
+        )));
+    }
+    Ok(region)
+}
+
 /// An endpoint URL: http(s), no query or user info; http only where the policy allows it.
 fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError> {
     let invalid = |why: &str| StoreError::InvalidSpec(format!("endpoint {}: {why}", redact_url(raw)));
@@ -475,7 +505,130 @@ fn parse_endpoint(raw: &str, options: &ClientOptions) -> Result<Url, StoreError>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::backend::OutboundPolicy;
+
+    /// A server on `ip` that answers every request with `head` (a chunked answer), `body` as
+    /// one chunk (`{request}` replaced by the request's head) and then (if `endless`) chunks
+    /// of `x` for ever; counts its connections.
+    async fn server(ip: &str, head: &'static str, body: String, endless: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let echoed = body.replace("{request}", &String::from_utf8_lossy(&request));
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    if !echoed.is_empty() {
+                        let chunk = format!("{:x}\r\n{echoed}\r\n", echoed.len());
+                        let _ = socket.write_all(chunk.as_bytes()).await;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 65536, "x".repeat(65536));
+                    while endless && socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        (format!("http://{addr}"), connections)
+    }
+
+    /// A store at `endpoint` whose credentials hold `token`, under a policy that allows
+    /// 127.0.0.1 only.
+    fn store_at(endpoint: &str, token: &str) -> Store {
+        let spec: ReportStoreSpec = serde_json::from_value(serde_json::json!({
+            "url": "s3://reports/p", "endpoint": endpoint, "credentialsSecretRef": {"name": "c"}
+        }))
+        .expect("spec");
+        let creds: BTreeMap<String, Vec<u8>> = [
+            ("accessKeyId".to_string(), b"AKIDTEST".to_vec()),
+            ("secretAccessKey".to_string(), b"secret-key".to_vec()),
+            ("sessionToken".to_string(), token.as_bytes().to_vec()),
+        ]
+        .into();
+        let policy = OutboundPolicy::new(
+            vec!["127.0.0.1/32".parse().expect("net")],
+            vec![],
+            vec![],
+            true,
+            false,
+        );
+        let options = ClientOptions {
+            policy: Arc::new(policy),
+            ..ClientOptions::default()
+        };
+        Store::open(&spec, &creds, &options).expect("store")
+    }
+
+    #[tokio::test]
+    async fn an_endless_listing_is_read_up_to_its_cap() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
+        let (endpoint, _) = server("127.0.0.1", head, String::new(), true).await;
+        let err = store_at(&endpoint, "t0ken").probe().await.expect_err("endless");
+        assert!(
+            matches!(&err, StoreError::InvalidResponse(m) if m.contains("larger than 1048576 bytes")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_reaches_the_message_cut_and_redacted() {
+        let token = "FwoGZXIvYXdzEJr-session-token-SECRET";
+        let head =
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
+        // The echo of the request as one chunk, then endless padding.
+        let echo = "<Error><Code>SignatureDoesNotMatch</Code><Message>Request: {request}</Message></Error>";
+        let (endpoint, _) = server("127.0.0.1", head, echo.to_string(), true).await;
+        let err = store_at(&endpoint, token).probe().await.expect_err("403");
+        let StoreError::Unauthorized(message) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+        assert!(
+            !message.contains("SECRET") && !message.contains("Signature="),
+            "{message}"
+        );
+        assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1, "{message}");
+    }
+
+    #[tokio::test]
+    async fn every_request_meets_the_policy_whatever_host_object_store_derives() {
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (endpoint, connections) = server("127.0.0.2", head, String::new(), false).await;
+        let store = store_at(&endpoint, "t0ken");
+        // object_store's own request, past the store's check of its endpoint.
+        let err = store
+            .s3
+            .list(None)
+            .next()
+            .await
+            .expect("an answer")
+            .expect_err("denied");
+        let err = StoreError::from_store(err);
+        assert!(
+            matches!(&err, StoreError::DestinationDenied(m) if m.contains("127.0.0.2")),
+            "{err:?}"
+        );
+        assert_eq!(
+            connections.load(Ordering::Relaxed),
+            0,
+            "a connection to a denied address"
+        );
+    }
 
     #[test]
     fn store_urls() {
@@ -500,6 +653,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn regions_are_names_not_hosts() {
+        for good in [None, Some("eu-west-1"), Some("us-gov-west-1"), Some("garage")] {
+            assert!(parse_region(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "x@127.0.0.2:8443/",
+            "EU-WEST-1",
+            "",
+            "eu.west",
+            "a/b",
+            &"a".repeat(65),
+        ] {
+            let err = parse_region(Some(bad)).expect_err(bad);
+            assert!(
+                matches!(&err, StoreError::InvalidSpec(m) if m.starts_with("region ")),
+                "{err:?}"
+            );
+        }
+        // The same rule as the CRD's pattern.
+        assert_eq!(crate::api::REGION_PATTERN, "^[a-z0-9-]+$");
     }
 
     #[test]

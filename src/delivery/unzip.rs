@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::backend::bridge::{self, ChannelReader};
+use crate::backend::bridge::{self, BodyReader};
 
 use super::store::{Store, StoreError, Uploaded};
 
@@ -46,7 +46,7 @@ fn entry_name(name: &str) -> Option<String> {
 }
 
 /// Reads the archive from `reader`, sending each file's name, bytes and end.
-fn unpack(mut reader: ChannelReader, tx: mpsc::Sender<Result<Piece, String>>) {
+fn unpack(mut reader: BodyReader, tx: mpsc::Sender<Result<Piece, String>>) {
     let send = |piece| tx.blocking_send(piece).is_ok();
     let mut entries = 0;
     loop {

@@ -1,18 +1,22 @@
 //! `download`: save a READY report's file. An expired (or nearly expired) URL is re-minted
-//! through the refresh-url annotation first; FUSION reports hold the file itself.
+//! through the refresh-url annotation first; FUSION reports hold the file itself. Where the
+//! file goes and how it is written is [`super::save`]'s; this module fetches only https (http
+//! with `--allow-http`) and follows redirects only on the Secret's URL's own scheme, host and
+//! port, so a server cannot send the plugin anywhere else.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
-use std::io::Write;
+use url::Url;
 
 use super::fetch::{annotate, get, wait_until};
 use super::progress::{Progress, bytes};
-use super::show::rfc3339;
+use super::save::{self, Sink, Target};
+use super::show::{ready_summary, rfc3339};
+use super::terminal::escape;
 use super::{Ctx, PluginError, fresh_annotation_value};
-use crate::api::{ANNOTATION_REFRESH_URL, CONDITION_READY, FileState, ReportFile, find_condition};
+use crate::api::{ANNOTATION_REFRESH_URL, FileState, ReportFile};
 use crate::backend::redact_url;
 
 /// Default bound on a download: larger than any report the backends document.
@@ -22,7 +26,7 @@ const EXPIRY_MARGIN: chrono::Duration = chrono::Duration::seconds(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for the next bytes of the answer (a large file may take long in total).
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Same-host redirects followed at most (storage behind a path rewrite); other hosts are not.
+/// Same-origin redirects followed at most (storage behind a path rewrite).
 const MAX_REDIRECTS: usize = 5;
 
 pub struct Options {
@@ -30,14 +34,18 @@ pub struct Options {
     pub timeout: Duration,
     pub max_bytes: u64,
     pub force_refresh: bool,
+    /// Replace an existing file.
+    pub force: bool,
+    /// Fetch an `http://` URL (the file and its signed URL travel in clear text).
+    pub allow_http: bool,
 }
 
 pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), PluginError> {
     let rf: ReportFile = get(ctx, "ReportFile", name).await?;
     let status = rf.status.clone().unwrap_or_default();
     if status.status != Some(FileState::Ready) {
-        let why = find_condition(&status.conditions, CONDITION_READY)
-            .map(|c| format!(" ({}: {})", c.reason, c.message))
+        let why = ready_summary(&status.conditions)
+            .map(|r| format!(" ({r})"))
             .unwrap_or_default();
         let state = status
             .status
@@ -52,22 +60,30 @@ pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), Plugi
         .as_ref()
         .map(|r| r.name.clone())
         .unwrap_or_else(|| name.to_string());
+    let shown_secret = escape(&secret_name).into_owned();
     let mut data = secret_data(ctx, &secret_name).await?;
-    let target = target_path(
-        opts.output.as_deref(),
-        data.get("fileName")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .or(status.file_name.clone()),
-        name,
-    );
+    let file_name = data
+        .get("fileName")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .or(status.file_name.clone());
+    let chosen = save::choose(opts.output.as_deref(), file_name.as_deref(), name);
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let target = chosen.target;
+    // Before anything is fetched or re-minted: a refused download changes nothing.
+    save::check_free(&target, opts.force)?;
     if let Some(content) = data.get("content") {
-        write_all(&target, content).await?;
+        save::write_all(&target, content, opts.force)?;
         eprintln!(
-            "Saved {} ({}) from Secret {secret_name}",
-            target.display(),
+            "Saved {} ({}) from Secret {shown_secret}",
+            target.shown(),
             bytes(content.len() as u64)
         );
         return Ok(());
+    }
+    if let Some(url) = url_of(&data) {
+        check_url(&url, opts.allow_http)?;
     }
     let expires = status.url_expires_at.or_else(|| {
         data.get("expiresAt")
@@ -89,19 +105,44 @@ pub async fn download(ctx: &Ctx, name: &str, opts: &Options) -> Result<(), Plugi
         refresh(ctx, name, opts.timeout).await?;
         data = secret_data(ctx, &secret_name).await?;
     }
-    let url = data
-        .get("url")
-        .and_then(|v| String::from_utf8(v.clone()).ok())
-        .ok_or_else(|| {
-            PluginError::NotUsable(format!("Secret {secret_name} holds neither url nor content"))
-        })?;
-    let size = fetch_to(&url, &target, opts.max_bytes).await?;
+    let url = url_of(&data).ok_or_else(|| {
+        PluginError::NotUsable(format!("Secret {shown_secret} holds neither url nor content"))
+    })?;
+    let size = fetch_to(&url, &target, opts).await?;
     eprintln!(
-        "Saved {} ({}) from Secret {secret_name}",
-        target.display(),
+        "Saved {} ({}) from Secret {shown_secret}",
+        target.shown(),
         bytes(size)
     );
     Ok(())
+}
+
+fn url_of(data: &std::collections::BTreeMap<String, Vec<u8>>) -> Option<String> {
+    data.get("url").and_then(|v| String::from_utf8(v.clone()).ok())
+}
+
+/// The Secret's URL, if the plugin may fetch it: https, or http when allowed.
+pub fn check_url(url: &str, allow_http: bool) -> Result<Url, PluginError> {
+    let shown = escape(&redact_url(url)).into_owned();
+    let parsed = Url::parse(url).map_err(|_| PluginError::Refused(format!("{shown} is not a URL")))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if allow_http => Ok(parsed),
+        "http" => Err(PluginError::Refused(format!(
+            "{shown} is plain http: the file and its signed URL would travel in clear text (--allow-http fetches it anyway)"
+        ))),
+        other => Err(PluginError::Refused(format!(
+            "{shown}: the plugin fetches https only, not {}",
+            escape(other)
+        ))),
+    }
+}
+
+/// Whether a redirect from `from` to `to` stays on the same scheme, host and port.
+pub fn same_origin(from: &Url, to: &Url) -> bool {
+    from.scheme() == to.scheme()
+        && from.host_str() == to.host_str()
+        && from.port_or_known_default() == to.port_or_known_default()
 }
 
 /// Whether a URL expiring at `expires` must be re-minted before it is used at `now`.
@@ -120,10 +161,7 @@ async fn refresh(ctx: &Ctx, name: &str, deadline: Duration) -> Result<(), Plugin
         deadline,
         "the operator to re-mint the download URL",
         |rf| (rf.status.as_ref()?.last_url_refresh.as_deref() == Some(value.as_str())).then_some(()),
-        |rf| {
-            let c = find_condition(&rf.status.as_ref()?.conditions, CONDITION_READY)?;
-            Some(format!("Ready={} {}: {}", c.status, c.reason, c.message))
-        },
+        |rf| ready_summary(&rf.status.as_ref()?.conditions),
     )
     .await
 }
@@ -141,109 +179,30 @@ async fn secret_data(
         .collect())
 }
 
-/// `-o` as given ("-" is standard output), else the report's file name without any
-/// directory part (a backend chooses it), else the ReportFile's name.
-pub fn target_path(output: Option<&str>, file_name: Option<String>, report: &str) -> PathBuf {
-    if let Some(o) = output {
-        return PathBuf::from(o);
-    }
-    file_name
-        .as_deref()
-        .and_then(|f| {
-            Path::new(f.rsplit(['/', '\\']).next().unwrap_or(f))
-                .file_name()
-                .map(PathBuf::from)
-        })
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from(report))
-}
-
-fn is_stdout(path: &Path) -> bool {
-    path.as_os_str() == "-"
-}
-
-/// Writes through a `.part` file renamed at the end, so an interrupted download never leaves
-/// a file that looks complete. Plain blocking writes: a command-line tool has nothing else to
-/// do meanwhile (and tokio is built without its fs feature).
-struct Sink {
-    target: PathBuf,
-    part: PathBuf,
-    out: std::io::BufWriter<Box<dyn Write + Send>>,
-}
-
-impl Sink {
-    async fn open(target: &Path) -> Result<Sink, PluginError> {
-        if is_stdout(target) {
-            let out: Box<dyn Write + Send> = Box::new(std::io::stdout());
-            return Ok(Sink {
-                target: target.into(),
-                part: target.into(),
-                out: std::io::BufWriter::new(out),
-            });
-        }
-        let mut part = target.as_os_str().to_owned();
-        part.push(".part");
-        let part = PathBuf::from(part);
-        let file: Box<dyn Write + Send> = Box::new(std::fs::File::create(&part).map_err(io_error(&part))?);
-        Ok(Sink {
-            target: target.into(),
-            part,
-            out: std::io::BufWriter::with_capacity(1 << 20, file),
-        })
-    }
-
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
-        self.out.write_all(chunk).map_err(io_error(&self.part))
-    }
-
-    async fn finish(mut self) -> Result<(), PluginError> {
-        self.out.flush().map_err(io_error(&self.part))?;
-        if !is_stdout(&self.target) {
-            std::fs::rename(&self.part, &self.target).map_err(io_error(&self.target))?;
-        }
-        Ok(())
-    }
-
-    async fn abandon(self) {
-        if !is_stdout(&self.target) {
-            drop(self.out);
-            let _ = std::fs::remove_file(&self.part);
-        }
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PluginError {
-    let path = path.display().to_string();
-    move |source| PluginError::Io { path, source }
-}
-
-async fn write_all(target: &Path, content: &[u8]) -> Result<(), PluginError> {
-    let mut sink = Sink::open(target).await?;
-    match sink.write(content).await {
-        Ok(()) => sink.finish().await,
-        Err(e) => {
-            sink.abandon().await;
-            Err(e)
-        }
-    }
-}
-
-/// Streams `url` into `target`, refusing more than `max` bytes. Errors name the URL without
+/// Streams `url` into `target`, refusing more than `max_bytes`. Errors name the URL without
 /// its query string, which holds the signature.
-async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError> {
-    let shown = redact_url(url);
-    let fail =
-        |e: reqwest::Error| PluginError::Download(format!("{shown}: {}", error_chain(&e.without_url())));
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let same_host = attempt.previous().first().is_some_and(|first| {
-            first.host_str() == attempt.url().host_str()
-                && first.port_or_known_default() == attempt.url().port_or_known_default()
-        });
-        if same_host && attempt.previous().len() <= MAX_REDIRECTS {
-            attempt.follow()
-        } else {
-            attempt.stop()
+async fn fetch_to(url: &str, target: &Target, opts: &Options) -> Result<u64, PluginError> {
+    let origin = check_url(url, opts.allow_http)?;
+    let shown = escape(&redact_url(url)).into_owned();
+    let fail = |e: reqwest::Error| {
+        let redirect = e.is_redirect();
+        let why = format!("{shown}: {}", error_chain(&e.without_url()));
+        match redirect {
+            true => PluginError::Refused(why),
+            false => PluginError::Download(why),
         }
+    };
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if !same_origin(&origin, attempt.url()) {
+            let to = redact_url(attempt.url().as_str());
+            return attempt.error(format!(
+                "redirected to {to}, away from the scheme, host and port of the Secret's URL"
+            ));
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        attempt.follow()
     });
     let client = reqwest::Client::builder()
         .user_agent(concat!("kubectl-report/", env!("CARGO_PKG_VERSION")))
@@ -259,6 +218,7 @@ async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError
             resp.status()
         )));
     }
+    let max = opts.max_bytes;
     let total = resp.content_length();
     if let Some(t) = total.filter(|t| *t > max) {
         return Err(PluginError::Download(format!(
@@ -267,7 +227,7 @@ async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError
             bytes(max)
         )));
     }
-    let mut sink = Sink::open(target).await?;
+    let mut sink = Sink::open(target, opts.force)?;
     let mut progress = Progress::new(total);
     let mut done: u64 = 0;
     loop {
@@ -275,26 +235,26 @@ async fn fetch_to(url: &str, target: &Path, max: u64) -> Result<u64, PluginError
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
-                sink.abandon().await;
+                sink.abandon();
                 return Err(fail(e));
             }
         };
         done = done.saturating_add(chunk.len() as u64);
         if done > max {
-            sink.abandon().await;
+            sink.abandon();
             return Err(PluginError::Download(format!(
                 "the file is over the limit of {} (see --max-bytes)",
                 bytes(max)
             )));
         }
-        if let Err(e) = sink.write(&chunk).await {
-            sink.abandon().await;
+        if let Err(e) = sink.write(&chunk) {
+            sink.abandon();
             return Err(e);
         }
         progress.update(done);
     }
     progress.finish(done);
-    sink.finish().await?;
+    sink.finish()?;
     Ok(done)
 }
 
@@ -330,23 +290,36 @@ mod tests {
     }
 
     #[test]
-    fn file_names_from_the_backend_lose_their_directories() {
-        let cases = [
-            (Some("out.csv"), Some("r.csv"), "out.csv"),
-            (Some("-"), None, "-"),
-            (None, Some("report.csv"), "report.csv"),
-            (None, Some("../../etc/passwd"), "passwd"),
-            (None, Some("C:\\tmp\\r.json"), "r.json"),
-            (None, Some(".."), "rf-1"),
-            (None, Some(""), "rf-1"),
-            (None, None, "rf-1"),
-        ];
-        for (output, file_name, want) in cases {
-            assert_eq!(
-                target_path(output, file_name.map(String::from), "rf-1"),
-                PathBuf::from(want),
-                "{output:?} {file_name:?}"
-            );
+    fn only_https_or_allowed_http_is_fetched() {
+        for (url, allow_http, ok) in [
+            ("https://s3.example.com/b/k?X-Amz-Signature=s", false, true),
+            ("http://s3.example.com/b/k?X-Amz-Signature=s", false, false),
+            ("http://s3.example.com/b/k", true, true),
+            ("file:///etc/passwd", true, false),
+            ("ftp://example.com/r.csv", true, false),
+            ("not a url", true, false),
+        ] {
+            let got = check_url(url, allow_http);
+            assert_eq!(got.is_ok(), ok, "{url} allow_http={allow_http}: {got:?}");
+            if let Err(e) = got {
+                assert!(!e.to_string().contains("Signature=s"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn redirects_stay_on_the_origin() {
+        let u = |s: &str| Url::parse(s).expect("url");
+        let from = u("https://s3.example.com/b/k");
+        for (to, same) in [
+            ("https://s3.example.com/other/k?x=1", true),
+            ("https://s3.example.com:443/b/k", true),
+            ("http://s3.example.com/b/k", false),
+            ("https://s3.example.com:8443/b/k", false),
+            ("https://evil.example.com/b/k", false),
+            ("https://169.254.169.254/latest/meta-data/", false),
+        ] {
+            assert_eq!(same_origin(&from, &u(to)), same, "{to}");
         }
     }
 }

@@ -7,8 +7,11 @@
 mod download;
 mod fetch;
 mod progress;
+pub mod release;
 mod run;
+mod save;
 mod show;
+pub mod terminal;
 
 use std::time::Duration;
 
@@ -42,6 +45,23 @@ pub enum PluginError {
     /// Writing the file failed.
     #[error("writing {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The file is there already; `--force` replaces it.
+    #[error("{0} exists; --force replaces it")]
+    Exists(String),
+    /// A `.part` file is in the way (an interrupted download, or planted).
+    #[error("{0} exists (left by an interrupted download?); remove it, or --force replaces it")]
+    PartExists(String),
+    /// The Secret's URL, or a redirect, is one the plugin does not fetch.
+    #[error("download refused: {0}")]
+    Refused(String),
+    /// `release-finalizers --check`: objects hold the operator's finalizers.
+    #[error(
+        "{0} object(s) hold report-operator's finalizers (listed above); without the operator nothing removes them, \
+and their namespaces would never finish deleting. Either delete them while the operator runs (it cleans up on \
+the platforms) and try again, or leave what they made behind: stop the operator (helm uninstall --no-hooks), \
+then run kubectl report release-finalizers --all -A. See \"Uninstalling\" in the documentation."
+    )]
+    Held(usize),
 }
 
 impl PluginError {
@@ -55,8 +75,17 @@ impl PluginError {
             PluginError::Config(_)
             | PluginError::NotFound { .. }
             | PluginError::NotUsable(_)
-            | PluginError::Io { .. } => false,
+            | PluginError::Io { .. }
+            | PluginError::Exists(_)
+            | PluginError::PartExists(_)
+            | PluginError::Refused(_)
+            | PluginError::Held(_) => false,
         }
+    }
+
+    /// The message for a terminal: API server and backend text in it escaped.
+    pub fn shown(&self) -> String {
+        terminal::escape(&self.to_string()).into_owned()
     }
 
     fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PluginError {
@@ -111,12 +140,25 @@ pub enum PluginCommand {
         name: String,
     },
     /// Save a READY report's file, re-minting an expired download URL first.
+    ///
+    /// The file is named as the backend names it when that is a plain name (no directory, no
+    /// leading dot, no control character), else as the ReportFile. An existing file is not
+    /// replaced without --force. Only https URLs are fetched (http with --allow-http), and
+    /// redirects only on the same scheme, host and port.
     Download {
         /// The ReportFile.
         name: String,
-        /// Where to write the file ("-": standard output); default: the report's file name.
+        /// Where to write the file ("-": standard output; a directory: the file inside it);
+        /// default: the report's file name in the working directory.
         #[arg(short, long)]
         output: Option<String>,
+        /// Replace the file (and a leftover .part file) if it exists.
+        #[arg(short, long)]
+        force: bool,
+        /// Fetch a plain http:// URL (an object store without TLS); the file and the URL's
+        /// signature travel in clear text.
+        #[arg(long)]
+        allow_http: bool,
         /// Seconds to wait for the operator to re-mint the URL.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -126,6 +168,30 @@ pub enum PluginCommand {
         /// Always ask for a fresh URL, even when the current one is still valid.
         #[arg(long)]
         refresh: bool,
+    },
+    /// Remove the operator's finalizers, when the operator is gone, so that objects (and
+    /// their namespaces) can be deleted; says for each what stays behind on the platforms.
+    ///
+    /// Only the operator's finalizers go (reporting.report-operator.io/connect-report,
+    /// /delivery and /rde-template); other controllers' stay. Stop the operator first: while
+    /// it runs it adds them back to the objects it reconciles.
+    ReleaseFinalizers {
+        /// rf/NAME, rg/NAME, or NAME (the ReportFile and ReportGenerator of that name).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        objects: Vec<String>,
+        /// Every ReportFile and ReportGenerator of the namespace.
+        #[arg(long)]
+        all: bool,
+        /// With --all: of every namespace.
+        #[arg(short = 'A', long, requires = "all")]
+        all_namespaces: bool,
+        /// Say what would be released and what would stay behind; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Change nothing, and fail when any object holds the operator's finalizers (the
+        /// chart's uninstall check).
+        #[arg(long, conflicts_with = "dry_run")]
+        check: bool,
     },
     /// Ask a PERIODIC generator to report on its latest complete window now.
     Run {
@@ -155,6 +221,8 @@ pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
         PluginCommand::Download {
             name,
             output,
+            force,
+            allow_http,
             timeout,
             max_bytes,
             refresh,
@@ -164,8 +232,30 @@ pub async fn run(args: PluginArgs) -> Result<(), PluginError> {
                 timeout: Duration::from_secs(timeout),
                 max_bytes,
                 force_refresh: refresh,
+                force,
+                allow_http,
             };
             download::download(&ctx, &name, &opts).await
+        }
+        PluginCommand::ReleaseFinalizers {
+            objects,
+            all,
+            all_namespaces,
+            dry_run,
+            check,
+        } => {
+            let mode = match (dry_run, check) {
+                (_, true) => release::Mode::Check,
+                (true, false) => release::Mode::DryRun,
+                (false, false) => release::Mode::Release,
+            };
+            let opts = release::Options {
+                objects,
+                all,
+                all_namespaces,
+                mode,
+            };
+            release::release(&ctx, &opts).await
         }
         PluginCommand::Run { name, wait } => run::run_now(&ctx, &name, Duration::from_secs(wait)).await,
     }

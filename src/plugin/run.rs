@@ -5,9 +5,10 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::fetch::{annotate, get, wait_until};
-use super::show::rfc3339;
+use super::show::{ready_summary, rfc3339};
+use super::terminal::escape;
 use super::{Ctx, PluginError, fresh_annotation_value};
-use crate::api::{ANNOTATION_RUN_NOW, CONDITION_READY, EventType, ReportGenerator, find_condition};
+use crate::api::{ANNOTATION_RUN_NOW, EventType, ReportGenerator};
 use crate::schedule::ReportSchedule;
 
 /// Sets the run-now annotation to a new value and says which window the run reports on;
@@ -40,12 +41,9 @@ pub async fn run_now(ctx: &Ctx, name: &str, wait: Duration) -> Result<(), Plugin
         |g| {
             let s = g.status.as_ref()?;
             (s.last_run_now.as_deref() == Some(value.as_str()))
-                .then(|| s.active.iter().map(|a| a.name.clone()).collect())
+                .then(|| s.active.iter().map(|a| escape(&a.name).into_owned()).collect())
         },
-        |g| {
-            let c = find_condition(&g.status.as_ref()?.conditions, CONDITION_READY)?;
-            Some(format!("Ready={} {}: {}", c.status, c.reason, c.message))
-        },
+        |g| ready_summary(&g.status.as_ref()?.conditions),
     )
     .await?;
     if active.is_empty() {

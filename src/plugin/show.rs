@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::fetch::{event_time, events_of, get};
+use super::terminal::escape;
 use super::{Ctx, Kind, PluginError};
 use crate::api::{CONDITION_READY, FileState, ReportFile, ReportGenerator, find_condition};
 use crate::controller::conditions::from_k8s_time;
@@ -84,8 +85,12 @@ fn row(
     [
         name,
         status,
-        ready.map(|c| c.status.clone()).unwrap_or("-".into()),
-        ready.map(|c| c.reason.clone()).unwrap_or("-".into()),
+        ready
+            .map(|c| escape(&c.status).into_owned())
+            .unwrap_or("-".into()),
+        ready
+            .map(|c| escape(&c.reason).into_owned())
+            .unwrap_or("-".into()),
         age,
     ]
 }
@@ -184,7 +189,7 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
         .map(|p| format!(" {p:?}"))
         .unwrap_or_default();
     let suspended = spec.schedule.as_ref().and_then(|s| s.suspend).unwrap_or(false);
-    let _ = writeln!(out, "  Backend:      {}", spec.backend_ref.name);
+    let _ = writeln!(out, "  Backend:      {}", escape(&spec.backend_ref.name));
     let _ = writeln!(
         out,
         "  Kind:         {}{period}, {}{}",
@@ -204,7 +209,7 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
         "  Reports:      {} in progress, {} ready, {} failed",
         r.in_progress, r.ready, r.failed
     );
-    let active: Vec<&str> = s.active.iter().map(|a| a.name.as_str()).collect();
+    let active: Vec<String> = s.active.iter().map(|a| escape(&a.name).into_owned()).collect();
     let _ = writeln!(
         out,
         "  Active:       {}",
@@ -226,7 +231,7 @@ pub fn describe_generator(g: &ReportGenerator, namespace: &str, now: DateTime<Ut
         }
     }
     if let Some(v) = &s.last_run_now {
-        let _ = writeln!(out, "  Last run-now: {v}");
+        let _ = writeln!(out, "  Last run-now: {}", escape(v));
     }
     out
 }
@@ -243,8 +248,9 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
         .unwrap_or("none");
     let _ = writeln!(
         out,
-        "  Generator:    {generator} (backend {})",
-        spec.backend_ref.name
+        "  Generator:    {} (backend {})",
+        escape(generator),
+        escape(&spec.backend_ref.name)
     );
     if let Some(p) = &spec.parameters
         && let (Some(start), Some(end)) = (p.start_date, p.end_date)
@@ -259,16 +265,16 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
         now,
     ));
     if let Some(reason) = &s.failed_reason {
-        let _ = writeln!(out, "  Failed:       {reason}");
+        let _ = writeln!(out, "  Failed:       {}", escape(reason));
     }
     if let Some(id) = &s.external_id {
-        let _ = writeln!(out, "  Backend id:   {id}");
+        let _ = writeln!(out, "  Backend id:   {}", escape(id));
     }
     if let Some(t) = s.generate_date {
         let _ = writeln!(out, "  Generated:    {}", when(t, now));
     }
     if let Some(name) = &s.file_name {
-        let _ = writeln!(out, "  File:         {name}");
+        let _ = writeln!(out, "  File:         {}", escape(name));
     }
     if let Some(secret) = &s.download_secret_ref {
         let expiry = match s.url_expires_at {
@@ -279,12 +285,23 @@ pub fn describe_file(f: &ReportFile, namespace: &str, now: DateTime<Utc>) -> Str
             Some(e) => format!("; URL valid until {}", when(e, now)),
             None => String::new(),
         };
-        let _ = writeln!(out, "  Download:     Secret {}{expiry}", secret.name);
+        let _ = writeln!(out, "  Download:     Secret {}{expiry}", escape(&secret.name));
     }
     if let Some(a) = s.attempts {
         let _ = writeln!(out, "  Attempts:     {a}");
     }
     out
+}
+
+/// `Ready=False Failed: message`, for messages about an object that is not ready yet.
+pub fn ready_summary(conditions: &[Condition]) -> Option<String> {
+    let c = find_condition(conditions, CONDITION_READY)?;
+    Some(format!(
+        "Ready={} {}: {}",
+        escape(&c.status),
+        escape(&c.reason),
+        escape(&c.message)
+    ))
 }
 
 fn describe_conditions(
@@ -302,13 +319,13 @@ fn describe_conditions(
         let _ = writeln!(
             out,
             "  {:<13} {} ({}) since {}",
-            format!("{}:", c.type_),
-            c.status,
-            c.reason,
+            format!("{}:", escape(&c.type_)),
+            escape(&c.status),
+            escape(&c.reason),
             when(since, now)
         );
         if !c.message.is_empty() {
-            let _ = writeln!(out, "                {}", c.message);
+            let _ = writeln!(out, "                {}", escape(&c.message));
         }
     }
     if let (Some(g), Some(o)) = (generation, observed)
@@ -340,9 +357,9 @@ fn describe_events(events: &[Event], now: DateTime<Utc>) -> String {
         let _ = writeln!(
             out,
             "  {age:>6} ago  {:<7}  {}{count}: {}",
-            e.type_.as_deref().unwrap_or(""),
-            e.reason.as_deref().unwrap_or(""),
-            e.message.as_deref().unwrap_or("").trim()
+            escape(e.type_.as_deref().unwrap_or("")),
+            escape(e.reason.as_deref().unwrap_or("")),
+            escape(e.message.as_deref().unwrap_or("").trim())
         );
     }
     out

@@ -17,6 +17,12 @@ use report_operator::backend::{
 };
 use report_sim::{SimConfig, SimServer};
 
+// The e2e tests' fixtures (credentials, the simulated API of a backend type), shared here
+// without the control-plane harness of `common`.
+#[path = "../common/fixtures.rs"]
+pub mod fixtures;
+pub use fixtures::{ALL_TYPES, sim_api};
+
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -35,27 +41,10 @@ pub fn fast() -> SimConfig {
     SimConfig::default().for_all(|b| b.generation_ms = 300)
 }
 
-/// The simulator's default credentials of `t`.
+/// The simulator's default credentials of `t`, as Secret data.
 pub fn credentials(t: BackendType) -> BTreeMap<String, Vec<u8>> {
-    let pairs: &[(&str, &str)] = match t {
-        BackendType::Rde => &[
-            ("consumerKey", "rde-consumer-key"),
-            ("consumerSecret", "rde-consumer-secret"),
-        ],
-        BackendType::Cmp => &[
-            ("subscriptionKey", "cmp-subscription-key"),
-            ("username", "cmp-user"),
-            ("password", "cmp-password"),
-        ],
-        BackendType::Connect => &[("apiKey", "SU-000-000-000:connect-secret-key")],
-        BackendType::Fusion => &[("username", "fusion-user"), ("password", "fusion-password")],
-        BackendType::Supplier => &[
-            ("clientId", "supplier-client"),
-            ("clientSecret", "supplier-secret"),
-        ],
-    };
-    pairs
-        .iter()
+    fixtures::good_credentials(t)
+        .into_iter()
         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
         .collect()
 }
@@ -74,8 +63,7 @@ pub fn wrong_credentials(t: BackendType) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn spec(sim: &SimServer, t: BackendType, limits: Option<serde_json::Value>) -> ReportBackendSpec {
-    let mut doc =
-        json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "creds"}});
+    let mut doc = json!({"type": t.as_str(), "url": sim.backend_url(sim_api(t)), "credentialsSecretRef": {"name": "creds"}});
     if t == BackendType::Supplier {
         doc["supplier"] = json!({"organizationId": DEFAULT_ORG, "tokenUrl": sim.supplier_token_url()});
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common::{self, stderr, stdout};
 
@@ -42,6 +42,34 @@ pub fn helm(args: &[&str]) -> Output {
         .current_dir(common::repo_root())
         .output()
         .expect("run helm")
+}
+
+/// helm against the test control plane.
+pub fn helm_on(cp: &common::ControlPlane, args: &[&str]) -> Output {
+    Command::new(helm_bin())
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(args)
+        .current_dir(common::repo_root())
+        .output()
+        .expect("run helm")
+}
+
+/// A kubeconfig that authenticates with `token` (a ServiceAccount's) against the test
+/// control plane.
+pub fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
+    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
+        .expect("kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "local",
+    });
+    serde_yaml::to_string(&config).expect("kubeconfig yaml")
 }
 
 /// `--set` pairs as helm arguments.
@@ -133,23 +161,6 @@ pub fn expected_rules(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, S
         }
     }
     out
-}
-
-/// A kubeconfig for the control plane of `cp` that authenticates with `token` (a
-/// ServiceAccount's), so that a process run with it has only that account's rights.
-pub fn token_kubeconfig(cp: &common::ControlPlane, token: &str) -> String {
-    let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig"))
-        .expect("kubeconfig parses");
-    let cluster = &admin["clusters"][0]["cluster"];
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "operator"}}],
-        "current-context": "local",
-    });
-    serde_yaml::to_string(&config).expect("kubeconfig yaml")
 }
 
 /// The arguments of the operator container of the Deployment `name` in `docs`.

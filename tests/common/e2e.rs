@@ -165,6 +165,16 @@ impl World {
     }
 }
 
+/// The text of `key` in a Secret's data, which must be there.
+pub fn text(data: &std::collections::BTreeMap<String, Vec<u8>>, key: &str) -> String {
+    String::from_utf8(
+        data.get(key)
+            .unwrap_or_else(|| panic!("Secret key {key} missing"))
+            .clone(),
+    )
+    .expect("utf8")
+}
+
 /// What [`World::record_file_reasons`] saw; the watch stops when this is dropped.
 pub struct ReasonLog {
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,

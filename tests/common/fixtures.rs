@@ -2,7 +2,7 @@
 //! pointing at an in-process simulator, and generators.
 
 use report_operator::api::BackendType;
-use report_sim::SimServer;
+use report_sim::{ReportingApi, SimServer};
 
 /// The five backend types, for tests that run once per type.
 pub const ALL_TYPES: [BackendType; 5] = [
@@ -12,6 +12,18 @@ pub const ALL_TYPES: [BackendType; 5] = [
     BackendType::Fusion,
     BackendType::Supplier,
 ];
+
+/// The simulated API that plays backend type `t` (report-sim has its own names: it does not
+/// link the operator).
+pub fn sim_api(t: BackendType) -> ReportingApi {
+    match t {
+        BackendType::Rde => ReportingApi::Rde,
+        BackendType::Cmp => ReportingApi::Cmp,
+        BackendType::Connect => ReportingApi::Connect,
+        BackendType::Fusion => ReportingApi::Fusion,
+        BackendType::Supplier => ReportingApi::Supplier,
+    }
+}
 
 pub fn lower(t: BackendType) -> String {
     t.as_str().to_ascii_lowercase()
@@ -61,7 +73,7 @@ pub fn backend(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}-credentials\nstringData:\n{data}---\n\
 apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportBackend\nmetadata:\n  name: {name}\nspec:\n  type: {}\n  url: {}\n  credentialsSecretRef:\n    name: {name}-credentials\n{per_type}{extra_spec}",
         t.as_str(),
-        sim.backend_url(t)
+        sim.backend_url(sim_api(t))
     )
 }
 

@@ -67,14 +67,14 @@ impl Mode {
 pub const HUGE_JSON_BYTES: usize = 50 << 20;
 /// The size of the huge error page.
 pub const HUGE_ERROR_BYTES: usize = 20 << 20;
-/// The pace of the endless body: fast enough to reach gigabytes within a 30 s request
+/// The pace of an endless body: fast enough to reach gigabytes within a 30 s request
 /// timeout, slow enough that the suite's memory watchdog can stop a client that keeps it all
 /// before it takes the machine's memory.
 const ENDLESS_BYTES_PER_SEC: u64 = 64 << 20;
 /// Where [`Mode::RedirectMetadata`] points.
 pub const METADATA_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 
-const CHUNK: usize = 64 << 10;
+pub const CHUNK: usize = 64 << 10;
 const MAX_HEAD: usize = 64 << 10;
 const MAX_REQUEST_BODY: usize = 1 << 20;
 
@@ -133,12 +133,13 @@ impl Drop for HostileServer {
 }
 
 /// The request as received: its head and body, lossily as text.
-struct Request {
-    path: String,
-    echo: String,
+pub struct Request {
+    pub path: String,
+    pub echo: String,
 }
 
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
+/// Reads one request; `None` when the client went away or sent a head over 64 KiB.
+pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -199,29 +200,13 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\n[\r\n")
                 .await?;
-            let zeros = "0,".repeat(CHUNK / 2);
-            let frame = format!("{:x}\r\n{zeros}\r\n", zeros.len());
-            let start = tokio::time::Instant::now();
-            let mut sent = 0u64;
-            loop {
-                stream.write_all(frame.as_bytes()).await?;
-                count(zeros.len());
-                sent += zeros.len() as u64;
-                // Pacing, not synchronisation: hold the rate at ENDLESS_BYTES_PER_SEC.
-                let due = Duration::from_secs_f64(sent as f64 / ENDLESS_BYTES_PER_SEC as f64);
-                tokio::time::sleep_until(start + due).await;
-            }
+            send_endless(&mut stream, &"0,".repeat(CHUNK / 2), &count).await
         }
         Mode::Drip => {
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n[")
                 .await?;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                stream.write_all(b"0").await?;
-                count(1);
-            }
+            send_drip(&mut stream, b"0", &count).await
         }
         Mode::Malformed => {
             let body = format!(
@@ -278,15 +263,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
             );
             stream.write_all(head.as_bytes()).await?;
             stream.write_all(echo.as_bytes()).await?;
-            let block = vec![b'E'; CHUNK];
-            let mut left = padding;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                stream.write_all(&block[..n]).await?;
-                count(n);
-                left -= n;
-            }
-            Ok(())
+            send_padding(&mut stream, padding, &count).await
         }
         Mode::RedirectLoop => {
             let head = format!(
@@ -302,4 +279,55 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, stats: &Stats) -> std::i
             stream.write_all(head.as_bytes()).await
         }
     }
+}
+
+/// Chunks of `block` (a chunked body's frames) for ever, at [`ENDLESS_BYTES_PER_SEC`], until
+/// the client goes away; `count` hears of each block's bytes.
+pub async fn send_endless(
+    stream: &mut TcpStream,
+    block: &str,
+    count: &(dyn Fn(usize) + Sync),
+) -> std::io::Result<()> {
+    let frame = format!("{:x}\r\n{block}\r\n", block.len());
+    let start = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    loop {
+        stream.write_all(frame.as_bytes()).await?;
+        count(block.len());
+        sent += block.len() as u64;
+        // Pacing, not synchronisation: hold the rate at ENDLESS_BYTES_PER_SEC.
+        let due = Duration::from_secs_f64(sent as f64 / ENDLESS_BYTES_PER_SEC as f64);
+        tokio::time::sleep_until(start + due).await;
+    }
+}
+
+/// `byte` once a second for ever, until the client goes away.
+pub async fn send_drip(
+    stream: &mut TcpStream,
+    byte: &[u8],
+    count: &(dyn Fn(usize) + Sync),
+) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        stream.write_all(byte).await?;
+        count(byte.len());
+    }
+}
+
+/// `n` bytes of `E`.
+pub async fn send_padding(
+    stream: &mut TcpStream,
+    n: usize,
+    count: &(dyn Fn(usize) + Sync),
+) -> std::io::Result<()> {
+    let block = vec![b'E'; CHUNK];
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(CHUNK);
+        stream.write_all(&block[..chunk]).await?;
+        count(chunk);
+        left -= chunk;
+    }
+    Ok(())
 }

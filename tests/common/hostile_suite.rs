@@ -298,3 +298,40 @@ pub fn has_outbound_policy() -> bool {
         .output();
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--outbound-allow-cidr"))
 }
+
+/// Creates the Secrets `make(0)`, `make(1)`, … `make(n - 1)` through `api`, 8 at a time;
+/// how many were created.
+pub async fn create_secrets(api: &Api<Secret>, n: usize, make: impl Fn(usize) -> Secret) -> usize {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, secret) = (api.clone(), make(i));
+            async move { api.create(&Default::default(), &secret).await.is_ok() }
+        })
+        .buffer_unordered(8)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
+
+/// KiB in MiB, for messages.
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// How much a process's memory grew between two readings of [`memory_kib`] (`(VmHWM, VmRSS)`):
+/// the larger growth of the two in KiB, and the readings in words.
+pub fn memory_growth(before: (u64, u64), after: (u64, u64)) -> (u64, String) {
+    let growth = after
+        .0
+        .saturating_sub(before.0)
+        .max(after.1.saturating_sub(before.1));
+    let words = format!(
+        "VmHWM {:.1} -> {:.1} MiB, VmRSS {:.1} -> {:.1} MiB",
+        mib(before.0),
+        mib(after.0),
+        mib(before.1),
+        mib(after.1)
+    );
+    (growth, words)
+}

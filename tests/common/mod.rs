@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 pub mod e2e;
 pub mod fixtures;
 pub mod hostile;
+pub mod hostile_s3;
 pub mod hostile_suite;
 pub mod operator;
 pub mod proxy;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{SimConfig, SimServer};
 use serde_json::{Value, json};
 
@@ -207,11 +207,11 @@ async fn json_of(response: reqwest::Response) -> Result<Value, LoadError> {
 
 /// Creates one report per API and returns the mix of reads.
 async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, LoadError> {
-    let url = |t: BackendType, path: &str| format!("{}{path}", sim.backend_url(t));
+    let url = |t: ReportingApi, path: &str| format!("{}{path}", sim.backend_url(t));
     let mut calls = Vec::new();
 
     // RDE: a ONETIME template; read its report files.
-    let create = url(BackendType::Rde, "/aps/2/resources");
+    let create = url(ReportingApi::Rde, "/aps/2/resources");
     let body = json!({"aps": {"type": "http://www.odin.com/rde/report-template/1.1"}, "commonName": "Load", "eventType": "ONETIME", "format": "JSON",
         "parameters": {"startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-01T23:59:59Z"}});
     let signed = rde_sign("POST", &create);
@@ -227,12 +227,12 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         .as_str()
         .ok_or_else(|| LoadError::Setup(format!("RDE: {template}")))?;
     calls.push(Call::RdeGet {
-        url: url(BackendType::Rde, &format!("/aps/2/resources/{id}/reportFiles")),
+        url: url(ReportingApi::Rde, &format!("/aps/2/resources/{id}/reportFiles")),
     });
 
     // CMP: a token and a report.
     let token = json_of(
-        http.post(url(BackendType::Cmp, "/token"))
+        http.post(url(ReportingApi::Cmp, "/token"))
             .basic_auth("cmp-user", Some("cmp-password"))
             .header("x-subscription-key", "cmp-subscription-key")
             .json(&json!({"marketplace": "us"}))
@@ -251,7 +251,7 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
     let report = json_of(
         cmp_headers
             .iter()
-            .fold(http.post(url(BackendType::Cmp, "/reports")), |r, (k, v)| r.header(*k, v))
+            .fold(http.post(url(ReportingApi::Cmp, "/reports")), |r, (k, v)| r.header(*k, v))
             .json(&json!({"name": "Load", "format": "csv", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"}))
             .send()
             .await?,
@@ -261,7 +261,7 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         .as_str()
         .ok_or_else(|| LoadError::Setup(format!("CMP: {report}")))?;
     calls.push(Call::Get {
-        url: url(BackendType::Cmp, &format!("/reports/{cmp_id}")),
+        url: url(ReportingApi::Cmp, &format!("/reports/{cmp_id}")),
         headers: cmp_headers.clone(),
     });
 
@@ -271,7 +271,7 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         "ApiKey SU-000-000-000:connect-secret-key".to_string(),
     )];
     let report = json_of(
-        http.post(url(BackendType::Connect, "/reporting/reports"))
+        http.post(url(ReportingApi::Connect, "/reporting/reports"))
             .header("authorization", "ApiKey SU-000-000-000:connect-secret-key")
             .json(&json!({"template": {"id": "RT-0000-0001"}, "renderer": "json", "parameters": {}}))
             .send()
@@ -282,17 +282,17 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         .as_str()
         .ok_or_else(|| LoadError::Setup(format!("CONNECT: {report}")))?;
     calls.push(Call::Get {
-        url: url(BackendType::Connect, &format!("/reporting/reports/{connect_id}")),
+        url: url(ReportingApi::Connect, &format!("/reporting/reports/{connect_id}")),
         headers: connect_headers.clone(),
     });
     calls.push(Call::Get {
-        url: url(BackendType::Connect, "/reporting/reports?limit=10"),
+        url: url(ReportingApi::Connect, "/reporting/reports?limit=10"),
         headers: connect_headers,
     });
 
     // FUSION: phone usage of a group.
     let login = json_of(
-        http.post(url(BackendType::Fusion, "/api/v01/auth/login"))
+        http.post(url(ReportingApi::Fusion, "/api/v01/auth/login"))
             .json(&json!({"username": "fusion-user", "password": "fusion-password"}))
             .send()
             .await?,
@@ -303,7 +303,7 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         .ok_or_else(|| LoadError::Setup(format!("FUSION: {login}")))?;
     calls.push(Call::Get {
         url: url(
-            BackendType::Fusion,
+            ReportingApi::Fusion,
             "/api/v01/draas/draas_v1/groups/53fd92c7-fbef-44fd-af76-d92334432ac9/sdrs/phone_usage",
         ),
         headers: vec![("authorization", format!("Bearer {access}"))],
@@ -326,7 +326,7 @@ async fn setup(sim: &SimServer, http: &reqwest::Client) -> Result<Vec<Call>, Loa
         .ok_or_else(|| LoadError::Setup(format!("SUPPLIER token: {token}")))?
         .to_string();
     let reports = url(
-        BackendType::Supplier,
+        ReportingApi::Supplier,
         "/v1/vehicle-suppliers/suppliers/org-1/reports",
     );
     let report = json_of(

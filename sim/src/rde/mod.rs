@@ -39,7 +39,8 @@ use super::job::{Job, Phase};
 use super::oauth1::{Nonces, OAuthError, SignedRequest, Verifier};
 use super::storage::{StoredObject, expiry_after};
 use super::{Sim, lock, rql};
-use report_operator::api::{BackendType, ReportFormat};
+use crate::ReportingApi;
+use crate::content::Format;
 
 mod platform;
 
@@ -49,7 +50,7 @@ pub(crate) const PREFIX: &str = "/rde";
 const RESOURCES: &str = "/aps/2/resources";
 /// The APS package of the RDE application (any fixed id will do).
 const PACKAGE_ID: &str = "2a1f2c8e-02a6-48c1-874d-e7617bc247bf";
-const RDE: BackendType = BackendType::Rde;
+const RDE: ReportingApi = ReportingApi::Rde;
 
 #[derive(Default)]
 pub(crate) struct Records {
@@ -66,7 +67,7 @@ struct Template {
     type_: String,
     common_name: String,
     event_type: String,
-    format: ReportFormat,
+    format: Format,
     notify_by_email: bool,
     parameters: Value,
     created: DateTime<Utc>,
@@ -86,7 +87,7 @@ pub(crate) struct ReportFile {
     type_: String,
     name: String,
     event_type: String,
-    format: ReportFormat,
+    format: Format,
     parameters: Value,
     job: Job,
     path: String,
@@ -199,12 +200,12 @@ fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn parse_format(s: &str) -> Option<ReportFormat> {
+fn parse_format(s: &str) -> Option<Format> {
     match s {
-        "JSON" => Some(ReportFormat::Json),
-        "XML" => Some(ReportFormat::Xml),
-        "CSV" => Some(ReportFormat::Csv),
-        "XLSX" => Some(ReportFormat::Xlsx),
+        "JSON" => Some(Format::Json),
+        "XML" => Some(Format::Xml),
+        "CSV" => Some(Format::Csv),
+        "XLSX" => Some(Format::Xlsx),
         _ => None,
     }
 }
@@ -343,7 +344,7 @@ fn add_file(
         end: Some(end),
     };
     // Seed 000 and 001: RDE's JSON files are gzipped (`.json.gz`); XLSX is zipped already.
-    let packaging = if template.format == ReportFormat::Xlsx {
+    let packaging = if template.format == Format::Xlsx {
         Packaging::Plain
     } else {
         Packaging::Gzip

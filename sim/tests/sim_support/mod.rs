@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use report_operator::api::BackendType;
+use report_sim::ReportingApi;
 use report_sim::{SimConfig, SimServer};
 use serde_json::Value;
 
@@ -137,7 +137,7 @@ impl Rde {
     pub fn new(sim: &SimServer) -> Self {
         Rde {
             http: client(),
-            base: sim.backend_url(BackendType::Rde),
+            base: sim.backend_url(ReportingApi::Rde),
             key: "rde-consumer-key".into(),
             secret: "rde-consumer-secret".into(),
         }
@@ -170,7 +170,7 @@ impl Rde {
 pub async fn cmp_token(sim: &SimServer) -> String {
     let http = client();
     let response = http
-        .post(format!("{}/token", sim.backend_url(BackendType::Cmp)))
+        .post(format!("{}/token", sim.backend_url(ReportingApi::Cmp)))
         .basic_auth("cmp-user", Some("cmp-password"))
         .header("x-subscription-key", "cmp-subscription-key")
         .json(&serde_json::json!({"marketplace": "us"}))
@@ -204,7 +204,7 @@ pub async fn fusion_login(sim: &SimServer) -> (String, String) {
     let response = client()
         .post(format!(
             "{}/api/v01/auth/login",
-            sim.backend_url(BackendType::Fusion)
+            sim.backend_url(ReportingApi::Fusion)
         ))
         .json(&serde_json::json!({"username": "fusion-user", "password": "fusion-password"}))
         .send()

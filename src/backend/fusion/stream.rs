@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::csv;
 use crate::backend::body::MAX_JSON_BYTES;
-use crate::backend::bridge::{self, ChannelReader};
+use crate::backend::bridge::{self, BodyReader};
 use crate::backend::{BackendError, FileStream};
 
 /// Bytes sent at a time.
@@ -57,7 +57,7 @@ pub(super) fn file(response: reqwest::Response, shape: Shape) -> FileStream {
 
 /// Makes the file of `shape` from the answer in `reader` and sends it on `tx`, chunk by
 /// chunk, then an error if the answer was not what Fusion documents.
-fn make(reader: ChannelReader, shape: Shape, tx: mpsc::Sender<Result<Bytes, BackendError>>) {
+fn make(reader: BodyReader, shape: Shape, tx: mpsc::Sender<Result<Bytes, BackendError>>) {
     let mut out = Out {
         tx,
         buf: Vec::with_capacity(CHUNK_BYTES),
@@ -128,7 +128,7 @@ impl Out {
 /// value struson buffers (a name, a row), so that no one value grows without bound, and lifts
 /// for what struson reads without keeping (skipped values, whitespace, the file itself).
 struct Metered {
-    inner: ChannelReader,
+    inner: BodyReader,
     left: Rc<Cell<usize>>,
 }
 
@@ -148,7 +148,7 @@ impl Read for Metered {
 }
 
 /// A JSON reader over `reader` and the budget of its next value.
-fn json(reader: ChannelReader) -> (JsonStreamReader<Metered>, Rc<Cell<usize>>) {
+fn json(reader: BodyReader) -> (JsonStreamReader<Metered>, Rc<Cell<usize>>) {
     let left = Rc::new(Cell::new(MAX_JSON_BYTES));
     (
         JsonStreamReader::new(Metered {
@@ -174,7 +174,7 @@ fn finish(mut json: JsonStreamReader<Metered>, budget: &Cell<usize>) -> Result<(
 /// The array `field` of the answer as CSV. The header is the documented columns and the
 /// first row's other fields; a later row with yet another field cannot be written into a
 /// header already sent, so it is an error that says to ask for JSON.
-fn rows_as_csv(reader: ChannelReader, field: &str, documented: &[&str], out: &mut Out) -> Result<(), Made> {
+fn rows_as_csv(reader: BodyReader, field: &str, documented: &[&str], out: &mut Out) -> Result<(), Made> {
     let (mut json, budget) = json(reader);
     json.begin_object()?;
     loop {
@@ -218,7 +218,7 @@ fn rows_as_csv(reader: ChannelReader, field: &str, documented: &[&str], out: &mu
 }
 
 /// The `fileBody` of a license export, decoded from base64 as it is read.
-fn license(reader: ChannelReader, out: &mut Out) -> Result<(), Made> {
+fn license(reader: BodyReader, out: &mut Out) -> Result<(), Made> {
     let (mut json, budget) = json(reader);
     json.begin_object()?;
     let mut found = false;

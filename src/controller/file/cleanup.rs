@@ -24,7 +24,7 @@ use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
 
 /// Finalizer that removes a ReportFile's report on Connect.
-pub const CONNECT_FINALIZER: &str = "reporting.report-operator.io/connect-report";
+pub const CONNECT_FINALIZER: &str = crate::api::FINALIZER_CONNECT_REPORT;
 
 /// How often a removal that cannot happen yet is tried again.
 const RETRY: Duration = Duration::from_secs(5);

@@ -10,10 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::secret::{Observed, conflict_message};
 use crate::api::{
     ANNOTATION_REFRESH_URL, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_READY, FileState,
-    LocalObjectReference, ReportFileStatus, find_condition,
+    LocalObjectReference, MAX_FILE_NAME_LENGTH, MAX_ID_LENGTH, ReportFileStatus, find_condition,
 };
 use crate::backend::{BackendError, Download, ErrorAction, RemoteReport, ReportState};
-use crate::controller::conditions::{Cond, set_condition};
+use crate::controller::conditions::{Cond, MAX_MESSAGE_BYTES, cut_to, set_condition};
 use crate::controller::outcome::Outcome;
 use kube::runtime::events::EventType;
 
@@ -282,7 +282,8 @@ pub fn record_id(
     id: &str,
     accepted: DateTime<Utc>,
 ) -> Next {
-    s.external_id = Some(id.to_string());
+    // A backend's text, cut to what status holds (as are its file names and reasons).
+    s.external_id = Some(cut_to(id.to_string(), MAX_ID_LENGTH));
     s.create_pending_since = None;
     s.submit_time.get_or_insert(accepted.max(f.now));
     s.status = Some(FileState::InProgress);
@@ -307,7 +308,7 @@ pub fn answer(s: &mut ReportFileStatus, f: &Facts, type_: &str, state: &ReportSt
         ReportState::Ready => Next::Download,
         ReportState::Failed { reason } => {
             let msg = format!("{type_} failed the report: {reason}");
-            s.failed_reason = Some(reason.clone());
+            s.failed_reason = Some(cut_to(reason.clone(), MAX_MESSAGE_BYTES));
             fail(s, f, "Failed", msg)
         }
     }
@@ -324,7 +325,7 @@ pub fn backend_error(
     match e.action() {
         ErrorAction::FailReport { reason } => {
             let message = format!("{type_} refused the report: {reason}");
-            s.failed_reason = Some(reason);
+            s.failed_reason = Some(cut_to(reason, MAX_MESSAGE_BYTES));
             fail(
                 s,
                 f,
@@ -412,7 +413,7 @@ pub fn completed(
 ) -> Next {
     s.status = Some(FileState::Ready);
     s.generate_date = Some(generate_date);
-    s.file_name = file_name;
+    s.file_name = file_name.map(|n| cut_to(n, MAX_FILE_NAME_LENGTH));
     s.completion_time = Some(f.now);
     s.download_secret_ref = Some(LocalObjectReference {
         name: f.name.to_string(),

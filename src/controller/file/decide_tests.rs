@@ -542,3 +542,25 @@ fn polls_spend_the_spare_budget_over_the_time_reports_are_expected_to_run() {
     // Without a budget, the base schedule.
     assert_eq!(poll_interval_spending(secs(0), 120, None, 0), secs(1));
 }
+
+/// A backend's text goes into status cut to its limit, at a character boundary, marked.
+#[test]
+fn a_backends_long_texts_are_cut_when_written() {
+    let long = "é".repeat(100_000);
+    let f = facts();
+    let mut s = status(Some(FileState::InProgress), Some("InProgress"));
+    answer(&mut s, &f, "RDE", &ReportState::Failed { reason: long.clone() });
+    let reason = s.failed_reason.clone().expect("failedReason");
+    assert!(reason.len() <= crate::controller::conditions::MAX_MESSAGE_BYTES && reason.ends_with('…'));
+    let mut s = status(None, None);
+    record_id(&mut s, &f, "CMP", &long, f.now);
+    let id = s.external_id.clone().expect("externalId");
+    assert!(id.len() <= crate::api::MAX_ID_LENGTH && id.ends_with('…'), "{id}");
+    let mut s = status(Some(FileState::InProgress), Some("InProgress"));
+    completed(&mut s, &f, f.now, Some(long), &url("2026-01-02T00:00:00Z"));
+    let name = s.file_name.clone().expect("fileName");
+    assert!(
+        name.len() <= crate::api::MAX_FILE_NAME_LENGTH && name.ends_with('…'),
+        "{name}"
+    );
+}

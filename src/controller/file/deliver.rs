@@ -34,7 +34,7 @@ use crate::controller::store::open_store;
 use crate::delivery::{KeyInputs, Store, StoreError, object_key};
 
 /// On a ReportFile whose object is deleted with it (retention Delete).
-pub const FINALIZER: &str = "reporting.report-operator.io/delivery";
+pub const FINALIZER: &str = crate::api::FINALIZER_DELIVERY;
 /// First retry of a failed copy; doubled per failure up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);

@@ -17,10 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -36,8 +34,8 @@ use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Halt, Outcome, conclude};
 use crate::api::{
-    ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, LABEL_REPORT_FILE,
-    ReportBackend, ReportFile, ReportFileStatus,
+    ANNOTATION_REFRESH_URL, BackendType, DEFAULT_KEEP_URL_FRESH_SECONDS, FileState, ReportBackend,
+    ReportFile, ReportFileStatus,
 };
 use crate::backend::transfer::MAX_COPY_TIME;
 use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, ReportingBackend};
@@ -45,14 +43,14 @@ use crate::backend::{BackendError, Capabilities, RemoteReport, ReportRequest, Re
 pub async fn controller(
     ctl: Controller<ReportFile>,
     backends: Api<ReportBackend>,
-    secrets: Api<PartialObjectMeta<Secret>>,
+    secrets: super::SecretEvents,
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
     let index = ctx.index.clone();
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A deleted or edited report Secret is written again.
-        .owns(secrets, watcher::Config::default().labels(LABEL_REPORT_FILE))
+        .owns_shared_stream(secrets)
         // A backend that becomes Ready wakes the reports waiting for it.
         .watches(
             backends,

@@ -26,7 +26,7 @@ use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::Outcome;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
-pub const RDE_FINALIZER: &str = "reporting.report-operator.io/rde-template";
+pub const RDE_FINALIZER: &str = crate::api::FINALIZER_RDE_TEMPLATE;
 
 /// Makes sure the template exists, follows the platform's schedule and mirrors the report
 /// files it made.

@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Days, Utc};
-use report_operator::api::BackendType;
-use report_sim::SimServer;
+use report_sim::{ReportingApi, SimServer};
 use serde_json::{Value, json};
 
 use crate::BenchError;
@@ -37,7 +36,7 @@ pub async fn run(sim: &SimServer, generation: Duration) -> Result<Duration, Benc
         .json()
         .await?;
     let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap_or_default());
-    let base = sim.backend_url(BackendType::Supplier);
+    let base = sim.backend_url(ReportingApi::Supplier);
     let today = Utc::now()
         .date_naive()
         .and_hms_opt(0, 0, 0)

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use report_operator::api::BackendType;
-use report_sim::{SimConfig, SimServer};
+use report_sim::{ReportingApi, SimConfig, SimServer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -90,7 +89,7 @@ pub async fn one_report(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Benc
     let ns = cluster.namespace("a").await?;
     let _op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     cluster
-        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
     let mut rx = cluster.watch_ready(&ns);
     // One report first, not counted: the backend becomes Ready and its client is built.
@@ -127,7 +126,7 @@ pub async fn many_reports(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Be
     let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     cluster
-        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
     let mut rx = cluster.watch_ready(&ns);
     let cpu_before = op.cpu_ms();
@@ -164,7 +163,7 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
     let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     cluster
-        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
     let empty_rss = op.rss_kib();
     let mut settled = cluster.watch_settled(&ns);
@@ -251,7 +250,7 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
     let mut op = Operator::start(args, &cluster.kubeconfig, &ns, 0)?;
     op.synced().await?;
     let limits = json!({"limits": {"maxInFlight": 6, "requestsPerWindow": 600, "windowSeconds": 600}});
-    cluster.backend(&ns, &sim, BackendType::Supplier, limits).await?;
+    cluster.backend(&ns, &sim, ReportingApi::Supplier, limits).await?;
     let mut rx = cluster.watch_ready(&ns);
     let start = (chrono::Utc::now() - chrono::Duration::days(6))
         .format("%Y-%m-%dT00:00:00Z")
@@ -278,7 +277,7 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
         secs(took),
         reference::REPORTS,
         calls(&sim, "SUPPLIER"),
-        stats.rate_limited(BackendType::Supplier),
+        stats.rate_limited(ReportingApi::Supplier),
         op.log.display()
     );
     drop(op);
@@ -292,7 +291,7 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
         secs(client),
         reference::REPORTS,
         calls(&sim, "SUPPLIER"),
-        stats.rate_limited(BackendType::Supplier)
+        stats.rate_limited(ReportingApi::Supplier)
     );
     let ratio = took.as_secs_f64() / client.as_secs_f64();
     Ok(vec![

@@ -10,10 +10,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use report_operator::api::{
-    BackendType, FileState, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator,
-};
-use report_sim::SimServer;
+use report_operator::api::{FileState, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator};
+use report_sim::{ReportingApi, SimServer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -82,12 +80,12 @@ impl Cluster {
         &self,
         ns: &str,
         sim: &SimServer,
-        t: BackendType,
+        t: ReportingApi,
         spec_extra: Value,
     ) -> Result<(), BenchError> {
         let data = match t {
-            BackendType::Connect => json!({"apiKey": "SU-000-000-000:connect-secret-key"}),
-            BackendType::Supplier => {
+            ReportingApi::Connect => json!({"apiKey": "SU-000-000-000:connect-secret-key"}),
+            ReportingApi::Supplier => {
                 json!({"clientId": "supplier-client", "clientSecret": "supplier-secret"})
             }
             other => {
@@ -102,7 +100,7 @@ impl Cluster {
             .create(&PostParams::default(), &secret)
             .await?;
         let mut spec = json!({"type": t.as_str(), "url": sim.backend_url(t), "credentialsSecretRef": {"name": "b-credentials"}});
-        if t == BackendType::Supplier {
+        if t == ReportingApi::Supplier {
             spec["supplier"] = json!({"organizationId": "6f1c2d3e-0000-4000-8000-000000000001", "tokenUrl": sim.supplier_token_url()});
         }
         if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use report_operator::api::{BackendType, LABEL_GENERATOR, ReportFile, ReportGenerator};
+use report_operator::api::{LABEL_GENERATOR, ReportFile, ReportGenerator};
+use report_sim::ReportingApi;
 use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
@@ -43,7 +44,7 @@ async fn one(
     let sim = sim(2000).await?;
     let ns = cluster.namespace("e").await?;
     cluster
-        .backend(&ns, &sim, BackendType::Connect, json!({}))
+        .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
     let made = Instant::now();
     make_objects(cluster, &ns, generators, files).await?;
