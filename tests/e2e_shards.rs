@@ -33,6 +33,10 @@ const NAMESPACES: usize = 24;
 /// published by a background task after the reconcile that made them.
 const EVENT_LAG: Duration = Duration::from_secs(2);
 
+/// The tests here run one at a time: each starts operators that watch every namespace, which
+/// would reconcile another test's namespaces too.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An independent FNV-1a₆₄ `mod N`: the operator's shard of a namespace.
 fn shard_of(namespace: &str) -> u16 {
     let h = namespace.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -385,6 +389,7 @@ async fn assert_events_from_holders(fleet: &Fleet, tenants: &Tenants) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_namespaces_and_lose_nothing_to_a_kill_or_a_rolling_restart() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut config = SimConfig::default().for_all(|b| b.generation_ms = 4000);
     // Every namespace's backend uses the simulator's one subscription.
     config.cmp.requests_per_minute = 1_000_000;
@@ -587,6 +592,7 @@ async fn a_replica_whose_connections_are_reset_stops_its_shards_before_the_other
 /// One replica reaches the API server through a proxy that the test cuts, the other
 /// directly: every shard of the first must stop there before the second takes it.
 async fn cut_off_replica_stops_before_the_other_takes_over(cut: Cut) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut fleet = Fleet::new().await;
     let proxy = Proxy::start(upstream_of(&fleet.cp.kubeconfig)).await;
     let kubeconfig = proxy.kubeconfig(
@@ -647,6 +653,7 @@ async fn cut_off_replica_stops_before_the_other_takes_over(cut: Cut) {
 /// shards, and when one stops the other takes them all, without a single "forbidden".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_shards_with_only_the_charts_rbac() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     use chart_support::{container_args_of, documents, render_release, token_kubeconfig};
 
     let mut fleet = Fleet::new().await;
