@@ -17,6 +17,17 @@ impl Operator {
     /// `report-operator run --namespace <namespace>`, allowed to reach the simulators on
     /// loopback, logging to `<log_dir>/<namespace>-<n>.log`.
     pub fn start(args: &Args, kubeconfig: &Path, namespace: &str, n: u32) -> Result<Operator, BenchError> {
+        Operator::start_with(args, kubeconfig, namespace, n, &[])
+    }
+
+    /// [`Operator::start`] with more flags for `run` (Leases: with `POD_NAME` `<namespace>-<n>`).
+    pub fn start_with(
+        args: &Args,
+        kubeconfig: &Path,
+        namespace: &str,
+        n: u32,
+        extra: &[&str],
+    ) -> Result<Operator, BenchError> {
         std::fs::create_dir_all(&args.log_dir)?;
         let log = args.log_dir.join(format!("{namespace}-{n}.log"));
         let out = std::fs::File::create(&log)?;
@@ -26,6 +37,8 @@ impl Operator {
         let child = Command::new(&args.operator)
             .args(["run", "--namespace", namespace, "--metrics-addr", &metrics])
             .args(["--outbound-allow-cidr=127.0.0.1/32", "--outbound-allow-http"])
+            .args(extra)
+            .env("POD_NAME", format!("{namespace}-{n}"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", &args.operator_log)
             .env("NO_COLOR", "1")
@@ -94,6 +107,12 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGKILL, as in a node failure.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
