@@ -34,7 +34,7 @@ fn container_args(docs: &[Value]) -> Vec<String> {
     chart_support::container_args_of(docs, "report-operator")
 }
 
-/// What the operator needs, as the README documents it.
+/// What the operator needs, as the book's RBAC page (docs/src/security/rbac.md) documents it.
 fn operator_rules() -> BTreeSet<(String, String, String, String)> {
     const G: &str = "reporting.report-operator.io";
     expected_rules(&[

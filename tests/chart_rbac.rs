@@ -255,7 +255,7 @@ async fn edit_and_view_users_get_the_three_kinds_through_the_aggregated_roles() 
     )
     .await;
     // The aggregator is current: without the chart's roles, edit and view do not cover the
-    // three kinds (no earlier run's or other release's rules linger in them).
+    // four kinds (no earlier run's or other release's rules linger in them).
     wait_for(
         "edit and view without the chart's roles to grant nothing on ReportGenerators",
         AGGREGATION,

@@ -1,7 +1,8 @@
 //! The chart's CRDs across `helm upgrade`: the values that turn them off and keep them, and a
 //! real upgrade from the previous chart (CRDs in `crds/`, which Helm installs once and never
 //! upgrades) to this one (CRDs as templates) on the real control plane, with the one-time
-//! adoption step the README documents under "Upgrading the CRDs".
+//! adoption step the book documents (docs/src/operations/upgrades.md, "Upgrading from chart
+//! 0.1.0 as of before the CRDs were templates").
 //!
 //! The control plane's CRDs of `reporting.report-operator.io` are shared with every other
 //! test and are not a Helm release's. So that this test can install old CRDs, upgrade them and
@@ -249,7 +250,7 @@ async fn upgrade_from_the_previous_chart_upgrades_the_crds() {
         stderr(&out)
     );
 
-    // The one-time step of README "Upgrading the CRDs".
+    // The one-time step of the book's upgrades page (docs/src/operations/upgrades.md).
     let mut label = vec!["label", "--overwrite", "crd"];
     label.extend(previous_names.iter().map(String::as_str));
     label.push("app.kubernetes.io/managed-by=Helm");

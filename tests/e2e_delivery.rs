@@ -351,7 +351,8 @@ async fn deleting_a_report_file_deletes_its_object_when_the_store_says_delete() 
     );
 }
 
-/// The bound README documents for the operator's peak memory while it copies a 50 MB report.
+/// The bound the book documents (docs/src/object-storage.md) for the operator's peak memory
+/// while it copies a 50 MB report.
 const PEAK_RSS_BOUND_MIB: u64 = 80;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,8 +160,8 @@ mod tests {
     use super::*;
 
     /// Every flag of `run` can be set from the environment (a Deployment's `env`, a
-    /// ConfigMap's `envFrom`), under the name the README documents. A new flag without an
-    /// environment variable fails here.
+    /// ConfigMap's `envFrom`), under the name the book's command-line reference documents. A
+    /// new flag without an environment variable fails here.
     #[test]
     fn every_run_flag_has_its_environment_variable() {
         let expected = [

@@ -46,7 +46,7 @@ pub trait HasReady:
     fn conditions(status: &mut Self::Status) -> &mut Vec<Condition>;
 }
 
-/// The three kinds keep their conditions in `status.conditions`.
+/// The four kinds keep their conditions in `status.conditions`.
 macro_rules! has_ready {
     ($($kind:ident => $status:ident),* $(,)?) => {$(
         impl HasReady for $kind {

@@ -1,4 +1,4 @@
-//! What a reconcile came to, said one way for the three kinds: the Ready condition it sets,
+//! What a reconcile came to, said one way for every kind: the Ready condition it sets,
 //! the Event its owner hears, and when the object is looked at again. The decisions
 //! (`file::decide`, `generator::decide`, the backend probe) return an [`Outcome`];
 //! [`conclude`] is the one place that writes it down, and the `reconciles_total` metric
