@@ -1,8 +1,8 @@
 //! The shard manager: reads the Leases, asks [`plan`] what to take and give back, writes it,
 //! and keeps [`Shards`] up to date. All the deciding is in `plan`; this is the I/O around it.
 //!
-//! - Every [`leader::poll_interval`] one LIST (by label) reads this release's Leases, and the
-//!   plan's takes and releases are written at once, each over the resourceVersion last seen,
+//! - Every [`leader::poll_interval`] (at most every [`ROUND`]) one LIST (by label) reads this
+//!   release's Leases, and the plan's takes and releases are written at once, each over the resourceVersion last seen,
 //!   so that of two replicas reaching for one Lease only one succeeds.
 //! - Each held Lease has a task of its own that renews it every third of its duration, so
 //!   that a slow LIST or another Lease's slow write never holds a renewal back. A try may take
@@ -30,6 +30,9 @@ use tracing::{debug, info, warn};
 use super::held::Shards;
 use super::plan::{self, Act, Holding, Observed, Seen, Step};
 use crate::controller::leader;
+
+/// The longest pause between two rounds (LIST and plan).
+const ROUND: Duration = Duration::from_millis(750);
 
 /// The label that selects one release's shard and member Leases; its value is the prefix.
 const LABEL_LEASE_SET: &str = "reporting.report-operator.io/shard-leases";
@@ -83,7 +86,9 @@ pub async fn run(
         namespace = %manager.config.namespace,
         "sharing the work: taking shard Leases"
     );
-    let tick = leader::poll_interval(manager.config.duration);
+    // A lapsed Lease is seen at most a round after it lapses and taken at the next: at most
+    // every ROUND, so that a dead replica's shards are taken within the duration plus 2 s.
+    let tick = leader::poll_interval(manager.config.duration).min(ROUND);
     loop {
         // A round cut short leaves at most a Lease we wrote but do not know we hold: it
         // lapses. What we know we hold is released below.
