@@ -169,7 +169,7 @@ async fn wrong_credentials_make_the_backend_not_ready() {
             matches!(
                 err.action(),
                 ErrorAction::BackendNotReady {
-                    reason: "Unauthorized",
+                    reason: report_operator::api::reasons::BackendReady::Unauthorized,
                     ..
                 }
             ),
@@ -200,7 +200,7 @@ async fn wrong_credentials_make_the_backend_not_ready() {
         matches!(
             err.action(),
             ErrorAction::BackendNotReady {
-                reason: "TwoFactorRequired",
+                reason: report_operator::api::reasons::BackendReady::TwoFactorRequired,
                 ..
             }
         ),
@@ -221,7 +221,7 @@ async fn wrong_credentials_make_the_backend_not_ready() {
     assert!(matches!(
         err.action(),
         ErrorAction::BackendNotReady {
-            reason: "CredentialsMissing",
+            reason: report_operator::api::reasons::BackendReady::CredentialsMissing,
             ..
         }
     ));

@@ -375,7 +375,7 @@ async fn the_metadata_address_is_denied_without_a_connection() {
     assert!(matches!(
         err.action(),
         ErrorAction::BackendNotReady {
-            reason: "DestinationDenied",
+            reason: report_operator::api::reasons::BackendReady::DestinationDenied,
             ..
         }
     ));

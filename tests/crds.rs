@@ -393,7 +393,7 @@ async fn kubectl_explain_teaches_the_fields() {
         },
     )
     .await;
-    for reason in FILE_READY_REASONS {
+    for reason in ready_reasons("ReportFile") {
         assert!(
             lists(&shown, reason),
             "explain reportfile.status.conditions lacks {reason}:\n{shown}"
@@ -424,27 +424,21 @@ fn conditions_doc(crd: CustomResourceDefinition) -> String {
         .to_string()
 }
 
-const FILE_READY_REASONS: &[&str] = &[
-    "Pending",
-    "InProgress",
-    "Ready",
-    "Failed",
-    "DeadlineExceeded",
-    "TooLarge",
-    "UrlExpired",
-    "SecretConflict",
-    "KubernetesApiError",
-    "InternalError",
-    "ReconcileTimeout",
-    "Invalid",
-];
+/// The Ready reasons of a kind, from the one vocabulary (src/api/reasons.rs).
+fn ready_reasons(kind: &str) -> Vec<&'static str> {
+    api::reasons::all()
+        .into_iter()
+        .filter(|r| r.kind == kind && r.condition == api::CONDITION_READY)
+        .map(|r| r.reason)
+        .collect()
+}
 
 /// The reasons of src/controller/file/decide.rs and of the reconcile errors, in the doc that
 /// `kubectl explain` shows, with the outcome conditions `kubectl wait` waits for.
 #[test]
 fn report_file_conditions_doc_lists_every_ready_reason() {
     let doc = words(&report_file_conditions_doc());
-    for reason in FILE_READY_REASONS {
+    for reason in ready_reasons("ReportFile") {
         assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
     for condition in [api::CONDITION_COMPLETE, api::CONDITION_FAILED] {
@@ -457,41 +451,10 @@ fn report_file_conditions_doc_lists_every_ready_reason() {
 
 /// The Ready reasons of src/controller/generator/decide.rs, of the backend it cannot use and
 /// of the reconcile errors, in the ReportGenerator's doc.
-const GENERATOR_READY_REASONS: &[&str] = &[
-    "ReportReady",
-    "ReportInProgress",
-    "ReportFailed",
-    "Scheduled",
-    "Throttled",
-    "LastReportFailed",
-    "BackendNotFound",
-    "BackendNotReady",
-    "BackendError",
-    "UnsupportedEventType",
-    "UnsupportedFormat",
-    "UnsupportedPeriod",
-    "InvalidParameters",
-    "InvalidSchedule",
-    "BackfillTooLong",
-    "FileConflict",
-    "Rejected",
-    "Unauthorized",
-    "TwoFactorRequired",
-    "CredentialsMissing",
-    "InvalidSpec",
-    "DestinationDenied",
-    "Unreachable",
-    "InvalidResponse",
-    "KubernetesApiError",
-    "InternalError",
-    "ReconcileTimeout",
-    "Invalid",
-];
-
 #[test]
 fn report_generator_conditions_doc_lists_every_ready_reason() {
     let doc = words(&conditions_doc(api::ReportGenerator::crd()));
-    for reason in GENERATOR_READY_REASONS {
+    for reason in ready_reasons("ReportGenerator") {
         assert!(lists(&doc, reason), "lacks {reason}: {doc}");
     }
 }

@@ -190,7 +190,9 @@ pub struct ReportBackendStatus {
     /// `Ready` says whether the credentials work against the API; reasons
     /// Authenticated, CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable, InvalidSpec,
     /// InvalidResponse (an answer that is not the API's: malformed, too large, a redirect),
-    /// DestinationDenied (the operator's outbound policy forbids the address).
+    /// DestinationDenied (the operator's outbound policy forbids the address); and
+    /// KubernetesApiError, InternalError, ReconcileTimeout (the operator could not handle the
+    /// object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -1,4 +1,4 @@
-//! Types shared by the kinds.
+//! Types shared by the four kinds.
 
 use std::collections::BTreeMap;
 

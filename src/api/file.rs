@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{EventType, LocalObjectReference, ReportFormat, SecretTemplate};
 use super::generator::ReportParameters;
+use super::store::ConnectArchive;
 
 /// One report: the request as sent to the backend (immutable) and its progress.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -128,14 +129,16 @@ pub struct ReportFileStatus {
     /// its download is over the operator's size limit), UrlExpired (the download URL
     /// expired, or cannot be renewed now; the report stays Complete), SecretConflict (a
     /// Secret of the report's name that the operator does not own is in the way); and
-    /// KubernetesApiError, InternalError, ReconcileTimeout, Invalid (the operator could not
-    /// handle the object; retried with backoff). A FAILED report's `Failed` and `Complete`
+    /// KubernetesApiError, InternalError, ReconcileTimeout (the operator could not handle the
+    /// object; retried with backoff). A FAILED report's `Failed` and `Complete`
     /// carry its reason: Failed, DeadlineExceeded or TooLarge. With a `storeRef`, a fourth:
     /// `Delivered`, True (reason Delivered) once the report is copied into the ReportStore,
     /// False while the copy is retried, with the reason: Unreachable, Unauthorized,
     /// BucketNotFound, CredentialsMissing, StoreNotFound, InvalidSpec, DestinationDenied,
     /// InvalidResponse (the store answered more than the operator reads), SourceUnavailable
-    /// (the backend's download failed) or InvalidArchive.
+    /// (the backend's download failed) or InvalidArchive; and, while no copy failed, Copying
+    /// (the copy runs in the delivery pool) or Queued (it waits for a slot there: at most a
+    /// few copies of one namespace run at once).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -179,14 +182,23 @@ pub struct ReportFileStatus {
     pub delivery: Option<Delivery>,
 }
 
-/// A report's copy in a ReportStore. `location` is known before the copy starts (the key
-/// comes from the spec), so a retry after a crash overwrites the same object.
+/// A report's copy in a ReportStore, recorded once its upload completed: what the copy wrote
+/// is what retention `Delete` deletes, and nothing else.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// `s3://<bucket>/<key>` of the object.
+    /// `s3://<bucket>/<key>` of the object the Secret points at (of an unpacked CONNECT
+    /// archive, its report file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// `s3://<bucket>/<key>` of every object the copy wrote (`location` among them; an
+    /// unpacked CONNECT archive's files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DELIVERED_OBJECTS))]
+    pub objects: Vec<String>,
+    /// CONNECT: how the ZIP was stored (`Store`: as it is; `Extract`: one object per file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_archive: Option<ConnectArchive>,
     /// Bytes in the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
@@ -199,7 +211,14 @@ pub struct Delivery {
     /// Copies tried so far (failed ones included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// When the last try failed; the next waits 5 s after the first failure, doubling to
+    /// 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<DateTime<Utc>>,
     /// When the presigned URL in the Secret expires; it is re-minted before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_expires_at: Option<DateTime<Utc>>,
 }
+
+/// The most objects one copy writes (an unpacked archive's files).
+pub const MAX_DELIVERED_OBJECTS: usize = 100;

@@ -283,8 +283,8 @@ pub struct ReportGeneratorStatus {
     /// the backend's own reasons when the operator cannot use it for the generator's calls (RDE
     /// templates, listing reports to mirror): Unauthorized, TwoFactorRequired,
     /// CredentialsMissing, InvalidSpec, DestinationDenied, Unreachable, InvalidResponse (see
-    /// the ReportBackend); and KubernetesApiError, InternalError, ReconcileTimeout, Invalid
-    /// (retried with backoff).
+    /// the ReportBackend); and KubernetesApiError, InternalError, ReconcileTimeout (the
+    /// operator could not handle the object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -9,6 +9,7 @@ mod backend;
 mod common;
 mod file;
 mod generator;
+pub mod reasons;
 mod schema;
 mod store;
 

@@ -109,7 +109,8 @@ pub struct ReportStoreStatus {
     /// `Ready` says whether the bucket answers with these credentials; reasons Reachable,
     /// InvalidSpec, CredentialsMissing, Unauthorized, BucketNotFound, Unreachable,
     /// InvalidResponse (an answer larger than the operator reads), DestinationDenied (the
-    /// operator's outbound policy forbids the endpoint).
+    /// operator's outbound policy forbids the endpoint); and KubernetesApiError, InternalError,
+    /// ReconcileTimeout (the operator could not handle the object; retried with backoff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::api::reasons::BackendReady;
+
 /// Why a backend call failed. Messages never hold credentials, tokens or signed-URL query
 /// strings: every URL in them went through [`redact_url`] and every response excerpt through
 /// [`redact_text`].
@@ -81,7 +83,7 @@ pub enum ErrorAction {
     /// The backend itself is not usable: its Ready condition is False with `reason`
     /// (CredentialsMissing, Unauthorized, TwoFactorRequired, Unreachable, InvalidSpec,
     /// InvalidResponse or DestinationDenied).
-    BackendNotReady { reason: &'static str, message: String },
+    BackendNotReady { reason: BackendReady, message: String },
 }
 
 impl BackendError {
@@ -123,18 +125,18 @@ impl BackendError {
     /// The Ready reason of a ReportBackend whose `probe` failed with this error: the
     /// credential, spec and policy problems by name, an answer too large to read or not the
     /// API's (malformed, a redirect) `InvalidResponse`, everything else `Unreachable`.
-    pub fn ready_reason(&self) -> &'static str {
+    pub fn ready_reason(&self) -> BackendReady {
         match self {
-            BackendError::Unauthorized { .. } => "Unauthorized",
+            BackendError::Unauthorized { .. } => BackendReady::Unauthorized,
             BackendError::Rejected {
                 status: 401 | 403, ..
-            } => "Unauthorized",
-            BackendError::TwoFactorRequired => "TwoFactorRequired",
-            BackendError::CredentialsMissing { .. } => "CredentialsMissing",
-            BackendError::InvalidSpec { .. } => "InvalidSpec",
-            BackendError::DestinationDenied { .. } => "DestinationDenied",
-            BackendError::TooLarge { .. } | BackendError::Protocol { .. } => "InvalidResponse",
-            _ => "Unreachable",
+            } => BackendReady::Unauthorized,
+            BackendError::TwoFactorRequired => BackendReady::TwoFactorRequired,
+            BackendError::CredentialsMissing { .. } => BackendReady::CredentialsMissing,
+            BackendError::InvalidSpec { .. } => BackendReady::InvalidSpec,
+            BackendError::DestinationDenied { .. } => BackendReady::DestinationDenied,
+            BackendError::TooLarge { .. } | BackendError::Protocol { .. } => BackendReady::InvalidResponse,
+            _ => BackendReady::Unreachable,
         }
     }
 
@@ -403,21 +405,21 @@ mod tests {
         assert!(matches!(
             BackendError::Unauthorized { message: "x".into() }.action(),
             ErrorAction::BackendNotReady {
-                reason: "Unauthorized",
+                reason: BackendReady::Unauthorized,
                 ..
             }
         ));
         assert!(matches!(
             BackendError::TwoFactorRequired.action(),
             ErrorAction::BackendNotReady {
-                reason: "TwoFactorRequired",
+                reason: BackendReady::TwoFactorRequired,
                 ..
             }
         ));
         assert!(matches!(
             BackendError::CredentialsMissing { key: "apiKey".into() }.action(),
             ErrorAction::BackendNotReady {
-                reason: "CredentialsMissing",
+                reason: BackendReady::CredentialsMissing,
                 ..
             }
         ));
@@ -439,14 +441,14 @@ mod tests {
             message: "connect".into(),
             retry_after: None,
         };
-        assert_eq!(unreachable.ready_reason(), "Unreachable");
+        assert_eq!(unreachable.ready_reason(), BackendReady::Unreachable);
         assert_eq!(
             BackendError::Rejected {
                 status: 403,
                 reason: String::new()
             }
             .ready_reason(),
-            "Unauthorized"
+            BackendReady::Unauthorized
         );
         let too_large = BackendError::TooLarge {
             what: "the answer to GET https://h/x".into(),
@@ -459,10 +461,10 @@ mod tests {
             reason.starts_with("TooLarge") && reason.contains(" 4 bytes"),
             "{reason}"
         );
-        assert_eq!(too_large.ready_reason(), "InvalidResponse");
+        assert_eq!(too_large.ready_reason(), BackendReady::InvalidResponse);
         assert_eq!(
             BackendError::protocol("login: expected a string").ready_reason(),
-            "InvalidResponse"
+            BackendReady::InvalidResponse
         );
         let denied = BackendError::DestinationDenied {
             message: "169.254.169.254 is link-local".into(),
@@ -470,11 +472,11 @@ mod tests {
         assert!(matches!(
             denied.action(),
             ErrorAction::BackendNotReady {
-                reason: "DestinationDenied",
+                reason: BackendReady::DestinationDenied,
                 ..
             }
         ));
-        assert_eq!(denied.ready_reason(), "DestinationDenied");
+        assert_eq!(denied.ready_reason(), BackendReady::DestinationDenied);
         assert!(!denied.is_retryable() && !too_large.is_retryable());
     }
 }

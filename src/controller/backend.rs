@@ -18,6 +18,7 @@ use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
 use super::registry::NotReady;
+use crate::api::reasons::{BackendReady, EventReason};
 use crate::api::{CONDITION_READY, ReportBackend, ReportBackendStatus, find_condition};
 
 /// How often a Ready backend is probed again, so that revoked credentials show up.
@@ -66,7 +67,7 @@ async fn reconcile(rb: Arc<ReportBackend>, ctx: Arc<Context>) -> Result<Action, 
 async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Error> {
     let namespace = rb
         .namespace()
-        .ok_or_else(|| Error::Invalid("ReportBackend without namespace".into()))?;
+        .ok_or_else(|| Error::Internal("ReportBackend without namespace".into()))?;
     let name = rb.name_any();
     let type_ = rb.spec.type_.as_str();
     if let Some(wait) = ctx.hold_back(rb).await {
@@ -115,9 +116,9 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
                 "{type_} API at {} accepted the credentials",
                 crate::backend::redact_url(&rb.spec.url)
             );
-            Outcome::ready("Authenticated", message.clone())
+            Outcome::ready(BackendReady::Authenticated, message.clone())
                 .requeue(REPROBE_READY)
-                .noting(EventType::Normal, "Ready", message)
+                .noting(EventType::Normal, EventReason::Ready, message)
         }
         Err(n) => {
             let broken_for = previous
@@ -129,7 +130,7 @@ async fn reconcile_inner(rb: &ReportBackend, ctx: &Context) -> Result<Action, Er
     }
     .once_per_reason(previous.map(|c| c.reason.as_str()));
     if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
-        info!(backend = %name, namespace = %namespace, ready = cond.status, reason = cond.reason, "backend checked");
+        info!(backend = %name, namespace = %namespace, ready = cond.status, reason = %cond.reason, "backend checked");
     }
     let status = ReportBackendStatus {
         observed_generation: rb.metadata.generation,

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use super::fair_share;
+
 /// Flags of `report-operator run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -21,6 +23,13 @@ pub struct RunArgs {
     /// Reconciles of each kind that may run at once.
     #[arg(long, env = "REPORT_OPERATOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Copies into ReportStores that may run at once, in all (each holds up to about 15 MiB).
+    #[arg(long, env = "REPORT_OPERATOR_DELIVERY_CONCURRENCY", default_value_t = fair_share::DEFAULT_TOTAL)]
+    pub delivery_concurrency: usize,
+    /// Copies into ReportStores of one namespace that may run at once: no namespace holds
+    /// more of the delivery pool, however many of its copies wait or hang.
+    #[arg(long, env = "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE", default_value_t = fair_share::DEFAULT_PER_NAMESPACE)]
+    pub delivery_per_namespace: usize,
     /// Run only while holding a Lease, so that of several replicas exactly one reconciles.
     #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -113,15 +122,18 @@ impl LogLevel {
 }
 
 impl RunArgs {
+    /// The delivery pool's limits the flags ask for.
+    pub fn delivery_limits(&self) -> fair_share::Limits {
+        fair_share::Limits {
+            total: self.delivery_concurrency,
+            per_namespace: self.delivery_per_namespace,
+        }
+    }
+
     /// Installs the tracing subscriber for `run`, with `--log-level` unless RUST_LOG is set.
     pub fn init_logging(&self) {
         init_logging_at(self.log_format, self.log_level);
     }
-}
-
-/// Installs the tracing subscriber for `report-sim`, at the default level.
-pub fn init_logging(format: LogFormat) {
-    init_logging_at(format, LogLevel::Info);
 }
 
 fn init_logging_at(format: LogFormat, level: LogLevel) {
@@ -170,6 +182,8 @@ mod tests {
             ("log-format", "REPORT_OPERATOR_LOG_FORMAT"),
             ("log-level", "REPORT_OPERATOR_LOG_LEVEL"),
             ("concurrency", "REPORT_OPERATOR_CONCURRENCY"),
+            ("delivery-concurrency", "REPORT_OPERATOR_DELIVERY_CONCURRENCY"),
+            ("delivery-per-namespace", "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE"),
             ("leader-elect", "REPORT_OPERATOR_LEADER_ELECT"),
             // The downward API's name for the pod's own namespace, which is the default.
             ("leader-election-namespace", "POD_NAMESPACE"),

@@ -8,6 +8,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::reasons::{AnyReason, Reason};
+
 /// The one field manager of everything the operator writes (status, Secrets, ReportFiles).
 pub const FIELD_MANAGER: &str = "report-operator";
 
@@ -25,25 +27,26 @@ pub fn from_k8s_time(t: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
 }
 
-/// A condition as a reconcile computes it; [`set_condition`] adds the bookkeeping.
+/// A condition as a reconcile computes it; [`set_condition`] adds the bookkeeping. Its reason
+/// comes from the [vocabulary](crate::api::reasons), never from a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cond<'a> {
-    pub type_: &'a str,
+pub struct Cond {
+    pub type_: &'static str,
     pub status: bool,
-    pub reason: &'a str,
+    pub reason: AnyReason,
     pub message: String,
 }
 
-impl<'a> Cond<'a> {
-    pub fn ready(status: bool, reason: &'a str, message: impl Into<String>) -> Self {
+impl Cond {
+    pub fn ready(status: bool, reason: impl Reason, message: impl Into<String>) -> Self {
         Self::new(crate::api::CONDITION_READY, status, reason, message)
     }
 
-    pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
+    pub fn new(type_: &'static str, status: bool, reason: impl Reason, message: impl Into<String>) -> Self {
         Cond {
             type_,
             status,
-            reason,
+            reason: AnyReason::of(reason),
             message: message.into(),
         }
     }
@@ -53,7 +56,7 @@ impl<'a> Cond<'a> {
 /// "Ready since" means what it says) and recording the generation it describes.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    cond: Cond<'_>,
+    cond: Cond,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
@@ -122,6 +125,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::reasons::FileReady;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
@@ -138,13 +142,13 @@ mod tests {
         let mut conds = Vec::new();
         set_condition(
             &mut conds,
-            Cond::ready(false, "InProgress", "submitted"),
+            Cond::ready(false, FileReady::InProgress, "submitted"),
             Some(1),
             t("2026-01-01T00:00:00Z"),
         );
         set_condition(
             &mut conds,
-            Cond::ready(false, "InProgress", "still running"),
+            Cond::ready(false, FileReady::InProgress, "still running"),
             Some(2),
             t("2026-01-01T00:05:00Z"),
         );
@@ -157,7 +161,7 @@ mod tests {
         assert_eq!(conds[0].observed_generation, Some(2));
         set_condition(
             &mut conds,
-            Cond::ready(true, "Ready", "done"),
+            Cond::ready(true, FileReady::Ready, "done"),
             Some(2),
             t("2026-01-01T00:09:00Z"),
         );
@@ -174,7 +178,7 @@ mod tests {
         let long = "é".repeat(MAX_MESSAGE_BYTES);
         set_condition(
             &mut conds,
-            Cond::ready(false, "Failed", long),
+            Cond::ready(false, FileReady::Failed, long),
             None,
             t("2026-01-01T00:00:00Z"),
         );
@@ -182,7 +186,7 @@ mod tests {
         assert!(conds[0].message.ends_with('…'));
         set_condition(
             &mut conds,
-            Cond::ready(false, "Failed", "short"),
+            Cond::ready(false, FileReady::Failed, "short"),
             None,
             t("2026-01-01T00:00:00Z"),
         );

@@ -15,17 +15,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backoff::Backoff;
+use super::bucket::OpenBucket;
 use super::conditions::apply_status;
+use super::delivery_pool::Deliveries;
 use super::events::Events;
+use super::fair_share::Limits;
 use super::index::Index;
 use super::metrics::Metrics;
-use super::registry::{BackendRegistry, NotReady};
+use super::registry::{BackendRegistry, NotReady, Unusable};
 use super::shards::Shards;
 use super::store::StoreClients;
+use crate::api::reasons::Reason;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
 use crate::backend::{OutboundPolicy, ReportingBackend};
+use crate::delivery::StoreError;
 
-/// Shared state of the three controllers.
+/// Shared state of the four controllers.
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
@@ -48,6 +53,11 @@ pub struct Context {
     pub outbound: Arc<OutboundPolicy>,
     /// The namespaces this replica reconciles now (all of them without `--sharding`).
     pub shards: Shards,
+    /// Opens ReportStores' buckets for the copies of READY reports.
+    pub buckets: Arc<dyn Buckets>,
+    /// Runs the copies of READY reports into their stores, apart from the reconciles, a few
+    /// per namespace at a time.
+    pub deliveries: Arc<Deliveries>,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -55,6 +65,9 @@ pub struct Context {
     ready: Arc<AtomicBool>,
     /// Turns true once every cache has listed once (see [`Context::fill_caches`]).
     caches_synced: tokio::sync::watch::Sender<bool>,
+    /// The drivers' fast tests: the time of [`Context::now`], fixed.
+    #[cfg(test)]
+    fixed_now: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Context {
@@ -66,6 +79,7 @@ impl Context {
         stores: Store<ReportStore>,
         outbound: Arc<OutboundPolicy>,
         shards: Shards,
+        buckets: Arc<dyn Buckets>,
     ) -> Self {
         let reporter = Reporter {
             controller: "report-operator".into(),
@@ -77,6 +91,8 @@ impl Context {
             store_clients: StoreClients::default(),
             outbound,
             shards,
+            buckets,
+            deliveries: Deliveries::new(Limits::default(), index.files.clone()),
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -89,7 +105,25 @@ impl Context {
             index,
             ready: Arc::default(),
             caches_synced: tokio::sync::watch::Sender::new(false),
+            #[cfg(test)]
+            fixed_now: Default::default(),
         }
+    }
+
+    /// This context with a delivery pool of `limits`.
+    pub fn with_delivery_limits(mut self, limits: Limits) -> Self {
+        self.deliveries = Deliveries::new(limits, self.files.clone());
+        self
+    }
+
+    /// The time decisions are made at: the system's (in the drivers' fast tests, one a test
+    /// sets).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        #[cfg(test)]
+        if let Some(now) = *self.fixed_now.lock().unwrap_or_else(|p| p.into_inner()) {
+            return now;
+        }
+        chrono::Utc::now()
     }
 
     /// Publishes an Event about `obj` without waiting for the API server (see [`Events`]). A
@@ -98,15 +132,15 @@ impl Context {
         &self,
         obj: &K,
         type_: EventType,
-        reason: &str,
+        reason: impl Reason,
         note: String,
     ) {
         let reference: ObjectReference = obj.object_ref(&());
         let event = Event {
             type_,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(super::conditions::cut_to(note, MAX_NOTE_BYTES)),
-            action: reason.into(),
+            action: reason.as_str().into(),
             secondary: None,
         };
         self.events.send(event, reference).await;
@@ -124,7 +158,7 @@ impl Context {
             .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| {
                 NotReady::new(
-                    "BackendNotFound",
+                    Unusable::NotFound,
                     format!("ReportBackend {name:?} does not exist in namespace {namespace:?}"),
                 )
             })?;
@@ -137,7 +171,7 @@ impl Context {
             Some(c) if c.status == "True" => {}
             Some(c) => {
                 return Err(NotReady::new(
-                    "BackendNotReady",
+                    Unusable::NotReady,
                     format!(
                         "ReportBackend {name:?} is not Ready ({}): {}",
                         c.reason, c.message
@@ -146,7 +180,7 @@ impl Context {
             }
             None => {
                 return Err(NotReady::new(
-                    "BackendNotReady",
+                    Unusable::NotReady,
                     format!("ReportBackend {name:?} has not been checked yet"),
                 ));
             }
@@ -213,6 +247,29 @@ impl Context {
     /// The flag [`Context::set_ready`] sets, for the `/readyz` server.
     pub fn readiness(&self) -> Arc<AtomicBool> {
         self.ready.clone()
+    }
+}
+
+/// Opens a ReportStore's bucket: object_store's S3 client in the operator
+/// (`file::S3Buckets`), a fake in the drivers' fast tests.
+#[async_trait::async_trait]
+pub trait Buckets: Send + Sync {
+    async fn open(&self, ctx: &Context, namespace: &str, rs: &ReportStore) -> Result<OpenBucket, StoreError>;
+}
+
+#[cfg(test)]
+impl Context {
+    /// This context with `events` instead of a publisher, and its caches taken as filled:
+    /// the drivers' fast tests fill them by hand.
+    pub fn for_test(mut self, events: Events) -> Self {
+        self.events = events;
+        self.caches_synced.send_replace(true);
+        self
+    }
+
+    /// [`Context::now`] says `now` from here on.
+    pub fn set_now(&self, now: chrono::DateTime<chrono::Utc>) {
+        *self.fixed_now.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
     }
 }
 

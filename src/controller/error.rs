@@ -1,6 +1,8 @@
 //! The two error types: why a reconcile did not finish (and what its owner should hear of
 //! it), and why `report-operator run` stopped.
 
+use crate::api::reasons::Trouble;
+
 /// Why a reconcile did not finish. Backend problems that are part of a report's life
 /// (failures, rate limits) are not errors: they end up in status and Events. Every error is
 /// retried with a backoff per object (`guard::error_policy`).
@@ -9,9 +11,12 @@ pub enum Error {
     /// The Kubernetes API failed; retrying can help unless [`Error::condition`] says otherwise.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// The object cannot be processed as it is; only a change to it can help.
+    /// Something the operator's own code holds true was not (a status field its own writes
+    /// always set, a namespace a namespaced object always has): a bug, not the user's
+    /// mistake. Users' mistakes are never errors: they are conditions with a reason (see
+    /// [`crate::api::reasons`]) that say what to change.
     #[error("{0}")]
-    Invalid(String),
+    Internal(String),
     /// The reconcile panicked: a bug, confined to the object that caused it.
     #[error("panicked: {0}")]
     Panicked(String),
@@ -23,7 +28,7 @@ pub enum Error {
 impl Error {
     /// The Ready reason and message for an error that retrying alone will not fix, so that the
     /// object's owner hears of it; `None` for a transient one (an outage, a conflict).
-    pub fn condition(&self) -> Option<(&'static str, String)> {
+    pub fn condition(&self) -> Option<(Trouble, String)> {
         match self {
             Error::Kube(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 413 | 422) => {
                 let hint = if e.code == 403 {
@@ -32,7 +37,7 @@ impl Error {
                     ""
                 };
                 Some((
-                    "KubernetesApiError",
+                    Trouble::KubernetesApiError,
                     format!(
                         "the Kubernetes API refused a request for this object: {} {}: {}{hint}; retried with backoff",
                         e.code, e.reason, e.message
@@ -40,16 +45,21 @@ impl Error {
                 ))
             }
             Error::Kube(_) => None,
-            Error::Invalid(message) => Some(("Invalid", message.clone())),
+            Error::Internal(message) => Some((
+                Trouble::InternalError,
+                format!(
+                    "the operator failed on this object (a bug; please report it): {message}; retried with backoff"
+                ),
+            )),
             Error::TimedOut(limit) => Some((
-                "ReconcileTimeout",
+                Trouble::ReconcileTimeout,
                 format!(
                     "handling this object took longer than {} s and was stopped (is a backend answering slowly?); retried with backoff",
                     limit.as_secs()
                 ),
             )),
             Error::Panicked(message) => Some((
-                "InternalError",
+                Trouble::InternalError,
                 format!(
                     "the operator failed on this object (a bug; please report it): {message}; retried with backoff"
                 ),

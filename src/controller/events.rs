@@ -17,8 +17,18 @@ const QUEUE: usize = 1024;
 /// and a burst of Events does not crowd out status writes.
 const CONCURRENCY: usize = 2;
 
+/// What a test does with each Event.
+#[cfg(test)]
+pub type Capture = Box<dyn Fn(&Event, &ObjectReference) + Send + Sync>;
+
 /// The sending end; the publishing task ends when the last `Events` is dropped.
-pub struct Events(mpsc::Sender<(Event, ObjectReference)>);
+pub enum Events {
+    Publish(mpsc::Sender<(Event, ObjectReference)>),
+    /// The drivers' fast tests: each Event is handed to the test at once, in order with the
+    /// calls around it.
+    #[cfg(test)]
+    Capture(Capture),
+}
 
 impl Events {
     /// Starts the publishing task on the current runtime.
@@ -36,13 +46,19 @@ impl Events {
                 }
             }),
         );
-        Events(tx)
+        Events::Publish(tx)
     }
 
     /// Queues `event` about `reference`; waits only while the queue is full.
     pub async fn send(&self, event: Event, reference: ObjectReference) {
-        if self.0.send((event, reference)).await.is_err() {
-            warn!("the event publisher has stopped; an event was dropped");
+        match self {
+            Events::Publish(tx) => {
+                if tx.send((event, reference)).await.is_err() {
+                    warn!("the event publisher has stopped; an event was dropped");
+                }
+            }
+            #[cfg(test)]
+            Events::Capture(capture) => capture(&event, &reference),
         }
     }
 }

@@ -66,6 +66,7 @@ fn outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
             Ok(Action::requeue(after))
         }
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
-        other => Err(Error::Invalid(other.to_string())),
+        // The helper's own complaints (an unnamed object, a malformed finalizer name) are ours.
+        other => Err(Error::Internal(other.to_string())),
     }
 }

@@ -24,6 +24,7 @@ use tracing::{Instrument, error, info_span, warn};
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::error::Error;
+use crate::api::reasons::Trouble;
 use crate::api::{
     ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus,
     ReportStore, ReportStoreStatus,
@@ -134,7 +135,7 @@ async fn catch<Fut: Future<Output = Result<Action, Error>>>(
 /// Writes Ready=False with `reason` into `obj`'s status and publishes a Warning Event, once
 /// per change of reason or message. Best effort: the failure may be the API server refusing
 /// status writes too, and the error is logged and retried with backoff anyway.
-async fn report<K: HasReady>(obj: &K, ctx: &Context, reason: &'static str, message: String) {
+async fn report<K: HasReady>(obj: &K, ctx: &Context, reason: Trouble, message: String) {
     let Some(namespace) = obj.namespace() else { return };
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     // The status as the API server has it now, not as the reconcile started from: the

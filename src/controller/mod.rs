@@ -1,41 +1,53 @@
-//! The controller: one kube-runtime Controller per kind, sharing one client, one set of
-//! backend clients and one rate budget per ReportBackend.
+//! The controller: one kube-runtime Controller per kind (four: ReportBackend, ReportGenerator,
+//! ReportFile, ReportStore), sharing one client, one set of backend clients and one rate
+//! budget per ReportBackend.
 //!
 //! Each reconcile is a pipeline: read, a pure decision (`decide` in `file/` and `generator/`,
-//! with table tests that need no cluster), the Kubernetes and backend calls it asks for, and
-//! the [`outcome::Outcome`] written down once (Ready condition, Event, requeue).
+//! `renewal` in `file/`, with table tests that need no cluster), the Kubernetes, backend and
+//! bucket calls it asks for, and the [`outcome::Outcome`] written down once (Ready
+//! condition, Event, requeue). The drivers' order of calls is tested fast too: their
+//! `driver_tests.rs` run the real reconciles against an API server in memory and fake
+//! backends and buckets ([`fixtures`], tests only).
 //!
 //! This file only wires the parts together ([`run`]). The modules depend on each other in one
 //! direction (`a → b`: `a` uses `b`), so each can be read and tested from the bottom up:
 //!
 //! ```text
-//! backend, generator, file, store  (one controller per kind; file → store for copies)
-//!   → create_once               (nothing is made twice on a backend: reports, RDE templates)
+//! backend, generator, file, store  (one controller per kind; file → store for the S3 client)
+//!   → create_once, finalizers   (nothing made twice on a backend; cleanups through kube's helper)
 //!   → outcome                   (how a reconcile ended, written down in one place)
 //!   → guard                     (what every reconcile goes through: panics, timeouts, API errors)
-//!   → context                   (what reconciles share)
-//!   → index                     (which objects belong to which: owner, backend, API, Secret)
-//!   → registry, metrics, backoff, conditions, error
+//!   → context                   (what reconciles share; its Buckets open ReportStores)
+//!   → index, registry, events, bucket   (who belongs to whom; backend clients; Events; the
+//!                                        bucket trait a copy uses)
+//!   → metrics, backoff, conditions, error
 //! gauges → context, metrics            (what a scrape reads from the caches)
 //! context, guard → shards             (which namespaces this replica reconciles now)
 //! shards → leader, metrics            (shard Leases: plan, I/O, what is held)
 //! leader, outbound → cli, error (start-up)
+//! fixtures (tests only) → context, index, metrics, events, bucket
 //! ```
 //!
 //! `registry` (backend clients), `metrics` (and its HTTP server) and `backoff` import no
 //! other controller module: they get the client, stores and flags they need as arguments.
+//! Every reason a condition or Event carries comes from [`crate::api::reasons`].
 
 mod backend;
 mod backoff;
+mod bucket;
 mod cli;
 pub mod conditions;
 mod context;
 mod create_once;
 mod delivery_metrics;
+mod delivery_pool;
 mod error;
 mod events;
+mod fair_share;
 mod file;
 mod finalizers;
+#[cfg(test)]
+mod fixtures;
 mod gauges;
 mod generator;
 mod guard;
@@ -61,7 +73,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore};
-pub use cli::{LogFormat, RunArgs, init_logging};
+pub use cli::{LogFormat, RunArgs};
 pub use context::Context;
 pub use error::{Error, RunError};
 use index::Index;
@@ -75,7 +87,7 @@ const EVENT_BUFFER: usize = 256;
 /// Secrets a controller may fall behind by before the Secret watch waits for it.
 const SECRET_EVENT_BUFFER: usize = 256;
 
-/// Runs the three controllers and the metrics server until SIGTERM or Ctrl-C; with
+/// Runs the four controllers and the metrics server until SIGTERM or Ctrl-C; with
 /// `--leader-elect`, only while this process holds the Lease; with `--sharding`, for the
 /// namespaces of the shards whose Leases it holds.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -183,15 +195,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let [backend_secrets, file_secrets, store_secrets] =
         [backend_secrets, file_secrets, store_secrets].map(|secrets| shards.held_only(secrets).boxed());
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics,
-        index,
-        secret_store,
-        store_store,
-        policy,
-        shards,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics,
+            index,
+            secret_store,
+            store_store,
+            policy,
+            shards,
+            Arc::new(file::S3Buckets),
+        )
+        .with_delivery_limits(args.delivery_limits()),
+    );
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 
     let readiness = {

@@ -1,8 +1,8 @@
-//! What a reconcile came to, said one way for every kind: the Ready condition it sets,
-//! the Event its owner hears, and when the object is looked at again. The decisions
-//! (`file::decide`, `generator::decide`, the backend probe) return an [`Outcome`];
-//! [`conclude`] is the one place that writes it down, and the `reconciles_total` metric
-//! counts each reconcile that got this far as `result="ok"`.
+//! What a reconcile came to, said one way for the four kinds: the Ready condition it sets,
+//! the Event its owner hears, and when the object is looked at again. The decisions return an
+//! [`Outcome`] (`generator::decide`, the backend and store probes) or an ending that becomes
+//! one (`file::decide`'s `End`); [`conclude`] is the one place that writes it down, and the
+//! `reconciles_total` metric counts each reconcile that got this far as `result="ok"`.
 
 use std::time::Duration;
 
@@ -16,14 +16,15 @@ use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::error::Error;
 use super::guard::HasReady;
-use super::registry::NotReady;
+use super::registry::{NotReady, Unusable};
+use crate::api::reasons::{AnyReason, EventReason, Reason};
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// The Ready condition to set; `None` keeps the one the decision already wrote into the
     /// status (a ReportFile's state machine, a generator's roll-up of its reports).
-    pub ready: Option<Cond<'static>>,
+    pub ready: Option<Cond>,
     /// Look again after this long; `None`: only when something changes.
     pub requeue: Option<Duration>,
     /// The Event the owner hears of this (boxed: most outcomes have none, and an outcome is
@@ -31,37 +32,12 @@ pub struct Outcome {
     pub event: Option<Box<Note>>,
 }
 
-/// Why a reconcile stopped before its end: with an outcome to write down (a backend said
-/// no, the report failed), or with an error for the error policy.
-#[derive(Debug)]
-pub enum Halt {
-    Outcome(Outcome),
-    Error(Error),
-}
-
-impl From<Outcome> for Halt {
-    fn from(o: Outcome) -> Self {
-        Halt::Outcome(o)
-    }
-}
-
-impl From<Error> for Halt {
-    fn from(e: Error) -> Self {
-        Halt::Error(e)
-    }
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Self {
-        Halt::Error(e.into())
-    }
-}
-
-/// An Event to publish on the object.
+/// An Event to publish on the object: its reason is an [`EventReason`], or the reason of the
+/// condition a Warning repeats ([`Outcome::warned`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub type_: EventType,
-    pub reason: &'static str,
+    pub reason: AnyReason,
     pub message: String,
 }
 
@@ -76,7 +52,7 @@ impl Outcome {
     }
 
     /// Ready=True with this reason.
-    pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn ready(reason: impl Reason, message: impl Into<String>) -> Self {
         Outcome {
             ready: Some(Cond::ready(true, reason, message)),
             requeue: None,
@@ -86,7 +62,7 @@ impl Outcome {
 
     /// Ready=False while something outside the object is not there yet (a backend, a
     /// budget): it changes by itself, so the owner is not warned.
-    pub fn waiting(reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
+    pub fn waiting(reason: impl Reason, message: impl Into<String>, requeue: Duration) -> Self {
         Outcome {
             ready: Some(Cond::ready(false, reason, message)),
             requeue: Some(requeue),
@@ -96,7 +72,7 @@ impl Outcome {
 
     /// Ready=False until the object is changed: a Warning Event, and no requeue (a change
     /// wakes it).
-    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(reason: impl Reason, message: impl Into<String>) -> Self {
         Outcome {
             ready: Some(Cond::ready(false, reason, message)),
             requeue: None,
@@ -132,10 +108,10 @@ impl Outcome {
     }
 
     /// With this Event.
-    pub fn noting(mut self, type_: EventType, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn noting(mut self, type_: EventType, reason: EventReason, message: impl Into<String>) -> Self {
         self.event = Some(Box::new(Note {
             type_,
-            reason,
+            reason: AnyReason::of(reason),
             message: message.into(),
         }));
         self
@@ -144,7 +120,11 @@ impl Outcome {
     /// Without the Event when the Ready reason is `previous` already: a problem is told once
     /// per change, not at every retry.
     pub fn once_per_reason(mut self, previous: Option<&str>) -> Self {
-        if self.ready.as_ref().is_some_and(|c| Some(c.reason) == previous) {
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|c| Some(c.reason.as_str()) == previous)
+        {
             self.event = None;
         }
         self
@@ -162,7 +142,7 @@ impl From<NotReady> for Outcome {
     /// has no one else to tell, gets a Warning here.
     fn from(n: NotReady) -> Self {
         let outcome = Outcome::waiting(n.reason, n.message, BACKEND_WAIT);
-        if n.reason == "BackendNotFound" {
+        if n.reason == Unusable::NotFound {
             outcome.warned()
         } else {
             outcome
@@ -201,14 +181,15 @@ pub async fn conclude<K: HasReady>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::reasons::GeneratorReady;
 
     #[test]
     fn each_outcome_maps_to_one_condition_requeue_and_event() {
         let secs = Duration::from_secs;
-        let warning = |reason: &'static str, message: &str| {
+        let warning = |reason: GeneratorReady, message: &str| {
             Some(Box::new(Note {
                 type_: EventType::Warning,
-                reason,
+                reason: AnyReason::of(reason),
                 message: message.into(),
             }))
         };
@@ -235,57 +216,60 @@ mod tests {
                 None,
             ),
             (
-                Outcome::ready("Throttled", "m").requeue(secs(60)).warned(),
+                Outcome::ready(GeneratorReady::Throttled, "m")
+                    .requeue(secs(60))
+                    .warned(),
                 Some((true, "Throttled")),
                 Some(secs(60)),
-                warning("Throttled", "m"),
+                warning(GeneratorReady::Throttled, "m"),
             ),
             (
-                Outcome::waiting("BackendError", "m", secs(5)),
+                Outcome::waiting(GeneratorReady::BackendError, "m", secs(5)),
                 Some((false, "BackendError")),
                 Some(secs(5)),
                 None,
             ),
             (
-                Outcome::waiting("BackendError", "m", secs(5)).or_requeue(secs(30)),
+                Outcome::waiting(GeneratorReady::BackendError, "m", secs(5)).or_requeue(secs(30)),
                 Some((false, "BackendError")),
                 Some(secs(5)),
                 None,
             ),
             (
-                Outcome::invalid("InvalidSchedule", "m"),
+                Outcome::invalid(GeneratorReady::InvalidSchedule, "m"),
                 Some((false, "InvalidSchedule")),
                 None,
-                warning("InvalidSchedule", "m"),
+                warning(GeneratorReady::InvalidSchedule, "m"),
             ),
             (
-                Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("InvalidSchedule")),
+                Outcome::invalid(GeneratorReady::InvalidSchedule, "m")
+                    .once_per_reason(Some("InvalidSchedule")),
                 Some((false, "InvalidSchedule")),
                 None,
                 None,
             ),
             (
-                Outcome::invalid("InvalidSchedule", "m").once_per_reason(Some("Scheduled")),
+                Outcome::invalid(GeneratorReady::InvalidSchedule, "m").once_per_reason(Some("Scheduled")),
                 Some((false, "InvalidSchedule")),
                 None,
-                warning("InvalidSchedule", "m"),
+                warning(GeneratorReady::InvalidSchedule, "m"),
             ),
             (
-                NotReady::new("BackendNotReady", "m").into(),
+                NotReady::new(Unusable::NotReady, "m").into(),
                 Some((false, "BackendNotReady")),
                 Some(BACKEND_WAIT),
                 None,
             ),
             (
-                NotReady::new("BackendNotFound", "m").into(),
+                NotReady::new(Unusable::NotFound, "m").into(),
                 Some((false, "BackendNotFound")),
                 Some(BACKEND_WAIT),
-                warning("BackendNotFound", "m"),
+                warning(GeneratorReady::BackendNotFound, "m"),
             ),
         ];
         for (i, (outcome, ready, requeue, event)) in cases.into_iter().enumerate() {
             assert_eq!(
-                outcome.ready.as_ref().map(|c| (c.status, c.reason)),
+                outcome.ready.as_ref().map(|c| (c.status, c.reason.as_str())),
                 ready,
                 "row {i}"
             );

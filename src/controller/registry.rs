@@ -12,27 +12,54 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::api::ReportBackend;
+use crate::api::reasons::{BackendReady, GeneratorReady, Reason};
 use crate::backend::{self, BackendError, Limiter, LimiterConfig, OutboundPolicy, ReportingBackend};
 
 /// Why a backend cannot be used, as a condition reason and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
-    pub reason: &'static str,
+    pub reason: Unusable,
     pub message: String,
 }
 
+/// The reason a backend cannot be used: as the object that uses it says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// No ReportBackend of that name.
+    NotFound,
+    /// The ReportBackend is not Ready (for its current spec).
+    NotReady,
+    /// Its client cannot be built, or its API refused a call: the backend's own reason.
+    Broken(BackendReady),
+}
+
+impl Reason for Unusable {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unusable::NotFound => GeneratorReady::BackendNotFound.as_str(),
+            Unusable::NotReady => GeneratorReady::BackendNotReady.as_str(),
+            Unusable::Broken(r) => r.as_str(),
+        }
+    }
+}
+
 impl NotReady {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Unusable, message: impl Into<String>) -> Self {
         NotReady {
             reason,
             message: message.into(),
         }
     }
+
+    /// The backend's own reason, as its probe or a call gave it.
+    pub fn broken(reason: BackendReady, message: impl Into<String>) -> Self {
+        NotReady::new(Unusable::Broken(reason), message)
+    }
 }
 
 impl From<BackendError> for NotReady {
     fn from(e: BackendError) -> Self {
-        NotReady::new(e.ready_reason(), e.to_string())
+        NotReady::broken(e.ready_reason(), e.to_string())
     }
 }
 
@@ -121,8 +148,8 @@ impl BackendRegistry {
             Some(sel) => {
                 let data = read_secret(&secrets, &sel.name).await?;
                 let pem = data.get(&sel.key).cloned().ok_or_else(|| {
-                    NotReady::new(
-                        "InvalidSpec",
+                    NotReady::broken(
+                        BackendReady::InvalidSpec,
                         format!("CA Secret {:?} has no key {:?}", sel.name, sel.key),
                     )
                 })?;
@@ -151,6 +178,19 @@ impl BackendRegistry {
             },
         );
         Ok(client)
+    }
+
+    /// Puts `client` in as `rb`'s, as if built from its spec and Secrets now: the drivers'
+    /// fast tests give each backend a fake.
+    #[cfg(test)]
+    pub fn insert(&self, rb: &ReportBackend, client: Arc<dyn ReportingBackend>) {
+        let fingerprint = self.fingerprint(rb, &rb.namespace().unwrap_or_default());
+        let entry = Entry {
+            fingerprint,
+            client,
+            limiter: Limiter::for_backend(&rb.spec),
+        };
+        lock(&self.entries).insert(ObjectRef::from_obj(rb), entry);
     }
 
     /// Whether `rb` was probed within [`PROBE_FRESH`] with its current spec and Secrets.
@@ -223,12 +263,12 @@ pub(super) async fn read_secret(
             }
             Ok(data)
         }
-        Ok(None) => Err(NotReady::new(
-            "CredentialsMissing",
+        Ok(None) => Err(NotReady::broken(
+            BackendReady::CredentialsMissing,
             format!("Secret {name:?} does not exist"),
         )),
-        Err(e) => Err(NotReady::new(
-            "Unreachable",
+        Err(e) => Err(NotReady::broken(
+            BackendReady::Unreachable,
             format!("reading Secret {name:?}: {e}"),
         )),
     }

@@ -29,7 +29,8 @@ use super::context::Context;
 use super::error::Error;
 use super::guard::{self, error_policy};
 use super::outcome::{Outcome, conclude};
-use super::registry::read_secret;
+use super::registry::{Unusable, read_secret};
+use crate::api::reasons::{BackendReady, EventReason, StoreReady};
 use crate::api::{CONDITION_READY, ReportStore, ReportStoreStatus, find_condition};
 use crate::backend::ClientOptions;
 use crate::delivery::{Store, StoreError};
@@ -74,7 +75,7 @@ async fn reconcile(rs: Arc<ReportStore>, ctx: Arc<Context>) -> Result<Action, Er
 async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Error> {
     let namespace = rs
         .namespace()
-        .ok_or_else(|| Error::Invalid("ReportStore without namespace".into()))?;
+        .ok_or_else(|| Error::Internal("ReportStore without namespace".into()))?;
     let clients = &ctx.store_clients;
     clients.forget_deleted(&ctx.stores);
     let key = ObjectRef::from_obj(rs);
@@ -101,17 +102,15 @@ async fn reconcile_inner(rs: &ReportStore, ctx: &Context) -> Result<Action, Erro
     let outcome = match probed {
         Ok(()) => {
             let message = format!("bucket {} answers and accepts the credentials", rs.spec.url);
-            Outcome::ready("Reachable", message.clone()).requeue(next).noting(
-                EventType::Normal,
-                "Ready",
-                message,
-            )
+            Outcome::ready(StoreReady::Reachable, message.clone())
+                .requeue(next)
+                .noting(EventType::Normal, EventReason::Ready, message)
         }
         Err(e) => Outcome::waiting(e.reason(), e.to_string(), next).warned(),
     }
     .once_per_reason(previous.map(|c| c.reason.as_str()));
     if let Some(cond) = outcome.ready.as_ref().filter(|_| outcome.event.is_some()) {
-        info!(store = %rs.name_any(), namespace = %namespace, ready = cond.status, reason = cond.reason, "store checked");
+        info!(store = %rs.name_any(), namespace = %namespace, ready = cond.status, reason = %cond.reason, "store checked");
     }
     let status = ReportStoreStatus {
         observed_generation: rs.metadata.generation,
@@ -182,7 +181,9 @@ impl StoreClients {
         let data = read_secret(&secrets, &rs.spec.credentials_secret_ref.name)
             .await
             .map_err(|n| match n.reason {
-                "CredentialsMissing" => StoreError::CredentialsMissing(n.message),
+                Unusable::Broken(BackendReady::CredentialsMissing) => {
+                    StoreError::CredentialsMissing(n.message)
+                }
                 _ => StoreError::Unreachable(n.message),
             })?;
         let options = ClientOptions {

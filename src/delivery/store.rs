@@ -17,6 +17,7 @@ use url::Url;
 
 use super::transport::{Refusal, Transport, refusal_in};
 use crate::api::ReportStoreSpec;
+use crate::api::reasons::{Delivered, StoreReady};
 use crate::backend::transfer::PolicyClient;
 use crate::backend::{BackendError, ClientOptions, Credentials, FileStream, redact_text, redact_url};
 
@@ -58,18 +59,34 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    /// The reason of the store's Ready condition when a probe fails with this (a probe reads
+    /// no report, so never fails with `Source` or `InvalidArchive`).
+    pub fn reason(&self) -> StoreReady {
         match self {
-            StoreError::InvalidSpec(_) => "InvalidSpec",
-            StoreError::CredentialsMissing(_) => "CredentialsMissing",
-            StoreError::DestinationDenied(_) => "DestinationDenied",
-            StoreError::Unauthorized(_) => "Unauthorized",
-            StoreError::BucketNotFound(_) => "BucketNotFound",
-            StoreError::Unreachable(_) => "Unreachable",
-            StoreError::InvalidResponse(_) => "InvalidResponse",
-            StoreError::Source(_) => "SourceUnavailable",
-            StoreError::InvalidArchive(_) => "InvalidArchive",
+            StoreError::InvalidSpec(_) => StoreReady::InvalidSpec,
+            StoreError::CredentialsMissing(_) => StoreReady::CredentialsMissing,
+            StoreError::DestinationDenied(_) => StoreReady::DestinationDenied,
+            StoreError::Unauthorized(_) => StoreReady::Unauthorized,
+            StoreError::BucketNotFound(_) => StoreReady::BucketNotFound,
+            StoreError::InvalidResponse(_) => StoreReady::InvalidResponse,
+            StoreError::Unreachable(_) | StoreError::Source(_) | StoreError::InvalidArchive(_) => {
+                StoreReady::Unreachable
+            }
+        }
+    }
+
+    /// The reason of a ReportFile's Delivered condition when its copy fails with this.
+    pub fn delivered_reason(&self) -> Delivered {
+        match self {
+            StoreError::InvalidSpec(_) => Delivered::InvalidSpec,
+            StoreError::CredentialsMissing(_) => Delivered::CredentialsMissing,
+            StoreError::DestinationDenied(_) => Delivered::DestinationDenied,
+            StoreError::Unauthorized(_) => Delivered::Unauthorized,
+            StoreError::BucketNotFound(_) => Delivered::BucketNotFound,
+            StoreError::Unreachable(_) => Delivered::Unreachable,
+            StoreError::InvalidResponse(_) => Delivered::InvalidResponse,
+            StoreError::Source(_) => Delivered::SourceUnavailable,
+            StoreError::InvalidArchive(_) => Delivered::InvalidArchive,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod cli;
 mod crd;
+mod reasons;
 
 use std::path::Path;
 
@@ -30,9 +31,8 @@ pub struct Commands {
 /// Every generated page, the index first.
 pub fn pages(commands: &Commands) -> Result<Vec<Page>, serde_json::Error> {
     let mut pages = crd::pages()?;
+    pages.push(reasons::page());
     pages.push(cli::page(commands));
-    // A page of the condition reasons (every kind, condition and reason, what it means and
-    // what to do) is one more push here, from a function like `cli::page`.
     let index = index(&pages);
     pages.insert(0, index);
     Ok(pages)
@@ -64,6 +64,7 @@ fn index(pages: &[Page]) -> Page {
         "{GENERATED}\n\n# Reference\n\n\
          Generated from the code, so that it cannot drift from it: the fields of the four kinds \
          from their schemas (what `report-operator crd` prints and the API server enforces), \
+         the condition and Event reasons from the vocabulary the controllers set them from, \
          and the command line from its parser. `hack/docs.sh reference` regenerates these \
          pages, and the test suite fails when they are stale.\n\n"
     );
@@ -71,9 +72,7 @@ fn index(pages: &[Page]) -> Page {
         md.push_str(&format!("- [{}]({}): {}\n", p.title, p.file, p.summary));
     }
     md.push_str(
-        "\nEvery condition reason, what it means and what to do, is on the \
-         [troubleshooting](../operations/troubleshooting.md#condition-reasons) page. The field \
-         descriptions are also what `kubectl explain` shows, e.g. \
+        "\nThe field descriptions are also what `kubectl explain` shows, e.g. \
          `kubectl explain reportgenerator.spec.schedule`.\n",
     );
     Page {

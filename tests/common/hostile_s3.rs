@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::hostile::{CHUNK, read_request, send_drip, send_endless, send_padding};
@@ -25,10 +25,19 @@ pub enum S3Mode {
     /// 403 `SignatureDoesNotMatch`, as AWS answers a bad signature: the body echoes the
     /// request (its session token and signature included), followed by 20 MiB of padding.
     EchoError,
+    /// The bucket listing answered (empty, so the store is Ready); every other request (an
+    /// upload's start, a part) read and then held open without an answer until the client
+    /// gives up.
+    HoldUploads,
 }
 
 impl S3Mode {
-    pub const ALL: [S3Mode; 3] = [S3Mode::Endless, S3Mode::Drip, S3Mode::EchoError];
+    pub const ALL: [S3Mode; 4] = [
+        S3Mode::Endless,
+        S3Mode::Drip,
+        S3Mode::EchoError,
+        S3Mode::HoldUploads,
+    ];
 
     /// The bucket that selects the mode.
     pub fn bucket(self) -> &'static str {
@@ -36,6 +45,7 @@ impl S3Mode {
             S3Mode::Endless => "endless",
             S3Mode::Drip => "drip",
             S3Mode::EchoError => "echo-error",
+            S3Mode::HoldUploads => "hold-uploads",
         }
     }
 
@@ -49,10 +59,12 @@ pub const ECHO_ERROR_BYTES: usize = 20 << 20;
 
 #[derive(Default)]
 struct Stats {
-    requests: [AtomicU64; 3],
-    bytes_sent: [AtomicU64; 3],
+    requests: [AtomicU64; 4],
+    bytes_sent: [AtomicU64; 4],
     /// The head of the last request each mode received (for the echo: what must not leak).
-    last_head: [Mutex<String>; 3],
+    last_head: [Mutex<String>; 4],
+    /// Requests of [`S3Mode::HoldUploads`] held open now.
+    held: AtomicU64,
 }
 
 pub struct HostileS3 {
@@ -92,6 +104,11 @@ impl HostileS3 {
     /// Body bytes written to clients of `mode` so far.
     pub fn bytes_sent(&self, mode: S3Mode) -> u64 {
         self.stats.bytes_sent[mode.index()].load(Ordering::Relaxed)
+    }
+
+    /// Requests [`S3Mode::HoldUploads`] holds open now (uploads a client is waiting on).
+    pub fn held(&self) -> u64 {
+        self.stats.held.load(Ordering::Relaxed)
     }
 
     /// The head of the last request of `mode`.
@@ -159,6 +176,26 @@ async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
                 .await?;
             send_drip(&mut stream, b" ", &count).await
         }
+        S3Mode::HoldUploads if is_listing(&request.path) => {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{}</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>",
+                mode.bucket()
+            );
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            count(body.len());
+            stream.write_all(response.as_bytes()).await
+        }
+        S3Mode::HoldUploads => {
+            // Held until the client closes the connection (its read returns 0 or fails).
+            stats.held.fetch_add(1, Ordering::Relaxed);
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            stats.held.fetch_sub(1, Ordering::Relaxed);
+            Ok(())
+        }
         S3Mode::EchoError => {
             // What AWS echoes (the canonical request, with the session token), and more: the
             // whole request head, in the message a client is most likely to show.
@@ -182,6 +219,12 @@ async fn serve(mut stream: TcpStream, stats: &Stats) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A ListObjectsV2 request (`GET /<bucket>?list-type=2…`).
+fn is_listing(path: &str) -> bool {
+    path.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p == "list-type=2"))
 }
 
 fn xml_escape(s: &str) -> String {

@@ -15,13 +15,16 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed, poll_interval};
-use crate::api::{BackendType, ReportFile};
-use crate::backend::{BackendError, ErrorAction, ReportRequest, ReportState};
+use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed};
+use super::poll::poll_interval;
+use crate::api::reasons::EventReason;
+use crate::api::{BackendType, ReportBackend, ReportFile};
+use crate::backend::{BackendError, ErrorAction, RemoteReport, ReportRequest, ReportState, ReportingBackend};
 use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
+use crate::controller::registry::Unusable;
 
 /// Finalizer that removes a ReportFile's report on Connect.
 pub const CONNECT_FINALIZER: &str = crate::api::FINALIZER_CONNECT_REPORT;
@@ -100,12 +103,12 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
     }
     let (rb, backend) = match ctx.ready_backend(&namespace, &rf.spec.backend_ref.name).await {
         Ok(found) => found,
-        Err(n) if n.reason == "BackendNotFound" => {
+        Err(n) if n.reason == Unusable::NotFound => {
             let what = status.external_id.as_deref().unwrap_or("the report");
             ctx.event(
                 rf,
                 EventType::Warning,
-                "ReportLeft",
+                EventReason::ReportLeft,
                 format!("{what} was not removed on CONNECT: {}", n.message),
             )
             .await;
@@ -115,7 +118,7 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             ctx.event(
                 rf,
                 EventType::Warning,
-                "BackendError",
+                EventReason::BackendError,
                 format!("cannot remove the report on CONNECT yet: {}", n.message),
             )
             .await;
@@ -123,23 +126,9 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
         }
     };
     let type_ = rb.spec.type_.as_str();
-    let req = ReportRequest::for_report_file(&namespace, &rf.name_any(), &rf.spec);
-    // An ambiguous create may have made a report whose id was never recorded: look it up,
-    // never taking one another ReportFile holds.
-    let report = match status.external_id.clone() {
-        Some(id) => ctx.metrics.call(type_, "get", backend.get(&id, &req)).await,
-        None => {
-            let taken: HashSet<String> = ctx.index.ids_taken_by_files(&rb, rf.metadata.uid.as_deref());
-            match ctx.metrics.call(type_, "find", backend.find(&req, &taken)).await {
-                Ok(Some(found)) => Ok(found),
-                Ok(None) => return Ok(Action::await_change()),
-                Err(e) => Err(e),
-            }
-        }
-    };
-    let report = match report {
-        Ok(r) => r,
-        Err(BackendError::NotFound { .. }) => return Ok(Action::await_change()),
+    let report = match look_up(rf, ctx, &rb, backend.as_ref(), status.external_id.clone()).await {
+        Ok(Some(report)) => report,
+        Ok(None) | Err(BackendError::NotFound { .. }) => return Ok(Action::await_change()),
         Err(e) => return settle(rf, ctx, "looking up", &e).await,
     };
     let created = rf.metadata.creation_timestamp.as_ref().map(from_k8s_time);
@@ -159,7 +148,7 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
                 ctx.event(
                     rf,
                     EventType::Normal,
-                    "ReportRemoved",
+                    EventReason::ReportRemoved,
                     format!("removed report {} on CONNECT", report.id),
                 )
                 .await;
@@ -168,10 +157,35 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             Err(e) => settle(rf, ctx, "removing", &e).await,
         },
         Removal::Leave(why) => {
-            ctx.event(rf, EventType::Warning, "ReportLeft", why).await;
+            ctx.event(rf, EventType::Warning, EventReason::ReportLeft, why)
+                .await;
             Ok(Action::await_change())
         }
         Removal::Wait(after) => Err(NotYet(after)),
+    }
+}
+
+/// The report of `rf` on Connect: by its id, or (an ambiguous create may have made a report
+/// whose id was never recorded) looked up, never taking one another ReportFile holds.
+async fn look_up(
+    rf: &ReportFile,
+    ctx: &Context,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    id: Option<String>,
+) -> Result<Option<RemoteReport>, BackendError> {
+    let type_ = rb.spec.type_.as_str();
+    let req = ReportRequest::for_report_file(&rf.namespace().unwrap_or_default(), &rf.name_any(), &rf.spec);
+    match id {
+        Some(id) => ctx
+            .metrics
+            .call(type_, "get", backend.get(&id, &req))
+            .await
+            .map(Some),
+        None => {
+            let taken: HashSet<String> = ctx.index.ids_taken_by_files(rb, rf.metadata.uid.as_deref());
+            ctx.metrics.call(type_, "find", backend.find(&req, &taken)).await
+        }
     }
 }
 
@@ -182,7 +196,7 @@ async fn settle(rf: &ReportFile, ctx: &Context, doing: &str, e: &BackendError) -
             ctx.event(
                 rf,
                 EventType::Warning,
-                "ReportLeft",
+                EventReason::ReportLeft,
                 format!("the report stays on CONNECT: {doing} it was refused: {reason}"),
             )
             .await;

@@ -1,6 +1,17 @@
 //! Table tests of the ReportFile state machine: one row per situation, no cluster.
 
+use super::super::renewal::Source;
+use super::super::renewal::{
+    CopyState, RenewWhy, backend_requeue, backend_url, completed, copied, copy_backoff, copy_failed,
+    copy_started, copy_state, copy_waits, delivered, presigned_url, reminted, renewal_not_ready, renewed,
+    retry_after,
+};
 use super::*;
+use crate::api::reasons::Delivered as DeliveredReason;
+use crate::api::{CONDITION_DELIVERED, ConnectArchive, Delivery};
+use crate::controller::bucket::Copied;
+use crate::controller::fair_share::Limits;
+use kube::runtime::events::EventType;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
@@ -17,6 +28,7 @@ fn facts() -> Facts<'static> {
         spec_external_id: None,
         refresh: None,
         keep_url_fresh: TimeDelta::seconds(crate::api::DEFAULT_KEEP_URL_FRESH_SECONDS),
+        store: None,
         now: t(NOW),
     }
 }
@@ -33,7 +45,13 @@ fn status(state: Option<FileState>, reason: Option<&str>) -> ReportFileStatus {
             now: t("2026-01-01T00:00:00Z"),
             ..facts()
         };
-        set_ready(&mut s, &f, reason == "Ready", reason, "before".into());
+        set_ready(
+            &mut s,
+            &f,
+            reason == "Ready",
+            FileReady::parse(reason).expect("a Ready reason"),
+            "before".into(),
+        );
     }
     s
 }
@@ -104,59 +122,124 @@ enum At {
     Error(BackendError),
     SecretBeforeWriting(Observed),
     Completed(Download),
+    /// A READY report, its Secret seen: [`secret_seen`], then its copy state's policy.
     Ready(Observed),
     RenewalNotReady,
     Renewed(Download),
+    /// The copy failed with this reason.
+    CopyFailed(DeliveredReason),
+    /// The copy is made and its presigned URL (good for an hour) written.
+    Delivered,
+    /// The copy's presigned URL (good for an hour) signed again on request.
+    Reminted,
 }
 
-fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> Next {
+/// What the store signs for in these rows.
+const LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The step a decision point gives, in a few words: an [`End`] (see [`short`]), or the
+/// step that goes on.
+fn ask(s: &mut ReportFileStatus, f: &Facts, at: At) -> (String, Option<End>) {
+    let go_on = |step: &str| (step.to_string(), None);
+    let end = |e: End| (short(&e), Some(e));
+    let either = |r: Result<String, End>| match r {
+        Ok(step) => go_on(&step),
+        Err(e) => end(e),
+    };
     match at {
-        At::Start => start(s, f),
-        At::SecretBeforeAsking(seen) => secret_seen(s, f, &seen, Next::AskBackend),
-        At::BackendNotReady => backend_not_ready(s, f, "ReportBackend \"commerce\" is not Ready"),
-        At::WithBackend => with_backend(s, f),
-        At::MarkPending => mark_pending(s, f, "COMMERCE"),
-        At::Record(id) => record_id(s, f, "COMMERCE", id, f.now),
-        At::Answer(state) => answer(s, f, "COMMERCE", &state),
-        At::Error(e) => backend_error(s, f, "COMMERCE", "get", &e),
-        At::SecretBeforeWriting(seen) => secret_seen(s, f, &seen, Next::Download),
-        At::Completed(download) => {
-            completed(s, f, t("2026-01-01T00:30:00Z"), Some("f.json".into()), &download)
+        At::Start => either(start(s, f).map(|b| format!("{b:?}"))),
+        At::SecretBeforeAsking(seen) => either(secret_seen(s, f, &seen).map(|()| "AskBackend".into())),
+        At::BackendNotReady => end(backend_not_ready(s, f, "ReportBackend \"commerce\" is not Ready")),
+        At::WithBackend => either(with_backend(s, f).map(|a| match a {
+            Ask::Get(id) => format!("Get {id}"),
+            Ask::Create => "Create".into(),
+        })),
+        At::MarkPending => {
+            mark_pending(s, f, "COMMERCE");
+            go_on("Submit")
         }
-        At::Ready(seen) => ready(s, f, &seen),
-        At::RenewalNotReady => renewal_not_ready(s, f, "ReportBackend \"commerce\" is not Ready"),
-        At::Renewed(download) => renewed(s, f, &download),
+        At::Record(id) => {
+            record_id(s, f, "COMMERCE", id, f.now);
+            go_on("Answer")
+        }
+        At::Answer(state) => either(answer(s, f, "COMMERCE", &state, POLL).map(|()| "Download".into())),
+        At::Error(e) => end(backend_error(s, f, "COMMERCE", "get", &e)),
+        At::SecretBeforeWriting(seen) => either(secret_seen(s, f, &seen).map(|()| "Download".into())),
+        At::Completed(download) => end(completed(
+            s,
+            f,
+            t("2026-01-01T00:30:00Z"),
+            Some("f.json".into()),
+            &download,
+        )),
+        At::Ready(seen) => {
+            if let Err(e) = secret_seen(s, f, &seen) {
+                return end(e);
+            }
+            let why = match copy_state(s, f) {
+                CopyState::NoStore => backend_url(s, f, &seen),
+                CopyState::Copying => return go_on("Copy"),
+                CopyState::Delivered => presigned_url(s, f, &seen, LIFETIME),
+            };
+            either(why.map(|why| format!("Renew {why}")))
+        }
+        At::RenewalNotReady => end(renewal_not_ready(s, f, "ReportBackend \"commerce\" is not Ready")),
+        At::Renewed(download) => end(renewed(s, f, &download, RenewWhy::Asked)),
+        At::CopyFailed(reason) => {
+            let failed = copy_failed(s, f, reason, "the store did not answer");
+            go_on(&format!("Retry {}ms {:?}", failed.retry.as_millis(), failed.news))
+        }
+        At::Delivered => {
+            copied(s, f, &copy_into("s3://b/k"), false);
+            end(delivered(
+                s,
+                f,
+                "s3://b/k",
+                f.now + chrono::Duration::hours(1),
+                LIFETIME,
+            ))
+        }
+        At::Reminted => end(reminted(
+            s,
+            f,
+            "s3://b/k",
+            f.now + chrono::Duration::hours(1),
+            LIFETIME,
+            RenewWhy::Asked,
+        )),
     }
 }
 
-/// `Next` in a few words, so that a row fits on a line; messages are checked separately.
-fn short(n: &Next) -> String {
+/// What a copy into `location` (one object of 3 bytes) wrote.
+fn copy_into(location: &str) -> Copied {
+    Copied {
+        key: location.rsplit_once("s3://b/").map_or("k", |(_, k)| k).into(),
+        location: location.into(),
+        locations: vec![location.into()],
+        unpacked: false,
+        uploaded: crate::delivery::Uploaded {
+            size: 3,
+            sha256: "ab".into(),
+        },
+        total: 3,
+    }
+}
+
+/// The poll interval the rows pass to [`answer`].
+const POLL: Duration = Duration::from_secs(1);
+
+/// An [`End`] in a few words, so that a row fits on a line; messages are checked separately.
+fn short(e: &End) -> String {
     let secs = |d: &Option<Duration>| d.map_or("change".to_string(), |d| format!("{}ms", d.as_millis()));
-    match n {
-        Next::Leave { requeue } => format!("Leave {}", secs(requeue)),
-        Next::Done { requeue } => format!("Done {}", secs(requeue)),
-        Next::Fail { reason, .. } => format!("Fail {reason}"),
-        Next::CheckSecret => "CheckSecret".into(),
-        Next::AskBackend => "AskBackend".into(),
-        Next::Get { id } => format!("Get {id}"),
-        Next::Create => "Create".into(),
-        Next::MarkPendingThenSubmit => "MarkPendingThenSubmit".into(),
-        Next::Recorded => "Recorded".into(),
-        Next::Poll { first } => format!("Poll first={first}"),
-        Next::Download => "Download".into(),
-        Next::Retry {
-            after,
-            event,
-            rate_limited,
-        } => {
-            format!(
-                "Retry {}ms event={} rate_limited={rate_limited}",
-                after.as_millis(),
-                event.as_ref().map_or("none", |e| e.0)
-            )
-        }
-        Next::SecretConflict { first, .. } => format!("SecretConflict first={first}"),
-        Next::RenewUrl { why } => format!("RenewUrl {why}"),
+    match e {
+        End::Leave { requeue } => format!("Leave {}", secs(requeue)),
+        End::Done { requeue } => format!("Done {}", secs(requeue)),
+        End::Fail { reason, .. } => format!("Fail {}", reason.ready()),
+        End::Retry { after, wait, .. } => format!("Retry {}ms {wait:?}", after.as_millis()),
+        End::SecretConflict { news, .. } => format!("SecretConflict {news:?}"),
+        End::Completed { requeue, .. } => format!("Completed {}", secs(requeue)),
+        End::Renewed { source, why, requeue } => format!("Renewed {source:?} {why} {}", secs(requeue)),
+        End::Delivered { requeue, .. } => format!("Delivered {}ms", requeue.as_millis()),
     }
 }
 
@@ -189,11 +272,42 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         s.external_id = Some("r-1".into());
         s
     };
+    fn with_store(_: &mut ReportFileStatus, f: &mut Facts<'static>) {
+        f.store = Some("bucket");
+    }
+    // A copy tried once, without a failure recorded (the operator stopped before its end).
+    let tried = || {
+        let mut s = ready_url("2026-01-01T02:00:00Z");
+        s.delivery = Some(Delivery {
+            attempts: Some(1),
+            ..Default::default()
+        });
+        s
+    };
+    // A failure of the copy, told already (Delivered False, Unreachable).
+    let told = |mut s: ReportFileStatus| {
+        copy_failed(&mut s, &facts(), DeliveredReason::Unreachable, "down");
+        s
+    };
+    // Copied, its presigned URL expiring at `expires`.
+    let delivered = |expires: Option<&str>| {
+        let mut s = ready_url("2026-01-01T02:00:00Z");
+        s.delivery = Some(Delivery {
+            location: Some("s3://b/k".into()),
+            size: Some(3),
+            sha256: Some("ab".into()),
+            delivered_time: Some(t("2026-01-01T00:59:30Z")),
+            attempts: Some(1),
+            url_expires_at: expires.map(t),
+            ..Default::default()
+        });
+        s
+    };
     #[rustfmt::skip]
     let rows: Vec<Row> = vec![
         ("a new report asks for a backend", status(None, None), nothing, At::Start, "AskBackend", None, "", "", ""),
         ("a failed report is left alone", status(Some(Failed), Some("Failed")), nothing, At::Start, "Leave change", Some(Failed), "Failed", "Failed Failed", "before"),
-        ("a ready report looks at its Secret", status(Some(Ready), Some("Ready")), nothing, At::Start, "CheckSecret", Some(Ready), "Ready", "Complete", "before"),
+        ("a ready report looks at its Secret", status(Some(Ready), Some("Ready")), nothing, At::Start, "Ready", Some(Ready), "Ready", "Complete", "before"),
         ("deadline: default 6 h passed", in_progress(), |_, f| f.now = t("2026-01-01T06:00:01Z"), At::Start,
             "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "activeDeadlineSeconds (21600 s)"),
         ("deadline: not yet", in_progress(), |_, f| f.active_deadline_seconds = Some(3601), At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
@@ -203,10 +317,10 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("deadline: zero has passed", in_progress(), |_, f| f.active_deadline_seconds = Some(0), At::Start,
             "Fail DeadlineExceeded", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "(0 s)"),
         ("deadline: no creation time yet", in_progress(), |_, f| { f.created = None; f.active_deadline_seconds = Some(0) }, At::Start, "AskBackend", Some(InProgress), "InProgress", "-", ""),
-        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::Start, "CheckSecret", Some(InProgress), SECRET_CONFLICT, "-", ""),
-        ("the conflict is still there", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(foreign()),
-            "SecretConflict first=false", Some(InProgress), SECRET_CONFLICT, "-", "Delete or rename"),
-        ("the conflict is gone", status(Some(InProgress), Some(SECRET_CONFLICT)), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), SECRET_CONFLICT, "-", ""),
+        ("after a conflict the Secret is looked at first", status(Some(InProgress), Some("SecretConflict")), nothing, At::Start, "SecretFirst", Some(InProgress), "SecretConflict", "-", ""),
+        ("the conflict is still there", status(Some(InProgress), Some("SecretConflict")), nothing, At::SecretBeforeAsking(foreign()),
+            "SecretConflict Again", Some(InProgress), "SecretConflict", "-", "Delete or rename"),
+        ("the conflict is gone", status(Some(InProgress), Some("SecretConflict")), nothing, At::SecretBeforeAsking(Observed::Missing), "AskBackend", Some(InProgress), "SecretConflict", "-", ""),
         ("backend not Ready: Pending", status(None, None), nothing, At::BackendNotReady, "Done 30000ms", Some(InProgress), "Pending", "-", "waiting for the backend: ReportBackend"),
         ("known id: get", in_progress(), |s, _| s.external_id = Some("r-1".into()), At::WithBackend, "Get r-1", Some(InProgress), "InProgress", "-", ""),
         ("just submitted: not polled before a second has passed", in_progress(), |s, f| { s.external_id = Some("r-1".into()); s.submit_time = Some(f.now - chrono::Duration::milliseconds(300)) },
@@ -219,31 +333,31 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("mark without id: find first", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
             At::WithBackend, "Create", Some(InProgress), "Pending", "-", "before"),
         ("no id: create once", status(None, None), nothing, At::WithBackend, "Create", None, "", "", ""),
-        ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE for the report"),
+        ("no mark: mark pending, then submit", status(None, None), nothing, At::MarkPending, "Submit", Some(InProgress), "Pending", "-", "asking COMMERCE for the report"),
         ("find: adopted, id recorded at once", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::Record("r-2"), "Recorded", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
+            At::Record("r-2"), "Answer", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
         ("find: none, submit again", status(Some(InProgress), Some("Pending")), |s, _| s.create_pending_since = Some(t("2026-01-01T00:10:00Z")),
-            At::MarkPending, "MarkPendingThenSubmit", Some(InProgress), "Pending", "-", "asking COMMERCE"),
-        ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Poll first=true", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
+            At::MarkPending, "Submit", Some(InProgress), "Pending", "-", "asking COMMERCE"),
+        ("in progress, first seen", status(None, None), nothing, At::Answer(ReportState::InProgress), "Done 1000ms", Some(InProgress), "InProgress", "-", "COMMERCE is generating the report"),
         ("in progress, again", in_progress(), |s, _| s.submit_time = Some(t("2026-01-01T00:10:00Z")), At::Answer(ReportState::InProgress),
-            "Poll first=false", Some(InProgress), "InProgress", "-", "COMMERCE is generating"),
+            "Done 1000ms", Some(InProgress), "InProgress", "-", "COMMERCE is generating"),
         ("ready on the backend: download", in_progress(), nothing, At::Answer(ReportState::Ready), "Download", Some(InProgress), "InProgress", "-", ""),
         ("failed on the backend", in_progress(), nothing, At::Answer(ReportState::Failed { reason: "NO_DATA".into() }),
             "Fail Failed", Some(Failed), "Failed", "Failed Failed", "COMMERCE failed the report: NO_DATA"),
         ("queued behind the in-flight cap: no Event", in_progress(), nothing,
             At::Error(BackendError::InFlightLimit { organization: "o".into(), max: 2, retry_after: Duration::from_secs(20) }),
-            "Retry 20000ms event=none rate_limited=true", Some(InProgress), "Pending", "-", "2 reports already in progress"),
+            "Retry 20000ms Queued", Some(InProgress), "Pending", "-", "2 reports already in progress"),
         ("rate limited: Retry-After kept", in_progress(), |s, _| s.external_id = Some("r-1".into()),
             At::Error(BackendError::RateLimited { retry_after: Some(Duration::from_secs(7)) }),
-            "Retry 7000ms event=RateLimited rate_limited=true", Some(InProgress), "InProgress", "-", "get on COMMERCE: rate limited, retry after 7s; retrying in 7s"),
+            "Retry 7000ms RateLimited", Some(InProgress), "InProgress", "-", "get on COMMERCE: rate limited, retry after 7s; retrying in 7s"),
         ("rate limited: a year of Retry-After is clamped to a day", in_progress(), nothing,
             At::Error(BackendError::RateLimited { retry_after: Some(Duration::from_secs(365 * 86400)) }),
-            "Retry 86400000ms event=RateLimited rate_limited=true", Some(InProgress), "Pending", "-", "retrying in 86400s"),
+            "Retry 86400000ms RateLimited", Some(InProgress), "Pending", "-", "retrying in 86400s"),
         ("backend error: default 5 s", in_progress(), nothing, At::Error(BackendError::Transient { message: "HTTP 503".into(), retry_after: None }),
-            "Retry 5000ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "-", "transient backend error: HTTP 503"),
+            "Retry 5000ms BackendError", Some(InProgress), "Pending", "-", "transient backend error: HTTP 503"),
         ("backend error: Retry-After 0 is clamped to 0.5 s", in_progress(), nothing,
             At::Error(BackendError::Transient { message: "HTTP 503".into(), retry_after: Some(Duration::ZERO) }),
-            "Retry 500ms event=BackendError rate_limited=false", Some(InProgress), "Pending", "-", "retrying in 1s"),
+            "Retry 500ms BackendError", Some(InProgress), "Pending", "-", "retrying in 1s"),
         ("backend lost its credentials: Pending", in_progress(), nothing, At::Error(BackendError::Unauthorized { message: "bad token".into() }),
             "Done 30000ms", Some(InProgress), "Pending", "-", "waiting for the backend: unauthorized: bad token"),
         ("refused by the backend", in_progress(), nothing, At::Error(BackendError::Rejected { status: 400, reason: "bad dates".into() }),
@@ -251,55 +365,93 @@ fn every_situation_of_a_report_file_has_one_next_step() {
         ("too large to read", in_progress(), nothing, At::Error(BackendError::TooLarge { what: "the file".into(), limit: 10 }),
             "Fail TooLarge", Some(Failed), "TooLarge", "Failed TooLarge", "TooLarge: the file is larger than 10 bytes"),
         ("the Secret name is someone else's", in_progress(), nothing, At::SecretBeforeWriting(foreign()),
-            "SecretConflict first=true", Some(InProgress), SECRET_CONFLICT, "-", "it has no controlling owner"),
+            "SecretConflict First", Some(InProgress), "SecretConflict", "-", "it has no controlling owner"),
         ("the Secret is ours", in_progress(), nothing, At::SecretBeforeWriting(ours()), "Download", Some(InProgress), "InProgress", "-", ""),
         ("written: READY, looked at before the URL expires", in_progress(), nothing, At::Completed(url("2026-01-01T02:00:00Z")),
-            "Done 3590000ms", Some(Ready), "Ready", "Complete", "Secret \"nw-finance-20181008\" holds its download"),
+            "Completed 3590000ms", Some(Ready), "Ready", "Complete", "Secret \"nw-finance-20181008\" holds its download"),
+        ("written, with a store: the copy follows at once", in_progress(), |_, f| f.store = Some("bucket"), At::Completed(url("2026-01-01T02:00:00Z")),
+            "Completed 500ms", Some(Ready), "Ready", "Complete", "holds its download"),
         ("written inline: READY for good", in_progress(), nothing,
-            At::Completed(Download::Inline { file_name: "l.csv".into(), content: vec![] }), "Done change", Some(Ready), "Ready", "Complete", "holds its download"),
+            At::Completed(Download::Inline { file_name: "l.csv".into(), content: vec![] }), "Completed change", Some(Ready), "Ready", "Complete", "holds its download"),
         ("ready, nothing to do", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the Secret taken meanwhile", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(foreign()),
-            "SecretConflict first=true", Some(Ready), SECRET_CONFLICT, "Complete", "Delete or rename"),
+            "SecretConflict First", Some(Ready), "SecretConflict", "Complete", "Delete or rename"),
         ("ready, the refresh annotation set", ready_url("2026-01-01T02:00:00Z"), |_, f| f.refresh = Some("1"), At::Ready(ours()),
-            "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
+            "Renew on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the refresh annotation already served", ready_url("2026-01-01T02:00:00Z"), |s, f| { f.refresh = Some("1"); s.last_url_refresh = Some("1".into()) },
             At::Ready(ours()), "Leave 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("ready, the Secret deleted", ready_url("2026-01-01T02:00:00Z"), nothing, At::Ready(Observed::Missing),
-            "RenewUrl because the Secret was missing", Some(Ready), "Ready", "Complete", "before"),
+            "Renew because the Secret was missing", Some(Ready), "Ready", "Complete", "before"),
         ("ready, ours again after a conflict", ready_url("2026-01-01T02:00:00Z"), |s, f| { *s = decide_conflicted(s.clone(), f) },
-            At::Ready(ours()), "RenewUrl after the Secret conflict was resolved", Some(Ready), SECRET_CONFLICT, "Complete", ""),
+            At::Ready(ours()), "Renew after the Secret conflict was resolved", Some(Ready), "SecretConflict", "Complete", ""),
         ("renewal window: 10 s before expiry, fresh", ready_url("2026-01-01T01:00:10Z"), nothing, At::Ready(ours()),
-            "RenewUrl before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+            "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
         ("renewal window: 11 s before expiry, not yet", ready_url("2026-01-01T01:00:11Z"), nothing, At::Ready(ours()), "Leave 1000ms", Some(Ready), "Ready", "Complete", "before"),
         ("renewal window: READY 15 min ago, no longer kept fresh", ready_url("2026-01-01T01:00:05Z"), |s, _| s.completion_time = Some(t("2026-01-01T00:45:00Z")),
             At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "Complete", "before"),
         ("keepUrlFreshSeconds 7200: READY 59 min ago, still kept fresh", ready_url("2026-01-01T01:00:05Z"),
             |s, f| { s.completion_time = Some(t("2026-01-01T00:01:00Z")); f.keep_url_fresh = TimeDelta::hours(2) },
-            At::Ready(ours()), "RenewUrl before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+            At::Ready(ours()), "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
         ("keepUrlFreshSeconds 0: never re-minted unasked", ready_url("2026-01-01T01:00:05Z"), |_, f| f.keep_url_fresh = TimeDelta::zero(),
             At::Ready(ours()), "Leave 5200ms", Some(Ready), "Ready", "Complete", "before"),
         ("an hour after READY, out of the window: the annotation still re-mints", ready_url("2026-01-01T01:00:00Z"),
             |s, f| { s.completion_time = Some(t("2025-12-31T23:59:00Z")); f.refresh = Some("late") },
-            At::Ready(ours()), "RenewUrl on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
+            At::Ready(ours()), "Renew on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
         ("the URL expired", ready_url("2026-01-01T01:00:00Z"), nothing, At::Ready(ours()),
             "Done change", Some(Ready), "UrlExpired", "Complete", "expired at 2026-01-01T01:00:00+00:00; set the annotation"),
         ("renewal while the backend is not Ready", ready_url("2026-01-01T01:00:00Z"), nothing, At::RenewalNotReady,
             "Done 30000ms", Some(Ready), "UrlExpired", "Complete", "cannot re-mint the download URL: ReportBackend"),
         ("renewed", ready_url("2026-01-01T01:00:05Z"), |_, f| f.refresh = Some("2"), At::Renewed(url("2026-01-01T01:10:00Z")),
-            "Done 590000ms", Some(Ready), "Ready", "Complete", "holds a fresh download URL"),
+            "Renewed Backend on the refresh-url annotation 590000ms", Some(Ready), "Ready", "Complete", "holds a fresh download URL"),
         ("FAILED before Complete and Failed existed: they are written once", without_outcome(status(Some(Failed), Some("DeadlineExceeded"))), nothing, At::Start,
             "Done change", Some(Failed), "DeadlineExceeded", "Failed DeadlineExceeded", "before"),
         ("READY before Complete and Failed existed: they are written once", without_outcome(ready_url("2026-01-01T02:00:00Z")), nothing, At::Ready(ours()),
             "Done 3590000ms", Some(Ready), "Ready", "Complete", "before"),
         ("READY with an expired URL, from before: Complete all the same", without_outcome(ready_url("2026-01-01T00:30:00Z")), nothing, At::Ready(ours()),
             "Done change", Some(Ready), "UrlExpired", "Complete", "expired at"),
+        // READY → copying → delivered, and the same renewal policy for the copy's URL.
+        ("with a store, not copied yet: copy", ready_url("2026-01-01T02:00:00Z"), with_store, At::Ready(ours()), "Copy", Some(Ready), "Ready", "Complete", "before"),
+        ("a copy tried, not finished: copy again", tried(), with_store, At::Ready(ours()), "Copy", Some(Ready), "Ready", "Complete", "before"),
+        ("with a store, the Secret taken: no copy", ready_url("2026-01-01T02:00:00Z"), with_store, At::Ready(foreign()),
+            "SecretConflict First", Some(Ready), "SecretConflict", "Complete", "Delete or rename"),
+        ("copy failed: Delivered False, told, retried in 5 s", ready_url("2026-01-01T02:00:00Z"), with_store, At::CopyFailed(DeliveredReason::Unreachable),
+            "Retry 5000ms First", Some(Ready), "Ready", "Complete", "before"),
+        ("copy failed again, for the same reason: not told again, backing off", told(tried()), |s, f| { f.store = Some("bucket"); s.delivery.get_or_insert_default().attempts = Some(2) },
+            At::CopyFailed(DeliveredReason::Unreachable), "Retry 20000ms Again", Some(Ready), "Ready", "Complete", "before"),
+        ("copy failed for another reason: told", told(tried()), with_store, At::CopyFailed(DeliveredReason::Unauthorized),
+            "Retry 20000ms First", Some(Ready), "Ready", "Complete", "before"),
+        ("copied: delivered, looked at when a quarter of the URL's life is left", tried(), with_store, At::Delivered,
+            "Delivered 2700000ms", Some(Ready), "Ready", "Complete", "holds a presigned URL of its copy s3://b/k"),
+        ("delivered, fresh: kept", delivered(Some("2026-01-01T02:00:00Z")), with_store, At::Ready(ours()), "Leave 2700000ms", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, within the last quarter: re-minted", delivered(Some("2026-01-01T01:10:00Z")), with_store, At::Ready(ours()),
+            "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, expired: re-minted all the same", delivered(Some("2026-01-01T00:30:00Z")), with_store, At::Ready(ours()),
+            "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, long out of the keep-fresh window: re-minted (it costs the backend nothing)", delivered(Some("2026-01-01T01:05:00Z")),
+            |s, f| { f.store = Some("bucket"); s.completion_time = Some(t("2025-12-01T00:00:00Z")) },
+            At::Ready(ours()), "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, no expiry recorded: re-minted", delivered(None), with_store, At::Ready(ours()), "Renew before the URL expired", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, the refresh annotation set", delivered(Some("2026-01-01T02:00:00Z")), |_, f| { f.store = Some("bucket"); f.refresh = Some("1") },
+            At::Ready(ours()), "Renew on the refresh-url annotation", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, the Secret deleted", delivered(Some("2026-01-01T02:00:00Z")), with_store, At::Ready(Observed::Missing),
+            "Renew because the Secret was missing", Some(Ready), "Ready", "Complete", "before"),
+        ("delivered, ours again after a conflict", delivered(Some("2026-01-01T02:00:00Z")), |s, f| { f.store = Some("bucket"); *s = decide_conflicted(s.clone(), f) },
+            At::Ready(ours()), "Renew after the Secret conflict was resolved", Some(Ready), "SecretConflict", "Complete", ""),
+        ("delivered, the Secret taken meanwhile", delivered(Some("2026-01-01T02:00:00Z")), with_store, At::Ready(foreign()),
+            "SecretConflict First", Some(Ready), "SecretConflict", "Complete", "Delete or rename"),
+        ("re-minted", delivered(Some("2026-01-01T01:10:00Z")), |_, f| { f.store = Some("bucket"); f.refresh = Some("1") }, At::Reminted,
+            "Renewed Store on the refresh-url annotation 2700000ms", Some(Ready), "Ready", "Complete", "holds a presigned URL of its copy s3://b/k"),
     ];
     let count = rows.len();
     for (what, mut s, setup, at, want, state, reason, outcome, message) in rows {
         let mut f = facts();
         setup(&mut s, &mut f);
-        let next = ask(&mut s, &f, at);
-        assert_eq!(short(&next), want, "{what}");
+        let before = s.clone();
+        let (step, end) = ask(&mut s, &f, at);
+        assert_eq!(step, want, "{what}");
+        if let Some(End::Leave { .. }) = end {
+            assert_eq!(s, before, "{what}: Leave changes nothing");
+        }
         assert_eq!(s.status, state, "{what}: state");
         let cond = find_condition(&s.conditions, CONDITION_READY);
         assert_eq!(
@@ -314,11 +466,11 @@ fn every_situation_of_a_report_file_has_one_next_step() {
             let failed = find_condition(&s.conditions, CONDITION_FAILED).map(|c| c.message.as_str());
             assert_eq!(failed, Some(text), "{what}: Failed says why, as Ready does");
         }
-        if let Next::Fail { message: m, .. } | Next::SecretConflict { message: m, .. } = &next {
+        if let Some(End::Fail { message: m, .. } | End::SecretConflict { message: m, .. }) = &end {
             assert_eq!(m, text, "{what}: the Event says what the condition says");
         }
     }
-    assert!(count >= 40, "{count} rows");
+    assert!(count >= 70, "{count} rows");
 }
 
 /// The status after a SecretConflict on a READY report.
@@ -331,13 +483,13 @@ fn decide_conflicted(mut s: ReportFileStatus, f: &Facts) -> ReportFileStatus {
 fn the_create_once_protocol_marks_before_and_records_at_once() {
     let f = facts();
     let mut s = ReportFileStatus::default();
-    assert_eq!(with_backend(&mut s, &f), Next::Create);
-    assert_eq!(mark_pending(&mut s, &f, "COMMERCE"), Next::MarkPendingThenSubmit);
+    assert_eq!(with_backend(&mut s, &f), Ok(Ask::Create));
+    mark_pending(&mut s, &f, "COMMERCE");
     assert_eq!(
         (s.create_pending_since, s.attempts, s.external_id.as_deref()),
         (Some(f.now), Some(1), None)
     );
-    assert_eq!(record_id(&mut s, &f, "COMMERCE", "r-1", f.now), Next::Recorded);
+    record_id(&mut s, &f, "COMMERCE", "r-1", f.now);
     assert_eq!(
         (s.create_pending_since, s.submit_time, s.external_id.as_deref()),
         (None, Some(f.now), Some("r-1"))
@@ -353,9 +505,9 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
     };
     assert_eq!(
         with_backend(&mut late, &woken),
-        Next::Leave {
+        Err(End::Leave {
             requeue: Some(Duration::from_millis(900))
-        }
+        })
     );
     // A lost answer: the mark is there without an id, so the next reconcile finds first.
     let mut lost = ReportFileStatus {
@@ -363,14 +515,11 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
         attempts: Some(i32::MAX),
         ..Default::default()
     };
-    assert_eq!(with_backend(&mut lost, &f), Next::Create);
-    assert_eq!(
-        mark_pending(&mut lost, &f, "COMMERCE"),
-        Next::MarkPendingThenSubmit
-    );
+    assert_eq!(with_backend(&mut lost, &f), Ok(Ask::Create));
+    mark_pending(&mut lost, &f, "COMMERCE");
     assert_eq!(lost.attempts, Some(i32::MAX), "attempts saturate");
     // Failing clears the mark, so nothing is looked up again.
-    fail(&mut lost, &f, "Failed", "x".into());
+    fail(&mut lost, &f, Failure::Failed, "x".into());
     assert_eq!(
         (lost.create_pending_since, lost.failed_reason.as_deref()),
         (None, Some("Failed"))
@@ -390,7 +539,7 @@ fn completion_records_the_download_and_the_refresh_served() {
         url: "https://s/c/report%201.zip?sig=x".into(),
         expires_at: Some(t("2026-01-01T02:00:00Z")),
     };
-    let (generate_date, file_name) = delivered(&report, &download, f.now);
+    let (generate_date, file_name) = file_of(&report, &download, f.now);
     assert_eq!(
         (generate_date, file_name.as_deref()),
         (f.now, Some("report 1.zip"))
@@ -413,25 +562,6 @@ fn file_names_come_from_the_url_path_without_the_signature() {
         Some("report 1.zip")
     );
     assert_eq!(file_name_of("https://s/"), None);
-}
-
-#[test]
-fn polling_starts_fast_backs_off_and_respects_the_budget() {
-    assert_eq!(
-        poll_interval(Duration::from_secs(0), 1, None),
-        Duration::from_secs(1)
-    );
-    assert_eq!(
-        poll_interval(Duration::from_secs(30), 1, None),
-        Duration::from_secs(3)
-    );
-    assert_eq!(
-        poll_interval(Duration::from_secs(3600), 1, None),
-        Duration::from_secs(30)
-    );
-    // 120 reports on 600 requests per 10 minutes: each polled at most every 150 s.
-    let spread = poll_interval(Duration::from_secs(0), 120, Some((600, Duration::from_secs(600))));
-    assert_eq!(spread, Duration::from_secs(150));
 }
 
 #[test]
@@ -467,6 +597,202 @@ fn deadlines_from_the_user_never_overflow() {
 }
 
 #[test]
+fn a_short_presigned_lifetime_is_reminted_in_its_last_quarter() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let expiring = |at: &str| ReportFileStatus {
+        delivery: Some(Delivery {
+            sha256: Some("ab".into()),
+            delivered_time: Some(t("2026-01-01T00:59:00Z")),
+            url_expires_at: Some(t(at)),
+            ..Default::default()
+        }),
+        ..status(Some(FileState::Ready), Some("Ready"))
+    };
+    let lifetime = Duration::from_secs(80);
+    assert_eq!(
+        presigned_url(&mut expiring("2026-01-01T01:01:00Z"), &f, &ours(), lifetime),
+        Err(End::Leave {
+            requeue: Some(Duration::from_secs(40))
+        })
+    );
+    assert_eq!(
+        presigned_url(&mut expiring("2026-01-01T01:00:15Z"), &f, &ours(), lifetime),
+        Ok(RenewWhy::Expiring)
+    );
+}
+
+#[test]
+fn failed_copies_back_off() {
+    let secs = |n| Duration::from_secs(n);
+    assert_eq!(
+        [0, 1, 2, 3, 7, 100, i32::MAX].map(retry_after),
+        [
+            secs(5),
+            secs(5),
+            secs(10),
+            secs(20),
+            secs(300),
+            secs(300),
+            secs(300)
+        ]
+    );
+}
+
+/// Each ending's Event, as the driver publishes it.
+#[test]
+fn every_ending_says_what_its_event_says() {
+    let secs = Duration::from_secs;
+    let message = || "m".to_string();
+    /// (ending, its Event: type, reason and note, requeue)
+    type Row = (
+        End,
+        Option<(EventType, &'static str, &'static str)>,
+        Option<Duration>,
+    );
+    let rows: Vec<Row> = vec![
+        (End::Leave { requeue: None }, None, None),
+        (
+            End::Done {
+                requeue: Some(secs(30)),
+            },
+            None,
+            Some(secs(30)),
+        ),
+        (
+            End::Fail {
+                reason: Failure::TooLarge,
+                message: message(),
+            },
+            Some((EventType::Warning, "Failed", "m")),
+            None,
+        ),
+        (
+            End::Retry {
+                after: secs(20),
+                wait: Wait::Queued,
+                message: message(),
+            },
+            None,
+            Some(secs(20)),
+        ),
+        (
+            End::Retry {
+                after: secs(7),
+                wait: Wait::RateLimited,
+                message: message(),
+            },
+            Some((EventType::Warning, "RateLimited", "m")),
+            Some(secs(7)),
+        ),
+        (
+            End::Retry {
+                after: secs(5),
+                wait: Wait::BackendError,
+                message: message(),
+            },
+            Some((EventType::Warning, "BackendError", "m")),
+            Some(secs(5)),
+        ),
+        (
+            End::SecretConflict {
+                news: News::First,
+                message: message(),
+            },
+            Some((EventType::Warning, "SecretConflict", "m")),
+            Some(secs(30)),
+        ),
+        (
+            End::SecretConflict {
+                news: News::Again,
+                message: message(),
+            },
+            None,
+            Some(secs(30)),
+        ),
+        (
+            End::Completed {
+                requeue: None,
+                message: message(),
+            },
+            Some((EventType::Normal, "Ready", "m")),
+            None,
+        ),
+        (
+            End::Renewed {
+                source: Source::Backend,
+                why: RenewWhy::SecretMissing,
+                requeue: None,
+            },
+            Some((
+                EventType::Normal,
+                "UrlRefreshed",
+                "wrote the download again because the Secret was missing",
+            )),
+            None,
+        ),
+        (
+            End::Renewed {
+                source: Source::Store,
+                why: RenewWhy::Asked,
+                requeue: Some(secs(60)),
+            },
+            Some((
+                EventType::Normal,
+                "UrlRefreshed",
+                "wrote a fresh presigned URL on the refresh-url annotation",
+            )),
+            Some(secs(60)),
+        ),
+        (
+            End::Delivered {
+                requeue: secs(60),
+                message: message(),
+            },
+            Some((EventType::Normal, "Delivered", "m")),
+            Some(secs(60)),
+        ),
+    ];
+    for (end, event, requeue) in rows {
+        let what = format!("{end:?}");
+        let outcome = end.outcome();
+        assert_eq!(outcome.ready, None, "{what}: the status holds the condition");
+        assert_eq!(outcome.requeue, requeue, "{what}");
+        let got = outcome
+            .event
+            .map(|n| (n.type_, n.reason.as_str(), n.message.clone()));
+        assert_eq!(got, event.map(|(t, r, m)| (t, r, m.to_string())), "{what}");
+    }
+    // A copy to retry while the backend's download is kept up: whichever comes first.
+    assert_eq!(
+        End::Leave {
+            requeue: Some(secs(90))
+        }
+        .sooner(secs(5)),
+        End::Leave {
+            requeue: Some(secs(5))
+        }
+    );
+    assert_eq!(
+        End::Done { requeue: None }.sooner(secs(5)),
+        End::Done {
+            requeue: Some(secs(5))
+        }
+    );
+    assert_eq!(
+        End::Done {
+            requeue: Some(secs(1))
+        }
+        .sooner(secs(5)),
+        End::Done {
+            requeue: Some(secs(1))
+        }
+    );
+}
+
+#[test]
 fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
     let now = t("2026-01-01T00:00:00Z");
     let rows = [
@@ -491,56 +817,12 @@ fn ready_requeues_stay_in_range_for_any_expiry_a_backend_sends() {
         ("the last date", Some(DateTime::<Utc>::MAX_UTC), Some(MAX_REQUEUE)),
     ];
     for (what, expires, want) in rows {
-        assert_eq!(ready_requeue_after(expires, now), want, "{what}");
+        assert_eq!(backend_requeue(expires, now), want, "{what}");
     }
     assert_eq!(
-        ready_requeue_after(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC),
+        backend_requeue(Some(t("2026-01-01T00:00:01Z")), DateTime::<Utc>::MIN_UTC),
         Some(MAX_REQUEUE)
     );
-}
-
-#[test]
-fn huge_rate_budgets_do_not_overflow_the_poll_interval() {
-    assert_eq!(
-        poll_interval(Duration::ZERO, usize::MAX, Some((1, Duration::MAX))),
-        Duration::from_secs(600)
-    );
-    assert_eq!(
-        poll_interval(Duration::MAX, 1, Some((u32::MAX, Duration::from_secs(1)))),
-        Duration::from_secs(30)
-    );
-}
-
-#[test]
-fn polls_spend_the_spare_budget_over_the_time_reports_are_expected_to_run() {
-    let supplier = Some((600, Duration::from_secs(600)));
-    let secs = Duration::from_secs;
-    // (running for, organizations polled per round, spare requests, interval)
-    let rows: [(u64, usize, u32, Duration); 8] = [
-        // 20 organizations' fan-out just submitted, the window nearly unused: every second.
-        (0, 20, 480, secs(1)),
-        // After 30 s the base schedule (3 s) is slower than what 480 spare allow (1.56 s);
-        // with 100 spare, 80% of them over 30 s more allow one round per 7.5 s.
-        (30, 20, 480, secs(3)),
-        (30, 20, 100, Duration::from_millis(7500)),
-        // Little budget left: back to the steady rate (600 s × 1.25 × 20 / 600 = 25 s).
-        (0, 20, 10, secs(25)),
-        (0, 20, 0, secs(25)),
-        // Long-running reports never poll faster than the steady rate allows.
-        (3600, 20, 600, secs(30)),
-        // One organization, plenty left: the base schedule.
-        (0, 1, 600, secs(1)),
-        (3600, 1, 600, secs(30)),
-    ];
-    for (running, orgs, spare, want) in rows {
-        assert_eq!(
-            poll_interval_spending(secs(running), orgs, supplier, spare),
-            want,
-            "running {running} s, {orgs} orgs, {spare} spare"
-        );
-    }
-    // Without a budget, the base schedule.
-    assert_eq!(poll_interval_spending(secs(0), 120, None, 0), secs(1));
 }
 
 /// A backend's text goes into status cut to its limit, at a character boundary, marked.
@@ -549,7 +831,13 @@ fn a_backends_long_texts_are_cut_when_written() {
     let long = "é".repeat(100_000);
     let f = facts();
     let mut s = status(Some(FileState::InProgress), Some("InProgress"));
-    answer(&mut s, &f, "RDE", &ReportState::Failed { reason: long.clone() });
+    let _ = answer(
+        &mut s,
+        &f,
+        "RDE",
+        &ReportState::Failed { reason: long.clone() },
+        Duration::from_secs(1),
+    );
     let reason = s.failed_reason.clone().expect("failedReason");
     assert!(reason.len() <= crate::controller::conditions::MAX_MESSAGE_BYTES && reason.ends_with('…'));
     let mut s = status(None, None);
@@ -557,10 +845,154 @@ fn a_backends_long_texts_are_cut_when_written() {
     let id = s.external_id.clone().expect("externalId");
     assert!(id.len() <= crate::api::MAX_ID_LENGTH && id.ends_with('…'), "{id}");
     let mut s = status(Some(FileState::InProgress), Some("InProgress"));
-    completed(&mut s, &f, f.now, Some(long), &url("2026-01-02T00:00:00Z"));
+    let _ = completed(&mut s, &f, f.now, Some(long), &url("2026-01-02T00:00:00Z"));
     let name = s.file_name.clone().expect("fileName");
     assert!(
         name.len() <= crate::api::MAX_FILE_NAME_LENGTH && name.ends_with('…'),
         "{name}"
     );
+}
+
+/// A copy waits for its retry: 5 s after the first failure, doubling to 5 minutes, counted
+/// from `lastFailureTime` (so no wake brings it sooner).
+#[test]
+fn a_failed_copy_is_not_tried_again_before_its_backoff() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let failed = |attempts: Option<i32>, ago: Option<i64>| ReportFileStatus {
+        delivery: Some(Delivery {
+            attempts,
+            last_failure_time: ago.map(|s| f.now - TimeDelta::seconds(s)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let secs = |s| Some(Duration::from_secs(s));
+    /// (situation, attempts, failed seconds ago, wait)
+    type Row = (&'static str, Option<i32>, Option<i64>, Option<Duration>);
+    #[rustfmt::skip]
+    let rows: [Row; 7] = [
+        ("never tried", None, None, None),
+        ("tried, no failure recorded", Some(1), None, None),
+        ("failed once, 1 s ago", Some(1), Some(1), secs(4)),
+        ("failed once, 5 s ago: due", Some(1), Some(5), None),
+        ("failed 3 times, 10 s ago", Some(3), Some(10), secs(10)),
+        ("failed 100 times, 1 s ago: 5 minutes at most", Some(100), Some(1), secs(299)),
+        ("a failure recorded in the future: no longer than the backoff", Some(1), Some(-3600), secs(5)),
+    ];
+    for (what, attempts, ago, want) in rows {
+        assert_eq!(copy_backoff(&failed(attempts, ago), &f), want, "{what}");
+    }
+}
+
+/// While the pool copies (or the copy waits there), `Delivered` says so, unless it tells of a
+/// failure being retried: that is told once, whatever the tries in between.
+#[test]
+fn delivered_says_a_copy_runs_or_waits_but_keeps_a_failure_until_it_is_over() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let limits = Limits {
+        total: 8,
+        per_namespace: 2,
+    };
+    let before = |reason: Option<DeliveredReason>| {
+        let mut s = ReportFileStatus::default();
+        match reason {
+            Some(DeliveredReason::Copying) => copy_started(&mut s, &f, "s3://b/k"),
+            Some(DeliveredReason::Queued) => copy_waits(&mut s, &f, limits),
+            Some(failure) => {
+                copy_failed(&mut s, &f, failure, "down");
+            }
+            None => {}
+        }
+        s
+    };
+    let delivered = |s: &ReportFileStatus| {
+        find_condition(&s.conditions, CONDITION_DELIVERED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .expect("Delivered")
+    };
+    use DeliveredReason::{Copying, Queued, Unreachable};
+    /// (situation, Delivered before, the copy started (or waits), reason after, in the message)
+    type Row = (
+        &'static str,
+        Option<DeliveredReason>,
+        bool,
+        &'static str,
+        &'static str,
+    );
+    #[rustfmt::skip]
+    let rows: [Row; 6] = [
+        ("first copy started", None, true, "Copying", "copying the report into s3://b/k"),
+        ("first copy waits", None, false, "Queued", "at most 2 copies of a namespace run at once, 8 in all"),
+        ("a waiting copy starts", Some(Queued), true, "Copying", "copying"),
+        ("a running copy is seen again", Some(Copying), true, "Copying", "copying"),
+        ("a failed copy is retried: the failure stays", Some(Unreachable), true, "Unreachable", "down; retried"),
+        ("a failed copy waits for a slot: the failure stays", Some(Unreachable), false, "Unreachable", "down; retried"),
+    ];
+    for (what, was, started, reason, message) in rows {
+        let mut s = before(was);
+        if started {
+            copy_started(&mut s, &f, "s3://b/k");
+        } else {
+            copy_waits(&mut s, &f, limits);
+        }
+        let (status, got, text) = delivered(&s);
+        assert_eq!((status.as_str(), got.as_str()), ("False", reason), "{what}");
+        assert!(text.contains(message), "{what}: {text}");
+        assert!(
+            s.delivery.as_ref().and_then(|d| d.location.as_ref()).is_none(),
+            "{what}: no object before the copy ends"
+        );
+    }
+}
+
+/// What a copy wrote is recorded once it is in the store, and only then: every object, and
+/// for a CONNECT report whether its ZIP was unpacked.
+#[test]
+fn a_finished_copy_records_every_object_it_wrote() {
+    let f = Facts {
+        store: Some("bucket"),
+        ..facts()
+    };
+    let mut unpacked = copy_into("s3://b/r/report.csv");
+    unpacked.locations = vec!["s3://b/r/summary.json".into(), "s3://b/r/report.csv".into()];
+    unpacked.unpacked = true;
+    /// (situation, the copy, CONNECT, objects, connectArchive)
+    type Row = (
+        &'static str,
+        Copied,
+        bool,
+        Vec<&'static str>,
+        Option<ConnectArchive>,
+    );
+    #[rustfmt::skip]
+    let rows: [Row; 3] = [
+        ("one object", copy_into("s3://b/r.csv"), false, vec!["s3://b/r.csv"], None),
+        ("a CONNECT ZIP as it is", copy_into("s3://b/r.zip"), true, vec!["s3://b/r.zip"], Some(ConnectArchive::Store)),
+        ("an unpacked CONNECT ZIP: each file", unpacked, true, vec!["s3://b/r/summary.json", "s3://b/r/report.csv"], Some(ConnectArchive::Extract)),
+    ];
+    for (what, made, connect, objects, archive) in rows {
+        let mut s = ReportFileStatus::default();
+        copy_failed(&mut s, &f, DeliveredReason::Unreachable, "down");
+        copied(&mut s, &f, &made, connect);
+        let d = s.delivery.expect("delivery");
+        assert_eq!(d.location.as_deref(), Some(made.location.as_str()), "{what}");
+        assert_eq!(d.objects, objects, "{what}");
+        assert_eq!(d.connect_archive, archive, "{what}");
+        assert_eq!(
+            (d.size, d.sha256.as_deref(), d.delivered_time),
+            (Some(3), Some("ab"), Some(f.now)),
+            "{what}"
+        );
+        assert_eq!(
+            (d.attempts, d.last_failure_time),
+            (Some(2), None),
+            "{what}: one failed try, one made"
+        );
+    }
 }

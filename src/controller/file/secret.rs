@@ -26,7 +26,7 @@ use crate::controller::conditions::FIELD_MANAGER;
 /// Secret has no reference to the ReportFile, so its deletion wakes nothing.
 /// A look costs one metadata read, so it can be often enough that deleting the Secret
 /// feels immediate.
-pub const CONFLICT_RETRY: Duration = Duration::from_secs(30);
+pub const SECRET_CONFLICT_RETRY: Duration = Duration::from_secs(30);
 
 /// Writes that found the Secret changed under them are retried this often, each after a
 /// fresh look.
@@ -83,7 +83,7 @@ pub fn conflict_message(name: &str, why: &str) -> String {
     format!(
         "Secret {name:?} already exists and {why}; the operator leaves it unchanged and has not written the report's download. \
          Delete or rename that Secret: the report Secret is written within {} seconds after",
-        CONFLICT_RETRY.as_secs()
+        SECRET_CONFLICT_RETRY.as_secs()
     )
 }
 

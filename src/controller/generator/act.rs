@@ -12,9 +12,11 @@ use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
 use tracing::info;
 
+use super::dates::Coverage;
 use super::decide::{self, MIRROR_INTERVAL, PeriodicPass};
 use super::files::{Ensured, FileConflict, PlannedFile, ensure_file};
 use super::pacing;
+use crate::api::reasons::EventReason;
 use crate::api::{
     BackendType, EventType as ReportEventType, LABEL_GENERATOR, ReportBackend, ReportFile, ReportGenerator,
     ReportGeneratorStatus, label_value,
@@ -82,9 +84,9 @@ pub async fn periodic(
     owned: &[Arc<ReportFile>],
     status: &mut ReportGeneratorStatus,
     now: DateTime<Utc>,
-    snapshots: bool,
+    coverage: Coverage,
 ) -> Result<Outcome, Error> {
-    let schedulable = match decide::periodic(g, status, now, snapshots) {
+    let schedulable = match decide::periodic(g, status, now, coverage) {
         Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
@@ -120,8 +122,8 @@ async fn record_missed(ctx: &Context, g: &ReportGenerator, pass: &PeriodicPass, 
         ctx.event(
             g,
             EventType::Warning,
-            "Missed",
-            decide::missed_message(&window, why, pass.snapshots),
+            EventReason::Missed,
+            decide::missed_message(&window, why, pass.coverage),
         )
         .await;
     }
@@ -216,7 +218,7 @@ impl Mirror<'_> {
             template,
             mirrored_now,
         ) {
-            match ensure_file(ctx, g, file.clone(), status, Utc::now()).await? {
+            match ensure_file(ctx, g, file.clone(), status, ctx.now()).await? {
                 Ensured::Done => {
                     created.push(file);
                     mirrored.extend(report.generate_date);
@@ -233,7 +235,7 @@ impl Mirror<'_> {
         }
         Ok((
             Outcome::working(if remote.is_empty() {
-                Some(self.waits(status, Utc::now()).0)
+                Some(self.waits(status, ctx.now()).0)
             } else {
                 None
             }),
@@ -249,7 +251,7 @@ impl Mirror<'_> {
     ) -> Result<Outcome, Error> {
         let outcome = self.once(query, status).await?;
         prune(self.ctx, self.g, self.owned).await?;
-        Ok(outcome.or_requeue(self.waits(status, Utc::now()).1))
+        Ok(outcome.or_requeue(self.waits(status, self.ctx.now()).1))
     }
 
     /// How long to wait before listing again: while no report comes, from 2 s doubling up to

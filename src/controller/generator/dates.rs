@@ -1,12 +1,29 @@
 //! Dates, which mean something different per backend type, and which the CRD cannot check
 //! since it does not know the type: a window for most, nothing for FUSION's snapshots.
 
+use crate::api::reasons::GeneratorReady;
 use crate::api::{BackendType, CatchUpPolicy, EventType, ReportGenerator};
 use crate::controller::outcome::Outcome;
 
-/// FUSION answers with the data as it is now: it takes no date range.
-pub fn takes_snapshots(type_: BackendType) -> bool {
-    type_ == BackendType::Fusion
+/// What a report of a backend type shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// The window (or dates) it is asked for.
+    Window,
+    /// The data as it is when the report is taken (FUSION): a snapshot takes no date range
+    /// and covers no window.
+    Snapshot,
+}
+
+impl Coverage {
+    pub fn of(type_: BackendType) -> Coverage {
+        match type_ {
+            BackendType::Fusion => Coverage::Snapshot,
+            BackendType::Rde | BackendType::Cmp | BackendType::Connect | BackendType::Supplier => {
+                Coverage::Window
+            }
+        }
+    }
 }
 
 /// What the CRD cannot check about dates, since it does not know the backend type: a ONETIME
@@ -15,12 +32,12 @@ pub fn takes_snapshots(type_: BackendType) -> bool {
 pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let catch_up = g.spec.schedule.as_ref().and_then(|s| s.catch_up_policy);
-    if !takes_snapshots(type_) {
+    if Coverage::of(type_) == Coverage::Window {
         if g.spec.event_type == EventType::Onetime
             && (params.start_date.is_none() || params.end_date.is_none())
         {
             return Err(Outcome::invalid(
-                "InvalidParameters",
+                GeneratorReady::InvalidParameters,
                 format!(
                     "eventType ONETIME needs parameters.startDate and parameters.endDate on {} (only FUSION, whose reports are snapshots, takes none)",
                     type_.as_str()
@@ -50,7 +67,7 @@ pub fn validate_dates(g: &ReportGenerator, type_: BackendType) -> Result<(), Out
 /// backend type, and a Warning Event.
 fn unsupported(field: &str, type_: BackendType, why: &str) -> Outcome {
     Outcome::invalid(
-        "UnsupportedSetting",
+        GeneratorReady::UnsupportedSetting,
         format!("UnsupportedSetting: {field} on {}: {why}", type_.as_str()),
     )
 }

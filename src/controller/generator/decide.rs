@@ -9,10 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 
-use super::dates::{takes_snapshots, validate_dates};
+use super::dates::{Coverage, validate_dates};
 use super::files::{FileConflict, PlannedFile, fan_out, files_per_window, onetime_days};
 pub use super::mirror::{TemplateStep, mirror_mark, retired_template_done, template_step, to_mirror};
-use super::periodic::{self, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput};
+use super::periodic::{
+    self, Backlog, MAX_BACKFILL_WINDOWS, MAX_IN_PROGRESS_PER_GENERATOR, Missed, Plan, PlanInput,
+};
+use crate::api::reasons::GeneratorReady;
 use crate::api::{
     ANNOTATION_RUN_NOW, CONDITION_READY, CatchUpPolicy, ConcurrencyPolicy, EventType, FileState,
     LocalObjectReference, ReportBackend, ReportCounts, ReportFile, ReportGenerator, ReportGeneratorStatus,
@@ -31,7 +34,7 @@ pub const MIRROR_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_WINDOWS_PER_PASS: usize = 10;
 /// How soon a generator looks again at a ReportFile name taken by a file that is not its own:
 /// an old generator's file is usually gone within seconds of garbage collection.
-pub const CONFLICT_RETRY: Duration = Duration::from_secs(5);
+pub const FILE_NAME_CONFLICT_RETRY: Duration = Duration::from_secs(5);
 /// The longest a throttled generator waits before it looks again; a finished report wakes it
 /// sooner.
 pub const THROTTLED_RETRY: Duration = Duration::from_secs(60);
@@ -48,9 +51,8 @@ pub enum Start {
     PlatformScheduled,
     /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
     Onetime(Vec<PlannedFile>),
-    /// PERIODIC on a backend the operator schedules: see [`periodic`]. `snapshots`: the
-    /// backend (FUSION) reports on the data as it is when asked, not on a window.
-    Periodic { snapshots: bool },
+    /// PERIODIC on a backend the operator schedules: see [`periodic`]; what each run shows.
+    Periodic(Coverage),
     /// ON_INVOICE (CMP): list the invoice reports the backend made, to mirror.
     Mirror(ListQuery),
 }
@@ -70,7 +72,7 @@ pub fn start(
     if let Some(message) =
         crate::backend::unsupported_setting(rb.spec.type_, &g.spec, run_now, status.last_run_now.as_deref())
     {
-        return Err(Outcome::invalid("UnsupportedSetting", message));
+        return Err(Outcome::invalid(GeneratorReady::UnsupportedSetting, message));
     }
     if caps.platform_scheduled {
         return Ok(Start::PlatformScheduled);
@@ -87,7 +89,7 @@ pub fn start(
             } else {
                 vec![&name, &from, &to]
             };
-            let params = if takes_snapshots(rb.spec.type_) {
+            let params = if Coverage::of(rb.spec.type_) == Coverage::Snapshot {
                 ReportParameters {
                     start_date: None,
                     end_date: None,
@@ -98,9 +100,7 @@ pub fn start(
             };
             Start::Onetime(fan_out(g, &parts, params))
         }
-        EventType::Periodic => Start::Periodic {
-            snapshots: takes_snapshots(rb.spec.type_),
-        },
+        EventType::Periodic => Start::Periodic(Coverage::of(rb.spec.type_)),
         // CMP makes invoice reports itself; validate() refused the other backends.
         EventType::OnInvoice => {
             let created = g
@@ -128,7 +128,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     let type_ = rb.spec.type_;
     if !caps.event_types.contains(&spec.event_type) {
         return Err(Outcome::invalid(
-            "UnsupportedEventType",
+            GeneratorReady::UnsupportedEventType,
             format!(
                 "{} backends do not support eventType {}",
                 type_.as_str(),
@@ -139,7 +139,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
     if !caps.formats.contains(&spec.format) {
         let supported: Vec<&str> = caps.formats.iter().map(|f| f.upper()).collect();
         return Err(Outcome::invalid(
-            "UnsupportedFormat",
+            GeneratorReady::UnsupportedFormat,
             format!(
                 "{} backends support format {}, not {}",
                 type_.as_str(),
@@ -154,13 +154,13 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         && !caps.periods.contains(&period)
     {
         return Err(Outcome::invalid(
-            "UnsupportedPeriod",
+            GeneratorReady::UnsupportedPeriod,
             format!("{} backends do not support period {period:?}", type_.as_str()),
         ));
     }
     if let Some(field) = crate::backend::missing_parameter(type_, &params) {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             format!("{} reports need {field}", type_.as_str()),
         ));
     }
@@ -171,7 +171,7 @@ pub fn validate(g: &ReportGenerator, rb: &ReportBackend, caps: &Capabilities) ->
         && (s < 1 || TimeDelta::try_seconds(s).is_none())
     {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             format!(
                 "activeDeadlineSeconds {s} is out of range: use 1 to {} (30 days)",
                 crate::api::MAX_DEADLINE_SECONDS
@@ -190,8 +190,8 @@ pub struct PeriodicPass {
     pub active: usize,
     /// A new run-now annotation value, to record once its window is made.
     pub run_now: Option<String>,
-    /// FUSION: each run takes a snapshot, which covers no window.
-    pub snapshots: bool,
+    /// What each run shows (FUSION: a snapshot, which covers no window).
+    pub coverage: Coverage,
 }
 
 impl PeriodicPass {
@@ -199,7 +199,7 @@ impl PeriodicPass {
     /// is named after the run's window but carries no dates: it shows the data when taken.
     pub fn files(&self, g: &ReportGenerator, window: &Window) -> Vec<PlannedFile> {
         let params = g.spec.parameters.clone().unwrap_or_default();
-        let window_params = if self.snapshots {
+        let window_params = if self.coverage == Coverage::Snapshot {
             ReportParameters {
                 start_date: None,
                 end_date: None,
@@ -230,23 +230,23 @@ pub fn needs_live_count(g: &ReportGenerator, cached_in_progress: usize) -> bool 
 }
 
 /// Checks a PERIODIC generator's schedule, or says why it cannot be scheduled as written.
-/// `snapshots`: see [`Start::Periodic`].
+/// `coverage`: see [`Start::Periodic`].
 pub fn periodic(
     g: &ReportGenerator,
     status: &ReportGeneratorStatus,
     now: DateTime<Utc>,
-    snapshots: bool,
+    coverage: Coverage,
 ) -> Result<Schedulable, Outcome> {
     let params = g.spec.parameters.clone().unwrap_or_default();
     let sched = g.spec.schedule.clone().unwrap_or_default();
     let Some(period) = params.period else {
         return Err(Outcome::invalid(
-            "InvalidParameters",
+            GeneratorReady::InvalidParameters,
             "PERIODIC reports need parameters.period",
         ));
     };
     let schedule = ReportSchedule::new(period, sched.time_zone.as_deref(), sched.cron.as_deref())
-        .map_err(|e| Outcome::invalid("InvalidSchedule", e.to_string()))?;
+        .map_err(|e| Outcome::invalid(GeneratorReady::InvalidSchedule, e.to_string()))?;
     let starting_deadline = starting_deadline(sched.starting_deadline_seconds)?;
     let created = g
         .metadata
@@ -269,7 +269,7 @@ pub fn periodic(
         schedule,
         starting_deadline,
         created,
-        snapshots,
+        coverage,
     })
 }
 
@@ -279,7 +279,7 @@ pub struct Schedulable {
     schedule: ReportSchedule,
     starting_deadline: Option<TimeDelta>,
     created: DateTime<Utc>,
-    snapshots: bool,
+    coverage: Coverage,
 }
 
 impl Schedulable {
@@ -295,7 +295,7 @@ impl Schedulable {
             schedule,
             starting_deadline,
             created,
-            snapshots,
+            coverage,
         } = self;
         let params = g.spec.parameters.clone().unwrap_or_default();
         let sched = g.spec.schedule.clone().unwrap_or_default();
@@ -316,7 +316,7 @@ impl Schedulable {
             starting_deadline,
             // A snapshot taken late would show today's data under a past window's name: only
             // the latest missed run is taken (validate refused an explicit All).
-            catch_up: if snapshots {
+            catch_up: if coverage == Coverage::Snapshot {
                 sched.catch_up_policy.unwrap_or(CatchUpPolicy::Latest)
             } else {
                 sched.catch_up_policy.unwrap_or_default()
@@ -334,7 +334,7 @@ impl Schedulable {
             forbid,
             active,
             run_now,
-            snapshots,
+            coverage,
         }
     }
 }
@@ -349,7 +349,7 @@ pub fn starting_deadline(seconds: Option<i64>) -> Result<Option<TimeDelta>, Outc
         .map(Some)
         .ok_or_else(|| {
             Outcome::invalid(
-                "InvalidSchedule",
+                GeneratorReady::InvalidSchedule,
                 format!(
                     "schedule.startingDeadlineSeconds {s} is out of range: use 0 to {} (30 days)",
                     crate::api::MAX_DEADLINE_SECONDS
@@ -365,7 +365,7 @@ pub fn backfill_too_long(
     earliest: DateTime<Utc>,
 ) -> Outcome {
     Outcome::invalid(
-        "BackfillTooLong",
+        GeneratorReady::BackfillTooLong,
         format!(
             "parameters.startDate {} is more than {MAX_BACKFILL_WINDOWS} {period:?} windows back, and a generator backfills at most {MAX_BACKFILL_WINDOWS}: set parameters.startDate to {} or later, or use a longer period; nothing was created",
             from.to_rfc3339(),
@@ -374,12 +374,12 @@ pub fn backfill_too_long(
     )
 }
 
-/// The Warning Event message of a missed window (`snapshots`: of a FUSION generator).
-pub fn missed_message(window: &Window, why: Missed, snapshots: bool) -> String {
+/// The Warning Event message of a missed window of a generator whose runs show `coverage`.
+pub fn missed_message(window: &Window, why: Missed, coverage: Coverage) -> String {
     let why = match why {
         Missed::Suspended => "the generator was suspended",
         Missed::DeadlineExceeded => "its run time is older than startingDeadlineSeconds",
-        Missed::CatchUpPolicy if snapshots => {
+        Missed::CatchUpPolicy if coverage == Coverage::Snapshot => {
             "it fell due while the operator was down, and a FUSION snapshot taken now would show today's data, not that window's (only the latest missed run is taken)"
         }
         Missed::CatchUpPolicy => "it fell due while the operator was down and catchUpPolicy skips it",
@@ -437,16 +437,16 @@ pub fn finish_periodic(
     let until_next_run = plan
         .next_run
         .map(|r| (r - now).to_std().unwrap_or_default() + Duration::from_millis(100));
-    if plan.throttled {
+    if plan.backlog == Backlog::Throttled {
         // The same words each time, so that repeated Events fold into one series.
         let message = format!(
             "at most {MAX_IN_PROGRESS_PER_GENERATOR} reports of one generator run at once: the next windows start, oldest first, as reports finish"
         );
-        return Outcome::ready("Throttled", message)
+        return Outcome::ready(GeneratorReady::Throttled, message)
             .requeue(until_next_run.map_or(THROTTLED_RETRY, |d| d.min(THROTTLED_RETRY)))
             .warned();
     }
-    let requeue = if plan.more_pending && !(pass.forbid && pass.active > 0) {
+    let requeue = if plan.backlog == Backlog::Waiting && !(pass.forbid && pass.active > 0) {
         Some(Duration::from_secs(1))
     } else {
         until_next_run
@@ -455,20 +455,20 @@ pub fn finish_periodic(
 }
 
 /// A ReportFile name is taken by a file that is not this generator's: its report is not
-/// counted as made, and the generator looks again after [`CONFLICT_RETRY`]. One being
+/// counted as made, and the generator looks again after [`FILE_NAME_CONFLICT_RETRY`]. One being
 /// deleted goes by itself, without a word.
 pub fn file_conflict(c: FileConflict) -> Outcome {
     if c.deleting {
-        return Outcome::working(Some(CONFLICT_RETRY));
+        return Outcome::working(Some(FILE_NAME_CONFLICT_RETRY));
     }
     Outcome::invalid(
-        "FileConflict",
+        GeneratorReady::FileConflict,
         format!(
             "ReportFile {:?} exists but is not this generator's (left by an earlier generator of the same name, or made by someone else): delete it, or rename the generator",
             c.name
         ),
     )
-    .requeue(CONFLICT_RETRY)
+    .requeue(FILE_NAME_CONFLICT_RETRY)
 }
 
 /// The outcome of a failed backend call on the generator's own behalf (RDE templates,
@@ -476,15 +476,15 @@ pub fn file_conflict(c: FileConflict) -> Outcome {
 pub fn backend_failed(type_: &str, operation: &str, e: &BackendError) -> Outcome {
     match e.action() {
         ErrorAction::Retry { after } => Outcome::waiting(
-            "BackendError",
+            GeneratorReady::BackendError,
             format!("{operation} on {type_}: {e}"),
             after.unwrap_or(BACKEND_RETRY),
         ),
         ErrorAction::BackendNotReady { reason, message } => {
-            crate::controller::registry::NotReady::new(reason, message).into()
+            crate::controller::registry::NotReady::broken(reason, message).into()
         }
         ErrorAction::FailReport { reason } => Outcome::invalid(
-            "Rejected",
+            GeneratorReady::Rejected,
             format!("{type_} refused the report template: {reason}"),
         ),
     }
@@ -519,18 +519,22 @@ pub struct Latest {
 /// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
 /// that it is scheduling reports and that the newest finished report did not FAIL (so that
 /// a generator whose reports fail is not shown healthy).
-pub fn ready_condition(
-    g: &ReportGenerator,
-    status: &ReportGeneratorStatus,
-    latest: Option<&Latest>,
-) -> Cond<'static> {
+pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, latest: Option<&Latest>) -> Cond {
     let r = &status.reports;
     match g.spec.event_type {
-        EventType::Onetime if r.ready > 0 => Cond::ready(true, "ReportReady", "the report is READY"),
-        EventType::Onetime if r.failed > 0 => {
-            Cond::ready(false, "ReportFailed", "the report FAILED; see its ReportFile")
+        EventType::Onetime if r.ready > 0 => {
+            Cond::ready(true, GeneratorReady::ReportReady, "the report is READY")
         }
-        EventType::Onetime => Cond::ready(false, "ReportInProgress", "the report is being generated"),
+        EventType::Onetime if r.failed > 0 => Cond::ready(
+            false,
+            GeneratorReady::ReportFailed,
+            "the report FAILED; see its ReportFile",
+        ),
+        EventType::Onetime => Cond::ready(
+            false,
+            GeneratorReady::ReportInProgress,
+            "the report is being generated",
+        ),
         _ => match latest {
             Some(Latest {
                 name,
@@ -538,7 +542,7 @@ pub fn ready_condition(
                 why,
             }) => Cond::ready(
                 false,
-                "LastReportFailed",
+                GeneratorReady::LastReportFailed,
                 format!(
                     "the latest report, ReportFile {name:?}, FAILED: {}; Ready again when a newer report is READY ({} READY, {} in progress, {} FAILED)",
                     why.as_deref().unwrap_or("see the ReportFile"),
@@ -549,7 +553,7 @@ pub fn ready_condition(
             ),
             _ => Cond::ready(
                 true,
-                "Scheduled",
+                GeneratorReady::Scheduled,
                 format!(
                     "{} READY, {} in progress, {} FAILED",
                     r.ready, r.in_progress, r.failed

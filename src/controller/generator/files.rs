@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::names::derived_name;
+use crate::api::reasons::EventReason;
 use crate::api::{
     LABEL_GENERATOR, LocalObjectReference, ReportFile, ReportFileSpec, ReportFormat, ReportGenerator,
     ReportGeneratorStatus, ReportParameters, label_value,
@@ -211,7 +212,7 @@ pub async fn ensure_file(
             ctx.event(
                 g,
                 EventType::Normal,
-                "Created",
+                EventReason::Created,
                 format!("created ReportFile {name:?}"),
             )
             .await;

@@ -14,10 +14,11 @@ mod names;
 mod pacing;
 mod periodic;
 mod rde;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -75,7 +76,7 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
     if g.metadata.deletion_timestamp.is_some() {
         return rde::finalize(g, ctx).await;
     }
-    let now = Utc::now();
+    let now = ctx.now();
     let old = g.status.as_ref();
     let mut status = ReportGeneratorStatus {
         observed_generation: g.metadata.generation,
@@ -94,8 +95,8 @@ async fn reconcile_inner(g: Arc<ReportGenerator>, ctx: &Context) -> Result<Actio
                 rde::run(ctx, &g, &rb, backend.as_ref(), &mut status, &owned).await?
             }
             Ok(Start::Onetime(files)) => act::onetime(ctx, &g, files, &mut status, now).await?,
-            Ok(Start::Periodic { snapshots }) => {
-                act::periodic(ctx, &g, &owned, &mut status, now, snapshots).await?
+            Ok(Start::Periodic(coverage)) => {
+                act::periodic(ctx, &g, &owned, &mut status, now, coverage).await?
             }
             Ok(Start::Mirror(query)) => {
                 let mirror = act::Mirror {
@@ -126,3 +127,7 @@ fn owned_files(ctx: &Context, g: &ReportGenerator) -> Vec<Arc<ReportFile>> {
         .map(|uid| ctx.index.files_of_owner(&uid))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod driver_tests;

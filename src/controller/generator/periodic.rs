@@ -80,14 +80,24 @@ pub struct Plan {
     pub missed: Vec<(Window, Missed)>,
     /// The new `status.lastWindowEnd`.
     pub last_window_end: Option<DateTime<Utc>>,
-    /// Windows are still waiting (cap or Forbid): look again soon, or when the active report
-    /// finishes.
-    pub more_pending: bool,
-    /// Windows are waiting because the generator has `max_in_progress` reports in progress:
-    /// they start when reports finish.
-    pub throttled: bool,
+    /// Whether windows due wait for a later pass, and why.
+    pub backlog: Backlog,
     /// The next run time, for `status.nextReportDate` and the requeue.
     pub next_run: Option<DateTime<Utc>>,
+}
+
+/// Windows due that this pass does not create.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backlog {
+    /// None: every window due is created or recorded as missed.
+    #[default]
+    None,
+    /// Some wait for the per-pass cap or for Forbid's report in progress: look again soon, or
+    /// when that report finishes.
+    Waiting,
+    /// Some wait because the generator has `max_in_progress` reports in progress: they start,
+    /// oldest first, as reports finish.
+    Throttled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +147,22 @@ pub fn backfill_too_long(
     Some(oldest.start)
 }
 
-/// Plans one pass of a PERIODIC generator.
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+/// A window not dealt with yet, with its run time and class.
+type Candidate = (Window, DateTime<Utc>, Class);
+
+/// Whether `w` is after the high-water mark `mark` (not dealt with yet).
+fn is_new(mark: Option<DateTime<Utc>>, w: &Window) -> bool {
+    mark.is_none_or(|m| w.end > m)
+}
+
+/// The windows this pass looks at, oldest first: the backfill from `startDate` and the runs
+/// due since the mark, each classed as backfill, on time, or late (missed while the
+/// operator was down).
+fn candidates(input: &PlanInput<'_>) -> Vec<Candidate> {
     let s = input.schedule;
     let mark = input.last_window_end;
-    let is_new = |w: &Window| mark.is_none_or(|m| w.end > m);
-    let mut candidates: Vec<(Window, DateTime<Utc>, Class)> = Vec::new();
+    let is_new = |w: &Window| is_new(mark, w);
+    let mut candidates: Vec<Candidate> = Vec::new();
 
     if let Some(from) = input.backfill_from {
         let until = input.created.min(input.now);
@@ -175,6 +195,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         ));
     }
     candidates.sort_by_key(|(w, _, _)| w.start);
+    candidates
+}
+
+/// Plans one pass of a PERIODIC generator.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let s = input.schedule;
+    let mark = input.last_window_end;
+    let candidates = candidates(input);
     let newest_late = candidates
         .iter()
         .rev()
@@ -222,8 +250,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 plan.create.push(w);
             }
             None => {
-                plan.more_pending = true;
-                plan.throttled = throttled_room;
+                plan.backlog = if throttled_room {
+                    Backlog::Throttled
+                } else {
+                    Backlog::Waiting
+                };
                 break;
             }
         }
@@ -233,7 +264,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // run-now: the latest complete window, unless it has been dealt with or is planned.
     if input.run_now {
         let w = s.latest_complete_window(input.now);
-        if is_new(&w) && !plan.create.contains(&w) {
+        if is_new(mark, &w) && !plan.create.contains(&w) {
             plan.create.push(w);
         }
     }
@@ -307,11 +338,11 @@ mod tests {
             days(&p.create),
             (1..=10).map(|d| format!("11-{d:02}")).collect::<Vec<_>>()
         );
-        assert!(p.more_pending);
+        assert_eq!(p.backlog, Backlog::Waiting);
         i.last_window_end = p.last_window_end;
         let p = plan(&i);
         assert_eq!(days(&p.create), vec!["11-11", "11-12", "11-13", "11-14"]);
-        assert!(!p.more_pending);
+        assert_eq!(p.backlog, Backlog::None);
     }
 
     #[test]
@@ -374,7 +405,7 @@ mod tests {
         i.forbid = true;
         i.active = 1;
         let p = plan(&i);
-        assert!(p.create.is_empty() && p.more_pending);
+        assert!(p.create.is_empty() && p.backlog == Backlog::Waiting);
         assert_eq!(p.last_window_end, None);
         i.active = 0;
         let p = plan(&i);
@@ -428,26 +459,25 @@ mod tests {
         let mut i = input(&s, "2026-11-15T10:00:00Z", "2026-11-15T09:00:00Z");
         i.backfill_from = Some(t("2026-11-01T00:00:00Z"));
         i.max_in_progress = 5;
-        // (reports in progress, files per window, windows created, throttled, pending)
+        // (reports in progress, files per window, windows created, backlog)
         let cases = [
-            (0, 1, 5, true, true),
-            (3, 1, 2, true, true),
-            (5, 1, 0, true, true),
-            (9, 1, 0, true, true),
+            (0, 1, 5, Backlog::Throttled),
+            (3, 1, 2, Backlog::Throttled),
+            (5, 1, 0, Backlog::Throttled),
+            (9, 1, 0, Backlog::Throttled),
             // Three organizations per window: one window fits in 5 - 1.
-            (1, 3, 1, true, true),
+            (1, 3, 1, Backlog::Throttled),
             // A fan-out wider than the cap still moves one window at a time when idle.
-            (0, 7, 1, true, true),
-            (4, 7, 0, true, true),
+            (0, 7, 1, Backlog::Throttled),
+            (4, 7, 0, Backlog::Throttled),
         ];
-        for (active, per_window, created, throttled, pending) in cases {
+        for (active, per_window, created, backlog) in cases {
             i.active = active;
             i.files_per_window = per_window;
             let p = plan(&i);
             let at = format!("active {active}, {per_window} per window");
             assert_eq!(p.create.len(), created, "{at}");
-            assert_eq!(p.throttled, throttled, "{at}");
-            assert_eq!(p.more_pending, pending, "{at}");
+            assert_eq!(p.backlog, backlog, "{at}");
             // The mark covers exactly the windows created: the held ones come next.
             assert_eq!(p.last_window_end, p.create.last().map(|w| w.end), "{at}");
             if let Some(first) = p.create.first() {
@@ -459,7 +489,7 @@ mod tests {
         i.active = 0;
         i.files_per_window = 1;
         let p = plan(&i);
-        assert_eq!((p.create.len(), p.throttled, p.more_pending), (10, false, true));
+        assert_eq!((p.create.len(), p.backlog), (10, Backlog::Waiting));
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -15,6 +14,7 @@ use kube::runtime::events::EventType;
 use super::act::Mirror;
 use super::decide::{self, TemplateStep};
 use super::files::PlannedFile;
+use crate::api::reasons::EventReason;
 use crate::api::{
     EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus,
 };
@@ -24,12 +24,14 @@ use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
 use crate::controller::outcome::Outcome;
+use crate::controller::registry::Unusable;
 
 /// Finalizer that deletes the RDEReportTemplate on the platform.
 pub const RDE_FINALIZER: &str = crate::api::FINALIZER_RDE_TEMPLATE;
 
 /// Makes sure the template exists, follows the platform's schedule and mirrors the report
-/// files it made.
+/// files it made. A call the platform refuses ends the pass as [`decide::backend_failed`]
+/// says.
 pub async fn run(
     ctx: &Context,
     g: &ReportGenerator,
@@ -38,103 +40,127 @@ pub async fn run(
     status: &mut ReportGeneratorStatus,
     owned: &[Arc<ReportFile>],
 ) -> Result<Outcome, Error> {
+    match follow(ctx, g, rb, backend, status, owned).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Stop::Backend(operation, e)) => Ok(decide::backend_failed(rb.spec.type_.as_str(), operation, &e)),
+        Err(Stop::Kube(e)) => Err(e),
+    }
+}
+
+async fn follow(
+    ctx: &Context,
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    status: &mut ReportGeneratorStatus,
+    owned: &[Arc<ReportFile>],
+) -> Result<Outcome, Stop> {
     let api: Api<ReportGenerator> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    ensure_finalizer(g, &api).await?;
+    ensure_finalizer(g, &api).await.map_err(Stop::Kube)?;
     let req = template_request(g);
     let type_ = rb.spec.type_.as_str();
-    let settings = crate::backend::rde::template_settings(&req).ok();
-    let template_id = match decide::template_step(status, settings.as_deref()) {
-        TemplateStep::Keep(id) => id,
-        TemplateStep::Adopt(id) => {
-            status.template_settings = settings.clone();
-            id
-        }
-        step @ (TemplateStep::Create | TemplateStep::Replace(_)) => {
-            if let TemplateStep::Replace(old) = &step {
-                // The old template goes on reporting until the new one exists; it is saved
-                // as retired with the create-pending mark, before the platform hears of the
-                // new one, so that it is never forgotten.
-                status.retired_templates.push(old.clone());
-                status.external_id = None;
-                status.template_settings = None;
-                ctx.event(g, EventType::Normal, "Replacing", format!("the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}")).await;
-            }
-            let mut template = Template {
-                ctx,
-                g,
-                rb,
-                backend,
-                api: &api,
-                req: &req,
-                settings: settings.clone(),
-                status,
-            };
-            match create_once(&mut template).await {
-                Ok(Created::Found(t) | Created::Submitted(t)) => {
-                    ctx.event(
-                        g,
-                        EventType::Normal,
-                        "Submitted",
-                        format!("created RDEReportTemplate {}", t.id),
-                    )
-                    .await;
-                    t.id
-                }
-                Err(Stop::Backend(operation, e)) => return Ok(decide::backend_failed(type_, operation, &e)),
-                Err(Stop::Kube(e)) => return Err(e),
-            }
-        }
-    };
+    let template_id = template(ctx, g, rb, backend, &api, &req, status).await?;
     if g.spec.event_type == ReportEventType::Periodic {
         // The platform schedules: its next report date is the generator's.
-        match ctx
+        let template = ctx
             .metrics
             .call(type_, "get", backend.get(&template_id, &req))
             .await
-        {
-            Ok(template) => status.next_report_date = template.next_report_date,
-            Err(e) => return Ok(decide::backend_failed(type_, "get", &e)),
-        }
+            .map_err(|e| Stop::Backend("get", e))?;
+        status.next_report_date = template.next_report_date;
     }
     let query = ListQuery {
         template_id: Some(template_id),
         ..Default::default()
     };
-    let retired_files = retire(
-        &Mirror {
-            ctx,
-            g,
-            rb,
-            backend,
-            owned,
-            mirrored_now: &[],
-        },
-        status,
-    )
-    .await?;
     let mirror = Mirror {
         ctx,
         g,
         rb,
         backend,
         owned,
-        mirrored_now: &retired_files,
+        mirrored_now: &[],
     };
-    if g.spec.event_type != ReportEventType::Onetime {
-        return mirror.and_prune(&query, status).await;
+    let retired_files = retire(&mirror, status).await.map_err(Stop::Kube)?;
+    let mirror = Mirror {
+        mirrored_now: &retired_files,
+        ..mirror
+    };
+    mirror_current(&mirror, &query, status).await.map_err(Stop::Kube)
+}
+
+/// The id of the generator's template on the platform: the one it has, or a new one (which
+/// replaces it when the spec changed) made with the [`create_once`] protocol.
+async fn template(
+    ctx: &Context,
+    g: &ReportGenerator,
+    rb: &ReportBackend,
+    backend: &dyn ReportingBackend,
+    api: &Api<ReportGenerator>,
+    req: &ReportRequest,
+    status: &mut ReportGeneratorStatus,
+) -> Result<String, Stop> {
+    let settings = crate::backend::rde::template_settings(req).ok();
+    let step = decide::template_step(status, settings.as_deref());
+    match &step {
+        TemplateStep::Keep(id) => return Ok(id.clone()),
+        TemplateStep::Adopt(id) => {
+            status.template_settings = settings.clone();
+            return Ok(id.clone());
+        }
+        TemplateStep::Replace(old) => {
+            // The old template goes on reporting until the new one exists; it is saved as
+            // retired with the create-pending mark, before the platform hears of the new
+            // one, so that it is never forgotten.
+            status.retired_templates.push(old.clone());
+            status.external_id = None;
+            status.template_settings = None;
+            let message = format!(
+                "the spec changed and the platform cannot update a template: replacing RDEReportTemplate {old}"
+            );
+            ctx.event(g, EventType::Normal, EventReason::Replacing, message)
+                .await;
+        }
+        TemplateStep::Create => {}
     }
-    // A ONETIME template has one report file; once it is mirrored there is nothing to list.
+    let mut template = Template {
+        ctx,
+        g,
+        rb,
+        backend,
+        api,
+        req,
+        settings,
+        status,
+    };
+    let (Created::Found(made) | Created::Submitted(made)) = create_once(&mut template).await?;
+    let message = format!("created RDEReportTemplate {}", made.id);
+    ctx.event(g, EventType::Normal, EventReason::Submitted, message)
+        .await;
+    Ok(made.id)
+}
+
+/// Mirrors the report files of the current template (`query`). A ONETIME template has one:
+/// once it is mirrored there is nothing to list. A retired template not deleted yet is
+/// looked at again even when nothing else changes.
+async fn mirror_current(
+    mirror: &Mirror<'_>,
+    query: &ListQuery,
+    status: &mut ReportGeneratorStatus,
+) -> Result<Outcome, Error> {
+    if mirror.g.spec.event_type != ReportEventType::Onetime {
+        return mirror.and_prune(query, status).await;
+    }
     let current = query.template_id.as_deref();
-    let mirrored = owned.iter().any(|rf| rf.spec.template_id.as_deref() == current);
-    if mirrored {
-        return Ok(if status.retired_templates.is_empty() {
-            Outcome::working(None)
-        } else {
-            Outcome::working(Some(decide::MIRROR_INTERVAL))
-        });
-    }
-    let outcome = mirror.once(&query, status).await?;
-    // A retired template not deleted yet is looked at again even when nothing else changes.
+    let mirrored = mirror
+        .owned
+        .iter()
+        .any(|rf| rf.spec.template_id.as_deref() == current);
+    let outcome = if mirrored {
+        Outcome::working(None)
+    } else {
+        mirror.once(query, status).await?
+    };
     Ok(if status.retired_templates.is_empty() {
         outcome
     } else {
@@ -173,7 +199,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("listing the reports of the replaced RDEReportTemplate {id}: {e}"),
                 )
                 .await;
@@ -196,7 +222,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Normal,
-                    "Deleted",
+                    EventReason::Deleted,
                     format!("deleted the replaced RDEReportTemplate {id}"),
                 )
                 .await;
@@ -205,7 +231,7 @@ async fn retire(mirror: &Mirror<'_>, status: &mut ReportGeneratorStatus) -> Resu
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("deleting the replaced RDEReportTemplate {id}: {e}"),
                 )
                 .await
@@ -256,7 +282,7 @@ impl CreateOnce for Template<'_> {
     }
 
     fn mark_pending(&mut self) {
-        self.status.create_pending_since = Some(Utc::now());
+        self.status.create_pending_since = Some(self.ctx.now());
     }
 
     fn record(&mut self, made: &RemoteReport) {
@@ -331,12 +357,12 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
     }
     let (rb, backend) = match ctx.ready_backend(&namespace, &g.spec.backend_ref.name).await {
         Ok(found) => found,
-        Err(n) if n.reason == "BackendNotFound" => {
+        Err(n) if n.reason == Unusable::NotFound => {
             let ids = templates.join(", ");
             ctx.event(
                 g,
                 EventType::Warning,
-                "TemplateLeft",
+                EventReason::TemplateLeft,
                 format!("RDEReportTemplate {ids} was not deleted: {}", n.message),
             )
             .await;
@@ -347,7 +373,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
             ctx.event(
                 g,
                 EventType::Warning,
-                "BackendError",
+                EventReason::BackendError,
                 format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message),
             )
             .await;
@@ -369,7 +395,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                 ctx.event(
                     g,
                     EventType::Normal,
-                    "Deleted",
+                    EventReason::Deleted,
                     format!("deleted RDEReportTemplate {template_id}"),
                 )
                 .await
@@ -378,7 +404,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                 ctx.event(
                     g,
                     EventType::Warning,
-                    "BackendError",
+                    EventReason::BackendError,
                     format!("deleting RDEReportTemplate {template_id}: {e}"),
                 )
                 .await;
