@@ -78,7 +78,6 @@ impl Context {
         secrets: Store<PartialObjectMeta<Secret>>,
         stores: Store<ReportStore>,
         outbound: Arc<OutboundPolicy>,
-        shards: Shards,
         buckets: Arc<dyn Buckets>,
     ) -> Self {
         let reporter = Reporter {
@@ -90,7 +89,7 @@ impl Context {
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
             store_clients: StoreClients::default(),
             outbound,
-            shards,
+            shards: Shards::everything(),
             buckets,
             deliveries: Deliveries::new(Limits::default(), index.files.clone()),
             backoff: Default::default(),
@@ -108,6 +107,12 @@ impl Context {
             #[cfg(test)]
             fixed_now: Default::default(),
         }
+    }
+
+    /// This context reconciling only the namespaces of the shards `shards` holds (`--sharding`).
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// This context with a delivery pool of `limits`.

@@ -203,9 +203,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             secret_store,
             store_store,
             policy,
-            shards,
             Arc::new(file::S3Buckets),
         )
+        .with_shards(shards)
         .with_delivery_limits(args.delivery_limits()),
     );
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
