@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Formatting and lints first: they take seconds and fail before anything slow starts.
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 hack/control-plane.sh up
 trap 'hack/control-plane.sh down' EXIT
 eval "$(hack/control-plane.sh env)"

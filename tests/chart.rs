@@ -31,13 +31,7 @@ fn kinds(docs: &[Value]) -> BTreeSet<String> {
 }
 
 fn container_args(docs: &[Value]) -> Vec<String> {
-    let deployment = find(docs, "Deployment", "report-operator").expect("Deployment");
-    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
-    args.as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg").to_string())
-        .collect()
+    chart_support::container_args_of(docs, "report-operator")
 }
 
 /// What the operator needs, as the book's RBAC page (docs/src/security/rbac.md) documents it.
@@ -190,6 +184,8 @@ fn values_schema_rejects_wrong_values_naming_the_field() {
         ),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
         ("leaderElection.enabled=yes", "/leaderElection/enabled"),
+        ("sharding.shards=0", "/sharding/shards"),
+        ("sharding.shards=1025", "/sharding/shards"),
         ("logLevel=loud", "/logLevel"),
         (
             "rbac.aggregateToDefaultRoles=maybe",
@@ -455,6 +451,40 @@ fn rbac_is_exactly_what_the_operator_needs() {
     }
     assert_eq!(flat_rules(lease_role), lease_rules);
     assert!(find(&docs, "RoleBinding", "report-operator-leader-election").is_some());
+    assert!(find(&docs, "Role", "report-operator-shards").is_none());
+
+    // Sharding: list and create any Lease, read back and write only the shard and member
+    // Leases, in the release namespace; no leader-election Role.
+    let docs = documents(&render("ops", &["replicaCount=3", "sharding.shards=4"], &[]));
+    let shard_role = find(&docs, "Role", "report-operator-shards").expect("shard Lease Role");
+    assert_eq!(shard_role["metadata"]["namespace"], "ops");
+    let mut shard_rules = BTreeSet::new();
+    for verb in ["list", "create"] {
+        shard_rules.insert((
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            verb.into(),
+            "*".into(),
+        ));
+    }
+    for i in 0..4 {
+        for name in [
+            format!("report-operator-shard-{i}"),
+            format!("report-operator-member-{i}"),
+        ] {
+            for verb in ["get", "update"] {
+                shard_rules.insert((
+                    "coordination.k8s.io".into(),
+                    "leases".into(),
+                    verb.into(),
+                    name.clone(),
+                ));
+            }
+        }
+    }
+    assert_eq!(flat_rules(shard_role), shard_rules);
+    assert!(find(&docs, "RoleBinding", "report-operator-shards").is_some());
+    assert!(find(&docs, "Role", "report-operator-leader-election").is_none());
 }
 
 #[tokio::test]
@@ -494,7 +524,7 @@ async fn namespaced_install_is_accepted_and_grants_only_the_watched_namespace() 
 }
 
 #[tokio::test]
-async fn two_replicas_with_a_pdb_are_accepted_and_elect_a_leader() {
+async fn two_replicas_with_a_pdb_are_accepted_and_share_the_shards() {
     let ns = TestNamespace::new("chart-ha").await;
     let manifests = render(
         &ns.name,
@@ -510,12 +540,15 @@ async fn two_replicas_with_a_pdb_are_accepted_and_elect_a_leader() {
     let docs = documents(&manifests);
     let args = container_args(&docs);
     for arg in [
-        "--leader-elect".to_string(),
+        "--sharding".to_string(),
+        "--shards=16".to_string(),
         format!("--leader-election-namespace={}", ns.name),
         "--leader-election-lease-name=report-operator".to_string(),
+        "--leader-election-lease-seconds=15".to_string(),
     ] {
         assert!(args.contains(&arg), "{arg} missing: {args:?}");
     }
+    assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");
     let pdb = find(&docs, "PodDisruptionBudget", "report-operator").expect("PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(
@@ -523,12 +556,26 @@ async fn two_replicas_with_a_pdb_are_accepted_and_elect_a_leader() {
         "report-operator"
     );
     assert!(
-        find(&docs, "Role", "report-operator-leader-election").is_some(),
+        find(&docs, "Role", "report-operator-shards").is_some(),
         "Lease Role"
     );
     let deployment = find(&docs, "Deployment", "report-operator").expect("Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+
+    // With one watched namespace (one shard), several replicas elect a leader instead.
+    let docs = documents(&render(
+        &ns.name,
+        &["replicaCount=2", "watchNamespace=billing"],
+        &[],
+    ));
+    let args = container_args(&docs);
+    assert!(args.contains(&"--leader-elect".to_string()), "{args:?}");
+    assert!(!args.contains(&"--sharding".to_string()), "{args:?}");
 }
 
 /// The prometheus-operator ServiceMonitor CRD, cut down to the fields the chart sets but with

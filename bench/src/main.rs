@@ -9,6 +9,7 @@
 //! from the simulator's statistics; memory (VmHWM, VmRSS) and CPU (utime + stime) from
 //! `/proc/<pid>`.
 
+mod failover;
 mod reference;
 mod scale;
 mod scenarios;
@@ -28,8 +29,8 @@ pub struct Args {
     operator: PathBuf,
     /// Which scenarios to run, of a (one report), b (1,000 at once), c (idle generators), d
     /// (SUPPLIER fan-out and the hand-written client), e (restart and reconcile time at scale,
-    /// at a fiftieth of the scale first).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    /// at a fiftieth of the scale first), f (failover: one Lease against warm standbys).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
     scenarios: Vec<String>,
     /// Runs of scenario a.
     #[arg(long, env = "BENCH_RUNS", default_value_t = 20)]
@@ -49,6 +50,12 @@ pub struct Args {
     /// Finished ReportFiles made before the operator starts in scenario e.
     #[arg(long, env = "BENCH_SCALE_FILES", default_value_t = 50_000)]
     scale_files: usize,
+    /// Generators in the namespace of scenario f.
+    #[arg(long, env = "BENCH_FAILOVER_GENERATORS", default_value_t = 2_000)]
+    failover_generators: usize,
+    /// Finished ReportFiles in the namespace of scenario f.
+    #[arg(long, env = "BENCH_FAILOVER_FILES", default_value_t = 10_000)]
+    failover_files: usize,
     /// Where the operators' logs go.
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
@@ -109,9 +116,10 @@ async fn run(args: Args) -> Result<Vec<Row>, BenchError> {
             "c" => scenarios::idle_generators(&cluster, &args).await?,
             "d" => scenarios::fan_out(&cluster, &args).await?,
             "e" => scale::scale(&cluster, &args).await?,
+            "f" => failover::failover(&cluster, &args).await?,
             other => {
                 return Err(BenchError::Other(format!(
-                    "no scenario {other:?} (a, b, c, d, e)"
+                    "no scenario {other:?} (a, b, c, d, e, f)"
                 )));
             }
         };

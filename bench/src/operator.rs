@@ -30,13 +30,23 @@ impl Operator {
         namespace: &str,
         n: u32,
     ) -> Result<Operator, BenchError> {
-        Operator::spawn(
-            cmd,
-            kubeconfig,
-            &format!("{namespace}-{n}"),
-            &["--namespace", namespace],
-            &[],
-        )
+        Operator::start_with(cmd, kubeconfig, namespace, n, &[])
+    }
+
+    /// [`Operator::start`] with more flags for `run` (Leases: with `POD_NAME` `<namespace>-<n>`).
+    pub fn start_with(
+        cmd: &OperatorCommand,
+        kubeconfig: &Path,
+        namespace: &str,
+        n: u32,
+        extra: &[&str],
+    ) -> Result<Operator, BenchError> {
+        let name = format!("{namespace}-{n}");
+        let args: Vec<&str> = ["--namespace", namespace]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Operator::spawn(cmd, kubeconfig, &name, &args, &[("POD_NAME", name.as_str())])
     }
 
     /// `report-operator run <args>`, allowed to reach the simulators (and an object store)

@@ -121,7 +121,7 @@ async fn one(
 
 /// Waits until no reconcile has happened for [`QUIET`]; the time from `started` to the last
 /// reconcile seen.
-async fn settle(op: &Operator, started: Instant) -> Result<Duration, BenchError> {
+pub async fn settle(op: &Operator, started: Instant) -> Result<Duration, BenchError> {
     let (mut last_count, mut last_change) = (op.reconciles().await?, started.elapsed());
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < QUIET {
@@ -141,7 +141,7 @@ async fn settle(op: &Operator, started: Instant) -> Result<Duration, BenchError>
 
 /// `generators` idle PERIODIC generators (their first window ends in 2099) and `files`
 /// FAILED ReportFiles spread over them, owned by them, with the status the operator writes.
-async fn make_objects(
+pub async fn make_objects(
     cluster: &Cluster,
     ns: &str,
     generators: usize,

@@ -51,6 +51,20 @@ pub struct RunArgs {
         default_value_t = 15
     )]
     pub leader_election_lease_seconds: u64,
+    /// Share the work with the other replicas: namespaces fall into --shards shards, and each
+    /// replica reconciles the shards whose Lease it holds (`<lease-name>-shard-<i>` in the
+    /// leader-election namespace, with its duration). Instead of --leader-elect.
+    #[arg(long, env = "REPORT_OPERATOR_SHARDING", conflicts_with = "leader_elect")]
+    pub sharding: bool,
+    /// Number of shards with --sharding: the same in every replica. A namespace is in shard
+    /// FNV-1a(namespace) mod N.
+    #[arg(
+        long,
+        env = "REPORT_OPERATOR_SHARDS",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub shards: u16,
     /// Address ranges backend calls may reach although the outbound policy denies them by
     /// default (loopback, link-local and cloud metadata addresses), e.g. 127.0.0.1/32 for
     /// simulators on the same host. The Kubernetes API server stays denied.
@@ -181,6 +195,8 @@ mod tests {
                 "leader-election-lease-seconds",
                 "REPORT_OPERATOR_LEADER_ELECTION_LEASE_SECONDS",
             ),
+            ("sharding", "REPORT_OPERATOR_SHARDING"),
+            ("shards", "REPORT_OPERATOR_SHARDS"),
             // Repeatable flags: the variable holds a comma-separated list.
             ("outbound-allow-cidr", "REPORT_OPERATOR_OUTBOUND_ALLOW_CIDRS"),
             ("outbound-deny-cidr", "REPORT_OPERATOR_OUTBOUND_DENY_CIDRS"),
@@ -207,6 +223,30 @@ mod tests {
             .map(|(flag, env)| (flag.to_string(), Some(env.to_string())))
             .collect();
         assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn sharding_takes_a_bounded_shard_count_and_excludes_the_single_lease() {
+        let parse = |args: &[&str]| {
+            RunArgs::augment_args(Command::new("run"))
+                .no_binary_name(true)
+                .try_get_matches_from(args)
+                .map(|m| <RunArgs as clap::FromArgMatches>::from_arg_matches(&m).expect("args"))
+        };
+        let default = parse(&["--sharding"]).expect("sharding");
+        assert!(default.sharding && !default.leader_elect);
+        assert_eq!(default.shards, 16);
+        assert_eq!(
+            parse(&["--sharding", "--shards", "1024"]).expect("max").shards,
+            1024
+        );
+        for bad in [
+            &["--shards", "0"][..],
+            &["--shards", "1025"],
+            &["--sharding", "--leader-elect"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::fair_share::Limits;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady, Unusable};
+use super::shards::Shards;
 use super::store::StoreClients;
 use crate::api::reasons::Reason;
 use crate::api::{CONDITION_READY, ReportBackend, ReportFile, ReportGenerator, ReportStore, find_condition};
@@ -50,6 +51,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Where calls to backends and stores may go (the `--outbound-*` flags).
     pub outbound: Arc<OutboundPolicy>,
+    /// The namespaces this replica reconciles now (all of them without `--sharding`).
+    pub shards: Shards,
     /// Opens ReportStores' buckets for the copies of READY reports.
     pub buckets: Arc<dyn Buckets>,
     /// Runs the copies of READY reports into their stores, apart from the reconciles, a few
@@ -86,6 +89,7 @@ impl Context {
             registry: BackendRegistry::new(client.clone(), secrets.clone(), outbound.clone()),
             store_clients: StoreClients::default(),
             outbound,
+            shards: Shards::everything(),
             buckets,
             deliveries: Deliveries::new(Limits::default(), index.files.clone()),
             backoff: Default::default(),
@@ -103,6 +107,12 @@ impl Context {
             #[cfg(test)]
             fixed_now: Default::default(),
         }
+    }
+
+    /// This context reconciling only the namespaces of the shards `shards` holds (`--sharding`).
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// This context with a delivery pool of `limits`.
@@ -207,8 +217,7 @@ impl Context {
     /// write to it: acting on it would repeat what that write recorded. The watch brings the
     /// write soon (and wakes the object then).
     pub async fn hold_back<K: Resource>(&self, obj: &K) -> Option<Action> {
-        // The sender lives in `self`, so waiting ends only with `true`.
-        let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
+        self.caches_filled().await;
         self.own_writes
             .cache_is_behind(obj)
             .then(|| Action::requeue(CACHE_CATCH_UP))
@@ -227,6 +236,12 @@ impl Context {
         )?;
         self.caches_synced.send_replace(true);
         Ok(())
+    }
+
+    /// Resolves once every cache has listed once (see [`Context::fill_caches`]).
+    pub async fn caches_filled(&self) {
+        // The sender lives in `self`, so waiting ends only with `true`.
+        let _ = self.caches_synced.subscribe().wait_for(|synced| *synced).await;
     }
 
     /// Marks the operator ready (caches synced) for `/readyz`.

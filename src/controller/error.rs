@@ -88,4 +88,7 @@ pub enum RunError {
     /// The Lease is too short for a margin between our stop and a standby's takeover.
     #[error("--leader-election-lease-seconds must be at least {min}")]
     LeaseTooShort { min: u64 },
+    /// `--sharding` cannot name its Leases.
+    #[error("sharding: {0}")]
+    Sharding(String),
 }

@@ -6,19 +6,54 @@
 use std::sync::Arc;
 
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 
 use super::context::Context;
 use super::metrics::{self, BackendReadiness, BackendReadyLabels, GeneratorGauges, GeneratorLabels};
-use crate::api::{CONDITION_READY, EventType, Period, ReportBackend, ReportGenerator, find_condition};
+use crate::api::{
+    CONDITION_READY, EventType, FileState, Period, ReportBackend, ReportFile, ReportGenerator, find_condition,
+};
 
-/// Reads the index and the stores of `ctx` at each scrape.
+/// Reads the index and the stores of `ctx` at each scrape: with sharding, the objects of the
+/// shards this replica holds only, so that the replicas' series add up to the whole.
 pub fn snapshot(ctx: &Arc<Context>) -> metrics::TakeSnapshot {
     let ctx = ctx.clone();
-    Arc::new(move || metrics::Snapshot {
-        reports: ctx.index.reports_by_status(),
-        generators: ctx.generators.state().iter().map(|g| generator(g)).collect(),
-        backends: ctx.backends.state().iter().map(|rb| backend(rb)).collect(),
+    Arc::new(move || {
+        let held = |meta: &ObjectMeta| ctx.shards.holds(meta.namespace.as_deref().unwrap_or_default());
+        metrics::Snapshot {
+            reports: match ctx.shards.count() {
+                None => ctx.index.reports_by_status(),
+                Some(_) => reports_by_status(ctx.files.state().iter().filter(|rf| held(&rf.metadata))),
+            },
+            generators: ctx
+                .generators
+                .state()
+                .iter()
+                .filter(|g| held(&g.metadata))
+                .map(|g| generator(g))
+                .collect(),
+            backends: ctx
+                .backends
+                .state()
+                .iter()
+                .filter(|rb| held(&rb.metadata))
+                .map(|rb| backend(rb))
+                .collect(),
+        }
     })
+}
+
+/// ReportFiles by status, counted from `files` (no status yet counts as IN_PROGRESS).
+fn reports_by_status<'a>(files: impl Iterator<Item = &'a Arc<ReportFile>>) -> metrics::ReportsByStatus {
+    let mut counts = metrics::ReportsByStatus::default();
+    for rf in files {
+        match rf.status.as_ref().and_then(|s| s.status) {
+            Some(FileState::Ready) => counts.ready += 1,
+            Some(FileState::Failed) => counts.failed += 1,
+            Some(FileState::InProgress) | None => counts.in_progress += 1,
+        }
+    }
+    counts
 }
 
 /// A generator's gauges: its last success, and how often a report is due when one is due at

@@ -67,7 +67,9 @@ has_ready!(ReportBackend => ReportBackendStatus, ReportGenerator => ReportGenera
 
 /// Runs one reconcile of `obj`: times and counts it, turns a panic into [`Error::Panicked`],
 /// forgets the object's backoff when it succeeds and reports a permanent failure on the
-/// object itself.
+/// object itself. With sharding, only while this replica holds the object's shard: otherwise
+/// it returns at once, and is dropped where it stands when the shard goes (then the
+/// replica that takes the shard over queues the object again).
 pub async fn reconcile<K, Fut>(obj: &K, ctx: &Context, fut: Fut) -> Result<Action, Error>
 where
     K: HasReady,
@@ -87,23 +89,29 @@ where
     K: HasReady,
     Fut: Future<Output = Result<Action, Error>>,
 {
-    let start = Instant::now();
-    // Every line logged while this object is reconciled names it.
-    let span = info_span!("reconcile", kind = K::KIND, namespace = obj.namespace().as_deref().unwrap_or_default(), name = %obj.name_any());
-    let result = catch(fut, limit).instrument(span).await;
-    ctx.metrics.reconciled(K::KIND, result.is_ok(), start.elapsed());
-    match &result {
-        Ok(_) => ctx.backoff.succeeded(obj),
-        Err(e) => {
-            if let Error::Panicked(message) = e {
-                error!(kind = K::KIND, namespace = ?obj.namespace(), name = %obj.name_any(), panic = %message, "reconcile panicked");
-            }
-            if let Some((reason, message)) = e.condition() {
-                report(obj, ctx, reason, message).await;
+    let Some(claim) = ctx.shards.claim(obj.namespace().as_deref().unwrap_or_default()) else {
+        return Ok(Action::await_change());
+    };
+    let held = claim.while_held(async {
+        let start = Instant::now();
+        // Every line logged while this object is reconciled names it.
+        let span = info_span!("reconcile", kind = K::KIND, namespace = obj.namespace().as_deref().unwrap_or_default(), name = %obj.name_any());
+        let result = catch(fut, limit).instrument(span).await;
+        ctx.metrics.reconciled(K::KIND, result.is_ok(), start.elapsed());
+        match &result {
+            Ok(_) => ctx.backoff.succeeded(obj),
+            Err(e) => {
+                if let Error::Panicked(message) = e {
+                    error!(kind = K::KIND, namespace = ?obj.namespace(), name = %obj.name_any(), panic = %message, "reconcile panicked");
+                }
+                if let Some((reason, message)) = e.condition() {
+                    report(obj, ctx, reason, message).await;
+                }
             }
         }
-    }
-    result
+        result
+    });
+    held.await.unwrap_or(Ok(Action::await_change()))
 }
 
 /// The longest one reconcile may take. Reconciles of a kind share a fixed number of slots, so

@@ -1,22 +1,25 @@
-//! Leader election on a Lease, and the watchdog that makes a leader cut off from the API
-//! server stop reconciling before a standby may take its place.
+//! The Leases this process holds, and the watchdog that makes a holder cut off from the API
+//! server stop reconciling before another replica may take its place: the single
+//! leader-election Lease here, and each shard's Lease (`shards`), which use the same clock
+//! ([`margin`], [`verdict`]) and the same [`watchdog`].
 //!
-//! The Lease itself is kept by kube-lease-manager 0.13. Its watch channel alone does not stop
-//! a leader in time (read in its source, `LeaseManager::watch`, `changed`, `LeaseState::sync`):
-//! the channel turns false only after a successful read of the Lease names another holder.
-//! When a renewal fails (an API error, a refused or reset connection) `watch` logs
-//! "LeaseManager watcher error", backs off 1 to 30 s and tries again, and the channel stays
-//! true for as long as the API server cannot be reached: being the holder is judged from the
-//! last Lease read, never from its expiry. A hung connection is worse: kube's client has no
-//! read timeout by default, so the renewal PATCH waits forever and nothing is even logged.
-//! Meanwhile a standby that still reaches the API server takes the Lease once it is
-//! `duration` old, and both reconcile (the e2e test shows it when the watchdog is disabled).
+//! The leader-election Lease itself is kept by kube-lease-manager 0.13. Its watch channel alone
+//! does not stop a leader in time (read in its source, `LeaseManager::watch`, `changed`,
+//! `LeaseState::sync`): the channel turns false only after a successful read of the Lease
+//! names another holder. When a renewal fails (an API error, a refused or reset connection)
+//! `watch` logs "LeaseManager watcher error", backs off 1 to 30 s and tries again, and the
+//! channel stays true for as long as the API server cannot be reached: being the holder is
+//! judged from the last Lease read, never from its expiry. A hung connection is worse: kube's
+//! client has no read timeout by default, so the renewal PATCH waits forever and nothing is
+//! even logged. Meanwhile a standby that still reaches the API server takes the Lease once it
+//! is `duration` old, and both reconcile (the e2e test shows it when the watchdog is disabled).
 //!
-//! So the leader keeps its own deadline: [`watchdog`] reads the Lease every [`poll_interval`]
-//! (each read bounded by [`request_timeout`]) and notes the newest `renewTime` written under
-//! our identity. Once that is `duration − margin` old ([`verdict`]) the process stops, at the
-//! deadline itself and whatever the reads are doing, so it is gone before the standby may
-//! acquire at `duration`.
+//! So every holder keeps its own deadline: [`watchdog`] takes the renewals known to have
+//! reached the API server (for the leader-election Lease, read back every [`poll_interval`]
+//! by [`read_renewals`], each read bounded by [`request_timeout`]; for a shard, the renewals
+//! the shard manager wrote itself). Once the newest is `duration − margin` old ([`verdict`])
+//! it returns, at the deadline itself and whatever the reads or writes are doing, so the
+//! holder stops before another replica may acquire at `duration`.
 
 use std::time::{Duration, SystemTime};
 
@@ -76,6 +79,11 @@ pub fn verdict(last_renewal: SystemTime, now: SystemTime, duration: Duration) ->
     }
 }
 
+/// Who this process is to the other replicas: its pod's name, or a random one outside a pod.
+pub fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()))
+}
+
 /// The Lease while this process holds it.
 pub struct Leadership {
     lost: watch::Receiver<bool>,
@@ -96,8 +104,7 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
         });
     }
     let duration = Duration::from_secs(seconds);
-    let identity =
-        std::env::var("POD_NAME").unwrap_or_else(|_| format!("report-operator-{}", uuid::Uuid::new_v4()));
+    let identity = identity();
     let lease = args.leader_election_lease_name.clone();
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
         .with_namespace(&args.leader_election_namespace)
@@ -142,6 +149,7 @@ impl Leadership {
             duration,
             renewed,
         } = self;
+        let (renewals, seen) = watch::channel(renewed);
         tokio::select! {
             _ = async {
                 while *lost.borrow_and_update() {
@@ -150,43 +158,59 @@ impl Leadership {
                     }
                 }
             } => warn!("another replica holds the leader-election Lease; stopping reconciles"),
-            age = watchdog(&api, &lease, &identity, duration, renewed) => warn!(
+            age = watchdog(duration, seen) => warn!(
                 last_renewal_age = ?age,
                 lease_duration = ?duration,
                 "lost contact with the API server; stopping reconciles before the Lease can pass to another replica"
             ),
+            never = read_renewals(&api, &lease, &identity, duration, renewals) => match never {},
         }
         RunError::LostLeadership
     }
 }
 
-/// Returns (with the renewal's age) once the newest renewal read back under our identity is
-/// `duration − margin` old. The deadline runs on its own timer, so a slow read cannot delay it.
-async fn watchdog(
-    api: &Api<Lease>,
-    lease: &str,
-    identity: &str,
-    duration: Duration,
-    mut renewed: SystemTime,
-) -> Duration {
-    let poll = poll_interval(duration);
-    let timeout = request_timeout(duration);
+/// Returns (with the renewal's age) once the newest renewal sent on `renewals` is
+/// `duration − margin` old. The deadline runs on its own timer, so a slow read or write of the
+/// Lease cannot delay it; a sender that is gone sends no more renewals.
+pub async fn watchdog(duration: Duration, mut renewals: watch::Receiver<SystemTime>) -> Duration {
     loop {
+        let renewed = *renewals.borrow_and_update();
         let left = match verdict(renewed, SystemTime::now(), duration) {
             Verdict::Stop(age) => return age,
             Verdict::Keep(left) => left,
         };
         tokio::select! {
             _ = tokio::time::sleep(left) => {}
-            seen = async {
-                tokio::time::sleep(poll).await;
-                own_renewal(api, lease, identity, timeout).await
-            } => match seen {
-                Renewal::Ours(at) => renewed = renewed.max(at),
-                // The deadline stops us; the crate's channel reports the new holder too.
-                Renewal::NotOurs => debug!("the leader-election Lease names another holder"),
-                Renewal::Unknown => {}
+            changed = renewals.changed() => if changed.is_err() {
+                tokio::time::sleep(left).await;
             },
+        }
+    }
+}
+
+/// Reads the leader-election Lease every [`poll_interval`] and sends each renewal written
+/// under our identity (kube-lease-manager writes them) to the watchdog. Never returns.
+async fn read_renewals(
+    api: &Api<Lease>,
+    lease: &str,
+    identity: &str,
+    duration: Duration,
+    renewals: watch::Sender<SystemTime>,
+) -> std::convert::Infallible {
+    let timeout = request_timeout(duration);
+    loop {
+        tokio::time::sleep(poll_interval(duration)).await;
+        match own_renewal(api, lease, identity, timeout).await {
+            Renewal::Ours(at) => {
+                renewals.send_if_modified(|renewed| {
+                    let newer = at > *renewed;
+                    *renewed = (*renewed).max(at);
+                    newer
+                });
+            }
+            // The deadline stops us; the crate's channel reports the new holder too.
+            Renewal::NotOurs => debug!("the leader-election Lease names another holder"),
+            Renewal::Unknown => {}
         }
     }
 }
@@ -263,6 +287,24 @@ mod tests {
                 "duration {duration}, age {age}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_stops_at_the_deadline_of_the_newest_renewal() {
+        // 5 s: stop 4 s after the newest renewal. The first one is 3.8 s old (0.2 s left),
+        // a newer one 3.5 s old comes at once (0.5 s left).
+        let duration = Duration::from_secs(5);
+        let start = std::time::Instant::now();
+        let (renewals, seen) = watch::channel(SystemTime::now() - secs(3.8));
+        renewals.send_replace(SystemTime::now() - secs(3.5));
+        let age = watchdog(duration, seen).await;
+        let took = start.elapsed();
+        assert!(age >= secs(4.0), "{age:?}");
+        assert!(took >= secs(0.45) && took < secs(2.0), "{took:?}");
+        // With the sender gone, the last renewal still counts.
+        let (renewals, seen) = watch::channel(SystemTime::now() - secs(3.9));
+        drop(renewals);
+        assert!(watchdog(duration, seen).await >= secs(4.0));
     }
 
     #[test]

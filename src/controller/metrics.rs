@@ -6,9 +6,12 @@
 //! they carry `namespace` and the object's name, one series per existing object, taken from
 //! the caches at each scrape (so a deleted object's series goes with it).
 //!
-//! Only the replica that reconciles exports gauges read from the caches (`reports`, the
+//! Only a replica that reconciles exports gauges read from the caches (`reports`, the
 //! per-object gauges): a standby's caches are empty, and its zeros would make alerts fire on
-//! every failover. `leader` says which replica that is.
+//! every failover. `leader` says which replica that is. With sharding every replica that
+//! holds a shard reconciles, and exports the gauges of its shards' namespaces only
+//! (`gauges`), so that the replicas' series add up to the whole; `shard` labels the
+//! per-shard series (`shard_held`, `shard_takeovers`, `shard_reconciles`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +92,11 @@ pub struct BackendReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -145,6 +153,9 @@ pub struct Metrics {
     generator_expected_interval: Family<GeneratorLabels, Gauge<f64, AtomicU64>>,
     backend_ready: Family<BackendReadyLabels, Gauge>,
     leader: Gauge,
+    shard_held: Family<ShardLabels, Gauge>,
+    shard_takeovers: Family<ShardLabels, Counter>,
+    shard_reconciles: Family<ShardLabels, Counter>,
     /// One scrape at a time: a scrape clears and refills the gauges read from the caches.
     scrape: Mutex<()>,
 }
@@ -245,8 +256,26 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica reconciles (holds the Lease, or runs without leader election)",
+            "1 while this replica reconciles (holds the Lease or a shard, or runs without either)",
             leader.clone(),
+        );
+        let shard_held = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "shard_held",
+            "1 while this replica holds the shard's Lease and reconciles its namespaces",
+            shard_held.clone(),
+        );
+        let shard_takeovers = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "shard_takeovers",
+            "Times this replica took the shard's Lease",
+            shard_takeovers.clone(),
+        );
+        let shard_reconciles = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "shard_reconciles",
+            "Reconciles this replica started in the shard's namespaces",
+            shard_reconciles.clone(),
         );
         Metrics {
             registry,
@@ -264,6 +293,9 @@ impl Metrics {
             generator_expected_interval,
             backend_ready,
             leader,
+            shard_held,
+            shard_takeovers,
+            shard_reconciles,
             scrape: Mutex::new(()),
         }
     }
@@ -271,6 +303,23 @@ impl Metrics {
     /// Marks this replica as the one that reconciles, or not.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether this replica holds `shard`.
+    pub fn shard_held(&self, shard: u16, held: bool) {
+        self.shard_held
+            .get_or_create(&ShardLabels { shard })
+            .set(i64::from(held));
+    }
+
+    /// Counts one take of `shard`'s Lease.
+    pub fn shard_taken(&self, shard: u16) {
+        self.shard_takeovers.get_or_create(&ShardLabels { shard }).inc();
+    }
+
+    /// Counts one reconcile in `shard`.
+    pub fn shard_reconciled(&self, shard: u16) {
+        self.shard_reconciles.get_or_create(&ShardLabels { shard }).inc();
     }
 
     /// Counts a ReportFile that went from `before` to `after`, once: when it turns READY or

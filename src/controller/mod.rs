@@ -22,6 +22,8 @@
 //!                                        bucket trait a copy uses)
 //!   → metrics, backoff, conditions, error
 //! gauges → context, metrics            (what a scrape reads from the caches)
+//! context, guard → shards             (which namespaces this replica reconciles now)
+//! shards → leader, metrics            (shard Leases: plan, I/O, what is held)
 //! leader, outbound → cli, error (start-up)
 //! fixtures (tests only) → context, index, metrics, events, bucket
 //! ```
@@ -55,6 +57,7 @@ mod metrics;
 mod outbound;
 mod outcome;
 mod registry;
+mod shards;
 mod store;
 
 use std::sync::Arc;
@@ -66,7 +69,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{ReportBackend, ReportFile, ReportGenerator, ReportStore};
@@ -75,6 +78,7 @@ pub use context::Context;
 pub use error::{Error, RunError};
 use index::Index;
 pub use metrics::Metrics;
+use shards::Shards;
 
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
 const FILE_EVENT_BUFFER: usize = 1024;
@@ -84,7 +88,8 @@ const EVENT_BUFFER: usize = 256;
 const SECRET_EVENT_BUFFER: usize = 256;
 
 /// Runs the four controllers and the metrics server until SIGTERM or Ctrl-C; with
-/// `--leader-elect`, only while this process holds the Lease.
+/// `--leader-elect`, only while this process holds the Lease; with `--sharding`, for the
+/// namespaces of the shards whose Leases it holds.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // First, so that a port in use is an error before anything else starts.
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -169,21 +174,38 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         move |e| index.apply_store(e)
     });
 
-    let backend_controller = Controller::for_shared_stream(backend_events, backend_store);
-    let generator_controller = Controller::for_shared_stream(generator_events, generator_store);
-    let file_controller = Controller::for_shared_stream(file_events, file_store);
-    let store_controller = Controller::for_shared_stream(store_events, store_store.clone());
+    // With sharding, each controller hears only of the shards held here, and is handed every
+    // object of a shard when it is taken (`shards`).
+    let metrics = Arc::new(Metrics::new());
+    let shards = match args.sharding {
+        true => Shards::new(args.shards, metrics.clone()),
+        false => Shards::everything(),
+    };
+    let backend_controller =
+        Controller::for_shared_stream(shards.held_only(backend_events), backend_store.clone())
+            .reconcile_on(shards.taken(backend_store));
+    let generator_controller =
+        Controller::for_shared_stream(shards.held_only(generator_events), generator_store.clone())
+            .reconcile_on(shards.taken(generator_store));
+    let file_controller = Controller::for_shared_stream(shards.held_only(file_events), file_store.clone())
+        .reconcile_on(shards.taken(file_store));
+    let store_controller = Controller::for_shared_stream(shards.held_only(store_events), store_store.clone())
+        .reconcile_on(shards.taken(store_store.clone()));
+    let owned_file_events = shards.held_only(owned_file_events);
+    let [backend_secrets, file_secrets, store_secrets] =
+        [backend_secrets, file_secrets, store_secrets].map(|secrets| shards.held_only(secrets).boxed());
 
     let ctx = Arc::new(
         Context::new(
             client.clone(),
-            Arc::new(Metrics::new()),
+            metrics,
             index,
             secret_store,
             store_store,
             policy,
             Arc::new(file::S3Buckets),
         )
+        .with_shards(shards)
         .with_delivery_limits(args.delivery_limits()),
     );
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
@@ -214,6 +236,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     let work = async {
+        if args.sharding {
+            return share_work(client.clone(), &args, ctx.clone(), controllers).await;
+        }
         if !args.leader_elect {
             ctx.metrics.set_leader(true);
             controllers.await;
@@ -234,6 +259,78 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tokio::select! {
         r = work => r,
         r = metrics::serve(listener, ctx.metrics.clone(), gauges::snapshot(&ctx), ctx.readiness()) => r.map_err(|e| RunError::Metrics(args.metrics_addr, e)),
+    }
+}
+
+/// Runs the controllers, and the shard manager once the caches are filled. On SIGTERM (or
+/// when the controllers stop) every shard is released before this returns, so that the
+/// other replicas take them over at once.
+async fn share_work(
+    client: Client,
+    args: &RunArgs,
+    ctx: Arc<Context>,
+    controllers: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let seconds = args.leader_election_lease_seconds;
+    if seconds < leader::MIN_LEASE_SECONDS {
+        return Err(RunError::LeaseTooShort {
+            min: leader::MIN_LEASE_SECONDS,
+        });
+    }
+    shards::check_prefix(&args.leader_election_lease_name).map_err(RunError::Sharding)?;
+    let config = shards::Config {
+        namespace: args.leader_election_namespace.clone(),
+        prefix: args.leader_election_lease_name.clone(),
+        identity: leader::identity(),
+        shards: args.shards,
+        duration: std::time::Duration::from_secs(seconds),
+    };
+    // The budgets of a shard's backends count as spent by the replica that held it before.
+    let on_takeover: shards::OnTakeover = {
+        let (ctx, count) = (ctx.clone(), args.shards);
+        Box::new(move |shard, until| {
+            let backends = ctx.backends.state();
+            let taken = backends
+                .iter()
+                .filter(|rb| shards::shard_of(&rb.namespace().unwrap_or_default(), count) == shard);
+            ctx.registry.hand_over(taken.map(|rb| &**rb), until);
+        })
+    };
+    let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
+    let manager = shards::run(
+        client,
+        config,
+        ctx.shards.clone(),
+        on_takeover,
+        ctx.caches_filled(),
+        async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = terminated() => {}
+            }
+        },
+    );
+    let controllers = async move {
+        controllers.await;
+        let _ = stopped.send(());
+    };
+    tokio::join!(controllers, manager);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C, as the controllers' own shutdown does.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

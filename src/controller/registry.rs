@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -78,6 +79,8 @@ pub struct BackendRegistry {
     /// Where backend calls may go (the `--outbound-*` flags).
     outbound: Arc<OutboundPolicy>,
     entries: Mutex<HashMap<ObjectRef<ReportBackend>, Entry>>,
+    /// Limiters of backends taken over from another replica before their client is built.
+    handed_over: Mutex<HashMap<ObjectRef<ReportBackend>, Arc<Limiter>>>,
     /// When each backend was last probed, and for which fingerprint.
     probes: Mutex<HashMap<ObjectRef<ReportBackend>, (String, std::time::Instant)>>,
 }
@@ -97,7 +100,31 @@ impl BackendRegistry {
             secrets,
             outbound,
             entries: Mutex::default(),
+            handed_over: Mutex::default(),
             probes: Mutex::default(),
+        }
+    }
+
+    /// This replica takes `backends` over from another one, whose calls to them may have
+    /// been answered until `until` (wall clock, as its Lease says): each budget starts as if
+    /// that replica had spent it then ([`Limiter::assume_spent`]).
+    pub fn hand_over<'a>(&self, backends: impl IntoIterator<Item = &'a ReportBackend>, until: SystemTime) {
+        let ago = SystemTime::now().duration_since(until).unwrap_or_default();
+        let at = tokio::time::Instant::now()
+            .checked_sub(ago)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let entries = lock(&self.entries);
+        let mut handed_over = lock(&self.handed_over);
+        for rb in backends {
+            let key = ObjectRef::from_obj(rb);
+            let limiter = match entries.get(&key) {
+                Some(e) => e.limiter.clone(),
+                None => handed_over
+                    .entry(key)
+                    .or_insert_with(|| Limiter::for_backend(&rb.spec))
+                    .clone(),
+            };
+            limiter.assume_spent(at);
         }
     }
 
@@ -111,7 +138,7 @@ impl BackendRegistry {
             match entries.get(&key) {
                 Some(e) if e.fingerprint == fingerprint => return Ok(e.client.clone()),
                 Some(e) => Some(e.limiter.clone()),
-                None => None,
+                None => lock(&self.handed_over).get(&key).cloned(),
             }
         };
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
@@ -141,6 +168,7 @@ impl BackendRegistry {
         };
         let client =
             backend::connect_with_options(&rb.spec, &credentials, ca.as_deref(), limiter.clone(), &options)?;
+        lock(&self.handed_over).remove(&key);
         lock(&self.entries).insert(
             key,
             Entry {
@@ -189,6 +217,7 @@ impl BackendRegistry {
     /// Forgets the clients and probes of ReportBackends that no longer exist.
     pub fn forget_deleted(&self, backends: &Store<ReportBackend>) {
         lock(&self.entries).retain(|key, _| backends.get(key).is_some());
+        lock(&self.handed_over).retain(|key, _| backends.get(key).is_some());
         lock(&self.probes).retain(|key, _| backends.get(key).is_some());
     }
 

@@ -162,3 +162,14 @@ pub fn expected_rules(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, S
     }
     out
 }
+
+/// The arguments of the operator container of the Deployment `name` in `docs`.
+pub fn container_args_of(docs: &[Value], name: &str) -> Vec<String> {
+    let deployment = find(docs, "Deployment", name).expect("Deployment");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    args.as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}

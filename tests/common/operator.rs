@@ -99,6 +99,23 @@ impl Operator {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, and waits up to `deadline` for the process to end.
+    pub async fn terminate(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let pid = self.pid().expect("a running operator");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = super::wait_for("the operator to end after SIGTERM", deadline, || {
+            let status = self.exited();
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
     /// Everything the operator logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -162,12 +179,19 @@ pub fn listening_addr(line: &str) -> Option<String> {
     )
 }
 
-/// The command line of `report-operator run` with `args`, its output to `log`.
-fn spawn_run(kubeconfig: &std::path::Path, log: &std::path::Path, args: &[String]) -> Child {
+/// The command line of `report-operator run` with `args` and the environment `envs`, its
+/// output to `log`.
+fn spawn_run(
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+    args: &[String],
+    envs: &[(&str, &str)],
+) -> Child {
     let out = std::fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_report-operator"))
         .arg("run")
         .args(args)
+        .envs(envs.iter().copied())
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,report_operator=debug,kube=warn")
         .stdout(Stdio::from(out.try_clone().expect("log file")))
@@ -196,18 +220,34 @@ impl Operator {
     /// (`target/test-logs/<label>-operator-<n>.log`). Not for [`Operator::restart`], which
     /// scopes the process to a namespace.
     pub fn start_all_namespaces(cp: &ControlPlane, label: &str, extra_args: &[&str]) -> Operator {
+        Operator::start_all_namespaces_with_env(&cp.kubeconfig, label, extra_args, &[])
+    }
+
+    /// [`Operator::start_all_namespaces`] as the replica `identity` of a Deployment: its pod
+    /// name (`POD_NAME`) names it in Leases and Events. It talks to the API server as
+    /// `kubeconfig` says (for example through a [`super::proxy::Proxy`]).
+    pub fn start_replica(kubeconfig: &Path, identity: &str, extra_args: &[&str]) -> Operator {
+        Operator::start_all_namespaces_with_env(kubeconfig, identity, extra_args, &[("POD_NAME", identity)])
+    }
+
+    fn start_all_namespaces_with_env(
+        kubeconfig: &Path,
+        label: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Operator {
         let dir = super::repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{label}-operator-{:08x}.log", rand::random::<u32>()));
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let mut args = vec!["--metrics-addr".to_string(), "127.0.0.1:0".to_string()];
         args.extend(extra_args.iter().cloned());
-        let child = spawn_run(&cp.kubeconfig, &log, &args);
+        let child = spawn_run(kubeconfig, &log, &args, envs);
         Operator {
             child: Some(child),
             log,
             namespace: label.to_string(),
-            kubeconfig: cp.kubeconfig.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
             extra_args,
         }
     }

@@ -21,7 +21,7 @@ use crate::operator::{Operator, OperatorCommand};
 pub enum ReplicaMode {
     /// `--leader-elect`: one Lease, one leader; a kill hits the leader.
     LeaderElect,
-    /// `--sharding`: namespaces shared out over Leases (an operator that has the flag); a
+    /// `--sharding`: namespaces shared out over shard Leases; a
     /// kill hits a replica drawn at random.
     Sharding,
 }
@@ -144,19 +144,21 @@ impl Replicas {
 
     /// The flags of `run` for this mode.
     fn flags(&self) -> Vec<String> {
-        match self.mode {
-            None => vec![],
-            Some(ReplicaMode::LeaderElect) => vec![
-                "--leader-elect".into(),
-                "--leader-election-namespace".into(),
-                LEASE_NAMESPACE.into(),
-                "--leader-election-lease-name".into(),
-                self.lease_name.clone(),
-                "--leader-election-lease-seconds".into(),
-                LEASE_SECONDS.to_string(),
-            ],
-            Some(ReplicaMode::Sharding) => vec!["--sharding".into()],
-        }
+        let mode = match self.mode {
+            None => return vec![],
+            Some(ReplicaMode::LeaderElect) => "--leader-elect",
+            Some(ReplicaMode::Sharding) => "--sharding",
+        };
+        // The shard Leases are named after the lease name, in its namespace, with its duration.
+        vec![
+            mode.into(),
+            "--leader-election-namespace".into(),
+            LEASE_NAMESPACE.into(),
+            "--leader-election-lease-name".into(),
+            self.lease_name.clone(),
+            "--leader-election-lease-seconds".into(),
+            LEASE_SECONDS.to_string(),
+        ]
     }
 
     /// The identity of replica `r` (`POD_NAME`): a restarted process keeps it, as a pod's

@@ -42,9 +42,14 @@ app.kubernetes.io/part-of: report-operator
 {{- end }}
 {{- end }}
 
-{{/* Whether the operator runs with --leader-elect. */}}
+{{/* Whether the operator runs with --sharding: several replicas, all namespaces. */}}
+{{- define "report-operator.sharding" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (empty .Values.watchNamespace) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the operator runs with --leader-elect: one Lease, when not sharding. */}}
 {{- define "report-operator.leaderElect" -}}
-{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- if and (not (include "report-operator.sharding" .)) (or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1)) }}true{{ end }}
 {{- end }}
 
 {{- define "report-operator.leaseName" -}}

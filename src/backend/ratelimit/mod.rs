@@ -149,7 +149,14 @@ pub struct Limiter {
     config: LimiterConfig,
     logs: Mutex<HashMap<&'static str, SendLog>>,
     in_flight: Mutex<in_flight::InFlight>,
+    /// Answers of another process may have come until then ([`Limiter::assume_spent`]).
+    spent: Mutex<Option<Instant>>,
 }
+
+/// The longest window [`Limiter::assume_spent`] counts as spent. Longer ones (CMP's day,
+/// SUPPLIER's hourly token budget) would stop a backend for that long after every handover;
+/// they start fresh, as after a restart.
+pub const MAX_SPENT_WINDOW: Duration = Duration::from_secs(600);
 
 /// The requests of one budget key.
 #[derive(Debug, Default)]
@@ -166,10 +173,16 @@ struct SendLog {
 
 impl SendLog {
     /// `None` if a request may go now; else when it may at the earliest (`None` inside: when
-    /// an open request finishes).
-    fn next_slot(&self, budgets: &[Budget], now: Instant) -> Option<Option<Instant>> {
+    /// an open request finishes). Budgets are full until `spent` (see [`Limiter::assume_spent`]).
+    fn next_slot(&self, budgets: &[Budget], now: Instant, spent: Option<Instant>) -> Option<Option<Instant>> {
         let mut at = self.blocked_until.filter(|b| *b > now);
         for budget in budgets {
+            if let Some(free) = spent_until(budget, spent)
+                && free > now
+            {
+                at = Some(at.map_or(free, |a| a.max(free)));
+                continue;
+            }
             let n = budget.requests as usize;
             if self.open >= n {
                 return Some(at);
@@ -187,6 +200,13 @@ impl SendLog {
     }
 }
 
+/// When `budget` is whole again if its window was spent by answers that came at `spent`.
+fn spent_until(budget: &Budget, spent: Option<Instant>) -> Option<Instant> {
+    spent
+        .filter(|_| budget.window <= MAX_SPENT_WINDOW)
+        .map(|at| at + budget.guarded_window())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves consistent data here: every update is one step.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -200,7 +220,16 @@ impl Limiter {
             config,
             logs: Mutex::default(),
             in_flight: Mutex::default(),
+            spent: Mutex::default(),
         }
+    }
+
+    /// Another process may have spent every budget of this backend with answers that came
+    /// until `at` (it held the backend's shard until then): no request goes before each
+    /// window since `at` has passed, for windows up to [`MAX_SPENT_WINDOW`].
+    pub fn assume_spent(&self, at: Instant) {
+        let mut spent = lock(&self.spent);
+        *spent = Some(spent.map_or(at, |s| s.max(at)));
     }
 
     /// The limiter for a backend, with [`LimiterConfig::for_backend`].
@@ -237,6 +266,7 @@ impl Limiter {
     pub async fn acquire(&self, endpoint: &'static str) -> Result<Permit<'_>, BackendError> {
         let (key, budgets) = self.budgets_of(endpoint);
         let deadline = Instant::now() + self.config.max_wait;
+        let spent = *lock(&self.spent);
         loop {
             let finished = lock(&self.logs).entry(key).or_default().finished.clone();
             let notified = finished.notified();
@@ -247,7 +277,7 @@ impl Limiter {
                 let mut logs = lock(&self.logs);
                 let log = logs.entry(key).or_default();
                 let now = Instant::now();
-                match log.next_slot(budgets, now) {
+                match log.next_slot(budgets, now, spent) {
                     None => {
                         log.open += 1;
                         return Ok(Permit { limiter: self, key });
@@ -282,12 +312,16 @@ impl Limiter {
     /// spreads its requests over time (the ReportFile polls) may spend without waiting.
     pub fn spare(&self, endpoint: &'static str) -> u32 {
         let (key, budgets) = self.budgets_of(endpoint);
+        let spent = *lock(&self.spent);
         let logs = lock(&self.logs);
         let log = logs.get(key);
         let now = Instant::now();
         budgets
             .iter()
             .map(|b| {
+                if spent_until(b, spent).is_some_and(|free| free > now) {
+                    return 0;
+                }
                 let window = b.guarded_window();
                 let used = log.map_or(0, |l| {
                     l.open
@@ -417,6 +451,31 @@ mod tests {
         let before = Instant::now();
         drop(limiter.acquire("get").await.expect("within max_wait"));
         assert!(Instant::now() - before >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_assumed_spent_holds_requests_until_it_has_passed() {
+        // A 10-request budget per 60 s (guarded: 62 s), and a day's budget that is too long
+        // to wait for.
+        let mut cfg = config(vec![
+            Budget::new(10, Duration::from_secs(60)),
+            Budget::new(5000, Duration::from_secs(86_400)),
+        ]);
+        cfg.max_wait = Duration::from_secs(120);
+        let limiter = Limiter::new(cfg);
+        let start = Instant::now();
+        limiter.assume_spent(start - Duration::from_secs(20));
+        assert_eq!(limiter.spare("get"), 0);
+        drop(limiter.acquire("get").await.expect("within max_wait"));
+        assert_eq!(Instant::now() - start, Duration::from_secs(42));
+        // Whole again afterwards: the day's budget did not hold it, and the rest flows.
+        assert_eq!(limiter.spare("get"), 9);
+        drop(limiter.acquire("get").await.expect("free"));
+        assert_eq!(Instant::now() - start, Duration::from_secs(42));
+        // An older handover does not undo a newer one.
+        limiter.assume_spent(Instant::now());
+        limiter.assume_spent(start);
+        assert_eq!(limiter.spare("get"), 0);
     }
 
     #[test]

@@ -61,14 +61,18 @@ pub async fn controller(
     // A deleted or edited report Secret is written again.
     ctl.owns_shared_stream(secrets)
         // A backend that becomes Ready wakes the reports waiting for it.
-        .watches(backends, watcher::Config::default(), move |rb| {
-            let namespace = rb.namespace().unwrap_or_default();
-            let waiting = index
-                .files_of_backend(&namespace, &rb.name_any())
-                .into_iter()
-                .filter(|rf| !is_finished(rf));
-            waiting.map(|rf| ObjectRef::from_obj(&*rf)).collect::<Vec<_>>()
-        })
+        .watches(
+            backends,
+            watcher::Config::default(),
+            ctx.shards.only_held(move |rb: ReportBackend| {
+                let namespace = rb.namespace().unwrap_or_default();
+                let waiting = index
+                    .files_of_backend(&namespace, &rb.name_any())
+                    .into_iter()
+                    .filter(|rf| !is_finished(rf));
+                waiting.map(|rf| ObjectRef::from_obj(&*rf)).collect::<Vec<_>>()
+            }),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -46,13 +46,17 @@ pub async fn controller(
     ctl.with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_shared_stream(files)
         // A backend that changes (becomes Ready, say) wakes its generators.
-        .watches(backends, watcher::Config::default(), move |rb| {
-            let users = index.generators_of_backend(&rb.namespace().unwrap_or_default(), &rb.name_any());
-            users
-                .iter()
-                .map(|g| ObjectRef::from_obj(&**g))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            backends,
+            watcher::Config::default(),
+            ctx.shards.only_held(move |rb: ReportBackend| {
+                let users = index.generators_of_backend(&rb.namespace().unwrap_or_default(), &rb.name_any());
+                users
+                    .iter()
+                    .map(|g| ObjectRef::from_obj(&**g))
+                    .collect::<Vec<_>>()
+            }),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
