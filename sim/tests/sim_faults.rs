@@ -9,7 +9,7 @@ use clap::Parser;
 use report_sim::ReportingApi;
 use report_sim::{Fault, FaultKind, SimArgs, SimConfig, SimStats};
 use serde_json::json;
-use sim_support::{Rde, body_json, client, cmp_create, cmp_report, cmp_token, quick, start, supplier_token};
+use sim_support::{Rde, body_json, client, cmp_create, cmp_report, quick, start, supplier_token};
 
 const TYPE: &str = "http://www.odin.com/rde/report-template/1.1";
 
@@ -79,17 +79,8 @@ async fn a_lost_response_creates_but_the_client_gets_no_answer() {
     assert_eq!(stats.requests_with_status("RDE", "create", 0), 1, "{stats:?}");
 
     // With a status, the answer is that status instead (a gateway's 504 after the work).
-    let token = cmp_token(&sim).await;
     sim.inject(Fault::new(ReportingApi::Cmp, "create", FaultKind::LostResponse, 1).with_status(504));
-    let body = json!({"name": "Daily", "format": "json", "startDate": "2026-10-01T00:00:00Z", "endDate": "2026-10-02T00:00:00Z"});
-    let answer = client()
-        .post(format!("{}/reports", sim.backend_url(ReportingApi::Cmp)))
-        .bearer_auth(&token)
-        .header("x-subscription-key", "cmp-subscription-key")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let answer = cmp_create(&sim, "Daily", "json").await.expect("send");
     assert_eq!(answer.status(), 504);
     assert_eq!(sim.stats().total_generations(ReportingApi::Cmp), 1);
 }
