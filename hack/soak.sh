@@ -8,6 +8,8 @@
 #
 #   hack/soak.sh --minutes 30                 the release build, 30 minutes (the book's figures)
 #   hack/soak.sh --minutes 30 --replicas 2    two replicas with --leader-elect; the leader is killed
+#   hack/soak.sh --minutes 30 --replicas 2 --replica-mode sharding
+#                                             two replicas with --sharding; a replica is killed
 #   hack/soak.sh --seed 1234 --minutes 30     replay a run's plan (the seed is printed first)
 #   hack/soak.sh --debug --minutes 3          the debug build as `cargo build --workspace
 #                                             --all-targets` leaves it (what .ci/run runs)
