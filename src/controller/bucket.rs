@@ -32,8 +32,6 @@ pub trait Bucket: Send + Sync {
     async fn presign(&self, key: &str, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), StoreError>;
     /// Deletes the object `key` (already gone is success).
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Deletes every object whose key starts with `prefix`.
-    async fn delete_under(&self, prefix: &str) -> Result<(), StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -72,10 +70,6 @@ impl Bucket for Store {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         Store::delete(self, key).await
-    }
-
-    async fn delete_under(&self, prefix: &str) -> Result<(), StoreError> {
-        Store::delete_under(self, prefix).await
     }
 }
 

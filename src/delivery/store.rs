@@ -311,18 +311,6 @@ impl Store {
         super::unzip::extract(self, stem, body.map(|chunk| chunk.map_err(StoreError::source))).await
     }
 
-    /// Deletes every object whose key starts with `prefix` (an unpacked archive's files).
-    pub async fn delete_under(&self, prefix: &str) -> Result<(), StoreError> {
-        self.check_endpoint().await?;
-        let path = Path::parse(prefix).map_err(|e| StoreError::InvalidSpec(e.to_string()))?;
-        let mut listed = self.s3.list(Some(&path));
-        while let Some(meta) = listed.next().await {
-            let meta = meta.map_err(StoreError::from_store)?;
-            self.delete_path(&meta.location).await?;
-        }
-        Ok(())
-    }
-
     /// Streams `body` (a file the backend sends itself) into the object `key`.
     pub async fn copy_stream(&self, body: FileStream, key: &str) -> Result<Uploaded, StoreError> {
         self.check_endpoint().await?;

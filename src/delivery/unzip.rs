@@ -20,8 +20,9 @@ use super::store::{Store, StoreError, Uploaded};
 
 /// Bytes read from an entry at a time.
 const READ_BYTES: usize = 64 * 1024;
-/// Most entries taken from one archive.
-const MAX_ENTRIES: usize = 100;
+/// Most entries taken from one archive: as many as a ReportFile's status records, so that
+/// retention Delete knows every object a copy wrote.
+const MAX_ENTRIES: usize = crate::api::MAX_DELIVERED_OBJECTS;
 
 /// One archive entry, copied: its object key and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -814,3 +814,49 @@ async fn deleting_a_report_file_deletes_its_copy_first_when_the_store_says_delet
         ]
     );
 }
+
+#[tokio::test]
+async fn a_copy_that_never_completed_deletes_nothing_with_its_report_file() {
+    // Its key may name another ReportFile's object: only what a completed copy recorded goes.
+    let mut world = World::new();
+    world.backend("b", BackendType::Cmp);
+    world.store("bucket", json!({"retention": "Delete"}));
+    let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
+        "status": {"delivery": {"location": "s3://b/reports/team/other/x.csv", "attempts": 3,
+            "lastFailureTime": Utc::now().to_rfc3339()}}});
+    let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
+    world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
+    run(&world, "r").await;
+    assert_eq!(world.journal.take(), ["patch ReportFile/r"]);
+}
+
+#[tokio::test]
+async fn an_unpacked_archive_goes_object_by_object_as_recorded_whatever_the_store_says_now() {
+    // The store switched to Store since; what the copy wrote is in the record, nothing under
+    // a prefix is listed or deleted.
+    let mut world = World::new();
+    world.backend("b", BackendType::Connect);
+    world.store(
+        "bucket",
+        json!({"retention": "Delete", "connectArchive": "Store"}),
+    );
+    let objects = [
+        "s3://b/reports/team/r/report.csv",
+        "s3://b/reports/team/r/summary.csv",
+    ];
+    let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
+        "status": {"delivery": {"location": objects[0], "objects": objects, "connectArchive": "Extract",
+            "sha256": "ab", "deliveredTime": Utc::now().to_rfc3339()}}});
+    let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
+    world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "bucket open bucket",
+            "bucket delete reports/team/r/report.csv",
+            "bucket delete reports/team/r/summary.csv",
+            "patch ReportFile/r"
+        ]
+    );
+}

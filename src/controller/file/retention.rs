@@ -9,11 +9,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
-use super::cached_backend_type;
-use super::copy::{extracts, report_store};
+use super::copy::report_store;
 use super::renewal::COPY_RETRY_FIRST;
 use crate::api::ReportFile;
 use crate::api::reasons::EventReason;
+use crate::controller::bucket::Bucket;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::finalizers::{self, NotYet};
@@ -34,18 +34,30 @@ pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
     .await
 }
 
+/// What retention Delete deletes: exactly the objects the copy recorded as written once its
+/// upload completed. A copy that never completed wrote nothing of this ReportFile's (its key
+/// may even name another file's object), and the store's `connectArchive` today says
+/// nothing about how an older copy was stored, so nothing else is ever inferred.
+pub fn written(rf: &ReportFile) -> Vec<String> {
+    let Some(d) = rf.status.as_ref().and_then(|s| s.delivery.as_ref()) else {
+        return Vec::new();
+    };
+    match (&d.objects[..], &d.location, d.delivered_time) {
+        ([], Some(location), Some(_)) => vec![location.clone()],
+        ([], _, _) => Vec::new(),
+        (objects, _, _) => objects.to_vec(),
+    }
+}
+
 /// Deletes the copy of `rf`, or says in an Event why it stays; an unreachable store keeps
 /// the finalizer (`NotYet`).
 async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
     let namespace = rf.namespace().unwrap_or_default();
-    let location = rf
-        .status
-        .as_ref()
-        .and_then(|s| s.delivery.as_ref())
-        .and_then(|d| d.location.clone());
-    let (Some(store_ref), Some(location)) = (rf.spec.store_ref.as_ref(), location) else {
+    let objects = written(rf);
+    let (Some(store_ref), false) = (rf.spec.store_ref.as_ref(), objects.is_empty()) else {
         return Ok(Action::await_change());
     };
+    let location = objects.join(", ");
     let deleted = match report_store(ctx, &namespace, &store_ref.name) {
         None => Err(StoreError::InvalidSpec(format!(
             "ReportStore {:?} no longer exists",
@@ -53,17 +65,7 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
         ))),
         Some(rs) => match ctx.buckets.open(ctx, &namespace, &rs).await {
             Err(e) => Err(e),
-            Ok(bucket) => match location.strip_prefix(&bucket.location("")) {
-                // An unpacked archive: its files are alone under the report's key.
-                Some(key) if extracts(&rs, cached_backend_type(ctx, rf)) => match key.rsplit_once('/') {
-                    Some((stem, _)) => bucket.delete_under(stem).await,
-                    None => bucket.delete(key).await,
-                },
-                Some(key) if !key.is_empty() => bucket.delete(key).await,
-                _ => Err(StoreError::InvalidSpec(format!(
-                    "{location} is not in the store's bucket"
-                ))),
-            },
+            Ok(bucket) => delete_each(bucket.as_ref(), &objects).await,
         },
     };
     match deleted {
@@ -88,4 +90,20 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// Deletes each of `objects` (`s3://bucket/key`) from `bucket`; one outside it is refused.
+async fn delete_each(bucket: &dyn Bucket, objects: &[String]) -> Result<(), StoreError> {
+    let root = bucket.location("");
+    for object in objects {
+        match object.strip_prefix(&root) {
+            Some(key) if !key.is_empty() => bucket.delete(key).await?,
+            _ => {
+                return Err(StoreError::InvalidSpec(format!(
+                    "{object} is not in the store's bucket"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
