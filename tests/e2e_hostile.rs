@@ -792,7 +792,7 @@ async fn hostile_tenants_neither_stop_the_operator_nor_their_neighbours() {
     unrelated_secrets(suite.clone(), ns("hostile-secrets"), pid).await;
     // An operator that did not get going (such as one without the outbound-policy flags)
     // makes every case fail; say why once.
-    if let Some(status) = operator.exit_status() {
+    if let Some(status) = operator.exited() {
         panic!(
             "the operator exited during the first phase ({status}), flags {OPERATOR_FLAGS:?}; log {}, ending:\n{}",
             operator.log.display(),
@@ -894,7 +894,7 @@ async fn hostile_tenants_neither_stop_the_operator_nor_their_neighbours() {
     s.findings.check("operator", killed == 0, || {
         format!("killed by the watchdog at {} MiB RSS", killed / 1024)
     });
-    let exit = operator.exit_status();
+    let exit = operator.exited();
     s.findings.check("operator", exit.is_none(), || {
         format!(
             "the operator exited ({exit:?}); log {}, ending:\n{}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::e2e::World;
 use common::fixtures::{self, lower, sim_api};
-use common::operator::Operator;
+use common::operator::{LOOPBACK_SIMULATORS, Operator};
 use common::proxy::{Cut, Proxy, upstream_of};
 use common::{repo_root, wait_for};
 use report_operator::api::{BackendType, FileState};
@@ -184,6 +184,87 @@ async fn leader_cut_off_stops_before_the_standby_takes_over(cut: Cut) {
         "a report was generated twice"
     );
     second.kill();
+}
+
+/// A container restarted in its pod keeps the pod's name, so the Lease may still name it with
+/// its predecessor's last renewal: that renewal is not this process's, and must not make the
+/// watchdog stop it at once (the soak saw a replica step down right after taking the Lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_under_the_same_pod_name_leads_on_its_own_renewals() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let mut world = World::start("e2e-leader-same-name", SimConfig::default()).await;
+    world.operator.kill();
+    let ns = world.ns.name.clone();
+    // The Lease as a killed predecessor of the same name leaves it: still valid for about
+    // ten seconds, its last renewal 30 s old (older than the watchdog allows).
+    let renewed = chrono::Utc::now() - chrono::Duration::seconds(30);
+    world.apply(&format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: report-operator\n  namespace: {ns}\nspec:\n  holderIdentity: op-same\n  leaseDurationSeconds: 40\n  acquireTime: \"{t}\"\n  renewTime: \"{t}\"\n",
+        t = renewed.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+    ));
+    let mut flags = leader_flags(&ns);
+    flags.extend(["--namespace".to_string(), ns.clone()]);
+    flags.extend(LOOPBACK_SIMULATORS.iter().map(|f| f.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut op = Operator::start_replica(&world.ns.cp().kubeconfig, "op-same", &flags);
+    wait_to_lead(&op).await;
+    let t = submit_report(&world).await;
+    let files = world.wait_finished("once", 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        files[0].status.as_ref().and_then(|s| s.status),
+        Some(FileState::Ready)
+    );
+    assert_eq!(op.exited(), None, "the operator stopped:\n{}", op.logs());
+    assert!(
+        !op.logs().contains("stopping reconciles"),
+        "the operator stepped down on its predecessor's renewal:\n{}",
+        op.logs()
+    );
+    let lease: Lease = kube::Api::namespaced(world.client.clone(), &ns)
+        .get("report-operator")
+        .await
+        .expect("the Lease");
+    let renewed_now = lease.spec.and_then(|s| s.renew_time).expect("renewTime");
+    assert!(
+        renewed_now.0.as_second() > renewed.timestamp(),
+        "the Lease was renewed by the new process"
+    );
+    assert_eq!(world.sim.stats().total_generations(sim_api(t)), 1);
+    op.kill();
+}
+
+/// A pod started while the API server cannot be reached (restarting, say) waits for it, as a
+/// standby waits for the Lease, instead of exiting and crash-looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_while_the_api_server_is_unreachable_waits_for_it() {
+    let mut world = World::start("e2e-leader-no-apiserver", SimConfig::default()).await;
+    world.operator.kill();
+    let flags = leader_flags(&world.ns.name);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp = world.ns.cp().clone();
+    let proxy = Proxy::start(upstream_of(&cp.kubeconfig)).await;
+    let kubeconfig = proxy.kubeconfig(
+        &cp.kubeconfig,
+        &repo_root().join(format!("target/test-logs/{}-proxy", world.ns.name)),
+    );
+    proxy.cut(Cut::Reset);
+    let mut op = Operator::start_with_kubeconfig(&kubeconfig, &world.ns.name, &flags);
+    wait_for(
+        "the operator to wait for the API server",
+        Duration::from_secs(30),
+        || async {
+            op.logs()
+                .contains("cannot read the leader-election Lease yet")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(op.exited(), None, "the operator exited:\n{}", op.logs());
+    proxy.cut(Cut::None);
+    wait_to_lead(&op).await;
+    submit_report(&world).await;
+    assert_eq!(op.exited(), None, "the operator exited:\n{}", op.logs());
+    op.kill();
 }
 
 async fn wait_to_lead(op: &Operator) {

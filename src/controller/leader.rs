@@ -106,13 +106,27 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
     let duration = Duration::from_secs(seconds);
     let identity = identity();
     let lease = args.leader_election_lease_name.clone();
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
-        .with_namespace(&args.leader_election_namespace)
-        .with_identity(&identity)
-        .with_duration(seconds)
-        .with_grace(grace(seconds))
-        .build()
-        .await?;
+    // A renewal is ours only if this process wrote it: a container restarted in the same pod
+    // has the same identity, and the Lease may still carry its predecessor's last renewal.
+    let started = SystemTime::now();
+    // An API server that cannot be reached yet (restarting, say) is waited for, as a standby
+    // waits for the Lease, rather than ending the process.
+    let manager = loop {
+        match kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_duration(seconds)
+            .with_grace(grace(seconds))
+            .build()
+            .await
+        {
+            Ok(manager) => break manager,
+            Err(e) => {
+                warn!(error = %e, "cannot read the leader-election Lease yet; trying again");
+                tokio::time::sleep(poll_interval(duration)).await;
+            }
+        }
+    };
     let (mut leader, _task) = manager.watch().await;
     info!(identity = %identity, lease = %lease, "waiting for the leader-election Lease");
     while !*leader.borrow_and_update() {
@@ -121,9 +135,9 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
     let api: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
     let renewed = loop {
         match own_renewal(&api, &lease, &identity, request_timeout(duration)).await {
-            Renewal::Ours(at) => break at,
+            Renewal::Ours(at) if at >= started => break at,
             Renewal::NotOurs => return Err(RunError::LostLeadership),
-            Renewal::Unknown => tokio::time::sleep(poll_interval(duration)).await,
+            Renewal::Ours(_) | Renewal::Unknown => tokio::time::sleep(poll_interval(duration)).await,
         }
     };
     info!(identity = %identity, "acquired the leader-election Lease");

@@ -257,11 +257,6 @@ impl Operator {
         self.child.as_ref().map(Child::id)
     }
 
-    /// How the process ended, or `None` while it runs (`Child::try_wait`).
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
     /// The process's peak resident memory so far (`VmHWM`), in KiB.
     pub fn vm_hwm_kib(&self) -> Option<u64> {
         proc_status_kib(self.pid()?, "VmHWM")
