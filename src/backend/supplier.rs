@@ -75,8 +75,11 @@ const DEFAULT_SCOPE: &str = "solutions.suppliers.reports";
 const PAGE_SIZE: u32 = 100;
 /// Pages `find` and `list` read at most: the newest reports come first.
 const MAX_PAGES: usize = 10;
-/// How old a listing may be to answer a poll.
-const LISTING_FRESH: Duration = Duration::from_secs(2);
+/// How old a listing may be to answer a poll: half a second, so that the polls of one tick of
+/// the controller's poll grid (`controller::file::poll::next_tick`, every second at the
+/// quickest) share a listing and a poll is never answered by the tick before (which would see
+/// a finished report a tick late).
+const LISTING_FRESH: Duration = Duration::from_millis(500);
 
 pub struct SupplierBackend {
     http: HttpClient,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 pub use super::end::{End, Failure, News, Wait};
-use super::poll::FIRST_POLL;
+use super::poll;
 use super::secret::{Observed, conflict_message};
 use crate::api::reasons::{FileOutcome, FileReady};
 use crate::api::{
@@ -51,6 +51,9 @@ pub struct Facts<'a> {
     pub keep_url_fresh: TimeDelta,
     /// `spec.storeRef`: the report is copied into this ReportStore once READY.
     pub store: Option<&'a str>,
+    /// The backend answers polls from one listing per organization: polls fall on a grid of
+    /// ticks ([`super::poll::next_tick`]).
+    pub poll_grid: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -190,22 +193,19 @@ pub enum Ask {
 }
 
 /// The backend is Ready: follow the report it knows, or make it. A report submitted less
-/// than [`FIRST_POLL`] ago is not asked about yet: the reconcile that the submit's own status
-/// write wakes would otherwise poll a few milliseconds after the backend answered, spending
-/// a request of the budget that a fan-out's other reports wait for.
+/// than [`poll::FIRST_POLL`] ago (on the poll grid: before the tick half of it after the submit) is
+/// not asked about yet: the reconcile that the submit's own status write wakes would otherwise
+/// poll a few milliseconds after the backend answered, spending a request of the budget that
+/// a fan-out's other reports wait for.
 pub fn with_backend(s: &mut ReportFileStatus, f: &Facts) -> Result<Ask, End> {
     if s.external_id.is_none() {
         s.external_id = f.spec_external_id.map(str::to_string);
     }
-    let since_submit = s.submit_time.and_then(|t| (f.now - t).to_std().ok());
+    let wait = s
+        .submit_time
+        .and_then(|t| poll::first_poll_wait(t, f.now, f.poll_grid));
     match known_id(s, f) {
-        Some(_)
-            if let Some(wait) = since_submit
-                .and_then(|d| FIRST_POLL.checked_sub(d))
-                .filter(|w| !w.is_zero()) =>
-        {
-            Err(End::Leave { requeue: Some(wait) })
-        }
+        Some(_) if let Some(wait) = wait => Err(End::Leave { requeue: Some(wait) }),
         Some(id) => Ok(Ask::Get(id)),
         None => Ok(Ask::Create),
     }

@@ -29,6 +29,7 @@ fn facts() -> Facts<'static> {
         refresh: None,
         keep_url_fresh: TimeDelta::seconds(crate::api::DEFAULT_KEEP_URL_FRESH_SECONDS),
         store: None,
+        poll_grid: false,
         now: t(NOW),
     }
 }
@@ -507,6 +508,22 @@ fn the_create_once_protocol_marks_before_and_records_at_once() {
         with_backend(&mut late, &woken),
         Err(End::Leave {
             requeue: Some(Duration::from_millis(900))
+        })
+    );
+    // On the poll grid, the first poll waits for the tick at least half a second after the
+    // submit (00.400 → 01.000), where the other reports of its organization are polled too.
+    let on_grid = Facts {
+        poll_grid: true,
+        ..facts()
+    };
+    let on_grid = Facts {
+        now: woken.now,
+        ..on_grid
+    };
+    assert_eq!(
+        with_backend(&mut late, &on_grid),
+        Err(End::Leave {
+            requeue: Some(Duration::from_millis(500))
         })
     );
     // A lost answer: the mark is there without an id, so the next reconcile finds first.

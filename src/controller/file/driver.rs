@@ -85,6 +85,7 @@ impl<'a> Reconciler<'a> {
             .backends
             .get(&ObjectRef::new(&rf.spec.backend_ref.name).within(&namespace));
         let keep_fresh_secs = backend
+            .as_ref()
             .and_then(|rb| rb.spec.supplier.as_ref().and_then(|s| s.keep_url_fresh_seconds))
             .unwrap_or(DEFAULT_KEEP_URL_FRESH_SECONDS);
         let facts = Facts {
@@ -100,6 +101,9 @@ impl<'a> Reconciler<'a> {
             )
             .unwrap_or_default(),
             store: rf.spec.store_ref.as_ref().map(|s| s.name.as_str()),
+            poll_grid: backend
+                .as_ref()
+                .is_some_and(|rb| Capabilities::of(rb.spec.type_).polls_by_organization),
             now,
         };
         Ok(Reconciler {
@@ -191,7 +195,14 @@ impl<'a> Reconciler<'a> {
         }
         match decide::start(&mut self.status, &self.facts)? {
             Begin::Ready => {
-                let seen = self.secrets().observe(&self.name).await?;
+                let cached = self
+                    .ctx
+                    .secrets
+                    .get(&ObjectRef::new(&self.name).within(&self.namespace));
+                let seen = self
+                    .secrets()
+                    .observe_cached(cached.as_deref(), &self.name)
+                    .await?;
                 return self.keep(seen).await;
             }
             Begin::SecretFirst => {
@@ -341,8 +352,13 @@ impl<'a> Reconciler<'a> {
     /// How long until the next poll: quick at first, slower as the report takes longer, and
     /// never faster than the backend's spare budget allows for all its running reports
     /// together (one request each, or one per organization where the backend polls by
-    /// organization).
+    /// organization, on the grid of [`poll::next_tick`]).
     fn poll_interval(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
+        let interval = self.poll_interval_within_budget(rb, caps);
+        poll::until_next_poll(self.ctx.now(), interval, caps.polls_by_organization)
+    }
+
+    fn poll_interval_within_budget(&self, rb: &ReportBackend, caps: &Capabilities) -> Duration {
         let elapsed = self
             .status
             .submit_time

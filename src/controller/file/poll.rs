@@ -3,8 +3,52 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 /// The earliest first poll after a submit: [`poll_interval`]'s quickest.
 pub const FIRST_POLL: Duration = Duration::from_secs(1);
+
+/// Where a backend answers the polls of one organization's reports from one shared listing
+/// (SUPPLIER), the polls fall on a grid: the multiples of the interval since the epoch. One
+/// listing taken at a tick then answers every report of the organization polled at that tick
+/// with news a few milliseconds old, where unaligned polls, each a little later than the one
+/// before, would be answered by a listing taken up to an interval before them, and see a
+/// finished report late. The next tick at least half an interval after `t`: on average one
+/// interval, as without the grid, so the budget the interval was chosen for holds.
+pub fn next_tick(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let step = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1);
+    let earliest = t.timestamp_millis().saturating_add(step / 2);
+    let tick = earliest
+        .div_euclid(step)
+        .saturating_add(i64::from(earliest.rem_euclid(step) != 0))
+        .saturating_mul(step);
+    DateTime::from_timestamp_millis(tick).unwrap_or(t)
+}
+
+/// How long a report submitted at `submitted` waits yet, at `now`, before its first poll
+/// (`None`: poll now): [`FIRST_POLL`] after the submit, or on the grid ([`next_tick`]) the
+/// first tick at least half of it after the submit. A submit time ahead of `now` (a skewed
+/// clock) waits for nothing.
+pub fn first_poll_wait(submitted: DateTime<Utc>, now: DateTime<Utc>, grid: bool) -> Option<Duration> {
+    if submitted > now {
+        return None;
+    }
+    let first = if grid {
+        next_tick(submitted, FIRST_POLL)
+    } else {
+        submitted + FIRST_POLL
+    };
+    (first - now).to_std().ok().filter(|w| !w.is_zero())
+}
+
+/// The requeue of a report polled at `now` that is still running: `interval`, or on the grid
+/// the time until [`next_tick`].
+pub fn until_next_poll(now: DateTime<Utc>, interval: Duration, grid: bool) -> Duration {
+    if !grid {
+        return interval;
+    }
+    (next_tick(now, interval) - now).to_std().unwrap_or(interval)
+}
 
 /// Poll interval for a report running for `elapsed`, when a round of polls of all running
 /// reports costs `polls_per_round` requests of a budget of `requests` per `window`: 1 s at
@@ -59,6 +103,47 @@ pub fn poll_interval_spending(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_on_the_grid_fall_on_shared_ticks() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        let ms = Duration::from_millis;
+        // (at, interval, next tick)
+        let rows = [
+            // Reports of one organization polled at different moments meet at the same tick.
+            ("2026-01-01T00:00:00.100Z", 1000, "2026-01-01T00:00:01Z"),
+            ("2026-01-01T00:00:00.499Z", 1000, "2026-01-01T00:00:01Z"),
+            // At least half an interval ahead: a poll late after its tick goes to the next.
+            ("2026-01-01T00:00:00.600Z", 1000, "2026-01-01T00:00:02Z"),
+            ("2026-01-01T00:00:01Z", 1000, "2026-01-01T00:00:02Z"),
+            // Longer intervals: their own multiples.
+            ("2026-01-01T00:00:01Z", 3000, "2026-01-01T00:00:03Z"),
+            ("2026-01-01T00:00:02Z", 3000, "2026-01-01T00:00:06Z"),
+        ];
+        for (at, interval, want) in rows {
+            assert_eq!(
+                next_tick(t(at), ms(interval)),
+                t(want),
+                "{at} every {interval} ms"
+            );
+        }
+        let now = t("2026-01-01T00:00:00.250Z");
+        assert_eq!(until_next_poll(now, ms(1000), true), ms(750));
+        assert_eq!(until_next_poll(now, ms(1000), false), ms(1000));
+        // The first poll: a second after the submit, or on the grid the tick at least half a
+        // second after it; none once that has passed.
+        let submitted = t("2026-01-01T00:00:00.100Z");
+        assert_eq!(first_poll_wait(submitted, now, false), Some(ms(850)));
+        assert_eq!(first_poll_wait(submitted, now, true), Some(ms(750)));
+        assert_eq!(first_poll_wait(submitted, t("2026-01-01T00:00:01Z"), true), None);
+        assert_eq!(
+            first_poll_wait(submitted, t("2026-01-01T00:00:01.300Z"), false),
+            None
+        );
+        // Extremes do not overflow.
+        let _ = next_tick(DateTime::<Utc>::MAX_UTC, Duration::MAX);
+        let _ = next_tick(DateTime::<Utc>::MIN_UTC, ms(1));
+    }
 
     #[test]
     fn polling_starts_fast_backs_off_and_respects_the_budget() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{BackendType, LABEL_GENERATOR, LABEL_REPORT_FILE, ReportFile, ReportFormat, label_value};
@@ -108,6 +108,24 @@ impl ReportSecrets<'_> {
     pub async fn observe(&self, name: &str) -> Result<Observed, kube::Error> {
         let meta = self.api.get_metadata_opt(name).await?;
         Ok(classify(meta.as_ref().map(|m| &m.metadata), self.uid))
+    }
+
+    /// The Secret `name` as the operator's Secret watch has it, when that says it is ours; looked
+    /// at now otherwise. A READY report at rest (a restart reconciles every one) costs no
+    /// request. Trusting the cache only for `Ours` loses nothing: a write starts from its
+    /// resourceVersion and a stale one fails and looks again ([`ReportSecrets::write`]), and
+    /// the watch wakes the report when the Secret is deleted or changed. Missing or someone
+    /// else's is always looked at now (the cache keeps only the operator's owner references,
+    /// not the ones a conflict message names).
+    pub async fn observe_cached(
+        &self,
+        cached: Option<&PartialObjectMeta<Secret>>,
+        name: &str,
+    ) -> Result<Observed, kube::Error> {
+        match cached.map(|m| classify(Some(&m.metadata), self.uid)) {
+            Some(ours @ Observed::Ours { .. }) => Ok(ours),
+            _ => self.observe(name).await,
+        }
     }
 
     /// Writes `secret` (which carries this ReportFile's controller reference) if its name is

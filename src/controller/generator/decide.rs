@@ -422,13 +422,19 @@ pub fn finish_periodic(
     if pass.run_now.is_some() && stop.is_none() {
         status.last_run_now = pass.run_now.clone();
     }
-    // The check time is only a marker of the operator running: refreshing it at most once a
-    // minute keeps the generator's own status writes from waking it again and again.
-    if status
-        .last_schedule_check_time
-        .is_none_or(|t| now - t >= TimeDelta::minutes(1))
-        || !plan.create.is_empty()
-    {
+    // The check time marks the operator running while runs were due: a later pass counts the
+    // runs after it as missed while the operator was down. A pass with nothing due leaves it
+    // as it is (the next run is after it either way), so that a restart over thousands of
+    // generators idle between their runs writes nothing; with runs waiting, it is refreshed at
+    // most once a minute, which keeps the generator's own status writes from waking it again
+    // and again.
+    let waiting = !plan.missed.is_empty() || plan.backlog != Backlog::None;
+    let refresh = match status.last_schedule_check_time {
+        None => true,
+        Some(_) if !plan.create.is_empty() => true,
+        Some(t) => waiting && now - t >= TimeDelta::minutes(1),
+    };
+    if refresh {
         status.last_schedule_check_time = Some(now);
     }
     if let Some((_, c)) = stop {

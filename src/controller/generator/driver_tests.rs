@@ -595,3 +595,42 @@ async fn reports_beyond_the_history_limit_are_deleted_oldest_first() {
         "the newest kept"
     );
 }
+
+/// A restart reconciles every generator: a PERIODIC one between its runs (its status as the
+/// operator wrote it, its windows' reports made) makes no request at all, and waits for its
+/// next window.
+#[tokio::test]
+async fn an_idle_generator_between_runs_makes_no_request() {
+    let g = periodic(json!({}));
+    let files = vec![file("g-20261104", Some(FileState::Ready))];
+    let backend = Backend::Up(BackendType::Connect);
+    let mut world = world_of(
+        &g,
+        backend,
+        ReportGeneratorStatus::default(),
+        0,
+        &files,
+        Acted::Created,
+    );
+    // The first pass makes the missed windows' files, the second counts them.
+    for _ in 0..2 {
+        run(&world).await;
+        let lines = world.journal.take();
+        assert!(
+            lines.contains(&"apply status ReportGenerator/g".to_string()),
+            "{lines:?}"
+        );
+        world.sync();
+    }
+    // Later, as after a restart: the check time is not refreshed when nothing is due.
+    world.ctx.set_now(t(NOW) + chrono::Duration::minutes(5));
+    for _ in 0..2 {
+        let action = run(&world).await;
+        assert_eq!(
+            world.journal.take(),
+            Vec::<String>::new(),
+            "nothing to do: no request"
+        );
+        assert_eq!(action, requeue("50100100"), "the next window");
+    }
+}
