@@ -323,8 +323,9 @@ pub struct ReportGeneratorStatus {
     /// again, even after their ReportFiles are pruned by the history limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_window_end: Option<DateTime<Utc>>,
-    /// When the schedule was last evaluated while the operator ran: windows whose run time
-    /// fell after it, while the operator was down, are caught up per `catchUpPolicy`.
+    /// When the schedule was last evaluated with a run due (written at each run time, not
+    /// between runs, so an idle generator costs no write): windows whose run time fell after
+    /// it, while the operator was down, are caught up per `catchUpPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_check_time: Option<DateTime<Utc>>,
     /// RDE and CMP ON_INVOICE: generation time of the newest backend report mirrored; older
