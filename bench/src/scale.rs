@@ -91,8 +91,7 @@ async fn one(
     } else {
         sum * 1000.0 / count as f64
     };
-    drop(op);
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(args, &ns, op).await;
     Ok(vec![
         Row {
             scenario: format!("(e) restart over {generators} generators and {files} finished ReportFiles"),
