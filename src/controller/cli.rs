@@ -175,6 +175,7 @@ mod tests {
             ("concurrency", "REPORT_OPERATOR_CONCURRENCY"),
             ("delivery-concurrency", "REPORT_OPERATOR_DELIVERY_CONCURRENCY"),
             ("delivery-per-namespace", "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE"),
+            ("deletion-grace-seconds", "REPORT_OPERATOR_DELETION_GRACE_SECONDS"),
             ("leader-elect", "REPORT_OPERATOR_LEADER_ELECT"),
             // The downward API's name for the pod's own namespace, which is the default.
             ("leader-election-namespace", "POD_NAMESPACE"),
