@@ -258,7 +258,7 @@ vocabulary! {
         Missed => ("A window got no report (suspended, past startingDeadlineSeconds, or skipped by catchUpPolicy).", "use the run-now annotation or a backfill if it is needed"),
         Replacing => ("An RDE generator's spec changed: its template is replaced by a new one.", "nothing"),
         Deleted => ("An RDE template was deleted on the platform.", "nothing"),
-        TemplateLeft => ("A deleted generator's RDE template could not be deleted (its backend is gone).", "delete it on the platform by hand"),
+        TemplateLeft => ("A deleted generator's RDE template could not be deleted: its backend is gone, or still not Ready or failing at the end of the deletion grace.", "delete it on the platform by hand"),
     }
 }
 

@@ -30,9 +30,10 @@ pub struct RunArgs {
     /// more of the delivery pool, however many of its copies wait or hang.
     #[arg(long, env = "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE", default_value_t = fair_share::DEFAULT_PER_NAMESPACE)]
     pub delivery_per_namespace: usize,
-    /// Seconds after a ReportFile's deletion during which its cleanup (its report on CONNECT,
-    /// its copy kept with retention Delete) is retried when it cannot be done; then a Warning
-    /// Event says what stays behind and the finalizer goes.
+    /// Seconds after the deletion of a ReportFile or ReportGenerator during which its cleanup
+    /// (its report on CONNECT, its copy kept with retention Delete, its RDE template) is
+    /// retried when it cannot be done; then a Warning Event says what stays behind and the
+    /// finalizer goes.
     #[arg(long, env = "REPORT_OPERATOR_DELETION_GRACE_SECONDS", default_value_t = super::finalizers::DEFAULT_DELETION_GRACE.as_secs())]
     pub deletion_grace_seconds: u64,
     /// Run only while holding a Lease, so that of several replicas exactly one reconciles.

@@ -25,7 +25,8 @@ use super::error::Error;
 pub struct NotYet(pub Duration);
 
 /// How long a deleted object's cleanup may keep its finalizer while the cleanup cannot be done
-/// (a platform or store unreachable or erroring, a report still being made): after that, the
+/// (a platform or store unreachable or erroring, a report still being made; a ReportFile's
+/// CONNECT report and copy, an RDE generator's template): after that, the
 /// cleanup gives up with a Warning Event and the finalizer goes, so that nothing outside the
 /// cluster holds a namespace `Terminating` for ever. `--deletion-grace-seconds`.
 pub const DEFAULT_DELETION_GRACE: Duration = Duration::from_secs(120);
