@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -16,6 +16,23 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::BenchError;
+use crate::operator::Operator;
+use crate::operator::OperatorCommand;
+
+/// How long a namespace's deletion is waited for with the operator running.
+const DELETION_WAIT: Duration = Duration::from_secs(300);
+/// How long after its finalizers were released.
+const RELEASED_WAIT: Duration = Duration::from_secs(120);
+
+/// Whether namespace `name` (of `uid`) is gone within `within`.
+async fn gone(api: &Api<Namespace>, name: &str, uid: &str, within: Duration) -> bool {
+    let deleted = kube::runtime::wait::await_condition(
+        api.clone(),
+        name,
+        kube::runtime::wait::conditions::is_deleted(uid),
+    );
+    tokio::time::timeout(within, deleted).await.is_ok()
+}
 
 pub struct Cluster {
     pub client: Client,
@@ -51,26 +68,46 @@ impl Cluster {
         Ok(name)
     }
 
-    /// Deletes a namespace and waits until it is gone, so that the control plane's clean-up
-    /// of one scenario's objects (10,000 generators in (c)) does not load the next scenario.
-    pub async fn delete_namespace(&self, name: &str) {
+    /// Deletes a namespace while `operator` (which watches it) still runs, so that it
+    /// removes its finalizers, and waits until the namespace is gone, so that the control
+    /// plane's clean-up of one scenario's objects (10,000 generators in (c)) does not load the
+    /// next scenario. Never for ever: the operator's cleanups give up after its deletion grace
+    /// (2 minutes); a namespace still there after [`DELETION_WAIT`] has the operator stopped
+    /// and its remaining finalizers released with `kubectl report release-finalizers`.
+    pub async fn delete_namespace(&self, cmd: &OperatorCommand, name: &str, operator: Operator) {
         let api = Api::<Namespace>::all(self.client.clone());
+        let started = Instant::now();
         let Ok(deleted) = api.delete(name, &DeleteParams::background()).await else {
             return;
         };
         let Some(uid) = deleted.left().and_then(|ns| ns.metadata.uid) else {
             return;
         };
-        let gone = kube::runtime::wait::await_condition(
-            api,
-            name,
-            kube::runtime::wait::conditions::is_deleted(&uid),
+        if gone(&api, name, &uid, DELETION_WAIT).await {
+            eprintln!(
+                "[bench] namespace {name} gone {:.1} s after its deletion, the operator running",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        drop(operator);
+        eprintln!(
+            "[bench] namespace {name} still there after {} s; operator stopped, releasing its finalizers",
+            DELETION_WAIT.as_secs()
         );
-        if tokio::time::timeout(std::time::Duration::from_secs(600), gone)
-            .await
-            .is_err()
-        {
-            eprintln!("[bench] namespace {name} still exists after 10 minutes; going on");
+        let released = std::process::Command::new(&cmd.binary)
+            .args(["report", "release-finalizers", "--all", "--namespace", name])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !released.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("[bench] release-finalizers in {name} failed: {released:?}");
+        }
+        if !gone(&api, name, &uid, RELEASED_WAIT).await {
+            eprintln!(
+                "[bench] namespace {name} still exists {} s after its finalizers were released; going on",
+                RELEASED_WAIT.as_secs()
+            );
         }
     }
 

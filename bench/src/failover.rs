@@ -91,6 +91,9 @@ pub async fn failover(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchE
             ),
         });
     }
-    cluster.delete_namespace(&ns).await;
+    // An operator of its own removes the objects' finalizers while the namespace goes.
+    let cmd = args.operator_command();
+    let op = Operator::start(&cmd, &cluster.kubeconfig, &ns, rows.len() as u32 * 2)?;
+    cluster.delete_namespace(&cmd, &ns, op).await;
     Ok(rows)
 }

@@ -106,8 +106,7 @@ async fn one(
     } else {
         sum * 1000.0 / count as f64
     };
-    drop(op);
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&args.operator_command(), &ns, op).await;
     Ok(vec![
         Row {
             scenario: format!(

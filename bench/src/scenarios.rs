@@ -87,7 +87,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub async fn one_report(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchError> {
     let sim = sim(2000).await?;
     let ns = cluster.namespace("a").await?;
-    let _op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
+    let op = Operator::start(&args.operator_command(), &cluster.kubeconfig, &ns, 0)?;
     cluster
         .backend(&ns, &sim, ReportingApi::Connect, json!({}))
         .await?;
@@ -106,7 +106,7 @@ pub async fn one_report(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Benc
     }
     let per_report = (calls(&sim, "CONNECT") - calls_before) as f64 / args.runs.max(1) as f64;
     times.sort();
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&args.operator_command(), &ns, op).await;
     Ok(vec![Row {
         scenario: "(a) one ONETIME report, generation 2 s: apply → READY seen by a watch".into(),
         result: format!(
@@ -145,8 +145,7 @@ pub async fn many_reports(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, Be
         mib(op.hwm_kib()),
         calls(&sim, "CONNECT") as f64 / n as f64,
     );
-    drop(op);
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&args.operator_command(), &ns, op).await;
     Ok(vec![Row {
         scenario: format!("(b) {n} ONETIME reports applied at once (CONNECT, generation 2 s)"),
         result,
@@ -196,8 +195,7 @@ pub async fn idle_generators(cluster: &Cluster, args: &Args) -> Result<Vec<Row>,
     let restart_cpu = op.cpu_ms().saturating_sub(cpu_before);
     let (restart_rss, restart_hwm) = (op.rss_kib(), op.hwm_kib());
     let restart_calls = calls(&sim, "CONNECT");
-    drop(op);
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&args.operator_command(), &ns, op).await;
     Ok(vec![
         Row {
             scenario: format!("(c) {n} idle PERIODIC generators, created while the operator runs"),
@@ -280,8 +278,7 @@ pub async fn fan_out(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchEr
         stats.rate_limited(ReportingApi::Supplier),
         op.log.display()
     );
-    drop(op);
-    cluster.delete_namespace(&ns).await;
+    cluster.delete_namespace(&args.operator_command(), &ns, op).await;
 
     let sim = self::sim(generation.as_millis() as u64).await?;
     let client = reference::run(&sim, generation).await?;

@@ -128,7 +128,9 @@ pub struct ReportFileStatus {
     /// DeadlineExceeded (not READY within activeDeadlineSeconds), TooLarge (the report or
     /// its download is over the operator's size limit), UrlExpired (the download URL
     /// expired, or cannot be renewed now; the report stays Complete), SecretConflict (a
-    /// Secret of the report's name that the operator does not own is in the way); and
+    /// Secret of the report's name that the operator does not own is in the way), Deleting
+    /// (being deleted, its finalizer waits for a platform or a store; the message says which
+    /// and until when at most); and
     /// KubernetesApiError, InternalError, ReconcileTimeout (the operator could not handle the
     /// object; retried with backoff). A FAILED report's `Failed` and `Complete`
     /// carry its reason: Failed, DeadlineExceeded or TooLarge. With a `storeRef`, a fourth:

@@ -137,6 +137,7 @@ vocabulary! {
         TooLarge => ("The report or its download is over the operator's size limit (an inline FUSION file over 1,000,000 bytes, an API answer over 4 MiB).", "give the generator a `storeRef` (a ReportStore), or ask for a smaller report"),
         SecretConflict => ("A Secret of the report's name that the operator does not own is in the way; it is left as it is.", "delete or rename that Secret; the report is written within 30 s"),
         UrlExpired => ("The download URL expired, or cannot be renewed now; the report stays READY and `Complete`.", "set the annotation `reporting.report-operator.io/refresh-url` to a new value, or `kubectl report download`, which does it"),
+        Deleting => ("The ReportFile is being deleted and its finalizer waits: for its report on CONNECT to be removed (the platform not Ready, erroring, or still making it) or for its copy in a ReportStore to be deleted (the store unreachable); the message says which. After the deletion grace (`--deletion-grace-seconds`, default 2 minutes) a Warning Event (`ReportLeft` or `DeliveryCleanupSkipped`) says what stays behind and the finalizer goes.", "fix the platform or store the message names, or wait out the grace; with no operator running, `kubectl report release-finalizers`"),
     }
 }
 
@@ -250,14 +251,14 @@ vocabulary! {
         BackendError => ("A backend call failed; retried (or, for a cleanup, tried again later).", "nothing if it passes; otherwise check the backend"),
         Delivered => ("The report was copied into its ReportStore.", "nothing"),
         DeliveryFailed => ("The copy into the ReportStore failed; retried with backoff, the Secret keeps the backend's download meanwhile.", "see the ReportFile's Delivered condition"),
-        DeliveryCleanupSkipped => ("A deleted ReportFile's copy could not be deleted (the store is gone or refused); the object stays.", "delete the object by hand if it should go"),
-        ReportLeft => ("A deleted ReportFile's report stays on CONNECT (failed, still running past the deadline, or the backend is gone).", "remove it on Connect by hand if it should go"),
+        DeliveryCleanupSkipped => ("A deleted ReportFile's copy could not be deleted (the store is gone, refused, or stayed unreachable through the deletion grace); the object stays.", "delete the object by hand if it should go"),
+        ReportLeft => ("A deleted ReportFile's report stays on CONNECT: failed, held by another ReportFile, still being made or the backend not Ready or erroring through the deletion grace, or the backend is gone.", "remove it on Connect by hand if it should go"),
         ReportRemoved => ("A deleted ReportFile's report was removed on CONNECT.", "nothing"),
         Created => ("A generator created a ReportFile.", "nothing"),
         Missed => ("A window got no report (suspended, past startingDeadlineSeconds, or skipped by catchUpPolicy).", "use the run-now annotation or a backfill if it is needed"),
         Replacing => ("An RDE generator's spec changed: its template is replaced by a new one.", "nothing"),
         Deleted => ("An RDE template was deleted on the platform.", "nothing"),
-        TemplateLeft => ("A deleted generator's RDE template could not be deleted (its backend is gone).", "delete it on the platform by hand"),
+        TemplateLeft => ("A deleted generator's RDE template could not be deleted: its backend is gone, or still not Ready or failing at the end of the deletion grace.", "delete it on the platform by hand"),
     }
 }
 

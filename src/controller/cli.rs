@@ -30,6 +30,12 @@ pub struct RunArgs {
     /// more of the delivery pool, however many of its copies wait or hang.
     #[arg(long, env = "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE", default_value_t = fair_share::DEFAULT_PER_NAMESPACE)]
     pub delivery_per_namespace: usize,
+    /// Seconds after the deletion of a ReportFile or ReportGenerator during which its cleanup
+    /// (its report on CONNECT, its copy kept with retention Delete, its RDE template) is
+    /// retried when it cannot be done; then a Warning Event says what stays behind and the
+    /// finalizer goes.
+    #[arg(long, env = "REPORT_OPERATOR_DELETION_GRACE_SECONDS", default_value_t = super::finalizers::DEFAULT_DELETION_GRACE.as_secs())]
+    pub deletion_grace_seconds: u64,
     /// Run only while holding a Lease, so that of several replicas exactly one reconciles.
     #[arg(long, env = "REPORT_OPERATOR_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -184,6 +190,7 @@ mod tests {
             ("concurrency", "REPORT_OPERATOR_CONCURRENCY"),
             ("delivery-concurrency", "REPORT_OPERATOR_DELIVERY_CONCURRENCY"),
             ("delivery-per-namespace", "REPORT_OPERATOR_DELIVERY_PER_NAMESPACE"),
+            ("deletion-grace-seconds", "REPORT_OPERATOR_DELETION_GRACE_SECONDS"),
             ("leader-elect", "REPORT_OPERATOR_LEADER_ELECT"),
             // The downward API's name for the pod's own namespace, which is the default.
             ("leader-election-namespace", "POD_NAMESPACE"),

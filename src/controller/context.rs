@@ -58,6 +58,8 @@ pub struct Context {
     /// Runs the copies of READY reports into their stores, apart from the reconciles, a few
     /// per namespace at a time.
     pub deliveries: Arc<Deliveries>,
+    /// How long a deleted object's cleanup may keep its finalizer when it cannot be done.
+    pub deletion_grace: std::time::Duration,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -92,6 +94,7 @@ impl Context {
             shards: Shards::everything(),
             buckets,
             deliveries: Deliveries::new(Limits::default(), index.files.clone()),
+            deletion_grace: super::finalizers::DEFAULT_DELETION_GRACE,
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -118,6 +121,12 @@ impl Context {
     /// This context with a delivery pool of `limits`.
     pub fn with_delivery_limits(mut self, limits: Limits) -> Self {
         self.deliveries = Deliveries::new(limits, self.files.clone());
+        self
+    }
+
+    /// This context with a deleted object's cleanup giving up after `grace`.
+    pub fn with_deletion_grace(mut self, grace: std::time::Duration) -> Self {
+        self.deletion_grace = grace;
         self
     }
 

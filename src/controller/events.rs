@@ -40,8 +40,17 @@ impl Events {
             queued.for_each_concurrent(CONCURRENCY, move |(event, reference)| {
                 let recorder = recorder.clone();
                 async move {
+                    // With what it says: a namespace being deleted refuses new Events, and a
+                    // Warning about what a deletion left behind would otherwise be lost.
                     if let Err(e) = recorder.publish(&event, &reference).await {
-                        warn!(error = %e, reason = %event.reason, "could not publish event");
+                        warn!(
+                            error = %e,
+                            reason = %event.reason,
+                            namespace = reference.namespace.as_deref().unwrap_or_default(),
+                            object = reference.name.as_deref().unwrap_or_default(),
+                            note = event.note.as_deref().unwrap_or_default(),
+                            "could not publish event"
+                        );
                     }
                 }
             }),

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
@@ -22,6 +23,40 @@ use super::error::Error;
 #[derive(Debug, thiserror::Error)]
 #[error("the cleanup cannot be done yet")]
 pub struct NotYet(pub Duration);
+
+/// How long a deleted object's cleanup may keep its finalizer while the cleanup cannot be done
+/// (a platform or store unreachable or erroring, a report still being made; a ReportFile's
+/// CONNECT report and copy, an RDE generator's template): after that, the
+/// cleanup gives up with a Warning Event and the finalizer goes, so that nothing outside the
+/// cluster holds a namespace `Terminating` for ever. `--deletion-grace-seconds`.
+pub const DEFAULT_DELETION_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether a cleanup that cannot be done now is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Try again after this long (never past the end of the grace, and at least a second).
+    Wait(Duration),
+    /// The grace since the deletion is over: leave what could not be cleaned, say so, and
+    /// let the finalizer go.
+    GiveUp,
+}
+
+/// Pure: a cleanup of an object deleted at `deleted` (its `deletionTimestamp`) failed at `now`
+/// and would be tried again after `after`; `grace` bounds how long it may keep the
+/// finalizer since the deletion.
+pub fn patience(
+    deleted: Option<DateTime<Utc>>,
+    grace: Duration,
+    now: DateTime<Utc>,
+    after: Duration,
+) -> Patience {
+    // A clock behind the API server's counts no time as passed.
+    let passed = deleted.and_then(|d| (now - d).to_std().ok()).unwrap_or_default();
+    match grace.checked_sub(passed) {
+        Some(left) if !left.is_zero() => Patience::Wait(after.min(left).max(Duration::from_secs(1))),
+        _ => Patience::GiveUp,
+    }
+}
 
 /// Adds the finalizer `name` to `obj` unless it has it. The helper returns right after adding
 /// it (its `Apply` does nothing), so the caller goes on in the same pass.
@@ -68,5 +103,88 @@ fn outcome(e: finalizer::Error<NotYet>) -> Result<Action, Error> {
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Err(Error::Kube(e)),
         // The helper's own complaints (an unnamed object, a malformed finalizer name) are ours.
         other => Err(Error::Internal(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_cleanup_that_cannot_be_done_waits_only_until_the_grace_since_the_deletion_ends() {
+        let deleted = Some(t("2026-01-01T00:00:00Z"));
+        let grace = Duration::from_secs(120);
+        let secs = Duration::from_secs;
+        /// (situation, deletionTimestamp, now, the retry the cleanup asks for, what happens)
+        type Row = (
+            &'static str,
+            Option<DateTime<Utc>>,
+            &'static str,
+            Duration,
+            Patience,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "just deleted: retried when asked",
+                deleted,
+                "2026-01-01T00:00:01Z",
+                secs(30),
+                Patience::Wait(secs(30)),
+            ),
+            (
+                "the retry comes no later than the grace's end",
+                deleted,
+                "2026-01-01T00:01:50Z",
+                secs(30),
+                Patience::Wait(secs(10)),
+            ),
+            (
+                "never sooner than a second",
+                deleted,
+                "2026-01-01T00:01:59.900Z",
+                secs(30),
+                Patience::Wait(secs(1)),
+            ),
+            (
+                "the grace is over: given up",
+                deleted,
+                "2026-01-01T00:02:00Z",
+                secs(30),
+                Patience::GiveUp,
+            ),
+            (
+                "long after: given up",
+                deleted,
+                "2026-01-02T00:00:00Z",
+                secs(1),
+                Patience::GiveUp,
+            ),
+            (
+                "a clock behind the API server's: no time passed",
+                deleted,
+                "2025-12-31T23:59:00Z",
+                secs(5),
+                Patience::Wait(secs(5)),
+            ),
+            (
+                "no deletionTimestamp: no time passed",
+                None,
+                "2026-01-02T00:00:00Z",
+                secs(5),
+                Patience::Wait(secs(5)),
+            ),
+        ];
+        for (what, deleted, now, after, want) in rows {
+            assert_eq!(patience(deleted, grace, t(now), after), want, "{what}");
+        }
+        assert_eq!(
+            patience(deleted, Duration::ZERO, t("2026-01-01T00:00:00Z"), secs(5)),
+            Patience::GiveUp,
+            "no grace: given up at the first failure"
+        );
     }
 }

@@ -246,49 +246,40 @@ impl Index {
     /// status, else the one in spec. `find` must not adopt them: two requests that look the
     /// same would end up sharing one report.
     pub fn ids_taken_by_files(&self, rb: &ReportBackend, me_uid: Option<&str>) -> HashSet<String> {
-        self.ids_taken(
-            rb,
-            me_uid,
-            |b| self.files_of_backend(b.0, b.1),
-            |rf: &ReportFile| {
-                rf.status
-                    .as_ref()
-                    .and_then(|s| s.external_id.clone())
-                    .or_else(|| rf.spec.external_id.clone())
-            },
-        )
+        self.others_on_api(rb, me_uid, |b| self.files_of_backend(b.0, b.1))
+            .iter()
+            .filter_map(|rf| file_holds(rf))
+            .collect()
+    }
+
+    /// The ReportFiles other than `me_uid` that hold report `id` on the API of `rb`, as
+    /// [`Index::ids_taken_by_files`] counts them: a report one of them holds is not another's
+    /// to remove.
+    pub fn files_holding(&self, rb: &ReportBackend, me_uid: Option<&str>, id: &str) -> Vec<Arc<ReportFile>> {
+        let mut holding = self.others_on_api(rb, me_uid, |b| self.files_of_backend(b.0, b.1));
+        holding.retain(|rf| file_holds(rf).as_deref() == Some(id));
+        holding
     }
 
     /// The same for ReportGenerators (RDE templates): the id in status, and the replaced
     /// templates not deleted yet (deleted by their generator soon: never to be adopted).
     pub fn ids_taken_by_generators(&self, rb: &ReportBackend, me_uid: Option<&str>) -> HashSet<String> {
-        self.ids_taken(
-            rb,
-            me_uid,
-            |b| self.generators_of_backend(b.0, b.1),
-            |g: &ReportGenerator| {
-                g.status
-                    .as_ref()
-                    .map(|s| {
-                        s.external_id
-                            .iter()
-                            .chain(&s.retired_templates)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default()
-            },
-        )
+        self.others_on_api(rb, me_uid, |b| self.generators_of_backend(b.0, b.1))
+            .iter()
+            .filter_map(|g| g.status.as_ref())
+            .flat_map(|s| s.external_id.iter().chain(&s.retired_templates).cloned())
+            .collect()
     }
 
-    fn ids_taken<K: Resource, I: IntoIterator<Item = String>>(
+    /// The objects other than `me_uid` that `users` gives for each ReportBackend on the API
+    /// of `rb`: whose report ids are shared with `rb`'s.
+    fn others_on_api<K: Resource>(
         &self,
         rb: &ReportBackend,
         me_uid: Option<&str>,
         users: impl Fn((&str, &str)) -> Vec<Arc<K>>,
-        holds: impl Fn(&K) -> I,
-    ) -> HashSet<String> {
-        let mut taken = HashSet::new();
+    ) -> Vec<Arc<K>> {
+        let mut others = Vec::new();
         for backend in self.backends_on_api_of(rb) {
             let (Some(namespace), Some(name)) = (
                 backend.meta().namespace.as_deref(),
@@ -296,14 +287,13 @@ impl Index {
             ) else {
                 continue;
             };
-            taken.extend(
+            others.extend(
                 users((namespace, name))
-                    .iter()
-                    .filter(|o| o.meta().uid.as_deref() != me_uid)
-                    .flat_map(|o| holds(o)),
+                    .into_iter()
+                    .filter(|o| o.meta().uid.as_deref() != me_uid),
             );
         }
-        taken
+        others
     }
 
     /// ReportFiles by status, as the reports gauge shows them.
@@ -316,6 +306,14 @@ impl Index {
             failed: count(FileState::Failed),
         }
     }
+}
+
+/// The report id a ReportFile holds: the one in status, else the one in spec.
+fn file_holds(rf: &ReportFile) -> Option<String> {
+    rf.status
+        .as_ref()
+        .and_then(|s| s.external_id.clone())
+        .or_else(|| rf.spec.external_id.clone())
 }
 
 fn file_keys(rf: &ReportFile) -> Vec<Key> {

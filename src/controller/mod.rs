@@ -206,7 +206,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             Arc::new(file::S3Buckets),
         )
         .with_shards(shards)
-        .with_delivery_limits(args.delivery_limits()),
+        .with_delivery_limits(args.delivery_limits())
+        .with_deletion_grace(std::time::Duration::from_secs(args.deletion_grace_seconds)),
     );
     info!(addr = %args.metrics_addr, namespace = ?args.namespace, version = env!("CARGO_PKG_VERSION"), "report-operator starting");
 

@@ -3,7 +3,12 @@
 //! before its report is asked for, and deleting the ReportFile (by hand, or by a generator's
 //! history pruning) removes its report on Connect first. What cannot be removed is said in a
 //! Warning Event (`ReportLeft`), never silently left behind; a report still being made is
-//! waited for (up to the ReportFile's deadline), since Connect removes only finished ones.
+//! waited for, since Connect removes only finished ones.
+//!
+//! Only a report no other ReportFile holds is removed: an id written by hand into
+//! `spec.externalId` may be another ReportFile's report. And nothing holds the deletion for
+//! ever: a backend not Ready or erroring, or a report still being made, is waited for only
+//! for the deletion grace ([`super::deleting`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::decide::{DEFAULT_ACTIVE_DEADLINE, deadline_passed};
+use super::deleting;
 use super::poll::poll_interval;
 use crate::api::reasons::EventReason;
 use crate::api::{BackendType, ReportBackend, ReportFile};
@@ -45,8 +51,8 @@ pub enum Removal {
     Delete,
     /// Leave it and say why (Warning Event `ReportLeft`); the finalizer goes.
     Leave(String),
-    /// Look again after this long; the finalizer stays.
-    Wait(Duration),
+    /// Look again after this long (why, for the `Deleting` condition); the finalizer stays.
+    Wait(Duration, String),
 }
 
 /// Pure: what to do with report `id` in `state` of a ReportFile created at `created` with
@@ -72,10 +78,46 @@ pub fn removal(
             } else {
                 // Polled like a running report: 1 s at first, backing off to 30 s.
                 let running = created.and_then(|c| (now - c).to_std().ok()).unwrap_or_default();
-                Removal::Wait(poll_interval(running, 1, None))
+                Removal::Wait(
+                    poll_interval(running, 1, None),
+                    format!(
+                        "report {id} is still being made on CONNECT, which removes only finished reports"
+                    ),
+                )
             }
         }
     }
+}
+
+/// Another ReportFile on the same API that holds the report too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// `namespace/name`.
+    pub name: String,
+    /// It is being deleted too.
+    pub deleting: bool,
+}
+
+/// Pure: whether a ReportFile being deleted may remove report `id`, which `holders` (the other
+/// ReportFiles on the same API) hold too; `None`: it may. `made`: this ReportFile made the
+/// report (its create-once record), rather than adopting an id written into its spec. A held
+/// report is never removed; the one that made it waits while every other holder is being
+/// deleted too (a namespace being deleted), and removes it once they are gone.
+pub fn shared(id: &str, made: bool, holders: &[Holder]) -> Option<Removal> {
+    let first = holders.first()?;
+    if made && holders.iter().all(|h| h.deleting) {
+        return Some(Removal::Wait(
+            RETRY,
+            format!(
+                "report {id} is held by ReportFile {}, also being deleted: removed once it is gone",
+                first.name
+            ),
+        ));
+    }
+    Some(Removal::Leave(format!(
+        "report {id} stays on CONNECT: held by ReportFile {}",
+        first.name
+    )))
 }
 
 /// Adds the finalizer before the report is asked for, so that no report is made that a
@@ -115,17 +157,28 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             return Ok(Action::await_change());
         }
         Err(n) => {
-            ctx.event(
-                rf,
-                EventType::Warning,
-                EventReason::BackendError,
-                format!("cannot remove the report on CONNECT yet: {}", n.message),
-            )
-            .await;
-            return Err(NotYet(Duration::from_secs(30)));
+            let why = format!("the report cannot be removed on CONNECT yet: {}", n.message);
+            return wait_or_leave(rf, ctx, why, Duration::from_secs(30)).await;
         }
     };
     let type_ = rb.spec.type_.as_str();
+    if let Some(id) = status.external_id.as_deref() {
+        let uid = rf.metadata.uid.as_deref();
+        let holders: Vec<Holder> = ctx
+            .index
+            .files_holding(&rb, uid, id)
+            .iter()
+            .map(|other| Holder {
+                name: format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any()),
+                deleting: other.metadata.deletion_timestamp.is_some(),
+            })
+            .collect();
+        // Made here: the create-once record (an id in spec alone was adopted, not made).
+        let made = rf.spec.external_id.is_none() || status.attempts.is_some_and(|a| a > 0);
+        if let Some(removal) = shared(id, made, &holders) {
+            return act(rf, ctx, removal).await;
+        }
+    }
     let report = match look_up(rf, ctx, &rb, backend.as_ref(), status.external_id.clone()).await {
         Ok(Some(report)) => report,
         Ok(None) | Err(BackendError::NotFound { .. }) => return Ok(Action::await_change()),
@@ -137,7 +190,7 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
         &report.state,
         created,
         rf.spec.active_deadline_seconds,
-        Utc::now(),
+        ctx.now(),
     ) {
         Removal::Delete => match ctx
             .metrics
@@ -156,13 +209,32 @@ async fn remove_report(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet>
             }
             Err(e) => settle(rf, ctx, "removing", &e).await,
         },
+        other => act(rf, ctx, other).await,
+    }
+}
+
+/// Leaves the report (saying why) or waits for it, within the deletion grace.
+async fn act(rf: &ReportFile, ctx: &Context, removal: Removal) -> Result<Action, NotYet> {
+    match removal {
         Removal::Leave(why) => {
             ctx.event(rf, EventType::Warning, EventReason::ReportLeft, why)
                 .await;
             Ok(Action::await_change())
         }
-        Removal::Wait(after) => Err(NotYet(after)),
+        Removal::Wait(after, why) => wait_or_leave(rf, ctx, why, after).await,
+        // Not asked of it: a removal is done where the backend is at hand.
+        Removal::Delete => Ok(Action::await_change()),
     }
+}
+
+/// [`deleting::wait_or_leave`] for this finalizer: what is left is a report on CONNECT.
+async fn wait_or_leave(
+    rf: &ReportFile,
+    ctx: &Context,
+    why: String,
+    after: Duration,
+) -> Result<Action, NotYet> {
+    deleting::wait_or_leave(rf, ctx, CONNECT_FINALIZER, EventReason::ReportLeft, why, after).await
 }
 
 /// The report of `rf` on Connect: by its id, or (an ambiguous create may have made a report
@@ -202,12 +274,22 @@ async fn settle(rf: &ReportFile, ctx: &Context, doing: &str, e: &BackendError) -
             .await;
             Ok(Action::await_change())
         }
-        ErrorAction::Retry { after } => Err(NotYet(
-            after
+        ErrorAction::Retry { after } => {
+            let after = after
                 .unwrap_or(RETRY)
-                .clamp(Duration::from_secs(1), Duration::from_secs(300)),
-        )),
-        ErrorAction::BackendNotReady { .. } => Err(NotYet(Duration::from_secs(30))),
+                .clamp(Duration::from_secs(1), Duration::from_secs(300));
+            wait_or_leave(
+                rf,
+                ctx,
+                format!("{doing} the report on CONNECT failed: {e}"),
+                after,
+            )
+            .await
+        }
+        ErrorAction::BackendNotReady { .. } => {
+            let why = format!("{doing} the report on CONNECT failed: {e}");
+            wait_or_leave(rf, ctx, why, Duration::from_secs(30)).await
+        }
     }
 }
 
@@ -223,11 +305,77 @@ mod tests {
     fn a_report_still_being_made_is_looked_at_less_often_as_it_runs() {
         let created = Some(t("2026-01-01T00:00:00Z"));
         let wait = |now| match removal("RP-1", &ReportState::InProgress, created, None, t(now)) {
-            Removal::Wait(d) => d,
+            Removal::Wait(d, _) => d,
             other => panic!("{other:?}"),
         };
         assert_eq!(wait("2026-01-01T00:00:02Z"), Duration::from_secs(1));
         assert_eq!(wait("2026-01-01T01:00:00Z"), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_report_another_report_file_holds_is_never_removed() {
+        let holder = |name: &str, deleting| Holder {
+            name: format!("team/{name}"),
+            deleting,
+        };
+        /// (situation, this ReportFile made the report, the other holders, what happens)
+        type Row = (&'static str, bool, Vec<Holder>, &'static str);
+        let rows: Vec<Row> = vec![
+            ("made, no one else holds it: removed", true, vec![], "remove"),
+            (
+                "adopted through spec.externalId, no one else holds it: removed",
+                false,
+                vec![],
+                "remove",
+            ),
+            (
+                "adopted, another holds it: left",
+                false,
+                vec![holder("o", false)],
+                "held by ReportFile team/o",
+            ),
+            (
+                "adopted, another being deleted holds it: left to that one",
+                false,
+                vec![holder("o", true)],
+                "held by ReportFile team/o",
+            ),
+            (
+                "made, another holds it by hand: left",
+                true,
+                vec![holder("o", false)],
+                "held by ReportFile team/o",
+            ),
+            (
+                "made, the others being deleted too: waits for them",
+                true,
+                vec![holder("o", true), holder("p", true)],
+                "wait",
+            ),
+            (
+                "made, one other not being deleted: left",
+                true,
+                vec![holder("o", true), holder("p", false)],
+                "held by ReportFile team/o",
+            ),
+        ];
+        for (what, made, holders, want) in rows {
+            let got = match shared("RP-1", made, &holders) {
+                None => "remove".to_string(),
+                Some(Removal::Leave(why)) => {
+                    assert!(why.starts_with("report RP-1 stays on CONNECT: "), "{what}: {why}");
+                    why.trim_start_matches("report RP-1 stays on CONNECT: ")
+                        .to_string()
+                }
+                Some(Removal::Wait(after, why)) => {
+                    assert_eq!(after, RETRY, "{what}");
+                    assert!(why.contains("also being deleted"), "{what}: {why}");
+                    "wait".to_string()
+                }
+                Some(Removal::Delete) => "delete".to_string(),
+            };
+            assert_eq!(got, want, "{what}");
+        }
     }
 
     #[test]
@@ -293,7 +441,7 @@ mod tests {
                     );
                     "leave"
                 }
-                Removal::Wait(_) => "wait",
+                Removal::Wait(..) => "wait",
             };
             assert_eq!(got, want, "{what}");
         }

@@ -797,47 +797,208 @@ async fn deleting_a_report_file_deletes_its_copy_first_when_the_store_says_delet
     );
 }
 
+/// A READY CONNECT report `r-1` on backend `b` (the journal's `backend …` lines are its
+/// calls), ReportFile `name` being deleted with the CONNECT finalizer; `extra` merged in.
+fn connect_deleting(world: &mut World, name: &str, extra: Value) {
+    let rf = report_file(name, merge_of(ready(chrono::Duration::hours(1)), extra));
+    world.put(deleting(rf, &["reporting.report-operator.io/connect-report"]));
+}
+
 #[tokio::test]
-async fn a_copy_that_never_completed_deletes_nothing_with_its_report_file() {
-    // Its key may name another ReportFile's object: only what a completed copy recorded goes.
+async fn a_hand_made_report_file_never_removes_a_report_another_report_file_holds() {
+    let mut world = World::new();
+    world.backend("b", BackendType::Connect);
+    // `o` made r-1; `r` was written by hand with spec.externalId r-1.
+    world.put(report_file(
+        "o",
+        merge_of(
+            ready(chrono::Duration::hours(1)),
+            json!({"status": {"attempts": 1}}),
+        ),
+    ));
+    connect_deleting(&mut world, "r", json!({"spec": {"externalId": "r-1"}}));
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["event Warning ReportLeft", "patch ReportFile/r"],
+        "the backend is not asked to remove it"
+    );
+    assert_eq!(
+        world.journal.note("ReportLeft").as_deref(),
+        Some("report r-1 stays on CONNECT: held by ReportFile team/o")
+    );
+    assert_eq!(
+        world.object("ReportFile", "r")["metadata"]["finalizers"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn the_report_file_that_made_a_report_removes_it_once_a_holder_being_deleted_too_is_gone() {
+    let mut world = World::new();
+    let backend = world.backend("b", BackendType::Connect);
+    backend.on_get(Ok(remote(ReportState::Ready)));
+    backend.on_delete(Ok(()));
+    connect_deleting(&mut world, "o", json!({"spec": {"externalId": "r-1"}}));
+    connect_deleting(&mut world, "r", json!({"status": {"attempts": 1}}));
+    let action = run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["apply status ReportFile/r"],
+        "waits, saying why"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let (_, reason, message) = world
+        .condition("ReportFile", "r", "Ready")
+        .expect("a Ready condition");
+    assert_eq!(reason, "Deleting");
+    assert!(
+        message.contains("held by ReportFile team/o, also being deleted"),
+        "{message}"
+    );
+
+    run(&world, "o").await;
+    assert_eq!(
+        world.journal.take(),
+        ["event Warning ReportLeft", "patch ReportFile/o"],
+        "the adopter leaves it to the one that made it"
+    );
+    world
+        .api
+        .remove("ReportFile", crate::controller::fixtures::NS, "o");
+    world.sync();
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "backend get r-1",
+            "backend delete report r-1",
+            "event Normal ReportRemoved",
+            "patch ReportFile/r",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_connect_backend_that_keeps_erroring_holds_a_deletion_only_for_the_grace() {
+    let mut world = World::new();
+    let backend = world.backend("b", BackendType::Connect);
+    backend.on_get(Err(BackendError::Transient {
+        message: "HTTP 503".into(),
+        retry_after: None,
+    }));
+    connect_deleting(&mut world, "r", json!({}));
+    let action = run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["backend get r-1", "apply status ReportFile/r"]
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let (status, reason, message) = world
+        .condition("ReportFile", "r", "Ready")
+        .expect("a Ready condition");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Deleting"));
+    assert!(
+        message.starts_with("being deleted: looking up the report on CONNECT failed: transient backend error: HTTP 503; retried until ")
+            && message.ends_with("then the finalizer reporting.report-operator.io/connect-report goes"),
+        "{message}"
+    );
+
+    world.sync();
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["backend get r-1"],
+        "the same wait is not written again"
+    );
+
+    world.ctx.set_now(Utc::now() + chrono::Duration::minutes(2));
+    world.sync();
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "backend get r-1",
+            "event Warning ReportLeft",
+            "patch ReportFile/r"
+        ]
+    );
+    let note = world.journal.note("ReportLeft").unwrap_or_default();
+    assert!(
+        note.ends_with("given up 120 s after the deletion: the finalizer goes"),
+        "{note}"
+    );
+    assert_eq!(
+        world.object("ReportFile", "r")["metadata"]["finalizers"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn a_connect_backend_not_ready_holds_a_deletion_only_for_the_grace() {
+    let mut world = World::new();
+    world.broken_backend("b", BackendType::Connect);
+    connect_deleting(&mut world, "r", json!({}));
+    let action = run(&world, "r").await;
+    assert_eq!(world.journal.take(), ["apply status ReportFile/r"]);
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+
+    world.ctx.set_now(Utc::now() + chrono::Duration::seconds(119));
+    world.sync();
+    let action = run(&world, "r").await;
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "the retry comes at the grace's end"
+    );
+    world.journal.take();
+
+    world.ctx.set_now(Utc::now() + chrono::Duration::seconds(121));
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["event Warning ReportLeft", "patch ReportFile/r"]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_store_holds_a_deletion_only_for_the_grace() {
     let mut world = World::new();
     world.backend("b", BackendType::Cmp);
     world.store("bucket", json!({"retention": "Delete"}));
     let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
-        "status": {"delivery": {"location": "s3://b/reports/team/other/x.csv", "attempts": 3,
-            "lastFailureTime": Utc::now().to_rfc3339()}}});
+        "status": {"delivery": {"location": "s3://b/reports/team/r/x.csv", "sha256": "ab", "deliveredTime": Utc::now().to_rfc3339()}}});
     let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
     world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
-    run(&world, "r").await;
-    assert_eq!(world.journal.take(), ["patch ReportFile/r"]);
-}
-
-#[tokio::test]
-async fn an_unpacked_archive_goes_object_by_object_as_recorded_whatever_the_store_says_now() {
-    // The store switched to Store since; what the copy wrote is in the record, nothing under
-    // a prefix is listed or deleted.
-    let mut world = World::new();
-    world.backend("b", BackendType::Connect);
-    world.store(
-        "bucket",
-        json!({"retention": "Delete", "connectArchive": "Store"}),
+    world
+        .bucket
+        .fail_next(StoreError::Unreachable("connection refused".into()));
+    let action = run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        ["bucket open bucket", "apply status ReportFile/r"]
     );
-    let objects = [
-        "s3://b/reports/team/r/report.csv",
-        "s3://b/reports/team/r/summary.csv",
-    ];
-    let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
-        "status": {"delivery": {"location": objects[0], "objects": objects, "connectArchive": "Extract",
-            "sha256": "ab", "deliveredTime": Utc::now().to_rfc3339()}}});
-    let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
-    world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let (_, reason, message) = world
+        .condition("ReportFile", "r", "Ready")
+        .expect("a Ready condition");
+    assert_eq!(reason, "Deleting");
+    assert!(
+        message.contains("the copy s3://b/reports/team/r/x.csv cannot be deleted yet"),
+        "{message}"
+    );
+
+    world.ctx.set_now(Utc::now() + chrono::Duration::minutes(3));
+    world
+        .bucket
+        .fail_next(StoreError::Unreachable("connection refused".into()));
+    world.sync();
     run(&world, "r").await;
     assert_eq!(
         world.journal.take(),
         [
             "bucket open bucket",
-            "bucket delete reports/team/r/report.csv",
-            "bucket delete reports/team/r/summary.csv",
+            "event Warning DeliveryCleanupSkipped",
             "patch ReportFile/r"
         ]
     );
@@ -909,4 +1070,50 @@ async fn idle_reconcile_cost() {
             if name == "f" { "FAILED" } else { "READY" }
         );
     }
+}
+
+#[tokio::test]
+async fn a_copy_that_never_completed_deletes_nothing_with_its_report_file() {
+    // Its key may name another ReportFile's object: only what a completed copy recorded goes.
+    let mut world = World::new();
+    world.backend("b", BackendType::Cmp);
+    world.store("bucket", json!({"retention": "Delete"}));
+    let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
+        "status": {"delivery": {"location": "s3://b/reports/team/other/x.csv", "attempts": 3,
+            "lastFailureTime": Utc::now().to_rfc3339()}}});
+    let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
+    world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
+    run(&world, "r").await;
+    assert_eq!(world.journal.take(), ["patch ReportFile/r"]);
+}
+
+#[tokio::test]
+async fn an_unpacked_archive_goes_object_by_object_as_recorded_whatever_the_store_says_now() {
+    // The store switched to Store since; what the copy wrote is in the record, nothing under
+    // a prefix is listed or deleted.
+    let mut world = World::new();
+    world.backend("b", BackendType::Connect);
+    world.store(
+        "bucket",
+        json!({"retention": "Delete", "connectArchive": "Store"}),
+    );
+    let objects = [
+        "s3://b/reports/team/r/report.csv",
+        "s3://b/reports/team/r/summary.csv",
+    ];
+    let delivery = json!({"spec": {"storeRef": {"name": "bucket"}},
+        "status": {"delivery": {"location": objects[0], "objects": objects, "connectArchive": "Extract",
+            "sha256": "ab", "deliveredTime": Utc::now().to_rfc3339()}}});
+    let rf = report_file("r", merge_of(ready(chrono::Duration::hours(1)), delivery));
+    world.put(deleting(rf, &["reporting.report-operator.io/delivery"]));
+    run(&world, "r").await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "bucket open bucket",
+            "bucket delete reports/team/r/report.csv",
+            "bucket delete reports/team/r/summary.csv",
+            "patch ReportFile/r"
+        ]
+    );
 }

@@ -19,6 +19,7 @@
 mod cleanup;
 mod copy;
 mod decide;
+mod deleting;
 mod driver;
 mod end;
 mod poll;

@@ -10,6 +10,7 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::copy::report_store;
+use super::deleting;
 use super::renewal::COPY_RETRY_FIRST;
 use crate::api::ReportFile;
 use crate::api::reasons::EventReason;
@@ -25,7 +26,7 @@ pub const FINALIZER: &str = crate::api::FINALIZER_DELIVERY;
 /// A ReportFile being deleted that carries [`FINALIZER`]: deletes its object (retention
 /// Delete), then lets it go. A store that is gone or lost its credentials cannot be cleaned
 /// and would hold the ReportFile (and its namespace) for ever: the object is left, with a
-/// Warning. An unreachable store is retried.
+/// Warning. An unreachable store is retried, for the deletion grace ([`deleting`]).
 pub async fn finalize(rf: &ReportFile, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ReportFile> = Api::namespaced(ctx.client.clone(), &rf.namespace().unwrap_or_default());
     finalizers::run(Arc::new(rf.clone()), &api, FINALIZER, |rf| async move {
@@ -75,7 +76,9 @@ async fn delete_copy(rf: &ReportFile, ctx: &Context) -> Result<Action, NotYet> {
         Err(e @ StoreError::Unreachable(_)) => {
             ctx.metrics.delivery.failed(e.label());
             warn!(report = %rf.name_any(), error = %e, "cannot delete the report's copy yet");
-            return Err(NotYet(COPY_RETRY_FIRST));
+            let why = format!("the copy {location} cannot be deleted yet: {e}");
+            let left = EventReason::DeliveryCleanupSkipped;
+            return deleting::wait_or_leave(rf, ctx, FINALIZER, left, why, COPY_RETRY_FIRST).await;
         }
         Err(e) => {
             ctx.metrics.delivery.failed(e.label());

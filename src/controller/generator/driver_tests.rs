@@ -634,3 +634,34 @@ async fn an_idle_generator_between_runs_makes_no_request() {
         assert_eq!(action, requeue("50100100"), "the next window");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_rde_generator_waits_for_its_platform_only_for_the_deletion_grace() {
+    let mut g = own(json!({}));
+    g.metadata.deletion_timestamp = Some(crate::controller::conditions::to_k8s_time(t(NOW)));
+    g.metadata.finalizers = Some(vec!["reporting.report-operator.io/rde-template".into()]);
+    let status = ReportGeneratorStatus {
+        external_id: Some("tmpl-1".into()),
+        ..Default::default()
+    };
+    let world = world_of(&g, Backend::Broken, status, 0, &[], Acted::Created);
+    world.ctx.set_now(t("2026-11-05T10:01:00Z"));
+    let action = run(&world).await;
+    assert_eq!(world.journal.take(), ["event Warning BackendError"]);
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+
+    world.ctx.set_now(t("2026-11-05T10:02:00Z"));
+    run(&world).await;
+    assert_eq!(
+        world.journal.take(),
+        [
+            "event Warning BackendError",
+            "event Warning TemplateLeft",
+            "patch ReportGenerator/g"
+        ]
+    );
+    assert_eq!(
+        world.object("ReportGenerator", "g")["metadata"]["finalizers"],
+        json!([])
+    );
+}

@@ -19,10 +19,11 @@ use crate::api::{
     EventType as ReportEventType, ReportBackend, ReportFile, ReportGenerator, ReportGeneratorStatus,
 };
 use crate::backend::{BackendError, ListQuery, RemoteReport, ReportRequest, ReportingBackend};
+use crate::controller::conditions::from_k8s_time;
 use crate::controller::context::Context;
 use crate::controller::create_once::{CreateOnce, Created, create_once};
 use crate::controller::error::Error;
-use crate::controller::finalizers::{self, NotYet};
+use crate::controller::finalizers::{self, NotYet, Patience, patience};
 use crate::controller::outcome::Outcome;
 use crate::controller::registry::Unusable;
 
@@ -377,7 +378,7 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                 format!("cannot delete RDEReportTemplate {ids} yet: {}", n.message),
             )
             .await;
-            return Err(NotYet(Duration::from_secs(30)));
+            return retry_or_leave(g, ctx, &ids, &n.message, Duration::from_secs(30)).await;
         }
     };
     // Deleting one that is gone already succeeds: a retry after a partial pass is harmless.
@@ -408,9 +409,36 @@ async fn delete_template(g: &ReportGenerator, ctx: &Context) -> Result<Action, N
                     format!("deleting RDEReportTemplate {template_id}: {e}"),
                 )
                 .await;
-                return Err(NotYet(Duration::from_secs(10)));
+                let why = e.to_string();
+                return retry_or_leave(g, ctx, &template_id, &why, Duration::from_secs(10)).await;
             }
         }
     }
     Ok(Action::await_change())
+}
+
+/// A template deletion that cannot be done now (`why`): retried after `after`, but only for
+/// the deletion grace since the generator's deletion; then the templates `ids` are left with
+/// a Warning and the finalizer goes, so that a platform that is down never holds a namespace
+/// `Terminating`.
+async fn retry_or_leave(
+    g: &ReportGenerator,
+    ctx: &Context,
+    ids: &str,
+    why: &str,
+    after: Duration,
+) -> Result<Action, NotYet> {
+    let deleted = g.metadata.deletion_timestamp.as_ref().map(from_k8s_time);
+    match patience(deleted, ctx.deletion_grace, ctx.now(), after) {
+        Patience::Wait(after) => Err(NotYet(after)),
+        Patience::GiveUp => {
+            let grace = ctx.deletion_grace.as_secs();
+            let note = format!(
+                "RDEReportTemplate {ids} was not deleted: {why}; given up {grace} s after the deletion: the finalizer goes"
+            );
+            ctx.event(g, EventType::Warning, EventReason::TemplateLeft, note)
+                .await;
+            Ok(Action::await_change())
+        }
+    }
 }
