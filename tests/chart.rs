@@ -878,7 +878,11 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac_and_flags() {
                 "-o",
                 "jsonpath={.spec.holderIdentity}",
             ]);
-            (stdout(&out) == pod_name).then_some(())
+            // `<pod>_<8 hex>`: the pod name and a suffix of the process.
+            stdout(&out)
+                .strip_prefix(&format!("{pod_name}_"))
+                .is_some_and(|suffix| suffix.len() == 8)
+                .then_some(())
         },
     )
     .await;

@@ -104,7 +104,15 @@ pub async fn acquire(client: &Client, args: &RunArgs) -> Result<Leadership, RunE
         });
     }
     let duration = Duration::from_secs(seconds);
-    let identity = identity();
+    // Unique per process, as client-go's `<hostname>_<uuid>`: a container restarted in its pod
+    // keeps the pod's name, and kube-lease-manager takes a Lease naming its identity for its
+    // own (renewing it without a precondition), so a shared name could make a new process
+    // lead on a Lease another replica holds meanwhile.
+    let identity = format!(
+        "{}_{}",
+        identity(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let lease = args.leader_election_lease_name.clone();
     // A renewal is ours only if this process wrote it: a container restarted in the same pod
     // has the same identity, and the Lease may still carry its predecessor's last renewal.

@@ -48,7 +48,11 @@ impl Targeting {
                     _ => None,
                 };
                 (0..self.count)
-                    .find(|r| holder.as_deref() == Some(Replicas::identity(*r).as_str()))
+                    .find(|r| {
+                        // The operator adds a suffix per process: `<POD_NAME>_<8 hex>`.
+                        let pod = format!("{}_", Replicas::identity(*r));
+                        holder.as_deref().is_some_and(|h| h.starts_with(&pod))
+                    })
                     .unwrap_or(0)
             }
         }
