@@ -255,14 +255,15 @@ async fn a_store_that_is_down_loses_nothing_and_the_copy_outlives_the_backends_u
     ));
     world.apply(&stored_generator(t, "sup-gen", "sup", "bucket"));
 
-    // Down: the store and the report say so, and the Secret holds the backend's URL.
+    // Down: the store and the report say so, and the Secret holds the backend's URL. The copy
+    // is handed to the delivery pool first (Delivered False Copying), then fails.
     let (status, reason) = wait_for(
-        "Delivered=False on the report while the store is down",
+        "Delivered=False Unreachable on the report while the store is down",
         DEADLINE,
         || async {
             delivered_condition(&world, "sup-gen")
                 .await
-                .filter(|(s, _)| s == "False")
+                .filter(|(s, r)| s == "False" && r == "Unreachable")
         },
     )
     .await;
