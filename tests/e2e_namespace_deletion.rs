@@ -3,6 +3,9 @@
 //! ReportStore with `retention: Delete`, is gone within a bound; and a platform that refuses
 //! to remove its reports, or a store that is gone, holds its ReportFiles only for the
 //! deletion grace, saying why in their `Ready` condition (reason `Deleting`) meanwhile.
+//!
+//! And a deleted ReportFile removes only what it made (issue #20): not a CONNECT report whose
+//! id was written into its spec, not an object its copy named but never wrote.
 
 mod common;
 
@@ -23,18 +26,19 @@ const BUCKET: &str = "reports";
 /// `n` hand-made CONNECT ReportFiles `f-0` … of backend `connect`; every `stored_every`-th
 /// one copied into the ReportStore `bucket`.
 fn report_files(n: usize, stored_every: usize) -> String {
-    (0..n)
-        .map(|i| {
-            let store = if i % stored_every == 0 {
-                "  storeRef:\n    name: bucket\n"
-            } else {
-                ""
-            };
-            format!(
-                "---\napiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportFile\nmetadata:\n  name: f-{i}\nspec:\n  backendRef:\n    name: connect\n  name: Usage {i}\n  eventType: ONETIME\n  format: JSON\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    endDate: \"2026-10-02T23:59:59Z\"\n    template: RT-0000-0001\n{store}"
-            )
-        })
-        .collect()
+    (0..n).map(|i| report_file(i, i % stored_every == 0)).collect()
+}
+
+/// The ReportFile `f-{i}` of [`report_files`].
+fn report_file(i: usize, stored: bool) -> String {
+    let store = if stored {
+        "  storeRef:\n    name: bucket\n"
+    } else {
+        ""
+    };
+    format!(
+        "---\napiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportFile\nmetadata:\n  name: f-{i}\nspec:\n  backendRef:\n    name: connect\n  name: Usage {i}\n  eventType: ONETIME\n  format: JSON\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    endDate: \"2026-10-02T23:59:59Z\"\n    template: RT-0000-0001\n{store}"
+    )
 }
 
 /// A namespace with a CONNECT backend at a simulator whose reports take `generation_ms`, a
@@ -52,6 +56,17 @@ struct Setup {
 
 impl Setup {
     async fn start(prefix: &str, n: usize, stored_every: usize, extra_args: &[&str]) -> Setup {
+        Setup::with_store(prefix, n, stored_every, "", extra_args).await
+    }
+
+    /// [`Setup::start`] with more of the ReportStore's spec (`store_spec`, indented lines).
+    async fn with_store(
+        prefix: &str,
+        n: usize,
+        stored_every: usize,
+        store_spec: &str,
+        extra_args: &[&str],
+    ) -> Setup {
         let s3 = S3Server::start(&[BUCKET]).await;
         let client = common::control_plane().await.client().await;
         common::install_crds(&client).await;
@@ -70,7 +85,11 @@ impl Setup {
             client,
         };
         let t = BackendType::Connect;
-        setup.apply(&setup.s3.manifest("bucket", BUCKET, "  retention: Delete\n"));
+        setup.apply(
+            &setup
+                .s3
+                .manifest("bucket", BUCKET, &format!("  retention: Delete\n{store_spec}")),
+        );
         setup.apply(&fixtures::backend(
             &setup.sim,
             t,
@@ -280,5 +299,154 @@ async fn a_platform_that_refuses_and_a_store_that_is_gone_hold_a_deletion_only_f
         setup.told("DeliveryCleanupSkipped").await,
         3,
         "each copy left in the store is told"
+    );
+}
+
+/// The ReportFile `name` of `ns`, once `done` says it is.
+async fn file_when(
+    files: &Api<ReportFile>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ReportFile) -> bool,
+) -> ReportFile {
+    wait_for(what, Duration::from_secs(120), || async {
+        files.get(name).await.ok().filter(|rf| done(rf))
+    })
+    .await
+}
+
+/// Deletes the ReportFile `name` and waits until it is gone.
+async fn delete_file(setup: &Setup, name: &str) {
+    let files = setup.files();
+    files
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete the ReportFile");
+    let what = format!(
+        "ReportFile {name} gone (operator log: {})",
+        setup.operator.log.display()
+    );
+    wait_for(&what, Duration::from_secs(60), || async {
+        files.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_file_removes_no_connect_report_whose_id_was_written_into_its_spec() {
+    let setup = Setup::start("e2e-adopted-id", 1, 1_000, &[]).await;
+    let maker = setup.files().get("f-0").await.expect("f-0");
+    let id = maker
+        .status
+        .as_ref()
+        .and_then(|s| s.external_id.clone())
+        .expect("f-0's report id");
+    // Another team's namespace, with an operator of its own that does not see f-0 (as a
+    // report kept by another tool): a ReportFile written by hand with f-0's report id
+    // follows that report to READY.
+    let other = TestNamespace::new("e2e-adopted-id-other").await;
+    let operator = Operator::start_with(other.cp(), &other.name, &[]);
+    let t = BackendType::Connect;
+    let apply = |yaml: &str| {
+        let out = other.kubectl_stdin(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            common::stderr(&out)
+        );
+    };
+    apply(&fixtures::backend(
+        &setup.sim,
+        t,
+        "connect",
+        &fixtures::good_credentials(t),
+        "",
+    ));
+    apply(&format!(
+        "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportFile\nmetadata:\n  name: adopted\nspec:\n  backendRef:\n    name: connect\n  name: Adopted\n  eventType: ONETIME\n  format: JSON\n  externalId: {id}\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    endDate: \"2026-10-02T23:59:59Z\"\n    template: RT-0000-0001\n"
+    ));
+    let files: Api<ReportFile> = Api::namespaced(setup.client.clone(), &other.name);
+    file_when(&files, "adopted", "the adopted report READY", finished).await;
+
+    // Deleted: no ReportFile its operator sees holds the report, but its id was written into
+    // the spec, not made for it.
+    files
+        .delete("adopted", &DeleteParams::default())
+        .await
+        .expect("delete the ReportFile");
+    let events: Api<Event> = Api::namespaced(setup.client.clone(), &other.name);
+    let what = format!(
+        "an Event saying what became of report {id} (operator log: {})",
+        operator.log.display()
+    );
+    let (reason, note) = wait_for(&what, Duration::from_secs(60), || async {
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        list.into_iter().find_map(|e| {
+            let about = e.regarding.as_ref()?.name.as_deref() == Some("adopted");
+            let told = matches!(e.reason.as_deref(), Some("ReportLeft" | "ReportRemoved"));
+            (about && told).then(|| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        })
+    })
+    .await;
+    assert_eq!(
+        (reason.as_str(), note),
+        (
+            "ReportLeft",
+            format!(
+                "report {id} stays on CONNECT: its id was written into spec.externalId, and the operator removes only reports it made for the ReportFile"
+            )
+        ),
+        "what became of the adopted report"
+    );
+    assert_eq!(
+        setup.removed_on_connect(),
+        0,
+        "report {id} was removed on CONNECT"
+    );
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_never_completed_deletes_no_object_when_its_report_file_goes() {
+    // Every report's copy goes to one key: the second ReportFile's copy names the first's
+    // object.
+    let setup = Setup::with_store(
+        "e2e-unwritten-copy",
+        1,
+        1,
+        "  pathTemplate: \"{namespace}/shared.{ext}\"\n",
+        &[],
+    )
+    .await;
+    let objects = setup.s3.objects(BUCKET).await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let (location, _) = objects[0].clone();
+    // From now on every download of a report from the platform fails: no copy completes.
+    setup.sim.inject(Fault::new(
+        ReportingApi::Connect,
+        "storage",
+        FaultKind::ServerError,
+        1_000_000,
+    ));
+    setup.apply(&report_file(1, true));
+    let files = setup.files();
+    // Its copy aims at f-0's object and fails before it writes anything.
+    let failed = file_when(&files, "f-1", "f-1's copy tried and failed", |rf| {
+        let conditions = rf.status.as_ref().map(|s| &s.conditions[..]).unwrap_or_default();
+        find_condition(conditions, CONDITION_DELIVERED)
+            .is_some_and(|c| c.status == "False" && !matches!(c.reason.as_str(), "Copying" | "Queued"))
+    })
+    .await;
+    let reason = find_condition(
+        &failed.status.as_ref().expect("status").conditions,
+        CONDITION_DELIVERED,
+    )
+    .map(|c| c.reason.clone());
+
+    delete_file(&setup, "f-1").await;
+    assert_eq!(
+        setup.s3.objects(BUCKET).await,
+        objects,
+        "f-1's copy never completed (Delivered {reason:?}), yet deleting it removed f-0's object {location}"
     );
 }

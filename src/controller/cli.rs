@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 
 use super::fair_share;
 
+/// The default of `--concurrency`.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// Flags of `report-operator run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -20,8 +23,9 @@ pub struct RunArgs {
     /// set, wins over it (a full filter, e.g. `info,report_operator=debug,kube=debug`).
     #[arg(long, env = "REPORT_OPERATOR_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
-    /// Reconciles of each kind that may run at once.
-    #[arg(long, env = "REPORT_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    /// Reconciles of each kind that may run at once. One namespace holds at most three
+    /// quarters of them, and any namespace holding fewer than a quarter may start one.
+    #[arg(long, env = "REPORT_OPERATOR_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// Copies into ReportStores that may run at once, in all (each holds up to about 15 MiB).
     #[arg(long, env = "REPORT_OPERATOR_DELIVERY_CONCURRENCY", default_value_t = fair_share::DEFAULT_TOTAL)]

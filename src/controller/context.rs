@@ -23,6 +23,7 @@ use super::fair_share::Limits;
 use super::index::Index;
 use super::metrics::Metrics;
 use super::registry::{BackendRegistry, NotReady, Unusable};
+use super::seats::Seats;
 use super::shards::Shards;
 use super::store::StoreClients;
 use crate::api::reasons::Reason;
@@ -60,6 +61,8 @@ pub struct Context {
     pub deliveries: Arc<Deliveries>,
     /// How long a deleted object's cleanup may keep its finalizer when it cannot be done.
     pub deletion_grace: std::time::Duration,
+    /// Each namespace's share of each kind's reconcile workers.
+    pub seats: Arc<Seats>,
     /// The resourceVersion of this process's last status write to each object.
     own_writes: OwnWrites,
     events: Events,
@@ -95,6 +98,7 @@ impl Context {
             buckets,
             deliveries: Deliveries::new(Limits::default(), index.files.clone()),
             deletion_grace: super::finalizers::DEFAULT_DELETION_GRACE,
+            seats: Seats::new(super::cli::DEFAULT_CONCURRENCY),
             backoff: Default::default(),
             own_writes: OwnWrites::default(),
             client,
@@ -121,6 +125,13 @@ impl Context {
     /// This context with a delivery pool of `limits`.
     pub fn with_delivery_limits(mut self, limits: Limits) -> Self {
         self.deliveries = Deliveries::new(limits, self.files.clone());
+        self
+    }
+
+    /// This context with `workers` reconciles of each kind at once (`--concurrency`), shared
+    /// fairly between namespaces.
+    pub fn with_workers(mut self, workers: u16) -> Self {
+        self.seats = Seats::new(workers);
         self
     }
 

@@ -24,6 +24,7 @@ use tracing::{Instrument, error, info_span, warn};
 use super::conditions::{Cond, set_condition};
 use super::context::Context;
 use super::error::Error;
+use super::seats;
 use crate::api::reasons::Trouble;
 use crate::api::{
     ReportBackend, ReportBackendStatus, ReportFile, ReportFileStatus, ReportGenerator, ReportGeneratorStatus,
@@ -89,8 +90,14 @@ where
     K: HasReady,
     Fut: Future<Output = Result<Action, Error>>,
 {
-    let Some(claim) = ctx.shards.claim(obj.namespace().as_deref().unwrap_or_default()) else {
+    let namespace = obj.namespace().unwrap_or_default();
+    let Some(claim) = ctx.shards.claim(&namespace) else {
         return Ok(Action::await_change());
+    };
+    // Not more than the namespace's share of this kind's workers: the object comes back soon.
+    let Some(_seat) = ctx.seats.take(K::KIND, &namespace) else {
+        ctx.metrics.deferred(K::KIND);
+        return Ok(Action::requeue(seats::RETRY));
     };
     let held = claim.while_held(async {
         let start = Instant::now();

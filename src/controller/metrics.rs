@@ -346,6 +346,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts a reconcile that did not run: its namespace held its share of the workers
+    /// ([`super::seats`]); it runs again shortly.
+    pub fn deferred(&self, kind: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind,
+                result: "deferred",
+            })
+            .inc();
+    }
+
     /// Runs one backend call: the only place calls are timed and counted, so that every
     /// operation (`probe`, `submit`, `find`, `get`, `download`, `list`, `delete`) has one label
     /// set and its error codes are [`BackendError::metric_code`]'s.

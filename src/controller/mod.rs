@@ -57,6 +57,7 @@ mod metrics;
 mod outbound;
 mod outcome;
 mod registry;
+mod seats;
 mod shards;
 mod store;
 
@@ -79,6 +80,8 @@ pub use error::{Error, RunError};
 use index::Index;
 pub use metrics::Metrics;
 use shards::Shards;
+/// The shard of a namespace, for tools that watch a sharded operator (the benchmark).
+pub use shards::shard_of;
 
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
 const FILE_EVENT_BUFFER: usize = 1024;
@@ -206,6 +209,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             Arc::new(file::S3Buckets),
         )
         .with_shards(shards)
+        .with_workers(args.concurrency)
         .with_delivery_limits(args.delivery_limits())
         .with_deletion_grace(std::time::Duration::from_secs(args.deletion_grace_seconds)),
     );

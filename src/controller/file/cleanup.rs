@@ -5,8 +5,9 @@
 //! Warning Event (`ReportLeft`), never silently left behind; a report still being made is
 //! waited for, since Connect removes only finished ones.
 //!
-//! Only a report no other ReportFile holds is removed: an id written by hand into
-//! `spec.externalId` may be another ReportFile's report. And nothing holds the deletion for
+//! Only a report the operator made for this ReportFile (its create-once record) and no other
+//! ReportFile holds is removed: an id written by hand into `spec.externalId` may be another
+//! ReportFile's report, or one another team or tool keeps. And nothing holds the deletion for
 //! ever: a backend not Ready or erroring, or a report still being made, is waited for only
 //! for the deletion grace ([`super::deleting`]).
 
@@ -100,12 +101,19 @@ pub struct Holder {
 
 /// Pure: whether a ReportFile being deleted may remove report `id`, which `holders` (the other
 /// ReportFiles on the same API) hold too; `None`: it may. `made`: this ReportFile made the
-/// report (its create-once record), rather than adopting an id written into its spec. A held
-/// report is never removed; the one that made it waits while every other holder is being
-/// deleted too (a namespace being deleted), and removes it once they are gone.
+/// report (its create-once record), rather than adopting an id written into its spec. Only a
+/// report made for this ReportFile is removed, never an adopted one (whoever wrote the id may
+/// have taken it from a report another team or tool keeps); a held report is never removed;
+/// the one that made it waits while every other holder is being deleted too (a namespace
+/// being deleted), and removes it once they are gone.
 pub fn shared(id: &str, made: bool, holders: &[Holder]) -> Option<Removal> {
+    if !made {
+        return Some(Removal::Leave(format!(
+            "report {id} stays on CONNECT: its id was written into spec.externalId, and the operator removes only reports it made for the ReportFile"
+        )));
+    }
     let first = holders.first()?;
-    if made && holders.iter().all(|h| h.deleting) {
+    if holders.iter().all(|h| h.deleting) {
         return Some(Removal::Wait(
             RETRY,
             format!(
@@ -313,32 +321,33 @@ mod tests {
     }
 
     #[test]
-    fn a_report_another_report_file_holds_is_never_removed() {
+    fn only_a_report_made_for_this_report_file_and_held_by_no_other_is_removed() {
         let holder = |name: &str, deleting| Holder {
             name: format!("team/{name}"),
             deleting,
         };
+        const ADOPTED: &str = "its id was written into spec.externalId, and the operator removes only reports it made for the ReportFile";
         /// (situation, this ReportFile made the report, the other holders, what happens)
         type Row = (&'static str, bool, Vec<Holder>, &'static str);
         let rows: Vec<Row> = vec![
             ("made, no one else holds it: removed", true, vec![], "remove"),
             (
-                "adopted through spec.externalId, no one else holds it: removed",
+                "adopted through spec.externalId, no one else holds it: left",
                 false,
                 vec![],
-                "remove",
+                ADOPTED,
             ),
             (
                 "adopted, another holds it: left",
                 false,
                 vec![holder("o", false)],
-                "held by ReportFile team/o",
+                ADOPTED,
             ),
             (
                 "adopted, another being deleted holds it: left to that one",
                 false,
                 vec![holder("o", true)],
-                "held by ReportFile team/o",
+                ADOPTED,
             ),
             (
                 "made, another holds it by hand: left",

@@ -805,17 +805,11 @@ fn connect_deleting(world: &mut World, name: &str, extra: Value) {
 }
 
 #[tokio::test]
-async fn a_hand_made_report_file_never_removes_a_report_another_report_file_holds() {
+async fn a_hand_made_report_file_never_removes_the_report_whose_id_it_was_given() {
     let mut world = World::new();
     world.backend("b", BackendType::Connect);
-    // `o` made r-1; `r` was written by hand with spec.externalId r-1.
-    world.put(report_file(
-        "o",
-        merge_of(
-            ready(chrono::Duration::hours(1)),
-            json!({"status": {"attempts": 1}}),
-        ),
-    ));
+    // `r` was written by hand with spec.externalId r-1; no other ReportFile holds r-1 (its
+    // maker may be gone, or another team's tool keeps it).
     connect_deleting(&mut world, "r", json!({"spec": {"externalId": "r-1"}}));
     run(&world, "r").await;
     assert_eq!(
@@ -825,7 +819,9 @@ async fn a_hand_made_report_file_never_removes_a_report_another_report_file_hold
     );
     assert_eq!(
         world.journal.note("ReportLeft").as_deref(),
-        Some("report r-1 stays on CONNECT: held by ReportFile team/o")
+        Some(
+            "report r-1 stays on CONNECT: its id was written into spec.externalId, and the operator removes only reports it made for the ReportFile"
+        )
     );
     assert_eq!(
         world.object("ReportFile", "r")["metadata"]["finalizers"],
