@@ -61,25 +61,32 @@ pub async fn failover(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchE
             Operator::start_with(&args.operator_command(), &cluster.kubeconfig, &ns, n, &extra)?,
             Operator::start_with(&args.operator_command(), &cluster.kubeconfig, &ns, n + 1, &extra)?,
         ];
-        // The replica that reconciles (the namespace's one shard, or the Lease) is the one
-        // whose counter moves; once both are quiet, it is killed.
+        // The replica that reconciles is the holder of the Lease that covers the namespace (the
+        // one Lease, or its shard's); it is killed once quiet and still the holder (a shard may
+        // move between the replicas while they share them out at start).
         let started = Instant::now();
+        let names = [format!("{ns}-{n}"), format!("{ns}-{}", n + 1)];
         let holder = loop {
-            let mut moved = None;
-            for (i, r) in replicas.iter().enumerate() {
-                if r.reconciles().await.unwrap_or(0) > 0 {
-                    moved = Some(i);
+            let holder = covering_holder(cluster, &ns, lease, sharded).await?;
+            let found = holder.as_ref().and_then(|h| {
+                names
+                    .iter()
+                    .position(|name| h == name || h.starts_with(&format!("{name}_")))
+            });
+            // Once it has begun (a standby with one Lease lists everything first).
+            if let Some(i) = found
+                && replicas[i].reconciles().await.unwrap_or(0) > 0
+            {
+                settle(&replicas[i], started).await?;
+                if covering_holder(cluster, &ns, lease, sharded).await? == holder {
+                    break i;
                 }
             }
-            if let Some(i) = moved {
-                break i;
+            if started.elapsed() > Duration::from_secs(1800) {
+                return Err(BenchError::Other(format!("{mode}: nobody held the namespace")));
             }
-            if started.elapsed() > Duration::from_secs(600) {
-                return Err(BenchError::Other(format!("{mode}: nobody reconciled")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        settle(&replicas[holder], started).await?;
         let standby = 1 - holder;
         let before = replicas[standby].reconciles().await.unwrap_or(0);
         let killed = Instant::now();
@@ -115,6 +122,27 @@ pub async fn failover(cluster: &Cluster, args: &Args) -> Result<Vec<Row>, BenchE
     Ok(rows)
 }
 
+/// The name of the Lease that covers `ns`: the one Lease, or its shard's.
+fn covering_lease(ns: &str, lease: &str, sharded: bool) -> String {
+    match sharded {
+        // The chart's and the operator's default shard count.
+        true => format!("{lease}-shard-{}", shard_of(ns, 16)),
+        false => lease.to_string(),
+    }
+}
+
+/// Who holds the Lease that covers `ns` now, if anyone.
+async fn covering_holder(
+    cluster: &Cluster,
+    ns: &str,
+    lease: &str,
+    sharded: bool,
+) -> Result<Option<String>, BenchError> {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), ns);
+    let found = api.get_opt(&covering_lease(ns, lease, sharded)).await?;
+    Ok(found.and_then(|l| l.spec?.holder_identity))
+}
+
 /// When the Lease the standby waits for lapsed, in milliseconds since the epoch: the last
 /// renewal plus the duration of the one Lease, or with shards of the orphaned shard's Lease
 /// and the killed replica's member Lease (a replica takes a shard above its share only once
@@ -129,8 +157,7 @@ async fn lapse_ms(cluster: &Cluster, ns: &str, lease: &str, sharded: bool) -> Re
     };
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
     let last = if sharded {
-        // The chart's and the operator's default shard count.
-        let shard = api.get(&format!("{lease}-shard-{}", shard_of(ns, 16))).await?;
+        let shard = api.get(&covering_lease(ns, lease, sharded)).await?;
         let member = api
             .list(&ListParams::default())
             .await?
