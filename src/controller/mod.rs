@@ -120,59 +120,48 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // controllers that care hear of every Secret applied or deleted (changed credentials,
     // deleted report Secrets) from this one watch.
     let (secret_store, secret_writer) = reflector::store();
-    let (secret_fan_out, [backend_secrets, file_secrets, store_secrets]) = FanOut::new(SECRET_EVENT_BUFFER);
-    let secret_watch = watcher(secrets, watch_config())
-        .default_backoff()
-        .modify(slim_secret)
-        .reflect(secret_writer)
-        .for_each(move |event| {
-            let fan_out = secret_fan_out.clone();
-            async move {
-                if let Ok(event) = event {
-                    fan_out.send(event).await;
-                }
-            }
-        });
+    let (secret_fan_out, [backend_secrets, file_secrets, store_secrets]) =
+        FanOut::new(secret_store.clone(), SECRET_EVENT_BUFFER);
+    let secret_watch = fan_out_watch(
+        watcher(secrets, watch_config())
+            .default_backoff()
+            .modify(slim_secret),
+        secret_writer,
+        secret_fan_out,
+    );
 
     // One watch per kind fills its store and `ctx.index`, and drives its controller; the
     // ReportFile watch also wakes their generators. Subscribers hear of a change only once the
     // store holds it, so a generator woken by its report turning READY sees it READY when it
     // rolls its reports up (a watch of its own could run ahead of the store and leave the
     // counts behind).
-    let (file_store, file_writer) = reflector::store_shared(FILE_EVENT_BUFFER);
-    let (generator_store, generator_writer) = reflector::store_shared(EVENT_BUFFER);
-    let (backend_store, backend_writer) = reflector::store_shared(EVENT_BUFFER);
-    let (store_store, store_writer) = reflector::store_shared(EVENT_BUFFER);
+    let (file_store, file_writer) = reflector::store();
+    let (generator_store, generator_writer) = reflector::store();
+    let (backend_store, backend_writer) = reflector::store();
+    let (store_store, store_writer) = reflector::store();
     let index = Arc::new(Index::new(
         file_store.clone(),
         generator_store.clone(),
         backend_store.clone(),
         store_store.clone(),
     ));
-    let file_events = file_writer.subscribe().expect("a shared store takes subscribers");
-    let owned_file_events = file_writer.subscribe().expect("a shared store takes subscribers");
-    let generator_events = generator_writer
-        .subscribe()
-        .expect("a shared store takes subscribers");
-    let backend_events = backend_writer
-        .subscribe()
-        .expect("a shared store takes subscribers");
-    let store_events = store_writer
-        .subscribe()
-        .expect("a shared store takes subscribers");
-    let file_reflector = indexed_watch(files, file_writer, {
+    let (file_fan_out, [file_events, owned_file_events]) = FanOut::new(file_store.clone(), FILE_EVENT_BUFFER);
+    let (generator_fan_out, [generator_events]) = FanOut::new(generator_store.clone(), EVENT_BUFFER);
+    let (backend_fan_out, [backend_events]) = FanOut::new(backend_store.clone(), EVENT_BUFFER);
+    let (store_fan_out, [store_events]) = FanOut::new(store_store.clone(), EVENT_BUFFER);
+    let file_reflector = indexed_watch(files, file_writer, file_fan_out, {
         let index = index.clone();
         move |e| index.apply_file(e)
     });
-    let generator_reflector = indexed_watch(generators, generator_writer, {
+    let generator_reflector = indexed_watch(generators, generator_writer, generator_fan_out, {
         let index = index.clone();
         move |e| index.apply_generator(e)
     });
-    let backend_reflector = indexed_watch(backends.clone(), backend_writer, {
+    let backend_reflector = indexed_watch(backends.clone(), backend_writer, backend_fan_out, {
         let index = index.clone();
         move |e| index.apply_backend(e)
     });
-    let store_reflector = indexed_watch(stores, store_writer, {
+    let store_reflector = indexed_watch(stores, store_writer, store_fan_out, {
         let index = index.clone();
         move |e| index.apply_store(e)
     });
@@ -339,12 +328,13 @@ async fn terminated() {
     }
 }
 
-/// A watch of `api` that feeds each event to `index` and then applies it to the store of
-/// `writer`, which tells its subscribers. The index hears first, so that a reconcile woken by
-/// the store finds what woke it in the index too (see [`index`]).
+/// A watch of `api` that feeds each event to `index` and then to [`fan_out_watch`]. The
+/// index hears first, so that a reconcile woken by the store finds what woke it in the index
+/// too (see [`index`]).
 fn indexed_watch<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
+    subscribers: FanOut<K>,
     index: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send
 where
@@ -356,16 +346,39 @@ where
         + Sync
         + 'static,
 {
-    watcher(api, watch_config())
+    let events = watcher(api, watch_config())
         .default_backoff()
         .modify(slim)
         .inspect(move |event| {
             if let Ok(event) = event {
                 index(event);
             }
-        })
-        .reflect_shared(writer)
-        .for_each(|_| async {})
+        });
+    fan_out_watch(events, writer, subscribers)
+}
+
+/// Applies each event of a watch to `writer`'s store, and only then hands its object to
+/// `subscribers`, so that a controller woken by a change finds it in the store. kube's
+/// shared reflector is not used: its subscriber, handed a reference to an object deleted
+/// from the store before it read it, waits without asking to be woken, then stops reading;
+/// its buffer fills and the whole watch stops (the store and every controller of the kind
+/// with it). A namespace deleted with its ReportFiles did that.
+fn fan_out_watch<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    subscribers: FanOut<K>,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    events.reflect(writer).for_each(move |event| {
+        let subscribers = subscribers.clone();
+        async move {
+            if let Ok(event) = event {
+                subscribers.send(event).await;
+            }
+        }
+    })
 }
 
 /// How every watch lists: as a stream of events (WatchList, on by default since Kubernetes
@@ -431,33 +444,68 @@ fn slim_secret(secret: &mut PartialObjectMeta<Secret>) {
 /// [`slim_secret`] left it.
 type SecretEvents = BoxStream<'static, Arc<PartialObjectMeta<Secret>>>;
 
-/// One watch's objects, each handed to every subscriber: a subscriber that falls
-/// `buffer` objects behind holds the watch back rather than miss one. (kube's shared
-/// reflector hands on applied objects only; a deleted report Secret must be heard of too.)
-#[derive(Clone)]
-struct FanOut<K>(Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>);
+/// One watch's objects, each handed to every subscriber once its store holds the change: a
+/// subscriber that falls `buffer` objects behind holds the watch back rather than miss one.
+/// Objects applied and deleted are handed on (a deleted report Secret or ReportFile must be
+/// heard of too); a relist hands on every object once it is complete, as the store takes it.
+struct FanOut<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    subscribers: Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>,
+    store: reflector::Store<K>,
+}
 
-impl<K: Send + Sync + 'static> FanOut<K> {
-    /// A fan-out to `N` streams.
-    fn new<const N: usize>(buffer: usize) -> (Self, [BoxStream<'static, Arc<K>>; N]) {
+impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Clone for FanOut<K> {
+    fn clone(&self) -> Self {
+        FanOut {
+            subscribers: self.subscribers.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K> FanOut<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    /// A fan-out to `N` streams of the objects of `store`.
+    fn new<const N: usize>(
+        store: reflector::Store<K>,
+        buffer: usize,
+    ) -> (Self, [BoxStream<'static, Arc<K>>; N]) {
         let mut senders = Vec::with_capacity(N);
         let streams = std::array::from_fn(|_| {
             let (tx, rx) = tokio::sync::mpsc::channel(buffer);
             senders.push(tx);
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) }).boxed()
         });
-        (FanOut(Arc::new(senders)), streams)
+        let fan_out = FanOut {
+            subscribers: Arc::new(senders),
+            store,
+        };
+        (fan_out, streams)
     }
 
-    /// Hands the object of `event` (if it has one) to every subscriber.
+    /// Hands what `event` changed to every subscriber: the store's own copy of an applied
+    /// object (no second one is held while it waits), a deleted object, or after a relist
+    /// every object the store now holds.
     async fn send(&self, event: watcher::Event<K>) {
-        let obj = match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
-                Arc::new(o)
+        match event {
+            watcher::Event::Apply(o) => {
+                let stored = self.store.get(&reflector::ObjectRef::from_obj(&o));
+                self.send_each(stored.unwrap_or_else(|| Arc::new(o))).await;
             }
-            watcher::Event::Init | watcher::Event::InitDone => return,
-        };
-        for subscriber in self.0.iter() {
+            watcher::Event::Delete(o) => self.send_each(Arc::new(o)).await,
+            watcher::Event::InitDone => {
+                for o in self.store.state() {
+                    self.send_each(o).await;
+                }
+            }
+            // The store takes a relist's objects only when it is complete.
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        }
+    }
+
+    async fn send_each(&self, obj: Arc<K>) {
+        for subscriber in self.subscribers.iter() {
             // Fails only when the subscriber is gone, as the process shuts down.
             let _ = subscriber.send(obj.clone()).await;
         }
@@ -563,27 +611,117 @@ mod tests {
         assert_eq!(unrelated.metadata.owner_references, None);
     }
 
-    #[tokio::test]
-    async fn every_subscriber_hears_of_applied_listed_and_deleted_objects() {
-        let (fan_out, streams) = FanOut::<PartialObjectMeta<Secret>>::new::<2>(4);
-        let named = |n: &str| {
-            secret(ObjectMeta {
-                name: Some(n.into()),
+    fn config_map(name: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+        k8s_openapi::api::core::v1::ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
                 ..ObjectMeta::default()
-            })
-        };
-        fan_out.send(watcher::Event::Init).await;
-        fan_out.send(watcher::Event::InitApply(named("listed"))).await;
-        fan_out.send(watcher::Event::InitDone).await;
-        fan_out.send(watcher::Event::Apply(named("applied"))).await;
-        fan_out.send(watcher::Event::Delete(named("deleted"))).await;
-        drop(fan_out);
-        for stream in streams {
-            let names: Vec<String> = stream
-                .map(|s| s.metadata.name.clone().unwrap_or_default())
-                .collect()
-                .await;
-            assert_eq!(names, ["listed", "applied", "deleted"]);
+            },
+            ..Default::default()
         }
+    }
+
+    type Events = futures::channel::mpsc::UnboundedSender<
+        Result<watcher::Event<k8s_openapi::api::core::v1::ConfigMap>, watcher::Error>,
+    >;
+
+    /// A watch fed by hand through [`fan_out_watch`], and the store it fills.
+    fn fanned_out_watch<const N: usize>() -> (
+        Events,
+        reflector::Store<k8s_openapi::api::core::v1::ConfigMap>,
+        impl std::future::Future<Output = ()>,
+        [BoxStream<'static, Arc<k8s_openapi::api::core::v1::ConfigMap>>; N],
+    ) {
+        let (events, watch) = futures::channel::mpsc::unbounded();
+        let (store, writer) = reflector::store();
+        let (fan_out, streams) = FanOut::new(store.clone(), 2);
+        (events, store, fan_out_watch(watch, writer, fan_out), streams)
+    }
+
+    fn name(o: &k8s_openapi::api::core::v1::ConfigMap) -> String {
+        o.metadata.name.clone().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_hears_of_applied_listed_and_deleted_objects_once_the_store_holds_them() {
+        let (events, store, watch, mut streams) = fanned_out_watch::<2>();
+        // Each event, and what each subscriber then hears: a name, and whether the store holds
+        // that object as it is heard of (the deleted one is gone).
+        let steps = [
+            (watcher::Event::Init, None),
+            (watcher::Event::InitApply(config_map("listed")), None),
+            (watcher::Event::InitDone, Some(("listed", true))),
+            (
+                watcher::Event::Apply(config_map("applied")),
+                Some(("applied", true)),
+            ),
+            (
+                watcher::Event::Delete(config_map("listed")),
+                Some(("listed", false)),
+            ),
+        ];
+        let heard = async {
+            let mut heard = Vec::new();
+            for (event, _) in &steps {
+                events.unbounded_send(Ok(event.clone())).unwrap();
+                if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                    for stream in streams.iter_mut() {
+                        let o = stream.next().await.unwrap();
+                        let held = store.get(&reflector::ObjectRef::from_obj(&*o)).is_some();
+                        heard.push(Some((name(&o), held)));
+                    }
+                }
+            }
+            heard
+        };
+        let heard = tokio::select! {
+            heard = heard => heard,
+            () = watch => Vec::new(),
+        };
+        let expected: Vec<_> = steps
+            .iter()
+            .filter_map(|(_, h)| h.map(|(n, held)| Some((n.to_string(), held))))
+            .flat_map(|h| [h.clone(), h])
+            .collect();
+        assert_eq!(heard, expected);
+    }
+
+    /// kube's shared reflector failed this: its subscriber, polled as a Controller polls its
+    /// triggers (each stream in a `SelectAll`), found `a` gone from the store, waited without
+    /// asking to be woken, and never heard of `b`; the watch stopped once its buffer filled.
+    #[tokio::test]
+    async fn a_subscriber_behind_an_object_deleted_before_it_read_it_hears_what_follows() {
+        let (events, _store, watch, [stream]) = fanned_out_watch::<1>();
+        let mut triggers = futures::stream::SelectAll::new();
+        triggers.push(stream);
+        events
+            .unbounded_send(Ok(watcher::Event::Apply(config_map("a"))))
+            .unwrap();
+        events
+            .unbounded_send(Ok(watcher::Event::Delete(config_map("a"))))
+            .unwrap();
+        let heard = async {
+            let mut heard = vec![name(&triggers.next().await.unwrap())];
+            // Only once the subscriber has read does `b` arrive.
+            events
+                .unbounded_send(Ok(watcher::Event::Apply(config_map("b"))))
+                .unwrap();
+            while heard.len() < 3 {
+                heard.push(name(&triggers.next().await.unwrap()));
+            }
+            heard
+        };
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::select! {
+                heard = heard => heard,
+                () = watch => Vec::new(),
+            }
+        })
+        .await;
+        assert_eq!(
+            heard.ok(),
+            Some(vec!["a".to_string(), "a".to_string(), "b".to_string()])
+        );
     }
 }
