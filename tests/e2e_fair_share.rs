@@ -22,7 +22,7 @@ use report_sim::{Fault, FaultKind, ReportingApi, SimConfig, SimServer};
 
 use common::hostile_s3::{HostileS3, S3Mode};
 use common::operator::{LOOPBACK_SIMULATORS, Operator};
-use common::{TestNamespace, control_plane, fixtures, stderr, wait_for};
+use common::{TestNamespace, control_plane, fixtures, wait_for};
 
 /// ReportFiles whose copies hang in the hostile namespace.
 const HUNG_COPIES: usize = 24;
@@ -33,15 +33,6 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(120);
 /// The tests here run one at a time: each starts an operator that watches every namespace,
 /// which would reconcile the other test's namespaces too.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn apply(ns: &TestNamespace, yaml: &str) {
-    let out = ns.kubectl_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}\n{yaml}",
-        stderr(&out)
-    );
-}
 
 /// A ReportStore `name` at the hostile endpoint's `mode` bucket, with its credentials.
 fn hostile_store(s3: &HostileS3, name: &str, mode: S3Mode) -> String {
@@ -70,10 +61,12 @@ fn is_ready(rf: &ReportFile) -> bool {
 /// from the apply to READY.
 async fn onetime_ready(client: &kube::Client, ns: &TestNamespace, name: &str, log: &str) -> Duration {
     let started = Instant::now();
-    apply(
-        ns,
-        &fixtures::onetime(BackendType::Connect, name, "connect", "Neighbour report"),
-    );
+    ns.apply(&fixtures::onetime(
+        BackendType::Connect,
+        name,
+        "connect",
+        "Neighbour report",
+    ));
     let label = ListParams::default().labels(&format!("reporting.report-operator.io/generator={name}"));
     let api = kube::Api::<ReportFile>::namespaced(client.clone(), &ns.name);
     wait_for(
@@ -114,9 +107,9 @@ async fn copies_hung_in_one_namespace_do_not_hold_back_another_namespaces_report
         &fixtures::good_credentials(BackendType::Connect),
         "",
     );
-    apply(&neighbour, &connect);
-    apply(&hostile, &connect);
-    apply(&hostile, &hostile_store(&s3, "hold", S3Mode::HoldUploads));
+    neighbour.apply(&connect);
+    hostile.apply(&connect);
+    hostile.apply(&hostile_store(&s3, "hold", S3Mode::HoldUploads));
     let stores = kube::Api::<ReportStore>::namespaced(client.clone(), &hostile.name);
     wait_for("the holding store Ready", SETUP_DEADLINE, || async {
         let rs = stores.get("hold").await.ok()?;
@@ -130,13 +123,10 @@ async fn copies_hung_in_one_namespace_do_not_hold_back_another_namespaces_report
     eprintln!("neighbour's ONETIME report READY after {quiet:?} with nothing else going on");
 
     for i in 0..HUNG_COPIES {
-        apply(
-            &hostile,
-            &format!(
-                "{}  storeRef:\n    name: hold\n",
-                fixtures::onetime(BackendType::Connect, &format!("hung-{i:02}"), "connect", "Hung")
-            ),
-        );
+        hostile.apply(&format!(
+            "{}  storeRef:\n    name: hold\n",
+            fixtures::onetime(BackendType::Connect, &format!("hung-{i:02}"), "connect", "Hung")
+        ));
     }
     // Every report made, and copies hanging in the store: from here on, uploads are held open.
     wait_for(
@@ -213,8 +203,8 @@ async fn reports_whose_backend_holds_every_answer_do_not_hold_back_another_names
             "",
         )
     };
-    apply(&neighbour, &backend(&sim));
-    apply(&hostile, &backend(&holding));
+    neighbour.apply(&backend(&sim));
+    hostile.apply(&backend(&holding));
     let quiet = onetime_ready(&client, &neighbour, "before", &log).await;
     eprintln!("neighbour's ONETIME report READY after {quiet:?} with nothing else going on");
 
@@ -228,10 +218,12 @@ async fn reports_whose_backend_holds_every_answer_do_not_hold_back_another_names
     ));
     const HELD: usize = 24;
     for i in 0..HELD {
-        apply(
-            &hostile,
-            &fixtures::onetime(BackendType::Connect, &format!("held-{i:02}"), "connect", "Held"),
-        );
+        hostile.apply(&fixtures::onetime(
+            BackendType::Connect,
+            &format!("held-{i:02}"),
+            "connect",
+            "Held",
+        ));
     }
     // At least as many answers held as a namespace's three quarters of the 16 workers.
     wait_for(

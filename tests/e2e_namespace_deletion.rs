@@ -120,12 +120,7 @@ impl Setup {
     }
 
     fn apply(&self, yaml: &str) {
-        let out = self.ns.kubectl_stdin(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}",
-            common::stderr(&out)
-        );
+        self.ns.apply(yaml);
     }
 
     fn files(&self) -> Api<ReportFile> {
@@ -348,22 +343,14 @@ async fn a_report_file_removes_no_connect_report_whose_id_was_written_into_its_s
     let other = TestNamespace::new("e2e-adopted-id-other").await;
     let operator = Operator::start_with(other.cp(), &other.name, &[]);
     let t = BackendType::Connect;
-    let apply = |yaml: &str| {
-        let out = other.kubectl_stdin(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}",
-            common::stderr(&out)
-        );
-    };
-    apply(&fixtures::backend(
+    other.apply(&fixtures::backend(
         &setup.sim,
         t,
         "connect",
         &fixtures::good_credentials(t),
         "",
     ));
-    apply(&format!(
+    other.apply(&format!(
         "apiVersion: reporting.report-operator.io/v1alpha1\nkind: ReportFile\nmetadata:\n  name: adopted\nspec:\n  backendRef:\n    name: connect\n  name: Adopted\n  eventType: ONETIME\n  format: JSON\n  externalId: {id}\n  parameters:\n    startDate: \"2026-10-01T00:00:00Z\"\n    endDate: \"2026-10-02T23:59:59Z\"\n    template: RT-0000-0001\n"
     ));
     let files: Api<ReportFile> = Api::namespaced(setup.client.clone(), &other.name);

@@ -206,13 +206,7 @@ impl Tenants {
 
     fn apply(&self, yaml: impl Fn(&str) -> String) {
         for ns in &self.namespaces {
-            let out = ns.kubectl_stdin(&["apply", "-f", "-"], &yaml(&ns.name));
-            assert!(
-                out.status.success(),
-                "apply in {}: {}",
-                ns.name,
-                common::stderr(&out)
-            );
+            ns.apply(&yaml(&ns.name));
         }
     }
 

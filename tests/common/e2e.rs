@@ -13,7 +13,7 @@ use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator
 use report_sim::{SimConfig, SimServer};
 
 use super::operator::Operator;
-use super::{TestNamespace, stderr, wait_for};
+use super::{TestNamespace, wait_for};
 
 pub struct World {
     // Dropped in this order: the operator stops before its simulator's port is given back.
@@ -40,12 +40,7 @@ impl World {
     }
 
     pub fn apply(&self, yaml: &str) {
-        let out = self.ns.kubectl_stdin(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}\n{yaml}",
-            stderr(&out)
-        );
+        self.ns.apply(yaml);
     }
 
     pub fn files(&self) -> Api<ReportFile> {

@@ -176,6 +176,17 @@ impl TestNamespace {
         all.extend_from_slice(args);
         self.cp.kubectl_with_stdin(&all, Some(stdin))
     }
+
+    /// `kubectl apply` of `yaml` in this namespace, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply in {} failed: {}\n{yaml}",
+            self.name,
+            stderr(&out)
+        );
+    }
 }
 
 impl Drop for TestNamespace {
