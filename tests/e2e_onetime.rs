@@ -9,7 +9,7 @@ use common::e2e::{World, text};
 use common::fixtures::{self, ALL_TYPES, lower, sim_api};
 use common::operator::without_colours;
 use common::wait_for;
-use report_operator::api::{BackendType, FileState};
+use report_operator::api::{BackendType, FileState, find_condition};
 use report_sim::SimConfig;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -316,5 +316,73 @@ async fn every_line_logged_in_a_reconcile_names_its_object() {
                 .iter()
                 .all(|l| l.contains("kind=\"ReportGenerator\"")),
         "{generator_lines:?}"
+    );
+}
+
+/// A ONETIME report is made once: its ReportFile, deleted after the report is READY, is not
+/// made again when the operator restarts (which reconciles every generator), and the backend
+/// generated the report once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_onetime_report_file_deleted_after_the_report_is_ready_is_not_made_again() {
+    let t = BackendType::Cmp;
+    let mut world = World::start("e2e-made-once", SimConfig::default()).await;
+    world.apply(&fixtures::backend(
+        &world.sim,
+        t,
+        "b",
+        &fixtures::good_credentials(t),
+        "",
+    ));
+    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
+    let files = world.wait_finished("once", 1, DEADLINE).await;
+    let name = files[0].metadata.name.clone().expect("name");
+    let generators = world.generators();
+    let ready = |message: &'static str| {
+        let generators = generators.clone();
+        move || {
+            let generators = generators.clone();
+            async move {
+                let g = generators.get("once").await.ok()?;
+                let c = find_condition(&g.status?.conditions, "Ready")?.clone();
+                (c.reason == "ReportReady" && c.message.contains(message)).then_some(())
+            }
+        }
+    };
+    wait_for(
+        "the generator Ready with its report",
+        DEADLINE,
+        ready("the report is READY"),
+    )
+    .await;
+
+    common::delete_ignore_missing(&world.files(), &name).await;
+    wait_for("the ReportFile gone", DEADLINE, || async {
+        world.files_of("once").await.is_empty().then_some(())
+    })
+    .await;
+    world.operator.kill();
+    world.operator.restart();
+    let what = format!(
+        "the generator reconciled after the restart (operator log: {})",
+        world.operator.log.display()
+    );
+    // Either the generator says so, or the ReportFile is back.
+    let kept = ready("its ReportFile was deleted");
+    let made_again = wait_for(&what, DEADLINE, || async {
+        if !world.files_of("once").await.is_empty() {
+            return Some(true);
+        }
+        kept().await.map(|()| false)
+    })
+    .await;
+    assert!(!made_again, "the ReportFile was made again");
+    assert!(
+        world.files_of("once").await.is_empty(),
+        "the ReportFile was made again"
+    );
+    assert_eq!(
+        world.sim.stats().total_generations(sim_api(t)),
+        1,
+        "the backend generated the report once"
     );
 }

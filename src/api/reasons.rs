@@ -179,9 +179,9 @@ vocabulary! {
     /// It also shows the [`BackendReady`] reasons of a backend it cannot use for its own calls
     /// (RDE templates, listing reports to mirror), and the [`Trouble`] of a failed reconcile.
     pub enum GeneratorReady {
-        ReportReady => ("ONETIME: its report is READY.", "download it from the ReportFile's Secret"),
+        ReportReady => ("ONETIME: its report is READY (or was, if its ReportFile was deleted since: a ONETIME report is made once).", "download it from the ReportFile's Secret"),
         ReportInProgress => ("ONETIME: its report is being generated.", "wait"),
-        ReportFailed => ("ONETIME: its report FAILED.", "read the ReportFile's `status.failedReason` and conditions"),
+        ReportFailed => ("ONETIME: its report FAILED (also after its ReportFile was deleted: it is not made again).", "read the ReportFile's `status.failedReason` and conditions; change the spec to ask again"),
         Scheduled => ("PERIODIC and ON_INVOICE: working; `status.nextReportDate` says when the next report is due.", "nothing"),
         Throttled => ("PERIODIC: 200 reports of this generator are in progress; the next windows start, oldest first, as reports finish.", "nothing; see whether the backend is slow"),
         LastReportFailed => ("PERIODIC and ON_INVOICE: the newest finished report (by window end, then completion time) FAILED; the message names it.", "read that ReportFile's failure; Ready again once a newer report is READY"),

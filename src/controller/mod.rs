@@ -82,7 +82,7 @@ pub use metrics::Metrics;
 use shards::Shards;
 /// The shard of a namespace, for tools that watch a sharded operator (the benchmark).
 pub use shards::shard_of;
-use watches::{Deleted, FanOut, SecretEvents, fan_out_watch, indexed_watch, slim_secret, watch_config};
+use watches::{FanOut, SecretEvents, fan_out_watch, indexed_watch, slim_secret, watch_config};
 
 /// ReportFile events a slow subscriber may fall behind by before the watch waits for it.
 const FILE_EVENT_BUFFER: usize = 1024;
@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // deleted report Secrets) from this one watch.
     let (secret_store, secret_writer) = reflector::store();
     let (secret_fan_out, [backend_secrets, file_secrets, store_secrets]) =
-        FanOut::new(secret_store.clone(), SECRET_EVENT_BUFFER, Deleted::HandedOn);
+        FanOut::new(secret_store.clone(), SECRET_EVENT_BUFFER);
     let secret_watch = fan_out_watch(
         watcher(secrets, watch_config())
             .default_backoff()
@@ -146,13 +146,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         backend_store.clone(),
         store_store.clone(),
     ));
-    let (file_fan_out, [file_events, owned_file_events]) =
-        FanOut::new(file_store.clone(), FILE_EVENT_BUFFER, Deleted::Dropped);
-    let (generator_fan_out, [generator_events]) =
-        FanOut::new(generator_store.clone(), EVENT_BUFFER, Deleted::Dropped);
-    let (backend_fan_out, [backend_events]) =
-        FanOut::new(backend_store.clone(), EVENT_BUFFER, Deleted::Dropped);
-    let (store_fan_out, [store_events]) = FanOut::new(store_store.clone(), EVENT_BUFFER, Deleted::Dropped);
+    let (file_fan_out, [file_events, owned_file_events]) = FanOut::new(file_store.clone(), FILE_EVENT_BUFFER);
+    let (generator_fan_out, [generator_events]) = FanOut::new(generator_store.clone(), EVENT_BUFFER);
+    let (backend_fan_out, [backend_events]) = FanOut::new(backend_store.clone(), EVENT_BUFFER);
+    let (store_fan_out, [store_events]) = FanOut::new(store_store.clone(), EVENT_BUFFER);
     let file_reflector = indexed_watch(files, file_writer, file_fan_out, {
         let index = index.clone();
         move |e| index.apply_file(e)

@@ -130,24 +130,12 @@ pub type SecretEvents = BoxStream<'static, Arc<PartialObjectMeta<Secret>>>;
 
 /// One watch's objects, each handed to every subscriber once its store holds the change: a
 /// subscriber that falls `buffer` objects behind holds the watch back rather than miss one.
-/// Applied objects are handed on, and deleted ones if the watch says so ([`Deleted`]); a
-/// relist hands on every object once it is complete, as the store takes it.
+/// Objects applied and deleted are handed on (a deleted report Secret is written again; a
+/// generator whose ONETIME ReportFile was deleted before its report finished makes it again);
+/// a relist hands on every object once it is complete, as the store takes it.
 pub struct FanOut<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     subscribers: Arc<Vec<tokio::sync::mpsc::Sender<Arc<K>>>>,
     store: reflector::Store<K>,
-    deleted: Deleted,
-}
-
-/// Whether a watch's subscribers hear of objects deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deleted {
-    /// A deleted report Secret is heard of (its ReportFile makes it again), and changed
-    /// credentials are noticed when their Secret goes.
-    HandedOn,
-    /// The operator's own kinds: what needs their deletion holds a finalizer, so it hears of
-    /// the deletion as a change. A generator woken by its ReportFile's deletion would make a
-    /// ONETIME report again.
-    Dropped,
 }
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Clone for FanOut<K> {
@@ -155,7 +143,6 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Clone for FanOut<K> 
         FanOut {
             subscribers: self.subscribers.clone(),
             store: self.store.clone(),
-            deleted: self.deleted,
         }
     }
 }
@@ -168,7 +155,6 @@ where
     pub fn new<const N: usize>(
         store: reflector::Store<K>,
         buffer: usize,
-        deleted: Deleted,
     ) -> (Self, [BoxStream<'static, Arc<K>>; N]) {
         let mut senders = Vec::with_capacity(N);
         let streams = std::array::from_fn(|_| {
@@ -179,25 +165,20 @@ where
         let fan_out = FanOut {
             subscribers: Arc::new(senders),
             store,
-            deleted,
         };
         (fan_out, streams)
     }
 
     /// Hands what `event` changed to every subscriber: the store's own copy of an applied
-    /// object (no second one is held while it waits), a deleted object (if handed on), or
-    /// after a relist every object the store now holds.
+    /// object (no second one is held while it waits), a deleted object, or after a relist
+    /// every object the store now holds.
     pub async fn send(&self, event: watcher::Event<K>) {
         match event {
             watcher::Event::Apply(o) => {
                 let stored = self.store.get(&reflector::ObjectRef::from_obj(&o));
                 self.send_each(stored.unwrap_or_else(|| Arc::new(o))).await;
             }
-            watcher::Event::Delete(o) => {
-                if self.deleted == Deleted::HandedOn {
-                    self.send_each(Arc::new(o)).await;
-                }
-            }
+            watcher::Event::Delete(o) => self.send_each(Arc::new(o)).await,
             watcher::Event::InitDone => {
                 for o in self.store.state() {
                     self.send_each(o).await;
@@ -313,9 +294,7 @@ mod tests {
     >;
 
     /// A watch fed by hand through [`fan_out_watch`], and the store it fills.
-    fn fanned_out_watch<const N: usize>(
-        deleted: Deleted,
-    ) -> (
+    fn fanned_out_watch<const N: usize>() -> (
         Events,
         reflector::Store<k8s_openapi::api::core::v1::ConfigMap>,
         impl std::future::Future<Output = ()>,
@@ -323,7 +302,7 @@ mod tests {
     ) {
         let (events, watch) = futures::channel::mpsc::unbounded();
         let (store, writer) = reflector::store();
-        let (fan_out, streams) = FanOut::new(store.clone(), 2, deleted);
+        let (fan_out, streams) = FanOut::new(store.clone(), 2);
         (events, store, fan_out_watch(watch, writer, fan_out), streams)
     }
 
@@ -333,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_subscriber_hears_of_applied_listed_and_deleted_objects_once_the_store_holds_them() {
-        let (events, store, watch, mut streams) = fanned_out_watch::<2>(Deleted::HandedOn);
+        let (events, store, watch, mut streams) = fanned_out_watch::<2>();
         // Each event, and what each subscriber then hears: a name, and whether the store holds
         // that object as it is heard of (the deleted one is gone).
         let steps = [
@@ -378,10 +357,9 @@ mod tests {
     /// kube's shared reflector failed this: its subscriber, polled as a Controller polls its
     /// triggers (each stream in a `SelectAll`), found `a` gone from the store, waited without
     /// asking to be woken, and never heard of `b`; the watch stopped once its buffer filled.
-    /// (The ReportFile watch's subscribers, which hear of no deletion.)
     #[tokio::test]
     async fn a_subscriber_behind_an_object_deleted_before_it_read_it_hears_what_follows() {
-        let (events, _store, watch, [stream]) = fanned_out_watch::<1>(Deleted::Dropped);
+        let (events, _store, watch, [stream]) = fanned_out_watch::<1>();
         let mut triggers = futures::stream::SelectAll::new();
         triggers.push(stream);
         events
@@ -396,7 +374,7 @@ mod tests {
             events
                 .unbounded_send(Ok(watcher::Event::Apply(config_map("b"))))
                 .unwrap();
-            while heard.len() < 2 {
+            while heard.len() < 3 {
                 heard.push(name(&triggers.next().await.unwrap()));
             }
             heard
@@ -408,6 +386,9 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(heard.ok(), Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            heard.ok(),
+            Some(vec!["a".to_string(), "a".to_string(), "b".to_string()])
+        );
     }
 }

@@ -49,7 +49,8 @@ const DEFAULT_FAILED_HISTORY: i32 = 1;
 pub enum Start {
     /// RDE: the platform schedules; make sure its template exists and mirror its files.
     PlatformScheduled,
-    /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization).
+    /// ONETIME: create the report's ReportFiles (one per SUPPLIER organization); none once
+    /// the report finished ([`onetime_finished`]).
     Onetime(Vec<PlannedFile>),
     /// PERIODIC on a backend the operator schedules: see [`periodic`]; what each run shows.
     Periodic(Coverage),
@@ -78,6 +79,8 @@ pub fn start(
         return Ok(Start::PlatformScheduled);
     }
     Ok(match g.spec.event_type {
+        // Made once: a ReportFile deleted after its report finished is not made again.
+        EventType::Onetime if onetime_finished(g, status).is_some() => Start::Onetime(Vec::new()),
         EventType::Onetime => {
             let params = g.spec.parameters.clone().unwrap_or_default();
             let [from, to] = onetime_days(&params);
@@ -522,6 +525,19 @@ pub struct Latest {
     pub why: Option<String>,
 }
 
+/// How the ONETIME report of `g`'s current spec ended, if it did: its Ready said READY or
+/// FAILED for this generation. As a finished Job's pods are not replaced, its ReportFile is
+/// then not made again (a backend would generate the same report twice).
+pub fn onetime_finished(g: &ReportGenerator, status: &ReportGeneratorStatus) -> Option<GeneratorReady> {
+    let ready = find_condition(&status.conditions, CONDITION_READY)?;
+    if ready.observed_generation != g.metadata.generation {
+        return None;
+    }
+    [GeneratorReady::ReportReady, GeneratorReady::ReportFailed]
+        .into_iter()
+        .find(|r| r.as_str() == ready.reason)
+}
+
 /// Ready of a valid generator: for ONETIME, whether its report is READY; for the others,
 /// that it is scheduling reports and that the newest finished report did not FAIL (so that
 /// a generator whose reports fail is not shown healthy).
@@ -536,6 +552,20 @@ pub fn ready_condition(g: &ReportGenerator, status: &ReportGeneratorStatus, late
             GeneratorReady::ReportFailed,
             "the report FAILED; see its ReportFile",
         ),
+        EventType::Onetime if r.in_progress == 0 && onetime_finished(g, status).is_some() => {
+            let ready = onetime_finished(g, status) == Some(GeneratorReady::ReportReady);
+            let (reason, state) = match ready {
+                true => (GeneratorReady::ReportReady, "READY"),
+                false => (GeneratorReady::ReportFailed, "FAILED"),
+            };
+            Cond::ready(
+                ready,
+                reason,
+                format!(
+                    "the report was {state}; its ReportFile was deleted, and a ONETIME report is made once (change the spec to make another)"
+                ),
+            )
+        }
         EventType::Onetime => Cond::ready(
             false,
             GeneratorReady::ReportInProgress,

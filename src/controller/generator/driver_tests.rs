@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
@@ -258,6 +259,78 @@ async fn every_ready_reason_of_a_generator_is_reached() {
         let lines = world.journal.take();
         let told = lines.iter().any(|l| *l == format!("event Warning {reason}"));
         assert_eq!(told, warned, "{situation}: a Warning with the reason: {lines:?}");
+    }
+}
+
+/// A ONETIME report is made once: its ReportFile, deleted after the report finished, is not
+/// made again (a backend would generate the same report twice; a restart reconciles every
+/// generator), until the spec changes.
+#[tokio::test]
+async fn a_onetime_report_is_made_once() {
+    let finished = |reason: &str, generation: i64| ReportGeneratorStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: if reason == "ReportReady" { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: Some(generation),
+            last_transition_time: crate::controller::conditions::to_k8s_time(t(NOW)),
+        }],
+        ..Default::default()
+    };
+    // (situation, status before, a ReportFile made, Ready after, its message)
+    let rows = [
+        (
+            "READY, its ReportFile deleted",
+            finished("ReportReady", 1),
+            false,
+            (true, "ReportReady"),
+            "the report was READY; its ReportFile was deleted",
+        ),
+        (
+            "FAILED, its ReportFile deleted",
+            finished("ReportFailed", 1),
+            false,
+            (false, "ReportFailed"),
+            "the report was FAILED; its ReportFile was deleted",
+        ),
+        (
+            "READY for an earlier spec",
+            finished("ReportReady", 0),
+            true,
+            (false, "ReportInProgress"),
+            "being generated",
+        ),
+        (
+            "still being made",
+            finished("ReportInProgress", 1),
+            true,
+            (false, "ReportInProgress"),
+            "being generated",
+        ),
+    ];
+    for (situation, status, made, (ready, reason), needle) in rows {
+        let g = generator(json!({}));
+        let world = world_of(
+            &g,
+            Backend::Up(BackendType::Connect),
+            status,
+            0,
+            &[],
+            Acted::Created,
+        );
+        run(&world).await;
+        let lines = world.journal.take();
+        let created = lines.iter().any(|l| l.starts_with("create ReportFile/"));
+        assert_eq!(created, made, "{situation}: {lines:?}");
+        let (status, got, message) = world
+            .condition("ReportGenerator", "g", "Ready")
+            .unwrap_or_else(|| panic!("{situation}: no Ready condition"));
+        assert_eq!((status == "True", got.as_str()), (ready, reason), "{situation}");
+        assert!(
+            message.contains(needle),
+            "{situation}: {message:?} lacks {needle:?}"
+        );
     }
 }
 
