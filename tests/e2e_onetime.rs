@@ -28,16 +28,7 @@ async fn report_content(world: &World, secret: &str) -> Vec<u8> {
 
 async fn onetime_report_is_ready_and_downloadable(t: BackendType) {
     let world = World::start(&format!("e2e-{}", lower(t)), SimConfig::default()).await;
-    world.apply(&fixtures::backend(
-        &world.sim,
-        t,
-        "b",
-        &fixtures::good_credentials(t),
-        "",
-    ));
-    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
-    let files = world.wait_finished("once", 1, DEADLINE).await;
-    let rf = &files[0];
+    let rf = &world.onetime_finished(t, "Monthly usage", DEADLINE).await;
     let status = rf.status.clone().expect("status");
     assert_eq!(status.status, Some(FileState::Ready), "{status:?}");
     assert!(status.external_id.is_some(), "no externalId: {status:?}");
@@ -237,15 +228,7 @@ async fn wrong_credentials_make_the_backend_not_ready_and_nothing_is_submitted()
 async fn deleting_an_rde_generator_deletes_the_platform_template() {
     let world = World::start("e2e-rdedelete", SimConfig::default()).await;
     let t = BackendType::Rde;
-    world.apply(&fixtures::backend(
-        &world.sim,
-        t,
-        "b",
-        &fixtures::good_credentials(t),
-        "",
-    ));
-    world.apply(&fixtures::onetime(t, "once", "b", "NW Finance"));
-    world.wait_finished("once", 1, DEADLINE).await;
+    world.onetime_finished(t, "NW Finance", DEADLINE).await;
     let template_id = world.generator_external_id("once").await;
     assert!(world.sim.rde_template_exists(&template_id));
     let out = world.ns.kubectl(&[
@@ -326,16 +309,8 @@ async fn every_line_logged_in_a_reconcile_names_its_object() {
 async fn a_onetime_report_file_deleted_after_the_report_is_ready_is_not_made_again() {
     let t = BackendType::Cmp;
     let mut world = World::start("e2e-made-once", SimConfig::default()).await;
-    world.apply(&fixtures::backend(
-        &world.sim,
-        t,
-        "b",
-        &fixtures::good_credentials(t),
-        "",
-    ));
-    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
-    let files = world.wait_finished("once", 1, DEADLINE).await;
-    let name = files[0].metadata.name.clone().expect("name");
+    let rf = world.onetime_finished(t, "Monthly usage", DEADLINE).await;
+    let name = rf.metadata.name.clone().expect("name");
     let generators = world.generators();
     let ready = |message: &'static str| {
         let generators = generators.clone();

@@ -227,16 +227,8 @@ async fn a_supplier_url_is_reminted_on_the_refresh_annotation_also_after_it_expi
 async fn a_deleted_report_secret_is_written_again() {
     let world = World::start("e2e-secret", SimConfig::default()).await;
     let t = BackendType::Cmp;
-    world.apply(&fixtures::backend(
-        &world.sim,
-        t,
-        "b",
-        &fixtures::good_credentials(t),
-        "",
-    ));
-    world.apply(&fixtures::onetime(t, "once", "b", "Monthly usage"));
-    let files = world.wait_finished("once", 1, DEADLINE).await;
-    let name = files[0].metadata.name.clone().expect("name");
+    let rf = world.onetime_finished(t, "Monthly usage", DEADLINE).await;
+    let name = rf.metadata.name.clone().expect("name");
     let before = world.secret_data(&name).await;
     let out = world.ns.kubectl(&["delete", "secret", &name]);
     assert!(out.status.success(), "{}", common::stderr(&out));

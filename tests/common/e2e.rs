@@ -9,7 +9,9 @@ use kube::runtime::WatchStreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use report_operator::api::{FileState, ReportBackend, ReportFile, ReportGenerator, find_condition};
+use report_operator::api::{
+    BackendType, FileState, ReportBackend, ReportFile, ReportGenerator, find_condition,
+};
 use report_sim::{SimConfig, SimServer};
 
 use super::operator::Operator;
@@ -85,6 +87,25 @@ impl World {
             (files.len() == n && done == n).then_some(files)
         })
         .await
+    }
+
+    /// A ReportBackend `b` of type `t` with good credentials and a ONETIME generator `once`
+    /// (`common_name`) on it, until its report is finished: its ReportFile.
+    pub async fn onetime_finished(
+        &self,
+        t: BackendType,
+        common_name: &str,
+        deadline: Duration,
+    ) -> ReportFile {
+        self.apply(&super::fixtures::backend(
+            &self.sim,
+            t,
+            "b",
+            &super::fixtures::good_credentials(t),
+            "",
+        ));
+        self.apply(&super::fixtures::onetime(t, "once", "b", common_name));
+        self.wait_finished("once", 1, deadline).await.remove(0)
     }
 
     /// Waits for the backend's Ready condition to have `status` ("True"/"False") and returns
