@@ -174,13 +174,23 @@ const STORED_EVERY: usize = 3;
 /// is in docs/notes/wip-deliver.md).
 const NAMESPACE_GONE: Duration = Duration::from_secs(60);
 
+/// The deletion grace of the namespace test's operator. The namespace controller deletes the
+/// namespace's Secrets and its ReportFiles in no set order: when the credentials go first,
+/// the backend is no longer Ready and each ReportFile waits out the grace (documented), which
+/// must fit in [`NAMESPACE_GONE`].
+const NAMESPACE_GRACE: &str = "--deletion-grace-seconds=20";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_of_connect_reports_and_copies_is_gone_within_the_bound_while_the_operator_runs() {
     let setup = Setup::start(
         "e2e-nsdel",
         MANY,
         STORED_EVERY,
-        &["--delivery-concurrency=8", "--delivery-per-namespace=8"],
+        &[
+            "--delivery-concurrency=8",
+            "--delivery-per-namespace=8",
+            NAMESPACE_GRACE,
+        ],
     )
     .await;
     let namespaces: Api<Namespace> = Api::all(setup.client.clone());
